@@ -1,0 +1,46 @@
+"""Shared CLI pieces: consoles, JSON output, progress bars."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+console = Console()
+err_console = Console(stderr=True)
+
+STAGES = {"download": "downloading", "extract": "extracting", "convert": "converting weights",
+          "hash": "hashing files", "copy": "copying"}
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@contextmanager
+def stage_progress(enabled: bool = True):
+    """A callback ``(stage, done, total)`` drawing one Rich bar per stage (quiet when disabled)."""
+    if not enabled:
+        yield lambda *a: None
+        return
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done, total) -> None:
+            for other, task_id in tasks.items():
+                if other != stage and not bar.tasks[task_id].finished:
+                    t = bar.tasks[task_id]
+                    bar.update(task_id, total=t.total or 1, completed=t.total or 1)
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done or 0, total=total)
+
+        yield update
+        for task_id in tasks.values():
+            t = bar.tasks[task_id]
+            bar.update(task_id, total=t.total or 1, completed=t.total or 1)

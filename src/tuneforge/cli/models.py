@@ -1,0 +1,106 @@
+"""`tuneforge models …`"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tuneforge.models.info import read_info
+from tuneforge.models.pull import import_model, pull_model
+from tuneforge.models.store import list_models, remove_model, resolve_model
+
+from .common import console, print_json, stage_progress
+
+app = typer.Typer(help="Base and fine-tuned models.", no_args_is_help=True)
+
+
+def _fmt_params(n) -> str:
+    return f"{n / 1e6:.1f}M" if n else "?"
+
+
+def show_info(info: dict) -> None:
+    table = Table(show_header=False, box=None)
+    for key in ("name", "kind", "architecture", "parameters", "context_length", "dtype", "chat_template",
+                "eos_token", "stop_tokens", "source", "base_model", "job"):
+        if key in info:
+            value = _fmt_params(info[key]) if key == "parameters" else info[key]
+            table.add_row(f"[bold]{key}[/]", str(value))
+    for fname, digest in info.get("files", {}).items():
+        table.add_row("[bold]sha256[/]", f"{fname} {digest[:16]}…")
+    console.print(table)
+
+
+@app.command()
+def pull(name: str = typer.Argument(..., help="A catalog name (smollm2-135m-instruct) or hub id org/name."),
+         dtype: str = typer.Option("float32", help="float32 or bfloat16 for the saved weights."),
+         json_out: bool = typer.Option(False, "--json", help="Print the model record as JSON.")):
+    """Fetch a base model into the model store (instant when already there)."""
+    with stage_progress(not json_out) as progress:
+        info, new = pull_model(name, progress, dtype)
+    if json_out:
+        print_json(info)
+        return
+    console.print(f"{'pulled' if new else 'already pulled'}: [bold]{info['name']}[/] "
+                  f"({_fmt_params(info['parameters'])} parameters)")
+    show_info(info)
+
+
+@app.command("import")
+def import_(path: str = typer.Argument(..., help="An HF model folder, a .gguf file or a hub id org/name."),
+            name: str = typer.Option(None, help="Name in the store (default: from the path)."),
+            json_out: bool = typer.Option(False, "--json")):
+    """Import a model folder, GGUF file or hub model into the store."""
+    with stage_progress(not json_out) as progress:
+        info = import_model(path, name, progress)
+    if json_out:
+        print_json(info)
+    else:
+        console.print(f"imported: [bold]{info['name']}[/]")
+        show_info(info)
+
+
+@app.command("list")
+def list_(json_out: bool = typer.Option(False, "--json")):
+    """List the models in the store."""
+    models = list_models()
+    if json_out:
+        print_json(models)
+        return
+    table = Table("name", "kind", "architecture", "params", "context", "dtype", "chat template", "source")
+    for m in models:
+        table.add_row(m["name"], m.get("kind", ""), str(m.get("architecture")), _fmt_params(m.get("parameters")),
+                      str(m.get("context_length")), str(m.get("dtype")), "yes" if m.get("chat_template") else "no",
+                      m.get("source", ""))
+    console.print(table)
+
+
+@app.command()
+def show(name: str, json_out: bool = typer.Option(False, "--json")):
+    """Show one model's record."""
+    info = read_info(resolve_model(name))
+    if json_out:
+        print_json(info)
+    else:
+        show_info(info)
+
+
+@app.command()
+def rm(name: str):
+    """Remove a model from the store."""
+    remove_model(name)
+    console.print(f"removed {name}")
+
+
+@app.command()
+def export(adapter: Path = typer.Argument(..., help="A LoRA adapter folder (a job's final/ or a checkpoint)."),
+           output: Path = typer.Option(..., "--output", "-o", help="Folder for the merged model."),
+           base: str = typer.Option(None, help="Base model (default: the one recorded in the adapter)."),
+           dtype: str = typer.Option("float32", help="float32, bfloat16 or float16.")):
+    """Merge a LoRA adapter into its base and save a standalone safetensors model."""
+    from tuneforge.models.export import merge_adapter
+
+    with stage_progress() as progress:
+        out = merge_adapter(adapter, output, base, dtype, progress)
+    console.print(f"merged model written to [bold]{out}[/]")

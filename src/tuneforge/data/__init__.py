@@ -1,0 +1,1 @@
+"""Datasets: reading files, detecting formats, canonical records, validation, tokenization, packing."""

@@ -1,0 +1,98 @@
+"""The dataset store: validated datasets copied under ``$TUNEFORGE_HOME/datasets/<id>/``.
+
+A dataset folder holds the uploaded files as they came (``files/``), the canonical records
+(``records.jsonl``) and ``dataset.json``. It is written in a temporary folder and renamed into
+place, so a failure leaves nothing behind. Its id comes from the content, so the same files
+uploaded twice are the same dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from tuneforge.errors import NotFoundError
+from tuneforge.settings import get_settings
+
+from .load import LoadedDataset
+
+
+def content_hash(path: Path, files: list[Path], fmt: str | None, mapping: dict | None) -> str:
+    h = hashlib.sha256()
+    base = path if path.is_dir() else path.parent
+    for f in files:
+        h.update(str(f.relative_to(base)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    h.update(json.dumps([fmt, mapping or {}], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def datasets_root() -> Path:
+    return get_settings().datasets_dir
+
+
+def store_dataset(loaded: LoadedDataset, name: str | None = None, mapping: dict | None = None,
+                  stats: dict | None = None) -> tuple[dict, bool]:
+    """Store a loaded, valid dataset; returns (its metadata, whether it was new)."""
+    loaded.raise_for_errors()
+    digest = content_hash(loaded.path, loaded.files, loaded.format, mapping)
+    ds_id = f"ds-{digest[:12]}"
+    root = datasets_root()
+    target = root / ds_id
+    if (target / "dataset.json").exists():
+        return json.loads((target / "dataset.json").read_text()), False
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        base = loaded.path if loaded.path.is_dir() else loaded.path.parent
+        for f in loaded.files:
+            dest = tmp / "files" / f.relative_to(base)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+        with open(tmp / "records.jsonl", "w", encoding="utf-8") as fh:
+            for r in loaded.records:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        meta = {
+            "id": ds_id, "name": name or loaded.path.stem, "format": loaded.format, "kind": loaded.kind,
+            "records": len(loaded.records), "sha256": digest, "mapping": mapping or {},
+            "source": str(loaded.path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "warnings": [p.to_dict() for p in loaded.warnings], "stats": stats or {},
+        }
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta, True
+
+
+def list_datasets() -> list[dict]:
+    root = datasets_root()
+    if not root.exists():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(root.glob("ds-*/dataset.json"))]
+
+
+def find_dataset(ref: str) -> Path:
+    """A stored dataset's folder by id or name."""
+    for meta in list_datasets():
+        if ref in (meta["id"], meta["name"]):
+            return datasets_root() / meta["id"]
+    raise NotFoundError(f"no stored dataset {ref!r}; see `tuneforge datasets list`.")
+
+
+def read_stored_records(folder: Path) -> list[dict]:
+    with open(folder / "records.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def remove_dataset(ref: str) -> str:
+    folder = find_dataset(ref)
+    shutil.rmtree(folder)
+    return folder.name

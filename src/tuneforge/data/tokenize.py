@@ -1,0 +1,100 @@
+"""Turn canonical records into token ids and labels, with the loss on exactly the tokens to learn.
+
+Chat records are rendered with the chat template once; the character spans of assistant turns come
+from rendering each prefix of the conversation, and tokens are matched to spans through the fast
+tokenizer's offsets. That works for any template that renders prefixes as prefixes (all common ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IGNORE_INDEX = -100
+MASK_MODES = ("assistant", "last", "all")
+
+
+@dataclass
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+    @property
+    def trained(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+
+def _render(tokenizer, template: str, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+def assistant_spans(tokenizer, template: str, messages: list[dict], mode: str = "assistant"):
+    """The rendered text and the (start, end) character spans the loss is computed on."""
+    text = _render(tokenizer, template, messages)
+    if mode == "all":
+        return text, [(0, len(text))]
+    spans = []
+    cursor = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = _render(tokenizer, template, messages[:i], add_generation_prompt=True) if i else ""
+        through = _render(tokenizer, template, messages[: i + 1])
+        if text.startswith(before) and text.startswith(through) and len(through) > len(before):
+            start, end = len(before), len(through)
+        else:  # a template that rewrites earlier turns: fall back to finding the content itself
+            start = text.find(m["content"], cursor)
+            if start < 0:
+                continue
+            end = start + len(m["content"])
+        spans.append((start, end))
+        cursor = end
+    if mode == "last":
+        spans = spans[-1:]
+    return text, spans
+
+
+def tokenize_text_with_spans(tokenizer, text: str, spans, max_len: int | None) -> Tokenized:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    labels = []
+    s = 0
+    for tok, (a, b) in zip(ids, offsets, strict=True):
+        while s < len(spans) and spans[s][1] <= a:
+            s += 1
+        # a token counts when it overlaps a span; zero-width special tokens at a span's start included
+        inside = s < len(spans) and a < spans[s][1] and (b > spans[s][0] or (a == b == spans[s][0]))
+        labels.append(tok if inside else IGNORE_INDEX)
+    truncated = max_len is not None and len(ids) > max_len
+    if truncated:
+        ids, labels = ids[:max_len], labels[:max_len]
+    return Tokenized(list(ids), labels, truncated)
+
+
+def tokenize_chat(tokenizer, template: str, messages: list[dict], max_len: int | None,
+                  mode: str = "assistant") -> Tokenized:
+    text, spans = assistant_spans(tokenizer, template, messages, mode)
+    return tokenize_text_with_spans(tokenizer, text, spans, max_len)
+
+
+def tokenize_pretrain(tokenizer, text: str, max_len: int | None) -> Tokenized:
+    """Raw text: loss on every token; an EOS closes each document so documents stay apart."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+        ids = [tokenizer.bos_token_id] + ids
+    if tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    truncated = max_len is not None and len(ids) > max_len
+    ids = ids[:max_len] if truncated else ids
+    return Tokenized(ids, list(ids), truncated)
+
+
+def tokenize_record(tokenizer, template: str, record: dict, max_len: int | None,
+                    mode: str = "assistant") -> Tokenized:
+    if "text" in record:
+        return tokenize_pretrain(tokenizer, record["text"], max_len)
+    if "messages" in record:
+        return tokenize_chat(tokenizer, template, record["messages"], max_len, mode)
+    # preference: the chosen conversation, for previews and statistics
+    return tokenize_chat(tokenizer, template, record["prompt"] + record["chosen"], max_len, mode)

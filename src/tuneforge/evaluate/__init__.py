@@ -1,0 +1,1 @@
+"""Evaluation: eval loss, generation, ROUGE and BLEU."""

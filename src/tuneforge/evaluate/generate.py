@@ -1,0 +1,92 @@
+"""Load a model (with an adapter) for inference and answer chat prompts in batches."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneforge.errors import ConfigError
+from tuneforge.models.store import resolve_model
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    stop_ids: list[int]
+    name: str
+
+
+def adapter_base(adapter: Path) -> str:
+    """The base model folder an adapter was trained on (tuneforge.json, else peft's record)."""
+    meta = adapter / "tuneforge.json"
+    if meta.exists():
+        return json.loads(meta.read_text())["base_model"]
+    cfg = adapter / "adapter_config.json"
+    if cfg.exists():
+        return json.loads(cfg.read_text())["base_model_name_or_path"]
+    raise ConfigError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json).")
+
+
+def load_for_inference(ref: str | Path, adapter: Path | None = None, base: str | None = None) -> LoadedModel:
+    """A model for generation: a stored/folder model, optionally with a LoRA adapter on it.
+
+    ``ref`` may itself be an adapter folder (a job's final/); its base is then read from it.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    ref_path = Path(str(ref)).expanduser()
+    if adapter is None and (ref_path / "adapter_config.json").exists():
+        adapter, ref = ref_path, base or adapter_base(ref_path)
+    folder = resolve_model(str(ref))
+    # The adapter's folder holds the tokenizer with the chat template used in training.
+    tok_src = adapter if adapter is not None and (adapter / "tokenizer_config.json").exists() else folder
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    name = folder.name
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+        name = f"{folder.name}+{adapter.parent.name if adapter.name == 'final' else adapter.name}"
+    model.eval()
+    gen_src = adapter if adapter is not None and (adapter / "generation_config.json").exists() else folder
+    try:
+        eos = GenerationConfig.from_pretrained(str(gen_src)).eos_token_id
+    except OSError:
+        eos = tokenizer.eos_token_id
+    stop_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    return LoadedModel(model, tokenizer, stop_ids, name)
+
+
+def chat_prompts(lm: LoadedModel, conversations: list[list[dict]]) -> list[str]:
+    if not getattr(lm.tokenizer, "chat_template", None):
+        from tuneforge.data.templates import resolve_chat_template
+
+        lm.tokenizer.chat_template = resolve_chat_template(lm.tokenizer, None)
+    return [lm.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+
+
+def generate(lm: LoadedModel, conversations: list[list[dict]], max_new_tokens: int = 128, batch_size: int = 8,
+             on_batch=None) -> list[str]:
+    """Greedy answers to each conversation (ending with a user turn), batched with left padding."""
+    import torch
+
+    prompts = chat_prompts(lm, conversations)
+    answers: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i: i + batch_size]
+        enc = lm.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                    eos_token_id=lm.stop_ids or None, pad_token_id=lm.tokenizer.pad_token_id)
+        new = out[:, enc["input_ids"].shape[1]:]
+        answers += [lm.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+        if on_batch:
+            on_batch(len(chunk))
+    return answers

@@ -1,0 +1,112 @@
+"""Evaluate one model (and optionally its base) on a chat dataset: loss, perplexity, ROUGE, BLEU."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from tuneforge.data.load import load_records
+from tuneforge.data.tokenize import IGNORE_INDEX, tokenize_chat
+from tuneforge.errors import ConfigError
+from tuneforge.settings import get_settings
+
+from .generate import LoadedModel, adapter_base, generate, load_for_inference
+from .metrics import text_scores
+
+
+def eval_loss(lm: LoadedModel, conversations: list[list[dict]], max_len: int = 1024) -> float:
+    """Mean cross-entropy over assistant tokens, teacher-forced, with the model's chat template."""
+    import torch
+
+    template = lm.tokenizer.chat_template
+    total, count = 0.0, 0
+    for messages in conversations:
+        tok = tokenize_chat(lm.tokenizer, template, messages, max_len)
+        if tok.trained == 0:
+            continue
+        ids = torch.tensor([tok.input_ids])
+        labels = torch.tensor([tok.labels])
+        with torch.inference_mode():
+            logits = lm.model(input_ids=ids).logits[:, :-1].float()
+        target = labels[:, 1:]
+        total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                                                   ignore_index=IGNORE_INDEX, reduction="sum").item()
+        count += int((target != IGNORE_INDEX).sum())
+    return total / max(1, count)
+
+
+def _score(lm: LoadedModel, conversations, max_new_tokens, batch_size, progress) -> tuple[dict, list[str]]:
+    prompts = [c[:-1] for c in conversations]
+    refs = [c[-1]["content"] for c in conversations]
+    loss = eval_loss(lm, conversations)
+    preds = generate(lm, prompts, max_new_tokens, batch_size, on_batch=progress)
+    metrics = {"eval_loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50)), 4),
+               **text_scores(preds, refs), "samples": len(conversations)}
+    return metrics, preds
+
+
+def evaluate_model(model: str, data: Path, adapter: Path | None = None, compare_base: bool = False,
+                   max_new_tokens: int = 128, max_samples: int | None = None, batch_size: int = 8,
+                   output: Path | None = None, fmt: str | None = None, mapping=None,
+                   show_progress: bool = False) -> dict:
+    loaded = load_records(data, fmt, mapping)
+    loaded.raise_for_errors()
+    if loaded.kind != "chat":
+        raise ConfigError(f"{data}: evaluation needs chat data with answers; this is {loaded.format} "
+                          f"({loaded.kind}).")
+    conversations = [r["messages"] for r in loaded.records if r["messages"][-1]["role"] == "assistant"]
+    conversations = conversations[:max_samples] if max_samples else conversations
+    output = Path(output or get_settings().root / "evals" / time.strftime("eval-%Y%m%d-%H%M%S"))
+    output.mkdir(parents=True, exist_ok=True)
+
+    candidates = [("model", lambda: load_for_inference(model, adapter))]
+    if compare_base:
+        ref = Path(str(model))
+        base = adapter_base(adapter or ref) if adapter or (ref / "adapter_config.json").exists() else model
+        candidates.insert(0, ("base", lambda: load_for_inference(base)))
+
+    results: dict = {"models": {}, "output": str(output), "data": str(data)}
+    predictions: dict[str, list[str]] = {}
+    for label, load in candidates:
+        lm = load()
+        progress = _bar(label, len(conversations)) if show_progress else None
+        with progress or _null():
+            metrics, preds = _score(lm, conversations, max_new_tokens, batch_size,
+                                    (lambda n, p=progress: p.advance(n)) if progress else None)
+        results["models"][lm.name if label == "model" else f"{lm.name} (base)"] = metrics
+        predictions[label] = preds
+    with open(output / "predictions.jsonl", "w", encoding="utf-8") as fh:
+        for i, conv in enumerate(conversations):
+            row = {"prompt": conv[:-1], "reference": conv[-1]["content"]}
+            row.update({f"prediction_{k}" if k != "model" else "prediction": v[i] for k, v in predictions.items()})
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (output / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    return results
+
+
+class _bar:
+    def __init__(self, label: str, total: int):
+        from rich.progress import Progress
+
+        self.progress = Progress(transient=True)
+        self.task = self.progress.add_task(f"generating ({label})", total=total)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def advance(self, n: int) -> None:
+        self.progress.advance(self.task, n)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,1 @@
+"""Models: pull, import (HF folder, hub id, GGUF), describe, load, merge/export."""

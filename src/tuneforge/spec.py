@@ -1,0 +1,267 @@
+"""JobSpec: the one description of a training run (YAML for `tuneforge train`, REST body, web form)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuneforge.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetRef(Strict):
+    path: str = Field(description="A dataset file/folder/zip, or a stored dataset's id or name.")
+    format: str | None = Field(default=None, description="Force a format (alpaca, sharegpt, openai, …); "
+                                                         "detected when empty.")
+    map: dict[str, str] = Field(default_factory=dict, description="Column mapping, e.g. {prompt: content, "
+                                                                   "response: summary}.")
+    max_samples: int | None = Field(default=None, ge=1, description="Use at most this many records.")
+
+
+class DataSpec(Strict):
+    train: list[DatasetRef] = Field(description="Training datasets (concatenated).")
+    validation: DatasetRef | None = Field(default=None, description="A separate validation set.")
+    val_fraction: float = Field(default=0.0, ge=0.0, lt=0.5,
+                                description="Hold out this fraction of training records for evaluation "
+                                            "when no validation set is given.")
+    max_len: int = Field(default=1024, ge=8, description="Cutoff length in tokens; longer sequences are "
+                                                          "truncated (pretraining text is split instead).")
+    packing: bool = Field(default=True, description="Concatenate each batch's examples into one row with "
+                                                    "attention kept inside each example: no padding.")
+    mask: Literal["assistant", "last", "all"] = Field(default="assistant", description="Which tokens of chat "
+                                                       "data carry loss: all assistant turns, the last, or all.")
+    chat_template: str = Field(default="auto", description="auto (the model's own), a named template "
+                                                            "(chatml, llama3, alpaca, chatglm3, plain) or Jinja.")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        if isinstance(v, str | dict):
+            v = [v]
+        return [{"path": x} if isinstance(x, str) else x for x in v]
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _path_or_ref(cls, v):
+        return {"path": v} if isinstance(v, str) else v
+
+
+class LoraSpec(Strict):
+    r: int = Field(default=8, ge=1, description="LoRA rank.")
+    alpha: int = Field(default=16, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear", description="Module names to adapt, or all-linear.")
+
+
+class HyperParams(Strict):
+    learning_rate: float | None = Field(default=None, gt=0, description="Peak learning rate; default 2e-4 "
+                                                                        "for LoRA/QLoRA, 2e-5 full, 5e-6 DPO full.")
+    epochs: float = Field(default=3.0, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps "
+                                                                   "(overrides epochs).")
+    batch_size: int = Field(default=4, ge=1, description="Examples per device per step.")
+    grad_accum: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="Learning rate schedule.")
+    warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5, description="Fraction of steps to warm up.")
+    weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, ge=0.0, description="Gradient clipping (0 = off).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 on GPUs that have it, fp32 on CPU.")
+    gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory.")
+    seed: int = Field(default=42, description="Seed for weights init, shuffling and dropout.")
+    logging_steps: int = Field(default=5, ge=1, description="Log metrics every N steps.")
+    eval_steps: int | None = Field(default=None, ge=1, description="Evaluate every N steps (default: "
+                                                                   "each epoch when there is eval data).")
+    save_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N steps (default: "
+                                                                   "each epoch).")
+    save_total_limit: int = Field(default=2, ge=1, description="Checkpoints to keep.")
+    dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta (strength of the KL anchor).")
+
+
+class Resources(Strict):
+    gpus: int = Field(default=0, ge=0, description="GPUs per node (0: CPU or one GPU if present).")
+    nodes: int = Field(default=1, ge=1, description="Machines.")
+    strategy: Literal["auto", "ddp", "fsdp", "zero2", "zero3"] = Field(
+        default="auto", description="Distribution strategy when more than one GPU.")
+
+
+class JobSpec(Strict):
+    """A complete training run."""
+
+    name: str | None = Field(default=None, description="A label for the run.")
+    method: Literal["sft", "dpo", "pretrain"] = Field(default="sft", description="Training objective.")
+    finetuning: Literal["lora", "qlora", "full"] = Field(default="lora", description="Which weights train.")
+    model: str = Field(description="A pulled/imported model name or an HF model folder.")
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with the model (ChatGLM…).")
+    data: DataSpec
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    train: HyperParams = Field(default_factory=HyperParams)
+    resources: Resources = Field(default_factory=Resources)
+    output_dir: str | None = Field(default=None, description="Job folder (default under $TUNEFORGE_HOME/jobs).")
+    resume_from: str | None = Field(default=None, description="latest or step-N: continue from a checkpoint.")
+
+    @field_validator("resume_from")
+    @classmethod
+    def _resume(cls, v):
+        if v is not None and v != "latest" and not re.fullmatch(r"step-\d+", v):
+            raise ValueError("use 'latest' or 'step-N'")
+        return v
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.method == "pretrain" and self.data.mask != "all":
+            self.data.mask = "all"
+        if self.resources.nodes > 1 and self.resources.gpus < 1:
+            raise ValueError("resources.nodes > 1 needs resources.gpus ≥ 1 per node")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        if self.train.learning_rate:
+            return self.train.learning_rate
+        if self.finetuning == "full":
+            return 5e-6 if self.method == "dpo" else 2e-5
+        return 5e-5 if self.method == "dpo" else 2e-4
+
+
+TEMPLATES: dict[str, dict] = {
+    "sft-lora": {"method": "sft", "finetuning": "lora", "description": "Supervised fine-tuning with LoRA."},
+    "sft-qlora": {"method": "sft", "finetuning": "qlora",
+                  "description": "LoRA on a 4-bit NF4 base (bitsandbytes, CUDA)."},
+    "sft-full": {"method": "sft", "finetuning": "full", "description": "Supervised fine-tuning of all weights."},
+    "dpo-lora": {"method": "dpo", "finetuning": "lora", "description": "Direct preference optimisation, LoRA."},
+    "pretrain-lora": {"method": "pretrain", "finetuning": "lora",
+                      "description": "Continual pretraining on raw text, LoRA."},
+}
+
+
+def _pydantic_problems(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; see `tuneforge train --print-defaults` for the keys a spec takes"
+        lines.append(f"  {where}: {msg}")
+    return ConfigError(f"{source}: invalid spec:\n" + "\n".join(lines))
+
+
+def template_spec(template: str, **fields) -> JobSpec:
+    if template not in TEMPLATES:
+        raise ConfigError(f"unknown template {template!r}; use one of {', '.join(TEMPLATES)}.")
+    t = TEMPLATES[template]
+    data = {"method": t["method"], "finetuning": t["finetuning"], **fields}
+    data.setdefault("data", {"train": data.pop("dataset", "DATASET")})
+    data.pop("dataset", None)
+    return parse_spec(data, f"template {template}")
+
+
+def set_dotted(data: dict, assignment: str) -> None:
+    """Apply ``train.learning_rate=1e-4`` (the value parsed as YAML) to a nested dict."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4.")
+    value = yaml.safe_load(raw) if raw else None
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is not a section.")
+    node[parts[-1]] = value
+
+
+def parse_spec(data: dict, source: str = "spec") -> JobSpec:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys to values at the top level.")
+    data = copy.deepcopy(data)
+    template = data.pop("template", None)
+    if template:
+        if template not in TEMPLATES:
+            raise ConfigError(f"{source}: unknown template {template!r}; use one of {', '.join(TEMPLATES)}.")
+        data.setdefault("method", TEMPLATES[template]["method"])
+        data.setdefault("finetuning", TEMPLATES[template]["finetuning"])
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _pydantic_problems(exc, source) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such spec file.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    for assignment in overrides or []:
+        set_dotted(data, assignment)
+    # Relative dataset paths are relative to the spec file, as a user reading it would expect.
+    base = path.parent
+    for ref in _dataset_entries(data):
+        p = ref.get("path") if isinstance(ref, dict) else None
+        if p and not Path(p).is_absolute() and (base / p).exists():
+            ref["path"] = str((base / p).resolve())
+    return parse_spec(data, str(path))
+
+
+def _dataset_entries(data: dict) -> list[dict]:
+    d = data.get("data")
+    if not isinstance(d, dict):
+        return []
+    train = d.get("train")
+    if isinstance(train, str):
+        d["train"] = train = [{"path": train}]
+    elif isinstance(train, dict):
+        d["train"] = train = [train]
+    entries = [t if isinstance(t, dict) else {"path": t} for t in (train or [])]
+    d["train"] = entries
+    val = d.get("validation")
+    if isinstance(val, str):
+        d["validation"] = val = {"path": val}
+    if isinstance(val, dict):
+        entries.append(val)
+    return entries
+
+
+def dump_spec(spec: JobSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def annotated_defaults() -> str:
+    """A complete spec with every field's description as a comment (``--print-defaults``)."""
+    spec = JobSpec(model="smollm2-135m-instruct", data=DataSpec(train=[DatasetRef(path="data.json")]))
+    lines: list[str] = ["# tuneforge JobSpec: every key with its default. Templates: "
+                        + ", ".join(TEMPLATES)]
+
+    def emit(model: BaseModel, indent: int) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            pad = "  " * indent
+            if field.description:
+                lines.append(f"{pad}# {field.description}")
+            if isinstance(value, BaseModel):
+                lines.append(f"{pad}{name}:")
+                emit(value, indent + 1)
+            elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+                lines.append(f"{pad}{name}:")
+                for item in value:
+                    dumped = yaml.safe_dump([item.model_dump(mode="json")], allow_unicode=True)
+                    lines.extend(pad + "  " + ln for ln in dumped.splitlines())
+            else:
+                dumped = yaml.safe_dump({name: value}, allow_unicode=True, default_flow_style=True).strip()
+                lines.append(f"{pad}{dumped.strip('{}')}")
+
+    emit(spec, 0)
+    return "\n".join(lines) + "\n"

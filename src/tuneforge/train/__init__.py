@@ -1,0 +1,1 @@
+"""Training: one readable recipe per method, and the small parts they share."""

@@ -1,0 +1,108 @@
+"""From a JobSpec's data section to tokenized train/validation examples."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneforge.data.load import load_records
+from tuneforge.data.store import find_dataset, read_stored_records
+from tuneforge.data.tokenize import tokenize_chat, tokenize_pretrain
+from tuneforge.errors import ConfigError, DataError, NotFoundError
+from tuneforge.spec import DatasetRef, JobSpec
+
+log = logging.getLogger(__name__)
+
+KIND_FOR_METHOD = {"sft": ("chat",), "dpo": ("preference",), "pretrain": ("text", "chat")}
+
+
+def read_dataset(ref: DatasetRef) -> tuple[list[dict], str, str]:
+    """(records, kind, format) of a dataset path or stored dataset; raises DataError listing all problems."""
+    path = Path(ref.path).expanduser()
+    if path.exists():
+        loaded = load_records(path, ref.format, ref.map)
+        loaded.raise_for_errors()
+        records, kind, fmt = loaded.records, loaded.kind, loaded.format
+    else:
+        try:
+            folder = find_dataset(ref.path)
+        except NotFoundError:
+            raise ConfigError(f"dataset {ref.path!r}: no such file, folder or stored dataset.") from None
+        import json
+
+        meta = json.loads((folder / "dataset.json").read_text())
+        records, kind, fmt = read_stored_records(folder), meta["kind"], meta["format"]
+    if ref.max_samples:
+        records = records[: ref.max_samples]
+    return records, kind, fmt
+
+
+def load_spec_records(spec: JobSpec) -> tuple[list[dict], list[dict], str]:
+    """Training and validation records, checked against the method; before any model is loaded."""
+    train: list[dict] = []
+    kinds = set()
+    for ref in spec.data.train:
+        records, kind, fmt = read_dataset(ref)
+        if kind not in KIND_FOR_METHOD[spec.method]:
+            need = {"sft": "chat data (alpaca, sharegpt, openai …)", "dpo": "preference data "
+                    "(prompt/chosen/rejected)", "pretrain": "text data ({\"text\": …})"}[spec.method]
+            raise ConfigError(f"method {spec.method} needs {need}; {ref.path} is {fmt} ({kind}). Change "
+                              f"`method` or the dataset.")
+        kinds.add(kind)
+        train += records
+    if spec.data.validation:
+        val, _, _ = read_dataset(spec.data.validation)
+    elif spec.data.val_fraction > 0:
+        rng = random.Random(spec.train.seed)
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        n_val = max(1, int(len(train) * spec.data.val_fraction))
+        val = [train[i] for i in sorted(order[:n_val])]
+        train = [train[i] for i in sorted(order[n_val:])]
+    else:
+        val = []
+    if not train:
+        raise DataError("no training records left after the validation split; lower data.val_fraction.")
+    return train, val, kinds.pop()
+
+
+@dataclass
+class TokenizedSplit:
+    examples: list[dict] = field(default_factory=list)
+    truncated: int = 0
+    dropped: int = 0  # examples with no trained tokens left (e.g. the answer was cut off)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(e["input_ids"]) for e in self.examples)
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(sum(1 for x in e["labels"] if x != -100) for e in self.examples)
+
+
+def tokenize_records(records: list[dict], tokenizer, template: str, spec: JobSpec) -> TokenizedSplit:
+    out = TokenizedSplit()
+    max_len = spec.data.max_len
+    for r in records:
+        if "text" in r:
+            # Continual pretraining: long documents are split into max_len chunks, not thrown away.
+            whole = tokenize_pretrain(tokenizer, r["text"], None)
+            for i in range(0, len(whole.input_ids), max_len):
+                chunk = whole.input_ids[i: i + max_len]
+                if len(chunk) > 1:
+                    out.examples.append({"input_ids": chunk, "labels": list(chunk)})
+            continue
+        tok = tokenize_chat(tokenizer, template, r["messages"], max_len, spec.data.mask)
+        out.truncated += tok.truncated
+        if tok.trained == 0:
+            out.dropped += 1
+            continue
+        out.examples.append({"input_ids": tok.input_ids, "labels": tok.labels})
+    if out.truncated:
+        log.warning("%d sequence(s) longer than max_len=%d were truncated", out.truncated, max_len)
+    if out.dropped:
+        log.warning("%d example(s) had no trained tokens within max_len=%d and were dropped", out.dropped, max_len)
+    return out

@@ -1,0 +1,115 @@
+"""Load the base model and tokenizer for a run, and put the adapter (LoRA/QLoRA) on it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tuneforge.errors import ConfigError, require
+from tuneforge.models.store import resolve_model
+from tuneforge.spec import JobSpec
+
+from . import attention
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    device: str  # cuda | cpu
+    dtype_name: str  # float32 | bfloat16 | float16
+
+    @property
+    def bf16(self) -> bool:
+        return self.dtype_name == "bfloat16"
+
+    @property
+    def fp16(self) -> bool:
+        return self.dtype_name == "float16"
+
+
+def preflight(spec: JobSpec) -> Runtime:
+    """Check the machine can run the spec, before loading anything heavy."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if spec.finetuning == "qlora":
+        if not cuda:
+            raise ConfigError("QLoRA (finetuning: qlora) needs a CUDA GPU and this machine has none. Use "
+                              "finetuning: lora (same adapter, full-precision base) on CPU.")
+        require("bitsandbytes", "qlora", "QLoRA")
+    if spec.resources.gpus > 1 or spec.resources.nodes > 1:
+        if not cuda or torch.cuda.device_count() < spec.resources.gpus:
+            raise ConfigError(f"resources.gpus={spec.resources.gpus} but this machine has "
+                              f"{torch.cuda.device_count() if cuda else 0} CUDA GPU(s).")
+        if spec.resources.strategy in ("zero2", "zero3"):
+            require("deepspeed", "deepspeed", f"strategy {spec.resources.strategy}")
+    precision = spec.train.precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ConfigError("precision fp16 needs a CUDA GPU; use fp32 (or bf16) on CPU.")
+    if precision == "bf16" and not cuda:
+        log.warning("bf16 on this CPU is several times slower than fp32; precision: auto picks fp32")
+    dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
+    return Runtime("cuda" if cuda else "cpu", dtype)
+
+
+def load_tokenizer(model_ref: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    folder = resolve_model(model_ref)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"{model_ref}: tuneforge needs a fast tokenizer (tokenizer.json) to place loss masks.")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(spec: JobSpec, runtime: Runtime, packed: bool):
+    """The model ready to train; returns (model, whether it takes packed rows)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = resolve_model(spec.model)
+    kwargs = {"dtype": getattr(torch, runtime.dtype_name), "trust_remote_code": spec.trust_remote_code}
+    if spec.finetuning == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"])
+        kwargs["device_map"] = {"": 0}
+    model = None
+    if packed:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation=attention.register(),
+                                                         **kwargs)
+        except (ValueError, TypeError) as exc:
+            log.warning("%s cannot take packed rows (%s); training with padded batches", spec.model, exc)
+            packed = False
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    if spec.finetuning in ("lora", "qlora"):
+        model = add_lora(model, spec)
+    if spec.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    model.config.use_cache = False
+    return model, packed
+
+
+def add_lora(model, spec: JobSpec):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if spec.finetuning == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=spec.train.gradient_checkpointing)
+    config = LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+                        target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise ConfigError(f"lora.target_modules {spec.lora.target_modules!r}: {exc}") from exc

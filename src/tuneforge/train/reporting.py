@@ -1,0 +1,225 @@
+"""The job folder as the worker's report: events, metrics, log, TensorBoard, checkpoints, a loss plot.
+
+Anyone (the platform, a person with `tail -f`) learns what a run is doing by reading these files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+class JobFolder:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.final = self.root / "final"
+        self.tensorboard = self.root / "tensorboard"
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(exist_ok=True)
+        # Half-written checkpoints from a killed run are never trusted.
+        for p in self.checkpoints.glob("checkpoint-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def event(self, name: str, **fields) -> None:
+        record = {"time": time.time(), "event": name, **fields}
+        with open(self.root / "events.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def metric(self, record: dict) -> None:
+        with open(self.root / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        path = self.root / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def step_checkpoints(self) -> list[tuple[int, Path]]:
+        found = []
+        for p in self.checkpoints.iterdir() if self.checkpoints.exists() else []:
+            m = STEP_RE.match(p.name)
+            if m and (p / "trainer_state.json").exists():
+                found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def resume_path(self, which: str) -> Path | None:
+        steps = self.step_checkpoints()
+        if which == "latest":
+            return steps[-1][1] if steps else None
+        for n, p in steps:
+            if f"step-{n}" == which:
+                return p
+        return None
+
+    def log_handler(self) -> logging.Handler:
+        handler = logging.FileHandler(self.root / "log.txt", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        return handler
+
+
+class StopFlag:
+    """SIGTERM asks the run to checkpoint and stop at the next step boundary."""
+
+    def __init__(self):
+        self.reason: str | None = None
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            self.reason = signal.Signals(signum).name
+            log.warning("received %s: saving a checkpoint and stopping", self.reason)
+
+        signal.signal(signal.SIGTERM, handler)
+
+
+class Reporter(TrainerCallback):
+    """Writes metrics/events/TensorBoard, turns checkpoints into atomic step-N folders, honours SIGTERM."""
+
+    def __init__(self, folder: JobFolder, stop: StopFlag, keep: int, token_counter: dict, show_bar: bool):
+        self.folder, self.stop, self.keep = folder, stop, keep
+        self.tokens = token_counter  # filled by the trainer: {"seen": n, "trained": n}
+        self.show_bar = show_bar
+        self.start = time.time()
+        self.last = (self.start, 0)
+        self.writer = None
+        self.bar = None
+
+    # -- lifecycle
+    def on_train_begin(self, args, state, control, **kw):
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.writer is None:
+            self.writer = SummaryWriter(str(self.folder.tensorboard))
+        self.start = time.time()
+        self.last = (self.start, self.tokens["seen"])
+        if self.show_bar:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, info="")
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bar:
+            self.bar.update(self.task, completed=state.global_step)
+        if self.stop.reason:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_epoch_end(self, args, state, control, **kw):
+        self.folder.event("epoch_done", epoch=round(state.epoch or 0, 4), step=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = dict(logs or {})
+        now = time.time()
+        seen = self.tokens["seen"]
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "wall_time": round(now - self.start, 3)}
+        if "loss" in logs:
+            dt = now - self.last[0]
+            record.update(loss=logs["loss"], lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                          tokens_seen=seen, trained_tokens=self.tokens["trained"],
+                          tokens_per_s=round((seen - self.last[1]) / dt, 2) if dt > 0 else None)
+            self.last = (now, seen)
+        for key in ("eval_loss", "eval_perplexity", "train_loss", "train_runtime"):
+            if key in logs:
+                record[key] = logs[key]
+        for key, value in logs.items():
+            if key.startswith("eval_") and key not in record and isinstance(value, int | float):
+                record[key] = value
+        if len(record) <= 3:
+            return
+        self.folder.metric(record)
+        for key, value in record.items():
+            if key not in ("step", "epoch", "wall_time") and isinstance(value, int | float):
+                tag = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
+                self.writer.add_scalar(tag, value, state.global_step)
+        self.writer.flush()
+        line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                        if v is not None)
+        log.info(line)
+        if self.bar and "loss" in record:
+            self.bar.update(self.task, info=f"loss {record['loss']:.4f}")
+        elif not self.bar:
+            print(line, file=sys.stderr, flush=True)
+        if "eval_loss" in record:
+            self.folder.event("eval_done", step=state.global_step, eval_loss=record["eval_loss"])
+
+    def on_save(self, args, state, control, **kw):
+        # The trainer has finished writing checkpoint-N (weights, optimizer, scheduler, RNG, trainer state);
+        # only now does it become step-N, in one rename, so resume never trusts a half-written folder.
+        src = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not src.exists():
+            return
+        dst = self.folder.checkpoints / f"step-{state.global_step}"
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(src, dst)
+        self.folder.event("checkpoint_saved", step=state.global_step, path=str(dst.relative_to(self.folder.root)))
+        for _, old in self.folder.step_checkpoints()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar:
+            self.bar.stop()
+            self.bar = None
+
+    def close(self) -> None:
+        """After the final evaluation: the last metrics are in, the TensorBoard file can close."""
+        if self.bar:
+            self.bar.stop()
+        if self.writer:
+            self.writer.close()
+
+
+def write_loss_svg(metrics: list[dict], path: Path) -> None:
+    """A small dependency-free SVG of training (and eval) loss against step."""
+    train = [(m["step"], m["loss"]) for m in metrics if m.get("loss") is not None]
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
+    if not train and not evals:
+        return
+    points = train + evals
+    w, h, pad = 640, 360, 48
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points) or 1
+    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    if x1 == x0:
+        x1 = x0 + 1
+    if y1 == y0:
+        y1 = y0 + 1
+
+    def xy(p):
+        return (pad + (p[0] - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (p[1] - y0) / (y1 - y0) * (h - 2 * pad))
+
+    def line(series, color):
+        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in map(xy, series))
+        return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>' if series else ""
+
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>',
+        f'<text x="{pad}" y="{pad - 8}">loss {y1:.3f}</text>',
+        f'<text x="{pad}" y="{h - pad + 16}">{y0:.3f} · step {x0}</text>',
+        f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">step {x1}</text>',
+        line(train, "#1f77b4"), line(evals, "#d62728"),
+        f'<text x="{w - pad}" y="{pad - 8}" text-anchor="end" fill="#1f77b4">train</text>',
+        f'<text x="{w - pad - 50}" y="{pad - 8}" text-anchor="end" fill="#d62728">{"eval" if evals else ""}</text>',
+        "</svg>",
+    ]
+    path.write_text("\n".join(svg))

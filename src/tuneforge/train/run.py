@@ -1,0 +1,95 @@
+"""One training run: check, prepare the job folder, run the method's recipe, report how it ended."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneforge.errors import ResourceError, TuneforgeError
+from tuneforge.settings import get_settings
+from tuneforge.spec import JobSpec, dump_spec
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(TuneforgeError):
+    """The run was asked to stop (SIGTERM); it saved a checkpoint first."""
+
+    exit_code = 143
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    metrics: dict
+
+
+OOM_HINT = ("out of memory. Lower train.batch_size or data.max_len, turn on train.gradient_checkpointing, "
+            "or use finetuning: qlora on a GPU.")
+
+
+def default_output_dir(spec: JobSpec) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return get_settings().jobs_dir / f"{spec.name or spec.method}-{stamp}"
+
+
+def run_training(spec: JobSpec, output_dir: str | Path | None = None, callbacks=(), show_bar: bool = False
+                 ) -> RunResult:
+    from . import dpo, pretrain, sft
+    from .data import load_spec_records
+    from .model import preflight
+    from .reporting import JobFolder, StopFlag, write_loss_svg
+
+    # Everything that can be checked without a model is checked before the folder exists.
+    runtime = preflight(spec)
+    train_records, val_records, _ = load_spec_records(spec)
+
+    folder = JobFolder(Path(output_dir or spec.output_dir or default_output_dir(spec)))
+    folder.prepare()
+    resume = folder.resume_path(spec.resume_from) if spec.resume_from else None
+    if spec.resume_from and resume is None:
+        if spec.resume_from != "latest":
+            raise ResourceError(f"{folder.checkpoints}: no checkpoint {spec.resume_from}; have "
+                                f"{[f'step-{n}' for n, _ in folder.step_checkpoints()]}.")
+        log.warning("no checkpoint to resume from in %s; starting from the beginning", folder.checkpoints)
+    (folder.root / "spec.yaml").write_text(dump_spec(spec.model_copy(update={"output_dir": str(folder.root)})))
+    handler = folder.log_handler()
+    logging.getLogger().addHandler(handler)
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)
+        for h in logging.getLogger().handlers:
+            if h is not handler:
+                h.setLevel(logging.WARNING)
+    stop = StopFlag()
+    stop.install()
+    folder.event("started", pid=os.getpid(), method=spec.method, finetuning=spec.finetuning,
+                 device=runtime.device, dtype=runtime.dtype_name, resumed_from=resume.name if resume else None)
+    recipe = {"sft": sft.run, "dpo": dpo.run, "pretrain": pretrain.run}[spec.method]
+    try:
+        metrics = recipe(spec, folder, runtime, train_records, val_records, stop, resume, callbacks, show_bar)
+    except Exception as exc:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            folder.event("failed", reason=OOM_HINT)
+            raise ResourceError(OOM_HINT) from exc
+        folder.event("failed", reason=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        write_loss_svg(folder.read_metrics(), folder.root / "loss.svg")
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    if stop.reason:
+        folder.event("cancelled", reason=stop.reason, step=_last_step(folder))
+        raise Cancelled(f"stopped by {stop.reason}; checkpoint saved in {folder.checkpoints}. Resume with "
+                        f"`tuneforge train {folder.root / 'spec.yaml'} --resume`.")
+    folder.event("finished", metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    return RunResult(folder.root, metrics)
+
+
+def _last_step(folder) -> int | None:
+    steps = folder.step_checkpoints()
+    return steps[-1][0] if steps else None

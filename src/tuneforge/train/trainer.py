@@ -1,0 +1,164 @@
+"""The pieces the SFT and pretraining recipes share: the loss, token accounting, trainer arguments."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from tuneforge.data.tokenize import IGNORE_INDEX
+from tuneforge.spec import JobSpec
+
+from .model import Runtime
+
+
+class CausalLMTrainer(Trainer):
+    """HF Trainer whose loss computes logits only where a label is trained.
+
+    On a 135M model the output layer is a fifth of the compute; prompt tokens never need their logits.
+    It also counts the tokens it trains on, for tokens/s.
+    """
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, token_counter: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens = token_counter
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        targets = labels[:, 1:]  # position p predicts token p+1
+        keep = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(-1)
+        if self.keeps_logits:
+            outputs = model(**inputs, logits_to_keep=keep)
+            logits = outputs.logits
+        else:
+            outputs = model(**inputs)
+            logits = outputs.logits[:, :-1][:, keep]
+        picked = targets[:, keep]
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), picked.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+        n_trained = (picked != IGNORE_INDEX).sum()
+        if model.training:
+            mask = inputs.get("attention_mask")
+            self.tokens["seen"] += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+            self.tokens["trained"] += int(n_trained)
+        if model.training and num_items_in_batch is not None:
+            loss = loss / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes
+        else:
+            loss = loss / n_trained.clamp(min=1)
+            if model.training:
+                loss = loss / self.current_gradient_accumulation_steps
+        return (loss, outputs) if return_outputs else loss
+
+
+def training_arguments(spec: JobSpec, runtime: Runtime, output_dir: Path, has_eval: bool,
+                       packed: bool) -> TrainingArguments:
+    t = spec.train
+    save = {"save_strategy": "steps", "save_steps": t.save_steps} if t.save_steps else {"save_strategy": "epoch"}
+    if has_eval:
+        evals = ({"eval_strategy": "steps", "eval_steps": t.eval_steps} if t.eval_steps
+                 else {"eval_strategy": "epoch"})
+    else:
+        evals = {"eval_strategy": "no"}
+    strategy = {}
+    if spec.resources.strategy == "fsdp":
+        strategy["fsdp"] = "full_shard auto_wrap"
+    elif spec.resources.strategy in ("zero2", "zero3"):
+        strategy["deepspeed"] = deepspeed_config(int(spec.resources.strategy[-1]))
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        bf16=runtime.bf16,
+        fp16=runtime.fp16,
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_total_limit=None,  # rotation happens on step-N folders (see reporting.Reporter.on_save)
+        report_to="none",
+        disable_tqdm=True,
+        prediction_loss_only=True,
+        remove_unused_columns=False,
+        train_sampling_strategy="random" if packed else "group_by_length",
+        use_cpu=runtime.device == "cpu",
+        dataloader_num_workers=0,
+        **save, **evals, **strategy,
+    )
+
+
+def deepspeed_config(stage: int) -> dict:
+    return {
+        "zero_optimization": {"stage": stage, "overlap_comm": True, "contiguous_gradients": True},
+        "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+        "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto", "train_batch_size": "auto",
+    }
+
+
+def stop_token_ids(tokenizer, template: str) -> list[int]:
+    """EOS plus the end-of-turn tokens the chat template writes, when they are single tokens."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|user|>", "<|observation|>", "</s>", "<|endoftext|>"):
+        if marker in template or marker == tokenizer.eos_token:
+            tid = tokenizer.convert_tokens_to_ids(marker)
+            if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid not in ids:
+                ids.append(tid)
+    return ids
+
+
+def save_final(model, tokenizer, template: str, spec: JobSpec, out: Path, base_folder: Path) -> None:
+    """final/: the adapter or full model, tokenizer with the chat template used, stop tokens."""
+    from transformers import GenerationConfig
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(str(out))
+    stops = stop_token_ids(tokenizer, template)
+    try:
+        gen = GenerationConfig.from_pretrained(str(base_folder))
+    except OSError:
+        gen = GenerationConfig()
+    gen.eos_token_id = stops
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.save_pretrained(str(out))
+    (out / "tuneforge.json").write_text(json.dumps({
+        "base_model": str(base_folder), "model": spec.model, "method": spec.method,
+        "finetuning": spec.finetuning, "adapter": spec.finetuning in ("lora", "qlora"),
+        "stop_token_ids": stops, "stop_tokens": tokenizer.convert_ids_to_tokens(stops),
+    }, indent=2))
+
+
+def set_threads() -> None:
+    # Torch defaults to every core; on small CPUs one thread per physical core is the fast setting.
+    import os
+
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, n))
+
+
+def final_eval(trainer, folder) -> dict:
+    """Eval metrics at the last step: reuse the ones just logged, evaluate only if there are none."""
+    if trainer.eval_dataset is None:
+        return {}
+    last = [m for m in folder.read_metrics() if "eval_loss" in m]
+    if last and last[-1]["step"] == trainer.state.global_step:
+        return {k: v for k, v in last[-1].items() if k.startswith("eval_")}
+    return trainer.evaluate()
