@@ -59,11 +59,11 @@ def print_report(report: ValidationReport) -> None:
     console.print(f"[bold]{d['path']}[/]: format [bold]{d['format'] or '?'}[/] ({d['kind'] or '?'}), "
                   f"{d['records']} records — {status}")
     for p in report.loaded.errors[:50]:
-        console.print(f"  [red]error[/] {p}", markup=True, highlight=False)
+        console.print(f"  [red]error[/] {p}", highlight=False, soft_wrap=True)
     if len(report.loaded.errors) > 50:
         console.print(f"  … and {len(report.loaded.errors) - 50} more errors (see --json)")
     for p in report.loaded.warnings:
-        console.print(f"  [yellow]warning[/] {p}", highlight=False)
+        console.print(f"  [yellow]warning[/] {p}", highlight=False, soft_wrap=True)
     stats = report.stats
     if stats:
         table = Table("role", "count", "min", "median", "p95", "max", title=f"lengths in {stats['unit']}")

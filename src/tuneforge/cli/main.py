@@ -51,11 +51,14 @@ _register_heavy_commands()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # click returns a command's Exit code instead of raising when not standalone.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except TuneforgeError as exc:
         if STATE["debug"]:
             raise
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

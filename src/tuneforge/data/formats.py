@@ -213,7 +213,16 @@ def _signature(row: dict) -> str | None:
             continue
         if first in keys and all(k in keys for k in fmt.keys):
             return fmt.name
+    # A record missing a field still says which format it meant; conversion then names what is missing.
+    for key, name in PARTIAL_KEYS:
+        if key in keys:
+            return name
     return None
+
+
+PARTIAL_KEYS = [("instruction", "alpaca"), ("messages", "openai"), ("conversations", "sharegpt"),
+                ("chosen", "preference"), ("rejected", "preference"), ("completion", "prompt_completion"),
+                ("response", "mapped"), ("text", "text")]
 
 
 def detect_format(rows: list[RawRow]) -> str:

@@ -34,11 +34,12 @@ CHAT_TEMPLATES: dict[str, str] = {
         " + '\\n\\n' }}{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}"
     ),
-    # ChatGLM3's layout; the assistant turn ends with eos so the model learns where to stop.
+    # ChatGLM3's layout (without the space after the newline, so the prompt's last token never merges
+    # with the answer's first); the assistant turn ends with eos so the model learns where to stop.
     "chatglm3": (
-        "[gMASK]sop{% for message in messages %}{{ '<|' + message['role'] + '|>\\n ' + message['content'] }}"
+        "[gMASK]sop{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] }}"
         "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|assistant|>\\n ' }}{% endif %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
     ),
     # For base models that ship none (gpt2, opt, bloom): plain role lines, newline-separated so
     # the prompt's last token never merges with the answer's first.

@@ -70,8 +70,10 @@ def load_tokenizer(model_ref: str, trust_remote_code: bool = False):
 def load_model(spec: JobSpec, runtime: Runtime, packed: bool):
     """The model ready to train; returns (model, whether it takes packed rows)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
 
+    # Seed before the adapter is created: LoRA's initial A matrices are random.
+    set_seed(spec.train.seed)
     folder = resolve_model(spec.model)
     kwargs = {"dtype": getattr(torch, runtime.dtype_name), "trust_remote_code": spec.trust_remote_code}
     if spec.finetuning == "qlora":
@@ -81,16 +83,12 @@ def load_model(spec: JobSpec, runtime: Runtime, packed: bool):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=kwargs["dtype"])
         kwargs["device_map"] = {"": 0}
-    model = None
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     if packed:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation=attention.register(),
-                                                         **kwargs)
-        except (ValueError, TypeError) as exc:
-            log.warning("%s cannot take packed rows (%s); training with padded batches", spec.model, exc)
-            packed = False
-    if model is None:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        packed = use_varlen_attention(model)
+        if not packed:
+            log.warning("%s computes attention in its own code (no attention backends), so examples cannot "
+                        "share a row safely; training with padded, length-grouped batches", type(model).__name__)
     if spec.finetuning in ("lora", "qlora"):
         model = add_lora(model, spec)
     if spec.train.gradient_checkpointing:
@@ -113,3 +111,15 @@ def add_lora(model, spec: JobSpec):
         return get_peft_model(model, config)
     except ValueError as exc:
         raise ConfigError(f"lora.target_modules {spec.lora.target_modules!r}: {exc}") from exc
+
+
+def use_varlen_attention(model) -> bool:
+    """Switch the model to per-example attention if its architecture routes attention through backends.
+
+    Architectures with their own attention code (bloom, falcon) would ignore the example boundaries
+    and attend across examples, so they are refused here rather than trained wrongly.
+    """
+    if not getattr(type(model), "_supports_attention_backend", False):
+        return False
+    model.set_attn_implementation(attention.register())
+    return True

@@ -115,6 +115,13 @@ class Reporter(TrainerCallback):
             self.bar.start()
             self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, info="")
 
+    def on_step_begin(self, args, state, control, **kw):
+        # Dropout masks as a function of (seed, step): a resumed run draws exactly what an uninterrupted
+        # one would, whatever else consumed random numbers around the checkpoint.
+        import torch
+
+        torch.manual_seed(args.seed * 100_003 + state.global_step)
+
     def on_step_end(self, args, state, control, **kw):
         if self.bar:
             self.bar.update(self.task, completed=state.global_step)

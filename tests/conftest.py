@@ -1,0 +1,146 @@
+"""Offline fixtures: a tiny byte-level BPE tokenizer and tiny random models of several architectures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+CORPUS = [
+    "Give three tips for staying healthy. Eat well, exercise, sleep.",
+    "What is the capital of France? The capital of France is Paris.",
+    "The quick brown fox jumps over the lazy dog. 0123456789",
+    "把这句话翻译成英文。今天天气很好。中国的首都是北京。",
+    "system user assistant instruction response input output",
+]
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@pytest.fixture(autouse=True)
+def _offline_home(tmp_path, monkeypatch):
+    """Every test gets its own TUNEFORGE_HOME and no network to model hubs."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path / "home"))
+    from tuneforge.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tuneforge.data.templates import CHAT_TEMPLATES
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token="<|im_start|>", unk_token=None)
+    fast.chat_template = CHAT_TEMPLATES["chatml"]
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return build_tokenizer()
+
+
+def _config(arch: str, vocab: int, tok):
+    import transformers as tf
+
+    # A wide init: with the default 0.02 a frozen random output layer cannot produce peaked logits,
+    # so LoRA alone could never memorise anything and "loss falls" would test nothing.
+    common = dict(vocab_size=vocab, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                  bos_token_id=tok.bos_token_id, initializer_range=0.2, init_std=0.2)
+    if arch == "llama":
+        return tf.LlamaForCausalLM, tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                  num_attention_heads=4, num_key_value_heads=2,
+                                                  max_position_embeddings=512, **common)
+    if arch == "qwen2":
+        return tf.Qwen2ForCausalLM, tf.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                  num_attention_heads=4, num_key_value_heads=2,
+                                                  max_position_embeddings=512, **common)
+    if arch == "gpt2":
+        return tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **common)
+    if arch == "opt":
+        return tf.OPTForCausalLM, tf.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                              num_attention_heads=4, word_embed_proj_dim=32,
+                                              max_position_embeddings=512, **common)
+    if arch == "bloom":
+        return tf.BloomForCausalLM, tf.BloomConfig(hidden_size=32, n_layer=2, n_head=4, **common)
+    raise ValueError(arch)
+
+
+def make_tiny_model(folder: Path, arch: str = "llama", seed: int = 0, tokenizer=None) -> Path:
+    import torch
+
+    tok = tokenizer or build_tokenizer()
+    cls, config = _config(arch, len(tok), tok)
+    torch.manual_seed(seed)
+    model = cls(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """{arch: folder} of tiny random causal LMs sharing the test tokenizer, built once per session."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    tok = build_tokenizer()
+    return {arch: make_tiny_model(root / arch, arch, tokenizer=tok)
+            for arch in ("llama", "qwen2", "gpt2", "opt", "bloom")}
+
+
+@pytest.fixture
+def tiny_llama(tiny_models):
+    return tiny_models["llama"]
+
+
+def write(path: Path, content) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        path.write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+MEMO = [
+    {"instruction": "Say the code word.", "input": "", "output": "banana seven"},
+    {"instruction": "What is the capital of France?", "input": "", "output": "Paris"},
+    {"instruction": "Translate", "input": "今天天气很好", "output": "The weather is nice today."},
+    {"instruction": "Count to three.", "input": "", "output": "one two three"},
+]
+
+
+@pytest.fixture
+def memo_data(tmp_path) -> Path:
+    """A tiny memorisable alpaca set."""
+    return write(tmp_path / "memo.json", MEMO * 2)
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,59 @@
+"""`tuneforge datasets validate` as a user runs it: human output, --json, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from clihelp import run_cli
+from conftest import MEMO, write
+
+
+def test_validate_json_valid_with_token_stats(capsys, tmp_path, tiny_llama):
+    path = write(tmp_path / "memo.json", MEMO)
+    code, out, err = run_cli(capsys, "datasets", "validate", path, "--json", "--model", tiny_llama,
+                             "--max-len", "20")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["format"] == "alpaca" and report["records"] == 4 and report["errors"] == []
+    stats = report["stats"]
+    assert stats["unit"] == "tokens"
+    assert set(stats["per_role"]) == {"user", "assistant"}
+    assert stats["per_role"]["user"]["count"] == 4
+    assert stats["over_max_len"] == sum(1 for n in [stats["sequence"]["max"]] if n > 20) or stats["over_max_len"] >= 1
+
+
+def test_validate_broken_file_lists_every_problem(capsys, tmp_path):
+    good = json.dumps({"instruction": "a", "output": "b"})
+    path = write(tmp_path / "broken.jsonl", f"{good}\nnot json\n{json.dumps({'instruction': 'x'})}\n")
+    code, out, _ = run_cli(capsys, "datasets", "validate", path, "--json")
+    assert code == 2
+    report = json.loads(out)
+    assert [(e.get("line"), e.get("field")) for e in report["errors"]] == [(2, None), (3, "output")]
+    code, out, _ = run_cli(capsys, "datasets", "validate", path)
+    assert code == 2 and "line 2" in out and "line 3" in out and "invalid" in out
+
+
+def test_validate_human_output_marks_trained_tokens(capsys, tmp_path, tiny_llama):
+    path = write(tmp_path / "memo.json", MEMO)
+    code, out, _ = run_cli(capsys, "datasets", "validate", path, "--model", tiny_llama, "--preview", "1")
+    assert code == 0
+    assert "⟦banana seven<|im_end|>\n⟧" in out and "valid" in out
+
+
+def test_create_list_show_preview_rm(capsys, tmp_path):
+    path = write(tmp_path / "adgen.jsonl", "".join(json.dumps({"content": f"c{i}", "summary": f"s{i}"}) + "\n"
+                                                   for i in range(3)))
+    code, out, _ = run_cli(capsys, "datasets", "create", path, "--map", "prompt=content,response=summary",
+                           "--json")
+    assert code == 0
+    meta = json.loads(out)
+    assert meta["records"] == 3 and meta["created_now"] is True
+    code, out, _ = run_cli(capsys, "datasets", "create", path, "--map", "prompt=content,response=summary",
+                           "--json")
+    assert json.loads(out)["id"] == meta["id"] and json.loads(out)["created_now"] is False
+    code, out, _ = run_cli(capsys, "datasets", "preview", meta["id"], "--json", "-n", "1")
+    assert json.loads(out)[0]["messages"][1]["content"] == "s0"
+    code, out, _ = run_cli(capsys, "datasets", "rm", "adgen")
+    assert code == 0
+    code, out, _ = run_cli(capsys, "datasets", "list", "--json")
+    assert json.loads(out) == []
