@@ -41,11 +41,17 @@ def build_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(CORPUS * 4, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token="<|im_start|>", unk_token=None)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+        unk_token=None,
+    )
     fast.chat_template = CHAT_TEMPLATES["chatml"]
     return fast
 
@@ -60,22 +66,46 @@ def _config(arch: str, vocab: int, tok):
 
     # A wide init: with the default 0.02 a frozen random output layer cannot produce peaked logits,
     # so LoRA alone could never memorise anything and "loss falls" would test nothing.
-    common = dict(vocab_size=vocab, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                  bos_token_id=tok.bos_token_id, initializer_range=0.2, init_std=0.2)
+    common = dict(
+        vocab_size=vocab,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        initializer_range=0.2,
+        init_std=0.2,
+    )
     if arch == "llama":
-        return tf.LlamaForCausalLM, tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                  num_attention_heads=4, num_key_value_heads=2,
-                                                  max_position_embeddings=512, **common)
+        return tf.LlamaForCausalLM, tf.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
     if arch == "qwen2":
-        return tf.Qwen2ForCausalLM, tf.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                  num_attention_heads=4, num_key_value_heads=2,
-                                                  max_position_embeddings=512, **common)
+        return tf.Qwen2ForCausalLM, tf.Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
     if arch == "gpt2":
         return tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **common)
     if arch == "opt":
-        return tf.OPTForCausalLM, tf.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2,
-                                              num_attention_heads=4, word_embed_proj_dim=32,
-                                              max_position_embeddings=512, **common)
+        return tf.OPTForCausalLM, tf.OPTConfig(
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            word_embed_proj_dim=32,
+            max_position_embeddings=512,
+            **common,
+        )
     if arch == "bloom":
         return tf.BloomForCausalLM, tf.BloomConfig(hidden_size=32, n_layer=2, n_head=4, **common)
     raise ValueError(arch)
@@ -99,8 +129,10 @@ def tiny_models(tmp_path_factory):
     """{arch: folder} of tiny random causal LMs sharing the test tokenizer, built once per session."""
     root = tmp_path_factory.mktemp("tiny-models")
     tok = build_tokenizer()
-    return {arch: make_tiny_model(root / arch, arch, tokenizer=tok)
-            for arch in ("llama", "qwen2", "gpt2", "opt", "bloom")}
+    return {
+        arch: make_tiny_model(root / arch, arch, tokenizer=tok)
+        for arch in ("llama", "qwen2", "gpt2", "opt", "bloom")
+    }
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ from conftest import MEMO, write
 
 def test_validate_json_valid_with_token_stats(capsys, tmp_path, tiny_llama):
     path = write(tmp_path / "memo.json", MEMO)
-    code, out, err = run_cli(capsys, "datasets", "validate", path, "--json", "--model", tiny_llama,
-                             "--max-len", "20")
+    code, out, err = run_cli(
+        capsys, "datasets", "validate", path, "--json", "--model", tiny_llama, "--max-len", "20"
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["format"] == "alpaca" and report["records"] == 4 and report["errors"] == []
@@ -19,7 +20,10 @@ def test_validate_json_valid_with_token_stats(capsys, tmp_path, tiny_llama):
     assert stats["unit"] == "tokens"
     assert set(stats["per_role"]) == {"user", "assistant"}
     assert stats["per_role"]["user"]["count"] == 4
-    assert stats["over_max_len"] == sum(1 for n in [stats["sequence"]["max"]] if n > 20) or stats["over_max_len"] >= 1
+    assert (
+        stats["over_max_len"] == sum(1 for n in [stats["sequence"]["max"]] if n > 20)
+        or stats["over_max_len"] >= 1
+    )
 
 
 def test_validate_broken_file_lists_every_problem(capsys, tmp_path):
@@ -41,15 +45,19 @@ def test_validate_human_output_marks_trained_tokens(capsys, tmp_path, tiny_llama
 
 
 def test_create_list_show_preview_rm(capsys, tmp_path):
-    path = write(tmp_path / "adgen.jsonl", "".join(json.dumps({"content": f"c{i}", "summary": f"s{i}"}) + "\n"
-                                                   for i in range(3)))
-    code, out, _ = run_cli(capsys, "datasets", "create", path, "--map", "prompt=content,response=summary",
-                           "--json")
+    path = write(
+        tmp_path / "adgen.jsonl",
+        "".join(json.dumps({"content": f"c{i}", "summary": f"s{i}"}) + "\n" for i in range(3)),
+    )
+    code, out, _ = run_cli(
+        capsys, "datasets", "create", path, "--map", "prompt=content,response=summary", "--json"
+    )
     assert code == 0
     meta = json.loads(out)
     assert meta["records"] == 3 and meta["created_now"] is True
-    code, out, _ = run_cli(capsys, "datasets", "create", path, "--map", "prompt=content,response=summary",
-                           "--json")
+    code, out, _ = run_cli(
+        capsys, "datasets", "create", path, "--map", "prompt=content,response=summary", "--json"
+    )
     assert json.loads(out)["id"] == meta["id"] and json.loads(out)["created_now"] is False
     code, out, _ = run_cli(capsys, "datasets", "preview", meta["id"], "--json", "-n", "1")
     assert json.loads(out)[0]["messages"][1]["content"] == "s0"

@@ -7,8 +7,8 @@ import json
 import zipfile
 
 import pytest
-from conftest import write
 
+from conftest import write
 from tuneforge.data.load import load_records
 
 
@@ -19,34 +19,52 @@ def ok(path, **kw):
 
 
 def test_alpaca_with_system_and_history(tmp_path):
-    rec = {"instruction": "Q2", "input": "ctx", "output": "A2", "system": "be brief",
-           "history": [["Q1", "A1"]]}
+    rec = {
+        "instruction": "Q2",
+        "input": "ctx",
+        "output": "A2",
+        "system": "be brief",
+        "history": [["Q1", "A1"]],
+    }
     loaded = ok(write(tmp_path / "a.json", [rec, {"instruction": "x", "output": "y"}]))
     assert loaded.format == "alpaca" and len(loaded.records) == 2
     assert loaded.records[0]["messages"] == [
-        {"role": "system", "content": "be brief"}, {"role": "user", "content": "Q1"},
-        {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2\nctx"},
-        {"role": "assistant", "content": "A2"}]
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Q2\nctx"},
+        {"role": "assistant", "content": "A2"},
+    ]
 
 
 def test_sharegpt_roles_and_system(tmp_path):
-    rec = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}],
-           "system": "sys"}
+    rec = {
+        "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}],
+        "system": "sys",
+    }
     loaded = ok(write(tmp_path / "s.jsonl", json.dumps(rec) + "\n\n" + json.dumps(rec) + "\n"))
     assert loaded.format == "sharegpt" and len(loaded.records) == 2
     assert [m["role"] for m in loaded.records[0]["messages"]] == ["system", "user", "assistant"]
 
 
 def test_openai_messages_ignore_extra_keys(tmp_path):
-    rec = {"prompt": "ignored", "prompt_id": "x1", "messages": [{"role": "user", "content": "a"},
-                                                                 {"role": "assistant", "content": "b"}]}
+    rec = {
+        "prompt": "ignored",
+        "prompt_id": "x1",
+        "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+    }
     loaded = ok(write(tmp_path / "o.json", [rec] * 3))
     assert loaded.format == "openai" and len(loaded.records) == 3
 
 
 def test_chatglm_conversations_role_content(tmp_path):
-    rec = {"conversations": [{"role": "system", "content": "s"}, {"role": "user", "content": "类型#裙"},
-                             {"role": "assistant", "content": "这条裙子"}]}
+    rec = {
+        "conversations": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "类型#裙"},
+            {"role": "assistant", "content": "这条裙子"},
+        ]
+    }
     loaded = ok(write(tmp_path / "c.json", [rec]))
     assert loaded.format == "conversations" and loaded.records[0]["messages"][2]["content"] == "这条裙子"
 
@@ -57,15 +75,19 @@ def test_prompt_completion_text_and_preference(tmp_path):
     assert text.kind == "text" and len(text.records) == 2
     pref = ok(write(tmp_path / "p.json", [{"prompt": "q", "chosen": "good", "rejected": "bad"}]))
     assert pref.kind == "preference"
-    assert pref.records[0] == {"prompt": [{"role": "user", "content": "q"}],
-                               "chosen": [{"role": "assistant", "content": "good"}],
-                               "rejected": [{"role": "assistant", "content": "bad"}]}
+    assert pref.records[0] == {
+        "prompt": [{"role": "user", "content": "q"}],
+        "chosen": [{"role": "assistant", "content": "good"}],
+        "rejected": [{"role": "assistant", "content": "bad"}],
+    }
 
 
 def test_preference_as_message_lists_splits_shared_prefix(tmp_path):
     u = {"role": "user", "content": "q"}
-    rec = {"chosen": [u, {"role": "assistant", "content": "good"}],
-           "rejected": [u, {"role": "assistant", "content": "bad"}]}
+    rec = {
+        "chosen": [u, {"role": "assistant", "content": "good"}],
+        "rejected": [u, {"role": "assistant", "content": "bad"}],
+    }
     r = ok(write(tmp_path / "p.json", [rec])).records[0]
     assert r["prompt"] == [u] and r["chosen"][0]["content"] == "good" and r["rejected"][0]["content"] == "bad"
 
@@ -101,16 +123,22 @@ def test_advertisegen_column_mapping(tmp_path):
     failed = load_records(path)
     assert "could not detect" in str(failed.errors[0]) and "--map" in str(failed.errors[0])
     loaded = ok(path, mapping="prompt=content,response=summary")
-    assert loaded.records[0]["messages"] == [{"role": "user", "content": "类型#上衣*颜色#白色"},
-                                             {"role": "assistant", "content": "这款白色上衣简约大方。"}]
+    assert loaded.records[0]["messages"] == [
+        {"role": "user", "content": "类型#上衣*颜色#白色"},
+        {"role": "assistant", "content": "这款白色上衣简约大方。"},
+    ]
 
 
 # -- bad input: every problem, with where and how
 
 
 def test_invalid_json_reports_line(tmp_path):
-    loaded = load_records(write(tmp_path / "bad.json", '[\n {"instruction": "a", "output": "b"},\n {oops}\n]'))
-    assert len(loaded.errors) == 1 and loaded.errors[0].line == 3 and "invalid JSON" in loaded.errors[0].message
+    loaded = load_records(
+        write(tmp_path / "bad.json", '[\n {"instruction": "a", "output": "b"},\n {oops}\n]')
+    )
+    assert (
+        len(loaded.errors) == 1 and loaded.errors[0].line == 3 and "invalid JSON" in loaded.errors[0].message
+    )
 
 
 def test_jsonl_reports_every_bad_line(tmp_path):
@@ -121,8 +149,12 @@ def test_jsonl_reports_every_bad_line(tmp_path):
 
 
 def test_missing_and_wrong_type_fields_all_reported(tmp_path):
-    rows = [{"instruction": "a", "output": "b"}, {"instruction": "a"}, {"instruction": "a", "output": "x"},
-            {"instruction": ["not", "text"], "output": "c"}]
+    rows = [
+        {"instruction": "a", "output": "b"},
+        {"instruction": "a"},
+        {"instruction": "a", "output": "x"},
+        {"instruction": ["not", "text"], "output": "c"},
+    ]
     loaded = load_records(write(tmp_path / "a.json", rows), fmt="alpaca")
     assert [(e.record, e.field) for e in loaded.errors] == [(1, "output"), (3, "instruction")]
     assert "expected 'output' (string) in alpaca record" in loaded.errors[0].message
@@ -130,8 +162,10 @@ def test_missing_and_wrong_type_fields_all_reported(tmp_path):
 
 
 def test_unknown_role_and_no_assistant_turn(tmp_path):
-    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]},
-            {"messages": [{"role": "user", "content": "a"}]}]
+    rows = [
+        {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]},
+        {"messages": [{"role": "user", "content": "a"}]},
+    ]
     loaded = load_records(write(tmp_path / "m.json", rows))
     assert loaded.errors[0].record == 0 and loaded.errors[0].field == "messages[1].role"
     assert "unknown role 'robot'" in loaded.errors[0].message

@@ -6,9 +6,9 @@ import json
 import shutil
 
 import pytest
+
 from clihelp import run_cli
 from conftest import write
-
 from tuneforge.models.info import sha256_file
 from tuneforge.settings import get_settings
 
@@ -27,7 +27,9 @@ def test_import_folder_records_what_a_model_is(capsys, tiny_llama):
     assert info["eos_token"] == "<|im_end|>" and info["stop_tokens"] == ["<|im_end|>"]
     import transformers
 
-    params = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(str(tiny_llama)).parameters())
+    params = sum(
+        p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(str(tiny_llama)).parameters()
+    )
     assert info["parameters"] == params
     assert info["files"]["model.safetensors"] == sha256_file(tiny_llama / "model.safetensors")
     code, out, _ = run_cli(capsys, "models", "list", "--json")

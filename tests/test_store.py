@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from conftest import MEMO, write
 
+from conftest import MEMO, write
 from tuneforge.data.load import load_records
-from tuneforge.data.store import find_dataset, list_datasets, read_stored_records, remove_dataset, store_dataset
+from tuneforge.data.store import (
+    find_dataset,
+    list_datasets,
+    read_stored_records,
+    remove_dataset,
+    store_dataset,
+)
 from tuneforge.errors import DataError
 from tuneforge.settings import get_settings
 

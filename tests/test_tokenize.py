@@ -18,11 +18,18 @@ CONV = [
 
 
 def trained_text(tok, result) -> str:
-    return tok.decode([t for t, lab in zip(result.input_ids, result.labels, strict=True) if lab != IGNORE_INDEX])
+    return tok.decode(
+        [t for t, lab in zip(result.input_ids, result.labels, strict=True) if lab != IGNORE_INDEX]
+    )
 
 
-END = {"chatml": "<|im_end|>\n", "llama3": "<|eot_id|>", "alpaca": "<|im_end|>\n\n", "chatglm3": "<|im_end|>",
-       "plain": "<|im_end|>\n\n"}
+END = {
+    "chatml": "<|im_end|>\n",
+    "llama3": "<|eot_id|>",
+    "alpaca": "<|im_end|>\n\n",
+    "chatglm3": "<|im_end|>",
+    "plain": "<|im_end|>\n\n",
+}
 
 
 @pytest.mark.parametrize("name", list(CHAT_TEMPLATES))
@@ -33,8 +40,9 @@ def test_mask_is_exactly_the_assistant_turns(tiny_tokenizer, name):
     expected = f"Paris.{END[name]}The weather is nice today.{END[name]}"
     assert trained_text(tiny_tokenizer, result) == expected
     # And the untrained tokens hold the whole prompt side.
-    untrained = tiny_tokenizer.decode([t for t, lab in zip(result.input_ids, result.labels, strict=True)
-                                       if lab == IGNORE_INDEX])
+    untrained = tiny_tokenizer.decode(
+        [t for t, lab in zip(result.input_ids, result.labels, strict=True) if lab == IGNORE_INDEX]
+    )
     assert "What is the capital of France?" in untrained and "Paris" not in untrained
 
 

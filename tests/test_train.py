@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
+from transformers import TrainerCallback
+
 from conftest import write
 from trainhelp import losses, run, tiny_spec
-from transformers import TrainerCallback
 
 
 class KeepModel(TrainerCallback):
@@ -49,8 +50,11 @@ def test_sft_lora_loss_falls_and_only_adapters_change(tiny_models, memo_data, tm
 
 def test_full_finetune_changes_base_weights(tiny_llama, memo_data, tmp_path):
     keep = KeepModel()
-    result = run(tiny_spec(tiny_llama, memo_data, finetuning="full", train__learning_rate=3e-3), tmp_path / "j",
-                 callbacks=[keep])
+    result = run(
+        tiny_spec(tiny_llama, memo_data, finetuning="full", train__learning_rate=3e-3),
+        tmp_path / "j",
+        callbacks=[keep],
+    )
     curve = losses(result.folder)
     assert curve[-1] < 0.5 * curve[0]
     before = _initial_state(tiny_llama)
@@ -60,20 +64,29 @@ def test_full_finetune_changes_base_weights(tiny_llama, memo_data, tmp_path):
 
 
 def test_pretrain_on_text(tiny_llama, tmp_path):
-    data = write(tmp_path / "t.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in
-                                               ["The quick brown fox jumps over the lazy dog."] * 4 +
-                                               ["今天天气很好。中国的首都是北京。"] * 4))
+    data = write(
+        tmp_path / "t.jsonl",
+        "".join(
+            json.dumps({"text": t}) + "\n"
+            for t in ["The quick brown fox jumps over the lazy dog."] * 4
+            + ["今天天气很好。中国的首都是北京。"] * 4
+        ),
+    )
     result = run(tiny_spec(tiny_llama, data, method="pretrain"), tmp_path / "j")
     curve = losses(result.folder)
     assert curve[-1] < 0.5 * curve[0]
 
 
 def test_dpo_prefers_chosen(tiny_llama, tmp_path):
-    pairs = [{"prompt": "What is the capital of France?", "chosen": "Paris", "rejected": "banana seven"},
-             {"prompt": "Count to three.", "chosen": "one two three", "rejected": "the lazy dog"}] * 4
+    pairs = [
+        {"prompt": "What is the capital of France?", "chosen": "Paris", "rejected": "banana seven"},
+        {"prompt": "Count to three.", "chosen": "one two three", "rejected": "the lazy dog"},
+    ] * 4
     data = write(tmp_path / "p.json", pairs)
-    result = run(tiny_spec(tiny_llama, data, method="dpo", train__max_steps=15, train__learning_rate=5e-3),
-                 tmp_path / "j")
+    result = run(
+        tiny_spec(tiny_llama, data, method="dpo", train__max_steps=15, train__learning_rate=5e-3),
+        tmp_path / "j",
+    )
     curve = losses(result.folder)
     assert curve[0] == pytest.approx(0.6931, abs=0.01)  # log 2: policy equals reference at the start
     assert curve[-1] < 0.3, curve
@@ -90,8 +103,16 @@ class StopAt(TrainerCallback):
 
 
 def test_resume_equals_uninterrupted(tiny_llama, memo_data, tmp_path):
-    spec = tiny_spec(tiny_llama, memo_data, train__max_steps=8, train__save_steps=4, train__learning_rate=3e-3,
-                     train__scheduler="cosine", lora__dropout=0.1, data__val_fraction=0.25)
+    spec = tiny_spec(
+        tiny_llama,
+        memo_data,
+        train__max_steps=8,
+        train__save_steps=4,
+        train__learning_rate=3e-3,
+        train__scheduler="cosine",
+        lora__dropout=0.1,
+        data__val_fraction=0.25,
+    )
     whole = run(spec, tmp_path / "whole")
     run(spec, tmp_path / "split", callbacks=[StopAt(4)])
     assert (tmp_path / "split" / "checkpoints" / "step-4").exists()
@@ -114,7 +135,8 @@ def test_half_written_checkpoint_is_never_trusted(tiny_llama, memo_data, tmp_pat
 
     assert JobFolder(tmp_path / "j").resume_path("latest").name == "step-2"
     resumed = run({**spec, "resume_from": "latest"}, tmp_path / "j")
-    started = [json.loads(x) for x in (resumed.folder / "events.jsonl").read_text().splitlines()
-               if '"started"' in x]
+    started = [
+        json.loads(x) for x in (resumed.folder / "events.jsonl").read_text().splitlines() if '"started"' in x
+    ]
     assert started[-1]["resumed_from"] == "step-2"
     assert not partial.exists()

@@ -9,11 +9,20 @@ from tuneforge.spec import parse_spec
 
 def tiny_spec(model: Path, data: Path, **over) -> dict:
     spec = {
-        "method": "sft", "finetuning": "lora", "model": str(model),
+        "method": "sft",
+        "finetuning": "lora",
+        "model": str(model),
         "data": {"train": [{"path": str(data)}], "max_len": 64},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-        "train": {"learning_rate": 1e-2, "max_steps": 30, "batch_size": 4, "logging_steps": 1,
-                  "warmup_ratio": 0.0, "scheduler": "constant", "save_steps": 1000},
+        "train": {
+            "learning_rate": 1e-2,
+            "max_steps": 30,
+            "batch_size": 4,
+            "logging_steps": 1,
+            "warmup_ratio": 0.0,
+            "scheduler": "constant",
+            "save_steps": 1000,
+        },
     }
     for key, value in over.items():
         node = spec
@@ -27,7 +36,9 @@ def tiny_spec(model: Path, data: Path, **over) -> dict:
 def losses(folder: Path) -> list[float]:
     import json
 
-    return [m["loss"] for m in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+    return [
+        m["loss"] for m in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if "loss" in m
+    ]
 
 
 def run(spec: dict, out: Path, callbacks=()):

@@ -19,27 +19,45 @@ class Strict(BaseModel):
 
 class DatasetRef(Strict):
     path: str = Field(description="A dataset file/folder/zip, or a stored dataset's id or name.")
-    format: str | None = Field(default=None, description="Force a format (alpaca, sharegpt, openai, …); "
-                                                         "detected when empty.")
-    map: dict[str, str] = Field(default_factory=dict, description="Column mapping, e.g. {prompt: content, "
-                                                                   "response: summary}.")
+    format: str | None = Field(
+        default=None, description="Force a format (alpaca, sharegpt, openai, …); detected when empty."
+    )
+    map: dict[str, str] = Field(
+        default_factory=dict, description="Column mapping, e.g. {prompt: content, response: summary}."
+    )
     max_samples: int | None = Field(default=None, ge=1, description="Use at most this many records.")
 
 
 class DataSpec(Strict):
     train: list[DatasetRef] = Field(description="Training datasets (concatenated).")
     validation: DatasetRef | None = Field(default=None, description="A separate validation set.")
-    val_fraction: float = Field(default=0.0, ge=0.0, lt=0.5,
-                                description="Hold out this fraction of training records for evaluation "
-                                            "when no validation set is given.")
-    max_len: int = Field(default=1024, ge=8, description="Cutoff length in tokens; longer sequences are "
-                                                          "truncated (pretraining text is split instead).")
-    packing: bool = Field(default=True, description="Concatenate each batch's examples into one row with "
-                                                    "attention kept inside each example: no padding.")
-    mask: Literal["assistant", "last", "all"] = Field(default="assistant", description="Which tokens of chat "
-                                                       "data carry loss: all assistant turns, the last, or all.")
-    chat_template: str = Field(default="auto", description="auto (the model's own), a named template "
-                                                            "(chatml, llama3, alpaca, chatglm3, plain) or Jinja.")
+    val_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=0.5,
+        description="Hold out this fraction of training records for evaluation "
+        "when no validation set is given.",
+    )
+    max_len: int = Field(
+        default=1024,
+        ge=8,
+        description="Cutoff length in tokens; longer sequences are "
+        "truncated (pretraining text is split instead).",
+    )
+    packing: bool = Field(
+        default=True,
+        description="Concatenate each batch's examples into one row with "
+        "attention kept inside each example: no padding.",
+    )
+    mask: Literal["assistant", "last", "all"] = Field(
+        default="assistant",
+        description="Which tokens of chat data carry loss: all assistant turns, the last, or all.",
+    )
+    chat_template: str = Field(
+        default="auto",
+        description="auto (the model's own), a named template "
+        "(chatml, llama3, alpaca, chatglm3, plain) or Jinja.",
+    )
 
     @field_validator("train", mode="before")
     @classmethod
@@ -59,31 +77,42 @@ class LoraSpec(Strict):
     alpha: int = Field(default=16, ge=1, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
     target_modules: list[str] | Literal["all-linear"] = Field(
-        default="all-linear", description="Module names to adapt, or all-linear.")
+        default="all-linear", description="Module names to adapt, or all-linear."
+    )
 
 
 class HyperParams(Strict):
-    learning_rate: float | None = Field(default=None, gt=0, description="Peak learning rate; default 2e-4 "
-                                                                        "for LoRA/QLoRA, 2e-5 full, 5e-6 DPO full.")
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Peak learning rate; default 2e-4 for LoRA/QLoRA, 2e-5 full, 5e-6 DPO full.",
+    )
     epochs: float = Field(default=3.0, gt=0, description="Passes over the training data.")
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps "
-                                                                   "(overrides epochs).")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
     batch_size: int = Field(default=4, ge=1, description="Examples per device per step.")
     grad_accum: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        default="cosine", description="Learning rate schedule.")
+        default="cosine", description="Learning rate schedule."
+    )
     warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5, description="Fraction of steps to warm up.")
     weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(default=1.0, ge=0.0, description="Gradient clipping (0 = off).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on GPUs that have it, fp32 on CPU.")
+        default="auto", description="auto: bf16 on GPUs that have it, fp32 on CPU."
+    )
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory.")
     seed: int = Field(default=42, description="Seed for weights init, shuffling and dropout.")
     logging_steps: int = Field(default=5, ge=1, description="Log metrics every N steps.")
-    eval_steps: int | None = Field(default=None, ge=1, description="Evaluate every N steps (default: "
-                                                                   "each epoch when there is eval data).")
-    save_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N steps (default: "
-                                                                   "each epoch).")
+    eval_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Evaluate every N steps (default: each epoch when there is eval data).",
+    )
+    save_steps: int | None = Field(
+        default=None, ge=1, description="Checkpoint every N steps (default: each epoch)."
+    )
     save_total_limit: int = Field(default=2, ge=1, description="Checkpoints to keep.")
     dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta (strength of the KL anchor).")
 
@@ -92,7 +121,8 @@ class Resources(Strict):
     gpus: int = Field(default=0, ge=0, description="GPUs per node (0: CPU or one GPU if present).")
     nodes: int = Field(default=1, ge=1, description="Machines.")
     strategy: Literal["auto", "ddp", "fsdp", "zero2", "zero3"] = Field(
-        default="auto", description="Distribution strategy when more than one GPU.")
+        default="auto", description="Distribution strategy when more than one GPU."
+    )
 
 
 class JobSpec(Strict):
@@ -107,7 +137,9 @@ class JobSpec(Strict):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     train: HyperParams = Field(default_factory=HyperParams)
     resources: Resources = Field(default_factory=Resources)
-    output_dir: str | None = Field(default=None, description="Job folder (default under $TUNEFORGE_HOME/jobs).")
+    output_dir: str | None = Field(
+        default=None, description="Job folder (default under $TUNEFORGE_HOME/jobs)."
+    )
     resume_from: str | None = Field(default=None, description="latest or step-N: continue from a checkpoint.")
 
     @field_validator("resume_from")
@@ -136,12 +168,26 @@ class JobSpec(Strict):
 
 TEMPLATES: dict[str, dict] = {
     "sft-lora": {"method": "sft", "finetuning": "lora", "description": "Supervised fine-tuning with LoRA."},
-    "sft-qlora": {"method": "sft", "finetuning": "qlora",
-                  "description": "LoRA on a 4-bit NF4 base (bitsandbytes, CUDA)."},
-    "sft-full": {"method": "sft", "finetuning": "full", "description": "Supervised fine-tuning of all weights."},
-    "dpo-lora": {"method": "dpo", "finetuning": "lora", "description": "Direct preference optimisation, LoRA."},
-    "pretrain-lora": {"method": "pretrain", "finetuning": "lora",
-                      "description": "Continual pretraining on raw text, LoRA."},
+    "sft-qlora": {
+        "method": "sft",
+        "finetuning": "qlora",
+        "description": "LoRA on a 4-bit NF4 base (bitsandbytes, CUDA).",
+    },
+    "sft-full": {
+        "method": "sft",
+        "finetuning": "full",
+        "description": "Supervised fine-tuning of all weights.",
+    },
+    "dpo-lora": {
+        "method": "dpo",
+        "finetuning": "lora",
+        "description": "Direct preference optimisation, LoRA.",
+    },
+    "pretrain-lora": {
+        "method": "pretrain",
+        "finetuning": "lora",
+        "description": "Continual pretraining on raw text, LoRA.",
+    },
 }
 
 
@@ -242,8 +288,7 @@ def dump_spec(spec: JobSpec) -> str:
 def annotated_defaults() -> str:
     """A complete spec with every field's description as a comment (``--print-defaults``)."""
     spec = JobSpec(model="smollm2-135m-instruct", data=DataSpec(train=[DatasetRef(path="data.json")]))
-    lines: list[str] = ["# tuneforge JobSpec: every key with its default. Templates: "
-                        + ", ".join(TEMPLATES)]
+    lines: list[str] = ["# tuneforge JobSpec: every key with its default. Templates: " + ", ".join(TEMPLATES)]
 
     def emit(model: BaseModel, indent: int) -> None:
         for name, field in type(model).model_fields.items():

@@ -12,8 +12,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, Te
 console = Console()
 err_console = Console(stderr=True)
 
-STAGES = {"download": "downloading", "extract": "extracting", "convert": "converting weights",
-          "hash": "hashing files", "copy": "copying"}
+STAGES = {
+    "download": "downloading",
+    "extract": "extracting",
+    "convert": "converting weights",
+    "hash": "hashing files",
+    "copy": "copying",
+}
 
 
 def print_json(obj) -> None:
@@ -26,8 +31,13 @@ def stage_progress(enabled: bool = True):
     if not enabled:
         yield lambda *a: None
         return
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-               TimeElapsedColumn()]
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=err_console, transient=False) as bar:
         tasks: dict[str, int] = {}
 

@@ -12,7 +12,13 @@ from rich.text import Text
 
 from tuneforge.data.formats import FORMATS, parse_mapping
 from tuneforge.data.load import load_records
-from tuneforge.data.store import find_dataset, list_datasets, read_stored_records, remove_dataset, store_dataset
+from tuneforge.data.store import (
+    find_dataset,
+    list_datasets,
+    read_stored_records,
+    remove_dataset,
+    store_dataset,
+)
 from tuneforge.data.validate import ValidationReport, build_report
 from tuneforge.errors import TuneforgeError
 from tuneforge.settings import get_settings
@@ -56,8 +62,10 @@ def _validate(path: Path, fmt, mapping, model, template, max_len, preview, quiet
 def print_report(report: ValidationReport) -> None:
     d = report.to_dict()
     status = "[green]valid[/]" if d["valid"] else "[red]invalid[/]"
-    console.print(f"[bold]{d['path']}[/]: format [bold]{d['format'] or '?'}[/] ({d['kind'] or '?'}), "
-                  f"{d['records']} records — {status}")
+    console.print(
+        f"[bold]{d['path']}[/]: format [bold]{d['format'] or '?'}[/] ({d['kind'] or '?'}), "
+        f"{d['records']} records — {status}"
+    )
     for p in report.loaded.errors[:50]:
         console.print(f"  [red]error[/] {p}", highlight=False, soft_wrap=True)
     if len(report.loaded.errors) > 50:
@@ -71,12 +79,16 @@ def print_report(report: ValidationReport) -> None:
             table.add_row(role, *(str(s.get(k, "")) for k in ("count", "min", "median", "p95", "max")))
         if "sequence" in stats:
             s = stats["sequence"]
-            table.add_row("[bold]whole sequence[/]", *(str(s.get(k, "")) for k in ("count", "min", "median", "p95",
-                                                                                  "max")))
+            table.add_row(
+                "[bold]whole sequence[/]",
+                *(str(s.get(k, "")) for k in ("count", "min", "median", "p95", "max")),
+            )
         console.print(table)
         if "over_max_len" in stats:
-            console.print(f"{stats['over_max_len']} sequence(s) exceed --max-len {stats['max_len']} and would be "
-                          f"truncated; {stats['trained_tokens']} tokens are trained on.")
+            console.print(
+                f"{stats['over_max_len']} sequence(s) exceed --max-len {stats['max_len']} and would be "
+                f"truncated; {stats['trained_tokens']} tokens are trained on."
+            )
     for i, pieces in enumerate(report.previews):
         console.print(f"[bold]record {i}[/] as the model sees it ([green]green[/] or ⟦…⟧ = trained on):")
         text = Text()
@@ -88,15 +100,18 @@ def print_report(report: ValidationReport) -> None:
 
 
 @app.command()
-def validate(path: Path = typer.Argument(..., help="A .json/.jsonl/.csv/.parquet file, a folder or a .zip."),
-             format: str = typer.Option(None, "--format", help=FORMAT_HELP),
-             map: str = typer.Option(None, "--map", help=MAP_HELP),
-             model: str = typer.Option(None, help="Model whose tokenizer counts tokens (default: the default "
-                                                   "model, if pulled)."),
-             template: str = typer.Option("auto", help="Chat template: auto (the model's), chatml, llama3, …"),
-             max_len: int = typer.Option(1024, "--max-len", help="Count sequences longer than this."),
-             preview: int = typer.Option(2, help="How many records to show rendered."),
-             json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+def validate(
+    path: Path = typer.Argument(..., help="A .json/.jsonl/.csv/.parquet file, a folder or a .zip."),
+    format: str = typer.Option(None, "--format", help=FORMAT_HELP),
+    map: str = typer.Option(None, "--map", help=MAP_HELP),
+    model: str = typer.Option(
+        None, help="Model whose tokenizer counts tokens (default: the default model, if pulled)."
+    ),
+    template: str = typer.Option("auto", help="Chat template: auto (the model's), chatml, llama3, …"),
+    max_len: int = typer.Option(1024, "--max-len", help="Count sequences longer than this."),
+    preview: int = typer.Option(2, help="How many records to show rendered."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
     """Check a dataset without a server: format, problems, token statistics, masked preview."""
     report = _validate(path, format, parse_mapping(map), model, template, max_len, preview, json_out)
     if json_out:
@@ -108,10 +123,13 @@ def validate(path: Path = typer.Argument(..., help="A .json/.jsonl/.csv/.parquet
 
 
 @app.command()
-def create(path: Path = typer.Argument(...), name: str = typer.Option(None, help="Name (default: file stem)."),
-           format: str = typer.Option(None, "--format", help=FORMAT_HELP),
-           map: str = typer.Option(None, "--map", help=MAP_HELP),
-           json_out: bool = typer.Option(False, "--json")):
+def create(
+    path: Path = typer.Argument(...),
+    name: str = typer.Option(None, help="Name (default: file stem)."),
+    format: str = typer.Option(None, "--format", help=FORMAT_HELP),
+    map: str = typer.Option(None, "--map", help=MAP_HELP),
+    json_out: bool = typer.Option(False, "--json"),
+):
     """Validate and store a dataset under $TUNEFORGE_HOME/datasets (same content → same id)."""
     mapping = parse_mapping(map)
     loaded = load_records(path, format, mapping)
@@ -122,8 +140,10 @@ def create(path: Path = typer.Argument(...), name: str = typer.Option(None, help
     if json_out:
         print_json({**meta, "created_now": new})
     else:
-        console.print(f"{'stored' if new else 'already stored'}: [bold]{meta['id']}[/] ({meta['name']}, "
-                      f"{meta['format']}, {meta['records']} records)")
+        console.print(
+            f"{'stored' if new else 'already stored'}: [bold]{meta['id']}[/] ({meta['name']}, "
+            f"{meta['format']}, {meta['records']} records)"
+        )
 
 
 @app.command("list")
@@ -151,8 +171,11 @@ def show(ref: str, json_out: bool = typer.Option(False, "--json")):
 
 
 @app.command()
-def preview(ref: str, n: int = typer.Option(3, "-n", help="How many records."),
-            json_out: bool = typer.Option(False, "--json")):
+def preview(
+    ref: str,
+    n: int = typer.Option(3, "-n", help="How many records."),
+    json_out: bool = typer.Option(False, "--json"),
+):
     """Print the first canonical records of a stored dataset."""
     records = read_stored_records(find_dataset(ref))[:n]
     if json_out:

@@ -13,8 +13,12 @@ from tuneforge.errors import TuneforgeError
 from . import datasets, models, templates
 from .common import err_console
 
-app = typer.Typer(help="tuneforge: fine-tune and deploy large language models on your own machines.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="tuneforge: fine-tune and deploy large language models on your own machines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(templates.app, name="templates")
@@ -23,8 +27,10 @@ STATE = {"debug": False}
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
-          verbose: bool = typer.Option(False, "-v", "--verbose", help="Show info logs.")):
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show info logs."),
+):
     STATE["debug"] = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

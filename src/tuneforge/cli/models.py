@@ -22,8 +22,20 @@ def _fmt_params(n) -> str:
 
 def show_info(info: dict) -> None:
     table = Table(show_header=False, box=None)
-    for key in ("name", "kind", "architecture", "parameters", "context_length", "dtype", "chat_template",
-                "eos_token", "stop_tokens", "source", "base_model", "job"):
+    for key in (
+        "name",
+        "kind",
+        "architecture",
+        "parameters",
+        "context_length",
+        "dtype",
+        "chat_template",
+        "eos_token",
+        "stop_tokens",
+        "source",
+        "base_model",
+        "job",
+    ):
         if key in info:
             value = _fmt_params(info[key]) if key == "parameters" else info[key]
             table.add_row(f"[bold]{key}[/]", str(value))
@@ -33,24 +45,30 @@ def show_info(info: dict) -> None:
 
 
 @app.command()
-def pull(name: str = typer.Argument(..., help="A catalog name (smollm2-135m-instruct) or hub id org/name."),
-         dtype: str = typer.Option("float32", help="float32 or bfloat16 for the saved weights."),
-         json_out: bool = typer.Option(False, "--json", help="Print the model record as JSON.")):
+def pull(
+    name: str = typer.Argument(..., help="A catalog name (smollm2-135m-instruct) or hub id org/name."),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16 for the saved weights."),
+    json_out: bool = typer.Option(False, "--json", help="Print the model record as JSON."),
+):
     """Fetch a base model into the model store (instant when already there)."""
     with stage_progress(not json_out) as progress:
         info, new = pull_model(name, progress, dtype)
     if json_out:
         print_json(info)
         return
-    console.print(f"{'pulled' if new else 'already pulled'}: [bold]{info['name']}[/] "
-                  f"({_fmt_params(info['parameters'])} parameters)")
+    console.print(
+        f"{'pulled' if new else 'already pulled'}: [bold]{info['name']}[/] "
+        f"({_fmt_params(info['parameters'])} parameters)"
+    )
     show_info(info)
 
 
 @app.command("import")
-def import_(path: str = typer.Argument(..., help="An HF model folder, a .gguf file or a hub id org/name."),
-            name: str = typer.Option(None, help="Name in the store (default: from the path)."),
-            json_out: bool = typer.Option(False, "--json")):
+def import_(
+    path: str = typer.Argument(..., help="An HF model folder, a .gguf file or a hub id org/name."),
+    name: str = typer.Option(None, help="Name in the store (default: from the path)."),
+    json_out: bool = typer.Option(False, "--json"),
+):
     """Import a model folder, GGUF file or hub model into the store."""
     with stage_progress(not json_out) as progress:
         info = import_model(path, name, progress)
@@ -70,9 +88,16 @@ def list_(json_out: bool = typer.Option(False, "--json")):
         return
     table = Table("name", "kind", "architecture", "params", "context", "dtype", "chat template", "source")
     for m in models:
-        table.add_row(m["name"], m.get("kind", ""), str(m.get("architecture")), _fmt_params(m.get("parameters")),
-                      str(m.get("context_length")), str(m.get("dtype")), "yes" if m.get("chat_template") else "no",
-                      m.get("source", ""))
+        table.add_row(
+            m["name"],
+            m.get("kind", ""),
+            str(m.get("architecture")),
+            _fmt_params(m.get("parameters")),
+            str(m.get("context_length")),
+            str(m.get("dtype")),
+            "yes" if m.get("chat_template") else "no",
+            m.get("source", ""),
+        )
     console.print(table)
 
 
@@ -94,10 +119,12 @@ def rm(name: str):
 
 
 @app.command()
-def export(adapter: Path = typer.Argument(..., help="A LoRA adapter folder (a job's final/ or a checkpoint)."),
-           output: Path = typer.Option(..., "--output", "-o", help="Folder for the merged model."),
-           base: str = typer.Option(None, help="Base model (default: the one recorded in the adapter)."),
-           dtype: str = typer.Option("float32", help="float32, bfloat16 or float16.")):
+def export(
+    adapter: Path = typer.Argument(..., help="A LoRA adapter folder (a job's final/ or a checkpoint)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the merged model."),
+    base: str = typer.Option(None, help="Base model (default: the one recorded in the adapter)."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+):
     """Merge a LoRA adapter into its base and save a standalone safetensors model."""
     from tuneforge.models.export import merge_adapter
 

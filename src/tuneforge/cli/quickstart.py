@@ -11,8 +11,10 @@ from tuneforge.settings import get_settings
 
 from .common import console, stage_progress
 
-QUESTIONS = [[{"role": "user", "content": "Give three tips for staying healthy."}],
-             [{"role": "user", "content": "类型#上衣*颜色#白色*风格#简约"}]]
+QUESTIONS = [
+    [{"role": "user", "content": "Give three tips for staying healthy."}],
+    [{"role": "user", "content": "类型#上衣*颜色#白色*风格#简约"}],
+]
 
 
 def _ask(lm, title: str) -> list[str]:
@@ -25,8 +27,10 @@ def _ask(lm, title: str) -> list[str]:
     return answers
 
 
-def quickstart(skip_train: bool = typer.Option(False, "--skip-train", help="Only pull and validate."),
-               steps: int = typer.Option(30, help="LoRA steps to train on the sample data.")):
+def quickstart(
+    skip_train: bool = typer.Option(False, "--skip-train", help="Only pull and validate."),
+    steps: int = typer.Option(30, help="LoRA steps to train on the sample data."),
+):
     """Pull the default model, validate the sample dataset, fine-tune it with LoRA, compare answers."""
     from tuneforge.data.load import load_records
     from tuneforge.data.validate import build_report
@@ -36,8 +40,10 @@ def quickstart(skip_train: bool = typer.Option(False, "--skip-train", help="Only
     console.rule("1. base model")
     with stage_progress() as progress:
         info, new = pull_model(settings.default_model, progress)
-    console.print(f"{'pulled' if new else 'already pulled'} {info['name']}: {info['architecture']}, "
-                  f"{info['parameters'] / 1e6:.1f}M parameters, context {info['context_length']}")
+    console.print(
+        f"{'pulled' if new else 'already pulled'} {info['name']}: {info['architecture']}, "
+        f"{info['parameters'] / 1e6:.1f}M parameters, context {info['context_length']}"
+    )
 
     console.rule("2. sample dataset")
     samples = resources.files("tuneforge") / "samples"
@@ -49,8 +55,10 @@ def quickstart(skip_train: bool = typer.Option(False, "--skip-train", help="Only
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(info["name"])))
     report = build_report(load_records(data), tokenizer, tokenizer.chat_template, 512, preview=0)
     d = report.to_dict()
-    console.print(f"{data.name}: {d['format']}, {d['records']} records, valid={d['valid']}, "
-                  f"median {d['stats']['sequence']['median']} tokens, {d['stats']['trained_tokens']} trained")
+    console.print(
+        f"{data.name}: {d['format']}, {d['records']} records, valid={d['valid']}, "
+        f"median {d['stats']['sequence']['median']} tokens, {d['stats']['trained_tokens']} trained"
+    )
     if skip_train:
         console.print("next: tuneforge train " + str(samples / "sample_spec.yaml"))
         return
@@ -63,10 +71,14 @@ def quickstart(skip_train: bool = typer.Option(False, "--skip-train", help="Only
     console.rule(f"4. LoRA fine-tune ({steps} steps)")
     spec = load_spec(Path(str(samples / "sample_spec.yaml")), [f"train.max_steps={steps}"])
     result = run_training(spec, settings.jobs_dir / "quickstart", show_bar=True)
-    console.print(f"job folder: {result.folder}  train_loss={result.metrics.get('train_loss', 0):.4f}  "
-                  f"eval_loss={result.metrics.get('eval_loss', float('nan')):.4f}")
+    console.print(
+        f"job folder: {result.folder}  train_loss={result.metrics.get('train_loss', 0):.4f}  "
+        f"eval_loss={result.metrics.get('eval_loss', float('nan')):.4f}"
+    )
     after = _ask(load_for_inference(result.folder / "final"), "5. fine-tuned answers")
     console.rule("next")
-    console.print(f"tuneforge eval {result.folder / 'final'} --data {data} --compare-base --max-samples 8\n"
-                  f"tuneforge models export {result.folder / 'final'} -o merged-model")
+    console.print(
+        f"tuneforge eval {result.folder / 'final'} --data {data} --compare-base --max-samples 8\n"
+        f"tuneforge models export {result.folder / 'final'} -o merged-model"
+    )
     return before, after

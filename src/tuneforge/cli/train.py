@@ -12,13 +12,16 @@ from tuneforge.spec import annotated_defaults, load_spec
 from .common import console, print_json
 
 
-def train(spec_path: Path = typer.Argument(None, metavar="SPEC.yaml", help="The JobSpec to run."),
-          set_: list[str] = typer.Option(None, "--set", help="Override a key: --set train.learning_rate=1e-4."),
-          output: Path = typer.Option(None, "--output", "-o", help="Job folder (default: output_dir or "
-                                                                    "$TUNEFORGE_HOME/jobs/…)."),
-          resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
-          print_defaults: bool = typer.Option(False, "--print-defaults", help="Print a complete annotated spec."),
-          json_out: bool = typer.Option(False, "--json", help="Print the result as JSON.")):
+def train(
+    spec_path: Path = typer.Argument(None, metavar="SPEC.yaml", help="The JobSpec to run."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a key: --set train.learning_rate=1e-4."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Job folder (default: output_dir or $TUNEFORGE_HOME/jobs/…)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+    print_defaults: bool = typer.Option(False, "--print-defaults", help="Print a complete annotated spec."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
     """Run one training job in this process (no server needed)."""
     if print_defaults:
         sys.stdout.write(annotated_defaults())
@@ -38,36 +41,55 @@ def train(spec_path: Path = typer.Argument(None, metavar="SPEC.yaml", help="The 
         print_json({"folder": str(result.folder), "metrics": result.metrics})
         return
     loss = result.metrics.get("train_loss")
-    console.print(f"[green]done[/]: {result.folder}" + (f"  train_loss={loss:.4f}" if loss else "")
-                  + (f"  eval_loss={result.metrics['eval_loss']:.4f}" if "eval_loss" in result.metrics else ""))
+    console.print(
+        f"[green]done[/]: {result.folder}"
+        + (f"  train_loss={loss:.4f}" if loss else "")
+        + (f"  eval_loss={result.metrics['eval_loss']:.4f}" if "eval_loss" in result.metrics else "")
+    )
     console.print(f"adapter/model: {result.folder / 'final'}   metrics: {result.folder / 'metrics.jsonl'}")
 
 
-def evaluate(model: str = typer.Argument(..., help="Base model name/folder, or a job's final/ folder."),
-             data: Path = typer.Option(..., "--data", help="Evaluation dataset (chat format)."),
-             adapter: Path = typer.Option(None, "--adapter", help="A LoRA adapter to put on the model."),
-             compare_base: bool = typer.Option(False, "--compare-base", help="Also evaluate the base model."),
-             max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
-             max_samples: int = typer.Option(None, "--max-samples"),
-             batch_size: int = typer.Option(8, "--batch-size"),
-             output: Path = typer.Option(None, "--output", "-o", help="Folder for predictions.jsonl and "
-                                                                      "metrics.json."),
-             format: str = typer.Option(None, "--format"), map: str = typer.Option(None, "--map"),
-             json_out: bool = typer.Option(False, "--json")):
+def evaluate(
+    model: str = typer.Argument(..., help="Base model name/folder, or a job's final/ folder."),
+    data: Path = typer.Option(..., "--data", help="Evaluation dataset (chat format)."),
+    adapter: Path = typer.Option(None, "--adapter", help="A LoRA adapter to put on the model."),
+    compare_base: bool = typer.Option(False, "--compare-base", help="Also evaluate the base model."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
+    max_samples: int = typer.Option(None, "--max-samples"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Folder for predictions.jsonl and metrics.json."
+    ),
+    format: str = typer.Option(None, "--format"),
+    map: str = typer.Option(None, "--map"),
+    json_out: bool = typer.Option(False, "--json"),
+):
     """Eval loss, perplexity, ROUGE-1/2/L and BLEU-4 of a model on a dataset."""
     from rich.table import Table
 
     from tuneforge.evaluate.run import evaluate_model
 
-    results = evaluate_model(model, data, adapter=adapter, compare_base=compare_base,
-                             max_new_tokens=max_new_tokens, max_samples=max_samples, batch_size=batch_size,
-                             output=output, fmt=format, mapping=map, show_progress=not json_out)
+    results = evaluate_model(
+        model,
+        data,
+        adapter=adapter,
+        compare_base=compare_base,
+        max_new_tokens=max_new_tokens,
+        max_samples=max_samples,
+        batch_size=batch_size,
+        output=output,
+        fmt=format,
+        mapping=map,
+        show_progress=not json_out,
+    )
     if json_out:
         print_json(results)
         return
     table = Table("model", "eval_loss", "perplexity", "rouge-1", "rouge-2", "rouge-l", "bleu-4")
     for name, m in results["models"].items():
-        table.add_row(name, *(f"{m[k]:.4f}" for k in ("eval_loss", "perplexity", "rouge-1", "rouge-2",
-                                                       "rouge-l", "bleu-4")))
+        table.add_row(
+            name,
+            *(f"{m[k]:.4f}" for k in ("eval_loss", "perplexity", "rouge-1", "rouge-2", "rouge-l", "bleu-4")),
+        )
     console.print(table)
     console.print(f"predictions and metrics in {results['output']}")

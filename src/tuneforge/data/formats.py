@@ -18,9 +18,16 @@ from .readers import RawRow
 
 ROLE_ALIASES = {
     "system": "system",
-    "user": "user", "human": "user",
-    "assistant": "assistant", "gpt": "assistant", "bot": "assistant", "model": "assistant",
-    "tool": "tool", "observation": "tool", "function": "tool", "function_call": "assistant",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+    "observation": "tool",
+    "function": "tool",
+    "function_call": "assistant",
 }
 # Friendly names for --map keys; they rename to the field the format reads.
 MAP_ALIASES = {"response": "response", "prompt": "prompt", "query": "query"}
@@ -34,16 +41,20 @@ class RecordProblems:
 
     def add(self, field: str | None, message: str) -> None:
         self.count += 1
-        self.sink.append(Problem(message, file=self.row.file, line=self.row.line, record=self.row.index,
-                                 field=field))
+        self.sink.append(
+            Problem(message, file=self.row.file, line=self.row.line, record=self.row.index, field=field)
+        )
 
 
 def _text(row: dict, key: str, probs: RecordProblems, *, required: bool = True, fmt: str = "") -> str | None:
     value = row.get(key)
     if value is None or (isinstance(value, float) and value != value):  # missing or NaN (CSV/Parquet)
         if required:
-            probs.add(key, f"expected {key!r} (string) in {fmt} record; got nothing. Add the field or map "
-                           f"another column with --map {key}=COLUMN.")
+            probs.add(
+                key,
+                f"expected {key!r} (string) in {fmt} record; got nothing. Add the field or map "
+                f"another column with --map {key}=COLUMN.",
+            )
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
@@ -145,8 +156,11 @@ def _preference(row: dict, probs: RecordProblems) -> dict | None:
             return [{"role": "assistant", "content": value}]
         if isinstance(value, list):
             return _messages(value, key, probs, "role", "content")
-        probs.add(key, f"expected {key!r} as a string or a list of messages; got "
-                       f"{'nothing' if value is None else type(value).__name__}.")
+        probs.add(
+            key,
+            f"expected {key!r} as a string or a list of messages; got "
+            f"{'nothing' if value is None else type(value).__name__}.",
+        )
         return None
 
     chosen, rejected = side("chosen"), side("rejected")
@@ -154,7 +168,8 @@ def _preference(row: dict, probs: RecordProblems) -> dict | None:
     if isinstance(prompt_value, str):
         system = _text(row, "system", probs, required=False)
         prompt = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt_value}]
+            {"role": "user", "content": prompt_value}
+        ]
     elif isinstance(prompt_value, list):
         prompt = _messages(prompt_value, "prompt", probs, "role", "content")
     elif prompt_value is None and chosen and rejected:
@@ -183,23 +198,61 @@ class Format:
     description: str
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in [
-    Format("preference", "preference", ("chosen", "rejected"), _preference,
-           "prompt/chosen/rejected (strings or message lists)"),
-    Format("alpaca", "chat", ("instruction", "output"), _single_turn("instruction", "input", "output", "alpaca"),
-           "instruction/input/output, optional system and history"),
-    Format("sharegpt", "chat", ("conversations", "from"), _conversation("conversations", "from", "value"),
-           "conversations: [{from, value}], optional system"),
-    Format("conversations", "chat", ("conversations", "role"),
-           _conversation("conversations", "role", "content"), "conversations: [{role, content}] (ChatGLM)"),
-    Format("openai", "chat", ("messages",), _conversation("messages", "role", "content"),
-           "messages: [{role, content}] (OpenAI chat)"),
-    Format("prompt_completion", "chat", ("prompt", "completion"),
-           _single_turn("prompt", "query", "completion", "prompt/completion"), "prompt/completion"),
-    Format("mapped", "chat", ("prompt", "response"), _single_turn("prompt", "query", "response", "mapped"),
-           "any columns mapped with --map prompt=COL,response=COL[,system=,query=,history=]"),
-    Format("text", "text", ("text",), _text_record, "raw text for continual pretraining"),
-]}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in [
+        Format(
+            "preference",
+            "preference",
+            ("chosen", "rejected"),
+            _preference,
+            "prompt/chosen/rejected (strings or message lists)",
+        ),
+        Format(
+            "alpaca",
+            "chat",
+            ("instruction", "output"),
+            _single_turn("instruction", "input", "output", "alpaca"),
+            "instruction/input/output, optional system and history",
+        ),
+        Format(
+            "sharegpt",
+            "chat",
+            ("conversations", "from"),
+            _conversation("conversations", "from", "value"),
+            "conversations: [{from, value}], optional system",
+        ),
+        Format(
+            "conversations",
+            "chat",
+            ("conversations", "role"),
+            _conversation("conversations", "role", "content"),
+            "conversations: [{role, content}] (ChatGLM)",
+        ),
+        Format(
+            "openai",
+            "chat",
+            ("messages",),
+            _conversation("messages", "role", "content"),
+            "messages: [{role, content}] (OpenAI chat)",
+        ),
+        Format(
+            "prompt_completion",
+            "chat",
+            ("prompt", "completion"),
+            _single_turn("prompt", "query", "completion", "prompt/completion"),
+            "prompt/completion",
+        ),
+        Format(
+            "mapped",
+            "chat",
+            ("prompt", "response"),
+            _single_turn("prompt", "query", "response", "mapped"),
+            "any columns mapped with --map prompt=COL,response=COL[,system=,query=,history=]",
+        ),
+        Format("text", "text", ("text",), _text_record, "raw text for continual pretraining"),
+    ]
+}
 
 
 def _signature(row: dict) -> str | None:
@@ -220,9 +273,16 @@ def _signature(row: dict) -> str | None:
     return None
 
 
-PARTIAL_KEYS = [("instruction", "alpaca"), ("messages", "openai"), ("conversations", "sharegpt"),
-                ("chosen", "preference"), ("rejected", "preference"), ("completion", "prompt_completion"),
-                ("response", "mapped"), ("text", "text")]
+PARTIAL_KEYS = [
+    ("instruction", "alpaca"),
+    ("messages", "openai"),
+    ("conversations", "sharegpt"),
+    ("chosen", "preference"),
+    ("rejected", "preference"),
+    ("completion", "prompt_completion"),
+    ("response", "mapped"),
+    ("text", "text"),
+]
 
 
 def detect_format(rows: list[RawRow]) -> str:
@@ -248,8 +308,10 @@ def parse_mapping(text: str | dict | None) -> dict[str, str]:
     for part in text.split(","):
         key, sep, column = part.partition("=")
         if not sep or not key.strip() or not column.strip():
-            raise ConfigError(f"--map {text!r}: expected KEY=COLUMN pairs separated by commas, "
-                              "e.g. prompt=content,response=summary.")
+            raise ConfigError(
+                f"--map {text!r}: expected KEY=COLUMN pairs separated by commas, "
+                "e.g. prompt=content,response=summary."
+            )
         mapping[key.strip()] = column.strip()
     return mapping
 
@@ -261,11 +323,15 @@ def apply_mapping(rows: list[RawRow], mapping: dict[str, str]) -> list[Problem]:
     seen = {k for r in rows for k in r.data}
     missing = [c for c in mapping.values() if c not in seen]
     if missing:
-        return [Problem(f"--map names column {c!r}, which no record has; columns are {sorted(seen)}.")
-                for c in missing]
+        return [
+            Problem(f"--map names column {c!r}, which no record has; columns are {sorted(seen)}.")
+            for c in missing
+        ]
     for r in rows:
-        r.data = {**{k: v for k, v in r.data.items() if k not in mapping.values()},
-                  **{key: r.data.get(col) for key, col in mapping.items()}}
+        r.data = {
+            **{k: v for k, v in r.data.items() if k not in mapping.values()},
+            **{key: r.data.get(col) for key, col in mapping.items()},
+        }
     return []
 
 

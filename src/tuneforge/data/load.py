@@ -35,16 +35,28 @@ class LoadedDataset:
 
 def _checks(records: list[dict], kind: str, warnings: list[Problem]) -> None:
     """Problems that do not stop training but a person should know about."""
-    empty = [i for i, r in enumerate(records)
-             if kind == "chat" and any(m["role"] == "assistant" and not m["content"].strip() for m in r["messages"])]
+    empty = [
+        i
+        for i, r in enumerate(records)
+        if kind == "chat"
+        and any(m["role"] == "assistant" and not m["content"].strip() for m in r["messages"])
+    ]
     if empty:
-        warnings.append(Problem(f"{len(empty)} record(s) have an empty assistant answer (first: record "
-                                f"{empty[0]}); they teach the model to answer with nothing."))
+        warnings.append(
+            Problem(
+                f"{len(empty)} record(s) have an empty assistant answer (first: record "
+                f"{empty[0]}); they teach the model to answer with nothing."
+            )
+        )
     if kind == "chat":
         odd = [i for i, r in enumerate(records) if _not_alternating(r["messages"])]
         if odd:
-            warnings.append(Problem(f"{len(odd)} record(s) do not alternate user/assistant turns (first: "
-                                    f"record {odd[0]}); some chat templates reject that."))
+            warnings.append(
+                Problem(
+                    f"{len(odd)} record(s) do not alternate user/assistant turns (first: "
+                    f"record {odd[0]}); some chat templates reject that."
+                )
+            )
     seen: set[str] = set()
     dupes = 0
     for r in records:
@@ -60,8 +72,9 @@ def _not_alternating(messages: list[dict]) -> bool:
     return any(a == b for a, b in zip(roles, roles[1:], strict=False)) or (roles and roles[0] != "user")
 
 
-def load_records(path: str | Path, fmt: str | None = None, mapping: str | dict | None = None,
-                 max_bytes: int | None = None) -> LoadedDataset:
+def load_records(
+    path: str | Path, fmt: str | None = None, mapping: str | dict | None = None, max_bytes: int | None = None
+) -> LoadedDataset:
     """Read, detect, map and convert; never raises for bad content (see ``raise_for_errors``)."""
     path = Path(path)
     limit = max_bytes if max_bytes is not None else get_settings().max_dataset_mb * 2**20

@@ -48,8 +48,11 @@ def decode_utf8(raw: bytes, name: str, errors: list[Problem]) -> str | None:
         except UnicodeDecodeError:
             pass
         errors.append(
-            Problem(f"not UTF-8 (invalid byte 0x{raw[exc.start]:02x} at offset {exc.start}). {hint}",
-                    file=name, line=line)
+            Problem(
+                f"not UTF-8 (invalid byte 0x{raw[exc.start]:02x} at offset {exc.start}). {hint}",
+                file=name,
+                line=line,
+            )
         )
         return None
 
@@ -61,15 +64,20 @@ def _read_json(text: str, name: str, out: ReadResult) -> None:
         hint = ""
         if text.lstrip().startswith("{") and "\n{" in text:
             hint = " It looks like JSON Lines: rename it to .jsonl."
-        out.errors.append(Problem(f"invalid JSON: {exc.msg} (column {exc.colno}).{hint}", file=name,
-                                  line=exc.lineno))
+        out.errors.append(
+            Problem(f"invalid JSON: {exc.msg} (column {exc.colno}).{hint}", file=name, line=exc.lineno)
+        )
         return
     if isinstance(value, dict):
         lists = [k for k, v in value.items() if isinstance(v, list)]
         hint = f" If the records are under {lists[0]!r}, extract that list." if len(lists) == 1 else ""
-        out.errors.append(Problem(
-            "expected a list of records at the top level; got an object. Wrap a single record in [ ]."
-            + hint, file=name))
+        out.errors.append(
+            Problem(
+                "expected a list of records at the top level; got an object. Wrap a single record in [ ]."
+                + hint,
+                file=name,
+            )
+        )
         return
     if not isinstance(value, list):
         out.errors.append(Problem(f"expected a list of records; got {type(value).__name__}.", file=name))
@@ -89,15 +97,17 @@ def _read_jsonl(text: str, name: str, out: ReadResult) -> None:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            out.errors.append(Problem(f"invalid JSON: {exc.msg} (column {exc.colno}).", file=name,
-                                      line=lineno))
+            out.errors.append(
+                Problem(f"invalid JSON: {exc.msg} (column {exc.colno}).", file=name, line=lineno)
+            )
             index += 1
             continue
         if isinstance(item, dict):
             out.rows.append(RawRow(item, name, index, lineno))
         else:
-            out.errors.append(Problem(f"expected an object; got {type(item).__name__}.", file=name,
-                                      line=lineno))
+            out.errors.append(
+                Problem(f"expected an object; got {type(item).__name__}.", file=name, line=lineno)
+            )
         index += 1
 
 
@@ -108,8 +118,13 @@ def _read_csv(text: str, name: str, out: ReadResult) -> None:
     try:
         for row in reader:
             if None in row:
-                out.errors.append(Problem("more cells than header columns; quote fields holding commas.",
-                                          file=name, line=start_line))
+                out.errors.append(
+                    Problem(
+                        "more cells than header columns; quote fields holding commas.",
+                        file=name,
+                        line=start_line,
+                    )
+                )
             else:
                 out.rows.append(RawRow({k: v for k, v in row.items()}, name, index, start_line))
             index += 1
@@ -161,21 +176,33 @@ def _read_zip(path: Path, limit: int, out: ReadResult) -> None:
         members = [m for m in zf.infolist() if not m.is_dir()]
         unsafe = [m.filename for m in members if not _safe_member(m.filename)]
         for name in unsafe:
-            out.errors.append(Problem("zip entry would land outside the dataset folder; rejected. "
-                                      "Re-create the archive with relative paths.", file=f"{path.name}:{name}"))
+            out.errors.append(
+                Problem(
+                    "zip entry would land outside the dataset folder; rejected. "
+                    "Re-create the archive with relative paths.",
+                    file=f"{path.name}:{name}",
+                )
+            )
         if unsafe:
             return
         total = sum(m.file_size for m in members)
         if total > limit:
-            out.errors.append(Problem(f"unpacks to {total / 2**20:.0f} MiB, over the limit of "
-                                      f"{limit / 2**20:.0f} MiB (TUNEFORGE_MAX_DATASET_MB).", file=path.name))
+            out.errors.append(
+                Problem(
+                    f"unpacks to {total / 2**20:.0f} MiB, over the limit of "
+                    f"{limit / 2**20:.0f} MiB (TUNEFORGE_MAX_DATASET_MB).",
+                    file=path.name,
+                )
+            )
             return
         for m in sorted(members, key=lambda m: m.filename):
             p = PurePosixPath(m.filename)
             if _skippable(p.parts):
                 continue
             if p.suffix.lower() not in SUPPORTED_SUFFIXES:
-                out.warnings.append(Problem("ignored: not .json/.jsonl/.csv/.parquet.", file=f"{path.name}:{m.filename}"))
+                out.warnings.append(
+                    Problem("ignored: not .json/.jsonl/.csv/.parquet.", file=f"{path.name}:{m.filename}")
+                )
                 continue
             _read_bytes(zf.read(m), m.filename, out)
 
@@ -187,8 +214,11 @@ def _skippable(parts: tuple[str, ...]) -> bool:
 def dataset_files(path: Path) -> list[Path]:
     """The data files a folder holds, in a stable order."""
     return sorted(
-        p for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES and not _skippable(p.relative_to(path).parts)
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in SUPPORTED_SUFFIXES
+        and not _skippable(p.relative_to(path).parts)
     )
 
 
@@ -203,13 +233,20 @@ def read_rows(path: Path, max_bytes: int) -> ReadResult:
         files = dataset_files(path)
         size = sum(f.stat().st_size for f in files)
         if not files:
-            out.errors.append(Problem("folder holds no .json, .jsonl, .csv or .parquet files.", file=str(path)))
+            out.errors.append(
+                Problem("folder holds no .json, .jsonl, .csv or .parquet files.", file=str(path))
+            )
     else:
         files = [path]
         size = path.stat().st_size
     if size > max_bytes:
-        out.errors.append(Problem(f"{size / 2**20:.0f} MiB is over the limit of {max_bytes / 2**20:.0f} MiB "
-                                  "(raise TUNEFORGE_MAX_DATASET_MB).", file=str(path)))
+        out.errors.append(
+            Problem(
+                f"{size / 2**20:.0f} MiB is over the limit of {max_bytes / 2**20:.0f} MiB "
+                "(raise TUNEFORGE_MAX_DATASET_MB).",
+                file=str(path),
+            )
+        )
         return out
     out.files = files
     for f in files:
@@ -220,8 +257,12 @@ def read_rows(path: Path, max_bytes: int) -> ReadResult:
         elif suffix in SUPPORTED_SUFFIXES:
             _read_bytes(f.read_bytes(), name, out)
         else:
-            out.errors.append(Problem("unsupported file type; use .json, .jsonl, .csv, .parquet, a folder or "
-                                      "a .zip of them.", file=name))
+            out.errors.append(
+                Problem(
+                    "unsupported file type; use .json, .jsonl, .csv, .parquet, a folder or a .zip of them.",
+                    file=name,
+                )
+            )
     if not out.rows and not out.errors:
         out.errors.append(Problem("no records: the dataset is empty.", file=path.name))
     return out

@@ -37,8 +37,9 @@ def datasets_root() -> Path:
     return get_settings().datasets_dir
 
 
-def store_dataset(loaded: LoadedDataset, name: str | None = None, mapping: dict | None = None,
-                  stats: dict | None = None) -> tuple[dict, bool]:
+def store_dataset(
+    loaded: LoadedDataset, name: str | None = None, mapping: dict | None = None, stats: dict | None = None
+) -> tuple[dict, bool]:
     """Store a loaded, valid dataset; returns (its metadata, whether it was new)."""
     loaded.raise_for_errors()
     digest = content_hash(loaded.path, loaded.files, loaded.format, mapping)
@@ -59,10 +60,17 @@ def store_dataset(loaded: LoadedDataset, name: str | None = None, mapping: dict 
             for r in loaded.records:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         meta = {
-            "id": ds_id, "name": name or loaded.path.stem, "format": loaded.format, "kind": loaded.kind,
-            "records": len(loaded.records), "sha256": digest, "mapping": mapping or {},
-            "source": str(loaded.path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "warnings": [p.to_dict() for p in loaded.warnings], "stats": stats or {},
+            "id": ds_id,
+            "name": name or loaded.path.stem,
+            "format": loaded.format,
+            "kind": loaded.kind,
+            "records": len(loaded.records),
+            "sha256": digest,
+            "mapping": mapping or {},
+            "source": str(loaded.path),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "warnings": [p.to_dict() for p in loaded.warnings],
+            "stats": stats or {},
         }
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         tmp.rename(target)

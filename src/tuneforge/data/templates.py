@@ -63,11 +63,16 @@ def resolve_chat_template(tokenizer, choice: str | None) -> str:
             return CHAT_TEMPLATES[choice]
         if "{{" in choice or "{%" in choice:
             return choice
-        raise ConfigError(f"unknown chat template {choice!r}; use one of {', '.join(CHAT_TEMPLATES)}, "
-                          "'auto' (the model's own) or a Jinja string.")
+        raise ConfigError(
+            f"unknown chat template {choice!r}; use one of {', '.join(CHAT_TEMPLATES)}, "
+            "'auto' (the model's own) or a Jinja string."
+        )
     own = getattr(tokenizer, "chat_template", None)
     if isinstance(own, str) and own:
         return own
-    log.warning("the model ships no chat template; using tuneforge's %r template (set chat_template in "
-                "the spec to choose another)", DEFAULT_TEMPLATE)
+    log.warning(
+        "the model ships no chat template; using tuneforge's %r template (set chat_template in "
+        "the spec to choose another)",
+        DEFAULT_TEMPLATE,
+    )
     return CHAT_TEMPLATES[DEFAULT_TEMPLATE]

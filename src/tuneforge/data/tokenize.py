@@ -25,8 +25,9 @@ class Tokenized:
 
 
 def _render(tokenizer, template: str, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def assistant_spans(tokenizer, template: str, messages: list[dict], mode: str = "assistant"):
@@ -72,8 +73,9 @@ def tokenize_text_with_spans(tokenizer, text: str, spans, max_len: int | None) -
     return Tokenized(list(ids), labels, truncated)
 
 
-def tokenize_chat(tokenizer, template: str, messages: list[dict], max_len: int | None,
-                  mode: str = "assistant") -> Tokenized:
+def tokenize_chat(
+    tokenizer, template: str, messages: list[dict], max_len: int | None, mode: str = "assistant"
+) -> Tokenized:
     text, spans = assistant_spans(tokenizer, template, messages, mode)
     return tokenize_text_with_spans(tokenizer, text, spans, max_len)
 
@@ -90,8 +92,9 @@ def tokenize_pretrain(tokenizer, text: str, max_len: int | None) -> Tokenized:
     return Tokenized(ids, list(ids), truncated)
 
 
-def tokenize_record(tokenizer, template: str, record: dict, max_len: int | None,
-                    mode: str = "assistant") -> Tokenized:
+def tokenize_record(
+    tokenizer, template: str, record: dict, max_len: int | None, mode: str = "assistant"
+) -> Tokenized:
     if "text" in record:
         return tokenize_pretrain(tokenizer, record["text"], max_len)
     if "messages" in record:

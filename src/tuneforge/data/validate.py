@@ -13,8 +13,12 @@ def _summary(values: list[int]) -> dict:
         return {"count": 0}
     s = sorted(values)
     return {
-        "count": len(s), "min": s[0], "median": s[len(s) // 2],
-        "p95": s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))], "max": s[-1], "total": sum(s),
+        "count": len(s),
+        "min": s[0],
+        "median": s[len(s) // 2],
+        "p95": s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))],
+        "max": s[-1],
+        "total": sum(s),
     }
 
 
@@ -69,15 +73,23 @@ def _pieces(tokenizer, ids: list[int], labels: list[int]) -> list[tuple[str, boo
     return pieces
 
 
-def build_report(loaded: LoadedDataset, tokenizer=None, template: str | None = None, max_len: int = 1024,
-                 preview: int = 2, mask_mode: str = "assistant") -> ValidationReport:
+def build_report(
+    loaded: LoadedDataset,
+    tokenizer=None,
+    template: str | None = None,
+    max_len: int = 1024,
+    preview: int = 2,
+    mask_mode: str = "assistant",
+) -> ValidationReport:
     report = ValidationReport(loaded)
     records = loaded.records
     if not records:
         return report
     if tokenizer is None:
-        report.stats = {"unit": "characters", "per_role": {k: _summary(v) for k, v in
-                                                           _role_lengths(records, len).items()}}
+        report.stats = {
+            "unit": "characters",
+            "per_role": {k: _summary(v) for k, v in _role_lengths(records, len).items()},
+        }
         return report
 
     def count(text: str) -> int:

@@ -31,8 +31,12 @@ def eval_loss(lm: LoadedModel, conversations: list[list[dict]], max_len: int = 1
         with torch.inference_mode():
             logits = lm.model(input_ids=ids).logits[:, :-1].float()
         target = labels[:, 1:]
-        total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                                                   ignore_index=IGNORE_INDEX, reduction="sum").item()
+        total += torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)),
+            target.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        ).item()
         count += int((target != IGNORE_INDEX).sum())
     return total / max(1, count)
 
@@ -42,20 +46,34 @@ def _score(lm: LoadedModel, conversations, max_new_tokens, batch_size, progress)
     refs = [c[-1]["content"] for c in conversations]
     loss = eval_loss(lm, conversations)
     preds = generate(lm, prompts, max_new_tokens, batch_size, on_batch=progress)
-    metrics = {"eval_loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50)), 4),
-               **text_scores(preds, refs), "samples": len(conversations)}
+    metrics = {
+        "eval_loss": round(loss, 6),
+        "perplexity": round(math.exp(min(loss, 50)), 4),
+        **text_scores(preds, refs),
+        "samples": len(conversations),
+    }
     return metrics, preds
 
 
-def evaluate_model(model: str, data: Path, adapter: Path | None = None, compare_base: bool = False,
-                   max_new_tokens: int = 128, max_samples: int | None = None, batch_size: int = 8,
-                   output: Path | None = None, fmt: str | None = None, mapping=None,
-                   show_progress: bool = False) -> dict:
+def evaluate_model(
+    model: str,
+    data: Path,
+    adapter: Path | None = None,
+    compare_base: bool = False,
+    max_new_tokens: int = 128,
+    max_samples: int | None = None,
+    batch_size: int = 8,
+    output: Path | None = None,
+    fmt: str | None = None,
+    mapping=None,
+    show_progress: bool = False,
+) -> dict:
     loaded = load_records(data, fmt, mapping)
     loaded.raise_for_errors()
     if loaded.kind != "chat":
-        raise ConfigError(f"{data}: evaluation needs chat data with answers; this is {loaded.format} "
-                          f"({loaded.kind}).")
+        raise ConfigError(
+            f"{data}: evaluation needs chat data with answers; this is {loaded.format} ({loaded.kind})."
+        )
     conversations = [r["messages"] for r in loaded.records if r["messages"][-1]["role"] == "assistant"]
     conversations = conversations[:max_samples] if max_samples else conversations
     output = Path(output or get_settings().root / "evals" / time.strftime("eval-%Y%m%d-%H%M%S"))
@@ -73,14 +91,21 @@ def evaluate_model(model: str, data: Path, adapter: Path | None = None, compare_
         lm = load()
         progress = _bar(label, len(conversations)) if show_progress else None
         with progress or _null():
-            metrics, preds = _score(lm, conversations, max_new_tokens, batch_size,
-                                    (lambda n, p=progress: p.advance(n)) if progress else None)
+            metrics, preds = _score(
+                lm,
+                conversations,
+                max_new_tokens,
+                batch_size,
+                (lambda n, p=progress: p.advance(n)) if progress else None,
+            )
         results["models"][lm.name if label == "model" else f"{lm.name} (base)"] = metrics
         predictions[label] = preds
     with open(output / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for i, conv in enumerate(conversations):
             row = {"prompt": conv[:-1], "reference": conv[-1]["content"]}
-            row.update({f"prediction_{k}" if k != "model" else "prediction": v[i] for k, v in predictions.items()})
+            row.update(
+                {f"prediction_{k}" if k != "model" else "prediction": v[i] for k, v in predictions.items()}
+            )
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     (output / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results

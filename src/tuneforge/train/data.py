@@ -46,10 +46,15 @@ def load_spec_records(spec: JobSpec) -> tuple[list[dict], list[dict], str]:
     for ref in spec.data.train:
         records, kind, fmt = read_dataset(ref)
         if kind not in KIND_FOR_METHOD[spec.method]:
-            need = {"sft": "chat data (alpaca, sharegpt, openai …)", "dpo": "preference data "
-                    "(prompt/chosen/rejected)", "pretrain": "text data ({\"text\": …})"}[spec.method]
-            raise ConfigError(f"method {spec.method} needs {need}; {ref.path} is {fmt} ({kind}). Change "
-                              f"`method` or the dataset.")
+            need = {
+                "sft": "chat data (alpaca, sharegpt, openai …)",
+                "dpo": "preference data (prompt/chosen/rejected)",
+                "pretrain": 'text data ({"text": …})',
+            }[spec.method]
+            raise ConfigError(
+                f"method {spec.method} needs {need}; {ref.path} is {fmt} ({kind}). Change "
+                f"`method` or the dataset."
+            )
         kinds.add(kind)
         train += records
     if spec.data.validation:
@@ -91,7 +96,7 @@ def tokenize_records(records: list[dict], tokenizer, template: str, spec: JobSpe
             # Continual pretraining: long documents are split into max_len chunks, not thrown away.
             whole = tokenize_pretrain(tokenizer, r["text"], None)
             for i in range(0, len(whole.input_ids), max_len):
-                chunk = whole.input_ids[i: i + max_len]
+                chunk = whole.input_ids[i : i + max_len]
                 if len(chunk) > 1:
                     out.examples.append({"input_ids": chunk, "labels": list(chunk)})
             continue
@@ -104,5 +109,7 @@ def tokenize_records(records: list[dict], tokenizer, template: str, spec: JobSpe
     if out.truncated:
         log.warning("%d sequence(s) longer than max_len=%d were truncated", out.truncated, max_len)
     if out.dropped:
-        log.warning("%d example(s) had no trained tokens within max_len=%d and were dropped", out.dropped, max_len)
+        log.warning(
+            "%d example(s) had no trained tokens within max_len=%d and were dropped", out.dropped, max_len
+        )
     return out

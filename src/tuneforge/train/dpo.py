@@ -21,8 +21,17 @@ from .trainer import final_eval, save_final, set_threads, training_arguments
 log = logging.getLogger(__name__)
 
 
-def run(spec: JobSpec, folder: JobFolder, runtime: Runtime, train_records: list[dict], val_records: list[dict],
-        stop: StopFlag, resume: Path | None = None, callbacks=(), show_bar: bool = False) -> dict:
+def run(
+    spec: JobSpec,
+    folder: JobFolder,
+    runtime: Runtime,
+    train_records: list[dict],
+    val_records: list[dict],
+    stop: StopFlag,
+    resume: Path | None = None,
+    callbacks=(),
+    show_bar: bool = False,
+) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -33,13 +42,20 @@ def run(spec: JobSpec, folder: JobFolder, runtime: Runtime, train_records: list[
 
     model, _ = load_model(spec, runtime, packed=False)
     base = training_arguments(spec, runtime, folder.checkpoints, bool(val_records), packed=False)
-    keep = {k: v for k, v in base.to_dict().items() if k in DPOConfig.__dataclass_fields__ and
-            not k.startswith("_") and k not in ("train_sampling_strategy", "logging_dir")}
+    keep = {
+        k: v
+        for k, v in base.to_dict().items()
+        if k in DPOConfig.__dataclass_fields__
+        and not k.startswith("_")
+        and k not in ("train_sampling_strategy", "logging_dir")
+    }
     args = DPOConfig(**keep, beta=spec.train.dpo_beta, max_length=spec.data.max_len)
     tokens = {"seen": 0, "trained": 0}
     reporter = Reporter(folder, stop, spec.train.save_total_limit, tokens, show_bar)
     trainer = DPOTrainer(
-        model=model, args=args, processing_class=tokenizer,
+        model=model,
+        args=args,
+        processing_class=tokenizer,
         train_dataset=Dataset.from_list(train_records),
         eval_dataset=Dataset.from_list(val_records) if val_records else None,
         callbacks=[reporter, *callbacks],
@@ -53,5 +69,7 @@ def run(spec: JobSpec, folder: JobFolder, runtime: Runtime, train_records: list[
         metrics.update(final_eval(trainer, folder))
     finally:
         reporter.close()
-    save_final(trainer.model, tokenizer, tokenizer.chat_template, spec, folder.final, resolve_model(spec.model))
+    save_final(
+        trainer.model, tokenizer, tokenizer.chat_template, spec, folder.final, resolve_model(spec.model)
+    )
     return metrics

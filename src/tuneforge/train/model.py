@@ -35,13 +35,17 @@ def preflight(spec: JobSpec) -> Runtime:
     cuda = torch.cuda.is_available()
     if spec.finetuning == "qlora":
         if not cuda:
-            raise ConfigError("QLoRA (finetuning: qlora) needs a CUDA GPU and this machine has none. Use "
-                              "finetuning: lora (same adapter, full-precision base) on CPU.")
+            raise ConfigError(
+                "QLoRA (finetuning: qlora) needs a CUDA GPU and this machine has none. Use "
+                "finetuning: lora (same adapter, full-precision base) on CPU."
+            )
         require("bitsandbytes", "qlora", "QLoRA")
     if spec.resources.gpus > 1 or spec.resources.nodes > 1:
         if not cuda or torch.cuda.device_count() < spec.resources.gpus:
-            raise ConfigError(f"resources.gpus={spec.resources.gpus} but this machine has "
-                              f"{torch.cuda.device_count() if cuda else 0} CUDA GPU(s).")
+            raise ConfigError(
+                f"resources.gpus={spec.resources.gpus} but this machine has "
+                f"{torch.cuda.device_count() if cuda else 0} CUDA GPU(s)."
+            )
         if spec.resources.strategy in ("zero2", "zero3"):
             require("deepspeed", "deepspeed", f"strategy {spec.resources.strategy}")
     precision = spec.train.precision
@@ -61,7 +65,9 @@ def load_tokenizer(model_ref: str, trust_remote_code: bool = False):
     folder = resolve_model(model_ref)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"{model_ref}: tuneforge needs a fast tokenizer (tokenizer.json) to place loss masks.")
+        raise ConfigError(
+            f"{model_ref}: tuneforge needs a fast tokenizer (tokenizer.json) to place loss masks."
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -80,15 +86,21 @@ def load_model(spec: JobSpec, runtime: Runtime, packed: bool):
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=kwargs["dtype"])
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"],
+        )
         kwargs["device_map"] = {"": 0}
     model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     if packed:
         packed = use_varlen_attention(model)
         if not packed:
-            log.warning("%s computes attention in its own code (no attention backends), so examples cannot "
-                        "share a row safely; training with padded, length-grouped batches", type(model).__name__)
+            log.warning(
+                "%s computes attention in its own code (no attention backends), so examples cannot "
+                "share a row safely; training with padded, length-grouped batches",
+                type(model).__name__,
+            )
     if spec.finetuning in ("lora", "qlora"):
         model = add_lora(model, spec)
     if spec.train.gradient_checkpointing:
@@ -104,9 +116,15 @@ def add_lora(model, spec: JobSpec):
 
     if spec.finetuning == "qlora":
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=spec.train.gradient_checkpointing)
-    config = LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-                        target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
+            model, use_gradient_checkpointing=spec.train.gradient_checkpointing
+        )
+    config = LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=spec.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
     try:
         return get_peft_model(model, config)
     except ValueError as exc:

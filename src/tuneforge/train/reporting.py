@@ -110,10 +110,18 @@ class Reporter(TrainerCallback):
         if self.show_bar:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+            self.bar = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
             self.bar.start()
-            self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, info="")
+            self.task = self.bar.add_task(
+                "train", total=state.max_steps, completed=state.global_step, info=""
+            )
 
     def on_step_begin(self, args, state, control, **kw):
         # Dropout masks as a function of (seed, step): a resumed run draws exactly what an uninterrupted
@@ -136,12 +144,21 @@ class Reporter(TrainerCallback):
         logs = dict(logs or {})
         now = time.time()
         seen = self.tokens["seen"]
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "wall_time": round(now - self.start, 3)}
+        record = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0, 4),
+            "wall_time": round(now - self.start, 3),
+        }
         if "loss" in logs:
             dt = now - self.last[0]
-            record.update(loss=logs["loss"], lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
-                          tokens_seen=seen, trained_tokens=self.tokens["trained"],
-                          tokens_per_s=round((seen - self.last[1]) / dt, 2) if dt > 0 else None)
+            record.update(
+                loss=logs["loss"],
+                lr=logs.get("learning_rate"),
+                grad_norm=logs.get("grad_norm"),
+                tokens_seen=seen,
+                trained_tokens=self.tokens["trained"],
+                tokens_per_s=round((seen - self.last[1]) / dt, 2) if dt > 0 else None,
+            )
             self.last = (now, seen)
         for key in ("eval_loss", "eval_perplexity", "train_loss", "train_runtime"):
             if key in logs:
@@ -157,8 +174,9 @@ class Reporter(TrainerCallback):
                 tag = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
                 self.writer.add_scalar(tag, value, state.global_step)
         self.writer.flush()
-        line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-                        if v is not None)
+        line = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if v is not None
+        )
         log.info(line)
         if self.bar and "loss" in record:
             self.bar.update(self.task, info=f"loss {record['loss']:.4f}")
@@ -177,7 +195,9 @@ class Reporter(TrainerCallback):
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(src, dst)
-        self.folder.event("checkpoint_saved", step=state.global_step, path=str(dst.relative_to(self.folder.root)))
+        self.folder.event(
+            "checkpoint_saved", step=state.global_step, path=str(dst.relative_to(self.folder.root))
+        )
         for _, old in self.folder.step_checkpoints()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -210,23 +230,29 @@ def write_loss_svg(metrics: list[dict], path: Path) -> None:
         y1 = y0 + 1
 
     def xy(p):
-        return (pad + (p[0] - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (p[1] - y0) / (y1 - y0) * (h - 2 * pad))
+        return (
+            pad + (p[0] - x0) / (x1 - x0) * (w - 2 * pad),
+            h - pad - (p[1] - y0) / (y1 - y0) * (h - 2 * pad),
+        )
 
     def line(series, color):
         pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in map(xy, series))
         return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>' if series else ""
 
     svg = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        'font-family="sans-serif" font-size="12">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
         f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>',
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>',
         f'<text x="{pad}" y="{pad - 8}">loss {y1:.3f}</text>',
         f'<text x="{pad}" y="{h - pad + 16}">{y0:.3f} · step {x0}</text>',
         f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">step {x1}</text>',
-        line(train, "#1f77b4"), line(evals, "#d62728"),
+        line(train, "#1f77b4"),
+        line(evals, "#d62728"),
         f'<text x="{w - pad}" y="{pad - 8}" text-anchor="end" fill="#1f77b4">train</text>',
-        f'<text x="{w - pad - 50}" y="{pad - 8}" text-anchor="end" fill="#d62728">{"eval" if evals else ""}</text>',
+        f'<text x="{w - pad - 50}" y="{pad - 8}" text-anchor="end" fill="#d62728">'
+        f"{'eval' if evals else ''}</text>",
         "</svg>",
     ]
     path.write_text("\n".join(svg))

@@ -27,8 +27,10 @@ class RunResult:
     metrics: dict
 
 
-OOM_HINT = ("out of memory. Lower train.batch_size or data.max_len, turn on train.gradient_checkpointing, "
-            "or use finetuning: qlora on a GPU.")
+OOM_HINT = (
+    "out of memory. Lower train.batch_size or data.max_len, turn on train.gradient_checkpointing, "
+    "or use finetuning: qlora on a GPU."
+)
 
 
 def default_output_dir(spec: JobSpec) -> Path:
@@ -36,8 +38,9 @@ def default_output_dir(spec: JobSpec) -> Path:
     return get_settings().jobs_dir / f"{spec.name or spec.method}-{stamp}"
 
 
-def run_training(spec: JobSpec, output_dir: str | Path | None = None, callbacks=(), show_bar: bool = False
-                 ) -> RunResult:
+def run_training(
+    spec: JobSpec, output_dir: str | Path | None = None, callbacks=(), show_bar: bool = False
+) -> RunResult:
     from . import dpo, pretrain, sft
     from .data import load_spec_records
     from .model import preflight
@@ -52,10 +55,14 @@ def run_training(spec: JobSpec, output_dir: str | Path | None = None, callbacks=
     resume = folder.resume_path(spec.resume_from) if spec.resume_from else None
     if spec.resume_from and resume is None:
         if spec.resume_from != "latest":
-            raise ResourceError(f"{folder.checkpoints}: no checkpoint {spec.resume_from}; have "
-                                f"{[f'step-{n}' for n, _ in folder.step_checkpoints()]}.")
+            raise ResourceError(
+                f"{folder.checkpoints}: no checkpoint {spec.resume_from}; have "
+                f"{[f'step-{n}' for n, _ in folder.step_checkpoints()]}."
+            )
         log.warning("no checkpoint to resume from in %s; starting from the beginning", folder.checkpoints)
-    (folder.root / "spec.yaml").write_text(dump_spec(spec.model_copy(update={"output_dir": str(folder.root)})))
+    (folder.root / "spec.yaml").write_text(
+        dump_spec(spec.model_copy(update={"output_dir": str(folder.root)}))
+    )
     handler = folder.log_handler()
     logging.getLogger().addHandler(handler)
     if logging.getLogger().level > logging.INFO:
@@ -65,8 +72,15 @@ def run_training(spec: JobSpec, output_dir: str | Path | None = None, callbacks=
                 h.setLevel(logging.WARNING)
     stop = StopFlag()
     stop.install()
-    folder.event("started", pid=os.getpid(), method=spec.method, finetuning=spec.finetuning,
-                 device=runtime.device, dtype=runtime.dtype_name, resumed_from=resume.name if resume else None)
+    folder.event(
+        "started",
+        pid=os.getpid(),
+        method=spec.method,
+        finetuning=spec.finetuning,
+        device=runtime.device,
+        dtype=runtime.dtype_name,
+        resumed_from=resume.name if resume else None,
+    )
     recipe = {"sft": sft.run, "dpo": dpo.run, "pretrain": pretrain.run}[spec.method]
     try:
         metrics = recipe(spec, folder, runtime, train_records, val_records, stop, resume, callbacks, show_bar)
@@ -84,8 +98,10 @@ def run_training(spec: JobSpec, output_dir: str | Path | None = None, callbacks=
         handler.close()
     if stop.reason:
         folder.event("cancelled", reason=stop.reason, step=_last_step(folder))
-        raise Cancelled(f"stopped by {stop.reason}; checkpoint saved in {folder.checkpoints}. Resume with "
-                        f"`tuneforge train {folder.root / 'spec.yaml'} --resume`.")
+        raise Cancelled(
+            f"stopped by {stop.reason}; checkpoint saved in {folder.checkpoints}. Resume with "
+            f"`tuneforge train {folder.root / 'spec.yaml'} --resume`."
+        )
     folder.event("finished", metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)})
     return RunResult(folder.root, metrics)
 

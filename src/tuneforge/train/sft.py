@@ -24,19 +24,39 @@ from .trainer import CausalLMTrainer, final_eval, save_final, set_threads, train
 log = logging.getLogger(__name__)
 
 
-def run(spec: JobSpec, folder: JobFolder, runtime: Runtime, train_records: list[dict], val_records: list[dict],
-        stop: StopFlag, resume: Path | None = None, callbacks=(), show_bar: bool = False) -> dict:
+def run(
+    spec: JobSpec,
+    folder: JobFolder,
+    runtime: Runtime,
+    train_records: list[dict],
+    val_records: list[dict],
+    stop: StopFlag,
+    resume: Path | None = None,
+    callbacks=(),
+    show_bar: bool = False,
+) -> dict:
     set_threads()
     tokenizer = load_tokenizer(spec.model, spec.trust_remote_code)
     template = resolve_chat_template(tokenizer, spec.data.chat_template)
 
     train = tokenize_records(train_records, tokenizer, template, spec)
     val = tokenize_records(val_records, tokenizer, template, spec) if val_records else None
-    log.info("train: %d examples, %d tokens (%d trained); validation: %d examples", len(train.examples),
-             train.tokens, train.trained_tokens, len(val.examples) if val else 0)
-    folder.event("data_ready", train_examples=len(train.examples), train_tokens=train.tokens,
-                 trained_tokens=train.trained_tokens, truncated=train.truncated, dropped=train.dropped,
-                 val_examples=len(val.examples) if val else 0)
+    log.info(
+        "train: %d examples, %d tokens (%d trained); validation: %d examples",
+        len(train.examples),
+        train.tokens,
+        train.trained_tokens,
+        len(val.examples) if val else 0,
+    )
+    folder.event(
+        "data_ready",
+        train_examples=len(train.examples),
+        train_tokens=train.tokens,
+        trained_tokens=train.trained_tokens,
+        truncated=train.truncated,
+        dropped=train.dropped,
+        val_examples=len(val.examples) if val else 0,
+    )
 
     model, packed = load_model(spec, runtime, spec.data.packing)
     if hasattr(model, "print_trainable_parameters"):
@@ -47,10 +67,13 @@ def run(spec: JobSpec, folder: JobFolder, runtime: Runtime, train_records: list[
     reporter = Reporter(folder, stop, spec.train.save_total_limit, tokens, show_bar)
     args = training_arguments(spec, runtime, folder.checkpoints, bool(val and val.examples), packed)
     trainer = CausalLMTrainer(
-        model=model, args=args, train_dataset=train.examples,
+        model=model,
+        args=args,
+        train_dataset=train.examples,
         eval_dataset=val.examples if val and val.examples else None,
         data_collator=PackedCollator() if packed else PaddedCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer, token_counter=tokens,
+        processing_class=tokenizer,
+        token_counter=tokens,
         callbacks=[reporter, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # our Reporter writes the log lines

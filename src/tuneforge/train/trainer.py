@@ -42,8 +42,12 @@ class CausalLMTrainer(Trainer):
             outputs = model(**inputs)
             logits = outputs.logits[:, :-1][:, keep]
         picked = targets[:, keep]
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), picked.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)),
+            picked.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
         n_trained = (picked != IGNORE_INDEX).sum()
         if model.training:
             mask = inputs.get("attention_mask")
@@ -60,13 +64,19 @@ class CausalLMTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def training_arguments(spec: JobSpec, runtime: Runtime, output_dir: Path, has_eval: bool,
-                       packed: bool) -> TrainingArguments:
+def training_arguments(
+    spec: JobSpec, runtime: Runtime, output_dir: Path, has_eval: bool, packed: bool
+) -> TrainingArguments:
     t = spec.train
-    save = {"save_strategy": "steps", "save_steps": t.save_steps} if t.save_steps else {"save_strategy": "epoch"}
+    save = (
+        {"save_strategy": "steps", "save_steps": t.save_steps} if t.save_steps else {"save_strategy": "epoch"}
+    )
     if has_eval:
-        evals = ({"eval_strategy": "steps", "eval_steps": t.eval_steps} if t.eval_steps
-                 else {"eval_strategy": "epoch"})
+        evals = (
+            {"eval_strategy": "steps", "eval_steps": t.eval_steps}
+            if t.eval_steps
+            else {"eval_strategy": "epoch"}
+        )
     else:
         evals = {"eval_strategy": "no"}
     strategy = {}
@@ -99,23 +109,36 @@ def training_arguments(spec: JobSpec, runtime: Runtime, output_dir: Path, has_ev
         train_sampling_strategy="random" if packed else "group_by_length",
         use_cpu=runtime.device == "cpu",
         dataloader_num_workers=0,
-        **save, **evals, **strategy,
+        **save,
+        **evals,
+        **strategy,
     )
 
 
 def deepspeed_config(stage: int) -> dict:
     return {
         "zero_optimization": {"stage": stage, "overlap_comm": True, "contiguous_gradients": True},
-        "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
-        "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto", "train_batch_size": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "train_batch_size": "auto",
     }
 
 
 def stop_token_ids(tokenizer, template: str) -> list[int]:
     """EOS plus the end-of-turn tokens the chat template writes, when they are single tokens."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|user|>", "<|observation|>", "</s>", "<|endoftext|>"):
+    for marker in (
+        "<|im_end|>",
+        "<|eot_id|>",
+        "<|end|>",
+        "<|user|>",
+        "<|observation|>",
+        "</s>",
+        "<|endoftext|>",
+    ):
         if marker in template or marker == tokenizer.eos_token:
             tid = tokenizer.convert_tokens_to_ids(marker)
             if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid not in ids:
@@ -139,11 +162,21 @@ def save_final(model, tokenizer, template: str, spec: JobSpec, out: Path, base_f
     gen.eos_token_id = stops
     gen.pad_token_id = tokenizer.pad_token_id
     gen.save_pretrained(str(out))
-    (out / "tuneforge.json").write_text(json.dumps({
-        "base_model": str(base_folder), "model": spec.model, "method": spec.method,
-        "finetuning": spec.finetuning, "adapter": spec.finetuning in ("lora", "qlora"),
-        "stop_token_ids": stops, "stop_tokens": tokenizer.convert_ids_to_tokens(stops),
-    }, indent=2))
+    (out / "tuneforge.json").write_text(
+        json.dumps(
+            {
+                "base_model": str(base_folder),
+                "model": spec.model,
+                "job": str(out.parent),
+                "method": spec.method,
+                "finetuning": spec.finetuning,
+                "adapter": spec.finetuning in ("lora", "qlora"),
+                "stop_token_ids": stops,
+                "stop_tokens": tokenizer.convert_ids_to_tokens(stops),
+            },
+            indent=2,
+        )
+    )
 
 
 def set_threads() -> None:

