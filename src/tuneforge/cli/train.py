@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,13 @@ def train(
     spec = load_spec(spec_path, overrides)
     if output is None and spec.output_dir is None and resume and spec_path.name == "spec.yaml":
         output = spec_path.parent  # resuming a job from the spec in its folder
+    from tuneforge.train.launch import distributed_command
+
+    command = distributed_command(spec, sys.argv[sys.argv.index("train") + 1 :])
+    if command:
+        console.print("launching: " + " ".join(command), highlight=False)
+        os.execv(command[0], command)
+
     from tuneforge.train.run import run_training
 
     result = run_training(spec, output, show_bar=sys.stderr.isatty() and not json_out)

@@ -8,15 +8,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from transformers import PrinterCallback
-
 from tuneforge.data.templates import resolve_chat_template
 from tuneforge.models.store import resolve_model
 from tuneforge.spec import JobSpec
 
 from .model import Runtime, load_model, load_tokenizer
 from .reporting import JobFolder, Reporter, StopFlag
-from .trainer import final_eval, save_final, set_threads, training_arguments
+from .trainer import save_final, set_threads, train_to_end, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +58,9 @@ def run(
         eval_dataset=Dataset.from_list(val_records) if val_records else None,
         callbacks=[reporter, *callbacks],
     )
-    trainer.remove_callback(PrinterCallback)
-    try:
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        metrics = dict(result.metrics)
-        if stop.reason:
-            return metrics
-        metrics.update(final_eval(trainer, folder))
-    finally:
-        reporter.close()
+    metrics = train_to_end(trainer, reporter, folder, stop, resume)
+    if stop.reason:
+        return metrics
     save_final(
         trainer.model, tokenizer, tokenizer.chat_template, spec, folder.final, resolve_model(spec.model)
     )

@@ -23,7 +23,10 @@ STEP_RE = re.compile(r"^step-(\d+)$")
 
 class JobFolder:
     def __init__(self, root: Path):
+        from .launch import is_main_process
+
         self.root = Path(root)
+        self.main = is_main_process()  # in a multi-GPU run only rank 0 reports
         self.checkpoints = self.root / "checkpoints"
         self.final = self.root / "final"
         self.tensorboard = self.root / "tensorboard"
@@ -36,11 +39,15 @@ class JobFolder:
             shutil.rmtree(p, ignore_errors=True)
 
     def event(self, name: str, **fields) -> None:
+        if not self.main:
+            return
         record = {"time": time.time(), "event": name, **fields}
         with open(self.root / "events.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def metric(self, record: dict) -> None:
+        if not self.main:
+            return
         with open(self.root / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -103,7 +110,7 @@ class Reporter(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         from torch.utils.tensorboard import SummaryWriter
 
-        if self.writer is None:
+        if self.writer is None and self.folder.main:
             self.writer = SummaryWriter(str(self.folder.tensorboard))
         self.start = time.time()
         self.last = (self.start, self.tokens["seen"])
@@ -141,6 +148,8 @@ class Reporter(TrainerCallback):
         self.folder.event("epoch_done", epoch=round(state.epoch or 0, 4), step=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kw):
+        if not state.is_world_process_zero:
+            return
         logs = dict(logs or {})
         now = time.time()
         seen = self.tokens["seen"]
@@ -189,7 +198,7 @@ class Reporter(TrainerCallback):
         # The trainer has finished writing checkpoint-N (weights, optimizer, scheduler, RNG, trainer state);
         # only now does it become step-N, in one rename, so resume never trusts a half-written folder.
         src = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if not src.exists():
+        if not state.is_world_process_zero or not src.exists():
             return
         dst = self.folder.checkpoints / f"step-{state.global_step}"
         if dst.exists():

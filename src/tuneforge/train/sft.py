@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from transformers import PrinterCallback
-
 from tuneforge.data.templates import resolve_chat_template
 from tuneforge.models.store import resolve_model
 from tuneforge.spec import JobSpec
@@ -19,7 +17,7 @@ from .collate import PackedCollator, PaddedCollator
 from .data import tokenize_records
 from .model import Runtime, load_model, load_tokenizer
 from .reporting import JobFolder, Reporter, StopFlag
-from .trainer import CausalLMTrainer, final_eval, save_final, set_threads, training_arguments
+from .trainer import CausalLMTrainer, save_final, set_threads, train_to_end, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +74,8 @@ def run(
         token_counter=tokens,
         callbacks=[reporter, *callbacks],
     )
-    trainer.remove_callback(PrinterCallback)  # our Reporter writes the log lines
-    try:
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        metrics = dict(result.metrics)
-        if stop.reason:
-            return metrics
-        metrics.update(final_eval(trainer, folder))
-    finally:
-        reporter.close()
+    metrics = train_to_end(trainer, reporter, folder, stop, resume)
+    if stop.reason:
+        return metrics
     save_final(model, tokenizer, template, spec, folder.final, resolve_model(spec.model))
     return metrics

@@ -187,6 +187,20 @@ def set_threads() -> None:
     torch.set_num_threads(max(1, n))
 
 
+def train_to_end(trainer, reporter, folder, stop, resume) -> dict:
+    """Train (from a checkpoint if given), then the final eval metrics unless the run was stopped."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the Reporter writes the log lines
+    try:
+        metrics = dict(trainer.train(resume_from_checkpoint=str(resume) if resume else None).metrics)
+        if not stop.reason:
+            metrics.update(final_eval(trainer, folder))
+        return metrics
+    finally:
+        reporter.close()
+
+
 def final_eval(trainer, folder) -> dict:
     """Eval metrics at the last step: reuse the ones just logged, evaluate only if there are none."""
     if trainer.eval_dataset is None:

@@ -1,0 +1,300 @@
+"""Training throughput: tuneforge vs the plain transformers Trainer + peft (and LLaMA-Factory if it installs).
+
+Same model (SmolLM2-135M-Instruct), same data, same hyperparameters, same seed, in one run. Prints
+non-padding tokens/s for each, the ratios, the eval loss each reaches after the same epochs on the
+same held-out records, and MFU against a matmul peak measured in this run. Medians over --runs.
+
+    python bench/train_throughput.py [--train 64] [--eval 32] [--runs 3] [--llamafactory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+MODEL = "smollm2-135m-instruct"
+HP = {"lr": 2e-4, "batch": 4, "epochs": 1, "r": 8, "alpha": 16, "dropout": 0.0, "max_len": 512, "seed": 42}
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def tokenized(tokenizer, records):
+    from tuneforge.data.formats import FORMATS, convert_rows
+    from tuneforge.data.readers import RawRow
+    from tuneforge.data.tokenize import tokenize_chat
+
+    chats = convert_rows([RawRow(r, "b", i) for i, r in enumerate(records)], FORMATS["alpaca"], [])
+    out = []
+    for c in chats:
+        t = tokenize_chat(tokenizer, tokenizer.chat_template, c["messages"], HP["max_len"])
+        out.append({"input_ids": t.input_ids, "labels": t.labels})
+    return out, [c["messages"] for c in chats]
+
+
+def run_baseline(folder: Path, examples, eval_convs, workdir: Path) -> dict:
+    """The plain recipe: Trainer + peft LoRA, pad to the longest example of each batch."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from tuneforge.evaluate.generate import LoadedModel
+    from tuneforge.evaluate.run import eval_loss
+
+    set_seed(HP["seed"])
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=HP["r"],
+            lora_alpha=HP["alpha"],
+            lora_dropout=HP["dropout"],
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        ),
+    )
+    args = TrainingArguments(
+        output_dir=str(workdir),
+        per_device_train_batch_size=HP["batch"],
+        num_train_epochs=HP["epochs"],
+        learning_rate=HP["lr"],
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,
+        seed=HP["seed"],
+        logging_steps=5,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=examples,
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+    )
+    metrics = trainer.train().metrics
+    model.eval()
+    return {
+        "runtime": metrics["train_runtime"],
+        "eval_loss": eval_loss(LoadedModel(model, tok, [], "baseline"), eval_convs),
+    }
+
+
+def run_tuneforge(train_path: Path, eval_convs, workdir: Path) -> dict:
+    from tuneforge.evaluate.generate import load_for_inference
+    from tuneforge.evaluate.run import eval_loss
+    from tuneforge.spec import parse_spec
+    from tuneforge.train.run import run_training
+
+    spec = parse_spec(
+        {
+            "model": MODEL,
+            "data": {"train": str(train_path), "max_len": HP["max_len"]},
+            "lora": {"r": HP["r"], "alpha": HP["alpha"], "dropout": HP["dropout"]},
+            "train": {
+                "learning_rate": HP["lr"],
+                "batch_size": HP["batch"],
+                "epochs": HP["epochs"],
+                "seed": HP["seed"],
+                "save_steps": 100000,
+                "logging_steps": 5,
+            },
+        }
+    )
+    result = run_training(spec, workdir)
+    return {
+        "runtime": result.metrics["train_runtime"],
+        "eval_loss": eval_loss(load_for_inference(result.folder / "final"), eval_convs),
+    }
+
+
+def run_llamafactory(folder: Path, train_path: Path, eval_convs, workdir: Path, venv: Path) -> dict | None:
+    """LLaMA-Factory in its own virtualenv (created on first use); None when it does not install."""
+    cli = venv / "bin" / "llamafactory-cli"
+    if not cli.exists():
+        print(f"installing LLaMA-Factory into {venv} …", file=sys.stderr)
+        ok = (
+            subprocess.call([sys.executable, "-m", "venv", str(venv)]) == 0
+            and subprocess.call([str(venv / "bin" / "pip"), "install", "-q", "torch==2.13.0", "llamafactory"])
+            == 0
+        )
+        if not ok or not cli.exists():
+            return None
+    data_dir = workdir / "lf-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "bench.json").write_text(train_path.read_text())
+    (data_dir / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "bench.json"}}))
+    config = {
+        "model_name_or_path": str(folder),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_rank": HP["r"],
+        "lora_alpha": HP["alpha"],
+        "lora_dropout": HP["dropout"],
+        "lora_target": "all",
+        "dataset": "bench",
+        "dataset_dir": str(data_dir),
+        "template": "chatml",
+        "cutoff_len": HP["max_len"],
+        "output_dir": str(workdir / "lf-out"),
+        "overwrite_output_dir": True,
+        "per_device_train_batch_size": HP["batch"],
+        "gradient_accumulation_steps": 1,
+        "learning_rate": HP["lr"],
+        "num_train_epochs": HP["epochs"],
+        "lr_scheduler_type": "cosine",
+        "warmup_ratio": 0.03,
+        "seed": HP["seed"],
+        "logging_steps": 5,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_gradient_checkpointing": True,
+        "preprocessing_num_workers": 1,
+        "overwrite_cache": True,
+    }
+    import yaml
+
+    cfg_path = workdir / "lf.yaml"  # its JSON config reader is broken in 0.9.5; YAML works
+    cfg_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "DISABLE_VERSION_CHECK": "1"}
+    proc = subprocess.run([str(cli), "train", str(cfg_path)], env=env, capture_output=True, text=True)
+    results = workdir / "lf-out" / "train_results.json"
+    if proc.returncode != 0 or not results.exists():
+        print("LLaMA-Factory run failed:\n" + proc.stdout[-1500:] + proc.stderr[-1500:], file=sys.stderr)
+        return None
+    from tuneforge.evaluate.generate import LoadedModel, load_for_inference
+    from tuneforge.evaluate.run import eval_loss
+
+    # Scored like the others: the same records under the base model's own chat template.
+    lm = load_for_inference(MODEL, adapter=workdir / "lf-out")
+    base_tok = load_for_inference(MODEL).tokenizer
+    return {
+        "runtime": json.loads(results.read_text())["train_runtime"],
+        "eval_loss": eval_loss(LoadedModel(lm.model, base_tok, [], "llamafactory"), eval_convs),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", type=int, default=64, help="training records per run")
+    ap.add_argument("--eval", type=int, default=32, help="held-out records for eval loss")
+    ap.add_argument("--runs", type=int, default=3, help="runs per system (median reported)")
+    ap.add_argument("--llamafactory", action="store_true", help="also run LLaMA-Factory (own virtualenv)")
+    ap.add_argument("--lf-venv", type=Path, default=Path(tempfile.gettempdir()) / "tuneforge-bench-lf")
+    opts = ap.parse_args()
+
+    import torch
+    from bench_data import bench_records
+    from transformers import AutoTokenizer
+
+    from tuneforge.models.pull import pull_model
+    from tuneforge.models.store import resolve_model
+    from tuneforge.train.trainer import set_threads
+
+    set_threads()
+    info, _ = pull_model(MODEL)
+    folder = resolve_model(MODEL)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    train_recs, eval_recs = bench_records(tok, opts.train, opts.eval)
+    examples, _ = tokenized(tok, train_recs)
+    _, eval_convs = tokenized(tok, eval_recs)
+    tokens = sum(len(e["input_ids"]) for e in examples) * HP["epochs"]
+    lens = sorted(len(e["input_ids"]) for e in examples)
+    print(
+        f"data: {len(examples)} train records, {tokens} tokens, lengths {lens[0]}–{lens[-1]} "
+        f"(median {lens[len(lens) // 2]}); {len(eval_convs)} eval records; "
+        f"torch threads {torch.get_num_threads()}"
+    )
+
+    work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-"))
+    train_path = work / "train.json"
+    train_path.write_text(json.dumps(train_recs))
+    peak = matmul_peak_gflops()
+    results: dict[str, list[dict]] = {"tuneforge": [], "baseline": [], "llamafactory": []}
+    for i in range(opts.runs):
+        # Alternate the order so drift in machine speed hits both alike.
+        order = ["baseline", "tuneforge"] if i % 2 == 0 else ["tuneforge", "baseline"]
+        for name in order:
+            d = work / f"{name}-{i}"
+            r = (
+                run_baseline(folder, examples, eval_convs, d)
+                if name == "baseline"
+                else run_tuneforge(train_path, eval_convs, d)
+            )
+            results[name].append(r)
+            print(
+                f"run {i + 1} {name}: {tokens / r['runtime']:.1f} tokens/s, eval_loss {r['eval_loss']:.4f}",
+                flush=True,
+            )
+        if opts.llamafactory:
+            r = run_llamafactory(folder, train_path, eval_convs, work / f"lf-{i}", opts.lf_venv)
+            if r:
+                results["llamafactory"].append(r)
+                print(
+                    f"run {i + 1} llamafactory: {tokens / r['runtime']:.1f} tokens/s, eval_loss "
+                    f"{r['eval_loss']:.4f}",
+                    flush=True,
+                )
+
+    peak_after = matmul_peak_gflops()
+    n_params = info["parameters"]
+    flops_per_token = 4 * n_params  # LoRA: forward 2N + backward through activations 2N (frozen weights)
+
+    def tps(name):
+        return statistics.median(tokens / r["runtime"] for r in results[name])
+
+    tf, base = tps("tuneforge"), tps("baseline")
+    mfu = lambda t: 100 * t * flops_per_token / (peak * 1e9)  # noqa: E731
+    print(f"\nmatmul peak fp32: {peak:.1f} GFLOP/s (after: {peak_after:.1f})")
+    print(f"train_tokens_per_s tuneforge={tf:.1f} baseline={base:.1f} ratio={tf / base:.2f}")
+    print(
+        f"eval_loss tuneforge={statistics.median(r['eval_loss'] for r in results['tuneforge']):.4f} "
+        f"baseline={statistics.median(r['eval_loss'] for r in results['baseline']):.4f}"
+    )
+    print(
+        f"mfu tuneforge={mfu(tf):.1f}% baseline={mfu(base):.1f}% "
+        f"(4·N FLOPs per token, N={n_params / 1e6:.1f}M)"
+    )
+    if results["llamafactory"]:
+        lf = tps("llamafactory")
+        lf_loss = statistics.median(r["eval_loss"] for r in results["llamafactory"])
+        print(f"train_tokens_per_s llamafactory={lf:.1f} ratio={tf / lf:.2f} (eval_loss {lf_loss:.4f})")
+    elif opts.llamafactory:
+        print("llamafactory: not available (did not install or run here)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Multi-GPU launch commands, the layering rule (no torch in the control plane), CUDA-only paths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from trainhelp import run, tiny_spec
+from tuneforge.errors import ConfigError
+from tuneforge.spec import parse_spec
+from tuneforge.train.launch import distributed_command
+
+
+def _spec(**resources):
+    return parse_spec({"model": "m", "data": {"train": "d.json"}, "resources": resources})
+
+
+def test_single_process_runs_in_place():
+    assert distributed_command(_spec(), ["s.yaml"], env={}) is None
+    assert distributed_command(_spec(gpus=4), ["s.yaml"], env={"LOCAL_RANK": "0"}) is None
+
+
+def test_multi_gpu_and_multi_node_commands():
+    cmd = distributed_command(_spec(gpus=4, strategy="fsdp"), ["s.yaml", "--set", "x=1"], env={})
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node=4", "--nnodes=1"]
+    assert cmd[-6:] == ["-m", "tuneforge.cli.main", "train", "s.yaml", "--set", "x=1"]
+    env = {"MASTER_ADDR": "10.0.0.1", "NODE_RANK": "1"}
+    cmd = distributed_command(_spec(gpus=8, nodes=2, strategy="zero3"), ["s.yaml"], env=env)
+    assert "--nnodes=2" in cmd and "--node_rank=1" in cmd and "--master_addr=10.0.0.1" in cmd
+    with pytest.raises(ConfigError, match="MASTER_ADDR and NODE_RANK"):
+        distributed_command(_spec(gpus=8, nodes=2), ["s.yaml"], env={})
+
+
+def test_nodes_without_gpus_is_rejected():
+    from tuneforge.errors import ConfigError as CE
+
+    with pytest.raises(CE, match="nodes > 1 needs"):
+        _spec(nodes=2)
+
+
+def test_control_plane_modules_do_not_import_torch():
+    code = (
+        "import sys; import tuneforge.spec, tuneforge.data.load, tuneforge.data.store, "
+        "tuneforge.models.store, tuneforge.models.info, tuneforge.settings, tuneforge.errors; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.gpu
+def test_qlora_trains_on_cuda(tiny_llama, memo_data, tmp_path):
+    from trainhelp import losses
+
+    result = run(tiny_spec(tiny_llama, memo_data, finetuning="qlora"), tmp_path / "j")
+    curve = losses(result.folder)
+    assert curve[-1] < curve[0]
