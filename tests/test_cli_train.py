@@ -145,3 +145,10 @@ def test_sigkill_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, tin
     assert proc.returncode == 0, out
     started = [e for e in _events(job) if e["event"] == "started"]
     assert started[-1]["resumed_from"] == f"step-{kept[-1]}"
+
+
+def test_a_finished_job_folder_is_not_overwritten(capsys, tmp_path, tiny_llama, memo_data):
+    path = spec_file(tmp_path, tiny_spec(tiny_llama, memo_data, train__max_steps=2))
+    assert run_cli(capsys, "train", path, "-o", tmp_path / "job")[0] == 0
+    code, _, err = run_cli(capsys, "train", path, "-o", tmp_path / "job")
+    assert code == 1 and "already holds a run" in err

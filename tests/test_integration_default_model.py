@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from importlib import resources
 from pathlib import Path
@@ -78,3 +79,14 @@ def test_twenty_lora_steps_lower_the_loss(home, tmp_path):
     before = eval_loss(load_for_inference("smollm2-135m-instruct"), conversations)
     after = eval_loss(load_for_inference(result.folder / "final"), conversations)
     assert after < before - 0.1, (before, after)
+
+
+def test_import_a_gguf_file(home, pulled, capsys):
+    from clihelp import run_cli
+
+    gguf = next((pulled[0] / "cache" / "gguf").glob("*.gguf"))
+    code, out, err = run_cli(capsys, "models", "import", gguf, "--name", "smol-from-gguf", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["architecture"] == "LlamaForCausalLM" and info["parameters"] == pulled[1]["parameters"]
+    assert info["source"].startswith("gguf:") and info["chat_template"]

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,6 +26,15 @@ def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+class SizeColumn(DownloadColumn):
+    """Bytes for stages that move bytes; nothing for stages that only take time."""
+
+    def render(self, task):
+        if not task.total or task.total <= 1:
+            return Text("")
+        return super().render(task)
+
+
 @contextmanager
 def stage_progress(enabled: bool = True):
     """A callback ``(stage, done, total)`` drawing one Rich bar per stage (quiet when disabled)."""
@@ -35,7 +45,7 @@ def stage_progress(enabled: bool = True):
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        SizeColumn(),
         TimeElapsedColumn(),
     ]
     with Progress(*columns, console=err_console, transient=False) as bar:

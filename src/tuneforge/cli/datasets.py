@@ -72,6 +72,13 @@ def print_report(report: ValidationReport) -> None:
         console.print(f"  … and {len(report.loaded.errors) - 50} more errors (see --json)")
     for p in report.loaded.warnings:
         console.print(f"  [yellow]warning[/] {p}", highlight=False, soft_wrap=True)
+    if report.loaded.errors:
+        console.print(
+            f"fix the {len(report.loaded.errors)} problem(s) above (all of them are listed) and "
+            "validate again.",
+            highlight=False,
+        )
+        return
     stats = report.stats
     if stats:
         table = Table("role", "count", "min", "median", "p95", "max", title=f"lengths in {stats['unit']}")

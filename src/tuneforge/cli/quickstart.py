@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -70,7 +71,9 @@ def quickstart(
     before = _ask(load_for_inference(info["name"]), "3. base model answers")
     console.rule(f"4. LoRA fine-tune ({steps} steps)")
     spec = load_spec(Path(str(samples / "sample_spec.yaml")), [f"train.max_steps={steps}"])
-    result = run_training(spec, settings.jobs_dir / "quickstart", show_bar=True)
+    job = settings.jobs_dir / "quickstart"
+    shutil.rmtree(job, ignore_errors=True)  # quickstart starts over each time
+    result = run_training(spec, job, show_bar=True)
     console.print(
         f"job folder: {result.folder}  train_loss={result.metrics.get('train_loss', 0):.4f}  "
         f"eval_loss={result.metrics.get('eval_loss', float('nan')):.4f}"

@@ -61,7 +61,9 @@ def evaluate(
     model: str = typer.Argument(..., help="Base model name/folder, or a job's final/ folder."),
     data: Path = typer.Option(..., "--data", help="Evaluation dataset (chat format)."),
     adapter: Path = typer.Option(None, "--adapter", help="A LoRA adapter to put on the model."),
-    compare_base: bool = typer.Option(False, "--compare-base", help="Also evaluate the base model."),
+    compare_base: bool = typer.Option(
+        False, "--compare-base", help="Also evaluate the base model (always on with --adapter)."
+    ),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
     max_samples: int = typer.Option(None, "--max-samples"),
     batch_size: int = typer.Option(8, "--batch-size"),
@@ -81,7 +83,7 @@ def evaluate(
         model,
         data,
         adapter=adapter,
-        compare_base=compare_base,
+        compare_base=compare_base or adapter is not None,
         max_new_tokens=max_new_tokens,
         max_samples=max_samples,
         batch_size=batch_size,

@@ -339,6 +339,16 @@ def convert_rows(rows: list[RawRow], fmt: Format, errors: list[Problem]) -> list
     records = []
     for row in rows:
         probs = RecordProblems(row, errors)
+        other = _signature(row.data)
+        # Formats sharing their identifying key (prompt/completion vs mapped prompt/response) are near
+        # enough; anything else means records of another format slipped into this dataset.
+        if other and other != fmt.name and FORMATS[other].keys[0] not in fmt.keys:
+            probs.add(
+                None,
+                f"this record is in {other} format but the dataset is {fmt.name}; keep one format "
+                "per dataset (or pass --format).",
+            )
+            continue
         record = fmt.convert(row.data, probs)
         if record is not None and probs.count == 0:
             records.append(record)

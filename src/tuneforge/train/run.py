@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.errors import ResourceError, TuneforgeError
+from tuneforge.errors import ConflictError, ResourceError, TuneforgeError
 from tuneforge.settings import get_settings
 from tuneforge.spec import JobSpec, dump_spec
 
@@ -51,6 +51,11 @@ def run_training(
     train_records, val_records, _ = load_spec_records(spec)
 
     folder = JobFolder(Path(output_dir or spec.output_dir or default_output_dir(spec)))
+    if not spec.resume_from and (folder.root / "events.jsonl").exists():
+        raise ConflictError(
+            f"{folder.root} already holds a run; continue it with --resume (resume_from: latest) or "
+            "choose another --output."
+        )
     folder.prepare()
     resume = folder.resume_path(spec.resume_from) if spec.resume_from else None
     if spec.resume_from and resume is None:
