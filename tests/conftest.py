@@ -74,26 +74,20 @@ def _config(arch: str, vocab: int, tok):
         initializer_range=0.2,
         init_std=0.2,
     )
+    # llama and qwen2 share a shape: grouped-query attention, gated MLP.
+    decoder = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        **common,
+    )
     if arch == "llama":
-        return tf.LlamaForCausalLM, tf.LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            **common,
-        )
+        return tf.LlamaForCausalLM, tf.LlamaConfig(**decoder)
     if arch == "qwen2":
-        return tf.Qwen2ForCausalLM, tf.Qwen2Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            **common,
-        )
+        return tf.Qwen2ForCausalLM, tf.Qwen2Config(**decoder)
     if arch == "gpt2":
         return tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **common)
     if arch == "opt":

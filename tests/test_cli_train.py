@@ -152,3 +152,33 @@ def test_a_finished_job_folder_is_not_overwritten(capsys, tmp_path, tiny_llama, 
     assert run_cli(capsys, "train", path, "-o", tmp_path / "job")[0] == 0
     code, _, err = run_cli(capsys, "train", path, "-o", tmp_path / "job")
     assert code == 1 and "already holds a run" in err
+
+
+def test_out_of_memory_fails_with_the_fixes(capsys, tmp_path, tiny_llama, memo_data, monkeypatch):
+    import torch
+
+    from tuneforge.train import sft
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(sft, "run", oom)
+    code, _, err = run_cli(
+        capsys, "train", spec_file(tmp_path, tiny_spec(tiny_llama, memo_data)), "-o", tmp_path / "job"
+    )
+    assert code == 1 and "gradient_checkpointing" in err
+    failed = _events(tmp_path / "job")[-1]
+    assert failed["event"] == "failed" and "train.batch_size" in failed["reason"]
+
+
+def test_truncated_sequences_are_counted(capsys, tmp_path, tiny_llama, memo_data):
+    # The memo records render to 35, 22, 44 and 30 tokens, answers starting at 25, 18, 24 and 20.
+    spec = tiny_spec(tiny_llama, memo_data, train__max_steps=1, data__max_len=24)
+    code, _, err = run_cli(capsys, "train", spec_file(tmp_path, spec), "-o", tmp_path / "job")
+    assert code == 0, err
+    ready = next(e for e in _events(tmp_path / "job") if e["event"] == "data_ready")
+    assert (ready["truncated"], ready["dropped"], ready["train_examples"]) == (6, 4, 4)
+    assert "6 sequence(s) longer than max_len=24 were truncated" in (tmp_path / "job" / "log.txt").read_text()
+    spec["data"]["max_len"] = 12
+    code, _, err = run_cli(capsys, "train", spec_file(tmp_path, spec), "-o", tmp_path / "job2")
+    assert code == 2 and "Raise data.max_len" in err

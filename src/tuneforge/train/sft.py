@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from tuneforge.data.templates import resolve_chat_template
+from tuneforge.errors import DataError
 from tuneforge.models.store import resolve_model
 from tuneforge.spec import JobSpec
 
@@ -56,6 +57,11 @@ def run(
         val_examples=len(val.examples) if val else 0,
     )
 
+    if not train.examples:
+        raise DataError(
+            f"no training examples left: all {train.dropped} lost their answers to truncation at "
+            f"data.max_len={spec.data.max_len}. Raise data.max_len."
+        )
     model, packed = load_model(spec, runtime, spec.data.packing)
     if hasattr(model, "print_trainable_parameters"):
         trainable, total = model.get_nb_trainable_parameters()
