@@ -57,3 +57,32 @@ def test_qlora_trains_on_cuda(tiny_llama, memo_data, tmp_path):
     result = run(tiny_spec(tiny_llama, memo_data, finetuning="qlora"), tmp_path / "j")
     curve = losses(result.folder)
     assert curve[-1] < curve[0]
+
+
+@pytest.mark.gpu
+def test_auto_precision_is_bf16_on_cuda_and_packing_matches(tiny_llama, memo_data, tmp_path):
+    import json
+
+    import torch
+
+    from tuneforge.train import attention
+    from tuneforge.train.collate import PackedCollator
+
+    result = run(tiny_spec(tiny_llama, memo_data, train__max_steps=3), tmp_path / "j")
+    started = json.loads((result.folder / "events.jsonl").read_text().splitlines()[0])
+    assert started["device"] == "cuda"
+    assert started["dtype"] == ("bfloat16" if torch.cuda.is_bf16_supported() else "float32")
+    from transformers import AutoModelForCausalLM
+
+    alone = AutoModelForCausalLM.from_pretrained(str(tiny_llama)).cuda().eval()
+    packed = AutoModelForCausalLM.from_pretrained(str(tiny_llama), attn_implementation=attention.register())
+    packed = packed.cuda().eval()
+    batch = PackedCollator()(
+        [{"input_ids": [5, 9, 30], "labels": [5, 9, 30]}, {"input_ids": [7, 8], "labels": [7, 8]}]
+    )
+    batch.pop("labels")
+    batch = {k: v.cuda() if hasattr(v, "cuda") else v for k, v in batch.items()}
+    with torch.no_grad():
+        out = packed(**batch).logits[0, 3:]
+        ref = alone(input_ids=torch.tensor([[7, 8]], device="cuda")).logits[0]
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-3)

@@ -160,20 +160,18 @@ class Reporter(TrainerCallback):
         }
         if "loss" in logs:
             dt = now - self.last[0]
-            record.update(
-                loss=logs["loss"],
-                lr=logs.get("learning_rate"),
-                grad_norm=logs.get("grad_norm"),
-                tokens_seen=seen,
-                trained_tokens=self.tokens["trained"],
-                tokens_per_s=round((seen - self.last[1]) / dt, 2) if dt > 0 else None,
-            )
+            record.update(loss=logs["loss"], lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
+            if seen:  # recipes that count tokens (SFT, pretraining); TRL's DPO loop does not
+                record.update(
+                    tokens_seen=seen,
+                    trained_tokens=self.tokens["trained"],
+                    tokens_per_s=round((seen - self.last[1]) / dt, 2) if dt > 0 else None,
+                )
             self.last = (now, seen)
-        for key in ("eval_loss", "eval_perplexity", "train_loss", "train_runtime"):
-            if key in logs:
-                record[key] = logs[key]
+        # Method-specific figures (DPO's rewards/margins, …) are kept under their own names.
+        skip = {"learning_rate", "epoch", "total_flos", "train_samples_per_second", "train_steps_per_second"}
         for key, value in logs.items():
-            if key.startswith("eval_") and key not in record and isinstance(value, int | float):
+            if key not in record and key not in skip and isinstance(value, int | float):
                 record[key] = value
         if len(record) <= 3:
             return
