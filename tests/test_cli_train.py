@@ -182,3 +182,11 @@ def test_truncated_sequences_are_counted(capsys, tmp_path, tiny_llama, memo_data
     spec["data"]["max_len"] = 12
     code, _, err = run_cli(capsys, "train", spec_file(tmp_path, spec), "-o", tmp_path / "job2")
     assert code == 2 and "Raise data.max_len" in err
+
+
+def test_a_model_that_is_not_there_fails_before_the_job_folder(capsys, tmp_path, memo_data):
+    spec = tiny_spec(tmp_path / "nope", memo_data)
+    spec["model"] = "smollm2-135m-instruct"
+    code, _, err = run_cli(capsys, "train", spec_file(tmp_path, spec), "-o", tmp_path / "job")
+    assert code == 2 and "tuneforge models pull smollm2-135m-instruct" in err
+    assert not (tmp_path / "job").exists()

@@ -76,3 +76,24 @@ def test_text_metrics_chinese_and_english():
     assert perfect["rouge-1"] == pytest.approx(100) and perfect["bleu-4"] > 90
     wrong = text_scores(["完全不同的内容"], ["这款白色上衣简约大方"])
     assert wrong["rouge-1"] < 20
+
+
+def test_eval_on_a_stored_dataset(capsys, trained_adapter, memo_data, tmp_path):
+    assert run_cli(capsys, "datasets", "create", memo_data, "--name", "memo")[0] == 0
+    code, out, err = run_cli(
+        capsys,
+        "eval",
+        trained_adapter,
+        "--data",
+        "memo",
+        "--max-new-tokens",
+        "4",
+        "--max-samples",
+        "2",
+        "-o",
+        tmp_path / "ev",
+        "--json",
+    )
+    assert code == 0, err
+    (metrics,) = json.loads(out)["models"].values()
+    assert metrics["samples"] == 2

@@ -59,7 +59,9 @@ def train(
 
 def evaluate(
     model: str = typer.Argument(..., help="Base model name/folder, or a job's final/ folder."),
-    data: Path = typer.Option(..., "--data", help="Evaluation dataset (chat format)."),
+    data: str = typer.Option(
+        ..., "--data", help="Evaluation dataset (chat format): a path or a stored dataset."
+    ),
     adapter: Path = typer.Option(None, "--adapter", help="A LoRA adapter to put on the model."),
     compare_base: bool = typer.Option(
         False, "--compare-base", help="Also evaluate the base model (always on with --adapter)."

@@ -104,3 +104,25 @@ def remove_dataset(ref: str) -> str:
     folder = find_dataset(ref)
     shutil.rmtree(folder)
     return folder.name
+
+
+def read_any_dataset(ref: str, fmt: str | None = None, mapping=None) -> tuple[list[dict], str, str]:
+    """(records, kind, format) of a dataset path, or of a stored dataset by id or name.
+
+    A path's problems are all raised at once (DataError); a stored dataset was validated on the way in.
+    """
+    from tuneforge.errors import ConfigError
+
+    from .load import load_records
+
+    path = Path(ref).expanduser()
+    if path.exists():
+        loaded = load_records(path, fmt, mapping)
+        loaded.raise_for_errors()
+        return loaded.records, loaded.kind, loaded.format
+    try:
+        folder = find_dataset(ref)
+    except NotFoundError:
+        raise ConfigError(f"dataset {ref!r}: no such file, folder or stored dataset.") from None
+    meta = json.loads((folder / "dataset.json").read_text())
+    return read_stored_records(folder), meta["kind"], meta["format"]

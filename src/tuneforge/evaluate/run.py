@@ -7,7 +7,7 @@ import math
 import time
 from pathlib import Path
 
-from tuneforge.data.load import load_records
+from tuneforge.data.store import read_any_dataset
 from tuneforge.data.tokenize import IGNORE_INDEX, tokenize_chat
 from tuneforge.errors import ConfigError
 from tuneforge.settings import get_settings
@@ -57,7 +57,7 @@ def _score(lm: LoadedModel, conversations, max_new_tokens, batch_size, progress)
 
 def evaluate_model(
     model: str,
-    data: Path,
+    data: str | Path,
     adapter: Path | None = None,
     compare_base: bool = False,
     max_new_tokens: int = 128,
@@ -68,13 +68,10 @@ def evaluate_model(
     mapping=None,
     show_progress: bool = False,
 ) -> dict:
-    loaded = load_records(data, fmt, mapping)
-    loaded.raise_for_errors()
-    if loaded.kind != "chat":
-        raise ConfigError(
-            f"{data}: evaluation needs chat data with answers; this is {loaded.format} ({loaded.kind})."
-        )
-    conversations = [r["messages"] for r in loaded.records if r["messages"][-1]["role"] == "assistant"]
+    records, kind, fmt = read_any_dataset(str(data), fmt, mapping)
+    if kind != "chat":
+        raise ConfigError(f"{data}: evaluation needs chat data with answers; this is {fmt} ({kind}).")
+    conversations = [r["messages"] for r in records if r["messages"][-1]["role"] == "assistant"]
     conversations = conversations[:max_samples] if max_samples else conversations
     output = Path(output or get_settings().root / "evals" / time.strftime("eval-%Y%m%d-%H%M%S"))
     output.mkdir(parents=True, exist_ok=True)

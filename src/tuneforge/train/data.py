@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from tuneforge.data.load import load_records
-from tuneforge.data.store import find_dataset, read_stored_records
+from tuneforge.data.store import read_any_dataset
 from tuneforge.data.tokenize import tokenize_chat, tokenize_pretrain
-from tuneforge.errors import ConfigError, DataError, NotFoundError
+from tuneforge.errors import ConfigError, DataError
 from tuneforge.spec import DatasetRef, JobSpec
 
 log = logging.getLogger(__name__)
@@ -19,24 +17,8 @@ KIND_FOR_METHOD = {"sft": ("chat",), "dpo": ("preference",), "pretrain": ("text"
 
 
 def read_dataset(ref: DatasetRef) -> tuple[list[dict], str, str]:
-    """(records, kind, format) of a dataset path or stored dataset; raises DataError listing all problems."""
-    path = Path(ref.path).expanduser()
-    if path.exists():
-        loaded = load_records(path, ref.format, ref.map)
-        loaded.raise_for_errors()
-        records, kind, fmt = loaded.records, loaded.kind, loaded.format
-    else:
-        try:
-            folder = find_dataset(ref.path)
-        except NotFoundError:
-            raise ConfigError(f"dataset {ref.path!r}: no such file, folder or stored dataset.") from None
-        import json
-
-        meta = json.loads((folder / "dataset.json").read_text())
-        records, kind, fmt = read_stored_records(folder), meta["kind"], meta["format"]
-    if ref.max_samples:
-        records = records[: ref.max_samples]
-    return records, kind, fmt
+    records, kind, fmt = read_any_dataset(ref.path, ref.format, ref.map)
+    return (records[: ref.max_samples] if ref.max_samples else records), kind, fmt
 
 
 def load_spec_records(spec: JobSpec) -> tuple[list[dict], list[dict], str]:

@@ -32,6 +32,7 @@ def preflight(spec: JobSpec) -> Runtime:
     """Check the machine can run the spec, before loading anything heavy."""
     import torch
 
+    resolve_model(spec.model)  # a model that is not there fails here, before the job folder exists
     cuda = torch.cuda.is_available()
     if spec.finetuning == "qlora":
         if not cuda:
