@@ -29,8 +29,6 @@ ROLE_ALIASES = {
     "function": "tool",
     "function_call": "assistant",
 }
-# Friendly names for --map keys; they rename to the field the format reads.
-MAP_ALIASES = {"response": "response", "prompt": "prompt", "query": "query"}
 
 
 class RecordProblems:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 IGNORE_INDEX = -100
-MASK_MODES = ("assistant", "last", "all")
 
 
 @dataclass
