@@ -218,6 +218,8 @@ def set_dotted(data: dict, assignment: str) -> None:
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4.")
     value = yaml.safe_load(raw) if raw else None
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
+        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
