@@ -56,7 +56,20 @@ def _validate(path: Path, fmt, mapping, model, template, max_len, preview, quiet
     loaded = load_records(path, fmt, mapping)
     tokenizer = load_tokenizer(model, quiet) if loaded.records else None
     chat_template = resolve_chat_template(tokenizer, template) if tokenizer is not None else None
-    return build_report(loaded, tokenizer, chat_template, max_len, preview)
+    if quiet or len(loaded.records) < 2000:
+        return build_report(loaded, tokenizer, chat_template, max_len, preview)
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("tokenizing", total=len(loaded.records))
+        return build_report(
+            loaded,
+            tokenizer,
+            chat_template,
+            max_len,
+            preview,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
 
 
 def print_report(report: ValidationReport) -> None:

@@ -80,7 +80,9 @@ def build_report(
     max_len: int = 1024,
     preview: int = 2,
     mask_mode: str = "assistant",
+    progress=None,
 ) -> ValidationReport:
+    """``progress(done, total)``, when given, is called as records are tokenized (large datasets)."""
     report = ValidationReport(loaded)
     records = loaded.records
     if not records:
@@ -97,6 +99,8 @@ def build_report(
 
     seq_lens, trained, over = [], 0, 0
     for i, r in enumerate(records):
+        if progress and i % 200 == 0:
+            progress(i, len(records))
         tok = tokenize_record(tokenizer, template, r, None, mask_mode)
         seq_lens.append(len(tok.input_ids))
         trained += tok.trained
