@@ -25,7 +25,7 @@ def spec_file(tmp_path, spec: dict):
 @pytest.mark.parametrize(
     "change,message",
     [
-        ({"train": {"learning_rate": 1e-3, "warmpu_ratio": 0.1}}, "train.warmpu_ratio: unknown key"),
+        ({"train": {"warmpu_ratio": 0.1}}, "train.warmpu_ratio: unknown key"),
         ({"finetuning": "qlora"}, "QLoRA (finetuning: qlora) needs a CUDA GPU"),
         ({"method": "dpo"}, "method dpo needs preference data"),
         ({"template": "sft-lorra"}, "unknown template 'sft-lorra'"),
@@ -39,8 +39,6 @@ def test_impossible_specs_fail_before_any_model_loads(
     spec = tiny_spec(tiny_llama, memo_data)
     for key, value in change.items():
         spec[key] = value if not isinstance(value, dict) else {**spec.get(key, {}), **value}
-    if "warmpu_ratio" in str(change):
-        spec["train"] = change["train"]
     code, _, err = run_cli(capsys, "train", spec_file(tmp_path, spec), "-o", tmp_path / "job")
     assert code == 2, err
     assert message in err.replace("\n", " ")

@@ -202,14 +202,9 @@ def _pydantic_problems(exc: ValidationError, source: str) -> ConfigError:
     return ConfigError(f"{source}: invalid spec:\n" + "\n".join(lines))
 
 
-def template_spec(template: str, **fields) -> JobSpec:
-    if template not in TEMPLATES:
-        raise ConfigError(f"unknown template {template!r}; use one of {', '.join(TEMPLATES)}.")
-    t = TEMPLATES[template]
-    data = {"method": t["method"], "finetuning": t["finetuning"], **fields}
-    data.setdefault("data", {"train": data.pop("dataset", "DATASET")})
-    data.pop("dataset", None)
-    return parse_spec(data, f"template {template}")
+def template_spec(template: str, model: str, dataset: str) -> JobSpec:
+    """A template's complete default spec for a model and a training dataset."""
+    return parse_spec({"template": template, "model": model, "data": {"train": dataset}}, "template")
 
 
 def set_dotted(data: dict, assignment: str) -> None:
@@ -255,32 +250,13 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     for assignment in overrides or []:
         set_dotted(data, assignment)
+    spec = parse_spec(data, str(path))
     # Relative dataset paths are relative to the spec file, as a user reading it would expect.
-    base = path.parent
-    for ref in _dataset_entries(data):
-        p = ref.get("path") if isinstance(ref, dict) else None
-        if p and not Path(p).is_absolute() and (base / p).exists():
-            ref["path"] = str((base / p).resolve())
-    return parse_spec(data, str(path))
-
-
-def _dataset_entries(data: dict) -> list[dict]:
-    d = data.get("data")
-    if not isinstance(d, dict):
-        return []
-    train = d.get("train")
-    if isinstance(train, str):
-        d["train"] = train = [{"path": train}]
-    elif isinstance(train, dict):
-        d["train"] = train = [train]
-    entries = [t if isinstance(t, dict) else {"path": t} for t in (train or [])]
-    d["train"] = entries
-    val = d.get("validation")
-    if isinstance(val, str):
-        d["validation"] = val = {"path": val}
-    if isinstance(val, dict):
-        entries.append(val)
-    return entries
+    for ref in [*spec.data.train, *([spec.data.validation] if spec.data.validation else [])]:
+        beside = path.parent / ref.path
+        if not Path(ref.path).is_absolute() and beside.exists():
+            ref.path = str(beside.resolve())
+    return spec
 
 
 def dump_spec(spec: JobSpec) -> str:

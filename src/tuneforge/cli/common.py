@@ -19,6 +19,7 @@ STAGES = {
     "convert": "converting weights",
     "hash": "hashing files",
     "copy": "copying",
+    "tokenize": "tokenizing",
 }
 
 
@@ -26,13 +27,18 @@ def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+BYTE_STAGES = {"download", "extract"}
+
+
 class SizeColumn(DownloadColumn):
-    """Bytes for stages that move bytes; nothing for stages that only take time."""
+    """Bytes for stages that move bytes, counts for stages that count, nothing for the rest."""
 
     def render(self, task):
         if not task.total or task.total <= 1:
             return Text("")
-        return super().render(task)
+        if task.fields.get("stage") in BYTE_STAGES:
+            return super().render(task)
+        return Text(f"{int(task.completed)}/{int(task.total)}", style="progress.download")
 
 
 @contextmanager
@@ -57,7 +63,7 @@ def stage_progress(enabled: bool = True):
                     t = bar.tasks[task_id]
                     bar.update(task_id, total=t.total or 1, completed=t.total or 1)
             if stage not in tasks:
-                tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
+                tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total, stage=stage)
             bar.update(tasks[stage], completed=done or 0, total=total)
 
         yield update

@@ -23,7 +23,7 @@ from tuneforge.data.validate import ValidationReport, build_report
 from tuneforge.errors import TuneforgeError
 from tuneforge.settings import get_settings
 
-from .common import console, err_console, print_json
+from .common import console, err_console, print_json, stage_progress
 
 app = typer.Typer(help="Datasets: validate locally, store, inspect.", no_args_is_help=True)
 log = logging.getLogger(__name__)
@@ -32,43 +32,35 @@ FORMAT_HELP = f"Force a format: {', '.join(FORMATS)}."
 MAP_HELP = "Map columns, e.g. prompt=content,response=summary[,system=COL,query=COL,history=COL]."
 
 
-def load_tokenizer(model: str | None, quiet: bool):
-    """The tokenizer of a stored model, or None (stats then count characters)."""
-    from tuneforge.models.store import resolve_model
+def stats_tokenizer(model: str | None, quiet: bool):
+    """The tokenizer to count with: the named model's, else the default model's if pulled, else None
+    (statistics then count characters)."""
+    from tuneforge.models.load import load_tokenizer
 
-    ref = model or get_settings().default_model
     try:
-        folder = resolve_model(ref)
+        return load_tokenizer(model or get_settings().default_model)
     except TuneforgeError as exc:
         if model:  # the user asked for this one explicitly
             raise
         if not quiet:
             err_console.print(f"[yellow]note:[/] {exc} Statistics are in characters.")
         return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def _validate(path: Path, fmt, mapping, model, template, max_len, preview, quiet) -> ValidationReport:
     from tuneforge.data.templates import resolve_chat_template
 
     loaded = load_records(path, fmt, mapping)
-    tokenizer = load_tokenizer(model, quiet) if loaded.records else None
+    tokenizer = stats_tokenizer(model, quiet) if loaded.records else None
     chat_template = resolve_chat_template(tokenizer, template) if tokenizer is not None else None
-    if quiet or len(loaded.records) < 2000:
-        return build_report(loaded, tokenizer, chat_template, max_len, preview)
-    from rich.progress import Progress
-
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("tokenizing", total=len(loaded.records))
+    with stage_progress(not quiet and len(loaded.records) >= 2000) as progress:
         return build_report(
             loaded,
             tokenizer,
             chat_template,
             max_len,
             preview,
-            progress=lambda done, total: bar.update(task, completed=done),
+            progress=lambda done, total: progress("tokenize", done, total),
         )
 
 

@@ -10,7 +10,7 @@ import typer
 
 from tuneforge.errors import TuneforgeError
 
-from . import datasets, models, templates
+from . import datasets, models, quickstart, templates, train
 from .common import err_console
 
 app = typer.Typer(
@@ -44,15 +44,9 @@ def _root(
         os.environ.setdefault("TQDM_DISABLE", "1")  # library tqdm bars; our Rich bars say what happens
 
 
-def _register_heavy_commands() -> None:
-    from . import quickstart, train
-
-    app.command(name="train")(train.train)
-    app.command(name="eval")(train.evaluate)
-    app.command(name="quickstart")(quickstart.quickstart)
-
-
-_register_heavy_commands()
+app.command(name="train")(train.train)
+app.command(name="eval")(train.evaluate)
+app.command(name="quickstart")(quickstart.quickstart)
 
 
 def main() -> None:

@@ -49,11 +49,9 @@ def quickstart(
     console.rule("2. sample dataset")
     samples = resources.files("tuneforge") / "samples"
     data = Path(str(samples / "alpaca_sample.json"))
-    from transformers import AutoTokenizer
+    from tuneforge.models.load import load_tokenizer
 
-    from tuneforge.models.store import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(info["name"])))
+    tokenizer = load_tokenizer(info["name"])
     report = build_report(load_records(data), tokenizer, tokenizer.chat_template, 512, preview=0)
     d = report.to_dict()
     console.print(

@@ -10,7 +10,7 @@ import typer
 
 from tuneforge.spec import annotated_defaults, load_spec
 
-from .common import console, print_json
+from .common import console, print_json, stage_progress
 
 
 def train(
@@ -33,8 +33,6 @@ def train(
     if resume:
         overrides.append("resume_from=latest")
     spec = load_spec(spec_path, overrides)
-    if output is None and spec.output_dir is None and resume and spec_path.name == "spec.yaml":
-        output = spec_path.parent  # resuming a job from the spec in its folder
     from tuneforge.train.launch import distributed_command
 
     command = distributed_command(spec, sys.argv[sys.argv.index("train") + 1 :])
@@ -81,19 +79,20 @@ def evaluate(
 
     from tuneforge.evaluate.run import evaluate_model
 
-    results = evaluate_model(
-        model,
-        data,
-        adapter=adapter,
-        compare_base=compare_base or adapter is not None,
-        max_new_tokens=max_new_tokens,
-        max_samples=max_samples,
-        batch_size=batch_size,
-        output=output,
-        fmt=format,
-        mapping=map,
-        show_progress=not json_out,
-    )
+    with stage_progress(not json_out) as progress:
+        results = evaluate_model(
+            model,
+            data,
+            adapter=adapter,
+            compare_base=compare_base or adapter is not None,
+            max_new_tokens=max_new_tokens,
+            max_samples=max_samples,
+            batch_size=batch_size,
+            output=output,
+            fmt=format,
+            mapping=map,
+            progress=progress,
+        )
     if json_out:
         print_json(results)
         return

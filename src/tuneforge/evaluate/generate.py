@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import ConfigError
+from tuneforge.models.load import adapter_or_base, load_tokenizer
 from tuneforge.models.store import resolve_model
 
 
@@ -35,18 +36,14 @@ def load_for_inference(ref: str | Path, adapter: Path | None = None, base: str |
     ``ref`` may itself be an adapter folder (a job's final/); its base is then read from it.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     ref_path = Path(str(ref)).expanduser()
     if adapter is None and (ref_path / "adapter_config.json").exists():
         adapter, ref = ref_path, base or adapter_base(ref_path)
     folder = resolve_model(str(ref))
-    # The adapter's folder holds the tokenizer with the chat template used in training.
-    tok_src = adapter if adapter is not None and (adapter / "tokenizer_config.json").exists() else folder
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(adapter_or_base(adapter, folder, "tokenizer_config.json"))
+    tokenizer.padding_side = "left"  # generation appends on the right
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     name = folder.name
     if adapter is not None:
@@ -55,9 +52,10 @@ def load_for_inference(ref: str | Path, adapter: Path | None = None, base: str |
         model = PeftModel.from_pretrained(model, str(adapter))
         name = f"{folder.name}+{adapter.parent.name if adapter.name == 'final' else adapter.name}"
     model.eval()
-    gen_src = adapter if adapter is not None and (adapter / "generation_config.json").exists() else folder
     try:
-        eos = GenerationConfig.from_pretrained(str(gen_src)).eos_token_id
+        eos = GenerationConfig.from_pretrained(
+            str(adapter_or_base(adapter, folder, "generation_config.json"))
+        ).eos_token_id
     except OSError:
         eos = tokenizer.eos_token_id
     stop_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []

@@ -66,8 +66,9 @@ def evaluate_model(
     output: Path | None = None,
     fmt: str | None = None,
     mapping=None,
-    show_progress: bool = False,
+    progress=None,
 ) -> dict:
+    """``progress(stage, done, total)``, when given, hears how generation advances (the CLI draws it)."""
     records, kind, fmt = read_any_dataset(str(data), fmt, mapping)
     if kind != "chat":
         raise ConfigError(f"{data}: evaluation needs chat data with answers; this is {fmt} ({kind}).")
@@ -86,15 +87,14 @@ def evaluate_model(
     predictions: dict[str, list[str]] = {}
     for label, load in candidates:
         lm = load()
-        progress = _bar(label, len(conversations)) if show_progress else None
-        with progress or _null():
-            metrics, preds = _score(
-                lm,
-                conversations,
-                max_new_tokens,
-                batch_size,
-                (lambda n, p=progress: p.advance(n)) if progress else None,
-            )
+        stage, done = f"generating ({label})", [0]
+
+        def advance(n: int, stage=stage, done=done) -> None:
+            done[0] += n
+            if progress:
+                progress(stage, done[0], len(conversations))
+
+        metrics, preds = _score(lm, conversations, max_new_tokens, batch_size, advance)
         results["models"][lm.name if label == "model" else f"{lm.name} (base)"] = metrics
         predictions[label] = preds
     with open(output / "predictions.jsonl", "w", encoding="utf-8") as fh:
@@ -106,29 +106,3 @@ def evaluate_model(
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     (output / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results
-
-
-class _bar:
-    def __init__(self, label: str, total: int):
-        from rich.progress import Progress
-
-        self.progress = Progress(transient=True)
-        self.task = self.progress.add_task(f"generating ({label})", total=total)
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.stop()
-
-    def advance(self, n: int) -> None:
-        self.progress.advance(self.task, n)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -10,6 +10,7 @@ from pathlib import Path
 from tuneforge.errors import ConfigError, ConflictError
 
 from .info import describe_folder, write_info
+from .load import adapter_or_base, load_tokenizer
 from .store import resolve_model
 
 
@@ -19,7 +20,7 @@ def merge_adapter(
     """Write ``output`` only when the merged model is complete (temporary folder + rename)."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     from tuneforge.evaluate.generate import adapter_base
 
@@ -44,9 +45,9 @@ def merge_adapter(
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         merged.save_pretrained(str(tmp))
-        tok_src = adapter if (adapter / "tokenizer_config.json").exists() else base_folder
-        AutoTokenizer.from_pretrained(str(tok_src)).save_pretrained(str(tmp))
-        gen_src = adapter if (adapter / "generation_config.json").exists() else base_folder
+        tokenizer = load_tokenizer(adapter_or_base(adapter, base_folder, "tokenizer_config.json"))
+        tokenizer.save_pretrained(str(tmp))
+        gen_src = adapter_or_base(adapter, base_folder, "generation_config.json")
         try:
             GenerationConfig.from_pretrained(str(gen_src)).save_pretrained(str(tmp))
         except OSError:
@@ -57,7 +58,7 @@ def merge_adapter(
             tmp,
             output.name,
             f"merge:{adapter.resolve()}",
-            AutoTokenizer.from_pretrained(str(tmp)),
+            tokenizer,
             kind="merged",
             extra={
                 "base_model": str(base_folder),

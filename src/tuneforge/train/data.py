@@ -16,31 +16,28 @@ log = logging.getLogger(__name__)
 KIND_FOR_METHOD = {"sft": ("chat",), "dpo": ("preference",), "pretrain": ("text", "chat")}
 
 
-def read_dataset(ref: DatasetRef) -> tuple[list[dict], str, str]:
+NEEDS = {
+    "sft": "chat data (alpaca, sharegpt, openai …)",
+    "dpo": "preference data (prompt/chosen/rejected)",
+    "pretrain": 'text data ({"text": …})',
+}
+
+
+def _records_for(spec: JobSpec, ref: DatasetRef) -> list[dict]:
     records, kind, fmt = read_any_dataset(ref.path, ref.format, ref.map)
-    return (records[: ref.max_samples] if ref.max_samples else records), kind, fmt
+    if kind not in KIND_FOR_METHOD[spec.method]:
+        raise ConfigError(
+            f"method {spec.method} needs {NEEDS[spec.method]}; {ref.path} is {fmt} ({kind}). Change "
+            "`method` or the dataset."
+        )
+    return records[: ref.max_samples] if ref.max_samples else records
 
 
-def load_spec_records(spec: JobSpec) -> tuple[list[dict], list[dict], str]:
+def load_spec_records(spec: JobSpec) -> tuple[list[dict], list[dict]]:
     """Training and validation records, checked against the method; before any model is loaded."""
-    train: list[dict] = []
-    kinds = set()
-    for ref in spec.data.train:
-        records, kind, fmt = read_dataset(ref)
-        if kind not in KIND_FOR_METHOD[spec.method]:
-            need = {
-                "sft": "chat data (alpaca, sharegpt, openai …)",
-                "dpo": "preference data (prompt/chosen/rejected)",
-                "pretrain": 'text data ({"text": …})',
-            }[spec.method]
-            raise ConfigError(
-                f"method {spec.method} needs {need}; {ref.path} is {fmt} ({kind}). Change "
-                f"`method` or the dataset."
-            )
-        kinds.add(kind)
-        train += records
+    train = [record for ref in spec.data.train for record in _records_for(spec, ref)]
     if spec.data.validation:
-        val, _, _ = read_dataset(spec.data.validation)
+        val = _records_for(spec, spec.data.validation)
     elif spec.data.val_fraction > 0:
         rng = random.Random(spec.train.seed)
         order = list(range(len(train)))
@@ -52,7 +49,7 @@ def load_spec_records(spec: JobSpec) -> tuple[list[dict], list[dict], str]:
         val = []
     if not train:
         raise DataError("no training records left after the validation split; lower data.val_fraction.")
-    return train, val, kinds.pop()
+    return train, val
 
 
 @dataclass

@@ -5,63 +5,44 @@ With LoRA the reference model is the base with the adapter switched off, so no s
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 from tuneforge.data.templates import resolve_chat_template
-from tuneforge.models.store import resolve_model
-from tuneforge.spec import JobSpec
+from tuneforge.models.load import load_tokenizer
 
-from .model import Runtime, load_model, load_tokenizer
-from .reporting import JobFolder, Reporter, StopFlag
+from .context import RunContext
+from .model import load_model
 from .trainer import save_final, set_threads, train_to_end, training_arguments
 
-log = logging.getLogger(__name__)
 
-
-def run(
-    spec: JobSpec,
-    folder: JobFolder,
-    runtime: Runtime,
-    train_records: list[dict],
-    val_records: list[dict],
-    stop: StopFlag,
-    resume: Path | None = None,
-    callbacks=(),
-    show_bar: bool = False,
-) -> dict:
+def run(ctx: RunContext) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    spec = ctx.spec
     set_threads()
     tokenizer = load_tokenizer(spec.model, spec.trust_remote_code)
     tokenizer.chat_template = resolve_chat_template(tokenizer, spec.data.chat_template)
-    folder.event("data_ready", train_examples=len(train_records), val_examples=len(val_records))
+    ctx.folder.event("data_ready", train_examples=len(ctx.train_records), val_examples=len(ctx.val_records))
 
-    model, _ = load_model(spec, runtime, packed=False)
-    base = training_arguments(spec, runtime, folder.checkpoints, bool(val_records), packed=False)
-    keep = {
+    model, _ = load_model(spec, ctx.runtime, packed=False)
+    # The same arguments as SFT, carried over to TRL's config class where it has the field.
+    base = training_arguments(spec, ctx.runtime, ctx.folder.checkpoints, bool(ctx.val_records), packed=False)
+    shared = {
         k: v
         for k, v in base.to_dict().items()
         if k in DPOConfig.__dataclass_fields__
         and not k.startswith("_")
         and k not in ("train_sampling_strategy", "logging_dir")
     }
-    args = DPOConfig(**keep, beta=spec.train.dpo_beta, max_length=spec.data.max_len)
-    tokens = {"seen": 0, "trained": 0}
-    reporter = Reporter(folder, stop, spec.train.save_total_limit, tokens, show_bar)
+    reporter = ctx.reporter()
     trainer = DPOTrainer(
         model=model,
-        args=args,
+        args=DPOConfig(**shared, beta=spec.train.dpo_beta, max_length=spec.data.max_len),
         processing_class=tokenizer,
-        train_dataset=Dataset.from_list(train_records),
-        eval_dataset=Dataset.from_list(val_records) if val_records else None,
-        callbacks=[reporter, *callbacks],
+        train_dataset=Dataset.from_list(ctx.train_records),
+        eval_dataset=Dataset.from_list(ctx.val_records) if ctx.val_records else None,
+        callbacks=[reporter, *ctx.callbacks],
     )
-    metrics = train_to_end(trainer, reporter, folder, stop, resume)
-    if stop.reason:
-        return metrics
-    save_final(
-        trainer.model, tokenizer, tokenizer.chat_template, spec, folder.final, resolve_model(spec.model)
-    )
+    metrics = train_to_end(trainer, reporter, ctx)
+    if not ctx.stop.reason:
+        save_final(trainer.model, tokenizer, tokenizer.chat_template, spec, ctx.folder.final)
     return metrics

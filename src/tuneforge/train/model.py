@@ -60,20 +60,6 @@ def preflight(spec: JobSpec) -> Runtime:
     return Runtime("cuda" if cuda else "cpu", dtype)
 
 
-def load_tokenizer(model_ref: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
-    folder = resolve_model(model_ref)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(
-            f"{model_ref}: tuneforge needs a fast tokenizer (tokenizer.json) to place loss masks."
-        )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def load_model(spec: JobSpec, runtime: Runtime, packed: bool):
     """The model ready to train; returns (model, whether it takes packed rows)."""
     import torch

@@ -5,6 +5,7 @@ Anyone (the platform, a person with `tail -f`) learns what a run is doing by rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -74,10 +75,27 @@ class JobFolder:
                 return p
         return None
 
-    def log_handler(self) -> logging.Handler:
+    @contextlib.contextmanager
+    def logging_to_file(self):
+        """INFO and up go to log.txt; the console keeps its own level. Restored afterwards."""
         handler = logging.FileHandler(self.root / "log.txt", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        return handler
+        root = logging.getLogger()
+        old_level = root.level
+        others = [(h, h.level) for h in root.handlers]
+        if root.level > logging.INFO:
+            root.setLevel(logging.INFO)
+            for h, level in others:  # the console stays as quiet as it was
+                h.setLevel(max(level, old_level))
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+            root.setLevel(old_level)
+            for h, level in others:
+                h.setLevel(level)
 
 
 class StopFlag:
@@ -97,9 +115,10 @@ class StopFlag:
 class Reporter(TrainerCallback):
     """Writes metrics/events/TensorBoard, turns checkpoints into atomic step-N folders, honours SIGTERM."""
 
-    def __init__(self, folder: JobFolder, stop: StopFlag, keep: int, token_counter: dict, show_bar: bool):
+    def __init__(self, folder: JobFolder, stop: StopFlag, keep: int, show_bar: bool):
         self.folder, self.stop, self.keep = folder, stop, keep
-        self.tokens = token_counter  # filled by the trainer: {"seen": n, "trained": n}
+        # Filled by trainers that count tokens (CausalLMTrainer); stays zero for TRL's DPO loop.
+        self.tokens = {"seen": 0, "trained": 0}
         self.show_bar = show_bar
         self.start = time.time()
         self.last = (self.start, 0)
@@ -153,33 +172,33 @@ class Reporter(TrainerCallback):
         logs = dict(logs or {})
         now = time.time()
         seen = self.tokens["seen"]
-        record = {
-            "step": state.global_step,
-            "epoch": round(state.epoch or 0, 4),
-            "wall_time": round(now - self.start, 3),
-        }
+        figures: dict = {}
         if "loss" in logs:
             dt = now - self.last[0]
-            record.update(loss=logs["loss"], lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
+            figures.update(loss=logs["loss"], lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
             if seen:  # recipes that count tokens (SFT, pretraining); TRL's DPO loop does not
-                record.update(
+                figures.update(
                     tokens_seen=seen,
                     trained_tokens=self.tokens["trained"],
                     tokens_per_s=round((seen - self.last[1]) / dt, 2) if dt > 0 else None,
                 )
             self.last = (now, seen)
-        # Method-specific figures (DPO's rewards/margins, …) are kept under their own names.
+        # Method-specific figures (eval_*, DPO's rewards/margins, …) are kept under their own names.
         skip = {"learning_rate", "epoch", "total_flos", "train_samples_per_second", "train_steps_per_second"}
         for key, value in logs.items():
-            if key not in record and key not in skip and isinstance(value, int | float):
-                record[key] = value
-        if len(record) <= 3:
+            if key not in figures and key not in skip and isinstance(value, int | float):
+                figures[key] = value
+        if not figures:
             return
+        step = state.global_step
+        record = {"step": step, "epoch": round(state.epoch or 0, 4), "wall_time": round(now - self.start, 3)}
+        record.update(figures)
         self.folder.metric(record)
-        for key, value in record.items():
-            if key not in ("step", "epoch", "wall_time") and isinstance(value, int | float):
-                tag = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
-                self.writer.add_scalar(tag, value, state.global_step)
+        for key, value in figures.items():
+            if isinstance(value, int | float):
+                self.writer.add_scalar(
+                    f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}", value, step
+                )
         self.writer.flush()
         line = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if v is not None

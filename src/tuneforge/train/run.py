@@ -42,13 +42,14 @@ def run_training(
     spec: JobSpec, output_dir: str | Path | None = None, callbacks=(), show_bar: bool = False
 ) -> RunResult:
     from . import dpo, pretrain, sft
+    from .context import RunContext
     from .data import load_spec_records
     from .model import preflight
     from .reporting import JobFolder, StopFlag, write_loss_svg
 
     # Everything that can be checked without a model is checked before the folder exists.
     runtime = preflight(spec)
-    train_records, val_records, _ = load_spec_records(spec)
+    train_records, val_records = load_spec_records(spec)
 
     folder = JobFolder(Path(output_dir or spec.output_dir or default_output_dir(spec)))
     if not spec.resume_from and (folder.root / "events.jsonl").exists():
@@ -68,39 +69,34 @@ def run_training(
     (folder.root / "spec.yaml").write_text(
         dump_spec(spec.model_copy(update={"output_dir": str(folder.root)}))
     )
-    handler = folder.log_handler()
-    logging.getLogger().addHandler(handler)
-    if logging.getLogger().level > logging.INFO:
-        logging.getLogger().setLevel(logging.INFO)
-        for h in logging.getLogger().handlers:
-            if h is not handler:
-                h.setLevel(logging.WARNING)
     stop = StopFlag()
     stop.install()
-    folder.event(
-        "started",
-        pid=os.getpid(),
-        method=spec.method,
-        finetuning=spec.finetuning,
-        device=runtime.device,
-        dtype=runtime.dtype_name,
-        resumed_from=resume.name if resume else None,
+    ctx = RunContext(
+        spec, folder, runtime, train_records, val_records, stop, resume, tuple(callbacks), show_bar
     )
     recipe = {"sft": sft.run, "dpo": dpo.run, "pretrain": pretrain.run}[spec.method]
-    try:
-        metrics = recipe(spec, folder, runtime, train_records, val_records, stop, resume, callbacks, show_bar)
-    except Exception as exc:
-        import torch
+    with folder.logging_to_file():
+        folder.event(
+            "started",
+            pid=os.getpid(),
+            method=spec.method,
+            finetuning=spec.finetuning,
+            device=runtime.device,
+            dtype=runtime.dtype_name,
+            resumed_from=resume.name if resume else None,
+        )
+        try:
+            metrics = recipe(ctx)
+        except Exception as exc:
+            import torch
 
-        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-            folder.event("failed", reason=OOM_HINT)
-            raise ResourceError(OOM_HINT) from exc
-        folder.event("failed", reason=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        write_loss_svg(folder.read_metrics(), folder.root / "loss.svg")
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+            if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+                folder.event("failed", reason=OOM_HINT)
+                raise ResourceError(OOM_HINT) from exc
+            folder.event("failed", reason=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            write_loss_svg(folder.read_metrics(), folder.root / "loss.svg")
     if stop.reason:
         folder.event("cancelled", reason=stop.reason, step=_last_step(folder))
         raise Cancelled(

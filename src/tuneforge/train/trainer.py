@@ -146,10 +146,13 @@ def stop_token_ids(tokenizer, template: str) -> list[int]:
     return ids
 
 
-def save_final(model, tokenizer, template: str, spec: JobSpec, out: Path, base_folder: Path) -> None:
+def save_final(model, tokenizer, template: str, spec: JobSpec, out: Path) -> None:
     """final/: the adapter or full model, tokenizer with the chat template used, stop tokens."""
     from transformers import GenerationConfig
 
+    from tuneforge.models.store import resolve_model
+
+    base_folder = resolve_model(spec.model)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     tokenizer.chat_template = template
@@ -180,22 +183,27 @@ def save_final(model, tokenizer, template: str, spec: JobSpec, out: Path, base_f
 
 
 def set_threads() -> None:
-    # Torch defaults to every core; on small CPUs one thread per physical core is the fast setting.
+    """Never more threads than the CPUs this process may run on.
+
+    Torch's default is the machine's physical cores; in a container pinned to fewer CPUs that
+    oversubscribes them, and matmul threads waiting on each other are slower than fewer threads.
+    """
     import os
 
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, n))
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), allowed)))
 
 
-def train_to_end(trainer, reporter, folder, stop, resume) -> dict:
+def train_to_end(trainer, reporter, ctx) -> dict:
     """Train (from a checkpoint if given), then the final eval metrics unless the run was stopped."""
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the Reporter writes the log lines
     try:
-        metrics = dict(trainer.train(resume_from_checkpoint=str(resume) if resume else None).metrics)
-        if not stop.reason:
-            metrics.update(final_eval(trainer, folder))
+        resume = str(ctx.resume) if ctx.resume else None
+        metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
+        if not ctx.stop.reason:
+            metrics.update(final_eval(trainer, ctx.folder))
         return metrics
     finally:
         reporter.close()
