@@ -49,6 +49,10 @@ app.command(name="eval")(train.evaluate)
 app.command(name="quickstart")(quickstart.quickstart)
 
 
+def first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
 def main() -> None:
     try:
         # click returns a command's Exit code instead of raising when not standalone.
@@ -73,7 +77,15 @@ def main() -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(2)
-        raise
+        if STATE["debug"]:
+            raise
+        # An unexpected failure is still one line and an exit code; the traceback is behind --debug.
+        err_console.print(
+            f"[red]error:[/] {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -53,10 +53,12 @@ CHAT_TEMPLATES: dict[str, str] = {
 DEFAULT_TEMPLATE = "plain"
 
 
-def resolve_chat_template(tokenizer, choice: str | None) -> str:
+def resolve_chat_template(tokenizer, choice: str | None, fallback: str | None = None) -> str:
     """The Jinja template to use: a named one, a custom Jinja string, the model's own, or 'plain'.
 
-    ``choice`` None or "auto" means the model's own template when it has one.
+    ``choice`` None or "auto" means the model's own template when it has one, else ``fallback`` (when
+    evaluating a base model that ships none: the template its fine-tuned model was trained with),
+    else 'plain' with a warning. Training and evaluation both resolve templates here.
     """
     if choice and choice != "auto":
         if choice in CHAT_TEMPLATES:
@@ -70,6 +72,8 @@ def resolve_chat_template(tokenizer, choice: str | None) -> str:
     own = getattr(tokenizer, "chat_template", None)
     if isinstance(own, str) and own:
         return own
+    if fallback:
+        return fallback
     log.warning(
         "the model ships no chat template; using tuneforge's %r template (set chat_template in "
         "the spec to choose another)",

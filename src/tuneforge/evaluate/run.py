@@ -12,26 +12,37 @@ from tuneforge.data.tokenize import IGNORE_INDEX, tokenize_chat
 from tuneforge.errors import ConfigError
 from tuneforge.settings import get_settings
 
-from .generate import LoadedModel, adapter_base, generate, load_for_inference
+from .generate import LoadedModel, adapter_base, generate, load_for_inference, saved_chat_template
 from .metrics import text_scores
 
 
-def eval_loss(lm: LoadedModel, conversations: list[list[dict]], max_len: int = 1024) -> float:
-    """Mean cross-entropy over assistant tokens, teacher-forced, with the model's chat template."""
-    import torch
+def eval_loss(
+    lm: LoadedModel, conversations: list[list[dict]], max_len: int = 1024, batch_size: int = 8
+) -> float:
+    """Cross-entropy over assistant tokens, teacher-forced: the sum of token losses / the token count.
 
-    template = lm.tokenizer.chat_template
+    One per-token mean over the whole set (not a mean of per-batch or per-example means), so the figure
+    is the same at any batch size and equals what training's evaluation reports.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    template = lm.tokenizer.chat_template  # resolved by load_for_inference
+    examples = [tokenize_chat(lm.tokenizer, template, m, max_len) for m in conversations]
+    examples = [e for e in examples if e.trained]
+    pad = lm.tokenizer.pad_token_id
     total, count = 0.0, 0
-    for messages in conversations:
-        tok = tokenize_chat(lm.tokenizer, template, messages, max_len)
-        if tok.trained == 0:
-            continue
-        ids = torch.tensor([tok.input_ids])
-        labels = torch.tensor([tok.labels])
+    for i in range(0, len(examples), max(1, batch_size)):
+        chunk = examples[i : i + batch_size]
+        longest = max(len(e.input_ids) for e in chunk)
+        # right padding: causal attention keeps every real token's logits as if it ran alone
+        ids = torch.tensor([e.input_ids + [pad] * (longest - len(e.input_ids)) for e in chunk])
+        labels = torch.tensor([e.labels + [IGNORE_INDEX] * (longest - len(e.labels)) for e in chunk])
+        mask = torch.tensor([[1] * len(e.input_ids) + [0] * (longest - len(e.input_ids)) for e in chunk])
         with torch.inference_mode():
-            logits = lm.model(input_ids=ids).logits[:, :-1].float()
+            logits = lm.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         target = labels[:, 1:]
-        total += torch.nn.functional.cross_entropy(
+        total += F.cross_entropy(
             logits.reshape(-1, logits.size(-1)),
             target.reshape(-1),
             ignore_index=IGNORE_INDEX,
@@ -44,7 +55,7 @@ def eval_loss(lm: LoadedModel, conversations: list[list[dict]], max_len: int = 1
 def _score(lm: LoadedModel, conversations, max_new_tokens, batch_size, progress) -> tuple[dict, list[str]]:
     prompts = [c[:-1] for c in conversations]
     refs = [c[-1]["content"] for c in conversations]
-    loss = eval_loss(lm, conversations)
+    loss = eval_loss(lm, conversations, batch_size=batch_size)
     preds = generate(lm, prompts, max_new_tokens, batch_size, on_batch=progress)
     metrics = {
         "eval_loss": round(loss, 6),
@@ -80,8 +91,11 @@ def evaluate_model(
     candidates = [("model", lambda: load_for_inference(model, adapter))]
     if compare_base:
         ref = Path(str(model))
-        base = adapter_base(adapter or ref) if adapter or (ref / "adapter_config.json").exists() else model
-        candidates.insert(0, ("base", lambda: load_for_inference(base)))
+        fine_tuned = adapter or (ref / "adapter_config.json").exists() or (ref / "tuneforge.json").exists()
+        base = adapter_base(adapter or ref) if fine_tuned else model  # a full fine-tune's final/ too
+        # A base without a chat template is asked in the format its fine-tuned model was trained on.
+        trained = saved_chat_template(model, adapter)
+        candidates.insert(0, ("base", lambda: load_for_inference(base, fallback_template=trained)))
 
     results: dict = {"models": {}, "output": str(output), "data": str(data)}
     predictions: dict[str, list[str]] = {}

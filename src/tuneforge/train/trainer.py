@@ -30,6 +30,7 @@ class CausalLMTrainer(Trainer):
         self.tokens = token_counter
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self._eval_sums: torch.Tensor | None = None  # [token-loss sum, token count] while evaluating
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -53,15 +54,49 @@ class CausalLMTrainer(Trainer):
             mask = inputs.get("attention_mask")
             self.tokens["seen"] += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
             self.tokens["trained"] += int(n_trained)
-        if model.training and num_items_in_batch is not None:
+        if self._eval_sums is not None and not model.training:
+            self._eval_sums += torch.stack([loss.detach().double(), n_trained.double()]).cpu()
+        if model.training:
+            # Sum over this micro-batch / trained tokens of the whole accumulation window (every device):
+            # the window's gradient is the per-token mean whatever the batch × accumulation split.
             loss = loss / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-                loss = loss * self.accelerator.num_processes
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         else:
             loss = loss / n_trained.clamp(min=1)
-            if model.training:
-                loss = loss / self.current_gradient_accumulation_steps
         return (loss, outputs) if return_outputs else loss
+
+    def _get_num_items_in_batch(self, batch_samples: list, device) -> torch.Tensor | None:
+        """Trained tokens in the accumulation window, for every model.
+
+        The Trainer counts them only for models whose forward takes loss kwargs; this loss is computed
+        here, so it needs the count always (gpt2/opt/bloom in transformers 4.x, remote-code models).
+        Labels are shifted in compute_loss, so position 0 of each row is never a target.
+        """
+        if not batch_samples or "labels" not in batch_samples[0]:
+            return None
+        count = sum((b["labels"][:, 1:] != IGNORE_INDEX).sum() for b in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count.clamp(min=1)
+
+    def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
+        """The eval loss as one per-token mean over the whole set.
+
+        The Trainer averages per-batch means weighted by the configured batch size, so the figure would
+        depend on the eval batch size and over-weight a short last batch; compute_loss sums instead.
+        """
+        self._eval_sums = torch.zeros(2, dtype=torch.float64)
+        try:
+            output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+            sums = self._eval_sums.to(self.args.device)
+            if self.accelerator.num_processes > 1:
+                sums = self.accelerator.reduce(sums, reduction="sum")
+            if sums[1] > 0:
+                output.metrics[f"{metric_key_prefix}_loss"] = (sums[0] / sums[1]).item()
+            return output
+        finally:
+            self._eval_sums = None
 
 
 def training_arguments(
