@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 
 import pytest
+from transformers import TrainerCallback
 
 from conftest import write
 from trainhelp import run, tiny_spec
+from tuneforge.train.run import Cancelled
 
 
 def _metrics(folder) -> list[dict]:
@@ -73,3 +77,46 @@ def test_accumulation_is_normalised_by_trained_tokens_over_the_window(
     for key, (other_loss, other_norm) in first.items():
         assert other_loss == pytest.approx(loss, abs=1e-5), (key, first)
         assert other_norm == pytest.approx(norm, abs=1e-5), (key, first)
+
+
+class TermDuring(TrainerCallback):
+    """What `tuneforge jobs cancel` does: SIGTERM while step N runs; the run checkpoints and stops."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kw):
+        if state.global_step + 1 == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_resume_off_the_logging_boundary_logs_the_uninterrupted_series(tiny_llama, memo_data, tmp_path):
+    """Checkpoint at step 3 (mid-epoch; logging every 2 steps), accumulation 2, dropout on."""
+    spec = tiny_spec(
+        tiny_llama,
+        memo_data,
+        train__max_steps=6,
+        train__batch_size=2,
+        train__grad_accum=2,
+        train__logging_steps=2,
+        train__save_steps=3,
+        train__eval_steps=2,
+        train__learning_rate=3e-3,
+        train__scheduler="cosine",
+        lora__dropout=0.1,
+        data__val_fraction=0.25,
+    )
+    whole = run(spec, tmp_path / "whole")
+    with pytest.raises(Cancelled):
+        run(spec, tmp_path / "split", callbacks=[TermDuring(3)])
+    assert [p.name for p in (tmp_path / "split" / "checkpoints").iterdir()] == ["step-3"]
+    resumed = run({**spec, "resume_from": "latest"}, tmp_path / "split")
+
+    def series(folder, key):
+        return [(m["step"], m[key]) for m in _metrics(folder) if key in m]
+
+    for key in ("loss", "grad_norm", "eval_loss"):
+        a, b = series(whole.folder, key), series(resumed.folder, key)
+        assert [s for s, _ in b] == [s for s, _ in a], key
+        assert [v for _, v in b] == pytest.approx([v for _, v in a], rel=1e-5, abs=1e-6), key
+    assert resumed.metrics["eval_loss"] == pytest.approx(whole.metrics["eval_loss"], rel=1e-5)
