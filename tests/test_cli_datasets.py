@@ -40,7 +40,7 @@ def test_validate_human_output_marks_trained_tokens(capsys, tmp_path, tiny_llama
     path = write(tmp_path / "memo.json", MEMO)
     code, out, _ = run_cli(capsys, "datasets", "validate", path, "--model", tiny_llama, "--preview", "1")
     assert code == 0
-    assert "⟦banana seven<|im_end|>\n⟧" in out and "valid" in out
+    assert "⟦banana seven<|im_end|>⟧" in out and "valid" in out
 
 
 def test_create_list_show_preview_rm(capsys, tmp_path):

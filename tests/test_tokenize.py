@@ -23,12 +23,14 @@ def trained_text(tok, result) -> str:
     )
 
 
+# Where each template's assistant turn ends: at its stop token (the tiny tokenizer's eos is <|im_end|>);
+# what the template writes after it (chatml's newline, alpaca's and plain's blank line) is not trained.
 END = {
-    "chatml": "<|im_end|>\n",
+    "chatml": "<|im_end|>",
     "llama3": "<|eot_id|>",
-    "alpaca": "<|im_end|>\n\n",
+    "alpaca": "<|im_end|>",
     "chatglm3": "<|im_end|>",
-    "plain": "<|im_end|>\n\n",
+    "plain": "<|im_end|>",
 }
 
 
@@ -46,10 +48,39 @@ def test_mask_is_exactly_the_assistant_turns(tiny_tokenizer, name):
     assert "What is the capital of France?" in untrained and "Paris" not in untrained
 
 
+@pytest.mark.parametrize(
+    "name, between, tail",
+    [
+        ("chatml", "\n<|im_start|>user\n", "\n"),
+        ("llama3", "<|start_header_id|>user", ""),
+        ("chatglm3", "<|user|>\n", ""),
+        ("alpaca", "\n\n### Instruction:\n", "\n\n"),
+    ],
+)
+def test_assistant_turn_ends_at_its_stop_token(tiny_tokenizer, name, between, tail):
+    """Each trained run is one answer through its stop token; what follows the stop token is untrained."""
+    result = tokenize_chat(tiny_tokenizer, CHAT_TEMPLATES[name], CONV, max_len=None)
+    ids, trained = result.input_ids, [lab != IGNORE_INDEX for lab in result.labels]
+    runs, i = [], 0
+    while i < len(ids):
+        if trained[i]:
+            j = i
+            while j < len(ids) and trained[j]:
+                j += 1
+            runs.append((i, j))
+            i = j
+        else:
+            i += 1
+    answers = ["Paris.", "The weather is nice today."]
+    assert [tiny_tokenizer.decode(ids[a:b]) for a, b in runs] == [x + END[name] for x in answers]
+    assert tiny_tokenizer.decode(ids[runs[0][1] :]).startswith(between)
+    assert tiny_tokenizer.decode(ids[runs[1][1] :]) == tail
+
+
 def test_last_turn_and_all_modes(tiny_tokenizer):
     template = CHAT_TEMPLATES["chatml"]
     last = tokenize_chat(tiny_tokenizer, template, CONV, None, mode="last")
-    assert trained_text(tiny_tokenizer, last) == "The weather is nice today.<|im_end|>\n"
+    assert trained_text(tiny_tokenizer, last) == "The weather is nice today.<|im_end|>"
     everything = tokenize_chat(tiny_tokenizer, template, CONV, None, mode="all")
     assert everything.labels == everything.input_ids
 
@@ -79,3 +110,14 @@ def test_model_without_template_gets_plain_with_warning(tiny_tokenizer, caplog):
     tok.chat_template = None
     assert resolve_chat_template(tok, None) == CHAT_TEMPLATES["plain"]
     assert "no chat template" in caplog.text
+
+
+def test_template_that_rewrites_history_still_trains_the_stop_token(tiny_tokenizer):
+    # A render of a prefix is not a prefix of the whole (the count at the end changes), so spans come
+    # from finding each answer; the stop token written right after it is trained with it.
+    template = (
+        "{% for m in messages %}{{ '[' + m['role'] + ']' + m['content'] + '</s>' }}{% endfor %}"
+        "{{ '#' ~ (messages | length) }}"
+    )
+    result = tokenize_chat(tiny_tokenizer, template, CONV, max_len=None)
+    assert trained_text(tiny_tokenizer, result) == "Paris.</s>The weather is nice today.</s>"

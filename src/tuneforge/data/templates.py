@@ -52,6 +52,18 @@ CHAT_TEMPLATES: dict[str, str] = {
 }
 DEFAULT_TEMPLATE = "plain"
 
+# Strings that end an assistant turn in the templates above and in models' own templates (with the
+# tokenizer's eos_token): the loss mask stops after them and generation stops on them.
+END_OF_TURN_MARKERS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<|user|>",
+    "<|observation|>",
+    "</s>",
+    "<|endoftext|>",
+)
+
 
 def resolve_chat_template(tokenizer, choice: str | None, fallback: str | None = None) -> str:
     """The Jinja template to use: a named one, a custom Jinja string, the model's own, or 'plain'.

@@ -29,11 +29,32 @@ def _render(tokenizer, template: str, messages: list[dict], add_generation_promp
     )
 
 
+def end_of_turn(text: str, start: int, end: int, stops: tuple[str, ...]) -> int:
+    """Where an assistant turn ends: just after its stop token, which the model must learn to emit.
+
+    What a template writes after the stop token is layout between turns, never trained: chatml's
+    newline after ``<|im_end|>``, the blank line alpaca and plain put after ``eos_token``. llama3's turn
+    ends at ``<|eot_id|>`` and chatglm3's at ``eos_token`` with nothing after. A turn rendered without
+    a stop token (a template that rewrites history; see ``assistant_spans``) takes the stop token
+    written right after its content.
+    """
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if not text[start:end].endswith(stops):
+        for stop in stops:
+            if text.startswith(stop, end):
+                return end + len(stop)
+    return end
+
+
 def assistant_spans(tokenizer, template: str, messages: list[dict], mode: str = "assistant"):
     """The rendered text and the (start, end) character spans the loss is computed on."""
+    from .templates import END_OF_TURN_MARKERS
+
     text = _render(tokenizer, template, messages)
     if mode == "all":
         return text, [(0, len(text))]
+    stops = tuple(m for m in (tokenizer.eos_token, *END_OF_TURN_MARKERS) if m)
     spans = []
     cursor = 0
     for i, m in enumerate(messages):
@@ -48,6 +69,7 @@ def assistant_spans(tokenizer, template: str, messages: list[dict], mode: str = 
             if start < 0:
                 continue
             end = start + len(m["content"])
+        end = end_of_turn(text, start, end, stops)
         spans.append((start, end))
         cursor = end
     if mode == "last":

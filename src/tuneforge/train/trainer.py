@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
+from tuneforge.data.templates import END_OF_TURN_MARKERS
 from tuneforge.data.tokenize import IGNORE_INDEX
 from tuneforge.spec import JobSpec
 
@@ -165,15 +166,7 @@ def deepspeed_config(stage: int) -> dict:
 def stop_token_ids(tokenizer, template: str) -> list[int]:
     """EOS plus the end-of-turn tokens the chat template writes, when they are single tokens."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for marker in (
-        "<|im_end|>",
-        "<|eot_id|>",
-        "<|end|>",
-        "<|user|>",
-        "<|observation|>",
-        "</s>",
-        "<|endoftext|>",
-    ):
+    for marker in END_OF_TURN_MARKERS:
         if marker in template or marker == tokenizer.eos_token:
             tid = tokenizer.convert_tokens_to_ids(marker)
             if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid not in ids:
