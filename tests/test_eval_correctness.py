@@ -171,3 +171,26 @@ def test_unexpected_failure_is_one_line_without_traceback(capsys, tiny_llama, tm
     code, out, err = run_cli(capsys, "eval", broken, "--data", bad, "--max-new-tokens", "2")
     assert code == 1
     assert "Traceback" not in err and "error:" in err and "--debug" in err
+
+
+def test_demo_answers_use_saved_settings_and_a_repetition_penalty(tiny_llama, tmp_path):
+    """quickstart's answers: the model's generation_config.json applies, and the penalty changes loops."""
+    from tuneforge.evaluate.generate import chat_prompts, generate, load_for_inference
+
+    question = [[{"role": "user", "content": "Give three tips for staying healthy."}]]
+    lm = load_for_inference(tiny_llama)
+
+    def first_token(model) -> int:  # of the greedy answer, as an id (the decoded answer is stripped)
+        enc = model.tokenizer(chat_prompts(model, question), return_tensors="pt", add_special_tokens=False)
+        return int(model.model.generate(**enc, max_new_tokens=1, do_sample=False)[0, -1])
+
+    greedy = generate(lm, question, 16)[0]
+    assert generate(lm, question, 16, repetition_penalty=1.0)[0] == greedy
+    assert generate(lm, question, 16, repetition_penalty=1.3)[0] != greedy
+    # a saved setting (here: never emit the greedy answer's first token) is honoured by the demo path
+    folder = shutil.copytree(tiny_llama, tmp_path / "m")
+    cfg = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**cfg, "suppress_tokens": [first_token(lm)]}))
+    suppressed = load_for_inference(folder)
+    demo = generate(suppressed, question, 16, repetition_penalty=1.0)[0]
+    assert demo != greedy  # with penalty 1.0 only the saved setting can make it differ (see above)

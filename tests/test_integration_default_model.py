@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import socket
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
+from registry import require_package_index
+
 pytestmark = pytest.mark.integration
-
-
-def _registry_reachable() -> bool:
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=5).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def pulled(tmp_path_factory):
     import os
 
-    if not _registry_reachable():
-        pytest.skip("package registry unreachable")
+    require_package_index()  # a failure, not a skip, in CI
     home = tmp_path_factory.mktemp("home")
     old = os.environ.get("TUNEFORGE_HOME")
     os.environ["TUNEFORGE_HOME"] = str(home)

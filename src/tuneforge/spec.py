@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -191,13 +193,51 @@ TEMPLATES: dict[str, dict] = {
 }
 
 
+def _section_model(annotation) -> type[BaseModel] | None:
+    """The spec section a field holds (``DatasetRef | None``, ``list[DatasetRef]`` → DatasetRef)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if found := _section_model(arg):
+            return found
+    return None
+
+
+def closest_key(loc: tuple) -> str | None:
+    """The known key an unknown one most likely meant, as a dotted path: ``train.lr`` → train.learning_rate.
+
+    Initials first (lr, bs, wd are how people abbreviate), then spelling (learning_rte), then a name
+    that contains the key or is contained in it (epoch → epochs).
+    """
+    section: type[BaseModel] | None = JobSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of sections
+            continue
+        field = section.model_fields.get(part) if section else None
+        section = _section_model(field.annotation) if field else None
+    if section is None or not isinstance(loc[-1], str):
+        return None
+    key, names = loc[-1].lower(), list(section.model_fields)
+    guess = next((n for n in names if len(key) > 1 and "".join(w[0] for w in n.split("_")) == key), None)
+    guess = guess or next(iter(difflib.get_close_matches(key, names, n=1, cutoff=0.6)), None)
+    if guess is None:
+        containing = [n for n in names if len(key) > 2 and (key in n or n in key)]
+        guess = containing[0] if len(containing) == 1 else None
+    return ".".join([*(str(p) for p in loc[:-1]), guess]) if guess else None
+
+
 def _pydantic_problems(exc: ValidationError, source: str) -> ConfigError:
     lines = []
     for e in exc.errors():
         where = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; see `tuneforge train --print-defaults` for the keys a spec takes"
+            meant = closest_key(tuple(e["loc"]))
+            msg = (
+                f"unknown key; did you mean {meant}?"
+                if meant
+                else "unknown key; see `tuneforge train --print-defaults` for the keys a spec takes"
+            )
         lines.append(f"  {where}: {msg}")
     return ConfigError(f"{source}: invalid spec:\n" + "\n".join(lines))
 

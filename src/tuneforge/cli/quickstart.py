@@ -18,10 +18,18 @@ QUESTIONS = [
 ]
 
 
+# A 135M model decoded greedily loops on one word after a few LoRA steps; the demo should show what
+# training changed, not that decoding artefact.
+DEMO_REPETITION_PENALTY = 1.3
+
+
 def _ask(lm, title: str) -> list[str]:
+    import torch
+
     from tuneforge.evaluate.generate import generate
 
-    answers = generate(lm, QUESTIONS, max_new_tokens=48)
+    torch.manual_seed(0)  # the model's saved settings may sample: the same demo every run
+    answers = generate(lm, QUESTIONS, max_new_tokens=48, repetition_penalty=DEMO_REPETITION_PENALTY)
     console.rule(title)
     for q, a in zip(QUESTIONS, answers, strict=True):
         console.print(f"[bold]user:[/] {q[0]['content']}\n[bold]assistant:[/] {a}\n", highlight=False)

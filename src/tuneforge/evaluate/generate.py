@@ -110,24 +110,21 @@ def generate(
     import torch
     from transformers import GenerationConfig
 
-    options = {
-        "max_new_tokens": max_new_tokens,
-        "eos_token_id": lm.stop_ids or None,
-        "pad_token_id": lm.tokenizer.pad_token_id,
-    }
     if repetition_penalty is None:
-        options["do_sample"] = False
+        settings = GenerationConfig(do_sample=False)
     else:
-        saved = copy.deepcopy(lm.generation) if lm.generation is not None else GenerationConfig()
-        saved.repetition_penalty = repetition_penalty
-        options["generation_config"] = saved
+        settings = copy.deepcopy(lm.generation) if lm.generation is not None else GenerationConfig()
+        settings.repetition_penalty = repetition_penalty
+    settings.max_new_tokens = max_new_tokens
+    settings.eos_token_id = lm.stop_ids or None
+    settings.pad_token_id = lm.tokenizer.pad_token_id
     prompts = chat_prompts(lm, conversations)
     answers: list[str] = []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i : i + batch_size]
         enc = lm.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
-            out = lm.model.generate(**enc, **options)
+            out = lm.model.generate(**enc, generation_config=settings)
         new = out[:, enc["input_ids"].shape[1] :]
         answers += [lm.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
         if on_batch:
