@@ -10,6 +10,7 @@ from tuneforge.models.store import resolve_model
 from tuneforge.spec import JobSpec
 
 from . import attention
+from .optim import check_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def preflight(spec: JobSpec) -> Runtime:
     if precision == "bf16" and not cuda:
         log.warning("bf16 on this CPU is several times slower than fp32; precision: auto picks fp32")
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
+    check_optimizer(spec, "cuda" if cuda else "cpu", dtype)
     return Runtime("cuda" if cuda else "cpu", dtype)
 
 
@@ -110,6 +112,9 @@ def add_lora(model, spec: JobSpec):
         lora_alpha=spec.lora.alpha,
         lora_dropout=spec.lora.dropout,
         target_modules=spec.lora.target_modules,
+        use_dora=spec.lora.use_dora,
+        use_rslora=spec.lora.use_rslora,
+        modules_to_save=spec.lora.modules_to_save or None,
         task_type="CAUSAL_LM",
     )
     try:
