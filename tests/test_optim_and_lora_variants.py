@@ -71,16 +71,18 @@ def test_adapter_options_are_refused_for_full_finetuning_and_checked():
         parse_spec({**base, "train": {"optimizer": "lion"}})
 
 
-def test_rslora_scales_by_sqrt_r_and_dora_adds_magnitudes(tiny_llama):
+def test_rslora_dora_and_modules_to_save_change_the_adapter(tiny_llama):
     from transformers import AutoModelForCausalLM
 
     from tuneforge.train.model import add_lora
 
-    def scales(**lora):
-        spec = parse_spec(
+    def spec_with(**lora):
+        return parse_spec(
             {"model": str(tiny_llama), "data": {"train": "d"}, "lora": {"r": 4, "alpha": 8, **lora}}
         )
-        model = add_lora(AutoModelForCausalLM.from_pretrained(str(tiny_llama)), spec)
+
+    def scales(**lora):
+        model = add_lora(AutoModelForCausalLM.from_pretrained(str(tiny_llama)), spec_with(**lora))
         q = model.base_model.model.model.layers[0].self_attn.q_proj
         return q.scaling["default"], [n for n, _ in model.named_parameters() if "magnitude" in n]
 
@@ -88,6 +90,13 @@ def test_rslora_scales_by_sqrt_r_and_dora_adds_magnitudes(tiny_llama):
     assert scales(use_rslora=True) == (4.0, [])  # 8 / sqrt(4)
     scale, magnitudes = scales(use_dora=True)
     assert scale == 2.0 and len(magnitudes) == 14
+    model = add_lora(
+        AutoModelForCausalLM.from_pretrained(str(tiny_llama)), spec_with(modules_to_save=["lm_head"])
+    )
+    trained = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert trained == ["base_model.model.lm_head.modules_to_save.default.weight"]
+    with pytest.raises(ConfigError, match=r"modules_to_save \['nope'\].*embed_tokens"):
+        add_lora(AutoModelForCausalLM.from_pretrained(str(tiny_llama)), spec_with(modules_to_save=["nope"]))
 
 
 def test_dora_trains_magnitudes_and_export_merges_to_the_same_model(capsys, tiny_llama, memo_data, tmp_path):

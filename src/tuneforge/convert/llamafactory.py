@@ -8,6 +8,7 @@ warning for keys it does not know (errors with ``strict``). Nothing is dropped s
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,7 @@ class Conversion:
     warnings: list[str] = field(default_factory=list)
 
     def job_spec(self, overrides: list[str] | None = None) -> JobSpec:
-        data = yaml.safe_load(yaml.safe_dump(self.data))  # a copy --set may change
+        data = copy.deepcopy(self.data)  # --set changes the copy
         for assignment in overrides or []:
             set_dotted(data, assignment)
         return parse_spec(data, f"{self.source} (converted from LLaMA-Factory)")

@@ -107,6 +107,13 @@ def add_lora(model, spec: JobSpec):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=spec.train.gradient_checkpointing
         )
+    names = [n for n, _ in model.named_modules()]
+    missing = [m for m in spec.lora.modules_to_save if not any(n == m or n.endswith("." + m) for n in names)]
+    if missing:  # peft would skip them without a word
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n})
+        raise ConfigError(
+            f"lora.modules_to_save {missing}: the model has no such module; names are {', '.join(leaves)}."
+        )
     config = LoraConfig(
         r=spec.lora.r,
         lora_alpha=spec.lora.alpha,
