@@ -205,7 +205,7 @@ def convert_llamafactory(
         else:
             out.warnings.append(f"{key}: not a LLaMA-Factory key tuneforge knows; ignored")
     if strict and out.warnings:
-        errors += [f"{w} (--strict)" for w in out.warnings]
+        errors += [f"{w.removesuffix('; ignored')} (an error under --strict)" for w in out.warnings]
     if errors:
         raise ConfigError(f"{source}: cannot convert this LLaMA-Factory config:\n  " + "\n  ".join(errors))
     out.job_spec()  # every value checked now, with the JobSpec's own messages
