@@ -192,7 +192,7 @@ learning_rate: 5.0e-6
 
 
 def test_pretraining_example(lf_dir):
-    _, spec = convert(
+    conv, spec = convert(
         "model_name_or_path: m\nstage: pt\ndataset: c4_demo\ncutoff_len: 1024\npacking: true\n"
         "finetuning_type: full\nlearning_rate: 1.0e-5\n"
     )
@@ -204,6 +204,14 @@ def test_pretraining_example(lf_dir):
     )
     ref = spec.data.train[0]
     assert ref.format == "text" and records(ref)[0] == [{"text": "The quick brown fox."}]
+    # what the config leaves out trains as under LLaMA-Factory, and says so
+    t = spec.train
+    assert (t.scheduler, t.warmup_ratio, t.batch_size, t.precision) == ("linear", 0.0, 8, "fp32")
+    assert (spec.data.max_len, spec.lora.dropout, t.learning_rate) == (1024, 0.0, 1e-5)
+    assert any(
+        n.startswith("LLaMA-Factory defaults for keys the config leaves out: lr_scheduler")
+        for n in conv.notes
+    )
 
 
 def test_sharegpt_and_alpaca_column_maps_read_the_renamed_columns(lf_dir):

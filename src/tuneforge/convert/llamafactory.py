@@ -117,6 +117,17 @@ OPTIMIZERS = {
     "paged_adamw_8bit": "paged_adamw_8bit",
 }
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+# LLaMA-Factory's own defaults (and HF TrainingArguments') where they differ from tuneforge's and change
+# the trained weights: a config that leaves them out trains as it would under LLaMA-Factory.
+LF_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 5e-5,
+    "lr_scheduler_type": "linear",
+    "warmup_ratio": 0.0,
+    "per_device_train_batch_size": 8,
+    "cutoff_len": 2048,
+    "lora_dropout": 0.0,
+    "bf16": False,  # neither bf16 nor fp16: LLaMA-Factory computes in fp32
+}
 
 
 @dataclass
@@ -175,6 +186,17 @@ def convert_llamafactory(
             node = node.setdefault(part, {})
         node[last] = value
 
+    silent = {k: v for k, v in LF_DEFAULTS.items() if k not in args}
+    if "warmup_steps" in args:
+        silent.pop("warmup_ratio", None)
+    if any(k in args for k in ("fp16", "pure_bf16")):
+        silent.pop("bf16", None)
+    if silent:
+        args.update(silent)
+        out.notes.append(
+            "LLaMA-Factory defaults for keys the config leaves out: "
+            + ", ".join(f"{k} {v}" for k, v in silent.items())
+        )
     stage = args.pop("stage", "sft")
     if stage not in STAGES:
         errors.append(
