@@ -193,7 +193,7 @@ learning_rate: 5.0e-6
 
 def test_pretraining_example(lf_dir):
     conv, spec = convert(
-        "model_name_or_path: m\nstage: pt\ndataset: c4_demo\ncutoff_len: 1024\npacking: true\n"
+        "model_name_or_path: m\nstage: pt\ndataset: [c4_demo]\ncutoff_len: 1024\npacking: true\n"
         "finetuning_type: full\nlearning_rate: 1.0e-5\n"
     )
     assert (spec.method, spec.finetuning, spec.data.mask, spec.data.packing) == (

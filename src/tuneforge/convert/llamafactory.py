@@ -277,11 +277,11 @@ def _precision(args: dict, put, out: Conversion) -> None:
 def _lora_targets(args: dict, put) -> None:
     target = args.pop("lora_target", None)
     if target is not None:
-        names = [t.strip() for t in str(target).split(",") if t.strip()]
+        names = _names(target)
         put("lora.target_modules", "all-linear" if names == ["all"] else names)
     extra = args.pop("additional_target", None)
     if extra:
-        put("lora.modules_to_save", [t.strip() for t in str(extra).split(",") if t.strip()])
+        put("lora.modules_to_save", _names(extra))
     if "lora_alpha" not in args and "lora_rank" in args:
         args["lora_alpha"] = 2 * int(args["lora_rank"])  # LLaMA-Factory's default: alpha = 2 × rank
 
@@ -360,7 +360,7 @@ def _data(args: dict, stage: str, base_dir: Path, put, errors: list[str], out: C
     max_samples = args.pop("max_samples", None)
 
     def refs(key: str) -> list[dict]:
-        names = [n.strip() for n in str(args.pop(key, "") or "").split(",") if n.strip()]
+        names = _names(args.pop(key, None))
         found = [dataset_ref(n, info, folder if folder.is_dir() else None, stage, problems) for n in names]
         found = [r for r in found if r]
         for ref in found:
@@ -398,3 +398,9 @@ def _data(args: dict, stage: str, base_dir: Path, put, errors: list[str], out: C
 
 def data_packing_off(data: dict) -> bool:
     return data.get("data", {}).get("packing") is False
+
+
+def _names(value) -> list[str]:
+    """``a,b`` or a YAML list, as LLaMA-Factory takes dataset and module names."""
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
