@@ -81,6 +81,25 @@ class LoraSpec(Strict):
     target_modules: list[str] | Literal["all-linear"] = Field(
         default="all-linear", description="Module names to adapt, or all-linear."
     )
+    plus_ratio: float | None = Field(
+        default=None,
+        ge=1.0,
+        description="LoRA+: the B matrices learn at this ratio × the learning rate (16 is typical); "
+        "off when empty.",
+    )
+    use_dora: bool = Field(
+        default=False,
+        description="DoRA: learn a magnitude vector per output beside the LoRA direction; "
+        "still merges into plain weights.",
+    )
+    use_rslora: bool = Field(
+        default=False, description="rsLoRA: scale the adapter by alpha / sqrt(r) instead of alpha / r."
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="Modules trained in full and saved with the adapter, e.g. [embed_tokens, lm_head] "
+        "for new tokens.",
+    )
 
 
 class HyperParams(Strict):
@@ -99,7 +118,24 @@ class HyperParams(Strict):
         default="cosine", description="Learning rate schedule."
     )
     warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5, description="Fraction of steps to warm up.")
-    weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
+    warmup_steps: int | None = Field(
+        default=None, ge=0, description="Warm up for this many steps (overrides warmup_ratio)."
+    )
+    weight_decay: float = Field(default=0.0, ge=0.0, description="Weight decay.")
+    optimizer: Literal[
+        "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"
+    ] = Field(
+        default="adamw_torch",
+        description="adamw_torch; adamw_torch_fused (one kernel per step, where the device has it); "
+        "adafactor (factored second moments, less memory); sgd; adamw_8bit / paged_adamw_8bit "
+        "(bitsandbytes, CUDA only).",
+    )
+    neftune_alpha: float | None = Field(
+        default=None,
+        gt=0,
+        description="NEFTune: uniform noise of this scale on the input embeddings while training "
+        "(5 is typical); never during evaluation. Off when empty.",
+    )
     max_grad_norm: float = Field(default=1.0, ge=0.0, description="Gradient clipping (0 = off).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 on GPUs that have it, fp32 on CPU."
@@ -155,6 +191,9 @@ class JobSpec(Strict):
     def _combinations(self):
         if self.method == "pretrain" and self.data.mask != "all":
             self.data.mask = "all"
+        adapter_only = [k for k in ("plus_ratio", "use_dora", "use_rslora") if getattr(self.lora, k)]
+        if self.finetuning == "full" and adapter_only:
+            raise ValueError(f"lora.{adapter_only[0]} needs a LoRA adapter; finetuning is full")
         if self.resources.nodes > 1 and self.resources.gpus < 1:
             raise ValueError("resources.nodes > 1 needs resources.gpus ≥ 1 per node")
         return self

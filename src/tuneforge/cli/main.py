@@ -10,7 +10,7 @@ import typer
 
 from tuneforge.errors import TuneforgeError
 
-from . import datasets, models, quickstart, templates, train
+from . import datasets, models, quickstart, spec, templates, train
 from .common import err_console
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(templates.app, name="templates")
+app.add_typer(spec.app, name="spec")
 
 STATE = {"debug": False}
 

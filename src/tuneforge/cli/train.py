@@ -15,6 +15,13 @@ from .common import console, print_json, stage_progress
 
 def train(
     spec_path: Path = typer.Argument(None, metavar="SPEC.yaml", help="The JobSpec to run."),
+    from_llamafactory: str = typer.Option(
+        None,
+        "--from-llamafactory",
+        metavar="FILE|-",
+        help="Run a LLaMA-Factory training YAML or `llamafactory-cli train …` line (- reads stdin) instead.",
+    ),
+    strict: bool = typer.Option(False, "--strict", help="With --from-llamafactory: unknown keys are errors."),
     set_: list[str] = typer.Option(None, "--set", help="Override a key: --set train.learning_rate=1e-4."),
     output: Path = typer.Option(
         None, "--output", "-o", help="Job folder (default: output_dir or $TUNEFORGE_HOME/jobs/…)."
@@ -27,12 +34,21 @@ def train(
     if print_defaults:
         sys.stdout.write(annotated_defaults())
         return
-    if spec_path is None:
-        raise typer.BadParameter("give a SPEC.yaml (see --print-defaults)")
+    if (spec_path is None) == (from_llamafactory is None):
+        raise typer.BadParameter("give a SPEC.yaml (see --print-defaults) or --from-llamafactory FILE")
     overrides = list(set_ or [])
     if resume:
         overrides.append("resume_from=latest")
-    spec = load_spec(spec_path, overrides)
+    if from_llamafactory:
+        from tuneforge.convert.llamafactory import load_llamafactory
+
+        from .spec import report_conversion
+
+        conversion = load_llamafactory(from_llamafactory, strict=strict)
+        report_conversion(conversion)
+        spec = conversion.job_spec(overrides)
+    else:
+        spec = load_spec(spec_path, overrides)
     from tuneforge.train.launch import distributed_command
 
     command = distributed_command(spec, sys.argv[sys.argv.index("train") + 1 :])

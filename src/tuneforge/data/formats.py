@@ -147,16 +147,24 @@ def _text_record(row: dict, probs: RecordProblems) -> dict | None:
     return None if text is None else {"text": text}
 
 
+def _turn_keys(turns: list) -> tuple[str, str]:
+    """sharegpt turns say who speaks with from/value, the rest with role/content."""
+    first = turns[0] if turns else None
+    return ("from", "value") if isinstance(first, dict) and "from" in first else ("role", "content")
+
+
 def _preference(row: dict, probs: RecordProblems) -> dict | None:
     def side(key: str) -> list[dict] | None:
         value = row.get(key)
         if isinstance(value, str):
             return [{"role": "assistant", "content": value}]
+        if isinstance(value, dict):  # one turn, as in LLaMA-Factory's sharegpt preference pairs
+            value = [value]
         if isinstance(value, list):
-            return _messages(value, key, probs, "role", "content")
+            return _messages(value, key, probs, *_turn_keys(value))
         probs.add(
             key,
-            f"expected {key!r} as a string or a list of messages; got "
+            f"expected {key!r} as a string, a message or a list of messages; got "
             f"{'nothing' if value is None else type(value).__name__}.",
         )
         return None
@@ -169,7 +177,7 @@ def _preference(row: dict, probs: RecordProblems) -> dict | None:
             {"role": "user", "content": prompt_value}
         ]
     elif isinstance(prompt_value, list):
-        prompt = _messages(prompt_value, "prompt", probs, "role", "content")
+        prompt = _messages(prompt_value, "prompt", probs, *_turn_keys(prompt_value))
     elif prompt_value is None and chosen and rejected:
         # chosen/rejected as whole conversations: the shared prefix is the prompt.
         n = 0

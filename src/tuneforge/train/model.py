@@ -10,6 +10,7 @@ from tuneforge.models.store import resolve_model
 from tuneforge.spec import JobSpec
 
 from . import attention
+from .optim import check_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def preflight(spec: JobSpec) -> Runtime:
     if precision == "bf16" and not cuda:
         log.warning("bf16 on this CPU is several times slower than fp32; precision: auto picks fp32")
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
+    check_optimizer(spec, "cuda" if cuda else "cpu", dtype)
     return Runtime("cuda" if cuda else "cpu", dtype)
 
 
@@ -105,11 +107,21 @@ def add_lora(model, spec: JobSpec):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=spec.train.gradient_checkpointing
         )
+    names = [n for n, _ in model.named_modules()]
+    missing = [m for m in spec.lora.modules_to_save if not any(n == m or n.endswith("." + m) for n in names)]
+    if missing:  # peft would skip them without a word
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n})
+        raise ConfigError(
+            f"lora.modules_to_save {missing}: the model has no such module; names are {', '.join(leaves)}."
+        )
     config = LoraConfig(
         r=spec.lora.r,
         lora_alpha=spec.lora.alpha,
         lora_dropout=spec.lora.dropout,
         target_modules=spec.lora.target_modules,
+        use_dora=spec.lora.use_dora,
+        use_rslora=spec.lora.use_rslora,
+        modules_to_save=spec.lora.modules_to_save or None,
         task_type="CAUSAL_LM",
     )
     try:

@@ -15,6 +15,7 @@ from tuneforge.data.tokenize import IGNORE_INDEX
 from tuneforge.spec import JobSpec
 
 from .model import Runtime
+from .optim import trainer_arguments, use_lora_plus
 
 
 class CausalLMTrainer(Trainer):
@@ -129,7 +130,7 @@ def training_arguments(
         max_steps=t.max_steps or -1,
         learning_rate=spec.learning_rate,
         lr_scheduler_type=t.scheduler,
-        warmup_steps=t.warmup_ratio,
+        warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         bf16=runtime.bf16,
@@ -148,6 +149,7 @@ def training_arguments(
         **save,
         **evals,
         **strategy,
+        **trainer_arguments(spec),
     )
 
 
@@ -227,6 +229,7 @@ def train_to_end(trainer, reporter, ctx) -> dict:
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the Reporter writes the log lines
+    use_lora_plus(trainer, ctx.spec)
     try:
         resume = str(ctx.resume) if ctx.resume else None
         metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)

@@ -1,0 +1,1 @@
+"""Converters from other tools' training configs to a JobSpec (torch-free)."""
