@@ -90,26 +90,48 @@ class TermDuring(TrainerCallback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_resume_off_the_logging_boundary_logs_the_uninterrupted_series(tiny_llama, memo_data, tmp_path):
-    """Checkpoint at step 3 (mid-epoch; logging every 2 steps), accumulation 2, dropout on."""
+class StopAtEpochEnd(TrainerCallback):
+    """Stops after the epoch-end checkpoint at step N (the trainer saves; nothing cancels)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_epoch_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+@pytest.mark.parametrize("checkpoints", ["steps", "epoch"])
+def test_resume_off_the_logging_boundary_logs_the_uninterrupted_series(
+    tiny_llama, memo_data, tmp_path, checkpoints
+):
+    """Accumulation 2, dropout on, a mid-run checkpoint that is not a logging step.
+
+    steps: save every 3 steps, log every 2, SIGTERM during step 3 (mid-epoch; the real cancel path).
+    epoch: the default epoch checkpoints (every 2 steps here), log every 3, stop after the one at step 4.
+    """
     spec = tiny_spec(
         tiny_llama,
         memo_data,
         train__max_steps=6,
         train__batch_size=2,
         train__grad_accum=2,
-        train__logging_steps=2,
-        train__save_steps=3,
-        train__eval_steps=2,
+        train__logging_steps=2 if checkpoints == "steps" else 3,
+        train__save_steps=3 if checkpoints == "steps" else None,
+        train__eval_steps=2 if checkpoints == "steps" else None,
         train__learning_rate=3e-3,
         train__scheduler="cosine",
         lora__dropout=0.1,
         data__val_fraction=0.25,
     )
     whole = run(spec, tmp_path / "whole")
-    with pytest.raises(Cancelled):
-        run(spec, tmp_path / "split", callbacks=[TermDuring(3)])
-    assert [p.name for p in (tmp_path / "split" / "checkpoints").iterdir()] == ["step-3"]
+    if checkpoints == "steps":
+        with pytest.raises(Cancelled):
+            run(spec, tmp_path / "split", callbacks=[TermDuring(3)])
+        assert [p.name for p in (tmp_path / "split" / "checkpoints").iterdir()] == ["step-3"]
+    else:
+        run(spec, tmp_path / "split", callbacks=[StopAtEpochEnd(4)])
+        assert (tmp_path / "split" / "checkpoints" / "step-4").exists()
     resumed = run({**spec, "resume_from": "latest"}, tmp_path / "split")
 
     def series(folder, key):

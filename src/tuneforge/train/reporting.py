@@ -162,13 +162,18 @@ class Reporter(TrainerCallback):
         if self.stop.reason:
             control.should_save = True
             control.should_training_stop = True
-        if control.should_save:
-            # A checkpoint is also a logging step: the Trainer's running loss is not saved with it, so a
-            # run resumed there could not finish the open logging window the way an uninterrupted run does.
-            control.should_log = True
+        self._log_at_checkpoint(control)
 
     def on_epoch_end(self, args, state, control, **kw):
         self.folder.event("epoch_done", epoch=round(state.epoch or 0, 4), step=state.global_step)
+        self._log_at_checkpoint(control)  # save_strategy "epoch" decides to save here
+
+    @staticmethod
+    def _log_at_checkpoint(control) -> None:
+        # A checkpoint is also a logging step: the Trainer's running loss is not saved with it, so a
+        # run resumed there could not finish the open logging window the way an uninterrupted run does.
+        if control.should_save:
+            control.should_log = True
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero:
