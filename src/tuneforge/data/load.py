@@ -7,7 +7,6 @@ keeps the records (training needs them all).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from array import array
 from collections import Counter
@@ -71,7 +70,7 @@ class RecordChecks:
         self.empty: list[int] = []  # [count, first]
         self.odd: list[int] = []
         self.same_pair: list[int] = []
-        self.hashes = array("Q")
+        self.hashes = array("q")  # 64-bit hashes; a collision among 2 million is a 1 in 10^7 chance
         self.numbers = 0
         self.first_number: Problem | None = None
 
@@ -100,8 +99,7 @@ class RecordChecks:
             self.numbers += len(probs.numbers)
             if self.first_number is None:
                 self.first_number = probs.at(probs.numbers[0], "")
-        digest = hashlib.blake2b(repr(record).encode("utf-8", "surrogatepass"), digest_size=8).digest()
-        self.hashes.append(int.from_bytes(digest, "little"))
+        self.hashes.append(hash(_frozen(record)))
 
     def duplicates(self) -> int:
         hashes = sorted(self.hashes)
@@ -142,6 +140,15 @@ class RecordChecks:
         if dupes:
             out.append(Problem(f"{dupes} duplicate record(s)."))
         return out
+
+
+def _frozen(value):
+    """A hashable copy of a canonical record (its depth is bounded by the readers)."""
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def _not_alternating(messages: list[dict]) -> bool:

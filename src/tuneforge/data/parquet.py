@@ -3,6 +3,7 @@
 What a hostile Parquet file can do, and what stops it here:
 - a dictionary-encoded column expands far beyond the file's size (643 KB → 2.3 GB): rows are decoded
   64 at a time and each batch's decoded size is counted before it becomes Python objects;
+  (the budget counts decoded bytes, never the file's size or its declared sizes);
 - timestamps and dates outside Python's datetime range raise OverflowError in ``to_pylist``: top-level
   temporal columns are turned into strings by Arrow first, anything else becomes a located problem;
 - Arrow's worker threads, torn down at interpreter exit while still running, abort the process (exit
@@ -42,16 +43,18 @@ def _depth(arrow_type) -> int:
     return deepest
 
 
-def _temporal_as_text(batch):
-    """Top-level timestamp/date/time/duration columns as ISO strings (Arrow formats any year)."""
+def _plain(batch):
+    """The batch with dictionary columns decoded (so its size is what its rows hold: a dictionary
+    bomb is counted as what it expands to) and top-level timestamp/date/time/duration columns as ISO
+    strings (Arrow formats any year; Python's datetime stops at 9999)."""
     import pyarrow as pa
 
     columns, changed = [], False
     for column in batch.columns:
-        t = column.type
-        if pa.types.is_temporal(t):
-            column = column.cast(pa.string())
-            changed = True
+        if pa.types.is_dictionary(column.type):
+            column, changed = column.dictionary_decode(), True
+        if pa.types.is_temporal(column.type):
+            column, changed = column.cast(pa.string()), True
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names) if changed else batch
 
@@ -93,6 +96,7 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
     try:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
             # Counted as decoded, before Python objects are made: a dictionary bomb stops here.
+            batch = _plain(batch)
             budget.take_bytes(batch.nbytes, name)
             if batch.num_rows and batch.nbytes > limits.max_record_bytes * batch.num_rows:
                 raise FileProblem(
@@ -104,7 +108,7 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
                     )
                 )
             try:
-                rows = _temporal_as_text(batch).to_pylist()
+                rows = batch.to_pylist()
             except (OverflowError, ValueError, pa.ArrowException) as exc:
                 raise FileProblem(
                     Problem(

@@ -276,27 +276,39 @@ def _chunks(fh, name: str, budget: Budget) -> Iterator[bytes]:
 
 
 def _lines(chunks: Iterator[bytes], name: str, limits: Limits) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, line without its newline) split on b"\\n" only, or (number, None) for a line over
-    the record limit (its bytes are skipped). Splitting bytes on newline alone keeps U+2028, U+0085 and
-    \\x1c inside a JSON string, where they are legal (``str.splitlines`` splits on them)."""
+    """(line number, line without its newline) split on b"\n" only, or (number, None) for a line over
+    the record limit (its bytes are skipped, never held). Splitting bytes on newline alone keeps U+2028,
+    U+0085 and \x1c inside a JSON string, where they are legal (``str.splitlines`` splits on them)."""
     limit = limits.max_record_bytes
-    lineno, tail, skipping = 0, b"", False
+    lineno = 0
+    pending: list[bytes] = []  # the start of a line that continues in the next chunk
+    pending_len = 0
+    skipping = False  # inside a line already reported as too long
     for chunk in chunks:
-        parts = (tail + chunk).split(b"\n") if tail else chunk.split(b"\n")
+        if skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                continue
+            chunk, skipping = chunk[end + 1 :], False
+        parts = chunk.split(b"\n")
         tail = parts.pop()
+        if parts and pending:
+            parts[0] = b"".join([*pending, parts[0]])
+            pending, pending_len = [], 0
         for part in parts:
             lineno += 1
-            if skipping:  # the end of an over-long line
-                skipping = False
-                continue
             yield lineno, (part if len(part) <= limit else None)
-        if len(tail) > limit:
-            if not skipping:
-                yield lineno + 1, None
-            skipping, tail = True, b""
-    if tail and not skipping:
+        if tail:
+            pending.append(tail)
+            pending_len += len(tail)
+            if pending_len > limit:
+                lineno += 1
+                yield lineno, None
+                pending, pending_len, skipping = [], 0, True
+    if pending:
         lineno += 1
-        yield lineno, (tail if len(tail) <= limit else None)
+        line = b"".join(pending)
+        yield lineno, (line if len(line) <= limit else None)
 
 
 def _too_long(name: str, line: int | None, limits: Limits, what: str = "line") -> Problem:
