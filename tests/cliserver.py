@@ -51,12 +51,9 @@ def serve() -> None:
         start = time.perf_counter()
         pid = os.fork()
         if pid == 0:
-            try:
-                _child(req)
-            except SystemExit:
-                raise
-            except BaseException:  # a crash of the harness itself, not of tuneforge
-                os._exit(99)
+            # An exception escaping main() ends the child as it would end `tuneforge`: the traceback
+            # printed to its stderr file, exit 1.
+            _child(req)
         deadline = start + req["timeout"]
         timed_out = False
         while True:

@@ -241,61 +241,143 @@ DEEP_RECORD = json.dumps(GOOD)[:-1] + ', "extra": ' + "[" * DEEP + "]" * DEEP + 
 
 CASES = [
     # Python's own limits
-    Case("int_4301_digits", one("big.jsonl", lines(GOOD)[:-2] + ', "n": ' + "7" * 4301 + "}\n"), 2,
-         "TUNEFORGE_MAX_NUMBER_DIGITS"),
-    Case("int_in_json_array", one("big.json", '[{"instruction": "a", "output": ' + "9" * 5000 + "}]"), 2,
-         "TUNEFORGE_MAX_NUMBER_DIGITS"),
+    Case(
+        "int_4301_digits",
+        one("big.jsonl", lines(GOOD)[:-2] + ', "n": ' + "7" * 4301 + "}\n"),
+        2,
+        "TUNEFORGE_MAX_NUMBER_DIGITS",
+    ),
+    Case(
+        "int_in_json_array",
+        one("big.json", '[{"instruction": "a", "output": ' + "9" * 5000 + "}]"),
+        2,
+        "TUNEFORGE_MAX_NUMBER_DIGITS",
+    ),
     Case("brackets_100k", one("deep.json", "[" * 100_000), 2, "TUNEFORGE_MAX_DEPTH"),
     Case("brackets_100k_jsonl", one("deep.jsonl", "[" * 100_000 + "\n"), 2, "TUNEFORGE_MAX_DEPTH"),
     Case("deep_extra_field", one("deep.jsonl", lines(GOOD) + DEEP_RECORD + "\n"), 2, "TUNEFORGE_MAX_DEPTH"),
-    Case("deep_extra_field_json", one("deep.json", f"[{json.dumps(GOOD)}, {DEEP_RECORD}]"), 2,
-         "TUNEFORGE_MAX_DEPTH"),
+    Case(
+        "deep_extra_field_json",
+        one("deep.json", f"[{json.dumps(GOOD)}, {DEEP_RECORD}]"),
+        2,
+        "TUNEFORGE_MAX_DEPTH",
+    ),
     # wrong types in structural fields
-    Case("role_is_list", one("r.jsonl", lines({"messages": [{"role": ["user"], "content": "x"}]})), 2,
-         "unknown role"),
-    Case("from_is_object", one("s.jsonl", lines({"conversations": [{"from": {"a": 1}, "value": "x"}]})), 2,
-         "unknown role"),
-    Case("preference_role_list", one("p.jsonl", lines(
-        {"prompt": "q", "chosen": [{"role": ["assistant"], "content": "a"}], "rejected": "b"})), 2,
-         "unknown role"),
+    Case(
+        "role_is_list",
+        one("r.jsonl", lines({"messages": [{"role": ["user"], "content": "x"}]})),
+        2,
+        "unknown role",
+    ),
+    Case(
+        "from_is_object",
+        one("s.jsonl", lines({"conversations": [{"from": {"a": 1}, "value": "x"}]})),
+        2,
+        "unknown role",
+    ),
+    Case(
+        "preference_role_list",
+        one(
+            "p.jsonl",
+            lines({"prompt": "q", "chosen": [{"role": ["assistant"], "content": "a"}], "rejected": "b"}),
+        ),
+        2,
+        "unknown role",
+    ),
     Case("turn_is_string", one("t.jsonl", lines({"messages": ["hello", "world"]})), 2, "expected an object"),
     Case("history_not_pairs", one("h.jsonl", lines({**GOOD, "history": [[["a"], {"b": 1}]]})), 2, "history"),
     Case("parquet_role_lists", parquet_case("roles.parquet", _role_lists), 2, "unknown role"),
     # text printed as Rich markup
     Case("role_markup", human("m.jsonl", lines({"messages": [{"role": "[/]", "content": "x"}]})), 2, "'[/]'"),
     Case("key_markup", human("k.jsonl", lines({"[/]": 1})), 2, "'[/]'"),
-    Case("role_markup_json", one("m.jsonl", lines({"messages": [{"role": "[/]", "content": "x"}]})), 2, "[/]"),
-    Case("name_markup", lambda d: ["datasets", "validate", str(put(d, "a[/]b.jsonl", lines(GOOD)).relative_to(d))],
-         0, "a[/]b.jsonl"),
-    Case("role_markup_human", lambda d: ["datasets", "validate", put(d, "m.jsonl", lines(
-        {"messages": [{"role": "[bold]x[/]", "content": "x"}]})).name], 2, "[bold]x[/]"),
+    Case(
+        "role_markup_json", one("m.jsonl", lines({"messages": [{"role": "[/]", "content": "x"}]})), 2, "[/]"
+    ),
+    Case(
+        "name_markup",
+        lambda d: ["datasets", "validate", str(put(d, "a[/]b.jsonl", lines(GOOD)).relative_to(d))],
+        0,
+        "a[/]b.jsonl",
+    ),
+    Case(
+        "role_markup_human",
+        lambda d: [
+            "datasets",
+            "validate",
+            put(d, "m.jsonl", lines({"messages": [{"role": "[bold]x[/]", "content": "x"}]})).name,
+        ],
+        2,
+        "[bold]x[/]",
+    ),
     # parquet
     Case("parquet_timestamps_out_of_range", parquet_case("ts.parquet", _timestamps), 0, '"valid": true'),
-    Case("parquet_nested_timestamps", parquet_case("nts.parquet", _nested_timestamps), 2, "cannot be converted"),
-    Case("parquet_refused_threads", parquet_case("wide.parquet", _refused_wide, row_group_size=1000), 2,
-         "could not detect"),
-    Case("parquet_dictionary_bomb", parquet_case("bomb.parquet", _dictionary_bomb, compression="zstd"), 2,
-         "TUNEFORGE_MAX_DATASET_MB"),
+    Case(
+        "parquet_nested_timestamps", parquet_case("nts.parquet", _nested_timestamps), 2, "cannot be converted"
+    ),
+    Case(
+        "parquet_refused_threads",
+        parquet_case("wide.parquet", _refused_wide, row_group_size=1000),
+        2,
+        "could not detect",
+    ),
+    Case(
+        "parquet_dictionary_bomb",
+        parquet_case("bomb.parquet", _dictionary_bomb, compression="zstd"),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+    ),
     Case("parquet_garbage", one("g.parquet", b"PAR1" + os.urandom(3000) + b"PAR1"), 2, "Parquet"),
     # zip members that open but fail to read
-    Case("zip_bad_crc", one("crc.zip", damaged(zip_bytes({"a.jsonl": lines(GOOD).encode() * 50},
-                                                         zipfile.ZIP_STORED))), 2, "CRC"),
-    Case("zip_damaged_deflate", one("dfl.zip", damaged(zip_bytes({"a.jsonl": os.urandom(4000).hex().encode()}),
-                                                       0.3)), 2, "cannot be read"),
-    Case("zip_encrypted_flag", one("enc.zip", patch_zip(zip_bytes({"a.jsonl": lines(GOOD).encode()}),
-                                                        flags=0x1)), 2, "encrypted"),
-    Case("zip_deflate64", one("d64.zip", patch_zip(zip_bytes({"a.jsonl": lines(GOOD).encode()}), method=9)),
-         2, "compression method"),
-    Case("zip_non_utf8_name", one("name.zip", patch_zip(zip_bytes({"ab.jsonl": lines(GOOD).encode()}),
-                                                        flags=0x800, name=b"\xff\xfe.jsonl")), 2, "zip"),
+    Case(
+        "zip_bad_crc",
+        one("crc.zip", damaged(zip_bytes({"a.jsonl": lines(GOOD).encode() * 50}, zipfile.ZIP_STORED))),
+        2,
+        "CRC",
+    ),
+    Case(
+        "zip_damaged_deflate",
+        one("dfl.zip", damaged(zip_bytes({"a.jsonl": os.urandom(4000).hex().encode()}), 0.3)),
+        2,
+        "cannot be read",
+    ),
+    Case(
+        "zip_encrypted_flag",
+        one("enc.zip", patch_zip(zip_bytes({"a.jsonl": lines(GOOD).encode()}), flags=0x1)),
+        2,
+        "encrypted",
+    ),
+    Case(
+        "zip_deflate64",
+        one("d64.zip", patch_zip(zip_bytes({"a.jsonl": lines(GOOD).encode()}), method=9)),
+        2,
+        "compression method",
+    ),
+    Case(
+        "zip_non_utf8_name",
+        one(
+            "name.zip",
+            patch_zip(zip_bytes({"ab.jsonl": lines(GOOD).encode()}), flags=0x800, name=b"\xff\xfe.jsonl"),
+        ),
+        2,
+        "zip",
+    ),
     Case("zip_symlink_member", _symlink_member, 2, "symbolic link"),
     Case("zip_not_a_zip", one("x.zip", b"PK\x05\x06" + b"\0" * 18 + os.urandom(100)), 2, "zip"),
     # memory: an entry far larger than its zip, counted as it is read
     # (300 MiB from a 300 KB zip, read in chunks: one line far over the record limit, then valid records)
-    Case("zip_one_huge_line", one("line.zip", bomb_zip("a.jsonl", b"x" * 2**20, 300)), 2,
-         "TUNEFORGE_MAX_RECORD_MB"),
-    Case("zip_over_limit", one("bomb.zip", bomb_zip("a.jsonl", lines(GOOD).encode() * 20_000, 300)), 2,
-         "TUNEFORGE_MAX_DATASET_MB", {"TUNEFORGE_MAX_DATASET_MB": "64"}),
+    Case(
+        "zip_one_huge_line",
+        one("line.zip", bomb_zip("a.jsonl", b"x" * 2**20, 300)),
+        2,
+        "TUNEFORGE_MAX_RECORD_MB",
+    ),
+    Case(
+        "zip_over_limit",
+        one("bomb.zip", bomb_zip("a.jsonl", lines(GOOD).encode() * 20_000, 300)),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+        {"TUNEFORGE_MAX_DATASET_MB": "64"},
+    ),
     # special files
     Case("fifo", _fifo, 2, "FIFO"),
     Case("fifo_in_folder", _fifo_in_folder, 2, "FIFO"),
@@ -304,21 +386,59 @@ CASES = [
     Case("name_too_long", _long_name, 2, "too long"),
     Case("too_many_files", _many_files, 2, "TUNEFORGE_MAX_FILES", {"TUNEFORGE_MAX_FILES": "10"}),
     # bounds as settings
-    Case("bad_setting", one("ok.jsonl", lines(GOOD)), 2, "TUNEFORGE_MAX_DATASET_MB", {"TUNEFORGE_MAX_DATASET_MB": "lots"}),
-    Case("too_many_records", one("n.jsonl", lines(*[{**GOOD, "input": str(i)} for i in range(50)])), 2,
-         "TUNEFORGE_MAX_RECORDS", {"TUNEFORGE_MAX_RECORDS": "20"}),
-    Case("line_over_limit", one("l.jsonl", lines(GOOD, {**GOOD, "output": "y" * 200_000}, GOOD)), 2,
-         "TUNEFORGE_MAX_RECORD_MB", {"TUNEFORGE_MAX_RECORD_MB": "0.1"}),
-    Case("json_element_over_limit", one("l.json", json.dumps([GOOD, {**GOOD, "output": "y" * 200_000}])), 2,
-         "TUNEFORGE_MAX_RECORD_MB", {"TUNEFORGE_MAX_RECORD_MB": "0.1"}),
-    Case("csv_row_over_limit", one("l.csv", "instruction,output\n" + "a," + "b" * 200_000 + "\n"), 2,
-         "TUNEFORGE_MAX_RECORD_MB", {"TUNEFORGE_MAX_RECORD_MB": "0.1"}),
+    Case(
+        "bad_setting",
+        one("ok.jsonl", lines(GOOD)),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+        {"TUNEFORGE_MAX_DATASET_MB": "lots"},
+    ),
+    Case(
+        "too_many_records",
+        one("n.jsonl", lines(*[{**GOOD, "input": str(i)} for i in range(50)])),
+        2,
+        "TUNEFORGE_MAX_RECORDS",
+        {"TUNEFORGE_MAX_RECORDS": "20"},
+    ),
+    Case(
+        "line_over_limit",
+        one("l.jsonl", lines(GOOD, {**GOOD, "output": "y" * 200_000}, GOOD)),
+        2,
+        "TUNEFORGE_MAX_RECORD_MB",
+        {"TUNEFORGE_MAX_RECORD_MB": "0.1"},
+    ),
+    Case(
+        "json_element_over_limit",
+        one("l.json", json.dumps([GOOD, {**GOOD, "output": "y" * 200_000}])),
+        2,
+        "TUNEFORGE_MAX_RECORD_MB",
+        {"TUNEFORGE_MAX_RECORD_MB": "0.1"},
+    ),
+    Case(
+        "csv_row_over_limit",
+        one("l.csv", "instruction,output\n" + "a," + "b" * 200_000 + "\n"),
+        2,
+        "TUNEFORGE_MAX_RECORD_MB",
+        {"TUNEFORGE_MAX_RECORD_MB": "0.1"},
+    ),
     Case("many_bad_lines", one("bad.jsonl", "nope\n" * 5000), 2, "TUNEFORGE_MAX_PROBLEMS"),
-    Case("file_over_limit", one("big.jsonl", lines(GOOD) * 40_000), 2, "TUNEFORGE_MAX_DATASET_MB",
-         {"TUNEFORGE_MAX_DATASET_MB": "1"}),
+    Case(
+        "file_over_limit",
+        one("big.jsonl", lines(GOOD) * 40_000),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+        {"TUNEFORGE_MAX_DATASET_MB": "1"},
+    ),
     # false rejections, now accepted
-    Case("u2028_in_jsonl", one("u.jsonl", lines({**GOOD, "output": "a\u2028b\u0085c\x1cd"})), 0, '"valid": true'),
-    Case("csv_long_field", one("f.csv", "instruction,output\nhi," + "z" * 200_000 + "\n"), 0, '"valid": true'),
+    Case(
+        "u2028_in_jsonl",
+        one("u.jsonl", lines({**GOOD, "output": "a\u2028b\u0085c\x1cd"})),
+        0,
+        '"valid": true',
+    ),
+    Case(
+        "csv_long_field", one("f.csv", "instruction,output\nhi," + "z" * 200_000 + "\n"), 0, '"valid": true'
+    ),
     # broken text
     Case("gbk", one("g.jsonl", lines({"instruction": "今天", "output": "好"}).encode("gbk")), 2, "GBK"),
     Case("lone_surrogate", one("s.json", '[{"instruction": "a", "output": "\\ud800"}]'), 2, "surrogate"),
@@ -332,10 +452,22 @@ CASES = [
     Case("whitespace", one("w.json", " \n\t\n"), 2, "empty"),
     Case("binary_jsonl", one("b.jsonl", os.urandom(5000)), 2, "UTF-8"),
     # options
-    Case("json_bad_format", lambda d: validate(put(d, "ok.jsonl", lines(GOOD)).name, "--format", "nope"), 2,
-         '"valid": false'),
-    Case("json_bad_map", lambda d: validate(put(d, "ok.jsonl", lines(GOOD)).name, "--map", "garbage"), 2,
-         '"valid": false'),
-    Case("create_invalid_leaves_nothing", lambda d: ["datasets", "create", put(d, "bad.jsonl", "[\n").name],
-         2, "invalid"),
-]  # fmt: skip
+    Case(
+        "json_bad_format",
+        lambda d: validate(put(d, "ok.jsonl", lines(GOOD)).name, "--format", "nope"),
+        2,
+        '"valid": false',
+    ),
+    Case(
+        "json_bad_map",
+        lambda d: validate(put(d, "ok.jsonl", lines(GOOD)).name, "--map", "garbage"),
+        2,
+        '"valid": false',
+    ),
+    Case(
+        "create_invalid_leaves_nothing",
+        lambda d: ["datasets", "create", put(d, "bad.jsonl", "[\n").name],
+        2,
+        "invalid",
+    ),
+]

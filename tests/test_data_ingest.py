@@ -46,7 +46,9 @@ def test_numbers_are_text_in_every_format_with_a_warning(tmp_path):
 
 
 def test_booleans_and_infinity_are_not_text(tmp_path):
-    loaded = load_records(jsonl(tmp_path / "b.jsonl", {"instruction": True, "output": "x"}, {"instruction": "x", "output": "y"}))
+    loaded = load_records(
+        jsonl(tmp_path / "b.jsonl", {"instruction": True, "output": "x"}, {"instruction": "x", "output": "y"})
+    )
     assert [(e.field, e.message) for e in loaded.errors] == [
         ("instruction", "expected a string; got boolean.")
     ]
