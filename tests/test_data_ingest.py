@@ -250,3 +250,28 @@ print(before, threads())
     assert out.returncode == 0, out.stderr
     before, after = map(int, out.stdout.split())
     assert after == before
+
+
+def test_a_record_the_chat_template_refuses_is_a_located_error(tmp_path, tiny_tokenizer):
+    # Templates such as Llama 2's raise for a conversation that does not alternate; that is the data's
+    # problem (exit 2 with its record), not an internal error.
+    template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('system messages are not supported') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    )
+    path = jsonl(
+        tmp_path / "sys.jsonl",
+        {"instruction": "a", "output": "b"},
+        {"instruction": "c", "output": "d", "system": "be brief"},
+    )
+    report = validate_path(path, tokenizer_loader=lambda: (tiny_tokenizer, template))
+    assert not report.loaded.ok
+    assert [(e.line, e.record) for e in report.loaded.errors] == [(2, 1)]
+    assert "system messages are not supported" in report.loaded.errors[0].message
+
+
+def test_conversion_problems_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEFORGE_MAX_PROBLEMS", "50")
+    path = jsonl(tmp_path / "bad.jsonl", *[{"instruction": "a"} for _ in range(500)])
+    loaded = load_records(path)
+    assert len(loaded.errors) == 51 and "TUNEFORGE_MAX_PROBLEMS" in loaded.errors[-1].message

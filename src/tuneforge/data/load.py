@@ -27,12 +27,21 @@ from .formats import (
     row_signature,
     short,
 )
-from .readers import Limits, iter_rows
+from .readers import Limits, iter_rows, too_many_problems
 
 log = logging.getLogger(__name__)
 
 DETECT_ROWS = 200  # records sampled to detect the format
 KEYS_SHOWN_ROWS = 50  # records whose keys an error about detection lists
+
+
+class RecordError(DataError):
+    """Raised by an ``on_record`` callback for a record it cannot use (a chat template that refuses
+    it, say); ``scan_records`` reports it at the record's file, line and index."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -199,9 +208,10 @@ def scan_records(
     max_bytes: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LoadedDataset:
-    """Read, detect, map and convert, handing each valid canonical record to ``on_record``; never raises
-    for bad content (see ``LoadedDataset.raise_for_errors``). Keeps no records itself. A bad ``fmt`` or
-    ``mapping`` is a ConfigError, raised before anything is read."""
+    """Read, detect, map and convert, handing each valid canonical record to ``on_record`` (which may
+    raise RecordError to refuse it); never raises for bad content (see
+    ``LoadedDataset.raise_for_errors``). Keeps no records itself. A bad ``fmt`` or ``mapping`` is a
+    ConfigError, raised before anything is read."""
     path = Path(path)
     mapping = parse_mapping(mapping)
     if fmt and fmt not in FORMATS:
@@ -218,7 +228,8 @@ def scan_records(
     seen_columns: set[str] = set()
     wanted = set(mapping.values())
     rows = 0
-    for row in iter_rows(path, limits, out.errors, out.warnings, out.files, progress):
+    reading = iter_rows(path, limits, out.errors, out.warnings, out.files, progress)
+    for row in reading:
         rows += 1
         if wanted - seen_columns:
             seen_columns.update(c for c in wanted if c in row.data)
@@ -229,12 +240,19 @@ def scan_records(
         probs = RecordProblems(row, out.errors)
         row.data = map_row(row.data, mapping)
         record = convert_row(row, spec, probs)
-        if record is None:
-            continue
-        checks.add(record, probs)
-        out.count += 1
-        if on_record is not None:
-            on_record(record)
+        if record is not None and on_record is not None:
+            try:
+                on_record(record)
+            except RecordError as exc:  # what the consumer found wrong with this record, located here
+                probs.add(exc.field, str(exc))
+                record = None
+        if record is not None:
+            checks.add(record, probs)
+            out.count += 1
+        if len(out.errors) >= limits.max_problems:
+            reading.close()
+            out.errors.append(Problem(too_many_problems(len(out.errors))))
+            break
     if rows and mapping:
         out.errors[:0] = missing_columns(mapping, seen_columns, columns)
     if detect_problem is not None:

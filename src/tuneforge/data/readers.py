@@ -108,16 +108,15 @@ class Sink:
     def error(self, problem: Problem) -> None:
         self.errors.append(problem)
         if len(self.errors) >= self.limits.max_problems:
-            raise StopReading(
-                Problem(
-                    f"stopped reading after {len(self.errors)} problems "
-                    f"({env_name('max_problems')}); fix these and validate again."
-                )
-            )
+            raise StopReading(Problem(too_many_problems(len(self.errors))))
 
     def warning(self, problem: Problem) -> None:
         if len(self.warnings) < self.limits.max_problems:
             self.warnings.append(problem)
+
+
+def too_many_problems(n: int) -> str:
+    return f"stopped reading after {n} problems ({env_name('max_problems')}); fix these and validate again."
 
 
 class Budget:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .load import LoadedDataset, scan_records
+from .load import LoadedDataset, RecordError, scan_records
 from .tokenize import IGNORE_INDEX, tokenize_record
 
 
@@ -110,13 +110,22 @@ class StatsBuilder:
             for m in record.get("rejected", ()):
                 self._role("rejected", m["content"])
         if self.tokenizer is not None:
-            tok = tokenize_record(self.tokenizer, self.template, record, None, self.mask_mode)
+            tok = self._tokenize(record)
             self.sequence[len(tok.input_ids)] += 1
             self.trained += tok.trained
             self.over += len(tok.input_ids) > self.max_len
             if self.seen < self.preview:
                 self.previews.append(_pieces(self.tokenizer, tok.input_ids, tok.labels))
         self.seen += 1
+
+    def _tokenize(self, record: dict):
+        from jinja2 import TemplateError
+
+        try:
+            return tokenize_record(self.tokenizer, self.template, record, None, self.mask_mode)
+        except (TemplateError, ValueError) as exc:  # a template that refuses this conversation
+            reason = " ".join(str(exc).split())[:300]
+            raise RecordError(f"the chat template refuses this record: {reason}") from None
 
     def stats(self) -> dict:
         if not self.seen:
@@ -189,7 +198,9 @@ def validate_path(
             progress("tokenize", tokens.seen, total)
         tokens.add(record)
 
-    # The same bytes again; their problems were all reported by the first read.
-    scan_records(path, loaded.format, mapping, add, max_bytes)
+    # The same bytes again: their reading problems were all reported by the first read; what is new is
+    # a record the chat template refuses.
+    again = scan_records(path, loaded.format, mapping, add, max_bytes)
+    loaded.errors += again.errors
     report.stats, report.previews = tokens.stats(), tokens.previews
     return report
