@@ -6,7 +6,8 @@ the median of N runs (default 3) of wall time and peak resident memory (ru_maxrs
 
     python bench/bench_validate.py [--runs 3] [--model smollm2-135m-instruct] [--format json|jsonl]
 
-Without --model the statistics count characters (no tokenizer): that times reading and checking alone.
+Without --model the statistics count characters (no tokenizer, TUNEFORGE_HOME set to an empty folder
+so that no pulled default model is used): that times reading and checking alone.
 """
 
 from __future__ import annotations
@@ -49,9 +50,16 @@ def run_once(path: Path, model: str | None) -> tuple[float, float]:
     cmd = [str(exe), "datasets", "validate", str(path), "--json"]
     if model:
         cmd += ["--model", model]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    env = dict(os.environ)
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as home,
+    ):
+        if not model:
+            env["TUNEFORGE_HOME"] = home
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_record_mb: float = Field(
         default=8.0,
         gt=0,
+        le=1024,
         description="Longest single record, in MiB: a JSON Lines line, a CSV row, a JSON array element.",
     )
     max_depth: int = Field(

@@ -148,11 +148,12 @@ def validate(
     """Check a dataset without a server: format, problems, token statistics, masked preview."""
     try:
         report = _validate(path, format, parse_mapping(map), model, template, max_len, preview, json_out)
-    except ConfigError as exc:
+    except TuneforgeError as exc:
         if not json_out:
             raise
-        # --json promises one JSON object on stdout, for a refused option too.
-        report = error_report(path, [Problem(str(exc))])
+        # --json promises one JSON object on stdout, for a refused option or a missing model too.
+        print_json(error_report(path, [Problem(str(exc))]).to_dict())
+        raise typer.Exit(exc.exit_code) from None
     if json_out:
         print_json(report.to_dict())
     else:
