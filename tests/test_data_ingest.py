@@ -275,3 +275,9 @@ def test_conversion_problems_are_bounded(tmp_path, monkeypatch):
     path = jsonl(tmp_path / "bad.jsonl", *[{"instruction": "a"} for _ in range(500)])
     loaded = load_records(path)
     assert len(loaded.errors) == 51 and "TUNEFORGE_MAX_PROBLEMS" in loaded.errors[-1].message
+
+
+def test_csv_with_bare_carriage_returns(tmp_path):
+    loaded = load_records(write(tmp_path / "mac.csv", b'instruction,output\rq1,a1\rq2,"a\rb"\r'))
+    assert loaded.errors == []
+    assert [m[-1]["content"] for m in messages(loaded)] == ["a1", "a\nb"]

@@ -310,6 +310,21 @@ def _lines(chunks: Iterator[bytes], name: str, limits: Limits) -> Iterator[tuple
         yield lineno, (line if len(line) <= limit else None)
 
 
+def _cr_lines_as_lf(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A file whose lines end in a bare CR (old Mac spreadsheets) split on LF like any other: when
+    its first chunk holds CRs and no LF, every CR becomes an LF."""
+    first = next(chunks, None)
+    if first is None:
+        return
+    if b"\n" in first or b"\r" not in first:
+        yield first
+        yield from chunks
+        return
+    yield first.replace(b"\r", b"\n")
+    for chunk in chunks:
+        yield chunk.replace(b"\r", b"\n")
+
+
 def _too_long(name: str, line: int | None, limits: Limits, what: str = "line") -> Problem:
     return Problem(
         f"{what} longer than {_mib(limits.max_record_bytes)} ({env_name('max_record_mb')}); "
@@ -416,6 +431,10 @@ class Reader:
         """Decode the value at the cursor; a value over the limits is reported and skipped."""
         try:
             value, size = text.decode(self.json.decoder)
+        except FileProblem as exc:
+            if exc.problem.record is None and exc.problem.line is None:
+                exc.problem.record = index
+            raise
         except RecursionError:
             raise FileProblem(Problem(self.json.depth_problem(), file=name, record=index)) from None
         except JsonLimitError as exc:
@@ -478,6 +497,7 @@ class Reader:
                 offset += len(raw) + 1
                 yield text + "\n"  # csv needs the newline to keep it inside a quoted field
 
+        chunks = _cr_lines_as_lf(chunks)
         reader = csv.reader(lines())
         header = None
         index, start_line = 0, 1

@@ -100,6 +100,7 @@ def store_path(
     fmt: str | None = None,
     mapping: dict | None = None,
     stats: dict | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[dict, bool]:
     """Validate and store a dataset path in one streaming pass (bounded memory, whatever its size);
     returns (its metadata, whether it was new). Raises DataError with every problem when it is
@@ -113,7 +114,7 @@ def store_path(
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         with open(tmp / "records.jsonl", "w", encoding="utf-8") as fh:
-            loaded = scan_records(path, fmt, mapping, lambda r: fh.write(_record_line(r)))
+            loaded = scan_records(path, fmt, mapping, lambda r: fh.write(_record_line(r)), max_bytes)
         loaded.raise_for_errors()
         digest = content_hash(path, loaded.files, loaded.format, mapping)
         ds_id = f"ds-{digest[:12]}"
