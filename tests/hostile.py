@@ -67,12 +67,21 @@ def zip_bytes(members: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
     return buf.getvalue()
 
 
-def patch_zip(raw: bytes, *, flags: int = 0, method: int | None = None, name: bytes | None = None) -> bytes:
-    """Rewrite the first entry's flag bits, compression method or name in both of its headers."""
+def patch_zip(
+    raw: bytes,
+    *,
+    flags: int = 0,
+    method: int | None = None,
+    name: bytes | None = None,
+    local_only: bool = False,
+) -> bytes:
+    """Rewrite the first entry's flag bits, compression method or name in both of its headers (or in
+    its local header only, so that the two disagree)."""
     out = bytearray(raw)
     local = out.find(b"PK\x03\x04")
     central = out.find(b"PK\x01\x02")
-    for start, flag_at, method_at, name_len_at, name_at in ((local, 6, 8, 26, 30), (central, 8, 10, 28, 46)):
+    headers = ((local, 6, 8, 26, 30), (central, 8, 10, 28, 46))
+    for start, flag_at, method_at, name_len_at, name_at in headers[:1] if local_only else headers:
         out[start + flag_at : start + flag_at + 2] = struct.pack(
             "<H", struct.unpack("<H", out[start + flag_at : start + flag_at + 2])[0] | flags
         )
@@ -362,6 +371,15 @@ CASES = [
         "zip",
     ),
     Case("zip_symlink_member", _symlink_member, 2, "symbolic link"),
+    Case(
+        "zip_headers_disagree_long_names",
+        one(
+            "hd.zip",
+            patch_zip(zip_bytes({"a" * 300 + ".jsonl": b"{}"}), name=b"b" * 300 + b".jsonl", local_only=True),
+        ),
+        2,
+        "…",
+    ),
     Case("zip_not_a_zip", one("x.zip", b"PK\x05\x06" + b"\0" * 18 + os.urandom(100)), 2, "zip"),
     # memory: an entry far larger than its zip, counted as it is read
     # (300 MiB from a 300 KB zip, read in chunks: one line far over the record limit, then valid records)

@@ -593,10 +593,17 @@ def _json_type(value) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """What went wrong reading a file or zip member, in words a person can act on (one line)."""
+    text = " ".join((str(exc) or type(exc).__name__).split())
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
-    return short(text, 200).strip("'\"") if len(text) > 200 else text
+    if isinstance(exc, RuntimeError) and "encrypted" in text:
+        text = "the entry is encrypted; re-create the archive without a password"
+    elif isinstance(exc, NotImplementedError):
+        text = f"{text} (re-create the archive with plain deflate compression)"
+    elif isinstance(exc, zlib.error | lzma.LZMAError | EOFError | zipfile.BadZipFile):
+        text = f"damaged data ({text}); re-create the archive"
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 class _JsonText:
