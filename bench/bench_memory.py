@@ -155,17 +155,30 @@ def run(path: Path, model: str | None) -> tuple[float, float, int, dict]:
     return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), report
 
 
+def make(name: str, folder: Path) -> Path:
+    """Write a case's input in a separate process: a child's ru_maxrss starts from its parent's peak
+    (fork/vfork share the parent's memory until exec), so this process must stay small."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--make", name, str(folder)], capture_output=True, text=True, check=True
+    )
+    return Path(out.stdout.strip())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--model", default=None)
     ap.add_argument("--dir", default=None, help="where to write the inputs (default: a temporary folder)")
+    ap.add_argument("--make", nargs=2, metavar=("CASE", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.make:
+        print(CASES[args.make[0]](Path(args.make[1])))
+        return
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for name in args.cases.split(","):
             folder = Path(tmp) / name
             folder.mkdir()
-            path = CASES[name](folder)
+            path = make(name, folder)
             size = path.stat().st_size
             wall, peak, code, report = run(path, args.model)
             first = (report.get("errors") or [{}])[0].get("message", "")[:90]

@@ -29,6 +29,17 @@ from bench_data import docstring_records  # noqa: E402
 N_RECORDS = 52_000
 
 
+def write_dataset_in_child(folder: Path, fmt: str) -> Path:
+    """Write the records in a separate process: a child's ru_maxrss starts from its parent's peak
+    (fork/vfork share the parent's memory until exec), so this process must stay small."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_validate; "
+        f"print(bench_validate.write_dataset(bench_validate.Path({str(folder)!r}), {fmt!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
 def write_dataset(folder: Path, fmt: str) -> Path:
     base = docstring_records()
     records = [
@@ -79,7 +90,7 @@ def main() -> None:
     ap.add_argument("--format", default="json", choices=["json", "jsonl"])
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_dataset(Path(tmp), args.format)
+        path = write_dataset_in_child(Path(tmp), args.format)
         size_mb = path.stat().st_size / 2**20
         walls, peaks = [], []
         for _ in range(args.runs):
