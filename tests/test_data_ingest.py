@@ -281,3 +281,20 @@ def test_csv_with_bare_carriage_returns(tmp_path):
     loaded = load_records(write(tmp_path / "mac.csv", b'instruction,output\rq1,a1\rq2,"a\rb"\r'))
     assert loaded.errors == []
     assert [m[-1]["content"] for m in messages(loaded)] == ["a1", "a\nb"]
+
+
+def test_a_record_far_over_max_len_is_measured_turn_by_turn(tmp_path, tiny_tokenizer):
+    from tuneforge.data.templates import CHAT_TEMPLATES
+    from tuneforge.data.validate import LONG_RECORD_CHARS
+
+    long = "The quick brown fox. " * (LONG_RECORD_CHARS // 20)
+    path = jsonl(
+        tmp_path / "long.jsonl", {"instruction": "a", "output": "b"}, {"instruction": "q", "output": long}
+    )
+    stats = validate_path(path, tokenizer_loader=lambda: (tiny_tokenizer, CHAT_TEMPLATES["chatml"])).stats
+    assert stats["long_records_estimated"] == 1 and stats["over_max_len"] == 1
+    exact = len(tiny_tokenizer(long, add_special_tokens=False)["input_ids"])
+    assert abs(stats["per_role"]["assistant"]["max"] - exact) <= len(long) // (64 * 1024) + 1  # slice edges
+    assert (
+        stats["sequence"]["max"] == stats["per_role"]["assistant"]["max"] + stats["per_role"]["user"]["min"]
+    )

@@ -81,6 +81,24 @@ def _pieces(tokenizer, ids: list[int], labels: list[int]) -> list[tuple[str, boo
     return pieces
 
 
+# A record longer than this (in characters, and than 8 × max_len) is measured turn by turn, not
+# rendered and tokenized whole with offsets: that would take about 100 bytes a token.
+LONG_RECORD_CHARS = 256 * 1024
+SLICE_CHARS = 64 * 1024
+
+
+def _turns(record: dict) -> list[dict]:
+    return record.get("messages") or record["prompt"] + record["chosen"]
+
+
+def _texts(record: dict):
+    if "text" in record:
+        yield record["text"]
+        return
+    for m in _turns(record) + record.get("rejected", []):
+        yield m["content"]
+
+
 class StatsBuilder:
     """Length statistics accumulated record by record: characters without a tokenizer, tokens with."""
 
@@ -90,32 +108,49 @@ class StatsBuilder:
         self.preview, self.mask_mode = preview, mask_mode
         self.per_role: dict[str, Counter] = {}
         self.sequence: Counter = Counter()
-        self.trained = self.over = self.seen = 0
+        self.trained = self.over = self.seen = self.estimated = 0
         self.previews: list[list[tuple[str, bool]]] = []
 
     def count(self, text: str) -> int:
         if self.tokenizer is None:
             return len(text)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # Slices bound the tokenizer's memory (a token costs ~100 bytes in flight); a token cut at a
+        # slice edge counts twice, which is noise next to a length that needs slicing.
+        return sum(
+            len(self.tokenizer(text[i : i + SLICE_CHARS], add_special_tokens=False)["input_ids"])
+            for i in range(0, len(text), SLICE_CHARS)
+        )
 
-    def _role(self, role: str, text: str) -> None:
-        self.per_role.setdefault(role, Counter())[self.count(text)] += 1
+    def _role(self, role: str, text: str) -> int:
+        n = self.count(text)
+        self.per_role.setdefault(role, Counter())[n] += 1
+        return n
 
     def add(self, record: dict) -> None:
         if "text" in record:
-            self._role("text", record["text"])
+            counts = [("text", self._role("text", record["text"]))]
         else:
-            for m in record.get("messages") or record["prompt"] + record["chosen"]:
-                self._role(m["role"], m["content"])
+            counts = [(m["role"], self._role(m["role"], m["content"])) for m in _turns(record)]
             for m in record.get("rejected", ()):
                 self._role("rejected", m["content"])
         if self.tokenizer is not None:
-            tok = self._tokenize(record)
-            self.sequence[len(tok.input_ids)] += 1
-            self.trained += tok.trained
-            self.over += len(tok.input_ids) > self.max_len
-            if self.seen < self.preview:
-                self.previews.append(_pieces(self.tokenizer, tok.input_ids, tok.labels))
+            if sum(len(m) for m in _texts(record)) > max(LONG_RECORD_CHARS, 8 * self.max_len):
+                # Far longer than any sequence trained on: the exact masked rendering would hold
+                # millions of tokens with their offsets in memory. Its length is the sum of its
+                # turns (the template's few tokens aside) and it is over max_len either way.
+                n = sum(c for _, c in counts)
+                trained = n if "text" in record else sum(c for role, c in counts if role == "assistant")
+                self.sequence[n] += 1
+                self.trained += trained
+                self.over += n > self.max_len
+                self.estimated += 1
+            else:
+                tok = self._tokenize(record)
+                self.sequence[len(tok.input_ids)] += 1
+                self.trained += tok.trained
+                self.over += len(tok.input_ids) > self.max_len
+                if self.seen < self.preview:
+                    self.previews.append(_pieces(self.tokenizer, tok.input_ids, tok.labels))
         self.seen += 1
 
     def _tokenize(self, record: dict):
@@ -140,6 +175,7 @@ class StatsBuilder:
             "trained_tokens": self.trained,
             "max_len": self.max_len,
             "over_max_len": self.over,
+            **({"long_records_estimated": self.estimated} if self.estimated else {}),
         }
 
 
