@@ -170,3 +170,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def cli_server():
+    """A fork server running the real `tuneforge` entry point per request (see tests/cliserver.py)."""
+    from fuzzhelp import CliServer
+
+    server = CliServer()
+    yield server
+    server.close()

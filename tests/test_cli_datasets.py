@@ -64,3 +64,37 @@ def test_create_list_show_preview_rm(capsys, tmp_path):
     assert code == 0
     code, out, _ = run_cli(capsys, "datasets", "list", "--json")
     assert json.loads(out) == []
+
+
+def test_unexpected_error_is_one_line_exit_1_and_traceback_only_with_debug(capsys, tmp_path, monkeypatch):
+    import pytest
+
+    import tuneforge.cli.datasets as cli_datasets
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom [/] \n second line")
+
+    monkeypatch.setattr(cli_datasets, "validate_path", broken)
+    path = write(tmp_path / "memo.json", MEMO)
+    code, out, err = run_cli(capsys, "datasets", "validate", path)
+    assert code == 1 and out == ""
+    assert err.strip() == (
+        "internal error: RuntimeError: boom [/] second line (run with --debug for the traceback, "
+        "and please report it)"
+    )
+    with pytest.raises(RuntimeError, match="boom"):
+        run_cli(capsys, "--debug", "datasets", "validate", path)
+
+
+def test_bad_setting_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEFORGE_MAX_RECORDS", "many")
+    path = write(tmp_path / "memo.json", MEMO)
+    code, out, err = run_cli(capsys, "datasets", "validate", path)
+    assert code == 2 and "Traceback" not in err
+    assert " ".join(err.split()).startswith(
+        "error: bad setting TUNEFORGE_MAX_RECORDS='many': input should be"
+    )
+    code, out, err = run_cli(capsys, "datasets", "validate", path, "--json")
+    assert code == 2 and json.loads(out)["errors"][0]["message"].startswith(
+        "bad setting TUNEFORGE_MAX_RECORDS"
+    )

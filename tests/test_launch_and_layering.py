@@ -43,6 +43,7 @@ def test_nodes_without_gpus_is_rejected():
 def test_control_plane_modules_do_not_import_torch():
     code = (
         "import sys; import tuneforge.spec, tuneforge.data.load, tuneforge.data.store, "
+        "tuneforge.data.validate, tuneforge.data.readers, tuneforge.data.parquet, "
         "tuneforge.models.store, tuneforge.models.info, tuneforge.settings, tuneforge.errors, "
         "tuneforge.convert.llamafactory; "
         "print('torch' in sys.modules)"

@@ -5,22 +5,52 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tuneforge.errors import ConfigError
+
+ENV_PREFIX = "TUNEFORGE_"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TUNEFORGE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     home: Path = Field(
         default=Path("~/.tuneforge"),
         description="Where datasets, models, jobs and caches live.",
     )
-    max_dataset_mb: int = Field(
-        default=2048, description="Largest dataset (file, folder or unpacked zip) accepted, in MiB."
-    )
     default_model: str = Field(
         default="smollm2-135m-instruct", description="Base model used when none is named."
+    )
+    # Bounds on what a dataset may make tuneforge do. They hold for files uploaded over HTTP too, so
+    # each is checked while reading (bytes as read, never as a file or an archive declares them).
+    max_dataset_mb: int = Field(
+        default=2048,
+        gt=0,
+        description="Largest dataset accepted, in MiB, counted as its bytes are read (unpacked zip "
+        "members and decoded Parquet columns included).",
+    )
+    max_records: int = Field(
+        default=2_000_000, gt=0, description="Most records one dataset may hold (all files together)."
+    )
+    max_record_mb: float = Field(
+        default=8.0,
+        gt=0,
+        le=1024,
+        description="Longest single record, in MiB: a JSON Lines line, a CSV row, a JSON array element.",
+    )
+    max_depth: int = Field(
+        default=64, gt=0, le=500, description="Deepest nesting of lists and objects inside one record."
+    )
+    max_number_digits: int = Field(
+        default=100, gt=0, le=4300, description="Most digits of one integer in a JSON file."
+    )
+    max_files: int = Field(
+        default=10_000, gt=0, description="Most files in a dataset folder or entries in a dataset zip."
+    )
+    max_problems: int = Field(
+        default=1000, gt=0, description="Reading stops after this many problems (all are reported)."
     )
 
     @property
@@ -44,6 +74,19 @@ class Settings(BaseSettings):
         return self.root / "cache"
 
 
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``: what an error about a limit should name."""
+    return ENV_PREFIX + field.upper()
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # One line per bad variable, naming it as the user wrote it; never pydantic's traceback.
+        lines = []
+        for err in exc.errors():
+            name = env_name(str(err["loc"][0])) if err.get("loc") else "a TUNEFORGE_ setting"
+            lines.append(f"{name}={err.get('input')!r}: {err['msg'].lower()}.")
+        raise ConfigError("bad setting " + " ".join(lines)) from None

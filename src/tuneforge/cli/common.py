@@ -20,14 +20,20 @@ STAGES = {
     "hash": "hashing files",
     "copy": "copying",
     "tokenize": "tokenizing",
+    "read": "reading",
 }
 
 
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (an undecodable file name): \u escapes print it
+        text = json.dumps(obj, indent=2, default=str)
+    sys.stdout.write(text + "\n")
 
 
-BYTE_STAGES = {"download", "extract"}
+BYTE_STAGES = {"download", "extract", "read"}
 
 
 class SizeColumn(DownloadColumn):

@@ -7,20 +7,21 @@ import logging
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from tuneforge.data.formats import FORMATS, parse_mapping
-from tuneforge.data.load import load_records
+from tuneforge.data.load import LoadedDataset
 from tuneforge.data.store import (
     find_dataset,
     list_datasets,
     read_stored_records,
     remove_dataset,
-    store_dataset,
+    store_path,
 )
-from tuneforge.data.validate import ValidationReport, build_report
-from tuneforge.errors import TuneforgeError
+from tuneforge.data.validate import ValidationReport, validate_path
+from tuneforge.errors import ConfigError, DataError, Problem, TuneforgeError
 from tuneforge.settings import get_settings
 
 from .common import console, err_console, print_json, stage_progress
@@ -32,51 +33,71 @@ FORMAT_HELP = f"Force a format: {', '.join(FORMATS)}."
 MAP_HELP = "Map columns, e.g. prompt=content,response=summary[,system=COL,query=COL,history=COL]."
 
 
+def shown(value) -> str:
+    """A user-supplied string for the console: Rich markup escaped (a role or file named "[/]" must
+    print as itself, not raise MarkupError), control characters and undecodable bytes made visible."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() or c in "\t\n" else repr(c)[1:-1] for c in text)
+    return escape(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
 def stats_tokenizer(model: str | None, quiet: bool):
     """The tokenizer to count with: the named model's, else the default model's if pulled, else None
     (statistics then count characters)."""
     from tuneforge.models.load import load_tokenizer
+    from tuneforge.models.store import resolve_model
 
     try:
+        if not model:
+            resolve_model(get_settings().default_model)  # cheap: no transformers import when not pulled
         return load_tokenizer(model or get_settings().default_model)
     except TuneforgeError as exc:
         if model:  # the user asked for this one explicitly
             raise
         if not quiet:
-            err_console.print(f"[yellow]note:[/] {exc} Statistics are in characters.")
+            err_console.print(f"[yellow]note:[/] {shown(exc)} Statistics are in characters.")
         return None
 
 
 def _validate(path: Path, fmt, mapping, model, template, max_len, preview, quiet) -> ValidationReport:
     from tuneforge.data.templates import resolve_chat_template
 
-    loaded = load_records(path, fmt, mapping)
-    tokenizer = stats_tokenizer(model, quiet) if loaded.records else None
-    chat_template = resolve_chat_template(tokenizer, template) if tokenizer is not None else None
-    with stage_progress(not quiet and len(loaded.records) >= 2000) as progress:
-        return build_report(
-            loaded,
-            tokenizer,
-            chat_template,
-            max_len,
-            preview,
-            progress=lambda done, total: progress("tokenize", done, total),
-        )
+    def tokenizer_loader():
+        tokenizer = stats_tokenizer(model, quiet)
+        return None if tokenizer is None else (tokenizer, resolve_chat_template(tokenizer, template))
+
+    with stage_progress(not quiet and _large(path)) as progress:
+        return validate_path(path, fmt, mapping, tokenizer_loader, max_len, preview, progress=progress)
+
+
+def _large(path: Path) -> bool:
+    """Worth a progress bar: over 4 MiB (about 10,000 records)."""
+    try:
+        return path.is_dir() or path.stat().st_size > 4 * 2**20
+    except OSError:
+        return False
+
+
+def error_report(path: Path, problems: list[Problem]) -> ValidationReport:
+    """The report of a dataset refused before it was read (a bad --format or --map)."""
+    return ValidationReport(LoadedDataset(path, None, None, errors=problems, count=0))
 
 
 def print_report(report: ValidationReport) -> None:
     d = report.to_dict()
     status = "[green]valid[/]" if d["valid"] else "[red]invalid[/]"
     console.print(
-        f"[bold]{d['path']}[/]: format [bold]{d['format'] or '?'}[/] ({d['kind'] or '?'}), "
-        f"{d['records']} records — {status}"
+        f"[bold]{shown(d['path'])}[/]: format [bold]{d['format'] or '?'}[/] ({d['kind'] or '?'}), "
+        f"{d['records']} records — {status}",
+        highlight=False,
     )
     for p in report.loaded.errors[:50]:
-        console.print(f"  [red]error[/] {p}", highlight=False, soft_wrap=True)
+        console.print(f"  [red]error[/] {shown(p)}", highlight=False, soft_wrap=True)
     if len(report.loaded.errors) > 50:
         console.print(f"  … and {len(report.loaded.errors) - 50} more errors (see --json)")
     for p in report.loaded.warnings:
-        console.print(f"  [yellow]warning[/] {p}", highlight=False, soft_wrap=True)
+        console.print(f"  [yellow]warning[/] {shown(p)}", highlight=False, soft_wrap=True)
     if report.loaded.errors:
         console.print(
             f"fix the {len(report.loaded.errors)} problem(s) above (all of them are listed) and "
@@ -88,7 +109,7 @@ def print_report(report: ValidationReport) -> None:
     if stats:
         table = Table("role", "count", "min", "median", "p95", "max", title=f"lengths in {stats['unit']}")
         for role, s in stats["per_role"].items():
-            table.add_row(role, *(str(s.get(k, "")) for k in ("count", "min", "median", "p95", "max")))
+            table.add_row(shown(role), *(str(s.get(k, "")) for k in ("count", "min", "median", "p95", "max")))
         if "sequence" in stats:
             s = stats["sequence"]
             table.add_row(
@@ -106,8 +127,8 @@ def print_report(report: ValidationReport) -> None:
         text = Text()
         for piece, trained in pieces:
             # Without colours (a pipe, a log), trained text is bracketed instead.
-            shown = piece if console.is_terminal or not trained else f"⟦{piece}⟧"
-            text.append(shown, style="green" if trained else "dim")
+            visible = piece if console.is_terminal or not trained else f"⟦{piece}⟧"
+            text.append(visible, style="green" if trained else "dim")
         console.print(text)
 
 
@@ -125,7 +146,14 @@ def validate(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Check a dataset without a server: format, problems, token statistics, masked preview."""
-    report = _validate(path, format, parse_mapping(map), model, template, max_len, preview, json_out)
+    try:
+        report = _validate(path, format, parse_mapping(map), model, template, max_len, preview, json_out)
+    except TuneforgeError as exc:
+        if not json_out:
+            raise
+        # --json promises one JSON object on stdout, for a refused option or a missing model too.
+        print_json(error_report(path, [Problem(str(exc))]).to_dict())
+        raise typer.Exit(exc.exit_code) from None
     if json_out:
         print_json(report.to_dict())
     else:
@@ -143,18 +171,21 @@ def create(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Validate and store a dataset under $TUNEFORGE_HOME/datasets (same content → same id)."""
-    mapping = parse_mapping(map)
-    loaded = load_records(path, format, mapping)
-    if not loaded.ok:
-        print_report(ValidationReport(loaded))
-        raise typer.Exit(2)
-    meta, new = store_dataset(loaded, name, mapping)
+    try:
+        mapping = parse_mapping(map)
+        meta, new = store_path(path, name, format, mapping)
+    except (DataError, ConfigError) as exc:
+        problems = getattr(exc, "problems", None) or [Problem(str(exc))]
+        report = error_report(path, problems)
+        print_json(report.to_dict()) if json_out else print_report(report)
+        raise typer.Exit(2) from None
     if json_out:
         print_json({**meta, "created_now": new})
     else:
         console.print(
-            f"{'stored' if new else 'already stored'}: [bold]{meta['id']}[/] ({meta['name']}, "
-            f"{meta['format']}, {meta['records']} records)"
+            f"{'stored' if new else 'already stored'}: [bold]{meta['id']}[/] ({shown(meta['name'])}, "
+            f"{meta['format']}, {meta['records']} records)",
+            highlight=False,
         )
 
 
@@ -167,7 +198,7 @@ def list_(json_out: bool = typer.Option(False, "--json")):
         return
     table = Table("id", "name", "format", "kind", "records", "created")
     for m in items:
-        table.add_row(m["id"], m["name"], m["format"], m["kind"], str(m["records"]), m["created"])
+        table.add_row(m["id"], shown(m["name"]), m["format"], m["kind"], str(m["records"]), m["created"])
     console.print(table)
 
 
@@ -179,7 +210,7 @@ def show(ref: str, json_out: bool = typer.Option(False, "--json")):
         print_json(meta)
     else:
         for k, v in meta.items():
-            console.print(f"[bold]{k}[/]: {v}", highlight=False)
+            console.print(f"[bold]{k}[/]: {shown(v)}", highlight=False)
 
 
 @app.command()
@@ -200,4 +231,4 @@ def preview(
 @app.command()
 def rm(ref: str):
     """Remove a stored dataset."""
-    console.print(f"removed {remove_dataset(ref)}")
+    console.print(f"removed {shown(remove_dataset(ref))}", highlight=False)

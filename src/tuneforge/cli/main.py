@@ -50,11 +50,17 @@ app.command(name="eval")(train.evaluate)
 app.command(name="quickstart")(quickstart.quickstart)
 
 
-def first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+def _one_line(text: str) -> str:
+    from rich.markup import escape
+
+    text = " ".join(str(text).split())
+    text = text if len(text) <= 500 else text[:499] + "…"
+    return escape(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def main() -> None:
+    """The error boundary: a TuneforgeError is one clear message and its exit code (2 for bad input);
+    anything else is a bug, reported in one line with exit 1. Tracebacks only with --debug."""
     try:
         # click returns a command's Exit code instead of raising when not standalone.
         code = app(standalone_mode=False)
@@ -63,7 +69,12 @@ def main() -> None:
     except TuneforgeError as exc:
         if STATE["debug"]:
             raise
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        message = str(exc)
+        if "\n" not in message:
+            message = _one_line(message)
+        else:  # a list of problems, one a line
+            message = "\n".join(_one_line(line) for line in message.splitlines())
+        err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -80,9 +91,10 @@ def main() -> None:
             sys.exit(2)
         if STATE["debug"]:
             raise
-        # An unexpected failure is still one line and an exit code; the traceback is behind --debug.
+        kind = "out of memory" if isinstance(exc, MemoryError) else type(exc).__name__
         err_console.print(
-            f"[red]error:[/] {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)",
+            f"[red]internal error:[/] {kind}: {_one_line(exc)} (run with --debug for the traceback, "
+            "and please report it)",
             highlight=False,
             soft_wrap=True,
         )

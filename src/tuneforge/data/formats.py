@@ -4,17 +4,24 @@ Canonical records are plain dicts of one of three kinds:
   chat        {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...]}
   text        {"text": str}
   preference  {"prompt": [messages], "chosen": [messages], "rejected": [messages]}  (TRL's shape)
+An assistant message may carry OpenAI ``tool_calls`` and a tool message its ``tool_call_id``/``name``;
+a chat record may carry the ``tools`` it was given.
+
+Every value read from a file may be of any JSON type: each structural field is type-checked before it
+is used (a role that is a list must be an error, not ``TypeError: unhashable type``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from tuneforge.errors import ConfigError, Problem
 
-from .readers import RawRow
+from .readers import RawRow, short
 
 ROLE_ALIASES = {
     "system": "system",
@@ -28,7 +35,9 @@ ROLE_ALIASES = {
     "observation": "tool",
     "function": "tool",
     "function_call": "assistant",
+    "developer": "system",  # OpenAI's name for system instructions since 2024
 }
+MESSAGE_KEYS = ("tool_calls", "tool_call_id", "name")  # kept on canonical messages for chat templates
 
 
 class RecordProblems:
@@ -36,12 +45,46 @@ class RecordProblems:
 
     def __init__(self, row: RawRow, sink: list[Problem]):
         self.row, self.sink, self.count = row, sink, 0
+        self.numbers: list[str] = []  # fields whose number was taken as text
 
     def add(self, field: str | None, message: str) -> None:
         self.count += 1
-        self.sink.append(
-            Problem(message, file=self.row.file, line=self.row.line, record=self.row.index, field=field)
-        )
+        self.sink.append(self.at(field, message))
+
+    def at(self, field: str | None, message: str) -> Problem:
+        return Problem(message, file=self.row.file, line=self.row.line, record=self.row.index, field=field)
+
+
+def _type_name(value) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _as_text(value, field: str, probs: RecordProblems) -> str | None:
+    """A text value: a string, or a finite number taken as its text (noted, and warned about once per
+    dataset: a spreadsheet turns "42" into 42, but a number where a conversation was expected is odd).
+    None is returned, with the problem added, for anything else."""
+    if isinstance(value, str):
+        if not value.isascii() and not _encodable(value):
+            probs.add(field, "text holds a lone surrogate escape (\\ud800–\\udfff); it is not valid Unicode.")
+            return None
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            probs.add(field, f"expected a string; got the number {value}.")
+            return None
+        probs.numbers.append(field)
+        return str(value)
+    probs.add(field, f"expected a string; got {_type_name(value)}.")
+    return None
 
 
 def _text(row: dict, key: str, probs: RecordProblems, *, required: bool = True, fmt: str = "") -> str | None:
@@ -54,24 +97,25 @@ def _text(row: dict, key: str, probs: RecordProblems, *, required: bool = True, 
                 f"another column with --map {key}=COLUMN.",
             )
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str):
-        probs.add(key, f"expected a string; got {type(value).__name__}.")
-        return None
-    return value
+    return _as_text(value, key, probs)
 
 
 def _history(row: dict, key: str, probs: RecordProblems) -> list[dict]:
+    """[[question, answer], ...] before the last turn; a null or non-text turn is an error (it used to
+    become the text "None")."""
     value = row.get(key)
-    if value in (None, "", []):
+    if value is None or (isinstance(value, str | list) and not value):
         return []
     messages: list[dict] = []
-    if not isinstance(value, list) or not all(isinstance(p, list | tuple) and len(p) == 2 for p in value):
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
         probs.add(key, "expected history as a list of [question, answer] pairs.")
         return []
-    for q, a in value:
-        messages += [{"role": "user", "content": str(q)}, {"role": "assistant", "content": str(a)}]
+    for i, (q, a) in enumerate(value):
+        question = _as_text(q, f"{key}[{i}][0]", probs)
+        answer = _as_text(a, f"{key}[{i}][1]", probs)
+        if question is None or answer is None:
+            return []
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     return messages
 
 
@@ -94,9 +138,48 @@ def _single_turn(prompt_key: str, query_key: str | None, response_key: str, fmt:
     return convert
 
 
+def _content(turn: dict, where: str, content_key: str, role: str, probs: RecordProblems) -> str | None:
+    """A turn's text: a string, a number, or OpenAI's list of text parts (joined as the API does)."""
+    content = turn.get(content_key)
+    field = f"{where}.{content_key}"
+    if content is None and role == "assistant" and turn.get("tool_calls"):
+        return ""
+    if isinstance(content, list):
+        texts = []
+        for p, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text" or not isinstance(part.get("text"), str):
+                shown = short(kind) if kind is not None else _type_name(part)
+                probs.add(
+                    f"{field}[{p}]",
+                    f"only text parts ({{'type': 'text', 'text': ...}}) can be trained on; got {shown}.",
+                )
+                return None
+            texts.append(part["text"])
+        return "".join(texts)
+    return _as_text(content, field, probs)
+
+
+def _tool_calls(value, where: str, probs: RecordProblems) -> list | None:
+    """OpenAI tool calls: [{"type": "function", "function": {"name": str, "arguments": str|object}}]."""
+    field = f"{where}.tool_calls"
+    if not isinstance(value, list) or not value:
+        probs.add(field, "expected a non-empty list of tool calls.")
+        return None
+    for c, call in enumerate(value):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            probs.add(f"{field}[{c}]", "expected {'function': {'name': ..., 'arguments': ...}}.")
+            return None
+    if not _encodable(json.dumps(value, ensure_ascii=False)):
+        probs.add(field, "holds a lone surrogate escape (\\ud800–\\udfff); it is not valid Unicode.")
+        return None
+    return value
+
+
 def _messages(value, key: str, probs: RecordProblems, role_key: str, content_key: str) -> list[dict] | None:
     if not isinstance(value, list):
-        probs.add(key, f"expected a list of turns; got {type(value).__name__}.")
+        probs.add(key, f"expected a list of turns; got {_type_name(value)}.")
         return None
     if not value:
         probs.add(key, "empty conversation.")
@@ -105,19 +188,27 @@ def _messages(value, key: str, probs: RecordProblems, role_key: str, content_key
     for t, turn in enumerate(value):
         where = f"{key}[{t}]"
         if not isinstance(turn, dict):
-            probs.add(where, "expected an object per turn.")
+            probs.add(where, f"expected an object per turn; got {_type_name(turn)}.")
             return None
-        role, content = turn.get(role_key), turn.get(content_key)
-        if role not in ROLE_ALIASES:
+        role = turn.get(role_key)
+        if not isinstance(role, str) or role not in ROLE_ALIASES:
             known = ", ".join(sorted(ROLE_ALIASES))
-            probs.add(f"{where}.{role_key}", f"unknown role {role!r}; use one of {known}.")
+            probs.add(f"{where}.{role_key}", f"unknown role {short(role)}; use one of {known}.")
             return None
-        if content is None and ROLE_ALIASES[role] == "assistant" and turn.get("tool_calls"):
-            content = ""
-        if not isinstance(content, str):
-            probs.add(f"{where}.{content_key}", f"expected a string; got {type(content).__name__}.")
+        canonical = ROLE_ALIASES[role]
+        content = _content(turn, where, content_key, canonical, probs)
+        if content is None:
             return None
-        out.append({"role": ROLE_ALIASES[role], "content": content})
+        message = {"role": canonical, "content": content}
+        if turn.get("tool_calls") is not None and canonical == "assistant":
+            calls = _tool_calls(turn["tool_calls"], where, probs)
+            if calls is None:
+                return None
+            message["tool_calls"] = calls
+        for extra in ("tool_call_id", "name"):
+            if canonical == "tool" and isinstance(turn.get(extra), str):
+                message[extra] = turn[extra]
+        out.append(message)
     return out
 
 
@@ -137,7 +228,14 @@ def _conversation(key: str, role_key: str, content_key: str):
         if not any(m["role"] == "assistant" for m in messages):
             probs.add(key, "conversation has no assistant turn: nothing to train on.")
             return None
-        return {"messages": messages}
+        record = {"messages": messages}
+        tools = row.get("tools")
+        if tools is not None:
+            if not isinstance(tools, list) or not _encodable(json.dumps(tools, ensure_ascii=False)):
+                probs.add("tools", f"expected a list of tool definitions; got {_type_name(tools)}.")
+                return None
+            record["tools"] = tools
+        return record
 
     return convert
 
@@ -156,25 +254,29 @@ def _turn_keys(turns: list) -> tuple[str, str]:
 def _preference(row: dict, probs: RecordProblems) -> dict | None:
     def side(key: str) -> list[dict] | None:
         value = row.get(key)
-        if isinstance(value, str):
-            return [{"role": "assistant", "content": value}]
         if isinstance(value, dict):  # one turn, as in LLaMA-Factory's sharegpt preference pairs
             value = [value]
         if isinstance(value, list):
             return _messages(value, key, probs, *_turn_keys(value))
+        if value is not None and not isinstance(value, bool):
+            text = _as_text(value, key, probs)
+            return None if text is None else [{"role": "assistant", "content": text}]
         probs.add(
             key,
             f"expected {key!r} as a string, a message or a list of messages; got "
-            f"{'nothing' if value is None else type(value).__name__}.",
+            f"{'nothing' if value is None else _type_name(value)}.",
         )
         return None
 
     chosen, rejected = side("chosen"), side("rejected")
     prompt_value = row.get("prompt")
-    if isinstance(prompt_value, str):
+    if isinstance(prompt_value, str | int | float) and not isinstance(prompt_value, bool):
         system = _text(row, "system", probs, required=False)
+        text = _as_text(prompt_value, "prompt", probs)
+        if text is None:
+            return None
         prompt = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt_value}
+            {"role": "user", "content": text}
         ]
     elif isinstance(prompt_value, list):
         prompt = _messages(prompt_value, "prompt", probs, *_turn_keys(prompt_value))
@@ -291,17 +393,35 @@ PARTIAL_KEYS = [
 ]
 
 
-def detect_format(rows: list[RawRow]) -> str:
-    """The format most of the first records match; a ConfigError naming the keys seen otherwise."""
-    votes = Counter(_signature(r.data) for r in rows[:200])
-    name, _ = votes.most_common(1)[0] if votes else (None, 0)
+def shown_keys(keys, limit: int = 20) -> str:
+    """Keys seen in records, for a message: sorted, each cut short, at most ``limit`` of them."""
+    names = sorted(short(k) for k in keys)
+    more = f", … ({len(names) - limit} more)" if len(names) > limit else ""
+    return "[" + ", ".join(names[:limit]) + more + "]"
+
+
+def detect_from(signatures: Counter, keys) -> str:
+    """The format most sampled records match (``signatures`` counts ``row_signature`` results);
+    a ConfigError naming the keys seen otherwise."""
+    name, _ = signatures.most_common(1)[0] if signatures else (None, 0)
     if name is None:
-        keys = sorted({k for r in rows[:50] for k in r.data})
         raise ConfigError(
-            f"could not detect the dataset format from its keys {keys}. Pass --format "
+            f"could not detect the dataset format from its keys {shown_keys(keys)}. Pass --format "
             f"({', '.join(FORMATS)}) or map columns, e.g. --map prompt=content,response=summary."
         )
     return name
+
+
+def row_signature(row: dict) -> str | None:
+    """The format one record's keys say it is in (None when they say nothing)."""
+    return _signature(row)
+
+
+def detect_format(rows: list[RawRow]) -> str:
+    """The format most of the first records match; a ConfigError naming the keys seen otherwise."""
+    return detect_from(
+        Counter(_signature(r.data) for r in rows[:200]), {k for r in rows[:50] for k in r.data}
+    )
 
 
 def parse_mapping(text: str | dict | None) -> dict[str, str]:
@@ -315,11 +435,32 @@ def parse_mapping(text: str | dict | None) -> dict[str, str]:
         key, sep, column = part.partition("=")
         if not sep or not key.strip() or not column.strip():
             raise ConfigError(
-                f"--map {text!r}: expected KEY=COLUMN pairs separated by commas, "
+                f"--map {short(text)}: expected KEY=COLUMN pairs separated by commas, "
                 "e.g. prompt=content,response=summary."
             )
         mapping[key.strip()] = column.strip()
     return mapping
+
+
+def map_row(data: dict, mapping: dict[str, str]) -> dict:
+    """One record with its mapped columns renamed (a column a record lacks maps to None)."""
+    if not mapping:
+        return data
+    columns = set(mapping.values())
+    return {
+        **{k: v for k, v in data.items() if k not in columns},
+        **{key: data.get(col) for key, col in mapping.items()},
+    }
+
+
+def missing_columns(mapping: dict[str, str], seen: set[str], columns) -> list[Problem]:
+    """A problem for each mapped column that no record had (``seen``); ``columns`` are some of the
+    columns records did have, to choose from."""
+    return [
+        Problem(f"--map names column {short(c)}, which no record has; columns are {shown_keys(columns)}.")
+        for c in dict.fromkeys(mapping.values())
+        if c not in seen
+    ]
 
 
 def apply_mapping(rows: list[RawRow], mapping: dict[str, str]) -> list[Problem]:
@@ -327,35 +468,34 @@ def apply_mapping(rows: list[RawRow], mapping: dict[str, str]) -> list[Problem]:
     if not mapping:
         return []
     seen = {k for r in rows for k in r.data}
-    missing = [c for c in mapping.values() if c not in seen]
+    missing = missing_columns(mapping, seen, seen)
     if missing:
-        return [
-            Problem(f"--map names column {c!r}, which no record has; columns are {sorted(seen)}.")
-            for c in missing
-        ]
+        return missing
     for r in rows:
-        r.data = {
-            **{k: v for k, v in r.data.items() if k not in mapping.values()},
-            **{key: r.data.get(col) for key, col in mapping.items()},
-        }
+        r.data = map_row(r.data, mapping)
     return []
+
+
+def convert_row(row: RawRow, fmt: Format, probs: RecordProblems) -> dict | None:
+    """The canonical record of one raw row, or None with its problems added to ``probs``."""
+    other = _signature(row.data)
+    # Formats sharing their identifying key (prompt/completion vs mapped prompt/response) are near
+    # enough; anything else means records of another format slipped into this dataset.
+    if other and other != fmt.name and FORMATS[other].keys[0] not in fmt.keys:
+        probs.add(
+            None,
+            f"this record is in {other} format but the dataset is {fmt.name}; keep one format "
+            "per dataset (or pass --format).",
+        )
+        return None
+    record = fmt.convert(row.data, probs)
+    return record if record is not None and probs.count == 0 else None
 
 
 def convert_rows(rows: list[RawRow], fmt: Format, errors: list[Problem]) -> list[dict]:
     records = []
     for row in rows:
-        probs = RecordProblems(row, errors)
-        other = _signature(row.data)
-        # Formats sharing their identifying key (prompt/completion vs mapped prompt/response) are near
-        # enough; anything else means records of another format slipped into this dataset.
-        if other and other != fmt.name and FORMATS[other].keys[0] not in fmt.keys:
-            probs.add(
-                None,
-                f"this record is in {other} format but the dataset is {fmt.name}; keep one format "
-                "per dataset (or pass --format).",
-            )
-            continue
-        record = fmt.convert(row.data, probs)
-        if record is not None and probs.count == 0:
+        record = convert_row(row, fmt, RecordProblems(row, errors))
+        if record is not None:
             records.append(record)
     return records

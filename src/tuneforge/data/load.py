@@ -1,15 +1,47 @@
-"""Read a dataset path into canonical records, collecting every problem."""
+"""Read a dataset path into canonical records, collecting every problem.
+
+``scan_records`` streams: records are handed to a callback one at a time and only running checks are
+kept, so validating or storing a dataset takes bounded memory whatever its size. ``load_records``
+keeps the records (training needs them all).
+"""
 
 from __future__ import annotations
 
+import logging
+from array import array
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, DataError, Problem
-from tuneforge.settings import get_settings
 
-from .formats import FORMATS, apply_mapping, convert_rows, detect_format, parse_mapping
-from .readers import read_rows
+from .formats import (
+    FORMATS,
+    RecordProblems,
+    convert_row,
+    detect_from,
+    map_row,
+    missing_columns,
+    parse_mapping,
+    row_signature,
+    short,
+)
+from .readers import Limits, iter_rows, too_many_problems
+
+log = logging.getLogger(__name__)
+
+DETECT_ROWS = 200  # records sampled to detect the format
+KEYS_SHOWN_ROWS = 50  # records whose keys an error about detection lists
+
+
+class RecordError(DataError):
+    """Raised by an ``on_record`` callback for a record it cannot use (a chat template that refuses
+    it, say); ``scan_records`` reports it at the record's file, line and index."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -21,10 +53,15 @@ class LoadedDataset:
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    count: int | None = None  # records that passed, when they were streamed rather than kept
+
+    @property
+    def n_records(self) -> int:
+        return self.count if self.count is not None else len(self.records)
 
     @property
     def ok(self) -> bool:
-        return not self.errors and bool(self.records)
+        return not self.errors and self.n_records > 0
 
     def raise_for_errors(self) -> None:
         if self.errors:
@@ -33,68 +70,205 @@ class LoadedDataset:
             raise DataError(f"{self.path}: {len(self.errors)} problem(s):\n  {shown}{more}", self.errors)
 
 
-def _checks(records: list[dict], kind: str, warnings: list[Problem]) -> None:
-    """Problems that do not stop training but a person should know about."""
-    empty = [
-        i
-        for i, r in enumerate(records)
-        if kind == "chat"
-        and any(m["role"] == "assistant" and not m["content"].strip() for m in r["messages"])
-    ]
-    if empty:
-        warnings.append(
-            Problem(
-                f"{len(empty)} record(s) have an empty assistant answer (first: record "
-                f"{empty[0]}); they teach the model to answer with nothing."
-            )
-        )
-    if kind == "chat":
-        odd = [i for i, r in enumerate(records) if _not_alternating(r["messages"])]
-        if odd:
-            warnings.append(
+class RecordChecks:
+    """Problems that do not stop training but a person should know about, counted as records stream
+    by: memory stays at 8 bytes a record (a hash, for duplicates) whatever the records hold."""
+
+    def __init__(self):
+        self.index = 0
+        self.empty: list[int] = []  # [count, first]
+        self.odd: list[int] = []
+        self.same_pair: list[int] = []
+        self.hashes = array("q")  # 64-bit hashes; a collision among 2 million is a 1 in 10^7 chance
+        self.numbers = 0
+        self.first_number: Problem | None = None
+
+    @staticmethod
+    def _note(slot: list[int], i: int) -> None:
+        if slot:
+            slot[0] += 1
+        else:
+            slot += [1, i]
+
+    def add(self, record: dict, probs: RecordProblems | None = None) -> None:
+        i = self.index
+        self.index += 1
+        messages = record.get("messages")
+        if messages is not None:
+            if any(
+                m["role"] == "assistant" and not m["content"].strip() and not m.get("tool_calls")
+                for m in messages
+            ):
+                self._note(self.empty, i)
+            if _not_alternating(messages):
+                self._note(self.odd, i)
+        if "chosen" in record and record["chosen"] == record["rejected"]:
+            self._note(self.same_pair, i)
+        if probs is not None and probs.numbers:
+            self.numbers += len(probs.numbers)
+            if self.first_number is None:
+                self.first_number = probs.at(probs.numbers[0], "")
+        self.hashes.append(hash(_frozen(record)))
+
+    def duplicates(self) -> int:
+        hashes = sorted(self.hashes)
+        return sum(a == b for a, b in zip(hashes, hashes[1:], strict=False))
+
+    def warnings(self) -> list[Problem]:
+        out = []
+        if self.empty:
+            out.append(
                 Problem(
-                    f"{len(odd)} record(s) do not alternate user/assistant turns (first: "
-                    f"record {odd[0]}); some chat templates reject that."
+                    f"{self.empty[0]} record(s) have an empty assistant answer (first: record "
+                    f"{self.empty[1]}); they teach the model to answer with nothing."
                 )
             )
-    seen: set[str] = set()
-    dupes = 0
-    for r in records:
-        key = repr(r)
-        dupes += key in seen
-        seen.add(key)
-    if dupes:
-        warnings.append(Problem(f"{dupes} duplicate record(s)."))
+        if self.odd:
+            out.append(
+                Problem(
+                    f"{self.odd[0]} record(s) do not alternate user/assistant turns (first: "
+                    f"record {self.odd[1]}); some chat templates reject that."
+                )
+            )
+        if self.same_pair:
+            out.append(
+                Problem(
+                    f"{self.same_pair[0]} preference pair(s) have the same chosen and rejected answer "
+                    f"(first: record {self.same_pair[1]}); they teach nothing."
+                )
+            )
+        if self.numbers:
+            where = self.first_number.where() if self.first_number else ""
+            out.append(
+                Problem(
+                    f"{self.numbers} value(s) were numbers and are used as text (first: {where}); "
+                    "quote them in the file if that is not what you meant."
+                )
+            )
+        dupes = self.duplicates()
+        if dupes:
+            out.append(Problem(f"{dupes} duplicate record(s)."))
+        return out
+
+
+def _frozen(value):
+    """A hashable copy of a canonical record (its depth is bounded by the readers)."""
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def _not_alternating(messages: list[dict]) -> bool:
-    roles = [m["role"] for m in messages if m["role"] in ("user", "assistant")]
-    return any(a == b for a, b in zip(roles, roles[1:], strict=False)) or (roles and roles[0] != "user")
+    """Whether user and assistant turns fail to alternate, starting with the user. A tool call's round
+    trip (assistant with tool_calls → tool results → assistant) is one assistant turn."""
+    roles: list[str] = []
+    after_tool = False
+    for m in messages:
+        role = m["role"]
+        if role == "tool":
+            after_tool = True
+            continue
+        if role not in ("user", "assistant"):
+            continue
+        if not (role == "assistant" and after_tool and roles and roles[-1] == "assistant"):
+            roles.append(role)
+        after_tool = False
+    return any(a == b for a, b in zip(roles, roles[1:], strict=False)) or bool(roles and roles[0] != "user")
+
+
+def _detect(path: Path, mapping: dict, limits: Limits) -> tuple[str | None, Problem | None, set]:
+    """(format, problem, some column names) from the first records; the sample is read and dropped
+    (a second, short read) so nothing is held while the whole dataset streams."""
+    votes: Counter = Counter()
+    keys: set = set()
+    rows = iter_rows(path, limits, [], [])
+    for n, row in enumerate(rows):
+        data = map_row(row.data, mapping)
+        votes[row_signature(data)] += 1
+        if n < KEYS_SHOWN_ROWS and len(keys) < 1000:
+            keys.update(list(row.data)[:100])
+        if n + 1 >= DETECT_ROWS:
+            break
+    rows.close()
+    if not votes:
+        return None, None, keys
+    try:
+        return detect_from(votes, keys), None, keys
+    except ConfigError as exc:
+        return None, Problem(str(exc), file=path.name), keys
+
+
+def scan_records(
+    path: str | Path,
+    fmt: str | None = None,
+    mapping: str | dict | None = None,
+    on_record: Callable[[dict], None] | None = None,
+    max_bytes: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LoadedDataset:
+    """Read, detect, map and convert, handing each valid canonical record to ``on_record`` (which may
+    raise RecordError to refuse it); never raises for bad content (see
+    ``LoadedDataset.raise_for_errors``). Keeps no records itself. A bad ``fmt`` or ``mapping`` is a
+    ConfigError, raised before anything is read."""
+    path = Path(path)
+    mapping = parse_mapping(mapping)
+    if fmt and fmt not in FORMATS:
+        raise ConfigError(f"unknown format {short(fmt)}; use one of {', '.join(FORMATS)}.")
+    limits = Limits.from_settings(max_bytes)
+    out = LoadedDataset(path, None, None, count=0)
+    detect_problem, columns = None, set()
+    if not fmt:
+        fmt, detect_problem, columns = _detect(path, mapping, limits)
+    spec = FORMATS[fmt] if fmt else None
+    if spec is not None:
+        out.format, out.kind = spec.name, spec.kind
+    checks = RecordChecks()
+    seen_columns: set[str] = set()
+    wanted = set(mapping.values())
+    rows = 0
+    reading = iter_rows(path, limits, out.errors, out.warnings, out.files, progress)
+    for row in reading:
+        rows += 1
+        if wanted - seen_columns:
+            seen_columns.update(c for c in wanted if c in row.data)
+        if len(columns) < 1000 and rows <= KEYS_SHOWN_ROWS:
+            columns.update(list(row.data)[:100])
+        if spec is None:
+            continue
+        probs = RecordProblems(row, out.errors)
+        row.data = map_row(row.data, mapping)
+        record = convert_row(row, spec, probs)
+        if record is not None and on_record is not None:
+            try:
+                on_record(record)
+            except RecordError as exc:  # what the consumer found wrong with this record, located here
+                probs.add(exc.field, str(exc))
+                record = None
+        if record is not None:
+            checks.add(record, probs)
+            out.count += 1
+        if len(out.errors) >= limits.max_problems:
+            reading.close()
+            out.errors.append(Problem(too_many_problems(len(out.errors))))
+            break
+    if rows and mapping:
+        out.errors[:0] = missing_columns(mapping, seen_columns, columns)
+    if detect_problem is not None:
+        out.errors.append(detect_problem)
+    if not out.errors and not out.count:
+        out.errors.append(Problem("no records: the dataset is empty.", file=path.name))
+    out.warnings += checks.warnings()
+    return out
 
 
 def load_records(
     path: str | Path, fmt: str | None = None, mapping: str | dict | None = None, max_bytes: int | None = None
 ) -> LoadedDataset:
-    """Read, detect, map and convert; never raises for bad content (see ``raise_for_errors``)."""
-    path = Path(path)
-    limit = max_bytes if max_bytes is not None else get_settings().max_dataset_mb * 2**20
-    raw = read_rows(path, limit)
-    out = LoadedDataset(path, None, None, errors=raw.errors, warnings=raw.warnings, files=raw.files)
-    if not raw.rows:
-        return out
-    mapping = parse_mapping(mapping)
-    out.errors += apply_mapping(raw.rows, mapping)
-    if fmt and fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
-    if not fmt:
-        try:
-            fmt = detect_format(raw.rows)
-        except ConfigError as exc:
-            out.errors.append(Problem(str(exc), file=path.name))
-            return out
-    out.format, out.kind = fmt, FORMATS[fmt].kind
-    out.records = convert_rows(raw.rows, FORMATS[fmt], out.errors)
-    if not out.records and not out.errors:
-        out.errors.append(Problem("no records: the dataset is empty.", file=path.name))
-    _checks(out.records, out.kind, out.warnings)
+    """Read, detect, map and convert, keeping every record; never raises for bad content (see
+    ``raise_for_errors``)."""
+    records: list[dict] = []
+    out = scan_records(path, fmt, mapping, records.append, max_bytes)
+    out.records, out.count = records, None
     return out

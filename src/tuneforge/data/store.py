@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from tuneforge.errors import NotFoundError
-from tuneforge.settings import get_settings
+from tuneforge.errors import DataError, NotFoundError
+from tuneforge.settings import env_name, get_settings
 
-from .load import LoadedDataset
+from .load import LoadedDataset, scan_records
+from .readers import FileProblem, open_regular
 
 
 def content_hash(path: Path, files: list[Path], fmt: str | None, mapping: dict | None) -> str:
     h = hashlib.sha256()
     base = path if path.is_dir() else path.parent
     for f in files:
-        h.update(str(f.relative_to(base)).encode() + b"\0")
-        with open(f, "rb") as fh:
+        h.update(os.fsencode(f.relative_to(base)) + b"\0")
+        with open_regular(f, str(f))[0] as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     h.update(json.dumps([fmt, mapping or {}], sort_keys=True).encode())
@@ -35,6 +37,98 @@ def content_hash(path: Path, files: list[Path], fmt: str | None, mapping: dict |
 
 def datasets_root() -> Path:
     return get_settings().datasets_dir
+
+
+def _json_text(obj, **kwargs) -> str:
+    text = json.dumps(obj, ensure_ascii=False, **kwargs)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (a file name's undecodable byte): \u escapes keep it
+        text = json.dumps(obj, **kwargs)
+    return text
+
+
+def _record_line(record: dict) -> str:
+    return _json_text(record) + "\n"
+
+
+def _copy_bounded(src: Path, dest: Path, budget: list[int]) -> None:
+    """Copy a validated file, counting its bytes again: a file that grew since it was read is refused."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fin = open_regular(src, str(src))[0]
+    except FileProblem as exc:
+        raise DataError(str(exc.problem)) from None
+    with fin, open(dest, "wb") as fout:
+        while chunk := fin.read(1 << 20):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise DataError(
+                    f"{src}: grew past the size limit ({env_name('max_dataset_mb')}) while stored."
+                )
+            fout.write(chunk)
+    shutil.copystat(src, dest)
+
+
+def _write_folder(tmp: Path, path: Path, files: list[Path], meta: dict) -> None:
+    base = path if path.is_dir() else path.parent
+    budget = [get_settings().max_dataset_mb * 2**20]
+    for f in files:
+        _copy_bounded(f, tmp / "files" / f.relative_to(base), budget)
+    (tmp / "dataset.json").write_text(_json_text(meta, indent=2), encoding="utf-8")
+
+
+def _meta(ds_id: str, digest: str, name, loaded: LoadedDataset, mapping, stats) -> dict:
+    return {
+        "id": ds_id,
+        "name": name or loaded.path.stem,
+        "format": loaded.format,
+        "kind": loaded.kind,
+        "records": loaded.n_records,
+        "sha256": digest,
+        "mapping": mapping or {},
+        "source": str(loaded.path),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "warnings": [p.to_dict() for p in loaded.warnings],
+        "stats": stats or {},
+    }
+
+
+def store_path(
+    path: str | Path,
+    name: str | None = None,
+    fmt: str | None = None,
+    mapping: dict | None = None,
+    stats: dict | None = None,
+    max_bytes: int | None = None,
+) -> tuple[dict, bool]:
+    """Validate and store a dataset path in one streaming pass (bounded memory, whatever its size);
+    returns (its metadata, whether it was new). Raises DataError with every problem when it is
+    invalid, and leaves nothing behind then."""
+    from .formats import parse_mapping
+
+    path = Path(path)
+    mapping = parse_mapping(mapping)
+    root = datasets_root()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        with open(tmp / "records.jsonl", "w", encoding="utf-8") as fh:
+            loaded = scan_records(path, fmt, mapping, lambda r: fh.write(_record_line(r)), max_bytes)
+        loaded.raise_for_errors()
+        digest = content_hash(path, loaded.files, loaded.format, mapping)
+        ds_id = f"ds-{digest[:12]}"
+        target = root / ds_id
+        if (target / "dataset.json").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return json.loads((target / "dataset.json").read_text()), False
+        meta = _meta(ds_id, digest, name, loaded, mapping, stats)
+        _write_folder(tmp, path, loaded.files, meta)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta, True
 
 
 def store_dataset(
@@ -51,28 +145,11 @@ def store_dataset(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
-        base = loaded.path if loaded.path.is_dir() else loaded.path.parent
-        for f in loaded.files:
-            dest = tmp / "files" / f.relative_to(base)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, dest)
         with open(tmp / "records.jsonl", "w", encoding="utf-8") as fh:
             for r in loaded.records:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        meta = {
-            "id": ds_id,
-            "name": name or loaded.path.stem,
-            "format": loaded.format,
-            "kind": loaded.kind,
-            "records": len(loaded.records),
-            "sha256": digest,
-            "mapping": mapping or {},
-            "source": str(loaded.path),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "warnings": [p.to_dict() for p in loaded.warnings],
-            "stats": stats or {},
-        }
-        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+                fh.write(_record_line(r))
+        meta = _meta(ds_id, digest, name, loaded, mapping, stats)
+        _write_folder(tmp, loaded.path, loaded.files, meta)
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

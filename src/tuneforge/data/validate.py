@@ -1,24 +1,47 @@
-"""Dataset validation report: format, counts, problems, token statistics and a masked preview."""
+"""Dataset validation report: format, counts, problems, token statistics and a masked preview.
+
+``validate_path`` streams a dataset twice at most: once to read and check it (character statistics),
+and, when it is valid and a tokenizer is wanted, once more to count tokens. Lengths are kept as
+counts of each length, so memory does not grow with the number of records.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .load import LoadedDataset
+from .load import LoadedDataset, RecordError, scan_records
 from .tokenize import IGNORE_INDEX, tokenize_record
 
 
 def _summary(values: list[int]) -> dict:
-    if not values:
+    return _summary_counts(Counter(values))
+
+
+def _summary_counts(counts: Counter) -> dict:
+    """count/min/median/p95/max/total of the values ``counts`` holds (value → how many times)."""
+    n = sum(counts.values())
+    if not n:
         return {"count": 0}
-    s = sorted(values)
+    ordered = sorted(counts.items())
+
+    def nth(k: int) -> int:
+        seen = 0
+        for value, times in ordered:
+            seen += times
+            if k < seen:
+                return value
+        return ordered[-1][0]
+
     return {
-        "count": len(s),
-        "min": s[0],
-        "median": s[len(s) // 2],
-        "p95": s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))],
-        "max": s[-1],
-        "total": sum(s),
+        "count": n,
+        "min": ordered[0][0],
+        "median": nth(n // 2),
+        "p95": nth(min(n - 1, int(round(0.95 * (n - 1))))),
+        "max": ordered[-1][0],
+        "total": sum(v * t for v, t in ordered),
     }
 
 
@@ -33,27 +56,12 @@ class ValidationReport:
             "path": str(self.loaded.path),
             "format": self.loaded.format,
             "kind": self.loaded.kind,
-            "records": len(self.loaded.records),
+            "records": self.loaded.n_records,
             "valid": self.loaded.ok,
             "errors": [p.to_dict() for p in self.loaded.errors],
             "warnings": [p.to_dict() for p in self.loaded.warnings],
             "stats": self.stats,
         }
-
-
-def _role_lengths(records: list[dict], count) -> dict[str, list[int]]:
-    per_role: dict[str, list[int]] = {}
-    for r in records:
-        if "text" in r:
-            per_role.setdefault("text", []).append(count(r["text"]))
-            continue
-        messages = r.get("messages") or r["prompt"] + r["chosen"]
-        for m in messages:
-            per_role.setdefault(m["role"], []).append(count(m["content"]))
-        if "rejected" in r:
-            for m in r["rejected"]:
-                per_role.setdefault("rejected", []).append(count(m["content"]))
-    return per_role
 
 
 def _pieces(tokenizer, ids: list[int], labels: list[int]) -> list[tuple[str, bool]]:
@@ -73,6 +81,104 @@ def _pieces(tokenizer, ids: list[int], labels: list[int]) -> list[tuple[str, boo
     return pieces
 
 
+# A record longer than this (in characters, and than 8 × max_len) is measured turn by turn, not
+# rendered and tokenized whole with offsets: that would take about 100 bytes a token.
+LONG_RECORD_CHARS = 256 * 1024
+SLICE_CHARS = 64 * 1024
+
+
+def _turns(record: dict) -> list[dict]:
+    return record.get("messages") or record["prompt"] + record["chosen"]
+
+
+def _texts(record: dict):
+    if "text" in record:
+        yield record["text"]
+        return
+    for m in _turns(record) + record.get("rejected", []):
+        yield m["content"]
+
+
+class StatsBuilder:
+    """Length statistics accumulated record by record: characters without a tokenizer, tokens with."""
+
+    def __init__(self, tokenizer=None, template: str | None = None, max_len: int = 1024, preview: int = 2,
+                 mask_mode: str = "assistant"):  # fmt: skip
+        self.tokenizer, self.template, self.max_len = tokenizer, template, max_len
+        self.preview, self.mask_mode = preview, mask_mode
+        self.per_role: dict[str, Counter] = {}
+        self.sequence: Counter = Counter()
+        self.trained = self.over = self.seen = self.estimated = 0
+        self.previews: list[list[tuple[str, bool]]] = []
+
+    def count(self, text: str) -> int:
+        if self.tokenizer is None:
+            return len(text)
+        # Slices bound the tokenizer's memory (a token costs ~100 bytes in flight); a token cut at a
+        # slice edge counts twice, which is noise next to a length that needs slicing.
+        return sum(
+            len(self.tokenizer(text[i : i + SLICE_CHARS], add_special_tokens=False)["input_ids"])
+            for i in range(0, len(text), SLICE_CHARS)
+        )
+
+    def _role(self, role: str, text: str) -> int:
+        n = self.count(text)
+        self.per_role.setdefault(role, Counter())[n] += 1
+        return n
+
+    def add(self, record: dict) -> None:
+        if "text" in record:
+            counts = [("text", self._role("text", record["text"]))]
+        else:
+            counts = [(m["role"], self._role(m["role"], m["content"])) for m in _turns(record)]
+            for m in record.get("rejected", ()):
+                self._role("rejected", m["content"])
+        if self.tokenizer is not None:
+            if sum(len(m) for m in _texts(record)) > max(LONG_RECORD_CHARS, 8 * self.max_len):
+                # Far longer than any sequence trained on: the exact masked rendering would hold
+                # millions of tokens with their offsets in memory. Its length is the sum of its
+                # turns (the template's few tokens aside) and it is over max_len either way.
+                n = sum(c for _, c in counts)
+                trained = n if "text" in record else sum(c for role, c in counts if role == "assistant")
+                self.sequence[n] += 1
+                self.trained += trained
+                self.over += n > self.max_len
+                self.estimated += 1
+            else:
+                tok = self._tokenize(record)
+                self.sequence[len(tok.input_ids)] += 1
+                self.trained += tok.trained
+                self.over += len(tok.input_ids) > self.max_len
+                if self.seen < self.preview:
+                    self.previews.append(_pieces(self.tokenizer, tok.input_ids, tok.labels))
+        self.seen += 1
+
+    def _tokenize(self, record: dict):
+        from jinja2 import TemplateError
+
+        try:
+            return tokenize_record(self.tokenizer, self.template, record, None, self.mask_mode)
+        except (TemplateError, ValueError) as exc:  # a template that refuses this conversation
+            reason = " ".join(str(exc).split())[:300]
+            raise RecordError(f"the chat template refuses this record: {reason}") from None
+
+    def stats(self) -> dict:
+        if not self.seen:
+            return {}
+        per_role = {k: _summary_counts(v) for k, v in self.per_role.items()}
+        if self.tokenizer is None:
+            return {"unit": "characters", "per_role": per_role}
+        return {
+            "unit": "tokens",
+            "per_role": per_role,
+            "sequence": _summary_counts(self.sequence),
+            "trained_tokens": self.trained,
+            "max_len": self.max_len,
+            "over_max_len": self.over,
+            **({"long_records_estimated": self.estimated} if self.estimated else {}),
+        }
+
+
 def build_report(
     loaded: LoadedDataset,
     tokenizer=None,
@@ -82,37 +188,55 @@ def build_report(
     mask_mode: str = "assistant",
     progress=None,
 ) -> ValidationReport:
-    """``progress(done, total)``, when given, is called as records are tokenized (large datasets)."""
+    """The report of records already loaded. ``progress(done, total)``, when given, is called as
+    records are tokenized (large datasets)."""
     report = ValidationReport(loaded)
-    records = loaded.records
-    if not records:
-        return report
-    if tokenizer is None:
-        report.stats = {
-            "unit": "characters",
-            "per_role": {k: _summary(v) for k, v in _role_lengths(records, len).items()},
-        }
-        return report
+    builder = StatsBuilder(tokenizer, template, max_len, preview, mask_mode)
+    for i, r in enumerate(loaded.records):
+        if progress and tokenizer is not None and i % 200 == 0:
+            progress(i, len(loaded.records))
+        builder.add(r)
+    report.stats, report.previews = builder.stats(), builder.previews
+    return report
 
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    seq_lens, trained, over = [], 0, 0
-    for i, r in enumerate(records):
-        if progress and i % 200 == 0:
-            progress(i, len(records))
-        tok = tokenize_record(tokenizer, template, r, None, mask_mode)
-        seq_lens.append(len(tok.input_ids))
-        trained += tok.trained
-        over += len(tok.input_ids) > max_len
-        if i < preview:
-            report.previews.append(_pieces(tokenizer, tok.input_ids, tok.labels))
-    report.stats = {
-        "unit": "tokens",
-        "per_role": {k: _summary(v) for k, v in _role_lengths(records, count).items()},
-        "sequence": _summary(seq_lens),
-        "trained_tokens": trained,
-        "max_len": max_len,
-        "over_max_len": over,
-    }
+def validate_path(
+    path: str | Path,
+    fmt: str | None = None,
+    mapping: str | dict | None = None,
+    tokenizer_loader: Callable[[], tuple[object, str | None] | None] | None = None,
+    max_len: int = 1024,
+    preview: int = 2,
+    mask_mode: str = "assistant",
+    progress: Callable[[str, int, int], None] | None = None,
+    max_bytes: int | None = None,
+) -> ValidationReport:
+    """Validate a dataset path in bounded memory, keeping no records.
+
+    ``tokenizer_loader()`` returns ``(tokenizer, chat_template)`` or None; it is called only when the
+    dataset is valid, and a valid dataset is then read a second time to count tokens.
+    ``progress(stage, done, total)`` reports stage "read" in bytes, then "tokenize" in records.
+    A bad ``fmt`` or ``mapping`` raises ConfigError before anything is read.
+    """
+    chars = StatsBuilder()
+    read_progress = (lambda done, total: progress("read", done, total)) if progress else None
+    loaded = scan_records(path, fmt, mapping, chars.add, max_bytes, read_progress)
+    report = ValidationReport(loaded, chars.stats())
+    loaded_tokenizer = tokenizer_loader() if loaded.ok and tokenizer_loader is not None else None
+    if loaded_tokenizer is None:
+        return report
+    tokenizer, template = loaded_tokenizer
+    tokens = StatsBuilder(tokenizer, template, max_len, preview, mask_mode)
+    total = loaded.n_records
+
+    def add(record: dict) -> None:
+        if progress and tokens.seen % 200 == 0:
+            progress("tokenize", tokens.seen, total)
+        tokens.add(record)
+
+    # The same bytes again: their reading problems were all reported by the first read; what is new is
+    # a record the chat template refuses.
+    again = scan_records(path, loaded.format, mapping, add, max_bytes)
+    loaded.errors += again.errors
+    report.stats, report.previews = tokens.stats(), tokens.previews
     return report

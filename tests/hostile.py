@@ -1,0 +1,491 @@
+"""Hand-built hostile dataset files, one builder per class of failure the fuzzing run found.
+
+Each ``Case`` builds its files in an empty folder and returns the `tuneforge` arguments that read them,
+with the exit code and a piece of output that shows the failure was caught for the right reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GOOD = {"instruction": "Say hi.", "input": "", "output": "hi"}
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[Path], list[str]]
+    code: int  # the exit code it must end with
+    expect: str = ""  # must appear in stdout or stderr
+    env: dict = field(default_factory=dict)
+
+
+def validate(*args) -> list[str]:
+    return ["datasets", "validate", *map(str, args), "--json"]
+
+
+def lines(*records) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def put(folder: Path, name: str, content) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def one(name: str, content, *extra) -> Callable[[Path], list[str]]:
+    return lambda d: validate(put(d, name, content).name, *extra)
+
+
+def human(name: str, content) -> Callable[[Path], list[str]]:
+    """The human-readable report (Rich), where markup in user strings could break the output."""
+    return lambda d: ["datasets", "validate", put(d, name, content).name]
+
+
+# ---------------------------------------------------------------------------------------------- zip
+
+
+def zip_bytes(members: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def patch_zip(
+    raw: bytes,
+    *,
+    flags: int = 0,
+    method: int | None = None,
+    name: bytes | None = None,
+    local_only: bool = False,
+) -> bytes:
+    """Rewrite the first entry's flag bits, compression method or name in both of its headers (or in
+    its local header only, so that the two disagree)."""
+    out = bytearray(raw)
+    local = out.find(b"PK\x03\x04")
+    central = out.find(b"PK\x01\x02")
+    headers = ((local, 6, 8, 26, 30), (central, 8, 10, 28, 46))
+    for start, flag_at, method_at, name_len_at, name_at in headers[:1] if local_only else headers:
+        out[start + flag_at : start + flag_at + 2] = struct.pack(
+            "<H", struct.unpack("<H", out[start + flag_at : start + flag_at + 2])[0] | flags
+        )
+        if method is not None:
+            out[start + method_at : start + method_at + 2] = struct.pack("<H", method)
+        if name is not None:
+            n = struct.unpack("<H", out[start + name_len_at : start + name_len_at + 2])[0]
+            assert len(name) == n
+            out[start + name_at : start + name_at + n] = name
+    return bytes(out)
+
+
+def damaged(raw: bytes, at: float = 0.5) -> bytes:
+    """Flip bytes inside the first entry's data."""
+    out = bytearray(raw)
+    start = out.find(b"PK\x03\x04")
+    n, e = struct.unpack("<HH", out[start + 26 : start + 30])
+    size = struct.unpack("<I", out[start + 18 : start + 22])[0]
+    data = start + 30 + n + e
+    for i in range(int(size * at), min(size, int(size * at) + 8)):
+        out[data + i] ^= 0x5A
+    return bytes(out)
+
+
+def deflate_stream(block: bytes, times: int) -> tuple[bytes, int, int]:
+    """(raw deflate data, crc, size) of ``block`` repeated, compressed without holding it whole."""
+    comp = zlib.compressobj(1, zlib.DEFLATED, -15)
+    parts, crc = [], 0
+    for _ in range(times):
+        parts.append(comp.compress(block))
+        crc = zlib.crc32(block, crc)
+    parts.append(comp.flush())
+    return b"".join(parts), crc, len(block) * times
+
+
+def bomb_zip(name: str, block: bytes, times: int) -> bytes:
+    """A zip whose one entry unpacks to len(block) * times bytes (written by hand: zipfile would hold
+    the whole entry in memory to write it)."""
+    data, crc, size = deflate_stream(block, times)
+    fname = name.encode()
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(data), size, len(fname), 0)
+    central = struct.pack(
+        "<4s6H3I5HII", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(data), size, len(fname), 0, 0, 0, 0, 0, 0
+    )
+    body = local + fname + data
+    directory = central + fname
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(directory), len(body), 0)
+    return body + directory + end
+
+
+# ------------------------------------------------------------------------------------------ parquet
+
+
+def parquet_bytes(table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def parquet_case(name: str, make_table, **write) -> Callable[[Path], list[str]]:
+    def build(d: Path) -> list[str]:
+        import pyarrow.parquet as pq
+
+        pq.write_table(make_table(), d / name, **write)
+        return validate(name)
+
+    return build
+
+
+def _timestamps():
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "instruction": ["a", "b"],
+            "output": ["x", "y"],
+            "when": pa.array([2**62, 0], type=pa.timestamp("us")),
+            "day": pa.array([2**31 - 1, 0], type=pa.date32()),
+        }
+    )
+
+
+def _nested_timestamps():
+    import pyarrow as pa
+
+    when = pa.array([{"t": 2**62}, {"t": 0}], type=pa.struct([("t", pa.timestamp("us"))]))
+    return pa.table({"instruction": ["a", "b"], "output": ["x", "y"], "meta": when})
+
+
+def _role_lists():
+    import pyarrow as pa
+
+    messages = [[{"role": ["user"], "content": "hi"}, {"role": ["assistant"], "content": "yo"}]]
+    return pa.table({"messages": pa.array(messages)})
+
+
+def _refused_wide(rows: int = 20000):
+    import pyarrow as pa
+
+    return pa.table({f"c{i}": [f"v{j}" for j in range(rows)] for i in range(8)})
+
+
+def _dictionary_bomb(value_mib: int = 1, rows: int = 2300):
+    """rows × value_mib MiB once decoded, from a file of a few KB: one dictionary entry, repeated."""
+    import pyarrow as pa
+
+    big = pa.DictionaryArray.from_arrays(
+        pa.array([0] * rows, pa.int32()), pa.array(["x" * (value_mib * 2**20)])
+    )
+    return pa.table({"instruction": pa.array(["a"] * rows), "output": big})
+
+
+# -------------------------------------------------------------------------------------- special files
+
+
+def _fifo(d: Path) -> list[str]:
+    os.mkfifo(d / "data.jsonl")
+    return validate("data.jsonl")
+
+
+def _fifo_in_folder(d: Path) -> list[str]:
+    put(d, "ds/a.jsonl", lines(GOOD))
+    os.mkfifo(d / "ds" / "b.jsonl")
+    return validate("ds")
+
+
+def _dev_zero_link(d: Path) -> list[str]:
+    os.symlink("/dev/zero", d / "zero.jsonl")
+    return validate("zero.jsonl")
+
+
+def _link_leaving_folder(d: Path) -> list[str]:
+    put(d, "secret.jsonl", lines(GOOD))
+    put(d, "ds/a.jsonl", lines(GOOD))
+    os.symlink(d / "secret.jsonl", d / "ds" / "b.jsonl")
+    return validate("ds")
+
+
+def _long_name(d: Path) -> list[str]:
+    return validate("a" * 300 + ".jsonl")
+
+
+def _symlink_member(d: Path) -> list[str]:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("data.jsonl")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    put(d, "link.zip", buf.getvalue())
+    return validate("link.zip")
+
+
+def _many_files(d: Path) -> list[str]:
+    for i in range(30):
+        put(d, f"ds/{i}.jsonl", lines(GOOD))
+    return validate("ds")
+
+
+# -------------------------------------------------------------------------------------------- cases
+
+DEEP = 990
+# An otherwise valid record with an extra field nested 990 deep (as text: building it in Python recurses).
+DEEP_RECORD = json.dumps(GOOD)[:-1] + ', "extra": ' + "[" * DEEP + "]" * DEEP + "}"
+
+CASES = [
+    # Python's own limits
+    Case(
+        "int_4301_digits",
+        one("big.jsonl", lines(GOOD)[:-2] + ', "n": ' + "7" * 4301 + "}\n"),
+        2,
+        "TUNEFORGE_MAX_NUMBER_DIGITS",
+    ),
+    Case(
+        "int_in_json_array",
+        one("big.json", '[{"instruction": "a", "output": ' + "9" * 5000 + "}]"),
+        2,
+        "TUNEFORGE_MAX_NUMBER_DIGITS",
+    ),
+    Case("brackets_100k", one("deep.json", "[" * 100_000), 2, "TUNEFORGE_MAX_DEPTH"),
+    Case("brackets_100k_jsonl", one("deep.jsonl", "[" * 100_000 + "\n"), 2, "TUNEFORGE_MAX_DEPTH"),
+    Case("deep_extra_field", one("deep.jsonl", lines(GOOD) + DEEP_RECORD + "\n"), 2, "TUNEFORGE_MAX_DEPTH"),
+    Case(
+        "deep_extra_field_json",
+        one("deep.json", f"[{json.dumps(GOOD)}, {DEEP_RECORD}]"),
+        2,
+        "TUNEFORGE_MAX_DEPTH",
+    ),
+    # wrong types in structural fields
+    Case(
+        "role_is_list",
+        one("r.jsonl", lines({"messages": [{"role": ["user"], "content": "x"}]})),
+        2,
+        "unknown role",
+    ),
+    Case(
+        "from_is_object",
+        one("s.jsonl", lines({"conversations": [{"from": {"a": 1}, "value": "x"}]})),
+        2,
+        "unknown role",
+    ),
+    Case(
+        "preference_role_list",
+        one(
+            "p.jsonl",
+            lines({"prompt": "q", "chosen": [{"role": ["assistant"], "content": "a"}], "rejected": "b"}),
+        ),
+        2,
+        "unknown role",
+    ),
+    Case("turn_is_string", one("t.jsonl", lines({"messages": ["hello", "world"]})), 2, "expected an object"),
+    Case("history_not_pairs", one("h.jsonl", lines({**GOOD, "history": [[["a"], {"b": 1}]]})), 2, "history"),
+    Case("parquet_role_lists", parquet_case("roles.parquet", _role_lists), 2, "unknown role"),
+    # text printed as Rich markup
+    Case("role_markup", human("m.jsonl", lines({"messages": [{"role": "[/]", "content": "x"}]})), 2, "'[/]'"),
+    Case("key_markup", human("k.jsonl", lines({"[/]": 1})), 2, "'[/]'"),
+    Case(
+        "role_markup_json", one("m.jsonl", lines({"messages": [{"role": "[/]", "content": "x"}]})), 2, "[/]"
+    ),
+    Case(
+        "name_markup",
+        lambda d: ["datasets", "validate", str(put(d, "a[/]b.jsonl", lines(GOOD)).relative_to(d))],
+        0,
+        "a[/]b.jsonl",
+    ),
+    Case(
+        "role_markup_human",
+        lambda d: [
+            "datasets",
+            "validate",
+            put(d, "m.jsonl", lines({"messages": [{"role": "[bold]x[/]", "content": "x"}]})).name,
+        ],
+        2,
+        "[bold]x[/]",
+    ),
+    # parquet
+    Case("parquet_timestamps_out_of_range", parquet_case("ts.parquet", _timestamps), 0, '"valid": true'),
+    Case(
+        "parquet_nested_timestamps", parquet_case("nts.parquet", _nested_timestamps), 2, "cannot be converted"
+    ),
+    Case(
+        "parquet_refused_threads",
+        parquet_case("wide.parquet", _refused_wide, row_group_size=1000),
+        2,
+        "could not detect",
+    ),
+    Case(
+        "parquet_dictionary_bomb",
+        parquet_case("bomb.parquet", _dictionary_bomb, compression="zstd"),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+    ),
+    Case("parquet_garbage", one("g.parquet", b"PAR1" + os.urandom(3000) + b"PAR1"), 2, "Parquet"),
+    # zip members that open but fail to read
+    Case(
+        "zip_bad_crc",
+        one("crc.zip", damaged(zip_bytes({"a.jsonl": lines(GOOD).encode() * 50}, zipfile.ZIP_STORED))),
+        2,
+        "CRC",
+    ),
+    Case(
+        "zip_damaged_deflate",
+        one("dfl.zip", damaged(zip_bytes({"a.jsonl": os.urandom(4000).hex().encode()}), 0.3)),
+        2,
+        "cannot be read",
+    ),
+    Case(
+        "zip_encrypted_flag",
+        one("enc.zip", patch_zip(zip_bytes({"a.jsonl": lines(GOOD).encode()}), flags=0x1)),
+        2,
+        "encrypted",
+    ),
+    Case(
+        "zip_deflate64",
+        one("d64.zip", patch_zip(zip_bytes({"a.jsonl": lines(GOOD).encode()}), method=9)),
+        2,
+        "compression method",
+    ),
+    Case(
+        "zip_non_utf8_name",
+        one(
+            "name.zip",
+            patch_zip(zip_bytes({"ab.jsonl": lines(GOOD).encode()}), flags=0x800, name=b"\xff\xfe.jsonl"),
+        ),
+        2,
+        "zip",
+    ),
+    Case("zip_symlink_member", _symlink_member, 2, "symbolic link"),
+    Case(
+        "zip_headers_disagree_long_names",
+        one(
+            "hd.zip",
+            patch_zip(zip_bytes({"a" * 300 + ".jsonl": b"{}"}), name=b"b" * 300 + b".jsonl", local_only=True),
+        ),
+        2,
+        "…",
+    ),
+    Case("zip_not_a_zip", one("x.zip", b"PK\x05\x06" + b"\0" * 18 + os.urandom(100)), 2, "zip"),
+    # memory: an entry far larger than its zip, counted as it is read
+    # (300 MiB from a 300 KB zip, read in chunks: one line far over the record limit, then valid records)
+    Case(
+        "zip_one_huge_line",
+        one("line.zip", bomb_zip("a.jsonl", b"x" * 2**20, 300)),
+        2,
+        "TUNEFORGE_MAX_RECORD_MB",
+    ),
+    Case(
+        "zip_over_limit",
+        one("bomb.zip", bomb_zip("a.jsonl", lines(GOOD).encode() * 20_000, 300)),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+        {"TUNEFORGE_MAX_DATASET_MB": "64"},
+    ),
+    # special files
+    Case("fifo", _fifo, 2, "FIFO"),
+    Case("fifo_in_folder", _fifo_in_folder, 2, "FIFO"),
+    Case("symlink_to_dev_zero", _dev_zero_link, 2, "device"),
+    Case("symlink_leaving_folder", _link_leaving_folder, 2, "outside the dataset folder"),
+    Case("name_too_long", _long_name, 2, "too long"),
+    Case("too_many_files", _many_files, 2, "TUNEFORGE_MAX_FILES", {"TUNEFORGE_MAX_FILES": "10"}),
+    # bounds as settings
+    Case(
+        "bad_setting",
+        one("ok.jsonl", lines(GOOD)),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+        {"TUNEFORGE_MAX_DATASET_MB": "lots"},
+    ),
+    Case(
+        "too_many_records",
+        one("n.jsonl", lines(*[{**GOOD, "input": str(i)} for i in range(50)])),
+        2,
+        "TUNEFORGE_MAX_RECORDS",
+        {"TUNEFORGE_MAX_RECORDS": "20"},
+    ),
+    Case(
+        "line_over_limit",
+        one("l.jsonl", lines(GOOD, {**GOOD, "output": "y" * 200_000}, GOOD)),
+        2,
+        "TUNEFORGE_MAX_RECORD_MB",
+        {"TUNEFORGE_MAX_RECORD_MB": "0.1"},
+    ),
+    Case(
+        "json_element_over_limit",
+        one("l.json", json.dumps([GOOD, {**GOOD, "output": "y" * 200_000}])),
+        2,
+        "TUNEFORGE_MAX_RECORD_MB",
+        {"TUNEFORGE_MAX_RECORD_MB": "0.1"},
+    ),
+    Case(
+        "csv_row_over_limit",
+        one("l.csv", "instruction,output\n" + "a," + "b" * 200_000 + "\n"),
+        2,
+        "TUNEFORGE_MAX_RECORD_MB",
+        {"TUNEFORGE_MAX_RECORD_MB": "0.1"},
+    ),
+    Case("many_bad_lines", one("bad.jsonl", "nope\n" * 5000), 2, "TUNEFORGE_MAX_PROBLEMS"),
+    Case(
+        "file_over_limit",
+        one("big.jsonl", lines(GOOD) * 40_000),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+        {"TUNEFORGE_MAX_DATASET_MB": "1"},
+    ),
+    # false rejections, now accepted
+    Case(
+        "u2028_in_jsonl",
+        one("u.jsonl", lines({**GOOD, "output": "a\u2028b\u0085c\x1cd"})),
+        0,
+        '"valid": true',
+    ),
+    Case(
+        "csv_long_field", one("f.csv", "instruction,output\nhi," + "z" * 200_000 + "\n"), 0, '"valid": true'
+    ),
+    # broken text
+    Case("gbk", one("g.jsonl", lines({"instruction": "今天", "output": "好"}).encode("gbk")), 2, "GBK"),
+    Case("lone_surrogate", one("s.json", '[{"instruction": "a", "output": "\\ud800"}]'), 2, "surrogate"),
+    Case("csv_unclosed_quote", one("q.csv", 'instruction,output\n"a,b\n'), 2, "'output'"),
+    Case("csv_nul", one("n.csv", "instruction,output\na\0,b\n"), 0, '"valid": true'),
+    Case("json_truncated", one("t.json", json.dumps([GOOD] * 3)[:-20]), 2, "invalid JSON"),
+    Case("json_object", one("o.json", json.dumps({"data": [GOOD]})), 2, "'data'"),
+    Case("json_scalar", one("s.json", "42"), 2, "got number"),
+    Case("jsonl_as_json", one("j.json", lines(GOOD, GOOD)), 2, "JSON Lines"),
+    Case("empty", one("e.jsonl", ""), 2, "empty"),
+    Case("whitespace", one("w.json", " \n\t\n"), 2, "empty"),
+    Case("binary_jsonl", one("b.jsonl", os.urandom(5000)), 2, "UTF-8"),
+    # options
+    Case(
+        "json_bad_format",
+        lambda d: validate(put(d, "ok.jsonl", lines(GOOD)).name, "--format", "nope"),
+        2,
+        '"valid": false',
+    ),
+    Case(
+        "json_bad_map",
+        lambda d: validate(put(d, "ok.jsonl", lines(GOOD)).name, "--map", "garbage"),
+        2,
+        '"valid": false',
+    ),
+    Case(
+        "create_invalid_leaves_nothing",
+        lambda d: ["datasets", "create", put(d, "bad.jsonl", "[\n").name],
+        2,
+        "invalid",
+    ),
+]
