@@ -51,7 +51,7 @@ def test_control_plane_modules_do_not_import_torch():
 
 
 def test_platform_and_jobs_do_not_import_torch_even_serving_requests(tmp_path):
-    """The whole control plane (every platform/ and jobs/ module, the app built and asked) stays torch-free."""
+    """The whole control plane (every platform/ and jobs/ module, the app serving requests) is torch-free."""
     code = f"""
 import os, sys, pkgutil, importlib, json
 os.environ["TUNEFORGE_HOME"] = {str(tmp_path)!r}

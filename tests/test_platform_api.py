@@ -336,14 +336,16 @@ def test_migrations_keep_rows_from_the_first_revision(database_url, tmp_path):
     with store.engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO jobs (id, kind, state, spec, priority, gpus, restart_policy, max_retries, attempt, "
-                "folder, cancel_requested, step, latest_metrics, created_at) VALUES ('job-old', 'train', "
-                "'succeeded', '{\"model\": \"m\"}', 0, 0, 'never', 0, 1, '/x', false, 7, '{}', 1.0)"
+                "INSERT INTO jobs (id, kind, state, spec, priority, gpus, restart_policy, max_retries, "
+                "attempt, folder, cancel_requested, step, latest_metrics, created_at) "
+                "VALUES ('job-old', 'train', 'succeeded', '{\"model\": \"m\"}', 0, 0, 'never', 0, 1, "
+                "'/x', false, 7, '{}', 1.0)"
             )
         )
         conn.execute(
             text(
-                "INSERT INTO tokens (id, name, scope, secret_hash, created_at) VALUES ('t1', 'old', 'admin', 'h', 1.0)"
+                "INSERT INTO tokens (id, name, scope, secret_hash, created_at) "
+                "VALUES ('t1', 'old', 'admin', 'h', 1.0)"
             )
         )
     store.dispose()

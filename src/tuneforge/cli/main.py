@@ -10,7 +10,7 @@ import typer
 
 from tuneforge.errors import TuneforgeError
 
-from . import datasets, models, quickstart, templates, train
+from . import datasets, evals, jobs, models, quickstart, server, templates, tokens, train
 from .common import err_console
 
 app = typer.Typer(
@@ -22,6 +22,9 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(templates.app, name="templates")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(evals.app, name="evals")
 
 STATE = {"debug": False}
 
@@ -47,6 +50,7 @@ def _root(
 app.command(name="train")(train.train)
 app.command(name="eval")(train.evaluate)
 app.command(name="quickstart")(quickstart.quickstart)
+app.command(name="server")(server.server)
 
 
 def main() -> None:
