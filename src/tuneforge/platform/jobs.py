@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
@@ -188,15 +188,25 @@ def get_job(ctx: Platform, job_id: str) -> Job:
     return row
 
 
-def list_jobs(ctx: Platform, state: str | None, limit: int, before: float | None, kind: str | None = None):
+def cursor(row: Job) -> str:
+    return f"{row.created_at!r}_{row.id}"
+
+
+def list_jobs(ctx: Platform, state: str | None, limit: int, before: str | None, kind: str | None = None):
+    """Newest first; ``before`` is the cursor of the last job of the previous page."""
     with ctx.store.session() as s:
         q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
         if state:
             q = q.where(Job.state == state)
         if kind:
             q = q.where(Job.kind == kind)
-        if before is not None:
-            q = q.where(Job.created_at < before)
+        if before:
+            stamp, _, last_id = before.partition("_")
+            try:
+                at = float(stamp)
+            except ValueError:
+                raise ConfigError(f"before={before!r}: not a cursor from a previous page") from None
+            q = q.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < last_id)))
         return list(s.scalars(q))
 
 

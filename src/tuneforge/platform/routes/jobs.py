@@ -48,11 +48,11 @@ def list_jobs(
     state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
     kind: str | None = Query(None, pattern="^(train|eval)$"),
     limit: int = Query(50, ge=1, le=500),
-    before: float | None = Query(None, description="The `next` cursor of the previous page."),
+    before: str | None = Query(None, max_length=100, description="The `next` cursor of the previous page."),
 ) -> dict:
     """Newest first."""
     rows = service.list_jobs(ctx, state, limit, before, kind)
-    nxt = rows[-1].created_at if len(rows) == limit else None
+    nxt = service.cursor(rows[-1]) if len(rows) == limit else None
     return {"data": [service.job_dict(r) for r in rows], "next": nxt}
 
 
