@@ -352,7 +352,7 @@ def test_migrations_keep_rows_from_the_first_revision(database_url, tmp_path):
     with make_client() as client:  # the app migrates to head on start
         from tuneforge.platform.migrate import current
 
-        assert current(client.app.state.platform.store.engine) == "0002"
+        assert current(client.app.state.platform.store.engine) == "0003"
         job = client.get("/api/v1/jobs/job-old").json()
         assert job["state"] == "succeeded" and job["progress"]["step"] == 7 and job["spec"] == {"model": "m"}
         assert "old" in {t["name"] for t in client.get("/api/v1/tokens").json()["data"]}

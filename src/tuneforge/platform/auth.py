@@ -87,7 +87,7 @@ def authenticate(store: Store, header: str | None) -> Principal | None:
     if not m:
         return None
     token_id, secret = m.groups()
-    with store.session() as s:
+    with store.reading() as s:
         row = s.get(Token, token_id)
         if row is None:
             _hash(secret)  # the same work either way
@@ -111,7 +111,7 @@ def revoke_token(store: Store, ref: str) -> Token:
 
 
 def list_tokens(store: Store) -> list[Token]:
-    with store.session() as s:
+    with store.reading() as s:
         return list(s.scalars(select(Token).order_by(Token.created_at)))
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from tuneforge.data.formats import FORMATS, parse_mapping
 from tuneforge.data.load import load_records
@@ -44,6 +45,21 @@ def _row_from_meta(meta: dict) -> dict:
     )
 
 
+def _once_more_on_conflict(sync):
+    """Two requests may sync at once (PostgreSQL runs them in parallel): the loser's insert conflicts with
+    the winner's row, and a second pass then finds everything in place."""
+
+    def wrapper(store: Store) -> None:
+        try:
+            sync(store)
+        except IntegrityError:
+            sync(store)
+
+    wrapper.__doc__ = sync.__doc__
+    return wrapper
+
+
+@_once_more_on_conflict
 def sync_datasets(store: Store) -> None:
     on_disk = {m["id"]: m for m in list_datasets()}
     with store.session() as s:
@@ -79,7 +95,7 @@ def dataset_dict(row: Dataset) -> dict:
 
 
 def get_dataset_row(store: Store, ref: str) -> Dataset:
-    with store.session() as s:
+    with store.reading() as s:
         row = (
             s.get(Dataset, ref)
             or s.scalars(
@@ -88,7 +104,7 @@ def get_dataset_row(store: Store, ref: str) -> Dataset:
         )
     if row is None:
         sync_datasets(store)
-        with store.session() as s:
+        with store.reading() as s:
             row = s.get(Dataset, ref) or s.scalars(select(Dataset).where(Dataset.name == ref)).first()
     if row is None:
         raise NotFoundError(f"no dataset {ref!r}")
@@ -241,6 +257,7 @@ def fail_interrupted_validations(store: Store) -> None:
 # -- models ---------------------------------------------------------------------------------------
 
 
+@_once_more_on_conflict
 def sync_models(store: Store) -> None:
     on_disk = {m["name"]: m for m in list_models()}
     with store.session() as s:

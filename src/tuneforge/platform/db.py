@@ -97,7 +97,10 @@ class Job(Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     extra: Mapped[dict] = mapped_column(JSON, default=dict)  # e.g. the OpenAI request fields
-    __table_args__ = (Index("ix_jobs_queue", "state", "priority", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_queue", "state", "priority", "created_at"),
+        Index("ix_jobs_created", "created_at", "id"),
+    )
 
 
 class RegisteredModel(Base):
@@ -152,10 +155,12 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):
-            # Take the write lock at BEGIN: a read that later writes can then never fail with
-            # "database is locked" half-way (busy_timeout covers waiting for the lock).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn):
+            # Sessions that may write take the write lock at BEGIN: a read that later writes can then
+            # never fail with "database is locked" half-way (busy_timeout covers waiting for the lock).
+            # Read-only sessions begin deferred and, under WAL, never wait for writers.
+            read_only = conn.get_execution_options().get("tuneforge_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -168,10 +173,19 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            self.engine.execution_options(tuneforge_read_only=True), expire_on_commit=False
+        )
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions() as s, s.begin():
+            yield s
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session that only reads (on SQLite it does not queue behind writers)."""
+        with self._readers() as s, s.begin():
             yield s
 
     def dispose(self) -> None:

@@ -119,7 +119,6 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
             problems.append({"loc": loc, "msg": f"dataset {row.id} is {row.state}"})
             continue
         ref.path = row.id  # by id: a later upload with the same name does not change this job
-    catalog.sync_models(ctx.store)
     from tuneforge.models.store import NAME_RE, models_root
 
     if not NAME_RE.match(spec.model) or not (models_root() / spec.model / "model.json").exists():
@@ -181,7 +180,7 @@ def create_job(
 
 
 def get_job(ctx: Platform, job_id: str) -> Job:
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         row = s.get(Job, job_id)
     if row is None:
         raise NotFoundError(f"no job {job_id!r}")
@@ -194,7 +193,7 @@ def cursor(row: Job) -> str:
 
 def list_jobs(ctx: Platform, state: str | None, limit: int, before: str | None, kind: str | None = None):
     """Newest first; ``before`` is the cursor of the last job of the previous page."""
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
         if state:
             q = q.where(Job.state == state)
@@ -365,7 +364,7 @@ class Supervisor:
     # -- start of the control plane
     def reconcile(self) -> None:
         catalog.fail_interrupted_validations(self.ctx.store)
-        with self.ctx.store.session() as s:
+        with self.ctx.store.reading() as s:
             running = list(s.scalars(select(Job).where(Job.state == "running")))
         for row in running:
             handle = Handle(row.pid, row.pid_ticks) if row.pid else None
@@ -377,7 +376,7 @@ class Supervisor:
 
     # -- every tick
     def tick(self) -> None:
-        with self.ctx.store.session() as s:
+        with self.ctx.store.reading() as s:
             running = list(s.scalars(select(Job).where(Job.state == "running")))
         for row in running:
             status = self.ctx.executor.poll(row.id)
@@ -436,7 +435,7 @@ class Supervisor:
                     log.exception("job %s: after-finish hook failed", job_id)
 
     def _schedule(self) -> None:
-        with self.ctx.store.session() as s:
+        with self.ctx.store.reading() as s:
             queued = list(
                 s.scalars(
                     select(Job)

@@ -20,7 +20,7 @@ class JobsCollector:
         self.ctx = ctx
 
     def collect(self):
-        with self.ctx.store.session() as s:
+        with self.ctx.store.reading() as s:
             counts = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
         jobs = GaugeMetricFamily("tuneforge_jobs", "Jobs by state.", labels=["state"])
         for state in STATES:

@@ -73,7 +73,7 @@ def register(ctx: Platform, job_id: str, checkpoint: str | None, name: str) -> R
 
 def resolve(ctx: Platform, ref: str) -> RegisteredModel:
     name, _, version = ref.partition("@")
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         q = select(RegisteredModel).where(RegisteredModel.name == name)
         if version:
             if not version.isdigit():
@@ -86,7 +86,7 @@ def resolve(ctx: Platform, ref: str) -> RegisteredModel:
 
 
 def list_registered(ctx: Platform) -> list[RegisteredModel]:
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         return list(
             s.scalars(select(RegisteredModel).order_by(RegisteredModel.name, RegisteredModel.version))
         )
@@ -115,14 +115,14 @@ def registered_dict(row: RegisteredModel) -> dict:
 
 
 def job_is_registered(ctx: Platform, job_id: str) -> list[str]:
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         rows = s.scalars(select(RegisteredModel).where(RegisteredModel.job_id == job_id))
         return [f"{r.name}@{r.version}" for r in rows]
 
 
 def model_in_use(ctx: Platform, name: str) -> str | None:
     """A queued/running job on this base model (deployments will add theirs)."""
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running")))):
             if (job.spec or {}).get("model") == name or json.dumps(job.spec).find(f'"{name}"') >= 0:
                 return job.id

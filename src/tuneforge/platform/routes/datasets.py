@@ -141,7 +141,7 @@ async def upload_dataset(request: Request, ctx: Platform = Depends(platform)):
 @router.get("")
 def list_datasets(ctx: Platform = Depends(platform), state: str | None = None) -> dict:
     catalog.sync_datasets(ctx.store)
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         q = select(Dataset).where(Dataset.state != "moved").order_by(Dataset.created_at.desc())
         if state:
             q = q.where(Dataset.state == state)

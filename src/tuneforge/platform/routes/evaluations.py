@@ -86,7 +86,7 @@ def create_evaluation(body: EvaluationCreate, ctx: Platform = Depends(platform))
 
 
 def _get(ctx: Platform, eval_id: str) -> tuple[Evaluation, Job]:
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         ev = s.get(Evaluation, eval_id)
         job = s.get(Job, ev.job_id) if ev else None
     if ev is None or job is None:
@@ -96,7 +96,7 @@ def _get(ctx: Platform, eval_id: str) -> tuple[Evaluation, Job]:
 
 @router.get("")
 def list_evaluations(ctx: Platform = Depends(platform), limit: int = Query(50, ge=1, le=500)) -> dict:
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         rows = list(
             s.execute(
                 select(Evaluation, Job)

@@ -13,7 +13,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz")
 def healthz(ctx: Platform = Depends(platform)) -> dict:
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         s.execute(text("SELECT 1"))
     return {"status": "ok"}
 

@@ -26,7 +26,7 @@ def model_dict(row: Model) -> dict:
 @router.get("")
 def list_models(ctx: Platform = Depends(platform)) -> dict:
     catalog.sync_models(ctx.store)
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         base = [model_dict(r) for r in s.scalars(select(Model).order_by(Model.name))]
     return {"data": base, "registered": [registry.registered_dict(r) for r in registry.list_registered(ctx)]}
 
@@ -84,7 +84,7 @@ def delete_registered(ref: str, ctx: Platform = Depends(platform)) -> dict:
 @router.get("/{name}")
 def get_model(name: str, ctx: Platform = Depends(platform)) -> dict:
     catalog.sync_models(ctx.store)
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         row = s.get(Model, name)
     if row is None:
         raise NotFoundError(f"no model {name!r}")

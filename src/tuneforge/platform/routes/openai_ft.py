@@ -127,7 +127,7 @@ async def create_file(request: Request, ctx: Platform = Depends(platform)) -> di
 
 @router.get("/files")
 def list_files(ctx: Platform = Depends(platform), purpose: str | None = None) -> dict:
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         q = select(File).order_by(File.created_at.desc())
         if purpose:
             q = q.where(File.purpose == purpose)
@@ -135,7 +135,7 @@ def list_files(ctx: Platform = Depends(platform), purpose: str | None = None) ->
 
 
 def _file(ctx: Platform, file_id: str) -> File:
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         row = s.get(File, file_id)
     if row is None:
         raise NotFoundError(f"No such File object: {file_id}")
@@ -300,7 +300,7 @@ def create_fine_tuning_job(body: FineTuneCreate, ctx: Platform = Depends(platfor
 def list_fine_tuning_jobs(
     ctx: Platform = Depends(platform), after: str | None = None, limit: int = Query(20, ge=1, le=100)
 ) -> dict:
-    with ctx.store.session() as s:
+    with ctx.store.reading() as s:
         q = select(Job).where(Job.kind == "train").order_by(Job.created_at.desc(), Job.id.desc())
         if after:
             anchor = s.get(Job, job_id_of(after))
