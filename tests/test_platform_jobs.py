@@ -172,13 +172,14 @@ def test_cancel_stops_the_worker_with_a_checkpoint_then_resume(server):
     ckpts = server.get(f"/api/v1/jobs/{job['id']}/checkpoints").json()["data"]
     assert len(ckpts) == 1  # SIGTERM saved one at the step boundary
     assert server.post(f"/api/v1/jobs/{job['id']}/resume", json={"checkpoint": "step-999"}).status_code == 404
-    resumed = server.post(f"/api/v1/jobs/{job['id']}/resume", json={}).json()
-    assert resumed["state"] == "queued" and resumed["resume_from"] == "latest"
-    step = ckpts[0]["step"]
-    _wait_for(
-        lambda: server.get(f"/api/v1/jobs/{job['id']}").json()["progress"]["step"] > step, what="resumed"
-    )
+    name = ckpts[0]["name"]
+    resumed = server.post(f"/api/v1/jobs/{job['id']}/resume", json={"checkpoint": name}).json()
+    assert resumed["state"] == "queued" and resumed["resume_from"] == name
+
+    def restarted():
+        started = [e for e in _events(server, job["id"]) if e["event"] == "started"]
+        return len(started) == 2 and started[-1]
+
+    assert _wait_for(restarted, what="second start")["resumed_from"] == name
     server.post(f"/api/v1/jobs/{job['id']}/cancel")
-    wait_state(server, job["id"], ("cancelled",), timeout=60)
-    started = [e for e in _events(server, job["id"]) if e["event"] == "started"]
-    assert started[-1]["resumed_from"] == ckpts[0]["name"]
+    assert wait_state(server, job["id"], ("cancelled",), timeout=60)["attempt"] == 2
