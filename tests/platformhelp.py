@@ -9,11 +9,11 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 
-def make_client(supervise: bool = False, **extras) -> TestClient:
+def make_client(supervise: bool = False, token_stats: bool = False, **extras) -> TestClient:
     from tuneforge.platform.app import create_app
 
     app = create_app(supervise=supervise)
-    app.state.platform.extras.update(extras)
+    app.state.platform.extras.update(extras, token_stats=token_stats)
     client = TestClient(app)
     token = (app.state.platform.home / "admin.token").read_text().strip()
     client.headers["Authorization"] = f"Bearer {token}"

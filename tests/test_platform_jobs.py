@@ -68,8 +68,16 @@ def _pid(client, job_id) -> int:
         return s.get(Job, job_id).pid
 
 
-def test_job_runs_follows_registers_and_evaluates(server):
+def test_job_runs_follows_registers_and_evaluates(server, monkeypatch):
     job = _create(server, **{"train.max_steps": 4, "train.save_steps": 2})
+    # Token statistics and the masked preview come from a worker process, after the upload answered.
+    monkeypatch.setenv("TUNEFORGE_DEFAULT_MODEL", "tiny")
+    server.app.state.platform.extras["token_stats"] = True
+    chat = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "banana seven"}]}
+    ]
+    ds = server.post("/api/v1/datasets", json={"name": "chat", "records": chat}).json()
+    assert ds["state"] == "ready" and ds["token_stats"] is None
     # Follow the log as Server-Sent Events until the job ends.
     text, ended = "", None
     with server.stream("GET", f"/api/v1/jobs/{job['id']}/logs", params={"follow": "true"}) as r:
@@ -103,6 +111,12 @@ def test_job_runs_follows_registers_and_evaluates(server):
     assert {"spec.yaml", "final/adapter_config.json", "metrics.jsonl", "worker.log"} <= files
     spec = server.get(f"/api/v1/jobs/{job['id']}/files/spec.yaml").text
     assert "max_steps: 4" in spec
+
+    got = _wait_for(lambda: server.get(f"/api/v1/datasets/{ds['id']}").json()["token_stats"], what="tokens")
+    assert got["unit"] == "tokens" and got["trained_tokens"] > 0
+    masked = server.get(f"/api/v1/datasets/{ds['id']}/preview").json()["masked"][0]
+    trained = "".join(p["text"] for p in masked if p["trained"])
+    assert "banana seven" in trained and "hi" not in trained  # the loss is on the answer only
 
     # Register the final output and a checkpoint: two versions of one name, with lineage.
     v1 = server.post("/api/v1/models/register", json={"job": job["id"], "name": "memo-lora"}).json()

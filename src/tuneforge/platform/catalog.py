@@ -91,6 +91,8 @@ def dataset_dict(row: Dataset) -> dict:
         "warnings": meta.get("warnings", []),
         "mapping": meta.get("mapping", {}),
         "problems": row.problems or [],
+        "token_stats": meta.get("token_stats"),
+        "tokenizer": meta.get("tokenizer"),
     }
 
 
@@ -201,7 +203,45 @@ def ingest(store: Store, upload: Upload, name, fmt, mapping, max_bytes: int) -> 
     return row
 
 
-def ingest_in_background(store: Store, upload: Upload, name, fmt, mapping, max_bytes: int) -> Dataset:
+def token_report_in_background(store: Store, ds_id: str, home: Path) -> None:
+    """Token statistics and the masked preview, from a worker process (tokenizers import transformers,
+    which the control plane never does). Written into the row's metadata when done; a dataset is
+    usable (ready) before that. Without a pulled default model the statistics stay in characters."""
+    import json as _json
+    import os
+    import subprocess
+    import sys
+
+    def work():
+        folder = home / "datasets" / ds_id
+        argv = [sys.executable, "-m", "tuneforge.cli.dataset_report", str(folder)]
+        env = {**os.environ, "TUNEFORGE_HOME": str(home), "TRANSFORMERS_VERBOSITY": "error"}
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("dataset %s: token statistics failed: %s", ds_id, exc)
+            return
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            log.info("dataset %s: no token statistics (%s)", ds_id, last)
+            return
+        result = _json.loads(proc.stdout.strip().splitlines()[-1])
+        with store.session() as s:
+            row = s.get(Dataset, ds_id)
+            if row is not None:
+                row.meta = {
+                    **row.meta,
+                    "token_stats": result["stats"],
+                    "tokenizer": result["tokenizer"],
+                    "masked_preview": result["masked_preview"],
+                }
+
+    threading.Thread(target=work, name=f"tokens-{ds_id}", daemon=True).start()
+
+
+def ingest_in_background(
+    store: Store, upload: Upload, name, fmt, mapping, max_bytes: int, on_ready=None
+) -> Dataset:
     """A large upload: a ``validating`` row now, ``ready`` or ``invalid`` (with its problems) later."""
     import secrets
 
@@ -241,6 +281,8 @@ def ingest_in_background(store: Store, upload: Upload, name, fmt, mapping, max_b
             # Whoever polls the pending id is pointed at the dataset's content id.
             r = s.get(Dataset, pending_id)
             r.state, r.records, r.meta = "moved", meta["records"], {"moved_to": meta["id"]}
+        if on_ready is not None:
+            on_ready(meta["id"])
 
     threading.Thread(target=work, name=f"validate-{pending_id}", daemon=True).start()
     return row

@@ -127,11 +127,18 @@ async def upload_dataset(request: Request, ctx: Platform = Depends(platform)):
             raise ConfigError("no files in the upload: send them as multipart field 'files'")
         mapping = catalog.check_options(fields.get("format"), fields.get("map"))
         args = (ctx.store, upload, fields.get("name"), fields.get("format"), mapping, limit)
+        token_stats = ctx.extras.get("token_stats", True)
+
+        def on_ready(ds_id: str) -> None:
+            if token_stats:
+                catalog.token_report_in_background(ctx.store, ds_id, ctx.home)
+
         if upload.bytes > ctx.background_validation_bytes:
             background = True
-            row = catalog.ingest_in_background(*args)
+            row = catalog.ingest_in_background(*args, on_ready=on_ready)
             return JSONResponse(catalog.dataset_dict(row), status_code=202)
         row = await run_in_threadpool(catalog.ingest, *args)
+        on_ready(row.id)
         return catalog.dataset_dict(row)
     finally:
         if not background:
@@ -162,9 +169,12 @@ def get_dataset(ref: str, ctx: Platform = Depends(platform)) -> dict:
 
 @router.get("/{ref}/preview")
 def preview_dataset(ref: str, ctx: Platform = Depends(platform), n: int = Query(5, ge=1, le=100)) -> dict:
-    """The first canonical records (what training reads after format conversion)."""
-    folder = catalog.dataset_folder(_row(ctx, ref))
-    return {"data": read_stored_records(folder)[:n]}
+    """The first canonical records (what training reads after format conversion) and, once the token
+    report is in, the first records as the model sees them: pieces of text, trained on or not."""
+    row = _row(ctx, ref)
+    folder = catalog.dataset_folder(row)
+    masked = (row.meta or {}).get("masked_preview")
+    return {"data": read_stored_records(folder)[:n], "masked": masked}
 
 
 @router.get("/{ref}/files")
