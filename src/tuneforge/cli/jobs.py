@@ -243,6 +243,8 @@ def metrics(job_id: str, json_out: bool = typer.Option(False, "--json")):
     ]
     table = Table(*keys)
     for r in rows:
+        if not any(k in r for k in keys if k not in ("step", "epoch")):
+            continue  # the trainer's closing summary (train_runtime, train_loss): `jobs show` has it
         table.add_row(*(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys))
     console.print(table)
 
