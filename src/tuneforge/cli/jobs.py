@@ -85,17 +85,20 @@ def follow(client: Client, job_id: str, json_out: bool = False) -> dict:
     columns = [
         TextColumn("{task.fields[state]}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[count]}"),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
     ]
     with Progress(*columns, console=err_console, disable=json_out) as bar:
-        task = bar.add_task("job", total=None, state="queued", info="")
+        task = bar.add_task("job", total=None, state="queued", info="", count="")
         while True:
             job = client.get(f"/api/v1/jobs/{job_id}")
             p, m = job["progress"], job.get("latest_metrics") or {}
             info = f"loss {m['loss']:.4f}" if isinstance(m.get("loss"), float) else ""
-            bar.update(task, total=p["max_steps"], completed=p["step"], state=job["state"], info=info)
+            count = f"{p['step']}/{p['max_steps']}" if p["max_steps"] else ""  # evaluations have no steps
+            bar.update(
+                task, total=p["max_steps"], completed=p["step"], state=job["state"], info=info, count=count
+            )
             if job["state"] in TERMINAL:
                 return job
             time.sleep(1.0)
