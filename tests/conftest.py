@@ -180,3 +180,47 @@ def cli_server():
     server = CliServer()
     yield server
     server.close()
+
+
+# -- the control plane: databases ------------------------------------------------------------------------
+
+
+def _postgres_admin_url() -> str | None:
+    """TUNEFORGE_TEST_POSTGRES_URL (a role that may create databases); under CI it must work."""
+    url = os.environ.get("TUNEFORGE_TEST_POSTGRES_URL")
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    if not url:
+        if in_ci:
+            pytest.fail("CI=true but TUNEFORGE_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+        pytest.skip("PostgreSQL tests need TUNEFORGE_TEST_POSTGRES_URL")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, monkeypatch):
+    """The store's URL for one test: SQLite in TUNEFORGE_HOME, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("TUNEFORGE_DATABASE_URL", raising=False)
+        yield None
+        return
+    import secrets
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin_url = _postgres_admin_url()
+    name = f"tf_test_{secrets.token_hex(4)}"
+    try:
+        engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL at TUNEFORGE_TEST_POSTGRES_URL is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    monkeypatch.setenv("TUNEFORGE_DATABASE_URL", url)
+    yield url
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()

@@ -52,6 +52,33 @@ def test_control_plane_modules_do_not_import_torch():
     assert out.strip() == "False"
 
 
+def test_platform_and_jobs_do_not_import_torch_even_serving_requests(tmp_path):
+    """The whole control plane (every platform/ and jobs/ module, the app serving requests) is torch-free."""
+    code = f"""
+import os, sys, pkgutil, importlib, json
+os.environ["TUNEFORGE_HOME"] = {str(tmp_path)!r}
+import tuneforge.platform, tuneforge.jobs
+for pkg in (tuneforge.platform, tuneforge.jobs):
+    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+        if ".migrations" not in m.name:
+            importlib.import_module(m.name)
+import tuneforge.cli.jobs, tuneforge.cli.tokens, tuneforge.cli.server, tuneforge.cli.client
+from fastapi.testclient import TestClient
+from tuneforge.platform.app import create_app
+app = create_app(supervise=False)
+token = open(os.path.join({str(tmp_path)!r}, "admin.token")).read().strip()
+with TestClient(app, headers={{"Authorization": "Bearer " + token}}) as c:
+    r = c.post("/api/v1/datasets", json={{"records": [{{"instruction": "a", "output": "b"}}]}})
+    assert r.status_code == 201, r.text
+    for path in ("/api/v1/datasets", "/api/v1/templates", "/api/v1/models", "/api/v1/jobs", "/openapi.json"):
+        assert c.get(path).status_code == 200, path
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 @pytest.mark.gpu
 def test_qlora_trains_on_cuda(tiny_llama, memo_data, tmp_path):
     from trainhelp import losses

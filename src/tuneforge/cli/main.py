@@ -10,7 +10,7 @@ import typer
 
 from tuneforge.errors import TuneforgeError
 
-from . import datasets, models, quickstart, spec, templates, train
+from . import datasets, evals, jobs, models, quickstart, server, spec, templates, tokens, train
 from .common import err_console
 
 app = typer.Typer(
@@ -23,6 +23,9 @@ app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(templates.app, name="templates")
 app.add_typer(spec.app, name="spec")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(evals.app, name="evals")
 
 STATE = {"debug": False}
 
@@ -48,6 +51,7 @@ def _root(
 app.command(name="train")(train.train)
 app.command(name="eval")(train.evaluate)
 app.command(name="quickstart")(quickstart.quickstart)
+app.command(name="server")(server.server)
 
 
 def _one_line(text: str) -> str:

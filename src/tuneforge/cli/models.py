@@ -131,3 +131,21 @@ def export(
     with stage_progress() as progress:
         out = merge_adapter(adapter, output, base, dtype, progress)
     console.print(f"merged model written to [bold]{out}[/]")
+
+
+@app.command()
+def register(
+    job: str = typer.Argument(..., help="A job on the server."),
+    name: str = typer.Option(..., "--name", help="The registered model's name (versions count up)."),
+    checkpoint: str = typer.Option(None, "--checkpoint", help="step-N (default: the job's final output)."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Register a job's output or checkpoint as a named, versioned model (on the server)."""
+    from .client import Client
+
+    body = {"job": job, "name": name, "checkpoint": checkpoint}
+    row = Client().post("/api/v1/models/register", json=body)
+    if json_out:
+        print_json(row)
+    else:
+        console.print(f"registered [bold]{row['ref']}[/] from {row['job']} ({row['checkpoint']})")

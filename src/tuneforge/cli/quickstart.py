@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import time
 from importlib import resources
 from pathlib import Path
 
 import typer
+import yaml
 
 from tuneforge.settings import get_settings
 
 from .common import console, stage_progress
+from .jobs import follow, show_job
 
 QUESTIONS = [
     [{"role": "user", "content": "Give three tips for staying healthy."}],
@@ -71,23 +74,71 @@ def quickstart(
         return
 
     from tuneforge.evaluate.generate import load_for_inference
-    from tuneforge.spec import load_spec
-    from tuneforge.train.run import run_training
 
     before = _ask(load_for_inference(info["name"]), "3. base model answers")
-    console.rule(f"4. LoRA fine-tune ({steps} steps)")
-    spec = load_spec(Path(str(samples / "sample_spec.yaml")), [f"train.max_steps={steps}"])
-    job = settings.jobs_dir / "quickstart"
-    shutil.rmtree(job, ignore_errors=True)  # quickstart starts over each time
-    result = run_training(spec, job, show_bar=True)
+    console.rule(f"4. LoRA fine-tune ({steps} steps) through the control plane")
+    with control_plane() as client:
+        ds = client.upload_dataset(data, name="alpaca-sample")
+        console.print(
+            f"dataset {ds['id']} ({ds['records']} records) stored through {client.url}", highlight=False
+        )
+        spec = yaml.safe_load((samples / "sample_spec.yaml").read_text(encoding="utf-8"))
+        spec["data"]["train"] = ds["id"]
+        spec["train"]["max_steps"] = steps
+        job = client.post("/api/v1/jobs", json={"spec": spec})
+        console.print(f"job {job['id']} queued; following it (also: tuneforge jobs logs -f {job['id']})")
+        job = follow(client, job["id"])
+        if job["state"] != "succeeded":
+            show_job(job)
+            raise typer.Exit(1)
+    folder = settings.jobs_dir / job["id"]
+    m = job["latest_metrics"]
     console.print(
-        f"job folder: {result.folder}  train_loss={result.metrics.get('train_loss', 0):.4f}  "
-        f"eval_loss={result.metrics.get('eval_loss', float('nan')):.4f}"
+        f"job folder: {folder}  train_loss={m.get('train_loss', m.get('loss', 0)):.4f}  "
+        f"eval_loss={m.get('eval_loss', float('nan')):.4f}"
     )
-    after = _ask(load_for_inference(result.folder / "final"), "5. fine-tuned answers")
+    after = _ask(load_for_inference(folder / "final"), "5. fine-tuned answers")
     console.rule("next")
     console.print(
-        f"tuneforge eval {result.folder / 'final'} --data {data} --compare-base --max-samples 8\n"
-        f"tuneforge models export {result.folder / 'final'} -o merged-model"
+        f"tuneforge models register {job['id']} --name sample-lora\n"
+        f"tuneforge evals create --model sample-lora --dataset {ds['id']} --compare-base --max-samples 8\n"
+        f"tuneforge models export {folder / 'final'} -o merged-model"
     )
     return before, after
+
+
+@contextlib.contextmanager
+def control_plane():
+    """The running `tuneforge server` at TUNEFORGE_URL if it answers; else one started here on a free
+    127.0.0.1 port for the length of the quickstart (same home, same database, same job queue)."""
+    from .client import Client, ServerError
+
+    client = Client()
+    try:
+        client.get("/healthz")
+        yield client
+        return
+    except ServerError:
+        pass
+    import socket
+    import threading
+
+    import uvicorn
+
+    from tuneforge.platform.app import create_app
+
+    app = create_app()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="quickstart-server", daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    token = (app.state.platform.home / "admin.token").read_text().strip()
+    try:
+        yield Client(f"http://127.0.0.1:{port}", token)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

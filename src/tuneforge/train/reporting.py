@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
@@ -18,8 +17,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from tuneforge.jobs import folder as fmt  # the folder's format, shared with the control plane
+
 log = logging.getLogger(__name__)
-STEP_RE = re.compile(r"^step-(\d+)$")
+STEP_RE = fmt.STEP_RE
 
 
 class JobFolder:
@@ -28,9 +29,9 @@ class JobFolder:
 
         self.root = Path(root)
         self.main = is_main_process()  # in a multi-GPU run only rank 0 reports
-        self.checkpoints = self.root / "checkpoints"
-        self.final = self.root / "final"
-        self.tensorboard = self.root / "tensorboard"
+        self.checkpoints = self.root / fmt.CHECKPOINTS_DIR
+        self.final = self.root / fmt.FINAL_DIR
+        self.tensorboard = self.root / fmt.TENSORBOARD_DIR
 
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -42,18 +43,16 @@ class JobFolder:
     def event(self, name: str, **fields) -> None:
         if not self.main:
             return
-        record = {"time": time.time(), "event": name, **fields}
-        with open(self.root / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fmt.append_event(self.root, name, **fields)
 
     def metric(self, record: dict) -> None:
         if not self.main:
             return
-        with open(self.root / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        with open(self.root / fmt.METRICS_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
-        path = self.root / "metrics.jsonl"
+        path = self.root / fmt.METRICS_FILE
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -78,7 +77,7 @@ class JobFolder:
     @contextlib.contextmanager
     def logging_to_file(self):
         """INFO and up go to log.txt; the console keeps its own level. Restored afterwards."""
-        handler = logging.FileHandler(self.root / "log.txt", encoding="utf-8")
+        handler = logging.FileHandler(self.root / fmt.LOG_FILE, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         old_level = root.level
@@ -133,6 +132,7 @@ class Reporter(TrainerCallback):
             self.writer = SummaryWriter(str(self.folder.tensorboard))
         self.start = time.time()
         self.last = (self.start, self.tokens["seen"])
+        self.folder.event(fmt.TRAINING, max_steps=state.max_steps, step=state.global_step)
         if self.show_bar:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import ConflictError, ResourceError, TuneforgeError
+from tuneforge.jobs.folder import has_started
 from tuneforge.settings import get_settings
 from tuneforge.spec import JobSpec, dump_spec
 
@@ -52,7 +53,7 @@ def run_training(
     train_records, val_records = load_spec_records(spec)
 
     folder = JobFolder(Path(output_dir or spec.output_dir or default_output_dir(spec)))
-    if not spec.resume_from and (folder.root / "events.jsonl").exists():
+    if not spec.resume_from and has_started(folder.root):
         raise ConflictError(
             f"{folder.root} already holds a run; continue it with --resume (resume_from: latest) or "
             "choose another --output."

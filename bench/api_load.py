@@ -1,0 +1,283 @@
+"""Control-plane load: latency and throughput of `GET /api/v1/jobs` with 10,000 jobs in the database and
+of job creation, on SQLite and (when a URL is given) PostgreSQL; and the time from `jobs create` to the
+worker's first training step against `tuneforge train` run directly (target: under 1.2x + 1 s).
+
+    python bench/api_load.py [--jobs 10000] [--clients 8] [--seconds 10] [--postgres URL] [--start-runs 3]
+
+The server is the real app on uvicorn on 127.0.0.1 in this process; clients are httpx threads.
+The start-latency part trains a tiny random model (the worker's import and load time dominate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+os.environ.setdefault("TQDM_DISABLE", "1")
+MEMO = [
+    {"instruction": "Say the code word.", "input": "", "output": "banana seven"},
+    {"instruction": "What is the capital of France?", "input": "", "output": "Paris"},
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    """The app on uvicorn in a thread, with its own TUNEFORGE_HOME (and database URL)."""
+
+    def __init__(self, home: Path, database_url: str | None, supervise: bool = False):
+        import uvicorn
+
+        os.environ["TUNEFORGE_HOME"] = str(home)
+        if database_url:
+            os.environ["TUNEFORGE_DATABASE_URL"] = database_url
+        else:
+            os.environ.pop("TUNEFORGE_DATABASE_URL", None)
+        from tuneforge.platform.app import create_app
+        from tuneforge.settings import get_settings
+
+        get_settings.cache_clear()
+        self.app = create_app(supervise=supervise)
+        self.ctx = self.app.state.platform
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = (home / "admin.token").read_text().strip()
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def fill_jobs(ctx, n: int) -> None:
+    from tuneforge.platform.db import Job
+
+    now = time.time()
+    rows = [
+        dict(
+            id=f"job-{secrets.token_hex(6)}",
+            kind="train",
+            name=None,
+            state=("succeeded", "failed", "queued")[i % 3],
+            spec={"model": "tiny", "data": {"train": [{"path": "ds-x"}]}},
+            priority=0,
+            gpus=0,
+            restart_policy="never",
+            max_retries=0,
+            attempt=1,
+            resume_from=None,
+            folder="/nonexistent",
+            pid=None,
+            pid_ticks=None,
+            cancel_requested=False,
+            step=i % 100,
+            max_steps=100,
+            latest_metrics={"loss": 1.0},
+            exit_code=None,
+            error=None,
+            created_at=now - n + i,
+            started_at=None,
+            finished_at=None,
+            extra={},
+        )
+        for i in range(n)
+    ]
+    with ctx.store.session() as s:
+        s.execute(Job.__table__.insert(), rows)
+
+
+def load(run: Running, clients: int, seconds: float, request) -> dict:
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker(i):
+        with run.client() as c:
+            mine = []
+            n = 0
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                r = request(c, i, n)
+                mine.append(time.perf_counter() - t)
+                n += 1
+                if r.status_code >= 400:
+                    errors[0] += 1
+            with lock:
+                latencies.extend(mine)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    lat = sorted(latencies)
+    return {
+        "requests": len(lat),
+        "errors": errors[0],
+        "rps": round(len(lat) / elapsed, 1),
+        "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
+        "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
+    }
+
+
+def api_load(database_url: str | None, args) -> dict:
+    from platformhelp import fake_model
+
+    with tempfile.TemporaryDirectory() as home:
+        run = Running(Path(home), database_url)
+        try:
+            fake_model()
+            with run.client() as c:
+                c.post("/api/v1/datasets", json={"name": "memo", "records": MEMO}).raise_for_status()
+            fill_jobs(run.ctx, args.jobs)
+            listing = load(run, args.clients, args.seconds, lambda c, i, n: c.get("/api/v1/jobs"))
+            body = {"template": "sft-lora", "model": "tiny", "datasets": ["memo"]}
+            creating = load(
+                run, args.clients, args.seconds, lambda c, i, n: c.post("/api/v1/jobs", json=body)
+            )
+        finally:
+            run.stop()
+    return {"list_jobs": listing, "create_job": creating}
+
+
+def first_step_seconds(folder: Path, start: float, timeout: float = 300) -> float:
+    metrics = folder / "metrics.jsonl"
+    while time.monotonic() - start < timeout:
+        if metrics.exists() and metrics.stat().st_size > 0:
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise RuntimeError(f"no first step in {folder}")
+
+
+def start_latency(args) -> dict:
+    from conftest import make_tiny_model
+
+    direct, served = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = make_tiny_model(tmp / "tiny-src")
+        data = tmp / "memo.json"
+        data.write_text(json.dumps(MEMO * 8))
+        spec = {
+            "model": str(model),
+            "data": {"train": str(data), "max_len": 64},
+            "train": {"max_steps": 3, "logging_steps": 1, "save_steps": 1000},
+        }
+        spec_path = tmp / "spec.yaml"
+        spec_path.write_text(json.dumps(spec))
+        env = {**os.environ, "TUNEFORGE_HOME": str(tmp / "direct-home")}
+        for i in range(args.start_runs):
+            out = tmp / f"direct-{i}"
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tuneforge.cli.main", "train", str(spec_path), "-o", str(out)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            direct.append(first_step_seconds(out, start))
+            proc.wait()
+        run = Running(tmp / "server-home", None, supervise=True)
+        try:
+            from tuneforge.models.pull import import_model
+
+            import_model(str(model), "tiny", lambda *a: None)
+            with run.client() as c:
+                c.post("/api/v1/datasets", json={"name": "memo", "records": MEMO * 8}).raise_for_status()
+                for _ in range(args.start_runs):
+                    body = {
+                        "template": "sft-lora",
+                        "model": "tiny",
+                        "datasets": ["memo"],
+                        "overrides": {"data.max_len": 64, "train.max_steps": 3, "train.logging_steps": 1},
+                    }
+                    start = time.monotonic()
+                    job = c.post("/api/v1/jobs", json=body).json()
+                    served.append(first_step_seconds(Path(run.ctx.jobs_dir) / job["id"], start))
+                    while c.get(f"/api/v1/jobs/{job['id']}").json()["state"] not in ("succeeded", "failed"):
+                        time.sleep(0.2)
+        finally:
+            run.stop()
+    d, s = statistics.median(direct), statistics.median(served)
+    return {
+        "direct_s": round(d, 2),
+        "server_s": round(s, 2),
+        "ratio": round(s / d, 3),
+        "target_s": round(1.2 * d + 1, 2),
+        "meets_target": s <= 1.2 * d + 1,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--postgres", default=os.environ.get("TUNEFORGE_TEST_POSTGRES_URL"))
+    p.add_argument("--start-runs", type=int, default=3)
+    p.add_argument("--skip-start", action="store_true")
+    args = p.parse_args()
+    backends = {"sqlite": None}
+    if args.postgres:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        name = f"tf_bench_{secrets.token_hex(4)}"
+        admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        backends["postgresql"] = (
+            make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
+        )
+    try:
+        for label, url in backends.items():
+            result = api_load(url, args)
+            for what, r in result.items():
+                print(
+                    f"{what:<10} {label:<10} jobs_in_db={args.jobs} clients={args.clients} "
+                    f"rps={r['rps']} p50_ms={r['p50_ms']} p99_ms={r['p99_ms']} errors={r['errors']}",
+                    flush=True,
+                )
+    finally:
+        if args.postgres:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    if not args.skip_start:
+        r = start_latency(args)
+        print(
+            f"first_step direct_s={r['direct_s']} server_s={r['server_s']} ratio={r['ratio']} "
+            f"target_s={r['target_s']} meets_target={r['meets_target']} (medians of {args.start_runs})"
+        )
+
+
+if __name__ == "__main__":
+    main()

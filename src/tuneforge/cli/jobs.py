@@ -1,0 +1,282 @@
+"""`tuneforge jobs …`: training jobs on the server."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+import yaml
+from rich.table import Table
+
+from tuneforge.errors import ConfigError
+
+from .client import Client
+from .common import console, err_console, print_json
+
+app = typer.Typer(help="Jobs on the server: create, follow, inspect, cancel, resume.", no_args_is_help=True)
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _when(t) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _overrides(assignments: list[str]) -> dict:
+    out = {}
+    for a in assignments:
+        key, sep, raw = a.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {a!r}: expected KEY=VALUE, e.g. train.learning_rate=2e-4.")
+        value = yaml.safe_load(raw) if raw else None
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value for c in "eE.") else value
+            except ValueError:
+                pass
+        out[key] = value
+    return out
+
+
+def _dataset_ref(client: Client, ref: str) -> str:
+    """A local file or folder is uploaded first; anything else names a dataset on the server."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        ds = client.upload_dataset(path)
+        err_console.print(f"uploaded {path} → {ds['id']} ({ds['records']} records)", highlight=False)
+        return ds["id"]
+    return ref
+
+
+def show_job(job: dict) -> None:
+    table = Table(show_header=False, box=None)
+    p = job["progress"]
+    rows = [
+        ("id", job["id"]),
+        ("state", job["state"]),
+        ("kind", job["kind"]),
+        ("model", job["spec"].get("model")),
+        ("progress", f"{p['step']}/{p['max_steps'] or '?'}"),
+        ("attempt", f"{job['attempt']} (restart {job['restart_policy']}, max {job['max_retries']})"),
+        ("created", _when(job["created_at"])),
+        ("started", _when(job["started_at"])),
+        ("finished", _when(job["finished_at"])),
+    ]
+    m = job.get("latest_metrics") or {}
+    for key in ("loss", "eval_loss", "lr", "tokens_per_s"):
+        if key in m:
+            rows.append((key, f"{m[key]:.4g}" if isinstance(m[key], float) else str(m[key])))
+    for k, v in rows:
+        table.add_row(f"[bold]{k}[/]", str(v))
+    console.print(table)
+    if job.get("error"):
+        e = job["error"]
+        console.print(f"[red]error[/]: {e.get('message')} (exit code {e.get('exit_code')})", highlight=False)
+        if e.get("log_tail"):
+            console.print("[dim]last lines of the log:[/]")
+            console.print(e["log_tail"], highlight=False, markup=False)
+
+
+def follow(client: Client, job_id: str, json_out: bool = False) -> dict:
+    """A progress bar with the loss until the job ends (polling the job: robust to reconnects)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [
+        TextColumn("{task.fields[state]}"),
+        BarColumn(),
+        TextColumn("{task.fields[count]}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=err_console, disable=json_out) as bar:
+        task = bar.add_task("job", total=None, state="queued", info="", count="")
+        while True:
+            job = client.get(f"/api/v1/jobs/{job_id}")
+            p, m = job["progress"], job.get("latest_metrics") or {}
+            info = f"loss {m['loss']:.4f}" if isinstance(m.get("loss"), float) else ""
+            count = f"{p['step']}/{p['max_steps']}" if p["max_steps"] else ""  # evaluations have no steps
+            bar.update(
+                task, total=p["max_steps"], completed=p["step"], state=job["state"], info=info, count=count
+            )
+            if job["state"] in TERMINAL:
+                return job
+            time.sleep(1.0)
+
+
+def _finish(job: dict, json_out: bool) -> None:
+    if json_out:
+        print_json(job)
+    else:
+        colour = {"succeeded": "green", "failed": "red"}.get(job["state"], "yellow")
+        console.print(f"job {job['id']}: [{colour}]{job['state']}[/]")
+        if job["state"] != "succeeded":
+            show_job(job)
+    if job["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def create(
+    template: str = typer.Option(None, "--template", help="sft-lora, sft-qlora, sft-full, dpo-lora, …"),
+    model: str = typer.Option(None, "--model", help="A model on the server."),
+    dataset: list[str] = typer.Option(
+        None, "--dataset", help="A stored dataset (or a local file to upload)."
+    ),
+    validation: str = typer.Option(None, "--validation", help="A validation dataset."),
+    spec: Path = typer.Option(None, "--spec", help="A whole JobSpec YAML instead of --template/--model."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a key: --set train.learning_rate=2e-4."),
+    gpus: int = typer.Option(None, "--gpus", help="GPUs for the job."),
+    priority: int = typer.Option(0, "--priority", help="Higher starts first."),
+    restart: str = typer.Option("never", "--restart", help="never or on-failure."),
+    max_retries: int = typer.Option(0, "--max-retries"),
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Show progress until the job ends."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Queue a training job on the server (like `baizectl job submit`)."""
+    client = Client()
+    body: dict = {
+        "priority": priority,
+        "restart_policy": restart,
+        "max_retries": max_retries,
+        "overrides": _overrides(set_ or []),
+    }
+    if spec:
+        try:
+            body["spec"] = yaml.safe_load(spec.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{spec}: {exc}") from None
+        train = body["spec"].get("data", {}).get("train")
+        if isinstance(train, str):
+            body["spec"]["data"]["train"] = [
+                _dataset_ref(client, str(spec.parent / train)) if (spec.parent / train).exists() else train
+            ]
+    else:
+        if not (template and model and dataset):
+            raise ConfigError("give --template, --model and --dataset, or --spec FILE.")
+        body.update(template=template, model=model, datasets=[_dataset_ref(client, d) for d in dataset])
+        if validation:
+            body["validation_dataset"] = _dataset_ref(client, validation)
+    if gpus is not None:
+        body["resources"] = {"gpus": gpus}
+    job = client.post("/api/v1/jobs", json=body)
+    if not follow_:
+        if json_out:
+            print_json(job)
+        else:
+            console.print(f"queued [bold]{job['id']}[/]  (follow: tuneforge jobs logs -f {job['id']})")
+        return
+    if not json_out:
+        console.print(f"queued [bold]{job['id']}[/]")
+    _finish(follow(client, job["id"], json_out), json_out)
+
+
+@app.command("list")
+def list_(
+    state: str = typer.Option(None, "--state", help="queued, running, succeeded, failed or cancelled."),
+    limit: int = typer.Option(50, "--limit"),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Jobs, newest first."""
+    params = {"limit": limit, **({"state": state} if state else {})}
+    data = Client().get("/api/v1/jobs", params=params)["data"]
+    if json_out:
+        print_json(data)
+        return
+    table = Table("id", "kind", "state", "model", "step", "loss", "created")
+    for j in data:
+        p, loss = j["progress"], (j.get("latest_metrics") or {}).get("loss")
+        table.add_row(
+            j["id"],
+            j["kind"],
+            j["state"],
+            str(j["spec"].get("model", ""))[-40:],
+            f"{p['step']}/{p['max_steps'] or '?'}",
+            f"{loss:.4f}" if loss else "",
+            _when(j["created_at"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def show(job_id: str, json_out: bool = typer.Option(False, "--json")):
+    """One job: state, progress, metrics, error with its log tail."""
+    job = Client().get(f"/api/v1/jobs/{job_id}")
+    if json_out:
+        print_json(job)
+    else:
+        show_job(job)
+
+
+@app.command()
+def logs(
+    job_id: str,
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
+):
+    """The worker's output."""
+    client = Client()
+    if not follow_:
+        sys.stdout.write(client.request("GET", f"/api/v1/jobs/{job_id}/logs").text)
+        return
+    for event, data in client.events(f"/api/v1/jobs/{job_id}/logs"):
+        if event == "log":
+            sys.stdout.write(data["data"])
+            sys.stdout.flush()
+        elif event == "end":
+            err_console.print(f"job {job_id}: {data['state']}")
+
+
+@app.command()
+def metrics(job_id: str, json_out: bool = typer.Option(False, "--json")):
+    """Logged metrics (one row per logged step)."""
+    client, rows, offset = Client(), [], 0
+    while True:
+        page = client.get(f"/api/v1/jobs/{job_id}/metrics", params={"offset": offset, "limit": 5000})
+        rows += page["data"]
+        if not page["data"]:
+            break
+        offset = page["next_offset"]
+    if json_out:
+        print_json(rows)
+        return
+    keys = [
+        k
+        for k in ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s")
+        if any(k in r for r in rows)
+    ]
+    table = Table(*keys)
+    for r in rows:
+        if not any(k in r for k in keys if k not in ("step", "epoch")):
+            continue  # the trainer's closing summary (train_runtime, train_loss): `jobs show` has it
+        table.add_row(*(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys))
+    console.print(table)
+
+
+@app.command()
+def cancel(job_id: str):
+    """Cancel a queued or running job (the worker saves a checkpoint first)."""
+    job = Client().post(f"/api/v1/jobs/{job_id}/cancel")
+    console.print(f"job {job['id']}: {job['state']}{' (stopping)' if job['state'] == 'running' else ''}")
+
+
+@app.command()
+def resume(
+    job_id: str, checkpoint: str = typer.Option(None, "--checkpoint", help="step-N (default: latest).")
+):
+    """Requeue a failed or cancelled job from a checkpoint."""
+    job = Client().post(f"/api/v1/jobs/{job_id}/resume", json={"checkpoint": checkpoint})
+    console.print(f"job {job['id']}: {job['state']} (from {job['resume_from']})")
+
+
+@app.command()
+def retry(job_id: str):
+    """Run a finished job again from the start, as a new job."""
+    job = Client().post(f"/api/v1/jobs/{job_id}/retry")
+    console.print(f"queued [bold]{job['id']}[/] (retry of {job_id})")
+
+
+@app.command()
+def rm(job_id: str):
+    """Delete a finished job and its files."""
+    Client().delete(f"/api/v1/jobs/{job_id}")
+    console.print(f"removed {job_id}")

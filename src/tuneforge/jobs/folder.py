@@ -1,0 +1,181 @@
+"""The job folder's format: file names, event kinds and torch-free readers.
+
+The training worker (``train/reporting.py``) writes these files and the control plane reads them; both
+take the names from here so they cannot drift. Only the standard library is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+SPEC_FILE = "spec.yaml"
+LOG_FILE = "log.txt"  # the worker's own INFO log (written during the recipe)
+WORKER_LOG = "worker.log"  # stdout+stderr of every attempt, written by the executor
+METRICS_FILE = "metrics.jsonl"
+EVENTS_FILE = "events.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+FINAL_DIR = "final"
+TENSORBOARD_DIR = "tensorboard"
+LOSS_SVG = "loss.svg"
+STEP_RE = re.compile(r"^step-(\d+)$")
+
+# Events the worker writes ...
+STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_done", "eval_done"
+TRAINING = "training"  # the trainer's loop begins: carries max_steps
+CHECKPOINT_SAVED, FINISHED, FAILED, CANCELLED = "checkpoint_saved", "finished", "failed", "cancelled"
+# ... and those the control plane adds to the same stream.
+QUEUED, LAUNCHED, RESTARTING, RECONCILED, CANCEL_REQUESTED = (
+    "queued",
+    "launched",
+    "restarting",
+    "reconciled",
+    "cancel_requested",
+)
+ENDINGS = (FINISHED, FAILED, CANCELLED)
+
+
+def append_event(root: Path, name: str, **fields) -> dict:
+    """One JSON line; a single small ``write`` on an O_APPEND file, so two writers never interleave."""
+    record = {"time": time.time(), "event": name, **fields}
+    line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
+    fd = os.open(Path(root) / EVENTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return record
+
+
+def read_jsonl(path: Path, offset: int = 0, limit: int = 1000) -> tuple[list[dict], int]:
+    """Complete JSON lines from byte ``offset``; returns them and the offset after the last one read.
+
+    A line still being written (no newline yet) is left for the next call; a corrupt line is skipped.
+    """
+    out: list[dict] = []
+    if not path.exists():
+        return out, offset
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while len(out) < limit:
+            line = fh.readline()
+            if not line or not line.endswith(b"\n"):
+                break
+            offset += len(line)
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out, offset
+
+
+def read_all_jsonl(path: Path) -> list[dict]:
+    records, _ = read_jsonl(path, 0, limit=10**9)
+    return records
+
+
+def read_bytes(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
+    """At most ``limit`` bytes of a growing file from ``offset``; returns them and the next offset."""
+    if not path.exists():
+        return b"", offset
+    with open(path, "rb") as fh:
+        fh.seek(max(0, offset))
+        data = fh.read(limit)
+    return data, offset + len(data)
+
+
+def tail_lines(path: Path, lines: int = 40, max_bytes: int = 64 << 10) -> str:
+    """The last lines of a log, for an error report."""
+    if not path.exists():
+        return ""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - max_bytes))
+        text = fh.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def step_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (``step-N`` with its trainer state), oldest first."""
+    found = []
+    folder = Path(root) / CHECKPOINTS_DIR
+    for p in folder.iterdir() if folder.is_dir() else []:
+        m = STEP_RE.match(p.name)
+        if m and (p / "trainer_state.json").exists():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def checkpoints_with_metrics(root: Path) -> list[dict]:
+    """Each checkpoint with the train loss logged at or before its step and the eval loss at its step."""
+    metrics = read_all_jsonl(Path(root) / METRICS_FILE)
+    out = []
+    for step, path in step_checkpoints(root):
+        train = [m for m in metrics if m.get("loss") is not None and m.get("step", 0) <= step]
+        evals = [m for m in metrics if m.get("eval_loss") is not None and m.get("step", 0) <= step]
+        accuracy = [m for m in train if m.get("mean_token_accuracy") is not None]
+        out.append(
+            {
+                "name": path.name,
+                "step": step,
+                "train_loss": train[-1]["loss"] if train else None,
+                "eval_loss": evals[-1]["eval_loss"] if evals and evals[-1].get("step") == step else None,
+                "mean_token_accuracy": accuracy[-1]["mean_token_accuracy"] if accuracy else None,
+                "created": path.stat().st_mtime,
+            }
+        )
+    return out
+
+
+def progress(root: Path) -> dict:
+    """Latest step and metrics from the folder (the control plane shows these while a job runs)."""
+    metrics = read_all_jsonl(Path(root) / METRICS_FILE)
+    latest: dict = {}
+    for m in metrics:
+        latest.update({k: v for k, v in m.items() if v is not None})
+    max_steps = None
+    for e in read_all_jsonl(Path(root) / EVENTS_FILE):
+        if e.get("event") == TRAINING:
+            max_steps = e.get("max_steps")
+    return {"step": latest.get("step", 0), "max_steps": max_steps, "latest_metrics": latest}
+
+
+def ending(root: Path) -> dict | None:
+    """The worker's last ending event (finished / failed / cancelled) of its latest attempt, if any."""
+    last = None
+    for e in read_all_jsonl(Path(root) / EVENTS_FILE):
+        if e.get("event") in ENDINGS:
+            last = e
+        elif e.get("event") in (STARTED, LAUNCHED):
+            last = None  # an ending before a later start belongs to an earlier attempt
+    return last
+
+
+def safe_path(root: Path, relative: str) -> Path | None:
+    """``root/relative`` if it stays inside root (no ``..``, no absolute path, no symlink out); else None."""
+    if not relative or "\x00" in relative:
+        return None
+    root = Path(root).resolve()
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        return None
+    return candidate if candidate.exists() else None
+
+
+def list_files(root: Path, limit: int = 10_000) -> list[dict]:
+    root = Path(root)
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            out.append({"path": str(p.relative_to(root)), "bytes": p.stat().st_size})
+            if len(out) >= limit:
+                break
+    return out
+
+
+def has_started(root: Path) -> bool:
+    """Whether a worker ever started here (the platform's own events, e.g. ``queued``, do not count)."""
+    return any(e.get("event") == STARTED for e in read_all_jsonl(Path(root) / EVENTS_FILE))

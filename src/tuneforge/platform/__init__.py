@@ -1,0 +1,1 @@
+"""The control plane: FastAPI app, store, auth, routes. Never imports torch."""

@@ -1,0 +1,177 @@
+"""The app factory: store (migrated), admin token, executor, supervisor, routers, error handlers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tuneforge.errors import (
+    ConfigError,
+    ConflictError,
+    DataError,
+    NotFoundError,
+    ResourceError,
+    TuneforgeError,
+)
+from tuneforge.jobs.executor import Executor, LocalExecutor
+from tuneforge.settings import Settings, get_settings
+
+from . import migrate
+from .auth import ensure_admin_token
+from .context import Platform
+from .db import Store, default_url
+from .deps import AuthFailed
+from .jobs import SpecProblems, Supervisor
+from .metrics import RequestMetrics
+
+log = logging.getLogger(__name__)
+
+
+def routers() -> list:
+    """Every router of the control plane; deployments and the gateway append theirs here."""
+    from .routes import datasets, evaluations, health, jobs, models, openai_ft, templates, tokens
+
+    return [
+        health.router,
+        tokens.router,
+        datasets.router,
+        templates.router,
+        models.router,
+        jobs.router,
+        evaluations.router,
+        openai_ft.router,
+    ]
+
+
+def database_url(settings: Settings) -> str:
+    return os.environ.get("TUNEFORGE_DATABASE_URL") or default_url(settings.root)
+
+
+def build_platform(
+    settings: Settings | None = None, executor: Executor | None = None
+) -> tuple[Platform, str | None]:
+    """The shared context, with the database migrated and the admin token made on first start."""
+    settings = settings or get_settings()
+    settings.root.mkdir(parents=True, exist_ok=True)
+    store = Store(database_url(settings))
+    migrate.upgrade(store.engine)
+    secret = ensure_admin_token(store, settings.root)
+    ctx = Platform(
+        settings=settings,
+        store=store,
+        executor=executor or LocalExecutor(),
+        max_upload_bytes=settings.max_dataset_mb << 20,
+    )
+    ctx.supervisor = Supervisor(ctx)
+    from .routes.openai_ft import register_on_success
+
+    ctx.supervisor.on_finish.append(register_on_success)
+    return ctx, secret
+
+
+def _status(exc: TuneforgeError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ConflictError):
+        return 409
+    if isinstance(exc, DataError | ConfigError):
+        return 422
+    if isinstance(exc, ResourceError):
+        return 503
+    return 500
+
+
+def _openai(path: str) -> bool:
+    return path.startswith("/v1/")
+
+
+def _error(request: Request, status: int, message: str, extra: dict | None = None) -> JSONResponse:
+    if _openai(request.url.path):
+        kind = {401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error"}
+        body = {
+            "error": {
+                "message": message,
+                "type": kind.get(status, "invalid_request_error"),
+                "param": None,
+                "code": {401: "invalid_api_key", 404: "not_found"}.get(status),
+            }
+        }
+        if extra:
+            body["error"].update(extra)
+    else:
+        body = {"detail": message, **(extra or {})}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AuthFailed)
+    async def auth_failed(request: Request, exc: AuthFailed):
+        message = (
+            "invalid or missing token" if exc.status == 401 else "this token's scope does not allow this"
+        )
+        return _error(request, exc.status, message)
+
+    @app.exception_handler(SpecProblems)
+    async def spec_problems(request: Request, exc: SpecProblems):
+        return _error(request, 422, str(exc), {"problems": exc.problems})
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError):
+        return _error(
+            request, 422, str(exc).split("\n")[0], {"problems": [p.to_dict() for p in exc.problems]}
+        )
+
+    @app.exception_handler(TuneforgeError)
+    async def tuneforge_error(request: Request, exc: TuneforgeError):
+        return _error(request, _status(exc), str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        problems = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        message = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
+        return _error(request, 422, message, {"problems": problems})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(request, exc.status_code, str(exc.detail))
+
+
+def create_app(
+    settings: Settings | None = None, *, executor: Executor | None = None, supervise: bool = True
+) -> FastAPI:
+    """``supervise=False`` leaves the executor idle (tests of the API alone)."""
+    ctx, secret = build_platform(settings, executor)
+    ctx.extras["admin_token_created"] = secret
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if supervise:
+            ctx.supervisor.start()
+        try:
+            yield
+        finally:
+            ctx.supervisor.stop()
+            ctx.executor.shutdown()
+            ctx.store.dispose()
+
+    app = FastAPI(
+        title="tuneforge",
+        version="0.1.0",
+        description="Fine-tune and deploy LLMs: datasets, jobs, models, evaluations, tokens.",
+        lifespan=lifespan,
+    )
+    app.state.platform = ctx
+    metrics = RequestMetrics(ctx)
+    ctx.extras["metrics"] = metrics
+    app.middleware("http")(metrics.middleware())
+    install_handlers(app)
+    for router in routers():
+        app.include_router(router)
+    return app

@@ -1,0 +1,315 @@
+"""Datasets and models as the API sees them: indexes of the stores on disk, which stay the truth.
+
+``sync_*`` brings the tables in line with ``$TUNEFORGE_HOME/datasets`` and ``…/models`` (so what the CLI
+stored without a server shows here, and what the API stores shows in ``tuneforge datasets list``).
+Uploads are checked with the data package (``load_records``) and stored with ``store_dataset``; an
+invalid upload stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from tuneforge.data.formats import FORMATS, parse_mapping
+from tuneforge.data.load import load_records
+from tuneforge.data.store import find_dataset, list_datasets, store_dataset
+from tuneforge.data.validate import build_report
+from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError, Problem
+from tuneforge.models.store import list_models
+
+from .db import Dataset, Job, Model, Store
+
+log = logging.getLogger(__name__)
+ACTIVE = ("queued", "running")
+
+
+def _row_from_meta(meta: dict) -> dict:
+    return dict(
+        id=meta["id"],
+        name=meta["name"],
+        state="ready",
+        format=meta.get("format"),
+        kind=meta.get("kind"),
+        records=meta.get("records", 0),
+        meta=meta,
+        problems=[],
+    )
+
+
+def _once_more_on_conflict(sync):
+    """Two requests may sync at once (PostgreSQL runs them in parallel): the loser's insert conflicts with
+    the winner's row, and a second pass then finds everything in place."""
+
+    def wrapper(store: Store) -> None:
+        try:
+            sync(store)
+        except IntegrityError:
+            sync(store)
+
+    wrapper.__doc__ = sync.__doc__
+    return wrapper
+
+
+@_once_more_on_conflict
+def sync_datasets(store: Store) -> None:
+    on_disk = {m["id"]: m for m in list_datasets()}
+    with store.session() as s:
+        rows = {r.id: r for r in s.scalars(select(Dataset))}
+        for ds_id, meta in on_disk.items():
+            row = rows.get(ds_id)
+            if row is None:
+                s.add(Dataset(**_row_from_meta(meta), bytes=0, created_at=time.time()))
+            elif row.state != "ready" or row.meta != meta:
+                for k, v in _row_from_meta(meta).items():
+                    setattr(row, k, v)
+        for ds_id, row in rows.items():
+            if row.state == "ready" and ds_id not in on_disk:  # removed with the CLI
+                s.delete(row)
+
+
+def dataset_dict(row: Dataset) -> dict:
+    meta = row.meta or {}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "state": row.state,
+        "format": row.format,
+        "kind": row.kind,
+        "records": row.records,
+        "bytes": row.bytes,
+        "created_at": row.created_at,
+        "stats": meta.get("stats", {}),
+        "warnings": meta.get("warnings", []),
+        "mapping": meta.get("mapping", {}),
+        "problems": row.problems or [],
+        "token_stats": meta.get("token_stats"),
+        "tokenizer": meta.get("tokenizer"),
+    }
+
+
+def get_dataset_row(store: Store, ref: str) -> Dataset:
+    with store.reading() as s:
+        row = (
+            s.get(Dataset, ref)
+            or s.scalars(
+                select(Dataset).where(Dataset.name == ref).order_by(Dataset.created_at.desc())
+            ).first()
+        )
+    if row is None:
+        sync_datasets(store)
+        with store.reading() as s:
+            row = s.get(Dataset, ref) or s.scalars(select(Dataset).where(Dataset.name == ref)).first()
+    if row is None:
+        raise NotFoundError(f"no dataset {ref!r}")
+    return row
+
+
+def dataset_folder(row: Dataset) -> Path:
+    if row.state != "ready":
+        raise ConflictError(f"dataset {row.id} is {row.state}, not ready")
+    return find_dataset(row.id)
+
+
+def delete_dataset(store: Store, ref: str) -> str:
+    row = get_dataset_row(store, ref)
+    with store.session() as s:
+        for job in s.scalars(select(Job).where(Job.state.in_(ACTIVE))):
+            if row.id in json.dumps(job.spec) or row.name in _job_dataset_refs(job):
+                raise ConflictError(f"dataset {row.id} is used by {job.state} job {job.id}; cancel it first")
+        if row.state == "ready":
+            shutil.rmtree(find_dataset(row.id), ignore_errors=True)
+        s.execute(delete(Dataset).where(Dataset.id == row.id))
+    return row.id
+
+
+def _job_dataset_refs(job: Job) -> set[str]:
+    data = (job.spec or {}).get("data", {})
+    refs = [*(data.get("train") or [])]
+    if data.get("validation"):
+        refs.append(data["validation"])
+    return {r["path"] if isinstance(r, dict) else str(r) for r in refs}
+
+
+# -- uploads --------------------------------------------------------------------------------------
+
+
+class Upload:
+    """A temporary folder that received an upload; removed by ``close`` whatever happened."""
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+        self.files: list[Path] = []
+        self.bytes = 0
+
+    def path(self) -> Path:
+        """What the data package reads: the one file (a zip included) or the folder of several."""
+        if len(self.files) == 1:
+            return self.files[0]
+        return self.dir
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def safe_filename(name: str | None, index: int) -> str:
+    base = Path((name or "").replace("\\", "/")).name  # never a path: only the last component
+    base = "".join(c for c in base if c.isalnum() or c in "._-")[:120].lstrip(".")
+    return base or f"upload-{index}.jsonl"
+
+
+def check_options(fmt: str | None, mapping: str | dict | None) -> dict:
+    if fmt and fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    try:
+        return parse_mapping(mapping)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a malformed map string
+        raise ConfigError(f"map: {exc}") from None
+
+
+def validate_and_store(upload: Upload, name: str | None, fmt: str | None, mapping: dict, max_bytes: int):
+    """(metadata, new) of the stored dataset, or DataError with every problem; stores nothing if invalid."""
+    loaded = load_records(upload.path(), fmt, mapping, max_bytes=max_bytes)
+    if not loaded.ok:
+        problems = loaded.errors or [Problem("no records: the dataset is empty.")]
+        raise DataError(f"{len(problems)} problem(s) in the upload", problems)
+    stats = build_report(loaded).stats  # character statistics: the control plane loads no tokenizer
+    return store_dataset(loaded, name or upload.files[0].stem, mapping, stats)
+
+
+def ingest(store: Store, upload: Upload, name, fmt, mapping, max_bytes: int) -> Dataset:
+    """Validate in this thread and index the result (the upload folder is closed by the caller)."""
+    meta, _ = validate_and_store(upload, name, fmt, mapping, max_bytes)
+    with store.session() as s:
+        row = s.get(Dataset, meta["id"])
+        if row is None:
+            row = Dataset(**_row_from_meta(meta), bytes=upload.bytes, created_at=time.time())
+            s.add(row)
+        else:
+            for k, v in _row_from_meta(meta).items():
+                setattr(row, k, v)
+            row.bytes = upload.bytes
+    return row
+
+
+def token_report_in_background(store: Store, ds_id: str, home: Path) -> None:
+    """Token statistics and the masked preview, from a worker process (tokenizers import transformers,
+    which the control plane never does). Written into the row's metadata when done; a dataset is
+    usable (ready) before that. Without a pulled default model the statistics stay in characters."""
+    import json as _json
+    import os
+    import subprocess
+    import sys
+
+    def work():
+        folder = home / "datasets" / ds_id
+        argv = [sys.executable, "-m", "tuneforge.cli.dataset_report", str(folder)]
+        env = {**os.environ, "TUNEFORGE_HOME": str(home), "TRANSFORMERS_VERBOSITY": "error"}
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("dataset %s: token statistics failed: %s", ds_id, exc)
+            return
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            log.info("dataset %s: no token statistics (%s)", ds_id, last)
+            return
+        result = _json.loads(proc.stdout.strip().splitlines()[-1])
+        with store.session() as s:
+            row = s.get(Dataset, ds_id)
+            if row is not None:
+                row.meta = {
+                    **row.meta,
+                    "token_stats": result["stats"],
+                    "tokenizer": result["tokenizer"],
+                    "masked_preview": result["masked_preview"],
+                }
+
+    threading.Thread(target=work, name=f"tokens-{ds_id}", daemon=True).start()
+
+
+def ingest_in_background(
+    store: Store, upload: Upload, name, fmt, mapping, max_bytes: int, on_ready=None
+) -> Dataset:
+    """A large upload: a ``validating`` row now, ``ready`` or ``invalid`` (with its problems) later."""
+    import secrets
+
+    pending_id = f"ds-pending-{secrets.token_hex(6)}"
+    row = Dataset(
+        id=pending_id,
+        name=name or upload.files[0].stem,
+        state="validating",
+        records=0,
+        bytes=upload.bytes,
+        meta={},
+        problems=[],
+        created_at=time.time(),
+    )
+    with store.session() as s:
+        s.add(row)
+
+    def work():
+        try:
+            meta, _ = validate_and_store(upload, name, fmt, mapping, max_bytes)
+        except DataError as exc:
+            with store.session() as s:
+                r = s.get(Dataset, pending_id)
+                r.state, r.problems = "invalid", [p.to_dict() for p in exc.problems]
+            return
+        except Exception as exc:  # a bug or the disk: say so on the row rather than leave it validating
+            log.exception("validating upload %s", pending_id)
+            with store.session() as s:
+                r = s.get(Dataset, pending_id)
+                r.state, r.problems = "invalid", [{"message": f"{type(exc).__name__}: {exc}"}]
+            return
+        finally:
+            upload.close()
+        with store.session() as s:
+            if s.get(Dataset, meta["id"]) is None:
+                s.add(Dataset(**_row_from_meta(meta), bytes=row.bytes, created_at=row.created_at))
+            # Whoever polls the pending id is pointed at the dataset's content id.
+            r = s.get(Dataset, pending_id)
+            r.state, r.records, r.meta = "moved", meta["records"], {"moved_to": meta["id"]}
+        if on_ready is not None:
+            on_ready(meta["id"])
+
+    threading.Thread(target=work, name=f"validate-{pending_id}", daemon=True).start()
+    return row
+
+
+def fail_interrupted_validations(store: Store) -> None:
+    """A restart while an upload was validating: its temporary files are gone; say so on the row."""
+    with store.session() as s:
+        for row in s.scalars(select(Dataset).where(Dataset.state == "validating")):
+            row.state = "invalid"
+            row.problems = [{"message": "the server stopped while this upload was validated; upload again."}]
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+@_once_more_on_conflict
+def sync_models(store: Store) -> None:
+    on_disk = {m["name"]: m for m in list_models()}
+    with store.session() as s:
+        rows = {r.name: r for r in s.scalars(select(Model))}
+        for name, info in on_disk.items():
+            row = rows.get(name)
+            if row is None:
+                s.add(Model(name=name, kind=info.get("kind"), info=info, synced_at=time.time()))
+            elif row.info != info:
+                row.info, row.kind, row.synced_at = info, info.get("kind"), time.time()
+        for name, row in rows.items():
+            if name not in on_disk:
+                s.delete(row)

@@ -1,0 +1,472 @@
+"""Jobs in the control plane: create (validated before queueing), cancel, resume, retry, delete, and the
+supervisor thread that starts queued jobs on the executor and follows running ones to their end.
+
+The job folder is the worker's report; the row is the control plane's view of it (state, attempt, pid
+to re-attach to, progress copied from the folder for cheap listing).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import and_, or_, select
+
+from tuneforge.errors import ConfigError, ConflictError, NotFoundError
+from tuneforge.jobs import folder as fmt
+from tuneforge.jobs.executor import Handle, Launch
+from tuneforge.jobs.reconcile import outcome, reconcile_running
+from tuneforge.spec import TEMPLATES, JobSpec
+
+from . import catalog
+from .context import Platform
+from .db import Job
+
+log = logging.getLogger(__name__)
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+
+
+class SpecProblems(ConfigError):
+    """A job request that does not validate; ``problems`` carry field paths (→ 422)."""
+
+    def __init__(self, problems: list[dict]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems))
+
+
+def new_job_id() -> str:
+    return f"job-{secrets.token_hex(6)}"
+
+
+# -- building and checking a spec ----------------------------------------------------------------------
+
+
+def build_spec(
+    spec: dict | None,
+    template: str | None,
+    model: str | None,
+    datasets: list[str] | None,
+    validation: str | None,
+    overrides: dict | None,
+    resources: dict | None,
+) -> dict:
+    """The JobSpec dict a request describes: a whole spec, or template + model + datasets + overrides."""
+    if spec is not None:
+        data = dict(spec)
+    else:
+        if not template or not model or not datasets:
+            missing = [
+                n for n, v in (("template", template), ("model", model), ("datasets", datasets)) if not v
+            ]
+            raise SpecProblems(
+                [{"loc": ["body", m], "msg": "required without a whole spec"} for m in missing]
+            )
+        data = {"template": template, "model": model, "data": {"train": list(datasets)}}
+        if validation:
+            data["data"]["validation"] = validation
+    for key, value in (overrides or {}).items():
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecProblems([{"loc": ["body", "overrides", key], "msg": f"{part!r} is not a section"}])
+        node[parts[-1]] = value
+    if resources:
+        data["resources"] = {**data.get("resources", {}), **resources}
+    template = data.pop("template", None)
+    if template:
+        if template not in TEMPLATES:
+            raise SpecProblems(
+                [{"loc": ["body", "template"], "msg": f"unknown template; use one of {', '.join(TEMPLATES)}"}]
+            )
+        data.setdefault("method", TEMPLATES[template]["method"])
+        data.setdefault("finetuning", TEMPLATES[template]["finetuning"])
+    return data
+
+
+def validate_spec(ctx: Platform, data: dict) -> JobSpec:
+    """JobSpec + what only the server knows: stored datasets and models, GPUs on this machine."""
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecProblems(
+            [{"loc": ["spec", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        ) from None
+    problems = []
+    if spec.output_dir:
+        problems.append({"loc": ["spec", "output_dir"], "msg": "set by the server; leave it out"})
+    if spec.resume_from:
+        problems.append({"loc": ["spec", "resume_from"], "msg": "use POST /jobs/{id}/resume"})
+    refs = [("train", i, r) for i, r in enumerate(spec.data.train)]
+    if spec.data.validation:
+        refs.append(("validation", None, spec.data.validation))
+    for part, i, ref in refs:
+        loc = ["spec", "data", part, *([i] if i is not None else []), "path"]
+        try:
+            row = catalog.get_dataset_row(ctx.store, ref.path)
+        except NotFoundError:
+            problems.append({"loc": loc, "msg": f"no stored dataset {ref.path!r}: upload it first"})
+            continue
+        if row.state != "ready":
+            problems.append({"loc": loc, "msg": f"dataset {row.id} is {row.state}"})
+            continue
+        ref.path = row.id  # by id: a later upload with the same name does not change this job
+    from tuneforge.models.store import NAME_RE, models_root
+
+    if not NAME_RE.match(spec.model) or not (models_root() / spec.model / "model.json").exists():
+        problems.append(
+            {"loc": ["spec", "model"], "msg": f"no model {spec.model!r} on the server: pull or import it"}
+        )
+    gpus = spec.resources.gpus * spec.resources.nodes
+    if spec.resources.nodes > 1:
+        problems.append({"loc": ["spec", "resources", "nodes"], "msg": "the local executor runs on one node"})
+    elif gpus > ctx.executor.gpu_count:
+        problems.append(
+            {
+                "loc": ["spec", "resources", "gpus"],
+                "msg": f"asks for {gpus} GPU(s); this machine has {ctx.executor.gpu_count}",
+            }
+        )
+    if problems:
+        raise SpecProblems(problems)
+    return spec
+
+
+def create_job(
+    ctx: Platform,
+    spec: JobSpec,
+    *,
+    kind: str = "train",
+    priority: int = 0,
+    restart_policy: str = "never",
+    max_retries: int = 0,
+    extra: dict | None = None,
+) -> Job:
+    job_id = new_job_id()
+    root = ctx.jobs_dir / job_id
+    root.mkdir(parents=True, exist_ok=False)
+    row = Job(
+        id=job_id,
+        kind=kind,
+        name=spec.name if isinstance(spec, JobSpec) else None,
+        state="queued",
+        spec=spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec,
+        priority=priority,
+        gpus=spec.resources.gpus if isinstance(spec, JobSpec) else 0,
+        restart_policy=restart_policy,
+        max_retries=max_retries,
+        attempt=0,
+        folder=str(root),
+        cancel_requested=False,
+        step=0,
+        max_steps=spec.train.max_steps if isinstance(spec, JobSpec) else None,
+        latest_metrics={},
+        created_at=time.time(),
+        extra=extra or {},
+    )
+    with ctx.store.session() as s:
+        s.add(row)
+    fmt.append_event(root, fmt.QUEUED, job=job_id, priority=priority)
+    ctx.wake()
+    return row
+
+
+def get_job(ctx: Platform, job_id: str) -> Job:
+    with ctx.store.reading() as s:
+        row = s.get(Job, job_id)
+    if row is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    return row
+
+
+def cursor(row: Job) -> str:
+    return f"{row.created_at!r}_{row.id}"
+
+
+def list_jobs(ctx: Platform, state: str | None, limit: int, before: str | None, kind: str | None = None):
+    """Newest first; ``before`` is the cursor of the last job of the previous page."""
+    with ctx.store.reading() as s:
+        q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        if state:
+            q = q.where(Job.state == state)
+        if kind:
+            q = q.where(Job.kind == kind)
+        if before:
+            stamp, _, last_id = before.partition("_")
+            try:
+                at = float(stamp)
+            except ValueError:
+                raise ConfigError(f"before={before!r}: not a cursor from a previous page") from None
+            q = q.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < last_id)))
+        return list(s.scalars(q))
+
+
+def cancel_job(ctx: Platform, job_id: str) -> Job:
+    with ctx.store.session() as s:
+        row = s.get(Job, job_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        if row.state in TERMINAL:
+            return row
+        row.cancel_requested = True
+        if row.state == "queued":
+            row.state, row.finished_at = "cancelled", time.time()
+        running = row.state == "running"
+    fmt.append_event(Path(row.folder), fmt.CANCEL_REQUESTED)
+    if running:
+        ctx.executor.cancel(job_id, grace_s=ctx.extras.get("cancel_grace_s", 30.0))
+    return row
+
+
+def resume_job(ctx: Platform, job_id: str, checkpoint: str | None) -> Job:
+    which = checkpoint or "latest"
+    with ctx.store.session() as s:
+        row = s.get(Job, job_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        if row.kind != "train":
+            raise ConflictError("only training jobs resume from a checkpoint; retry this one")
+        if row.state not in ("failed", "cancelled"):
+            raise ConflictError(f"job {job_id} is {row.state}; only failed or cancelled jobs resume")
+        names = [p.name for _, p in fmt.step_checkpoints(Path(row.folder))]
+        if which != "latest" and which not in names:
+            raise NotFoundError(f"job {job_id} has no checkpoint {which!r}; it has {names}")
+        row.state, row.resume_from, row.cancel_requested = "queued", which, False
+        row.error, row.exit_code, row.finished_at = None, None, None
+    fmt.append_event(Path(row.folder), fmt.QUEUED, resume_from=which)
+    ctx.wake()
+    return row
+
+
+def retry_job(ctx: Platform, job_id: str) -> Job:
+    """A finished job run again from the start, as a new job with the same request."""
+    old = get_job(ctx, job_id)
+    if old.state not in TERMINAL:
+        raise ConflictError(f"job {job_id} is {old.state}; retry a finished job")
+    spec = JobSpec.model_validate(old.spec) if old.kind == "train" else old.spec
+    extra = {k: v for k, v in (old.extra or {}).items() if k != "openai"}
+    return create_job(
+        ctx,
+        spec,
+        kind=old.kind,
+        priority=old.priority,
+        restart_policy=old.restart_policy,
+        max_retries=old.max_retries,
+        extra={**extra, "retry_of": old.id},
+    )
+
+
+def delete_job(ctx: Platform, job_id: str) -> None:
+    with ctx.store.session() as s:
+        row = s.get(Job, job_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        if row.state not in TERMINAL:
+            raise ConflictError(f"job {job_id} is {row.state}; cancel it before deleting")
+        s.delete(row)
+    shutil.rmtree(row.folder, ignore_errors=True)
+
+
+def job_dict(row: Job) -> dict:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "name": row.name,
+        "state": row.state,
+        "priority": row.priority,
+        "gpus": row.gpus,
+        "restart_policy": row.restart_policy,
+        "max_retries": row.max_retries,
+        "attempt": row.attempt,
+        "resume_from": row.resume_from,
+        "progress": {"step": row.step, "max_steps": row.max_steps},
+        "latest_metrics": row.latest_metrics or {},
+        "created_at": row.created_at,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "exit_code": row.exit_code,
+        "error": row.error,
+        "spec": row.spec,
+    }
+
+
+# -- launching ------------------------------------------------------------------------------------------
+
+WORKER = [sys.executable, "-m", "tuneforge.cli.main"]
+
+
+def launch_for(ctx: Platform, row: Job) -> Launch:
+    root = Path(row.folder)
+    env = {"TUNEFORGE_HOME": str(ctx.home), "PYTHONUNBUFFERED": "1"}
+    if row.kind == "train":
+        request = root / "request.yaml"
+        spec = {**row.spec, "output_dir": str(root)}
+        request.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+        argv = [*WORKER, "train", str(request), "-o", str(root)]
+        if row.resume_from:
+            argv += ["--set", f"resume_from={row.resume_from}"]
+    elif row.kind == "eval":
+        e = row.spec
+        argv = [*WORKER, "eval", e["model"], "--data", e["dataset"], "-o", str(root / "eval"), "--json"]
+        if e.get("adapter"):
+            argv += ["--adapter", e["adapter"]]
+        if e.get("compare_base"):
+            argv.append("--compare-base")
+        if e.get("max_samples"):
+            argv += ["--max-samples", str(e["max_samples"])]
+        argv += ["--max-new-tokens", str(e.get("max_new_tokens", 64))]
+    else:
+        raise ConfigError(f"job {row.id}: unknown kind {row.kind!r}")
+    return Launch(row.id, argv, root, env, root, row.gpus, row.attempt + 1)
+
+
+class Supervisor:
+    """One thread: follows running jobs to their end, applies restart policies, starts queued jobs."""
+
+    def __init__(self, ctx: Platform, interval: float = 0.5):
+        self.ctx, self.interval = ctx, interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_finish: list = []  # callables(ctx, row) run after a job ends (OpenAI registration, …)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self.reconcile()
+        self._thread = threading.Thread(target=self._loop, name="tuneforge-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a bad tick must not end supervision; the next one retries
+                log.exception("supervisor tick failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    # -- start of the control plane
+    def reconcile(self) -> None:
+        catalog.fail_interrupted_validations(self.ctx.store)
+        with self.ctx.store.reading() as s:
+            running = list(s.scalars(select(Job).where(Job.state == "running")))
+        for row in running:
+            handle = Handle(row.pid, row.pid_ticks) if row.pid else None
+            result = reconcile_running(self.ctx.executor, row.id, Path(row.folder), handle, row.gpus)
+            fmt.append_event(Path(row.folder), fmt.RECONCILED, reason=result.reason, adopted=result.adopted)
+            log.info("job %s: %s", row.id, result.reason)
+            if not result.adopted:
+                self._finish(row.id, result.outcome, None)
+
+    # -- every tick
+    def tick(self) -> None:
+        with self.ctx.store.reading() as s:
+            running = list(s.scalars(select(Job).where(Job.state == "running")))
+        for row in running:
+            status = self.ctx.executor.poll(row.id)
+            if status is not None and status.running:
+                self._copy_progress(row)
+                continue
+            code = status.exit_code if status else None
+            self._copy_progress(row)
+            self._finish(row.id, outcome(Path(row.folder), code, row.cancel_requested), code)
+        self._schedule()
+
+    def _copy_progress(self, row: Job) -> None:
+        p = fmt.progress(Path(row.folder))
+        if p["step"] == row.step and p["latest_metrics"] == row.latest_metrics:
+            return
+        with self.ctx.store.session() as s:
+            r = s.get(Job, row.id)
+            if r is not None:
+                r.step, r.latest_metrics = p["step"], p["latest_metrics"]
+                r.max_steps = p["max_steps"] or r.max_steps
+
+    def _finish(self, job_id: str, result, exit_code: int | None) -> None:
+        with self.ctx.store.session() as s:
+            row = s.get(Job, job_id, with_for_update=True)
+            if row is None or row.state != "running":
+                return
+            row.exit_code = exit_code
+            retries_used = row.attempt - 1
+            if (
+                result.state == "failed"
+                and row.restart_policy == "on-failure"
+                and retries_used < row.max_retries
+                and not row.cancel_requested
+            ):
+                row.state, row.resume_from, row.error = "queued", "latest", result.error
+                row.pid = row.pid_ticks = None
+                fmt.append_event(
+                    Path(row.folder),
+                    fmt.RESTARTING,
+                    attempt=row.attempt + 1,
+                    max_retries=row.max_retries,
+                    reason=(result.error or {}).get("message"),
+                )
+                log.info("job %s: failed; restarting (attempt %d)", job_id, row.attempt + 1)
+                finished = None
+            else:
+                row.state, row.error, row.finished_at = result.state, result.error, time.time()
+                row.pid = row.pid_ticks = None
+                finished = row
+        if finished is not None:
+            log.info("job %s: %s", job_id, finished.state)
+            for hook in self.on_finish:
+                try:
+                    hook(self.ctx, finished)
+                except Exception:
+                    log.exception("job %s: after-finish hook failed", job_id)
+
+    def _schedule(self) -> None:
+        with self.ctx.store.reading() as s:
+            queued = list(
+                s.scalars(
+                    select(Job)
+                    .where(Job.state == "queued")
+                    .order_by(Job.priority.desc(), Job.created_at.asc())
+                    .limit(50)
+                )
+            )
+        for row in queued:
+            # Strict order: the head waits for its GPUs rather than be overtaken forever by small jobs.
+            if not self.ctx.executor.can_start(row.gpus):
+                return
+            self._start(row.id)
+
+    def _start(self, job_id: str) -> None:
+        with self.ctx.store.session() as s:
+            row = s.get(Job, job_id, with_for_update=True)
+            if row is None or row.state != "queued":
+                return
+            launch = launch_for(self.ctx, row)
+            fmt.append_event(Path(row.folder), fmt.LAUNCHED, attempt=launch.attempt, argv=launch.argv[3:])
+            try:
+                handle = self.ctx.executor.submit(launch)
+            except OSError as exc:
+                row.state, row.finished_at = "failed", time.time()
+                row.error = {
+                    "message": f"could not start the worker: {exc}",
+                    "exit_code": None,
+                    "log_tail": "",
+                }
+                return
+            row.state, row.attempt = "running", launch.attempt
+            row.pid, row.pid_ticks = handle.pid, handle.start_ticks
+            row.started_at = row.started_at or time.time()

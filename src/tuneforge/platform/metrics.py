@@ -1,0 +1,67 @@
+"""Prometheus metrics: requests (count and latency by route), jobs by state, queue length."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from .db import Job
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class JobsCollector:
+    """Read at scrape time from the database, so the figures are right after a restart too."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def collect(self):
+        with self.ctx.store.reading() as s:
+            counts = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+        jobs = GaugeMetricFamily("tuneforge_jobs", "Jobs by state.", labels=["state"])
+        for state in STATES:
+            jobs.add_metric([state], counts.get(state, 0))
+        yield jobs
+        yield GaugeMetricFamily(
+            "tuneforge_queue_length", "Jobs waiting to start.", value=counts.get("queued", 0)
+        )
+
+
+class RequestMetrics:
+    def __init__(self, ctx):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tuneforge_http_requests", "HTTP requests.", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "tuneforge_http_request_seconds",
+            "HTTP request latency.",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.registry.register(JobsCollector(ctx))
+
+    def middleware(self):
+        async def measure(request, call_next):
+            start = time.perf_counter()
+            status = 500
+            try:
+                response = await call_next(request)
+                status = response.status_code
+                return response
+            finally:
+                route = request.scope.get("route")
+                # The route's template, never the raw path: ids would make unbounded label sets.
+                name = getattr(route, "path", "unmatched")
+                self.requests.labels(request.method, name, str(status)).inc()
+                self.latency.labels(request.method, name).observe(time.perf_counter() - start)
+
+        return measure
+
+
+def render(ctx) -> tuple[bytes, str]:
+    return generate_latest(ctx.extras["metrics"].registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""Routers of the control plane; the app factory includes ``ROUTERS`` (deployments/gateway add theirs)."""

@@ -1,0 +1,188 @@
+"""/api/v1/jobs: create, list, get, cancel, resume, retry, delete; logs, events, metrics (cursor-paginated,
+followable as Server-Sent Events), checkpoints, files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
+
+from tuneforge.errors import NotFoundError
+from tuneforge.jobs import folder as fmt
+
+from .. import jobs as service
+from .. import registry
+from ..context import Platform
+from ..deps import admin, platform
+from ..schemas import JobCreate, ResumeBody
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(admin)])
+FOLLOW_POLL_S = 0.5
+
+
+@router.post("", status_code=201)
+def create_job(body: JobCreate, ctx: Platform = Depends(platform)) -> dict:
+    """Validated before queueing: a bad spec, an unknown dataset/model or too many GPUs → 422."""
+    data = service.build_spec(
+        body.spec,
+        body.template,
+        body.model,
+        body.datasets,
+        body.validation_dataset,
+        body.overrides,
+        body.resources,
+    )
+    spec = service.validate_spec(ctx, data)
+    row = service.create_job(
+        ctx, spec, priority=body.priority, restart_policy=body.restart_policy, max_retries=body.max_retries
+    )
+    return service.job_dict(row)
+
+
+@router.get("")
+def list_jobs(
+    ctx: Platform = Depends(platform),
+    state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
+    kind: str | None = Query(None, pattern="^(train|eval)$"),
+    limit: int = Query(50, ge=1, le=500),
+    before: str | None = Query(None, max_length=100, description="The `next` cursor of the previous page."),
+) -> dict:
+    """Newest first."""
+    rows = service.list_jobs(ctx, state, limit, before, kind)
+    nxt = service.cursor(rows[-1]) if len(rows) == limit else None
+    return {"data": [service.job_dict(r) for r in rows], "next": nxt}
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
+    return service.job_dict(service.get_job(ctx, job_id))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
+    return service.job_dict(service.cancel_job(ctx, job_id))
+
+
+@router.post("/{job_id}/resume")
+def resume_job(job_id: str, body: ResumeBody | None = None, ctx: Platform = Depends(platform)) -> dict:
+    return service.job_dict(service.resume_job(ctx, job_id, body.checkpoint if body else None))
+
+
+@router.post("/{job_id}/retry", status_code=201)
+def retry_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
+    return service.job_dict(service.retry_job(ctx, job_id))
+
+
+@router.delete("/{job_id}")
+def delete_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
+    from tuneforge.errors import ConflictError
+
+    names = registry.job_is_registered(ctx, job_id)
+    if names:
+        raise ConflictError(f"job {job_id} is registered as {', '.join(names)}; delete those first")
+    service.delete_job(ctx, job_id)
+    return {"id": job_id, "deleted": True}
+
+
+# -- the job folder -------------------------------------------------------------------------------------
+
+
+def _sse(event: str, data) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n"
+
+
+def _ended(ctx: Platform, job_id: str) -> bool:
+    return service.get_job(ctx, job_id).state in service.TERMINAL
+
+
+def _follow(request: Request, ctx: Platform, job_id: str, read, offset: int, event: str):
+    """SSE: ``read(offset) -> (items, next_offset)`` until the job ends and nothing is left to read."""
+
+    async def stream():
+        nonlocal offset
+        while True:
+            ended = await asyncio.to_thread(_ended, ctx, job_id)  # checked before the read: no lost tail
+            items, offset = await asyncio.to_thread(read, offset)
+            if items:
+                yield _sse(event, {"data": items, "next_offset": offset})
+            if ended and not items:
+                yield _sse("end", {"state": service.get_job(ctx, job_id).state, "next_offset": offset})
+                return
+            if await request.is_disconnected():
+                return
+            if not items:
+                await asyncio.sleep(FOLLOW_POLL_S)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/{job_id}/logs")
+def job_logs(
+    job_id: str,
+    request: Request,
+    ctx: Platform = Depends(platform),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(1 << 20, ge=1, le=8 << 20),
+    follow: bool = False,
+):
+    """The worker's output from a byte offset (header X-Next-Offset), or followed as SSE."""
+    root = Path(service.get_job(ctx, job_id).folder)
+
+    def read(at: int):
+        data, nxt = ctx.executor.logs(root, at, limit)
+        return (data.decode("utf-8", errors="replace") if data else ""), nxt
+
+    if follow:
+        return _follow(request, ctx, job_id, read, offset, "log")
+    text, nxt = read(offset)
+    return Response(text, media_type="text/plain; charset=utf-8", headers={"X-Next-Offset": str(nxt)})
+
+
+def _jsonl_route(name: str, filename: str):
+    def route(
+        job_id: str,
+        request: Request,
+        ctx: Platform = Depends(platform),
+        offset: int = Query(0, ge=0, description="The `next_offset` of the previous page."),
+        limit: int = Query(500, ge=1, le=10_000),
+        follow: bool = False,
+    ):
+        path = Path(service.get_job(ctx, job_id).folder) / filename
+
+        def read(at: int):
+            return fmt.read_jsonl(path, at, limit)
+
+        if follow:
+            return _follow(request, ctx, job_id, read, offset, name)
+        items, nxt = read(offset)
+        return {"data": items, "next_offset": nxt}
+
+    route.__name__ = f"job_{name}"
+    route.__doc__ = f"The job's {name} from a cursor, or followed as SSE."
+    return route
+
+
+router.get("/{job_id}/events")(_jsonl_route("events", fmt.EVENTS_FILE))
+router.get("/{job_id}/metrics")(_jsonl_route("metrics", fmt.METRICS_FILE))
+
+
+@router.get("/{job_id}/checkpoints")
+def job_checkpoints(job_id: str, ctx: Platform = Depends(platform)) -> dict:
+    return {"data": fmt.checkpoints_with_metrics(Path(service.get_job(ctx, job_id).folder))}
+
+
+@router.get("/{job_id}/files")
+def job_files(job_id: str, ctx: Platform = Depends(platform)) -> dict:
+    return {"data": fmt.list_files(Path(service.get_job(ctx, job_id).folder))}
+
+
+@router.get("/{job_id}/files/{path:path}")
+def download_job_file(job_id: str, path: str, ctx: Platform = Depends(platform)):
+    target = fmt.safe_path(Path(service.get_job(ctx, job_id).folder), path)
+    if target is None or not target.is_file():
+        raise NotFoundError(f"no file {path!r} in job {job_id}")
+    return FileResponse(target, filename=target.name)
