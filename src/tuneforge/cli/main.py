@@ -10,7 +10,7 @@ import typer
 
 from tuneforge.errors import TuneforgeError
 
-from . import datasets, models, quickstart, templates, train
+from . import datasets, models, quickstart, serve, templates, train
 from .common import err_console
 
 app = typer.Typer(
@@ -47,6 +47,8 @@ def _root(
 app.command(name="train")(train.train)
 app.command(name="eval")(train.evaluate)
 app.command(name="quickstart")(quickstart.quickstart)
+app.command(name="serve")(serve.serve)
+app.command(name="chat")(serve.chat)
 
 
 def main() -> None:

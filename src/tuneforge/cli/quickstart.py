@@ -62,7 +62,7 @@ def quickstart(
         console.print("next: tuneforge train " + str(samples / "sample_spec.yaml"))
         return
 
-    from tuneforge.evaluate.generate import load_for_inference
+    from tuneforge.models.inference import load_for_inference
     from tuneforge.spec import load_spec
     from tuneforge.train.run import run_training
 
