@@ -66,8 +66,8 @@ def test_pulled_model_record_and_answer(home, pulled):
 
 def test_twenty_lora_steps_lower_the_loss(home, tmp_path):
     from tuneforge.data.load import load_records
-    from tuneforge.models.inference import load_for_inference
     from tuneforge.evaluate.run import eval_loss
+    from tuneforge.models.inference import load_for_inference
     from tuneforge.spec import load_spec
     from tuneforge.train.run import run_training
 

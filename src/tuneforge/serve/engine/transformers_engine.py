@@ -101,6 +101,7 @@ class TransformersEngine:
         self._running: list[_Seq] = []  # index == cache row
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.peak_running = 0  # the largest batch decoded so far (tests and logs)
 
     # -- the async side ----------------------------------------------------------------------------
     @property
@@ -254,6 +255,7 @@ class TransformersEngine:
 
     def _decode_step(self) -> None:
         seqs = list(self._running)
+        self.peak_running = max(self.peak_running, len(seqs))
         ids = torch.tensor([[s.generated[-1]] for s in seqs], device=self.device)
         pos = torch.tensor([[s.pos] for s in seqs], device=self.device)
         for s in seqs:
