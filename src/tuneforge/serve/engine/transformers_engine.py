@@ -28,6 +28,7 @@ from .base import BadRequest, Delta, EngineStats, QueueFull, RequestStream, Samp
 from .detokenize import IncrementalText
 from .kv_cache import SlotKVCache
 from .sampling import choose_tokens
+from .threads import ThreadTuner
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class TransformersEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.peak_running = 0  # the largest batch decoded so far (tests and logs)
+        self.tuner: ThreadTuner | None = None
 
     # -- the async side ----------------------------------------------------------------------------
     @property
@@ -170,11 +172,12 @@ class TransformersEngine:
 
     # -- the engine thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
+        if self.config.threads or self.device.type != "cpu":
+            torch.set_num_threads(self.config.threads or torch.get_num_threads())
+            self.tuner = None
         else:
             allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            torch.set_num_threads(max(1, min(torch.get_num_threads(), allowed or 1)))
+            self.tuner = ThreadTuner(max(1, min(torch.get_num_threads(), allowed or 1)))
         with torch.inference_mode():
             while not self._stopping:
                 try:
@@ -261,7 +264,12 @@ class TransformersEngine:
         for s in seqs:
             s.pos += 1
         mask = self.cache.prepare_decode(len(seqs))
+        if self.tuner:
+            self.tuner.before_step()
+        started = time.perf_counter()
         logits = self._forward(ids, mask, pos, seqs)
+        if self.tuner:
+            self.tuner.after_step(len(seqs), time.perf_counter() - started)
         self._emit(seqs, logits)
 
     def _emit(self, seqs: list[_Seq], logits: torch.Tensor) -> None:

@@ -1,0 +1,257 @@
+"""Serving throughput: concurrent streaming chat clients against `tuneforge serve` and, in the same
+run, `transformers serve --continuous-batching` on the same model (the baseline).
+
+    .venv/bin/python bench/serve_throughput.py [--levels 1,4,16,32] [--max-tokens 64]
+
+Each level starts N clients at once; each streams greedy chat completions of fixed, varied prompts
+(several rounds at low N so every level sends at least 4 requests). Prints output tokens/s (content
+chunks received per wall second), p50/p99 time to first token, p50 inter-token latency, the
+server's peak resident memory (VmHWM), and tuneforge/baseline ratios. Every server gets one warm-up
+request first (transformers' paged cache is allocated on the first request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+PROMPTS = [
+    "Give three tips for staying healthy.",
+    "What is the capital of France? Answer in one sentence, then say why it matters.",
+    "Write a short poem about the sea.",
+    "Explain photosynthesis to a ten-year-old.",
+    "List five fruits and their colours.",
+    "How do I boil an egg?",
+    "Describe a cat in three sentences.",
+    "What are the benefits of reading books?",
+    "Translate 'good morning' into French, Spanish and German.",
+    "Summarise the plot of Romeo and Juliet.",
+    "Why is the sky blue?",
+    "Give me a recipe for a simple salad.",
+    "What is machine learning?",
+    "Suggest three names for a pet dog.",
+    "How many days are in a leap year, and why?",
+    "Write a polite email declining a meeting.",
+]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+async def one_request(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int, headers: dict):
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    start = time.perf_counter()
+    stamps = []
+    async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+        if r.status_code != 200:
+            await r.aread()
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            for choice in chunk.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    stamps.append(time.perf_counter())
+    if not stamps:
+        raise RuntimeError("no tokens received")
+    return stamps[0] - start, [b - a for a, b in zip(stamps, stamps[1:], strict=False)], len(stamps)
+
+
+async def run_level(url: str, model: str, clients: int, max_tokens: int, headers: dict) -> dict:
+    rounds = max(1, 4 // clients)
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+
+        async def worker(i: int):
+            out = []
+            for r in range(rounds):
+                out.append(
+                    await one_request(
+                        client, model, PROMPTS[(i + r * clients) % len(PROMPTS)], max_tokens, headers
+                    )
+                )
+            return out
+
+        start = time.perf_counter()
+        results = [x for batch in await asyncio.gather(*(worker(i) for i in range(clients))) for x in batch]
+        wall = time.perf_counter() - start
+    ttft = [r[0] for r in results]
+    itl = [g for r in results for g in r[1]]
+    tokens = sum(r[2] for r in results)
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "tokens": tokens,
+        "tok_s": tokens / wall,
+        "ttft_p50": pct(ttft, 0.5),
+        "ttft_p99": pct(ttft, 0.99),
+        "itl_p50": statistics.median(itl) if itl else float("nan"),
+    }
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def bench_server(name, cmd, url, model, ready_path, levels, max_tokens, headers) -> dict:
+    print(f"\n== {name}: {' '.join(cmd)}", flush=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(url, proc, ready_path)
+        asyncio.run(one_request_standalone(url, model, max_tokens, headers))  # warm-up
+        print(f"ready and warm after {time.perf_counter() - started:.1f}s", flush=True)
+        rows = []
+        for n in levels:
+            row = asyncio.run(run_level(url, model, n, max_tokens, headers))
+            row["rss_mb"] = peak_rss_mb(proc.pid)
+            rows.append(row)
+            print(
+                f"{name:>12} clients={n:<3} tok/s={row['tok_s']:6.1f}  TTFT p50={row['ttft_p50']:.2f}s"
+                f" p99={row['ttft_p99']:.2f}s  ITL p50={row['itl_p50'] * 1000:.0f}ms"
+                f"  peak RSS={row['rss_mb']:.0f}MB",
+                flush=True,
+            )
+        return {"name": name, "rows": rows}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def one_request_standalone(url, model, max_tokens, headers):
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        await one_request(client, model, PROMPTS[0], max_tokens, headers)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="A stored model name or folder.")
+    ap.add_argument("--levels", default="1,4,16,32")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--port", type=int, default=18480)
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from tuneforge.models.store import resolve_model
+
+    folder = str(resolve_model(args.model))
+    bin_dir = Path(sys.executable).parent
+    env_threads = os.environ.get("TUNEFORGE_BENCH_THREADS")
+    key = "bench-key"
+    ours = bench_server(
+        "tuneforge",
+        [
+            str(bin_dir / "tuneforge"),
+            "serve",
+            args.model,
+            "--port",
+            str(args.port),
+            "--api-key",
+            key,
+            "--max-batch-size",
+            "32",
+        ]
+        + (["--threads", env_threads] if env_threads else []),  # fmt: skip
+        f"http://127.0.0.1:{args.port}",
+        Path(args.model).name,
+        "/v2/health/ready",
+        levels,
+        args.max_tokens,
+        {"Authorization": f"Bearer {key}"},
+    )
+    results = [ours]
+    if not args.skip_baseline:
+        base_port = args.port + 1
+        results.append(
+            bench_server(
+                "transformers",
+                [
+                    str(bin_dir / "transformers"),
+                    "serve",
+                    folder,
+                    "--continuous-batching",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(base_port),
+                    "--dtype",
+                    "float32",
+                ],  # fmt: skip
+                f"http://127.0.0.1:{base_port}",
+                folder,
+                "/health",
+                levels,
+                args.max_tokens,
+                {},
+            )
+        )
+    print(
+        "\n| clients | tuneforge tok/s | transformers tok/s | ratio | TTFT p50/p99 (tf) "
+        "| TTFT p50/p99 (hf) | ITL p50 tf/hf | peak RSS tf/hf |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for i, row in enumerate(ours["rows"]):
+        base = results[1]["rows"][i] if len(results) > 1 else None
+        ratio = f"{row['tok_s'] / base['tok_s']:.2f}" if base else "-"
+        b = base or {k: float("nan") for k in row}
+        print(
+            f"| {row['clients']} | {row['tok_s']:.1f} | {b['tok_s']:.1f} | {ratio} | "
+            f"{row['ttft_p50']:.2f}/{row['ttft_p99']:.2f} s | {b['ttft_p50']:.2f}/{b['ttft_p99']:.2f} s | "
+            f"{row['itl_p50'] * 1000:.0f}/{b['itl_p50'] * 1000:.0f} ms | "
+            f"{row['rss_mb']:.0f}/{b['rss_mb']:.0f} MB |"
+        )
+    for i, row in enumerate(ours["rows"]):
+        if len(results) > 1:
+            base = results[1]["rows"][i]
+            print(
+                f"serve_tok_s clients={row['clients']} tuneforge={row['tok_s']:.1f} "
+                f"baseline={base['tok_s']:.1f} ratio={row['tok_s'] / base['tok_s']:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
