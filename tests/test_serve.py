@@ -525,7 +525,17 @@ def chat_greedy_http(server, model, content, max_tokens):
 @pytest.mark.gpu
 def test_vllm_engine_answers_like_transformers(serving_models):
     pytest.importorskip("vllm")
+    from servehelp import ServerThread
     from tuneforge.serve.worker import WorkerConfig, build_state
 
-    state = build_state(WorkerConfig(str(serving_models["base"]), engine="vllm"))
+    models = {k: str(v) for k, v in serving_models.items() if k != "base"}
+    state = build_state(WorkerConfig(str(serving_models["base"]), models, engine="vllm"))
     assert state.engine.name == "vllm"
+    with ServerThread(state, KEY) as server:
+        from openai import OpenAI
+
+        client = OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+        assert {m.id for m in client.models.list().data} == {BASE, "alpha", "beta"}
+        for model in (BASE, "alpha"):
+            r = client.completions.create(model=model, prompt="The quick brown", max_tokens=5, temperature=0)
+            assert r.usage.completion_tokens >= 1

@@ -32,7 +32,8 @@ class ThreadTuner:
         if len(self.candidates) == 1:
             return
         self.steps += 1
-        if self.probing is None and self.steps % self.probe_every == 0:
+        # the first probe comes early (step 4): a wrong start would cost the first answers dearly
+        if self.probing is None and self.steps % self.probe_every == 4:
             self.probing = next(c for c in self.candidates if c != self.current)
             self.probe_left = self.probe_steps
             torch.set_num_threads(self.probing)
