@@ -133,10 +133,10 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
-def bench_server(name, cmd, url, model, ready_path, levels, max_tokens, headers) -> dict:
+def bench_server(name, cmd, url, model, ready_path, levels, max_tokens, headers, env=None) -> dict:
     print(f"\n== {name}: {' '.join(cmd)}", flush=True)
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_ready(url, proc, ready_path)
         asyncio.run(one_request_standalone(url, model, max_tokens, headers))  # warm-up
@@ -173,6 +173,20 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--port", type=int, default=18480)
+    ap.add_argument(
+        "--baseline-threads",
+        type=int,
+        default=0,
+        help="OMP_NUM_THREADS for transformers serve (default: torch's choice). On cores shared with other "
+        "busy processes 1 is far faster for it; tuneforge picks its thread count by measuring.",
+    )
+    ap.add_argument(
+        "--baseline-blocks",
+        type=int,
+        default=256,
+        help="--cb-num-blocks for transformers serve: 256 pages of 256 tokens = the 32 x 2048 tokens "
+        "tuneforge may hold (its default takes 60%% of RAM, which a shared machine cannot spare).",
+    )
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
