@@ -539,3 +539,27 @@ def test_vllm_engine_answers_like_transformers(serving_models):
         for model in (BASE, "alpha"):
             r = client.completions.create(model=model, prompt="The quick brown", max_tokens=5, temperature=0)
             assert r.usage.completion_tokens >= 1
+
+
+def test_thread_tuner_keeps_the_faster_thread_count_and_follows_a_change():
+    import torch
+
+    from tuneforge.serve.engine.threads import ThreadTuner
+
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(2)
+        cost = {1: 0.1, 2: 1.8}  # shared cores: one thread is faster
+        slow_steps = 0
+        for _ in range(3000):
+            tuner.before_step()
+            slow_steps += torch.get_num_threads() == 2
+            tuner.after_step(1, cost[torch.get_num_threads()])
+        assert tuner.current == 1 and slow_steps < 15
+        cost = {1: 0.1, 2: 0.05}  # the other load went away
+        for _ in range(5000):
+            tuner.before_step()
+            tuner.after_step(1, cost[torch.get_num_threads()])
+        assert tuner.current == 2
+    finally:
+        torch.set_num_threads(before)
