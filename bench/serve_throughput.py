@@ -183,9 +183,9 @@ def main() -> None:
     ap.add_argument(
         "--baseline-blocks",
         type=int,
-        default=256,
-        help="--cb-num-blocks for transformers serve: 256 pages of 256 tokens = the 32 x 2048 tokens "
-        "tuneforge may hold (its default takes 60%% of RAM, which a shared machine cannot spare).",
+        default=0,
+        help="--cb-num-blocks for transformers serve (0: its default, 60%% of RAM). 256 pages of 256 tokens "
+        "hold the 32 x 2048 tokens tuneforge may hold.",
     )
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -194,22 +194,11 @@ def main() -> None:
 
     folder = str(resolve_model(args.model))
     bin_dir = Path(sys.executable).parent
-    env_threads = os.environ.get("TUNEFORGE_BENCH_THREADS")
     key = "bench-key"
+    ours_cmd = [str(bin_dir / "tuneforge"), "serve", args.model, "--port", str(args.port), "--api-key", key]
     ours = bench_server(
         "tuneforge",
-        [
-            str(bin_dir / "tuneforge"),
-            "serve",
-            args.model,
-            "--port",
-            str(args.port),
-            "--api-key",
-            key,
-            "--max-batch-size",
-            "32",
-        ]
-        + (["--threads", env_threads] if env_threads else []),  # fmt: skip
+        ours_cmd + ["--max-batch-size", "32"],
         f"http://127.0.0.1:{args.port}",
         Path(args.model).name,
         "/v2/health/ready",
@@ -220,27 +209,29 @@ def main() -> None:
     results = [ours]
     if not args.skip_baseline:
         base_port = args.port + 1
+        base_cmd = [
+            str(bin_dir / "transformers"),
+            "serve",
+            folder,
+            "--continuous-batching",
+            "--dtype",
+            "float32",
+        ]
+        base_cmd += ["--host", "127.0.0.1", "--port", str(base_port)]
+        if args.baseline_blocks:
+            base_cmd += ["--cb-num-blocks", str(args.baseline_blocks)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.baseline_threads)} if args.baseline_threads else None
         results.append(
             bench_server(
                 "transformers",
-                [
-                    str(bin_dir / "transformers"),
-                    "serve",
-                    folder,
-                    "--continuous-batching",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(base_port),
-                    "--dtype",
-                    "float32",
-                ],  # fmt: skip
+                base_cmd,
                 f"http://127.0.0.1:{base_port}",
                 folder,
                 "/health",
                 levels,
                 args.max_tokens,
                 {},
+                env=env,
             )
         )
     print(
