@@ -3,8 +3,10 @@ run, `transformers serve --continuous-batching` on the same model (the baseline)
 
     .venv/bin/python bench/serve_throughput.py [--levels 1,4,16,32] [--max-tokens 64]
 
-Each level starts N clients at once; each streams greedy chat completions of fixed, varied prompts
-(several rounds at low N so every level sends at least 4 requests). Prints output tokens/s (content
+Both servers run side by side; each level alternates them (--repeats times) so load changes on a
+shared machine hit both, and the medians are compared. Each level starts N clients at once; each
+streams greedy chat completions of fixed, varied prompts (several rounds at low N so every level
+sends at least 4 requests). Prints output tokens/s (content
 chunks received per wall second), p50/p99 time to first token, p50 inter-token latency, the
 server's peak resident memory (VmHWM), and tuneforge/baseline ratios. Every server gets one warm-up
 request first (transformers' paged cache is allocated on the first request).
@@ -133,32 +135,47 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
-def bench_server(name, cmd, url, model, ready_path, levels, max_tokens, headers, env=None) -> dict:
-    print(f"\n== {name}: {' '.join(cmd)}", flush=True)
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        wait_ready(url, proc, ready_path)
-        asyncio.run(one_request_standalone(url, model, max_tokens, headers))  # warm-up
-        print(f"ready and warm after {time.perf_counter() - started:.1f}s", flush=True)
-        rows = []
-        for n in levels:
-            row = asyncio.run(run_level(url, model, n, max_tokens, headers))
-            row["rss_mb"] = peak_rss_mb(proc.pid)
-            rows.append(row)
-            print(
-                f"{name:>12} clients={n:<3} tok/s={row['tok_s']:6.1f}  TTFT p50={row['ttft_p50']:.2f}s"
-                f" p99={row['ttft_p99']:.2f}s  ITL p50={row['itl_p50'] * 1000:.0f}ms"
-                f"  peak RSS={row['rss_mb']:.0f}MB",
-                flush=True,
-            )
-        return {"name": name, "rows": rows}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+class Server:
+    """One server process under test."""
+
+    def __init__(self, name, cmd, url, model, ready_path, headers, env=None):
+        self.name, self.cmd, self.url, self.model = name, cmd, url, model
+        self.ready_path, self.headers, self.env = ready_path, headers, env
+        self.proc: subprocess.Popen | None = None
+        self.runs: dict[int, list[dict]] = {}
+
+    def start(self, max_tokens: int) -> None:
+        print(f"== {self.name}: {' '.join(self.cmd)}", flush=True)
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env
+        )
+        wait_ready(self.url, self.proc, self.ready_path)
+        asyncio.run(one_request_standalone(self.url, self.model, max_tokens, self.headers))  # warm-up
+        print(f"   ready and warm after {time.perf_counter() - started:.1f}s", flush=True)
+
+    def run(self, clients: int, max_tokens: int) -> None:
+        row = asyncio.run(run_level(self.url, self.model, clients, max_tokens, self.headers))
+        self.runs.setdefault(clients, []).append(row)
+        print(
+            f"{self.name:>12} clients={clients:<3} tok/s={row['tok_s']:6.1f}  TTFT p50={row['ttft_p50']:.2f}s"
+            f" p99={row['ttft_p99']:.2f}s  ITL p50={row['itl_p50'] * 1000:.0f}ms",
+            flush=True,
+        )
+
+    def median(self, clients: int) -> dict:
+        rows = self.runs[clients]
+        return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+    def stop(self) -> float:
+        rss = peak_rss_mb(self.proc.pid) if self.proc else float("nan")
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return rss
 
 
 async def one_request_standalone(url, model, max_tokens, headers):
@@ -173,6 +190,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--port", type=int, default=18480)
+    ap.add_argument("--repeats", type=int, default=2, help="Alternating runs per level (medians).")
     ap.add_argument(
         "--baseline-threads",
         type=int,
@@ -196,17 +214,16 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     key = "bench-key"
     ours_cmd = [str(bin_dir / "tuneforge"), "serve", args.model, "--port", str(args.port), "--api-key", key]
-    ours = bench_server(
-        "tuneforge",
-        ours_cmd + ["--max-batch-size", "32"],
-        f"http://127.0.0.1:{args.port}",
-        Path(args.model).name,
-        "/v2/health/ready",
-        levels,
-        args.max_tokens,
-        {"Authorization": f"Bearer {key}"},
-    )
-    results = [ours]
+    servers = [
+        Server(
+            "tuneforge",
+            ours_cmd + ["--max-batch-size", "32"],
+            f"http://127.0.0.1:{args.port}",
+            Path(args.model).name,
+            "/v2/health/ready",
+            {"Authorization": f"Bearer {key}"},
+        )
+    ]
     if not args.skip_baseline:
         base_port = args.port + 1
         base_cmd = [
@@ -221,41 +238,45 @@ def main() -> None:
         if args.baseline_blocks:
             base_cmd += ["--cb-num-blocks", str(args.baseline_blocks)]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.baseline_threads)} if args.baseline_threads else None
-        results.append(
-            bench_server(
-                "transformers",
-                base_cmd,
-                f"http://127.0.0.1:{base_port}",
-                folder,
-                "/health",
-                levels,
-                args.max_tokens,
-                {},
-                env=env,
-            )
+        servers.append(
+            Server("transformers", base_cmd, f"http://127.0.0.1:{base_port}", folder, "/health", {}, env)
+        )
+    rss = {}
+    try:
+        for s in servers:
+            s.start(args.max_tokens)
+        # Both servers stay up; each level alternates them, so a change in the machine's load hits both.
+        for n in levels:
+            for _ in range(args.repeats):
+                for s in servers:
+                    s.run(n, args.max_tokens)
+    finally:
+        for s in servers:
+            rss[s.name] = s.stop()
+    ours, base = servers[0], servers[1] if len(servers) > 1 else None
+    print(f"\nmedians of {args.repeats} alternating runs per level; peak RSS over the whole run")
+    print(
+        "| clients | tuneforge tok/s | transformers tok/s | ratio | TTFT p50/p99 (tf) "
+        "| TTFT p50/p99 (hf) | ITL p50 tf/hf |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    nan = float("nan")
+    for n in levels:
+        a = ours.median(n)
+        b = base.median(n) if base else {k: nan for k in a}
+        ratio = f"{a['tok_s'] / b['tok_s']:.2f}" if base else "-"
+        print(
+            f"| {n} | {a['tok_s']:.1f} | {b['tok_s']:.1f} | {ratio} | "
+            f"{a['ttft_p50']:.2f}/{a['ttft_p99']:.2f} s | {b['ttft_p50']:.2f}/{b['ttft_p99']:.2f} s | "
+            f"{a['itl_p50'] * 1000:.0f}/{b['itl_p50'] * 1000:.0f} ms |"
         )
     print(
-        "\n| clients | tuneforge tok/s | transformers tok/s | ratio | TTFT p50/p99 (tf) "
-        "| TTFT p50/p99 (hf) | ITL p50 tf/hf | peak RSS tf/hf |"
+        f"peak RSS: tuneforge {rss['tuneforge']:.0f} MB, transformers {rss.get('transformers', nan):.0f} MB"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for i, row in enumerate(ours["rows"]):
-        base = results[1]["rows"][i] if len(results) > 1 else None
-        ratio = f"{row['tok_s'] / base['tok_s']:.2f}" if base else "-"
-        b = base or {k: float("nan") for k in row}
-        print(
-            f"| {row['clients']} | {row['tok_s']:.1f} | {b['tok_s']:.1f} | {ratio} | "
-            f"{row['ttft_p50']:.2f}/{row['ttft_p99']:.2f} s | {b['ttft_p50']:.2f}/{b['ttft_p99']:.2f} s | "
-            f"{row['itl_p50'] * 1000:.0f}/{b['itl_p50'] * 1000:.0f} ms | "
-            f"{row['rss_mb']:.0f}/{b['rss_mb']:.0f} MB |"
-        )
-    for i, row in enumerate(ours["rows"]):
-        if len(results) > 1:
-            base = results[1]["rows"][i]
-            print(
-                f"serve_tok_s clients={row['clients']} tuneforge={row['tok_s']:.1f} "
-                f"baseline={base['tok_s']:.1f} ratio={row['tok_s'] / base['tok_s']:.2f}"
-            )
+    if base:
+        for n in levels:
+            a, b = ours.median(n)["tok_s"], base.median(n)["tok_s"]
+            print(f"serve_tok_s clients={n} tuneforge={a:.1f} baseline={b:.1f} ratio={a / b:.2f}")
 
 
 if __name__ == "__main__":

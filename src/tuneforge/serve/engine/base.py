@@ -79,7 +79,10 @@ class RequestStream:
 
     def push(self, delta: Delta) -> None:
         """Thread-safe: called from the engine thread."""
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
+        except RuntimeError:  # the reader's event loop is gone: nobody will read this request
+            self.cancelled = True
 
     def __aiter__(self):
         return self

@@ -147,7 +147,9 @@ class TransformersEngine:
             stops | set(params.stop_token_ids),
         )
         with self._lock:
-            if len(self._waiting) >= self.config.max_queue:
+            # free rows count as room too: a request waits in the queue until the next step admits it
+            free = max(0, self.config.max_batch_size - len(self._running))
+            if len(self._waiting) >= self.config.max_queue + free:
                 raise QueueFull(
                     f"the server is at capacity ({len(self._running)} running, {len(self._waiting)} "
                     "waiting); retry shortly."
