@@ -224,3 +224,52 @@ def database_url(request, monkeypatch):
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+# -- serving: a tiny base with room for long answers, and LoRA adapters that change its answers ----
+def make_serving_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny llama like ``make_tiny_model`` but with a 2048-position context (the seed bodies ask
+    for 1024 new tokens) and the stop tokens saved as training saves them."""
+    import torch
+
+    tok = build_tokenizer()
+    cls, config = _config("llama", len(tok), tok)
+    config.max_position_embeddings = 2048
+    torch.manual_seed(seed)
+    model = cls(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    write(
+        folder / "generation_config.json",
+        {"eos_token_id": [tok.eos_token_id], "pad_token_id": tok.pad_token_id},
+    )
+    return folder
+
+
+def make_lora_adapter(base: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) B matrices, so its answers differ from the base's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    lora = LoraConfig(
+        r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
+    peft_model = get_peft_model(model, lora)
+    peft_model.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def serving_models(tmp_path_factory):
+    """{"base": folder, "alpha": adapter, "beta": adapter} for the serving tests."""
+    root = tmp_path_factory.mktemp("serving")
+    base = make_serving_model(root / "tiny-chat")
+    return {
+        "base": base,
+        "alpha": make_lora_adapter(base, root / "alpha", 1),
+        "beta": make_lora_adapter(base, root / "beta", 2),
+    }

@@ -48,7 +48,8 @@ def test_pulled_model_record_and_answer(home, pulled):
     info = pulled[1]
     assert info["architecture"] == "LlamaForCausalLM" and 130e6 < info["parameters"] < 140e6
     assert info["chat_template"] and info["stop_tokens"] == ["<|im_end|>"]
-    from tuneforge.evaluate.generate import generate, load_for_inference
+    from tuneforge.evaluate.generate import generate
+    from tuneforge.models.inference import load_for_inference
 
     lm = load_for_inference("smollm2-135m-instruct")
     answer = generate(lm, [[{"role": "user", "content": "Give three tips for staying healthy."}]], 32)[0]
@@ -57,8 +58,8 @@ def test_pulled_model_record_and_answer(home, pulled):
 
 def test_twenty_lora_steps_lower_the_loss(home, tmp_path):
     from tuneforge.data.load import load_records
-    from tuneforge.evaluate.generate import load_for_inference
     from tuneforge.evaluate.run import eval_loss
+    from tuneforge.models.inference import load_for_inference
     from tuneforge.spec import load_spec
     from tuneforge.train.run import run_training
 

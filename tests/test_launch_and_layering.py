@@ -79,6 +79,17 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_serving_protocol_handlers_import_neither_fastapi_nor_torch():
+    """Routes → handlers → engine: the handlers are plain code (the gateway can reuse them)."""
+    code = (
+        "import sys; import tuneforge.serve.openai, tuneforge.serve.kserve, tuneforge.serve.triton_generate, "
+        "tuneforge.serve.params, tuneforge.serve.engine.base, tuneforge.serve.chat; "
+        "print('torch' in sys.modules, 'fastapi' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
+
+
 @pytest.mark.gpu
 def test_qlora_trains_on_cuda(tiny_llama, memo_data, tmp_path):
     from trainhelp import losses

@@ -10,7 +10,7 @@ import typer
 
 from tuneforge.errors import TuneforgeError
 
-from . import datasets, evals, jobs, models, quickstart, server, spec, templates, tokens, train
+from . import datasets, evals, jobs, models, quickstart, serve, server, spec, templates, tokens, train
 from .common import err_console
 
 app = typer.Typer(
@@ -52,6 +52,8 @@ app.command(name="train")(train.train)
 app.command(name="eval")(train.evaluate)
 app.command(name="quickstart")(quickstart.quickstart)
 app.command(name="server")(server.server)
+app.command(name="serve")(serve.serve)
+app.command(name="chat")(serve.chat)
 
 
 def _one_line(text: str) -> str:

@@ -73,7 +73,7 @@ def quickstart(
         console.print("next: tuneforge train " + str(samples / "sample_spec.yaml"))
         return
 
-    from tuneforge.evaluate.generate import load_for_inference
+    from tuneforge.models.inference import load_for_inference
 
     before = _ask(load_for_inference(info["name"]), "3. base model answers")
     console.rule(f"4. LoRA fine-tune ({steps} steps) through the control plane")

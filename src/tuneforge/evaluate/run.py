@@ -10,9 +10,10 @@ from pathlib import Path
 from tuneforge.data.store import read_any_dataset
 from tuneforge.data.tokenize import IGNORE_INDEX, tokenize_chat
 from tuneforge.errors import ConfigError
+from tuneforge.models.inference import LoadedModel, adapter_base, load_for_inference, saved_chat_template
 from tuneforge.settings import get_settings
 
-from .generate import LoadedModel, adapter_base, generate, load_for_inference, saved_chat_template
+from .generate import generate
 from .metrics import text_scores
 
 

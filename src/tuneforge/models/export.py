@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tuneforge.errors import ConfigError, ConflictError
 
+from .inference import adapter_base
 from .info import describe_folder, write_info
 from .load import adapter_or_base, load_tokenizer
 from .store import resolve_model
@@ -21,8 +22,6 @@ def merge_adapter(
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, GenerationConfig
-
-    from tuneforge.evaluate.generate import adapter_base
 
     adapter, output = Path(adapter), Path(output)
     if not (adapter / "adapter_config.json").exists():

@@ -1,0 +1,289 @@
+"""The serving worker's HTTP routes: parse, call one protocol handler, shape the response.
+
+OpenAI routes answer errors as ``{"error": {message, type, param, code}}``; KServe/Triton routes as
+``{"error": "..."}``; statuses: 400 bad request, 401 bad key, 404 unknown model, 413 body too large,
+503 queue full. No traceback ever leaves the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from tuneforge.errors import TuneforgeError
+
+from . import kserve, openai, triton_generate
+from .engine.base import BadRequest, QueueFull, UnknownModel
+from .metrics import CONTENT_TYPE, ServeMetrics
+from .state import ServingState
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 << 20
+OPEN_PATHS = {"/health", "/v2/health/live", "/v2/health/ready"}
+
+
+class ClientGone(Exception):
+    pass
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, type_: str, param: str | None = None):
+        self.status, self.message, self.type, self.param = status, message, type_, param
+
+
+def classify(exc: Exception) -> HTTPError:
+    if isinstance(exc, HTTPError):
+        return exc
+    if isinstance(exc, UnknownModel):
+        return HTTPError(404, str(exc), "NotFoundError", "model")
+    if isinstance(exc, QueueFull):
+        return HTTPError(503, str(exc), "ServiceUnavailableError")
+    if isinstance(exc, BadRequest):
+        return HTTPError(400, str(exc), "BadRequestError", exc.param)
+    if isinstance(exc, TuneforgeError):
+        return HTTPError(400, str(exc), "BadRequestError")
+    log.exception("unexpected error while serving a request")
+    return HTTPError(
+        500, f"internal error ({type(exc).__name__}); see the server log.", "InternalServerError"
+    )
+
+
+def openai_error(err: HTTPError) -> JSONResponse:
+    code = {401: "invalid_api_key", 404: "model_not_found", 503: "server_overloaded"}.get(err.status)
+    return JSONResponse(openai.error_body(err.message, err.type, err.param, code), status_code=err.status)
+
+
+def v2_error(err: HTTPError) -> JSONResponse:
+    return JSONResponse({"error": err.message}, status_code=err.status)
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise HTTPError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB.", "BadRequestError")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HTTPError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB.", "BadRequestError")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> dict:
+    body = await read_body(request)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}", "body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object.", "body")
+    return data
+
+
+async def until_disconnect(request: Request, coro):
+    """Run ``coro``; if the client goes away first, cancel it (which cancels its generations)."""
+    task = asyncio.ensure_future(coro)
+
+    async def watch():
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise ClientGone()
+
+
+def sse(events, terminal_done: bool):
+    async def body():
+        async for e in events:
+            yield f"data: {e if isinstance(e, str) else json.dumps(e, ensure_ascii=False)}\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+class AuthAndCount:
+    """Pure ASGI (not BaseHTTPMiddleware, which buffers and hides client disconnects from streams):
+    checks the bearer key and counts requests by route and status."""
+
+    def __init__(self, app, api_key: str | None, metrics: ServeMetrics):
+        self.app, self.api_key, self.metrics = app, api_key, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if self.api_key and path not in OPEN_PATHS:
+            header = dict(scope["headers"]).get(b"authorization", b"")
+            token = header[7:].strip() if header[:7].lower() == b"bearer " else b""
+            if not hmac.compare_digest(token, self.api_key.encode()):
+                err = HTTPError(
+                    401, "missing or wrong API key: send 'Authorization: Bearer KEY'.", "AuthenticationError"
+                )
+                self.metrics.requests.labels(_route(path), "401").inc()
+                response = openai_error(err) if path.startswith("/v1") else v2_error(err)
+                return await response(scope, receive, send)
+        status = {}
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            if path != "/metrics" and not path.startswith("/v2/health"):
+                self.metrics.requests.labels(_route(path), str(status.get("code", 499))).inc()
+
+
+def create_app(
+    state: ServingState, api_key: str | None = None, metrics: ServeMetrics | None = None
+) -> FastAPI:
+    metrics = metrics or state.metrics or ServeMetrics()
+    app = FastAPI(title="tuneforge serve", docs_url=None, redoc_url=None, openapi_url=None)
+
+    app.add_middleware(AuthAndCount, api_key=api_key, metrics=metrics)
+
+    async def openai_call(request: Request, handler):
+        try:
+            body = await read_json(request)
+            result = await until_disconnect(request, handler(state, body))
+        except ClientGone:
+            return Response(status_code=499)
+        except Exception as exc:
+            return openai_error(classify(exc))
+        if isinstance(result, dict):
+            return JSONResponse(result)
+        return sse(result, True)
+
+    @app.get("/health")
+    async def health():
+        return Response(status_code=200 if state.engine.ready else 503)
+
+    @app.get("/v1/models")
+    async def v1_models():
+        return openai.list_models(state)
+
+    @app.get("/v1/models/{name:path}")
+    async def v1_model(name: str):
+        for item in openai.list_models(state)["data"]:
+            if item["id"] == name:
+                return item
+        return openai_error(classify(UnknownModel(name, list(state.served.variants))))
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await openai_call(request, openai.chat_completions)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await openai_call(request, openai.completions)
+
+    # -- KServe / Open Inference Protocol v2 ---------------------------------------------------
+    @app.get("/v2")
+    async def v2_server():
+        return kserve.server_metadata()
+
+    @app.get("/v2/health/live")
+    async def v2_live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def v2_ready():
+        ready = state.engine.ready
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    def v2_call(fn):
+        try:
+            return JSONResponse(fn())
+        except Exception as exc:
+            return v2_error(classify(exc))
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def v2_model(name: str, version: str | None = None):
+        return v2_call(lambda: kserve.model_metadata(state, name))
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def v2_model_ready(name: str, version: str | None = None):
+        def ready():
+            state.variant(name)
+            if not state.engine.ready:
+                raise HTTPError(503, "the engine is not running.", "ServiceUnavailableError")
+            return {"name": name, "ready": True}
+
+        return v2_call(ready)
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def v2_infer(name: str, request: Request, version: str | None = None):
+        try:
+            body = await read_body(request)
+            header = request.headers.get("inference-header-content-length")
+            response, blob = await until_disconnect(request, kserve.infer(state, name, body, header))
+        except ClientGone:
+            return Response(status_code=499)
+        except Exception as exc:
+            return v2_error(classify(exc))
+        if blob is None:
+            return JSONResponse(response)
+        head = json.dumps(response).encode()
+        return Response(
+            head + blob,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        )
+
+    @app.post("/v2/models/{name}/generate")
+    async def v2_generate(name: str, request: Request):
+        try:
+            body = await read_json(request)
+            return JSONResponse(await until_disconnect(request, triton_generate.generate(state, name, body)))
+        except ClientGone:
+            return Response(status_code=499)
+        except Exception as exc:
+            return v2_error(classify(exc))
+
+    @app.post("/v2/models/{name}/generate_stream")
+    async def v2_generate_stream(name: str, request: Request):
+        try:
+            body = await read_json(request)
+            return sse(triton_generate.generate_stream(state, name, body), False)
+        except Exception as exc:
+            return v2_error(classify(exc))
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def _route(path: str) -> str:
+    """A bounded label: the route's shape, never the raw path (model names, junk URLs)."""
+    if path.startswith("/v1/"):
+        return path if path in ("/v1/chat/completions", "/v1/completions", "/v1/models") else "/v1/other"
+    if path.startswith("/v2/models/"):
+        tail = path.rsplit("/", 1)[-1]
+        return (
+            f"/v2/models/*/{tail}"
+            if tail in ("infer", "generate", "generate_stream", "ready")
+            else "/v2/models/*"
+        )
+    return path if path in ("/v2", "/health", "/metrics") else "other"

@@ -1,0 +1,74 @@
+"""Next-token choice for a batch whose rows each have their own sampling options."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import SamplingParams
+
+
+def _penalise(row: torch.Tensor, params: SamplingParams, generated: list[int]) -> torch.Tensor:
+    """OpenAI's frequency/presence penalties and the HF repetition penalty, over generated tokens."""
+    if not generated:
+        return row
+    ids = torch.tensor(generated, device=row.device)
+    uniq, counts = ids.unique(return_counts=True)
+    row = row.clone()
+    if params.repetition_penalty != 1.0:
+        picked = row[uniq]
+        row[uniq] = torch.where(
+            picked > 0, picked / params.repetition_penalty, picked * params.repetition_penalty
+        )
+    row[uniq] -= params.frequency_penalty * counts.to(row.dtype) + params.presence_penalty
+    return row
+
+
+def _filter(row: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    if top_k > 0 and top_k < row.numel():
+        kth = torch.topk(row, top_k).values[-1]
+        row = row.masked_fill(row < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(row, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest set reaching top_p
+        row = row.clone()
+        row[order[drop]] = float("-inf")
+    return row
+
+
+def choose_tokens(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    generated: list[list[int]],
+    generators: list[torch.Generator | None],
+) -> tuple[list[int], list[dict | None]]:
+    """One token per row; plus, for rows that asked for logprobs, the chosen token's and the top k."""
+    logits = logits.float()
+    simple = all(
+        p.greedy and p.frequency_penalty == 0 and p.presence_penalty == 0 and p.repetition_penalty == 1.0
+        for p in params
+    )
+    if simple:
+        chosen = logits.argmax(-1).tolist()
+    else:
+        chosen = []
+        for i, p in enumerate(params):
+            row = logits[i]
+            if p.frequency_penalty or p.presence_penalty or p.repetition_penalty != 1.0:
+                row = _penalise(row, p, generated[i])
+            if p.greedy:
+                chosen.append(int(row.argmax()))
+                continue
+            row = _filter(row / p.temperature, p.top_k, p.top_p)
+            probs = row.softmax(-1)
+            chosen.append(int(torch.multinomial(probs, 1, generator=generators[i])))
+    infos: list[dict | None] = [None] * len(params)
+    for i, p in enumerate(params):
+        if p.logprobs is not None:
+            lp = logits[i].log_softmax(-1)
+            top = torch.topk(lp, p.logprobs) if p.logprobs else None
+            infos[i] = {
+                "logprob": float(lp[chosen[i]]),
+                "top": list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top else [],
+            }
+    return chosen, infos

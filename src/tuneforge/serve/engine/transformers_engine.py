@@ -1,0 +1,328 @@
+"""The ``transformers`` engine: any HF causal LM (CPU or GPU) with continuous batching.
+
+One thread owns the model. Between two decode steps it drops cancelled requests, admits waiting ones
+(prefilled together, left-padded, straight into free rows of the slot cache), then runs one decode
+step for every running request at once. A short request therefore never waits for a long one, and a
+client that leaves frees its row before the next step. Requests for different LoRA adapters share
+the base weights and one batch through peft's ``adapter_names``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from tuneforge.errors import ConfigError
+from tuneforge.models.inference import ServedModel, ServedVariant
+
+from . import attention
+from .base import BadRequest, Delta, EngineStats, QueueFull, RequestStream, SamplingParams
+from .detokenize import IncrementalText
+from .kv_cache import SlotKVCache
+from .sampling import choose_tokens
+from .threads import ThreadTuner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineConfig:
+    max_batch_size: int = 32
+    max_model_len: int = 2048
+    max_queue: int = 256
+    max_prefill_tokens: int = 2048  # prompt tokens prefilled between two decode steps, at most
+    threads: int | None = None
+
+
+class NoMetrics:
+    def observe_first_token(self, variant: str, seconds: float) -> None: ...
+    def observe_inter_token(self, variant: str, seconds: float) -> None: ...
+    def observe_finished(self, variant: str, prompt: int, completion: int, reason: str) -> None: ...
+    def set_load(self, stats: EngineStats) -> None: ...
+
+
+@dataclass
+class _Seq:
+    stream: RequestStream
+    variant: ServedVariant
+    prompt_ids: list[int]
+    params: SamplingParams
+    detok: IncrementalText
+    generator: torch.Generator | None
+    stop_ids: set[int]
+    arrived: float = field(default_factory=time.perf_counter)
+    generated: list[int] = field(default_factory=list)
+    pos: int = 0  # position id of the next token
+    last_token_at: float = 0.0
+
+
+def _cache_kwarg(model) -> str:
+    """transformers 5 renamed ``past_key_values`` to ``cache``; speak whichever the model takes."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, served: ServedModel, config: EngineConfig | None = None, metrics=None):
+        self.served = served
+        self.model = served.model
+        self.config = config or EngineConfig()
+        self.metrics = metrics or NoMetrics()
+        model_cfg = self.model.config
+        limit = getattr(model_cfg, "max_position_embeddings", None) or self.config.max_model_len
+        self.max_model_len = min(self.config.max_model_len, limit)
+        param = next(self.model.parameters())
+        self.device = param.device
+        self.cache = SlotKVCache(
+            model_cfg.num_hidden_layers,
+            self.config.max_batch_size,
+            self.max_model_len,
+            param.dtype,
+            self.device,
+        )
+        self._cache_kwarg = _cache_kwarg(self.model)
+        if not attention.install(self.model):
+            raise ConfigError(
+                f"{type(self.model).__name__} does not take a pluggable attention function; the "
+                "transformers engine serves models that do (Llama, Qwen2, Mistral, Gemma, GPT-2, …)."
+            )
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._waiting: collections.deque[_Seq] = collections.deque()
+        self._running: list[_Seq] = []  # index == cache row
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.peak_running = 0  # the largest batch decoded so far (tests and logs)
+        self.tuner: ThreadTuner | None = None
+
+    # -- the async side ----------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tuneforge-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def submit(self, variant: str, prompt_ids: list[int], params: SamplingParams) -> RequestStream:
+        v = self.served.variants[variant]
+        if not prompt_ids:
+            raise BadRequest("the prompt is empty.", "prompt")
+        if len(prompt_ids) + params.max_tokens > self.max_model_len:
+            raise BadRequest(
+                f"this model's maximum context length is {self.max_model_len} tokens; the prompt has "
+                f"{len(prompt_ids)} and max_tokens asks for {params.max_tokens} more. Shorten the prompt "
+                "or lower max_tokens.",
+                "max_tokens",
+            )
+        stream = RequestStream(asyncio.get_running_loop())
+        generator = None
+        if params.seed is not None and not params.greedy:
+            generator = torch.Generator(device=self.device).manual_seed(int(params.seed))
+        stops = set() if params.ignore_eos else set(v.stop_ids)
+        seq = _Seq(
+            stream,
+            v,
+            list(prompt_ids),
+            params,
+            IncrementalText(v.tokenizer, params.stop),
+            generator,
+            stops | set(params.stop_token_ids),
+        )
+        with self._lock:
+            # free rows count as room too: a request waits in the queue until the next step admits it
+            free = max(0, self.config.max_batch_size - len(self._running))
+            if len(self._waiting) >= self.config.max_queue + free:
+                raise QueueFull(
+                    f"the server is at capacity ({len(self._running)} running, {len(self._waiting)} "
+                    "waiting); retry shortly."
+                )
+            self._waiting.append(seq)
+        self._wake.set()
+        return stream
+
+    def cancel(self, stream: RequestStream) -> None:
+        if not stream.finished:
+            stream.cancelled = True
+            self._wake.set()
+
+    def stats(self) -> EngineStats:
+        n = len(self._running)
+        return EngineStats(
+            running=n,
+            waiting=len(self._waiting),
+            kv_used_tokens=sum(len(s.prompt_ids) + len(s.generated) for s in self._running),
+            kv_capacity_tokens=self.config.max_batch_size * self.max_model_len,
+        )
+
+    # -- the engine thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        if self.config.threads or self.device.type != "cpu":
+            torch.set_num_threads(self.config.threads or torch.get_num_threads())
+            self.tuner = None
+        else:
+            allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            self.tuner = ThreadTuner(max(1, min(torch.get_num_threads(), allowed or 1)))
+        with torch.inference_mode():
+            while not self._stopping:
+                try:
+                    self._drop_cancelled()
+                    admitted = self._admit()
+                    if admitted:
+                        self._prefill(admitted)
+                    if self._running:
+                        self._decode_step()
+                    self.metrics.set_load(self.stats())
+                    if not self._running and not self._waiting:
+                        self._wake.wait(timeout=0.5)
+                        self._wake.clear()
+                except Exception as exc:  # a failed step must not take the worker down with it
+                    log.exception("engine step failed")
+                    self._fail_all(f"engine error: {type(exc).__name__}: {exc}")
+
+    def _fail_all(self, message: str) -> None:
+        for seq in list(self._running):
+            seq.stream.push(Delta(finish_reason="abort", error=message))
+        for i in range(len(self._running)):
+            self.cache.release_row(i)
+        self._running.clear()
+
+    def _drop_cancelled(self) -> None:
+        with self._lock:
+            if any(s.stream.cancelled for s in self._waiting):
+                self._waiting = collections.deque(s for s in self._waiting if not s.stream.cancelled)
+        for seq in [s for s in self._running if s.stream.cancelled]:
+            self._finish(seq, "abort")
+
+    def _admit(self) -> list[_Seq]:
+        """Waiting requests (FIFO) that fit in free rows, the prefill budget and the context."""
+        free = self.config.max_batch_size - len(self._running)
+        chosen: list[_Seq] = []
+        width = 0
+        with self._lock:
+            while self._waiting and len(chosen) < free:
+                seq = self._waiting[0]
+                new_width = max(width, len(seq.prompt_ids))
+                fits_len = all(new_width + s.params.max_tokens <= self.max_model_len for s in [*chosen, seq])
+                fits_budget = new_width * (len(chosen) + 1) <= max(self.config.max_prefill_tokens, new_width)
+                if chosen and not (fits_len and fits_budget):
+                    break
+                chosen.append(self._waiting.popleft())
+                width = new_width
+        return chosen
+
+    def _forward(self, input_ids, mask, position_ids, seqs: list[_Seq]):
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "position_ids": position_ids,
+            self._cache_kwarg: self.cache,
+            "use_cache": True,
+            "logits_to_keep": 1,
+        }
+        if self.served.has_adapters:
+            kwargs["adapter_names"] = [s.variant.adapter or "__base__" for s in seqs]
+        return self.model(**kwargs).logits[:, -1]
+
+    def _prefill(self, seqs: list[_Seq]) -> None:
+        first = len(self._running)
+        lengths = [len(s.prompt_ids) for s in seqs]
+        width = max(lengths)
+        pad = self.served.variants[self.served.base_id].tokenizer.pad_token_id or 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        pos = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            n = len(s.prompt_ids)
+            ids[i, width - n :] = torch.tensor(s.prompt_ids)
+            pos[i, width - n :] = torch.arange(n)
+            s.pos = n
+        mask = self.cache.prepare_prefill(first, lengths)
+        self._running.extend(seqs)
+        logits = self._forward(ids.to(self.device), mask, pos.to(self.device), seqs)
+        self._emit(seqs, logits)
+
+    def _decode_step(self) -> None:
+        seqs = list(self._running)
+        self.peak_running = max(self.peak_running, len(seqs))
+        ids = torch.tensor([[s.generated[-1]] for s in seqs], device=self.device)
+        pos = torch.tensor([[s.pos] for s in seqs], device=self.device)
+        for s in seqs:
+            s.pos += 1
+        mask = self.cache.prepare_decode(len(seqs))
+        if self.tuner:
+            self.tuner.before_step()
+        started = time.perf_counter()
+        logits = self._forward(ids, mask, pos, seqs)
+        if self.tuner:
+            self.tuner.after_step(len(seqs), time.perf_counter() - started)
+        self._emit(seqs, logits)
+
+    def _emit(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
+        tokens, infos = choose_tokens(
+            logits, [s.params for s in seqs], [s.generated for s in seqs], [s.generator for s in seqs]
+        )
+        now = time.perf_counter()
+        for seq, token, info in zip(seqs, tokens, infos, strict=True):
+            if seq.generated:
+                self.metrics.observe_inter_token(seq.variant.id, now - seq.last_token_at)
+            else:
+                self.metrics.observe_first_token(seq.variant.id, now - seq.arrived)
+            seq.last_token_at = now
+            seq.generated.append(token)
+            reason = None
+            if token in seq.stop_ids:
+                text, reason = "", "stop"
+            else:
+                text, hit = seq.detok.add(token)
+                if hit:
+                    reason = "stop"
+                elif len(seq.generated) >= seq.params.max_tokens:
+                    reason = "length"
+                elif self.cache.ends[self._running.index(seq)] >= self.max_model_len:
+                    reason = "length"
+            lp = []
+            if info is not None:
+                tok = seq.variant.tokenizer.convert_ids_to_tokens(token)
+                lp = [{"token_id": token, "token": tok, **info}]
+            if reason is None:
+                seq.stream.push(Delta(text=text, token_ids=[token], logprobs=lp))
+            else:
+                self._finish(seq, reason, text + seq.detok.finish(), [token], lp)
+
+    def _finish(self, seq: _Seq, reason: str, text: str = "", ids=None, lp=None) -> None:
+        row = self._running.index(seq)
+        last = len(self._running) - 1
+        if row != last:
+            self.cache.move_row(last, row)
+            self._running[row] = self._running[last]
+        self._running.pop()
+        self.cache.release_row(last)
+        completion = len(seq.generated) - (1 if reason == "stop" and seq.generated[-1] in seq.stop_ids else 0)
+        seq.stream.push(
+            Delta(
+                text=text,
+                token_ids=ids or [],
+                logprobs=lp or [],
+                finish_reason=reason,
+                prompt_tokens=len(seq.prompt_ids),
+                completion_tokens=completion,
+            )
+        )
+        self.metrics.observe_finished(seq.variant.id, len(seq.prompt_ids), completion, reason)

@@ -1,0 +1,148 @@
+"""What the protocol handlers share: the served models, the engine, prompt rendering and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from tuneforge.models.inference import ServedModel, ServedVariant
+
+from .engine.base import BadRequest, Delta, Engine, RequestStream, SamplingParams, UnknownModel
+
+CHARS_PER_TOKEN_BOUND = 32  # a prompt longer than this many characters per context token cannot fit
+
+
+@dataclass
+class ServingState:
+    served: ServedModel
+    engine: Engine
+    metrics: object = None
+    default_max_tokens: int = 512
+    started: float = 0.0
+
+    def __post_init__(self):
+        self.started = self.started or time.time()
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    def variant(self, name) -> ServedVariant:
+        if not isinstance(name, str) or name not in self.served.variants:
+            raise UnknownModel(str(name), list(self.served.variants))
+        return self.served.variants[name]
+
+    # -- prompts -------------------------------------------------------------------------------
+    def _check_chars(self, text: str, param: str) -> None:
+        if len(text) > self.max_model_len * CHARS_PER_TOKEN_BOUND:
+            raise BadRequest(
+                f"{param} has {len(text)} characters, more than the {self.max_model_len}-token context "
+                "can hold.",
+                param,
+            )
+
+    def encode_chat(self, variant: ServedVariant, messages) -> list[int]:
+        """Render with the model's own saved chat template, ending with the assistant's turn."""
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("messages must be a non-empty list of {role, content} objects.", "messages")
+        clean = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise BadRequest(f"messages[{i}] must be an object with a string 'role'.", "messages")
+            content = m.get("content")
+            if isinstance(content, list):  # content parts: text only
+                parts = []
+                for part in content:
+                    if not isinstance(part, dict) or part.get("type") != "text":
+                        raise BadRequest(f"messages[{i}].content: only text parts are supported.", "messages")
+                    parts.append(str(part.get("text", "")))
+                content = "".join(parts)
+            elif content is None:
+                content = ""
+            elif not isinstance(content, str):
+                raise BadRequest(f"messages[{i}].content must be a string or a list of parts.", "messages")
+            self._check_chars(content, "messages")
+            clean.append({"role": m["role"], "content": content})
+        try:
+            text = variant.tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # the template's own checks (roles alternate, …) are the user's to fix
+            raise BadRequest(f"the model's chat template refused these messages: {exc}", "messages") from None
+        return self._encode(variant, text, "messages")
+
+    def encode_text(
+        self, variant: ServedVariant, text, raw: bool = False, param: str = "prompt"
+    ) -> list[int]:
+        """A plain prompt; wrapped as one user turn when the model has a chat template, unless raw."""
+        if not isinstance(text, str):
+            raise BadRequest(f"{param} must be a string.", param)
+        self._check_chars(text, param)
+        if not raw and getattr(variant.tokenizer, "chat_template", None):
+            return self.encode_chat(variant, [{"role": "user", "content": text}])
+        return self._encode(variant, text, param)
+
+    def _encode(self, variant: ServedVariant, text: str, param: str) -> list[int]:
+        ids = variant.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise BadRequest(f"{param} is empty.", param)
+        if len(ids) >= self.max_model_len:
+            raise BadRequest(
+                f"{param} has {len(ids)} tokens; this model's context is {self.max_model_len}. Shorten it.",
+                param,
+            )
+        return ids
+
+    def check_token_ids(self, ids, param: str = "prompt") -> list[int]:
+        vocab = len(self.served.variants[self.served.base_id].tokenizer)
+        if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab for i in ids):
+            raise BadRequest(f"{param}: token ids must be integers in [0, {vocab}).", param)
+        if len(ids) >= self.max_model_len:
+            raise BadRequest(f"{param} has {len(ids)} tokens; the context is {self.max_model_len}.", param)
+        return ids
+
+    # -- running -------------------------------------------------------------------------------
+    def submit(self, variant: ServedVariant, ids: list[int], params: SamplingParams) -> RequestStream:
+        return self.engine.submit(variant.id, ids, params)
+
+    def cancel(self, streams: list[RequestStream]) -> None:
+        for s in streams:
+            self.engine.cancel(s)
+
+
+async def merge(streams: list[RequestStream]) -> AsyncIterator[tuple[int, Delta]]:
+    """Deltas of several streams as they come, tagged with the stream's index."""
+    if len(streams) == 1:
+        async for d in streams[0]:
+            yield 0, d
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int, s: RequestStream):
+        async for d in s:
+            await queue.put((i, d))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        done = 0
+        while done < len(streams):
+            i, d = await queue.get()
+            if d.finish_reason is not None:
+                done += 1
+            yield i, d
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def collect(stream: RequestStream) -> tuple[str, Delta, list[dict]]:
+    """The whole answer of one stream: text, the last delta (finish reason, usage), logprobs."""
+    parts, lps = [], []
+    last = Delta()
+    async for d in stream:
+        parts.append(d.text)
+        lps += d.logprobs
+        last = d
+    if last.error:
+        raise RuntimeError(last.error)
+    return "".join(parts), last, lps

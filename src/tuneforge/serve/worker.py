@@ -1,0 +1,80 @@
+"""The serving worker: load a model and its adapters, start an engine, serve the HTTP app.
+
+A supervisor starts it as a process (``tuneforge serve MODEL --port P``, the key in
+``TUNEFORGE_SERVE_API_KEY``) and waits for ``GET /v2/health/ready`` to answer 200.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .engine import pick_engine
+from .metrics import ServeMetrics
+from .state import ServingState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerConfig:
+    model: str
+    adapters: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    engine: str = "auto"
+    max_batch_size: int = 32
+    max_model_len: int = 2048
+    max_queue: int = 256
+    default_max_tokens: int = 512
+    threads: int | None = None
+
+
+def build_state(config: WorkerConfig, progress=None) -> ServingState:
+    """Load the model and adapters and create (not start) the engine."""
+    from tuneforge.models.inference import load_for_serving
+
+    step = progress or (lambda *a: None)
+    kind = pick_engine(config.engine)
+    metrics = ServeMetrics()
+    step("load", None, None)
+    if kind == "vllm":
+        from .engine.vllm_engine import VLLMEngine
+
+        served = load_for_serving(config.model, config.adapters, config.name, load_weights=False)
+        engine = VLLMEngine(served, config)
+    else:
+        from .engine.transformers_engine import EngineConfig, TransformersEngine
+
+        served = load_for_serving(config.model, config.adapters, config.name)
+        engine = TransformersEngine(
+            served,
+            EngineConfig(
+                max_batch_size=config.max_batch_size,
+                max_model_len=config.max_model_len,
+                max_queue=config.max_queue,
+                threads=config.threads,
+            ),
+            metrics,
+        )
+    return ServingState(served, engine, metrics, default_max_tokens=config.default_max_tokens)
+
+
+def run(state: ServingState, host: str, port: int, api_key: str | None, on_ready=None) -> None:
+    """Serve until SIGINT/SIGTERM; ``on_ready(url)`` once the port accepts requests."""
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(state, api_key)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started and on_ready:
+                on_ready(f"http://{host}:{port}")
+
+    state.engine.start()
+    try:
+        Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)).run()
+    finally:
+        state.engine.stop()

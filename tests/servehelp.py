@@ -1,0 +1,52 @@
+"""A real uvicorn server on 127.0.0.1 in a background thread, for the serving tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    def __init__(self, state, api_key: str | None):
+        import uvicorn
+
+        from tuneforge.serve.app import create_app
+
+        self.state = state
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(state, api_key), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.state.engine.start()
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.state.engine.stop()
+
+
+def start_server(models: dict, api_key: str | None = "test-key", **config):
+    from tuneforge.serve.worker import WorkerConfig, build_state
+
+    adapters = {k: str(v) for k, v in models.items() if k != "base"}
+    state = build_state(WorkerConfig(str(models["base"]), adapters, engine="transformers", **config))
+    return ServerThread(state, api_key)

@@ -1,0 +1,565 @@
+"""The serving worker through the clients people use: openai, tritonclient, kserve, curl, httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import struct
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from servehelp import start_server
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+BASE = "tiny-chat"
+KSERVE_SEED = {
+    "id": "d3b15cad-50a2-4eaf-80ce-8b0a428bd298",
+    "inputs": [
+        {
+            "name": "4b7c7d4a-51e4-43c8-af61-04639f6ef4bc",
+            "shape": [1],
+            "datatype": "BYTES",
+            "data": ["Give three tips for staying healthy."],
+        }
+    ],
+}
+TRITON_SEED = {
+    "text_input": "hello",
+    "stream": False,
+    "sampling_parameters": '{"temperature": 0.7, "top_p": 0.95, "max_tokens": 1024}',
+}
+
+
+@pytest.fixture(scope="module")
+def server(serving_models):
+    with start_server(serving_models, max_batch_size=8, max_queue=64) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+
+
+def chat_greedy(client, model: str, content: str, max_tokens: int = 12) -> str:
+    r = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": content}], max_tokens=max_tokens, temperature=0
+    )
+    return r.choices[0].message.content
+
+
+# -- OpenAI ----------------------------------------------------------------------------------------
+def test_openai_models_chat_completion_and_usage(client):
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == {BASE, "alpha", "beta"}
+    assert models["alpha"].parent == BASE and models[BASE].parent is None
+
+    r = client.chat.completions.create(
+        model=BASE, messages=[{"role": "user", "content": "Say hi"}], max_tokens=6, temperature=0
+    )
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.usage.completion_tokens <= 6 and r.usage.prompt_tokens > 3
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+    c = client.completions.create(
+        model=BASE, prompt="The quick brown", max_tokens=5, temperature=0, logprobs=2
+    )
+    assert c.object == "text_completion" and c.usage.completion_tokens == 5
+    assert len(c.choices[0].logprobs.token_logprobs) == 5
+    assert all(lp <= 0 for lp in c.choices[0].logprobs.token_logprobs)
+    # the same request twice, greedy: the same answer
+    again = client.completions.create(model=BASE, prompt="The quick brown", max_tokens=5, temperature=0)
+    assert again.choices[0].text == c.choices[0].text
+
+
+def test_openai_streaming_with_usage_equals_non_streaming(client):
+    stream = client.chat.completions.create(
+        model="alpha",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert text == chat_greedy(client, "alpha", "What is the capital of France?", 10)
+
+
+def test_openai_unknown_model_bad_key_and_bad_request(server, client):
+    import openai
+
+    with pytest.raises(openai.NotFoundError) as exc:
+        chat_greedy(client, "no-such-model", "hi")
+    assert exc.value.body["param"] == "model" and "served models" in exc.value.body["message"]
+    bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "x"}], temperature=5)
+    assert exc.value.body["param"] == "temperature"
+    # no key at all on the v2 routes; health stays open for supervisors and probes
+    assert httpx.post(server.url + f"/v2/models/{BASE}/infer", json=KSERVE_SEED).status_code == 401
+    assert httpx.get(server.url + "/v2/health/ready").status_code == 200
+
+
+def test_adapters_in_one_batch_each_equal_their_own_model_alone(server, client, serving_models):
+    """Base, alpha and beta asked at once (one batch, mixed adapters) answer exactly as each model
+    loaded on its own by the plain HF generate path."""
+    from tuneforge.evaluate.generate import generate
+    from tuneforge.models.inference import load_for_inference
+
+    question = [{"role": "user", "content": "Give three tips"}]
+    expected = {}
+    for name in (BASE, "alpha", "beta"):
+        adapter = None if name == BASE else serving_models[name]
+        lm = load_for_inference(serving_models["base"], adapter=adapter)
+        expected[name] = generate(lm, [question], max_new_tokens=10)[0]
+    assert len(set(expected.values())) == 3, (
+        "the adapters must change the answers for this test to mean anything"
+    )
+
+    results: dict[str, str] = {}
+
+    def ask(name):
+        results[name] = chat_greedy(client, name, "Give three tips", 10).strip()
+
+    peak_before = server.state.engine.peak_running
+    server.state.engine.peak_running = 0
+    threads = [threading.Thread(target=ask, args=(n,)) for n in (BASE, "alpha", "beta") * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert server.state.engine.peak_running >= 2, "the requests were not batched together"
+    server.state.engine.peak_running = max(peak_before, server.state.engine.peak_running)
+    assert results == expected
+
+
+def test_greedy_batched_equals_alone(client):
+    prompts = ["Give three tips", "What is the capital of France? The capital", "0123456789", "今天天气很好"]
+    alone = [
+        client.completions.create(model=BASE, prompt=p, max_tokens=12, temperature=0).choices[0].text
+        for p in prompts
+    ]
+    together = client.completions.create(model=BASE, prompt=prompts, max_tokens=12, temperature=0)
+    assert [c.text for c in sorted(together.choices, key=lambda c: c.index)] == alone
+
+
+def test_32_concurrent_streaming_clients_all_complete(server):
+    from openai import AsyncOpenAI
+
+    async def main():
+        client = AsyncOpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+
+        async def one(i):
+            stream = await client.chat.completions.create(
+                model=(BASE, "alpha", "beta")[i % 3],
+                messages=[{"role": "user", "content": f"Count to {i}"}],
+                max_tokens=8 + i % 5,
+                temperature=0.8,
+                seed=i,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            finish, usage, pieces = None, None, 0
+            async for chunk in stream:
+                if chunk.choices:
+                    finish = chunk.choices[0].finish_reason or finish
+                    pieces += 1
+                if chunk.usage:
+                    usage = chunk.usage
+            return finish, usage
+
+        return await asyncio.gather(*(one(i) for i in range(32)))
+
+    results = asyncio.run(main())
+    assert len(results) == 32
+    assert all(f in ("stop", "length") and u is not None and u.completion_tokens >= 1 for f, u in results)
+
+
+# -- KServe v2 / Triton ----------------------------------------------------------------------------
+def test_tritonclient_live_ready_and_infer_binary_and_json(server, client):
+    import numpy as np
+    import tritonclient.http as tc
+
+    # tritonclient writes its own headers into the dict it is given: give it copies
+    triton = tc.InferenceServerClient(server.url.removeprefix("http://"))
+    assert triton.is_server_live(headers=AUTH) and triton.is_server_ready(headers=AUTH)
+    assert triton.is_model_ready(BASE, headers=AUTH) and triton.is_model_ready("beta", headers=AUTH)
+    assert triton.get_model_metadata(BASE, headers=AUTH)["outputs"][0]["datatype"] == "BYTES"
+    want = chat_greedy(client, "beta", "Give three tips", 8)
+    for binary in (True, False):
+        inp = tc.InferInput("text_input", [1], "BYTES")
+        inp.set_data_from_numpy(np.array([b"Give three tips"], dtype=object), binary_data=binary)
+        out = tc.InferRequestedOutput("text_output", binary_data=binary)
+        result = triton.infer(
+            "beta", [inp], outputs=[out], headers=dict(AUTH), parameters={"max_tokens": 8, "temperature": 0}
+        )
+        got = result.as_numpy("text_output")[0]  # bytes from binary data, str from JSON
+        assert (got.decode() if isinstance(got, bytes) else got) == want, f"binary={binary}"
+
+
+def test_kserve_rest_client_v2(server, client):
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def main():
+        rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
+        inp = InferInput(name="prompt", shape=[2], datatype="BYTES", data=["Give three tips", "0123456789"])
+        request = InferRequest(
+            model_name="alpha", infer_inputs=[inp], request_id="r-1", parameters={"max_tokens": 6}
+        )
+        request.parameters["temperature"] = 0
+        return await rest.infer(server.url, request, model_name="alpha", headers=dict(AUTH))
+
+    response = asyncio.run(main())
+    assert response.id == "r-1" and response.model_name == "alpha"
+    texts = response.outputs[0].data
+    assert texts == [chat_greedy(client, "alpha", p, 6) for p in ("Give three tips", "0123456789")]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_curl_with_the_two_seed_bodies(server, tmp_path):
+    def curl(path, body):
+        (tmp_path / "input.json").write_text(json.dumps(body))
+        out = subprocess.run(
+            ["curl", "-s", "-w", "\n%{http_code}", "-H", f"Authorization: Bearer {KEY}",
+             "-H", "Content-Type: application/json", "--data-binary", f"@{tmp_path / 'input.json'}",
+             server.url + path],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        body, status = out.stdout.rsplit("\n", 1)
+        return int(status), json.loads(body)
+
+    status, r = curl(f"/v2/models/{BASE}/infer", KSERVE_SEED)
+    assert status == 200 and r["id"] == KSERVE_SEED["id"] and r["model_name"] == BASE
+    assert r["outputs"][0]["datatype"] == "BYTES" and r["outputs"][0]["shape"] == [1]
+    assert isinstance(r["outputs"][0]["data"][0], str)
+    status, r = curl(f"/v2/models/{BASE}/generate", TRITON_SEED)
+    assert status == 200 and r["model_name"] == BASE and r["model_version"] == "1"
+    assert isinstance(r["text_output"], str) and r["completion_tokens"] <= 1024
+
+
+def test_plain_prompts_use_the_chat_template_unless_raw(server):
+    from tuneforge.models.load import load_tokenizer
+
+    tok = load_tokenizer(server.state.served.base_folder)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hello"}], add_generation_prompt=True, tokenize=False
+    )
+    templated = len(tok(text, add_special_tokens=False)["input_ids"])
+    raw = len(tok("hello", add_special_tokens=False)["input_ids"])
+    assert templated > raw
+    for params, expected in (({"max_tokens": 2}, templated), ({"max_tokens": 2, "raw": True}, raw)):
+        body = {"inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]}
+        r = httpx.post(
+            server.url + f"/v2/models/{BASE}/infer", json={**body, "parameters": params}, headers=AUTH
+        )
+        assert r.status_code == 200 and r.json()["parameters"]["prompt_tokens"] == expected
+
+
+def test_generate_stream_events(server):
+    body = {"text_input": "hello", "parameters": {"max_tokens": 6, "temperature": 0}}
+    with httpx.stream(
+        "POST", server.url + f"/v2/models/{BASE}/generate_stream", json=body, headers=AUTH
+    ) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert r.status_code == 200 and events[-1]["finish_reason"] in ("stop", "length")
+    whole = httpx.post(server.url + f"/v2/models/{BASE}/generate", json=body, headers=AUTH).json()
+    assert "".join(e["text_output"] for e in events) == whole["text_output"]
+
+
+def test_metrics_report_tokens_latency_and_load(server, client):
+    chat_greedy(client, BASE, "hi", 3)
+    text = httpx.get(server.url + "/metrics", headers=AUTH).text
+    for name in (
+        "tuneforge_requests_total",
+        "tuneforge_prompt_tokens_total",
+        "tuneforge_generation_tokens_total",
+        "tuneforge_time_to_first_token_seconds_count",
+        "tuneforge_inter_token_latency_seconds_count",
+        "tuneforge_queue_depth",
+        "tuneforge_running_batch_size",
+        "tuneforge_kv_cache_usage_ratio",
+    ):
+        assert name in text, name
+    assert 'tuneforge_requests_total{route="/v1/chat/completions",status="200"}' in text
+
+
+# -- hostile input ---------------------------------------------------------------------------------
+def _binary_request(header: dict, tail: bytes, declared: int | None = None):
+    head = json.dumps(header).encode()
+    n = len(head) if declared is None else declared
+    return head + tail, {
+        **AUTH,
+        "Inference-Header-Content-Length": str(n),
+        "Content-Type": "application/octet-stream",
+    }
+
+
+@pytest.mark.parametrize(
+    "path,kind,body",
+    [
+        (
+            "/v1/chat/completions",
+            "json",
+            {"model": BASE, "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**9},
+        ),
+        (
+            "/v1/chat/completions",
+            "json",
+            {"model": BASE, "messages": [{"role": "user", "content": "x" * 200_000}]},
+        ),
+        ("/v1/chat/completions", "json", {"model": BASE, "messages": "hello"}),
+        (
+            "/v1/chat/completions",
+            "json",
+            {"model": BASE, "messages": [{"role": "user", "content": "x"}], "n": 1000},
+        ),
+        (
+            "/v1/chat/completions",
+            "json",
+            {"model": BASE, "messages": [{"role": "user", "content": "x"}], "stop": ["a"] * 100},
+        ),
+        (
+            "/v1/chat/completions",
+            "json",
+            {"model": BASE, "messages": [{"role": "user", "content": "x"}], "top_p": "abc"},
+        ),
+        ("/v1/completions", "json", {"model": BASE, "prompt": [10**9]}),
+        ("/v1/completions", "json", {"model": BASE, "prompt": {"a": 1}}),
+        ("/v1/completions", "raw", b"{not json"),
+        (
+            "/v2/models/tiny-chat/infer",
+            "json",
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1]}]},
+        ),
+        (
+            "/v2/models/tiny-chat/infer",
+            "json",
+            {"inputs": [{"name": "x", "shape": [3], "datatype": "BYTES", "data": ["a"]}]},
+        ),
+        (
+            "/v2/models/tiny-chat/infer",
+            "json",
+            {"inputs": [{"name": "x", "shape": [10**12], "datatype": "BYTES", "data": ["a"]}]},
+        ),
+        (
+            "/v2/models/tiny-chat/infer",
+            "json",
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": [5]}]},
+        ),
+        ("/v2/models/tiny-chat/infer", "json", {"inputs": "nope"}),
+        ("/v2/models/tiny-chat/generate", "json", {"text_input": "hi", "sampling_parameters": "{bad json"}),
+        (
+            "/v2/models/tiny-chat/generate",
+            "json",
+            {"text_input": "hi", "sampling_parameters": '{"max_tokens": 99999999}'},
+        ),
+        ("/v2/models/tiny-chat/generate", "json", {"text_input": ["not", "a", "string"]}),
+        (
+            "/v2/models/tiny-chat/generate_stream",
+            "json",
+            {"text_input": "hi", "parameters": {"temperature": -1}},
+        ),
+    ],
+)
+def test_hostile_requests_get_400_not_500(server, path, kind, body):
+    if kind == "raw":
+        r = httpx.post(server.url + path, content=body, headers=AUTH)
+    else:
+        r = httpx.post(server.url + path, json=body, headers=AUTH, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["message"] if isinstance(err, dict) else err) and "Traceback" not in r.text
+
+
+def test_malformed_binary_tensors_get_400(server):
+    url = server.url + f"/v2/models/{BASE}/infer"
+    good_elem = struct.pack("<I", 5) + b"hello"
+    header = {
+        "inputs": [
+            {
+                "name": "text_input",
+                "shape": [1],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": len(good_elem)},
+            }
+        ]
+    }
+    cases = [
+        _binary_request(header, good_elem, declared=10**6),  # header length past the body
+        _binary_request(header, good_elem, declared=3),  # header cut inside the JSON
+        _binary_request(header, struct.pack("<I", 10**9) + b"hello"),  # element longer than the data
+        _binary_request(header, good_elem[:3] + b"\x00\x00"),  # length prefix cut short
+        _binary_request(
+            header, struct.pack("<I", 2) + b"\xff\xfe" + b"\x00" * 5
+        ),  # not UTF-8 / leftover bytes
+        _binary_request(header, good_elem + b"extra"),  # bytes no input claims
+    ]
+    bad_header = {**AUTH, "Inference-Header-Content-Length": "abc"}
+    cases.append((json.dumps(header).encode() + good_elem, bad_header))
+    for body, headers in cases:
+        r = httpx.post(url, content=body, headers=headers)
+        assert r.status_code == 400, r.text
+        assert isinstance(r.json()["error"], str)
+    body, headers = _binary_request(header, good_elem)
+    r = httpx.post(url, content=body, headers=headers, json=None)
+    assert r.status_code == 200
+    assert len(httpx.post(url, content=b"x" * (9 << 20), headers=AUTH).content) and (
+        httpx.post(url, content=b"x" * (9 << 20), headers=AUTH).status_code == 413
+    )
+
+
+# -- the queue bound and disconnects ----------------------------------------------------------------
+def test_full_queue_answers_503_and_recovers_and_a_disconnect_frees_its_slot(serving_models):
+    with start_server(serving_models, max_batch_size=1, max_queue=1) as s:
+        engine = s.state.engine
+        long = {"model": BASE, "prompt": "x", "max_tokens": 1500, "ignore_eos": True, "stream": True}
+        with httpx.Client(base_url=s.url, headers=AUTH, timeout=60) as http:
+            with http.stream("POST", "/v1/completions", json=long) as first:
+                lines = first.iter_lines()
+                next(line for line in lines if line.startswith("data: "))  # running now
+                queued = threading.Thread(
+                    target=http.post,
+                    args=("/v1/completions",),
+                    kwargs={"json": {**long, "stream": False, "max_tokens": 4}},
+                )
+                queued.start()
+                deadline = time.time() + 10
+                while engine.stats().waiting < 1 and time.time() < deadline:
+                    time.sleep(0.01)
+                r = http.post("/v1/completions", json={"model": BASE, "prompt": "y", "max_tokens": 2})
+                assert r.status_code == 503 and r.json()["error"]["type"] == "ServiceUnavailableError"
+            # the first client left after one chunk of 1500 tokens: its row must free at once
+            queued.join(timeout=20)
+            assert not queued.is_alive()
+            deadline = time.time() + 5
+            while engine.stats().running and time.time() < deadline:
+                time.sleep(0.01)
+            assert engine.stats().running == 0 and engine.stats().waiting == 0
+            r = http.post("/v1/completions", json={"model": BASE, "prompt": "y", "max_tokens": 2})
+            assert r.status_code == 200
+
+
+def test_cli_serve_prints_ready_and_checks_the_key(serving_models, tmp_path):
+    import os
+    import sys
+
+    from servehelp import free_port
+
+    port = free_port()
+    env = {**os.environ, "TUNEFORGE_SERVE_API_KEY": "k-env"}
+    base, alpha = str(serving_models["base"]), f"alpha={serving_models['alpha']}"
+    cmd = [sys.executable, "-m", "tuneforge.cli.main", "serve", base, "--port", str(port), "--adapter", alpha]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"ready http://127.0.0.1:{port} ") and "models=tiny-chat, alpha" in line
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(url + "/v2/health/ready").json() == {"ready": True}
+        assert httpx.get(url + "/v1/models").status_code == 401
+        r = httpx.get(url + "/v1/models", headers={"Authorization": "Bearer k-env"})
+        assert [m["id"] for m in r.json()["data"]] == ["tiny-chat", "alpha"]
+    finally:
+        proc.terminate()
+        # uvicorn shuts down gracefully, then re-raises the signal it caught
+        assert proc.wait(timeout=20) in (0, -15)
+
+
+def test_cli_chat_against_a_url_and_compare(server):
+    from typer.testing import CliRunner
+
+    from tuneforge.cli.main import app
+
+    runner = CliRunner()
+    want = chat_greedy_http(server, "alpha", "hello", 5)
+    r = runner.invoke(
+        app, ["chat", server.url, "--model", "alpha", "--api-key", KEY, "-p", "hello", "--max-tokens", "5"]
+    )
+    assert r.exit_code == 0, r.output
+    assert want.strip() in r.output
+    r = runner.invoke(
+        app,
+        [
+            "chat",
+            server.url,
+            "--model",
+            "alpha",
+            "--compare",
+            server.url,
+            "--api-key",
+            KEY,
+            "-p",
+            "hi",
+            "--max-tokens",
+            "3",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+
+
+def chat_greedy_http(server, model, content, max_tokens):
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+    return httpx.post(server.url + "/v1/chat/completions", json=body, headers=AUTH).json()["choices"][0][
+        "message"
+    ]["content"]
+
+
+@pytest.mark.gpu
+def test_vllm_engine_answers_like_transformers(serving_models):
+    pytest.importorskip("vllm")
+    from servehelp import ServerThread
+    from tuneforge.serve.worker import WorkerConfig, build_state
+
+    models = {k: str(v) for k, v in serving_models.items() if k != "base"}
+    state = build_state(WorkerConfig(str(serving_models["base"]), models, engine="vllm"))
+    assert state.engine.name == "vllm"
+    with ServerThread(state, KEY) as server:
+        from openai import OpenAI
+
+        client = OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+        assert {m.id for m in client.models.list().data} == {BASE, "alpha", "beta"}
+        for model in (BASE, "alpha"):
+            r = client.completions.create(model=model, prompt="The quick brown", max_tokens=5, temperature=0)
+            assert r.usage.completion_tokens >= 1
+
+
+def test_thread_tuner_keeps_the_faster_thread_count_and_follows_a_change():
+    import torch
+
+    from tuneforge.serve.engine.threads import ThreadTuner
+
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(2)
+        cost = {1: 0.1, 2: 1.8}  # shared cores: one thread is faster
+        slow_steps = 0
+        for _ in range(3000):
+            tuner.before_step()
+            slow_steps += torch.get_num_threads() == 2
+            tuner.after_step(1, cost[torch.get_num_threads()])
+        assert tuner.current == 1 and slow_steps < 10
+        cost = {1: 0.1, 2: 0.05}  # the other load went away
+        for _ in range(5000):
+            tuner.before_step()
+            tuner.after_step(1, cost[torch.get_num_threads()])
+        assert tuner.current == 2
+    finally:
+        torch.set_num_threads(before)
