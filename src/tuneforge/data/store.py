@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tuneforge.errors import DataError, NotFoundError
+from tuneforge.errors import DataError, NotFoundError, Problem
 from tuneforge.settings import env_name, get_settings
 
 from .load import LoadedDataset, scan_records
@@ -112,10 +112,27 @@ def store_path(
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    chars = None
+    if stats is None:  # character statistics on the same pass (no tokenizer: callers may be torch-free)
+        from .validate import StatsBuilder
+
+        chars = StatsBuilder()
     try:
         with open(tmp / "records.jsonl", "w", encoding="utf-8") as fh:
-            loaded = scan_records(path, fmt, mapping, lambda r: fh.write(_record_line(r)), max_bytes)
+
+            def keep(record: dict) -> None:
+                fh.write(_record_line(record))
+                if chars is not None:
+                    chars.add(record)
+
+            loaded = scan_records(path, fmt, mapping, keep, max_bytes)
         loaded.raise_for_errors()
+        if not loaded.ok:
+            raise DataError(
+                f"{path}: no records: the dataset is empty.", [Problem("no records: the dataset is empty.")]
+            )
+        if chars is not None:
+            stats = chars.stats()
         digest = content_hash(path, loaded.files, loaded.format, mapping)
         ds_id = f"ds-{digest[:12]}"
         target = root / ds_id

@@ -2,7 +2,7 @@
 
 ``sync_*`` brings the tables in line with ``$TUNEFORGE_HOME/datasets`` and ``…/models`` (so what the CLI
 stored without a server shows here, and what the API stores shows in ``tuneforge datasets list``).
-Uploads are checked with the data package (``load_records``) and stored with ``store_dataset``; an
+Uploads are checked and stored in one streaming pass by the data package (``store_path``); an
 invalid upload stores nothing.
 """
 
@@ -20,10 +20,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from tuneforge.data.formats import FORMATS, parse_mapping
-from tuneforge.data.load import load_records
-from tuneforge.data.store import find_dataset, list_datasets, store_dataset
-from tuneforge.data.validate import build_report
-from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError, Problem
+from tuneforge.data.store import find_dataset, list_datasets, store_path
+from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
 from tuneforge.models.store import list_models
 
 from .db import Dataset, Job, Model, Store
@@ -179,13 +177,11 @@ def check_options(fmt: str | None, mapping: str | dict | None) -> dict:
 
 
 def validate_and_store(upload: Upload, name: str | None, fmt: str | None, mapping: dict, max_bytes: int):
-    """(metadata, new) of the stored dataset, or DataError with every problem; stores nothing if invalid."""
-    loaded = load_records(upload.path(), fmt, mapping, max_bytes=max_bytes)
-    if not loaded.ok:
-        problems = loaded.errors or [Problem("no records: the dataset is empty.")]
-        raise DataError(f"{len(problems)} problem(s) in the upload", problems)
-    stats = build_report(loaded).stats  # character statistics: the control plane loads no tokenizer
-    return store_dataset(loaded, name or upload.files[0].stem, mapping, stats)
+    """(metadata, new) of the stored dataset, or DataError with every problem; stores nothing if invalid.
+
+    One streaming pass (``store_path``): records go to disk as they are read, so memory stays bounded
+    whatever the upload's size; statistics are in characters (the control plane loads no tokenizer)."""
+    return store_path(upload.path(), name or upload.files[0].stem, fmt, mapping, max_bytes=max_bytes)
 
 
 def ingest(store: Store, upload: Upload, name, fmt, mapping, max_bytes: int) -> Dataset:
