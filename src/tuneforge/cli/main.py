@@ -60,7 +60,9 @@ def main() -> None:
     except TuneforgeError as exc:
         if STATE["debug"]:
             raise
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # "pip install 'tuneforge[vllm]'" is not markup
+
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
