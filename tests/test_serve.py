@@ -563,3 +563,23 @@ def test_thread_tuner_keeps_the_faster_thread_count_and_follows_a_change():
         assert tuner.current == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_cli_chat_with_a_local_model_matches_the_server(server, serving_models):
+    from typer.testing import CliRunner
+
+    from tuneforge.cli.main import app
+
+    want = chat_greedy_http(server, BASE, "hello", 4)
+    r = CliRunner().invoke(app, ["chat", str(serving_models["base"]), "-p", "hello", "--max-tokens", "4"])
+    assert r.exit_code == 0, r.output
+    assert want.strip() in r.output
+
+
+def test_n_choices_and_seeded_sampling_repeat(client):
+    kwargs = dict(model=BASE, messages=[{"role": "user", "content": "Count"}], max_tokens=8, temperature=1.0)
+    r = client.chat.completions.create(n=3, seed=7, **kwargs)
+    assert [c.index for c in r.choices] == [0, 1, 2] and r.usage.completion_tokens >= 3
+    assert len({c.message.content for c in r.choices}) > 1, "n choices with one seed must still differ"
+    again = client.chat.completions.create(n=1, seed=7, **kwargs)
+    assert again.choices[0].message.content == r.choices[0].message.content

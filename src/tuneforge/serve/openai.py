@@ -6,6 +6,7 @@ SSE ``data:`` payloads (dicts, then the literal ``[DONE]``)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +28,13 @@ def list_models(state: ServingState) -> dict:
         item["max_model_len"] = state.max_model_len
         data.append(item)
     return {"object": "list", "data": data}
+
+
+def _nth(params, j: int):
+    """Choice j of n: with a seed, seed + j, so the n choices differ yet each one repeats."""
+    if j == 0 or params.seed is None:
+        return params
+    return dataclasses.replace(params, seed=params.seed + j)
 
 
 def _usage(prompt: int, completion: int) -> dict:
@@ -80,8 +88,8 @@ async def chat_completions(state: ServingState, body: dict):
     n = count(body)
     streams = []
     try:
-        for _ in range(n):
-            streams.append(state.submit(variant, ids, params))
+        for j in range(n):
+            streams.append(state.submit(variant, ids, _nth(params, j)))
     except Exception:
         state.cancel(streams)
         raise
@@ -200,8 +208,8 @@ async def completions(state: ServingState, body: dict):
     streams = []
     try:
         for ids, p in zip(prompts, params, strict=True):
-            for _ in range(n):
-                streams.append(state.submit(variant, ids, p))
+            for j in range(n):
+                streams.append(state.submit(variant, ids, _nth(p, j)))
     except Exception:
         state.cancel(streams)
         raise
