@@ -32,6 +32,9 @@ class Launch:
     cwd: Path | None = None
     gpus: int = 0
     attempt: int = 1
+    # False: the worker gets ``env`` alone (+ CUDA_VISIBLE_DEVICES), not the control plane's environment.
+    # A user's own command gets a clean one so the server's secrets and settings do not leak into it.
+    inherit_env: bool = True
 
 
 @dataclass
@@ -140,8 +143,8 @@ class LocalExecutor(Executor):
     def submit(self, launch: Launch) -> Handle:
         with self._lock:
             slots = self._free_gpus()[: self._gpus_needed(launch.gpus)]
-            env = {**os.environ, **launch.env}
-            if self.gpu_count:
+            env = {**os.environ, **launch.env} if launch.inherit_env else dict(launch.env)
+            if self.gpu_count or not launch.inherit_env:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
             launch.folder.mkdir(parents=True, exist_ok=True)
             with open(launch.folder / fmt.WORKER_LOG, "ab") as out:
