@@ -20,7 +20,7 @@ from .context import Platform
 from .db import Job, RegisteredModel
 
 
-def check_model_folder(path: Path, base: str, where: str) -> str:
+def check_model_folder(path: Path, base: str, where: str, cwd: Path | None = None) -> str:
     """What ``path`` is ("adapter" or "model") if it is a peft adapter on ``base`` or an HF model of the
     same architecture as ``base``; a ConfigError (→ 422) saying what was found otherwise. Reads config
     files only: the control plane never loads weights."""
@@ -47,7 +47,9 @@ def check_model_folder(path: Path, base: str, where: str) -> str:
             info.get("name"),
         }
         known |= {str(info.get(k)) for k in ("hub_id", "repo_id", "path") if info.get(k)}
-        if said and said not in known and Path(said).name != base:
+        said_dir = Path(said) if Path(said).is_absolute() or cwd is None else cwd / said
+        on_base = said in known or Path(said).name == base or _same_dir(said_dir, base_dir)
+        if said and not on_base:
             raise ConfigError(
                 f"{where}: a peft adapter trained on {said!r}, not on {base!r}; give --base the model "
                 "it was trained on"
@@ -68,6 +70,14 @@ def check_model_folder(path: Path, base: str, where: str) -> str:
     raise ConfigError(
         f"{where}: neither an HF model (config.json + weights) nor a peft adapter (adapter_config.json)"
     )
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    """The script loaded its base through the job's mount: the link resolves to the stored model."""
+    try:
+        return a.exists() and a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def register(
@@ -205,7 +215,7 @@ def _register_path(
         target = fmt.safe_path(root, path)
         if target is None or not target.is_dir():
             raise NotFoundError(f"job {job_id} has no folder {path!r} (see GET /api/v1/jobs/{job_id}/files)")
-        what = check_model_folder(target, base, f"{job_id}:{path}")
+        what = check_model_folder(target, base, f"{job_id}:{path}", cwd=root / "work")
         version = (
             s.scalar(select(func.max(RegisteredModel.version)).where(RegisteredModel.name == name)) or 0
         ) + 1
