@@ -213,18 +213,47 @@ def test_own_lora_script_streams_logs_reports_loss_and_registers_its_adapter(ser
     assert not torch.allclose(before, after, atol=1e-4)
 
 
-def test_on_failure_restarts_until_it_succeeds_and_the_time_limit_stops_it(server):
-    # Exits 1 on its first two attempts (a counter kept in its output folder), 0 on the third.
-    script = (
-        "import os, sys\n"
-        "p = os.path.join(os.environ['TUNEFORGE_OUTPUT_DIR'], 'attempts')\n"
-        "n = int(open(p).read()) + 1 if os.path.exists(p) else 1\n"
-        "open(p, 'w').write(str(n))\n"
-        "print('attempt', n, flush=True)\n"
-        "sys.exit(1 if n < 3 else 0)\n"
-    )
-    body = command_body(command=["python", "-c", script], restart_policy="on-failure", max_retries=2)
-    job = server.post("/api/v1/jobs", json=body).json()
+def cli(client, monkeypatch, *args: str):
+    """`tuneforge …` with its HTTP client talking to the test app."""
+    from typer.testing import CliRunner
+
+    from tuneforge.cli import client as cli_client
+    from tuneforge.cli.main import app
+
+    def init(self, url=None, token=None, timeout=60.0):
+        self.url, self.http = "http://testserver", client
+
+    monkeypatch.setattr(cli_client.Client, "__init__", init)
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+# Exits 1 on its first two attempts (a counter kept in its output folder), 0 on the third.
+FAIL_TWICE = """
+import os, sys
+p = os.path.join(os.environ['TUNEFORGE_OUTPUT_DIR'], 'attempts')
+n = int(open(p).read()) + 1 if os.path.exists(p) else 1
+open(p, 'w').write(str(n))
+records = sum(1 for _ in open('data/AdvertiseGen/train.jsonl'))
+print('attempt', n, sys.argv[1:], records, 'records', os.environ['A'], flush=True)
+sys.exit(1 if n < 3 else 0)
+"""
+
+
+def test_on_failure_restarts_until_it_succeeds_and_the_time_limit_stops_it(server, monkeypatch, tmp_path):
+    workdir = tmp_path / "mycode"
+    (workdir / ".git").mkdir(parents=True)
+    (workdir / ".git" / "HEAD").write_text("ref")
+    (workdir / "fail_twice.py").write_text(FAIL_TWICE)
+    args = ["jobs", "submit", "--name", "flaky", "--workdir", str(workdir), "--json"]
+    args += ["--dataset", "advertisegen:data/AdvertiseGen", "--priority", "high", "--gpus", "0"]
+    args += ["--restart-policy", "on-failure", "--max-retries", "2", "--env", "A=x=1", "--label", "k=v"]
+    job = json.loads(cli(server, monkeypatch, *args, "--", "python", "fail_twice.py", "--flag").stdout)
+    assert job["priority"] == 10 and job["restart_policy"] == "on-failure" and job["max_retries"] == 2
+    assert job["spec"]["command"] == ["python", "fail_twice.py", "--flag"] and job["labels"] == {"k": "v"}
+    root = server.app.state.platform.jobs_dir / job["id"]
+    assert not (root / "work" / ".git").exists()  # the CLI leaves VCS folders out of the upload
     limited = server.post(
         "/api/v1/jobs",
         json=command_body(
@@ -236,14 +265,12 @@ def test_on_failure_restarts_until_it_succeeds_and_the_time_limit_stops_it(serve
     events = _events(server, job["id"])
     assert [e["exit_code"] for e in events if e["event"] == "exited"] == [1, 1, 0]
     assert [e["attempt"] for e in events if e["event"] == "restarting"] == [2, 3]
-    log = server.get(f"/api/v1/jobs/{job['id']}/logs").text
+    log = cli(server, monkeypatch, "jobs", "logs", job["id"]).stdout
     assert [line for line in log.splitlines() if line.startswith("attempt")] == [
-        "attempt 1",
-        "attempt 2",
-        "attempt 3",
+        f"attempt {n} ['--flag'] 8 records x=1" for n in (1, 2, 3)
     ]
     # The same script with one retry too few ends failed with its exit code.
-    body["max_retries"] = 1
+    body = {**job["spec"], "max_retries": 1}
     failed = wait_state(
         server, server.post("/api/v1/jobs", json=body).json()["id"], ("succeeded", "failed"), 60
     )
