@@ -199,6 +199,11 @@ def test_own_lora_script_streams_logs_reports_loss_and_registers_its_adapter(ser
     assert registered["lineage"]["kind"] == "adapter"
     assert registered["lineage"]["datasets"] == [done["spec"]["datasets"][0]["name"]]
 
+    # It names its stored base for evaluation and serving (the script recorded a path in its job folder).
+    from tuneforge.models.inference import adapter_base
+    from tuneforge.settings import get_settings
+
+    assert Path(adapter_base(Path(registered["path"]))) == get_settings().models_dir / "tiny"
     # It loads on the tiny base and changes its answers.
     import torch
     from peft import PeftModel

@@ -49,6 +49,22 @@ def _dataset_ref(client: Client, ref: str) -> str:
     return ref
 
 
+def _kind_rows(job: dict) -> list[tuple[str, str]]:
+    if job["kind"] != "command":
+        return [("model", job["spec"].get("model"))]
+    import shlex
+
+    spec = job["spec"]
+    mounts = [f"{m['name']} → {m['path']}" for m in spec.get("datasets", []) + spec.get("models", [])]
+    rows = [("name", job["name"]), ("command", shlex.join(spec.get("command", [])))]
+    rows += [("mounts", ", ".join(mounts) or "-"), ("priority", str(job["priority"]))]
+    if job.get("labels"):
+        rows.append(("labels", ", ".join(f"{k}={v}" for k, v in job["labels"].items())))
+    if job.get("exit_code") is not None:
+        rows.append(("exit code", str(job["exit_code"])))
+    return rows
+
+
 def show_job(job: dict) -> None:
     table = Table(show_header=False, box=None)
     p = job["progress"]
@@ -56,7 +72,7 @@ def show_job(job: dict) -> None:
         ("id", job["id"]),
         ("state", job["state"]),
         ("kind", job["kind"]),
-        ("model", job["spec"].get("model")),
+        *_kind_rows(job),
         ("progress", f"{p['step']}/{p['max_steps'] or '?'}"),
         ("attempt", f"{job['attempt']} (restart {job['restart_policy']}, max {job['max_retries']})"),
         ("created", _when(job["created_at"])),
@@ -183,14 +199,14 @@ def list_(
     if json_out:
         print_json(data)
         return
-    table = Table("id", "kind", "state", "model", "step", "loss", "created")
+    table = Table("id", "kind", "state", "model / name", "step", "loss", "created")
     for j in data:
         p, loss = j["progress"], (j.get("latest_metrics") or {}).get("loss")
         table.add_row(
             j["id"],
             j["kind"],
             j["state"],
-            str(j["spec"].get("model", ""))[-40:],
+            str(j["spec"].get("model", "") if j["kind"] != "command" else j["name"])[-40:],
             f"{p['step']}/{p['max_steps'] or '?'}",
             f"{loss:.4f}" if loss else "",
             _when(j["created_at"]),

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
+from tuneforge.jobs.command import WORK_DIR
 
 from .context import Platform
 from .db import Job, RegisteredModel
@@ -215,7 +216,19 @@ def _register_path(
         target = fmt.safe_path(root, path)
         if target is None or not target.is_dir():
             raise NotFoundError(f"job {job_id} has no folder {path!r} (see GET /api/v1/jobs/{job_id}/files)")
-        what = check_model_folder(target, base, f"{job_id}:{path}", cwd=root / "work")
+        what = check_model_folder(target, base, f"{job_id}:{path}", cwd=root / WORK_DIR)
+        if what == "adapter" and not (target / "tuneforge.json").exists():
+            # The script recorded its base as it loaded it (often a path inside its job folder): say
+            # which stored model it is, so evaluation and serving find the base like a spec job's.
+            from tuneforge.models.store import models_root
+
+            record = {
+                "base_model": str(models_root() / base),
+                "model": base,
+                "job": str(root),
+                "adapter": True,
+            }
+            (target / "tuneforge.json").write_text(json.dumps(record, indent=2))
         version = (
             s.scalar(select(func.max(RegisteredModel.version)).where(RegisteredModel.name == name)) or 0
         ) + 1
