@@ -492,7 +492,7 @@ class Supervisor:
                 and not timed_out
             ):
                 row.state, row.error = "queued", result.error
-                row.resume_from = "latest" if row.kind == "train" else None
+                row.resume_from = None if row.kind == "command" else "latest"  # a script resumes itself
                 row.pid = row.pid_ticks = None
                 fmt.append_event(
                     Path(row.folder),
