@@ -176,7 +176,7 @@ def test_own_lora_script_streams_logs_reports_loss_and_registers_its_adapter(ser
     assert "TUNEFORGE_SERVER_SECRET_FOR_TEST" not in env and "TUNEFORGE_HOME" not in env
     assert env["MY_FLAG"] == "1" and env["CUDA_VISIBLE_DEVICES"] == ""
     assert env["TUNEFORGE_OUTPUT_DIR"] == str(root / "output")
-    assert (Path(env["TUNEFORGE_DATA_DIR"]) / done["spec"]["datasets"][0]["name"] / "train.jsonl").is_file()
+    assert (Path(env["TUNEFORGE_DATA_DIR"]) / "advertisegen" / "train.jsonl").is_file()
     assert set(env) == {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "MY_FLAG", "CUDA_VISIBLE_DEVICES"} | {
         "TUNEFORGE_OUTPUT_DIR",
         "TUNEFORGE_DATA_DIR",

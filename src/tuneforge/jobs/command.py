@@ -80,6 +80,7 @@ class Mount:
     name: str  # as the caller named it
     path: str  # relative to the working directory
     target: Path  # what it links to
+    alias: str | None = None  # the name the caller used (a dataset's name rather than its id)
 
 
 def _read_only(target: Path) -> None:
@@ -112,7 +113,7 @@ def prepare_folder(root: Path, mounts: list[Mount], output: str, request: dict) 
         _read_only(m.target)
         link.symlink_to(m.target, target_is_directory=True)
         if m.kind == "dataset":
-            by_name = data / re.sub(r"[^A-Za-z0-9._-]", "_", m.name)
+            by_name = data / re.sub(r"[^A-Za-z0-9._-]", "_", m.alias or m.name)
             if not by_name.exists():
                 by_name.symlink_to(m.target, target_is_directory=True)
     out_link = work.joinpath(*PurePosixPath(output).parts)

@@ -106,7 +106,7 @@ def _mounts(ctx: Platform, body: CommandJobCreate, problems: list[dict]) -> list
                 except Exception as exc:  # not ready
                     problems.append({"loc": [*loc, "name"], "msg": str(exc)})
                     continue
-                mounts.append(cmd.Mount(kind, row.id, m.path, target))
+                mounts.append(cmd.Mount(kind, row.id, m.path, target, alias=m.name))
             else:
                 folder = models_root() / m.name
                 if not NAME_RE.match(m.name) or not (folder / "model.json").exists():
