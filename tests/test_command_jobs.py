@@ -309,6 +309,22 @@ def test_cancel_kills_the_whole_process_group(server):
     kinds = [e["event"] for e in _events(server, job["id"])]
     assert kinds[-3:] == ["cancel_requested", "exited", "cancelled"]
 
+    # A leader that dies on SIGTERM at once, with a child that ignores it: SIGKILL still reaches the child.
+    child_code = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "open(os.environ['TUNEFORGE_OUTPUT_DIR'] + '/child.pid', 'w').write(str(os.getpid())); "
+        "time.sleep(300)"
+    )
+    job = server.post(
+        "/api/v1/jobs", json=command_body(command=["bash", "-c", f'python -c "{child_code}" & wait'])
+    ).json()
+    child_file = server.app.state.platform.jobs_dir / job["id"] / "output" / "child.pid"
+    _wait_for(lambda: child_file.exists() and child_file.read_text().strip(), 60, "the child's pid")
+    child = int(child_file.read_text())
+    server.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert wait_state(server, job["id"], ("cancelled", "failed", "succeeded"), 30)["state"] == "cancelled"
+    _wait_for(lambda: _gone(child), 10, "the child that ignored SIGTERM to be killed")
+
 
 def test_submission_is_checked_before_anything_runs(tiny_llama, monkeypatch):
     fake_model("tiny")

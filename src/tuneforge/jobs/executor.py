@@ -204,7 +204,9 @@ class LocalExecutor(Executor):
         def escalate():
             deadline = time.monotonic() + grace_s
             while time.monotonic() < deadline:
-                if process_start_ticks(pid) is None:  # exited (a zombie counts); poll() reaps it later
+                # The whole group, not only its leader: a shell that dies on SIGTERM may leave a child
+                # that ignores it (a user's own script), which the SIGKILL below must still reach.
+                if process_start_ticks(pid) is None and not _group_alive(pid):
                     return
                 time.sleep(0.2)
             log.warning("job %s: still running %.0fs after SIGTERM; sending SIGKILL", job_id, grace_s)
@@ -220,6 +222,16 @@ class LocalExecutor(Executor):
             free = self._free_gpus()
             self._gpus[job_id] = free[: self._gpus_needed(gpus)]
         return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _signal_group(pid: int, sig: int) -> None:
