@@ -129,7 +129,7 @@ def ctx(monkeypatch):
 def _job(ctx, code: str, **kw):
     from tuneforge.platform.jobs import create_job
 
-    return create_job(ctx, {"script": code}, kind="command", **kw)
+    return create_job(ctx, {"script": code}, kind="scripted", **kw)
 
 
 def _row(ctx, job_id):

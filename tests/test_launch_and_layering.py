@@ -72,6 +72,17 @@ with TestClient(app, headers={{"Authorization": "Bearer " + token}}) as c:
     assert r.status_code == 201, r.text
     for path in ("/api/v1/datasets", "/api/v1/templates", "/api/v1/models", "/api/v1/jobs", "/openapi.json"):
         assert c.get(path).status_code == 200, path
+    r = c.post("/api/v1/jobs", json={{"kind": "command", "name": "x", "command": ["true"]}})
+    assert r.status_code == 201, r.text
+# A command job's TensorBoard files are read in the control plane: with the tensorboard package alone.
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tuneforge.jobs.tbmetrics import TensorBoardTail
+value = summary_pb2.Summary.Value(tag="train/loss", simple_value=2.0)
+w = EventFileWriter(os.path.join({str(tmp_path)!r}, "tbjob", "runs"))
+w.add_event(event_pb2.Event(step=1, wall_time=1.0, summary=summary_pb2.Summary(value=[value])))
+w.close()
+assert TensorBoardTail(os.path.join({str(tmp_path)!r}, "tbjob")).poll() == 1
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         default=1000, gt=0, description="Reading stops after this many problems (all are reported)."
     )
 
+    allow_command_jobs: bool = Field(
+        default=True,
+        description="Whether the server runs jobs of kind `command` (a user's own script, run with the "
+        "server's user rights). false: creating one answers 403.",
+    )
+
     @property
     def root(self) -> Path:
         return self.home.expanduser()

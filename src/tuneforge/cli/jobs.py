@@ -49,6 +49,22 @@ def _dataset_ref(client: Client, ref: str) -> str:
     return ref
 
 
+def _kind_rows(job: dict) -> list[tuple[str, str]]:
+    if job["kind"] != "command":
+        return [("model", job["spec"].get("model"))]
+    import shlex
+
+    spec = job["spec"]
+    mounts = [f"{m['name']} → {m['path']}" for m in spec.get("datasets", []) + spec.get("models", [])]
+    rows = [("name", job["name"]), ("command", shlex.join(spec.get("command", [])))]
+    rows += [("mounts", ", ".join(mounts) or "-"), ("priority", str(job["priority"]))]
+    if job.get("labels"):
+        rows.append(("labels", ", ".join(f"{k}={v}" for k, v in job["labels"].items())))
+    if job.get("exit_code") is not None:
+        rows.append(("exit code", str(job["exit_code"])))
+    return rows
+
+
 def show_job(job: dict) -> None:
     table = Table(show_header=False, box=None)
     p = job["progress"]
@@ -56,7 +72,7 @@ def show_job(job: dict) -> None:
         ("id", job["id"]),
         ("state", job["state"]),
         ("kind", job["kind"]),
-        ("model", job["spec"].get("model")),
+        *_kind_rows(job),
         ("progress", f"{p['step']}/{p['max_steps'] or '?'}"),
         ("attempt", f"{job['attempt']} (restart {job['restart_policy']}, max {job['max_retries']})"),
         ("created", _when(job["created_at"])),
@@ -183,14 +199,14 @@ def list_(
     if json_out:
         print_json(data)
         return
-    table = Table("id", "kind", "state", "model", "step", "loss", "created")
+    table = Table("id", "kind", "state", "model / name", "step", "loss", "created")
     for j in data:
         p, loss = j["progress"], (j.get("latest_metrics") or {}).get("loss")
         table.add_row(
             j["id"],
             j["kind"],
             j["state"],
-            str(j["spec"].get("model", ""))[-40:],
+            str(j["spec"].get("model", "") if j["kind"] != "command" else j["name"])[-40:],
             f"{p['step']}/{p['max_steps'] or '?'}",
             f"{loss:.4f}" if loss else "",
             _when(j["created_at"]),
@@ -280,3 +296,154 @@ def rm(job_id: str):
     """Delete a finished job and its files."""
     Client().delete(f"/api/v1/jobs/{job_id}")
     console.print(f"removed {job_id}")
+
+
+# -- a user's own command -------------------------------------------------------------------------------
+
+PRIORITIES = {"low": -10, "normal": 0, "high": 10}
+ZIP_SKIP = {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints"}
+
+
+def _pairs(values: list[str], option: str, sep: str, example: str) -> list[tuple[str, str]]:
+    out = []
+    for v in values or []:
+        key, found, value = v.partition(sep)
+        if not found or not key:
+            raise ConfigError(f"{option} {v!r}: expected {example}.")
+        out.append((key, value))
+    return out
+
+
+def _priority(value: str) -> int:
+    if value in PRIORITIES:
+        return PRIORITIES[value]
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--priority {value!r}: use low, normal, high or a number.") from None
+
+
+def _seconds(value: str | None) -> float | None:
+    """90, 90s, 30m, 2h, 1d."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (value[:-1], value[-1]) if value[-1] in units else (value, "s")
+    try:
+        return float(number) * units[unit]
+    except ValueError:
+        raise ConfigError(f"--time-limit {value!r}: use seconds or 30m, 2h, 1d.") from None
+
+
+def zip_folder(folder: Path, target: Path) -> int:
+    """The working directory as a zip (links and VCS/cache folders left out); returns the file count."""
+    import os
+    import zipfile
+
+    count = 0
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for base, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d not in ZIP_SKIP and not (Path(base) / d).is_symlink())
+            for f in sorted(files):
+                p = Path(base) / f
+                if p.is_symlink() or not p.is_file():
+                    continue
+                zf.write(p, p.relative_to(folder).as_posix())
+                count += 1
+    return count
+
+
+def _upload_code(client: Client, path: Path) -> dict:
+    """A folder is zipped here (the server may be on another machine); a .zip is sent as it is."""
+    import tempfile
+
+    path = path.expanduser()
+    if not path.exists():
+        raise ConfigError(f"{path}: no such folder or zip.")
+    with tempfile.TemporaryDirectory() as tmp:
+        if path.is_dir():
+            archive = Path(tmp) / "code.zip"
+            zip_folder(path, archive)
+        elif path.suffix.lower() == ".zip":
+            archive = path
+        else:
+            raise ConfigError(f"{path}: give a folder or a .zip of one.")
+        with open(archive, "rb") as fh:
+            return client.request(
+                "POST", "/api/v1/jobs/code", files={"file": ("code.zip", fh)}, timeout=None
+            ).json()
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def submit(
+    command: list[str] = typer.Argument(..., help="The command to run, after `--`."),
+    name: str = typer.Option(..., "--name", help="A name for the job."),
+    workdir: Path = typer.Option(None, "--workdir", help="A local folder: zipped and uploaded as the code."),
+    code: Path = typer.Option(None, "--code", help="A local folder or .zip to upload as the code."),
+    dataset: list[str] = typer.Option(
+        None, "--dataset", help="NAME:RELPATH — a stored dataset (or a local file to upload) linked there."
+    ),
+    model: list[str] = typer.Option(None, "--model", help="NAME:RELPATH — a stored model linked there."),
+    output: str = typer.Option("output", "--output", help="Where the writable output folder appears."),
+    gpus: int = typer.Option(0, "--gpus", help="GPU slots (CUDA_VISIBLE_DEVICES)."),
+    env: list[str] = typer.Option(None, "--env", help="K=V for the command's environment."),
+    priority: str = typer.Option("normal", "--priority", help="low, normal, high or a number."),
+    restart: str = typer.Option("never", "--restart-policy", help="never or on-failure."),
+    max_retries: int = typer.Option(None, "--max-retries", help="Restarts allowed (on-failure: default 3)."),
+    time_limit: str = typer.Option(None, "--time-limit", help="Stop it after 90s, 30m, 2h, 1d."),
+    label: list[str] = typer.Option(None, "--label", help="k=v, shown on the job."),
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Stream its log until it ends."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Run your own training command through the server's queue, GPUs, logs and registry.
+
+    tuneforge jobs submit --name ft --workdir . --dataset advertisegen:data/AdvertiseGen
+    --priority high --restart-policy on-failure -- python finetune.py data/AdvertiseGen
+    """
+    if workdir and code:
+        raise ConfigError("give --workdir or --code, not both.")
+    if restart not in ("never", "on-failure"):
+        raise ConfigError(f"--restart-policy {restart!r}: use never or on-failure.")
+    client = Client()
+    mounts = []
+    for ref, rel in _pairs(dataset, "--dataset", ":", "NAME:RELPATH, e.g. advertisegen:data/AdvertiseGen"):
+        mounts.append({"name": _dataset_ref(client, ref), "path": rel})
+    body: dict = {
+        "kind": "command",
+        "name": name,
+        "command": list(command),
+        "datasets": mounts,
+        "models": [
+            {"name": n, "path": p}
+            for n, p in _pairs(model, "--model", ":", "NAME:RELPATH, e.g. smollm2:base")
+        ],
+        "output": output,
+        "env": dict(_pairs(env, "--env", "=", "K=V")),
+        "gpus": gpus,
+        "priority": _priority(priority),
+        "restart_policy": restart,
+        "max_retries": max_retries if max_retries is not None else (3 if restart == "on-failure" else 0),
+        "time_limit_s": _seconds(time_limit),
+        "labels": dict(_pairs(label, "--label", "=", "k=v")),
+    }
+    source = workdir or code
+    if source:
+        uploaded = _upload_code(client, source)
+        body["code"] = uploaded["id"]
+        err_console.print(
+            f"uploaded {source} → {uploaded['id']} ({uploaded['files']} files)", highlight=False
+        )
+    job = client.post("/api/v1/jobs", json=body)
+    if not follow_:
+        if json_out:
+            print_json(job)
+        else:
+            console.print(f"queued [bold]{job['id']}[/]  (follow: tuneforge jobs logs -f {job['id']})")
+        return
+    if not json_out:
+        console.print(f"queued [bold]{job['id']}[/]")
+        for event, data in client.events(f"/api/v1/jobs/{job['id']}/logs"):
+            if event == "log":
+                sys.stdout.write(data["data"])
+                sys.stdout.flush()
+    _finish(client.get(f"/api/v1/jobs/{job['id']}"), json_out)

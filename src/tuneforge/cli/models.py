@@ -138,14 +138,23 @@ def register(
     job: str = typer.Argument(..., help="A job on the server."),
     name: str = typer.Option(..., "--name", help="The registered model's name (versions count up)."),
     checkpoint: str = typer.Option(None, "--checkpoint", help="step-N (default: the job's final output)."),
+    path: str = typer.Option(
+        None,
+        "--path",
+        help="A folder of the job (a command job's output/checkpoint-3000): HF model or adapter.",
+    ),
+    base: str = typer.Option(None, "--base", help="With --path: the stored base model it was trained on."),
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Register a job's output or checkpoint as a named, versioned model (on the server)."""
     from .client import Client
 
     body = {"job": job, "name": name, "checkpoint": checkpoint}
+    if path or base:
+        body.update(path=path, base=base)
     row = Client().post("/api/v1/models/register", json=body)
     if json_out:
         print_json(row)
     else:
-        console.print(f"registered [bold]{row['ref']}[/] from {row['job']} ({row['checkpoint']})")
+        where = f"{row['job']} ({row['checkpoint']}, base {row['base_model']})"
+        console.print(f"registered [bold]{row['ref']}[/] from {where}")

@@ -860,6 +860,62 @@ def zip_rows(reader: Reader, fh, name: str) -> Iterator[RawRow]:
                 yield from reader.file_rows(member, m.filename)
 
 
+def unpack_zip(fh, name: str, dest: Path, limits: Limits) -> int:
+    """Unpack an archive (a code upload) under ``dest`` with the same rules as a dataset zip: no entry
+    outside ``dest`` (absolute, ``..``, drive letters), no symbolic links, entry count and directory
+    bounded, bytes counted as they are written (never as the archive declares them). Raises
+    ``FileProblem`` on the first problem; the caller removes ``dest``. Returns the number of files."""
+    _zip_directory(fh, name, limits)
+    try:
+        zf = zipfile.ZipFile(fh)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise FileProblem(Problem(f"not a readable zip archive: {_reason(exc)}", file=name)) from None
+    budget = Budget(limits)
+    count = 0
+    with zf:
+        members = zf.infolist()
+        for m in members:
+            where = f"{name}:{m.filename}"
+            if not _safe_member(m.filename):
+                raise FileProblem(
+                    Problem(
+                        "zip entry would land outside the folder; rejected. "
+                        "Re-create the archive with relative paths.",
+                        file=where,
+                    )
+                )
+            if stat.S_ISLNK(m.external_attr >> 16):
+                raise FileProblem(Problem("zip entry is a symbolic link; refused.", file=where))
+        if sum(m.file_size for m in members) > limits.max_bytes:
+            raise FileProblem(
+                Problem(
+                    f"unpacks to more than {_mib(limits.max_bytes)} ({env_name('max_dataset_mb')}).",
+                    file=name,
+                )
+            )
+        for m in members:
+            target = dest.joinpath(*PurePosixPath(m.filename.replace("\\", "/")).parts)
+            if m.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(m) as src, open(target, "xb") as out:
+                    for chunk in _chunks(src, where, budget):
+                        out.write(chunk)
+            except StopReading as exc:
+                raise FileProblem(exc.problem) from None
+            except FileExistsError:
+                raise FileProblem(Problem("zip entry appears twice; refused.", file=where)) from None
+            except (*READ_ERRORS, ValueError) as exc:
+                raise FileProblem(Problem(f"cannot be read: {_reason(exc)}", file=where)) from None
+            mode = (m.external_attr >> 16) & 0o777
+            if mode & 0o100:  # keep the executable bit of scripts (run.sh)
+                target.chmod(0o755)
+            count += 1
+    return count
+
+
 # -------------------------------------------------------------------------------------------- entry
 
 

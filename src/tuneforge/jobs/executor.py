@@ -32,6 +32,9 @@ class Launch:
     cwd: Path | None = None
     gpus: int = 0
     attempt: int = 1
+    # False: the worker gets ``env`` alone (+ CUDA_VISIBLE_DEVICES), not the control plane's environment.
+    # A user's own command gets a clean one so the server's secrets and settings do not leak into it.
+    inherit_env: bool = True
 
 
 @dataclass
@@ -140,8 +143,8 @@ class LocalExecutor(Executor):
     def submit(self, launch: Launch) -> Handle:
         with self._lock:
             slots = self._free_gpus()[: self._gpus_needed(launch.gpus)]
-            env = {**os.environ, **launch.env}
-            if self.gpu_count:
+            env = {**os.environ, **launch.env} if launch.inherit_env else dict(launch.env)
+            if self.gpu_count or not launch.inherit_env:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
             launch.folder.mkdir(parents=True, exist_ok=True)
             with open(launch.folder / fmt.WORKER_LOG, "ab") as out:
@@ -201,7 +204,9 @@ class LocalExecutor(Executor):
         def escalate():
             deadline = time.monotonic() + grace_s
             while time.monotonic() < deadline:
-                if process_start_ticks(pid) is None:  # exited (a zombie counts); poll() reaps it later
+                # The whole group, not only its leader: a shell that dies on SIGTERM may leave a child
+                # that ignores it (a user's own script), which the SIGKILL below must still reach.
+                if process_start_ticks(pid) is None and not _group_alive(pid):
                     return
                 time.sleep(0.2)
             log.warning("job %s: still running %.0fs after SIGTERM; sending SIGKILL", job_id, grace_s)
@@ -217,6 +222,16 @@ class LocalExecutor(Executor):
             free = self._free_gpus()
             self._gpus[job_id] = free[: self._gpus_needed(gpus)]
         return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -35,6 +35,8 @@ QUEUED, LAUNCHED, RESTARTING, RECONCILED, CANCEL_REQUESTED = (
     "reconciled",
     "cancel_requested",
 )
+# A command job (a user's own script) reports no events itself: the control plane writes these for it.
+EXITED, TIME_LIMIT = "exited", "time_limit"
 ENDINGS = (FINISHED, FAILED, CANCELLED)
 
 

@@ -22,7 +22,8 @@ from sqlalchemy import and_, or_, select
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.executor import Handle, Launch
-from tuneforge.jobs.reconcile import outcome, reconcile_running
+from tuneforge.jobs.reconcile import Outcome, outcome, reconcile_running
+from tuneforge.jobs.tbmetrics import TensorBoardTail
 from tuneforge.spec import TEMPLATES, JobSpec
 
 from . import catalog
@@ -149,18 +150,26 @@ def create_job(
     restart_policy: str = "never",
     max_retries: int = 0,
     extra: dict | None = None,
+    name: str | None = None,
+    gpus: int = 0,
+    job_id: str | None = None,
+    prepared: Path | None = None,
 ) -> Job:
-    job_id = new_job_id()
+    """Queue a job; ``prepared`` is a folder already filled (a command job's code) to become its own."""
+    job_id = job_id or new_job_id()
     root = ctx.jobs_dir / job_id
-    root.mkdir(parents=True, exist_ok=False)
+    if prepared is not None:
+        prepared.rename(root)
+    else:
+        root.mkdir(parents=True, exist_ok=False)
     row = Job(
         id=job_id,
         kind=kind,
-        name=spec.name if isinstance(spec, JobSpec) else None,
+        name=spec.name if isinstance(spec, JobSpec) else name,
         state="queued",
         spec=spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec,
         priority=priority,
-        gpus=spec.resources.gpus if isinstance(spec, JobSpec) else 0,
+        gpus=spec.resources.gpus if isinstance(spec, JobSpec) else gpus,
         restart_policy=restart_policy,
         max_retries=max_retries,
         attempt=0,
@@ -251,6 +260,14 @@ def retry_job(ctx: Platform, job_id: str) -> Job:
     old = get_job(ctx, job_id)
     if old.state not in TERMINAL:
         raise ConflictError(f"job {job_id} is {old.state}; retry a finished job")
+    if old.kind == "command":  # a fresh folder: the code unpacked again, the mounts linked again
+        from .commands import submit
+        from .schemas import CommandJobCreate
+
+        row = submit(ctx, CommandJobCreate.model_validate(old.spec))
+        with ctx.store.session() as s:
+            s.get(Job, row.id).extra = {**(row.extra or {}), "retry_of": old.id}
+        return get_job(ctx, row.id)
     spec = JobSpec.model_validate(old.spec) if old.kind == "train" else old.spec
     extra = {k: v for k, v in (old.extra or {}).items() if k != "openai"}
     return create_job(
@@ -295,6 +312,7 @@ def job_dict(row: Job) -> dict:
         "exit_code": row.exit_code,
         "error": row.error,
         "spec": row.spec,
+        "labels": (row.extra or {}).get("labels", {}),
     }
 
 
@@ -323,6 +341,11 @@ def launch_for(ctx: Platform, row: Job) -> Launch:
         if e.get("max_samples"):
             argv += ["--max-samples", str(e["max_samples"])]
         argv += ["--max-new-tokens", str(e.get("max_new_tokens", 64))]
+    elif row.kind == "command":
+        from .commands import launch_parts
+
+        argv, env, cwd = launch_parts(ctx, row)
+        return Launch(row.id, argv, root, env, cwd, row.gpus, row.attempt + 1, inherit_env=False)
     else:
         raise ConfigError(f"job {row.id}: unknown kind {row.kind!r}")
     return Launch(row.id, argv, root, env, root, row.gpus, row.attempt + 1)
@@ -337,6 +360,8 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_finish: list = []  # callables(ctx, row) run after a job ends (OpenAI registration, …)
+        self._tails: dict[str, tuple[TensorBoardTail, float]] = {}  # command jobs' TensorBoard readers
+        self._timed_out: set[str] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -381,12 +406,47 @@ class Supervisor:
         for row in running:
             status = self.ctx.executor.poll(row.id)
             if status is not None and status.running:
+                if row.kind == "command":
+                    self._follow_command(row)
                 self._copy_progress(row)
                 continue
             code = status.exit_code if status else None
+            if row.kind == "command":
+                self._read_tensorboard(row, final=True)
             self._copy_progress(row)
             self._finish(row.id, outcome(Path(row.folder), code, row.cancel_requested), code)
         self._schedule()
+
+    # -- a user's own command: metrics from its TensorBoard files, its time limit
+    TB_POLL_S = 2.0
+
+    def _read_tensorboard(self, row: Job, final: bool = False) -> None:
+        tail, last = self._tails.get(row.id) or (None, 0.0)
+        if not final and time.monotonic() - last < self.TB_POLL_S:
+            return
+        tail = tail or TensorBoardTail(Path(row.folder))
+        try:
+            tail.poll()
+        except Exception:
+            log.exception("job %s: reading its TensorBoard files failed", row.id)
+        if final:
+            self._tails.pop(row.id, None)
+        else:
+            self._tails[row.id] = (tail, time.monotonic())
+
+    def _follow_command(self, row: Job) -> None:
+        self._read_tensorboard(row)
+        limit = (row.spec or {}).get("time_limit_s")
+        if (
+            limit
+            and row.started_at
+            and time.time() - row.started_at > limit
+            and row.id not in self._timed_out
+        ):
+            self._timed_out.add(row.id)
+            fmt.append_event(Path(row.folder), fmt.TIME_LIMIT, seconds=limit)
+            log.info("job %s: time limit of %ss reached; stopping it", row.id, limit)
+            self.ctx.executor.cancel(row.id, grace_s=self.ctx.extras.get("cancel_grace_s", 30.0))
 
     def _copy_progress(self, row: Job) -> None:
         p = fmt.progress(Path(row.folder))
@@ -405,13 +465,34 @@ class Supervisor:
                 return
             row.exit_code = exit_code
             retries_used = row.attempt - 1
+            timed_out = job_id in self._timed_out
+            if timed_out:  # a hard cap on the job: no restart after it
+                self._timed_out.discard(job_id)
+                limit = (row.spec or {}).get("time_limit_s")
+                result = Outcome(
+                    "failed",
+                    {
+                        "message": f"the time limit of {limit:g} s was reached; the job was stopped",
+                        "exit_code": exit_code,
+                        "log_tail": fmt.tail_lines(Path(row.folder) / fmt.WORKER_LOG),
+                    },
+                )
+            if row.kind == "command":
+                root = Path(row.folder)
+                fmt.append_event(
+                    root, fmt.EXITED, exit_code=exit_code, attempt=row.attempt, outcome=result.state
+                )
+                if result.state == "cancelled":
+                    fmt.append_event(root, fmt.CANCELLED, attempt=row.attempt)
             if (
                 result.state == "failed"
                 and row.restart_policy == "on-failure"
                 and retries_used < row.max_retries
                 and not row.cancel_requested
+                and not timed_out
             ):
-                row.state, row.resume_from, row.error = "queued", "latest", result.error
+                row.state, row.error = "queued", result.error
+                row.resume_from = None if row.kind == "command" else "latest"  # a script resumes itself
                 row.pid = row.pid_ticks = None
                 fmt.append_event(
                     Path(row.folder),
@@ -456,7 +537,8 @@ class Supervisor:
             if row is None or row.state != "queued":
                 return
             launch = launch_for(self.ctx, row)
-            fmt.append_event(Path(row.folder), fmt.LAUNCHED, attempt=launch.attempt, argv=launch.argv[3:])
+            argv = launch.argv if row.kind == "command" else launch.argv[3:]
+            fmt.append_event(Path(row.folder), fmt.LAUNCHED, attempt=launch.attempt, argv=argv)
             try:
                 handle = self.ctx.executor.submit(launch)
             except OSError as exc:
@@ -469,4 +551,6 @@ class Supervisor:
                 return
             row.state, row.attempt = "running", launch.attempt
             row.pid, row.pid_ticks = handle.pid, handle.start_ticks
+            if row.kind == "command":
+                fmt.append_event(Path(row.folder), fmt.STARTED, attempt=launch.attempt, pid=handle.pid)
             row.started_at = row.started_at or time.time()

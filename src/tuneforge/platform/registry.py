@@ -13,20 +13,91 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from tuneforge.errors import ConflictError, NotFoundError
+from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
+from tuneforge.jobs.command import WORK_DIR
 
 from .context import Platform
 from .db import Job, RegisteredModel
 
 
-def register(ctx: Platform, job_id: str, checkpoint: str | None, name: str) -> RegisteredModel:
+def check_model_folder(path: Path, base: str, where: str, cwd: Path | None = None) -> str:
+    """What ``path`` is ("adapter" or "model") if it is a peft adapter on ``base`` or an HF model of the
+    same architecture as ``base``; a ConfigError (→ 422) saying what was found otherwise. Reads config
+    files only: the control plane never loads weights."""
+    from tuneforge.models.info import weight_files
+    from tuneforge.models.store import NAME_RE, models_root
+
+    base_dir = models_root() / base
+    if not NAME_RE.match(base) or not (base_dir / "model.json").exists():
+        raise ConfigError(f"base {base!r}: no such model on the server (see GET /api/v1/models)")
+    info = json.loads((base_dir / "model.json").read_text())
+    if (path / "adapter_config.json").is_file():
+        try:
+            adapter = json.loads((path / "adapter_config.json").read_text())
+        except ValueError as exc:
+            raise ConfigError(f"{where}/adapter_config.json: not JSON ({exc})") from None
+        if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise ConfigError(f"{where}: adapter_config.json but no adapter_model.safetensors/.bin")
+        said = str(adapter.get("base_model_name_or_path") or "")
+        known = {
+            base,
+            str(base_dir),
+            str(base_dir.resolve()),
+            str(info.get("source") or ""),
+            info.get("name"),
+        }
+        known |= {str(info.get(k)) for k in ("hub_id", "repo_id", "path") if info.get(k)}
+        said_dir = Path(said) if Path(said).is_absolute() or cwd is None else cwd / said
+        on_base = said in known or Path(said).name == base or _same_dir(said_dir, base_dir)
+        if said and not on_base:
+            raise ConfigError(
+                f"{where}: a peft adapter trained on {said!r}, not on {base!r}; give --base the model "
+                "it was trained on"
+            )
+        return "adapter"
+    if (path / "config.json").is_file():
+        if not weight_files(path):
+            raise ConfigError(f"{where}: config.json but no weights (*.safetensors, *.bin)")
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except ValueError as exc:
+            raise ConfigError(f"{where}/config.json: not JSON ({exc})") from None
+        if info.get("model_type") and config.get("model_type") != info.get("model_type"):
+            raise ConfigError(
+                f"{where}: a {config.get('model_type')!r} model, but {base!r} is a {info.get('model_type')!r}"
+            )
+        return "model"
+    raise ConfigError(
+        f"{where}: neither an HF model (config.json + weights) nor a peft adapter (adapter_config.json)"
+    )
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    """The script loaded its base through the job's mount: the link resolves to the stored model."""
+    try:
+        return a.exists() and a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def register(
+    ctx: Platform,
+    job_id: str,
+    checkpoint: str | None,
+    name: str,
+    path: str | None = None,
+    base: str | None = None,
+) -> RegisteredModel:
+    if path is not None or base is not None:
+        return _register_path(ctx, job_id, path, base, name)
     with ctx.store.session() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise NotFoundError(f"no job {job_id!r}")
         if job.kind != "train":
-            raise ConflictError(f"job {job_id} is an {job.kind} job; register a training job's output")
+            hint = " with --path and --base" if job.kind == "command" else ""
+            raise ConflictError(f"job {job_id} is an {job.kind} job; register a folder of it{hint}")
         root = Path(job.folder)
         if checkpoint:
             path = fmt.safe_path(root / fmt.CHECKPOINTS_DIR, checkpoint)
@@ -127,3 +198,61 @@ def model_in_use(ctx: Platform, name: str) -> str | None:
             if (job.spec or {}).get("model") == name or json.dumps(job.spec).find(f'"{name}"') >= 0:
                 return job.id
     return None
+
+
+def _register_path(
+    ctx: Platform, job_id: str, path: str | None, base: str | None, name: str
+) -> RegisteredModel:
+    """A folder a job wrote (a command job's output/checkpoint-N), checked to be a model or an adapter."""
+    if not path or not base:
+        raise ConfigError("register a folder with both path (e.g. output/checkpoint-3000) and base")
+    with ctx.store.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        if job.state in ("queued", "running") and job.kind != "train":
+            raise ConflictError(f"job {job_id} is {job.state}: register its output once it has ended")
+        root = Path(job.folder)
+        target = fmt.safe_path(root, path)
+        if target is None or not target.is_dir():
+            raise NotFoundError(f"job {job_id} has no folder {path!r} (see GET /api/v1/jobs/{job_id}/files)")
+        what = check_model_folder(target, base, f"{job_id}:{path}", cwd=root / WORK_DIR)
+        if what == "adapter" and not (target / "tuneforge.json").exists():
+            # The script recorded its base as it loaded it (often a path inside its job folder): say
+            # which stored model it is, so evaluation and serving find the base like a spec job's.
+            from tuneforge.models.store import models_root
+
+            record = {
+                "base_model": str(models_root() / base),
+                "model": base,
+                "job": str(root),
+                "adapter": True,
+            }
+            (target / "tuneforge.json").write_text(json.dumps(record, indent=2))
+        version = (
+            s.scalar(select(func.max(RegisteredModel.version)).where(RegisteredModel.name == name)) or 0
+        ) + 1
+        spec = job.spec or {}
+        row = RegisteredModel(
+            id=f"rm-{secrets.token_hex(6)}",
+            name=name,
+            version=version,
+            base_model=base,
+            job_id=job.id,
+            checkpoint=path,
+            path=str(target),
+            lineage={
+                "base_model": base,
+                "job": job.id,
+                "kind": what,
+                "datasets": [d.get("name") for d in spec.get("datasets", [])]
+                if job.kind == "command"
+                else [d.get("path") for d in spec.get("data", {}).get("train", [])],
+                "command": spec.get("command"),
+                "spec": spec,
+                "metrics": job.latest_metrics,
+            },
+            created_at=time.time(),
+        )
+        s.add(row)
+    return row

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class Body(BaseModel):
@@ -14,6 +14,7 @@ class Body(BaseModel):
 class JobCreate(Body):
     """Either a whole JobSpec (``spec``) or a template + model + dataset(s) with overrides."""
 
+    kind: Literal["train"] = Field(default="train", description="train (this body) or command.")
     spec: dict[str, Any] | None = Field(default=None, description="A whole JobSpec (as `tuneforge train`).")
     template: str | None = Field(default=None, description="sft-lora, sft-qlora, sft-full, dpo-lora, …")
     model: str | None = Field(default=None, description="A model on the server (`GET /api/v1/models`).")
@@ -28,6 +29,43 @@ class JobCreate(Body):
     )
     max_retries: int = Field(default=0, ge=0, le=20, description="Restarts allowed by on-failure.")
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher starts first; then older first.")
+
+
+class Mount(Body):
+    name: str = Field(min_length=1, max_length=200, description="A stored dataset (id or name) or model.")
+    path: str = Field(min_length=1, max_length=500, description="Where it appears, relative to the code.")
+
+
+class CommandJobCreate(Body):
+    """A user's own command, run in a job folder with its code, datasets and models linked in."""
+
+    kind: Literal["command"]
+    name: str = Field(min_length=1, max_length=200)
+    command: list[str] = Field(min_length=1, max_length=1000, description="argv; no shell is involved.")
+    code: str | None = Field(
+        default=None, pattern=r"^code-[0-9a-f]{12}$", description="An id from POST /api/v1/jobs/code."
+    )
+    datasets: list[Mount] = Field(default_factory=list, max_length=100)
+    models: list[Mount] = Field(default_factory=list, max_length=20)
+    output: str = Field(default="output", max_length=500, description="Where output/ appears in the code.")
+    env: dict[str, str] = Field(default_factory=dict, max_length=200)
+    gpus: int = Field(default=0, ge=0, le=64)
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher starts first; then older first.")
+    restart_policy: Literal["never", "on-failure"] = "never"
+    max_retries: int = Field(default=0, ge=0, le=20)
+    time_limit_s: float | None = Field(default=None, gt=0, le=30 * 86400, description="Per attempt.")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+def _job_kind(value: Any) -> str:
+    kind = value.get("kind", "train") if isinstance(value, dict) else getattr(value, "kind", "train")
+    return kind if kind in ("train", "command") else "train"
+
+
+AnyJobCreate = Annotated[
+    Annotated[JobCreate, Tag("train")] | Annotated[CommandJobCreate, Tag("command")],
+    Discriminator(_job_kind),
+]
 
 
 class ResumeBody(Body):
@@ -53,6 +91,10 @@ class ModelRegister(Body):
     job: str = Field(description="The job whose output to register.")
     checkpoint: str | None = Field(default=None, description="step-N; empty: the job's final output.")
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    path: str | None = Field(
+        default=None, max_length=500, description="A folder of the job, e.g. output/checkpoint-3000."
+    )
+    base: str | None = Field(default=None, max_length=200, description="The stored base model (with path).")
 
 
 class EvaluationCreate(Body):

@@ -13,19 +13,80 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from tuneforge.errors import NotFoundError
 from tuneforge.jobs import folder as fmt
 
+from .. import commands, registry
 from .. import jobs as service
-from .. import registry
 from ..context import Platform
 from ..deps import admin, platform
-from ..schemas import JobCreate, ResumeBody
+from ..schemas import AnyJobCreate, CommandJobCreate, ResumeBody
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(admin)])
 FOLLOW_POLL_S = 0.5
 
 
+CODE_UPLOAD_DOC = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+        "required": True,
+    }
+}
+
+
+@router.post("/code", status_code=201, openapi_extra=CODE_UPLOAD_DOC)
+async def upload_code(request: Request, ctx: Platform = Depends(platform)):
+    """A zip of a command job's working directory; checked like a dataset zip; kept by its content."""
+    import shutil
+    import tempfile
+
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from tuneforge.errors import ConfigError
+
+    commands.require_enabled(ctx)
+    limit = ctx.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + (1 << 20):
+        return JSONResponse({"detail": f"upload larger than the limit of {limit >> 20} MiB"}, status_code=413)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ConfigError("send the code as multipart/form-data with one part named 'file' (a .zip)")
+    ctx.home.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".code-upload-", dir=ctx.home))
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+        part = form.get("file")
+        if part is None or not hasattr(part, "read"):
+            raise ConfigError("no part named 'file' in the upload: send the .zip as field 'file'")
+        target, size = tmp / "code.zip", 0
+        with open(target, "wb") as out:
+            while chunk := await part.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    return JSONResponse(
+                        {"detail": f"upload larger than the limit of {limit >> 20} MiB"}, status_code=413
+                    )
+                out.write(chunk)
+        await form.close()
+        return await run_in_threadpool(commands.store_code, ctx, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @router.post("", status_code=201)
-def create_job(body: JobCreate, ctx: Platform = Depends(platform)) -> dict:
-    """Validated before queueing: a bad spec, an unknown dataset/model or too many GPUs → 422."""
+def create_job(body: AnyJobCreate, ctx: Platform = Depends(platform)) -> dict:
+    """Validated before queueing: a bad spec, an unknown dataset/model or too many GPUs → 422.
+
+    ``kind: command`` runs your own command (see CommandJobCreate); it needs an admin token and a server
+    that allows command jobs (TUNEFORGE_ALLOW_COMMAND_JOBS)."""
+    if isinstance(body, CommandJobCreate):
+        return service.job_dict(commands.submit(ctx, body))
     data = service.build_spec(
         body.spec,
         body.template,
@@ -46,7 +107,7 @@ def create_job(body: JobCreate, ctx: Platform = Depends(platform)) -> dict:
 def list_jobs(
     ctx: Platform = Depends(platform),
     state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
-    kind: str | None = Query(None, pattern="^(train|eval)$"),
+    kind: str | None = Query(None, pattern="^(train|eval|command)$"),
     limit: int = Query(50, ge=1, le=500),
     before: str | None = Query(None, max_length=100, description="The `next` cursor of the previous page."),
 ) -> dict:

@@ -68,7 +68,10 @@ def import_model(body: ModelImport, ctx: Platform = Depends(platform)) -> dict:
 
 @router.post("/register", status_code=201)
 def register_model(body: ModelRegister, ctx: Platform = Depends(platform)) -> dict:
-    return registry.registered_dict(registry.register(ctx, body.job, body.checkpoint, body.name))
+    """A training job's final output or checkpoint; or any folder of a job (``path``, e.g. a command
+    job's output/checkpoint-3000) with its ``base``: it must be an HF model or a peft adapter on it."""
+    row = registry.register(ctx, body.job, body.checkpoint, body.name, body.path, body.base)
+    return registry.registered_dict(row)
 
 
 @router.get("/registered/{ref}")

@@ -1,0 +1,109 @@
+"""Metrics from the TensorBoard event files a user's script writes: scalars → ``metrics.jsonl`` rows.
+
+Read with the ``tensorboard`` package's own event-file loader (torch-free; the control plane runs it),
+which keeps its place in each file, so each poll reads only what the script wrote since the last one.
+Tag names are mapped to the names spec jobs use, so the same charts work: ``loss`` and ``train/loss`` →
+``loss``, ``eval/loss`` → ``eval_loss``, ``train/X`` → ``X``, ``eval/X`` → ``eval_X``, other ``a/b`` →
+``a_b``. A row is ``{"step": N, <name>: value, …, "time": wall time}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from . import folder as fmt
+
+log = logging.getLogger(__name__)
+EVENT_FILE_MARK = "tfevents"
+MAX_EVENT_FILES = 200  # a script that writes more is not followed past this many files
+MAX_ROWS_PER_POLL = 20_000
+
+
+def metric_name(tag: str) -> str:
+    tag = tag.strip("/")
+    if tag in ("loss", "train/loss", "train_loss"):
+        return "loss"
+    if tag in ("eval/loss", "eval_loss", "val/loss", "validation/loss"):
+        return "eval_loss"
+    if tag.startswith("train/"):
+        return tag[len("train/") :].replace("/", "_")
+    if tag.startswith("eval/"):
+        return "eval_" + tag[len("eval/") :].replace("/", "_")
+    return tag.replace("/", "_")
+
+
+def _scalar(value) -> float | None:
+    if value.HasField("simple_value"):
+        return float(value.simple_value)
+    if value.HasField("tensor"):  # TF2-style summaries store scalars as 0-d tensors
+        from tensorboard.util import tensor_util
+
+        try:
+            array = tensor_util.make_ndarray(value.tensor)
+        except Exception:  # a non-numeric tensor (text, image): not a metric
+            return None
+        if array.size == 1 and array.dtype.kind in "fiu":
+            return float(array.reshape(()))
+    return None
+
+
+def find_event_files(root: Path) -> list[Path]:
+    """Event files anywhere in the job folder, not following links (mounted data is not searched)."""
+    found: list[Path] = []
+    for base, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        for f in sorted(files):
+            if EVENT_FILE_MARK in f and f.startswith("events.out"):
+                found.append(Path(base) / f)
+                if len(found) >= MAX_EVENT_FILES:
+                    return found
+    return found
+
+
+class TensorBoardTail:
+    """Follows one job folder's event files and appends their scalars to its ``metrics.jsonl``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._loaders: dict[Path, object] = {}
+        # After a restart of the control plane the files are read again from their start: rows already
+        # in metrics.jsonl (up to their wall time) are not written twice.
+        self._written_until = max(
+            (r.get("time", 0.0) for r in fmt.read_all_jsonl(self.root / fmt.METRICS_FILE)), default=0.0
+        )
+
+    def poll(self) -> int:
+        """Read what is new; returns the number of rows appended."""
+        from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+        for path in find_event_files(self.root):
+            if path not in self._loaders:
+                self._loaders[path] = LegacyEventFileLoader(str(path))
+        rows: list[dict] = []
+        for path, loader in self._loaders.items():
+            current: dict | None = None
+            try:
+                for event in loader.Load():
+                    if not event.HasField("summary") or event.wall_time <= self._written_until:
+                        continue
+                    for value in event.summary.value:
+                        number = _scalar(value)
+                        if number is None:
+                            continue
+                        if current is None or current["step"] != event.step:
+                            current = {"step": int(event.step)}
+                            rows.append(current)
+                        current[metric_name(value.tag)] = number
+                        current["time"] = event.wall_time
+                    if len(rows) >= MAX_ROWS_PER_POLL:
+                        break
+            except Exception as exc:  # a damaged file must not stop the others (or the supervisor)
+                log.warning("%s: cannot read TensorBoard events: %s", path, exc)
+        if rows:
+            with open(self.root / fmt.METRICS_FILE, "a", encoding="utf-8") as fh:
+                for row in sorted(rows, key=lambda r: (r["time"], r["step"])):
+                    fh.write(json.dumps(row) + "\n")
+        return len(rows)
