@@ -10,7 +10,7 @@ import typer
 
 from tuneforge.errors import TuneforgeError
 
-from . import datasets, evals, jobs, models, quickstart, serve, server, spec, templates, tokens, train
+from . import datasets, deployments, evals, jobs, models, quickstart, serve, server, spec, templates, tokens, train
 from .common import err_console
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(spec.app, name="spec")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(evals.app, name="evals")
+app.add_typer(deployments.app, name="deployments")
 
 STATE = {"debug": False}
 
