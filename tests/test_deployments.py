@@ -49,8 +49,15 @@ def _register(ctx, name: str, adapter_src, job_id: str) -> None:
     shutil.copytree(adapter_src, folder / "final")
     with ctx.store.session() as s:
         s.add(
-            Job(id=job_id, kind="train", state="succeeded", spec={"model": "tiny-chat"}, folder=str(folder),
-                created_at=time.time(), extra={})  # fmt: skip
+            Job(
+                id=job_id,
+                kind="train",
+                state="succeeded",
+                spec={"model": "tiny-chat"},
+                folder=str(folder),
+                created_at=time.time(),
+                extra={},
+            )  # fmt: skip
         )
     registry.register(ctx, job_id, None, name)
 
@@ -60,7 +67,6 @@ def home(tmp_path_factory):
     """A home with a tiny chat model in the store, two adapters trained on *that* folder, registered
     as ``FT`` and ``tiny-beta``."""
     from test_platform_server import Server  # noqa: F401 (the same server helper)
-
     from tuneforge.models.pull import import_model
     from tuneforge.platform.app import build_platform
     from tuneforge.settings import get_settings
@@ -153,7 +159,9 @@ def deployed(server):
     """The ft: name deployed in one call, with a second adapter; (deployment, its token)."""
     http = server.http()
     t0 = time.monotonic()
-    r = http.post("/api/v1/deployments", json={"model": FT, "name": "ftdemo", "adapters": {"beta": "tiny-beta"}})
+    r = http.post(
+        "/api/v1/deployments", json={"model": FT, "name": "ftdemo", "adapters": {"beta": "tiny-beta"}}
+    )
     assert r.status_code == 201, r.text
     d = _ready(http)
     print(f"cold start of the tiny deployment: {time.monotonic() - t0:.1f}s")
@@ -176,7 +184,9 @@ def test_openai_client_lists_chats_and_streams_through_the_gateway(server, deplo
         return r.choices[0].message.content
 
     fine_tuned, base, beta, by_ft_name = ask("ftdemo"), ask("ftdemo/tiny-chat"), ask("ftdemo/beta"), ask(FT)
-    assert fine_tuned == by_ft_name  # the deployment's default is the fine-tune, also callable by its ft: name
+    assert (
+        fine_tuned == by_ft_name
+    )  # the deployment's default is the fine-tune, also callable by its ft: name
     assert len({fine_tuned, base, beta}) == 3  # three different models answered
 
     # The gateway answers exactly as the worker itself does.
@@ -188,7 +198,11 @@ def test_openai_client_lists_chats_and_streams_through_the_gateway(server, deplo
 
     chunks = list(
         client.chat.completions.create(
-            model="ftdemo", messages=ASK, max_tokens=12, temperature=0, stream=True,
+            model="ftdemo",
+            messages=ASK,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
             stream_options={"include_usage": True},
         )  # fmt: skip
     )
@@ -238,14 +252,15 @@ def test_tritonclient_and_curl_seed_bodies_through_the_gateway(server, deployed)
         inp.set_data_from_numpy(prompt, binary_data=binary)
         out = triton.InferRequestedOutput("text_output", binary_data=binary)
         params = {"max_tokens": 8, "temperature": 0}
-        result = client.infer("ftdemo", [inp], outputs=[out], headers=auth, parameters=params)
-        answers.append(result.as_numpy("text_output")[0])
+        result = client.infer("ftdemo", [inp], outputs=[out], headers=dict(auth), parameters=params)
+        text = result.as_numpy("text_output")[0]
+        answers.append(text.decode() if isinstance(text, bytes) else text)
     assert answers[0] == answers[1] and answers[0]
 
     def curl(path: str, body: dict) -> dict:
         out = subprocess.run(
-            ["curl", "-sS", "-f", "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json",
-             f"{server.url}{path}", "--data-binary", json.dumps(body)],
+            ["curl", "-sS", "-f", "-H", f"Authorization: Bearer {token}", "-H",
+             "Content-Type: application/json", f"{server.url}{path}", "--data-binary", json.dumps(body)],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
@@ -288,7 +303,10 @@ def test_token_matrix(server, deployed):
         r = httpx.post(server.url + "/v2/models/ftdemo/infer", json=infer, headers=headers, timeout=60)
         assert r.status_code == status, (what, r.text)
         assert isinstance(r.json()["error"], str)  # the v2 shape
-    assert httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {other}"}).json()["data"] == []
+    assert (
+        httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {other}"}).json()["data"]
+        == []
+    )
     mine = {"Authorization": f"Bearer {token}"}
     assert httpx.get(server.url + "/api/v1/deployments", headers=mine).status_code == 403
     assert httpx.get(server.url + "/v1/files", headers=mine).status_code == 403

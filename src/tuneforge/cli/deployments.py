@@ -79,7 +79,9 @@ def show(d: dict, events: list[dict] | None = None) -> None:
 @app.command()
 def create(
     model: str = typer.Option(..., "--model", help="A stored base model, a registered model or ft:…"),
-    adapter: list[str] = typer.Option(None, "--adapter", help="ALIAS=MODEL: another fine-tune on the same base."),
+    adapter: list[str] = typer.Option(
+        None, "--adapter", help="ALIAS=MODEL: another fine-tune on the same base."
+    ),
     name: str = typer.Option(None, "--name", help="Deployment name (default: from the model)."),
     engine: str = typer.Option("auto", "--engine", help="auto | transformers | vllm."),
     replicas: int = typer.Option(1, "--replicas", min=1, max=16),
@@ -88,7 +90,13 @@ def create(
 ):
     """Deploy a model; a registered fine-tune deploys as its base + its adapter."""
     client = Client()
-    body = {"model": model, "name": name, "adapters": _adapters(adapter), "engine": engine, "replicas": replicas}
+    body = {
+        "model": model,
+        "name": name,
+        "adapters": _adapters(adapter),
+        "engine": engine,
+        "replicas": replicas,
+    }
     d = client.post("/api/v1/deployments", json=body)
     if wait:
         d = wait_ready(client, d["name"])
@@ -99,7 +107,7 @@ def create(
         if d["state"] == "ready":
             console.print(
                 f"try: curl {d['endpoints']['openai']}/chat/completions -H 'Authorization: Bearer $TOKEN' "
-                f"-H 'Content-Type: application/json' -d '{{\"model\": \"{d['name']}\", \"messages\": "
+                f'-H \'Content-Type: application/json\' -d \'{{"model": "{d["name"]}", "messages": '
                 '[{"role": "user", "content": "Hello"}]}\'',
                 highlight=False,
                 soft_wrap=True,

@@ -129,7 +129,9 @@ def deploy_and_compare(client, job_id: str, own_server: bool) -> dict[str, list[
             answers[model].append(text)
             console.print(f"[bold]{label}:[/] {text}", highlight=False)
         console.print()
-    token = client.post("/api/v1/tokens", json={"name": f"{DEPLOYMENT}-demo", "scope": f"deployment:{DEPLOYMENT}"})
+    token = client.post(
+        "/api/v1/tokens", json={"name": f"{DEPLOYMENT}-demo", "scope": f"deployment:{DEPLOYMENT}"}
+    )
     url = DEFAULT_URL if own_server else client.url
     if own_server:
         console.print(

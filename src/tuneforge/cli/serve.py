@@ -92,7 +92,8 @@ def serve(
 
 def chat(
     target: str = typer.Argument(
-        ..., help="A deployment on the server (TUNEFORGE_URL), a local model (name, folder, job final/) or a URL."
+        ...,
+        help="A deployment on the server (TUNEFORGE_URL), a local model (name, folder, job final/) or a URL.",
     ),
     compare: str = typer.Option(None, "--compare", help="A second model or URL; answers side by side."),
     model: str = typer.Option(None, "--model", help="Model id at a URL (default: the first it lists)."),

@@ -180,9 +180,7 @@ class DeploymentReplica(Base):
 class DeploymentEvent(Base):
     __tablename__ = "deployment_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    deployment_id: Mapped[str] = mapped_column(
-        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
-    )
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
     time: Mapped[float] = mapped_column(Float, default=now)
     event: Mapped[str] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(Text, default="")

@@ -112,7 +112,11 @@ class DeploymentSupervisor:
     def pick(self, dep_id: str) -> Worker | None:
         """A ready worker, round robin."""
         with self._lock:
-            ready = [s.worker for _, s in sorted(self._slots.get(dep_id, {}).items()) if s.worker and s.worker.ready]
+            ready = [
+                s.worker
+                for _, s in sorted(self._slots.get(dep_id, {}).items())
+                if s.worker and s.worker.ready
+            ]
             if not ready:
                 return None
             n = next(self._rr.setdefault(dep_id, itertools.count()))
@@ -249,7 +253,9 @@ class DeploymentSupervisor:
                     w.ready, slot.failures = True, 0
                     self._update_replica(dep.id, w, "ready")
                     took = time.monotonic() - w.started
-                    self._event(dep.id, "ready", f"replica {i} ready on port {w.port} in {took:.1f}s", seconds=took)
+                    self._event(
+                        dep.id, "ready", f"replica {i} ready on port {w.port} in {took:.1f}s", seconds=took
+                    )
                 elif now - w.started > READY_TIMEOUT_S:
                     terminate_group(w.handle.pid, w.handle.start_ticks)
         self._refresh_state(dep)

@@ -19,11 +19,17 @@ router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"], dependenc
 
 class DeploymentCreate(Body):
     model: str = Field(
-        ..., max_length=500, description="A stored base model, a registered model (name, name@N, name:vN) or ft:…"
+        ...,
+        max_length=500,
+        description="A stored base model, a registered model (name, name@N, name:vN) or ft:…",
     )
-    name: str | None = Field(default=None, max_length=63, description="Lowercase [a-z0-9-]; derived when left out.")
+    name: str | None = Field(
+        default=None, max_length=63, description="Lowercase [a-z0-9-]; derived when left out."
+    )
     adapters: dict[str, str] | None = Field(
-        default=None, max_length=32, description="Extra LoRA adapters on the same base: {alias: registered model}."
+        default=None,
+        max_length=32,
+        description="Extra LoRA adapters on the same base: {alias: registered model}.",
     )
     engine: Literal["auto", "transformers", "vllm"] = "auto"
     replicas: int = Field(default=1, ge=1, le=16, description="Worker processes (round robin).")

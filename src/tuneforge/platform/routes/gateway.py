@@ -106,7 +106,9 @@ async def _target(request: Request, who: Principal, model: str | None):
         raise GatewayError(400, "'model' is required: a deployment name (GET /v1/models)", None, "model")
     hit = _match(deps, model)
     if hit is None:
-        raise GatewayError(404, f"no deployment serves model {model!r}; see GET /v1/models", "model_not_found", "model")
+        raise GatewayError(
+            404, f"no deployment serves model {model!r}; see GET /v1/models", "model_not_found", "model"
+        )
     dep, model_id = hit
     if not _allowed(who, dep):
         raise GatewayError(403, f"this token's scope does not allow deployment {dep.name!r}", "forbidden")
@@ -114,8 +116,12 @@ async def _target(request: Request, who: Principal, model: str | None):
     worker = sup.pick(dep.id) if sup is not None and dep.state == "ready" else None
     if worker is None:
         if dep.state == "starting":
-            raise GatewayError(503, f"deployment {dep.name!r} is starting; retry in a few seconds", "starting")
-        raise GatewayError(404, f"deployment {dep.name!r} is {dep.state}, not serving", "model_not_found", "model")
+            raise GatewayError(
+                503, f"deployment {dep.name!r} is starting; retry in a few seconds", "starting"
+            )
+        raise GatewayError(
+            404, f"deployment {dep.name!r} is {dep.state}, not serving", "model_not_found", "model"
+        )
     return dep, model_id, worker
 
 
@@ -156,7 +162,9 @@ async def _forward(request: Request, dep: Deployment, worker, path: str, body: b
             if worker is None or attempt == 1:
                 raise GatewayError(503, f"deployment {dep.name!r} has no reachable replica; retry") from None
         except httpx.HTTPError as exc:
-            raise GatewayError(502, f"deployment {dep.name!r}: {type(exc).__name__} from its worker") from None
+            raise GatewayError(
+                502, f"deployment {dep.name!r}: {type(exc).__name__} from its worker"
+            ) from None
 
     async def relay():
         try:
