@@ -277,6 +277,11 @@ async def v2_model(name: str, request: Request):
     return await _v2(request, name, "")
 
 
-@router.api_route("/v2/models/{name}/{suffix:path}", methods=["GET", "POST"])
-async def v2_model_route(name: str, suffix: str, request: Request):
+@router.get("/v2/models/{name}/{suffix:path}")
+async def v2_model_get(name: str, suffix: str, request: Request):
+    return await _v2(request, name, suffix)
+
+
+@router.post("/v2/models/{name}/{suffix:path}")
+async def v2_model_post(name: str, suffix: str, request: Request):
     return await _v2(request, name, suffix)
