@@ -257,6 +257,20 @@ def test_tritonclient_and_curl_seed_bodies_through_the_gateway(server, deployed)
         answers.append(text.decode() if isinstance(text, bytes) else text)
     assert answers[0] == answers[1] and answers[0]
 
+    import asyncio
+
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def kserve_infer():
+        rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=120))
+        inp = InferInput(name="prompt", shape=[1], datatype="BYTES", data=[prompt[0].decode()])
+        request = InferRequest(model_name="ftdemo", infer_inputs=[inp], request_id="r-1",
+                               parameters={"max_tokens": 8, "temperature": 0})  # fmt: skip
+        return await rest.infer(server.url, request, model_name="ftdemo", headers=dict(auth))
+
+    response = asyncio.run(kserve_infer())
+    assert response.id == "r-1" and response.outputs[0].data == [answers[0]]
+
     def curl(path: str, body: dict) -> dict:
         out = subprocess.run(
             ["curl", "-sS", "-f", "-H", f"Authorization: Bearer {token}", "-H",
