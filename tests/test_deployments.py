@@ -404,3 +404,30 @@ def test_bad_requests_are_clear(server):
     out = server.cli("deployments", "create", "--model", "tiny-chat", "--adapter", "oops", check=False)
     assert out.returncode == 2 and "ALIAS=MODEL" in out.stderr
     assert sys.executable  # (keeps the import used on every platform)
+
+
+@pytest.mark.usefixtures("database_url")
+def test_management_api_rows_and_events_on_both_databases():
+    """The API's bookkeeping without workers (the supervisor is off), on SQLite and PostgreSQL."""
+    from platformhelp import fake_model, make_client
+
+    fake_model("tiny")
+    with make_client() as api:
+        r = api.post("/api/v1/deployments", json={"model": "tiny", "replicas": 2})
+        assert r.status_code == 201, r.text
+        d = r.json()
+        assert (d["name"], d["state"], d["replicas"], d["model_ids"]) == ("tiny", "starting", 2, ["tiny"])
+        assert api.post("/api/v1/deployments", json={"model": "tiny", "name": "tiny"}).status_code == 409
+        assert api.post("/api/v1/deployments", json={"model": "tiny"}).json()["name"] == "tiny-2"
+        assert [x["name"] for x in api.get("/api/v1/deployments").json()["data"]] == ["tiny-2", "tiny"]
+        assert api.delete("/api/v1/models/tiny").status_code == 409
+        assert api.post("/api/v1/deployments/tiny/stop").json()["state"] == "stopped"
+        assert api.post("/api/v1/deployments/tiny/start").json()["state"] == "starting"
+        events = [e["event"] for e in api.get("/api/v1/deployments/tiny/events").json()["data"]]
+        assert events == ["created", "starting", "stopped", "starting"]
+        r = api.get("/api/v1/deployments/tiny/logs", params={"offset": 0})
+        assert r.status_code == 200 and r.headers["X-Next-Offset"] == "0"
+        assert api.delete("/api/v1/deployments/tiny").status_code == 204
+        assert api.delete("/api/v1/deployments/tiny-2").status_code == 204
+        assert api.get("/api/v1/deployments").json()["data"] == []
+        assert api.delete("/api/v1/models/tiny").status_code == 200

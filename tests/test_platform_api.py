@@ -353,9 +353,9 @@ def test_migrations_keep_rows_from_the_first_revision(database_url, tmp_path):
         )
     store.dispose()
     with make_client() as client:  # the app migrates to head on start
-        from tuneforge.platform.migrate import current
-
         from alembic.script import ScriptDirectory
+
+        from tuneforge.platform.migrate import current
 
         engine = client.app.state.platform.store.engine
         head = ScriptDirectory.from_config(migrate.alembic_config(engine)).get_current_head()

@@ -168,7 +168,7 @@ class DeploymentReplica(Base):
     deployment_id: Mapped[str] = mapped_column(
         ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
     )
-    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    replica: Mapped[int] = mapped_column(Integer, primary_key=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pid_ticks: Mapped[int | None] = mapped_column(Integer, nullable=True)
     port: Mapped[int | None] = mapped_column(Integer, nullable=True)

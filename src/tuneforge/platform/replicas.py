@@ -198,12 +198,12 @@ class DeploymentSupervisor:
                 continue
             handle = Handle(r.pid, r.pid_ticks)
             wanted = dep is not None and dep.desired == "running" and dep.state in ("starting", "ready")
-            key = self._read_key(r.deployment_id, r.index)
+            key = self._read_key(r.deployment_id, r.replica)
             if wanted and alive(handle) and key and r.port and self._healthy(r.port):
                 with self._lock:
-                    w = Worker(r.index, r.port, key, handle, None, ready=True)
-                    self._slots.setdefault(dep.id, {})[r.index] = Slot(w, restarts=r.restarts)
-                self._event(dep.id, "ready", f"replica {r.index}: adopted running worker pid {r.pid}")
+                    w = Worker(r.replica, r.port, key, handle, None, ready=True)
+                    self._slots.setdefault(dep.id, {})[r.replica] = Slot(w, restarts=r.restarts)
+                self._event(dep.id, "ready", f"replica {r.replica}: adopted running worker pid {r.pid}")
                 continue
             if alive(handle):
                 log.info("deployment %s: killing stale worker pid %s", r.deployment_id, r.pid)
@@ -395,7 +395,7 @@ class DeploymentSupervisor:
                 return
             row = s.get(DeploymentReplica, (dep_id, w.index))
             if row is None:
-                row = DeploymentReplica(deployment_id=dep_id, index=w.index, restarts=0)
+                row = DeploymentReplica(deployment_id=dep_id, replica=w.index, restarts=0)
                 s.add(row)
             row.pid, row.pid_ticks, row.port, row.state = w.handle.pid, w.handle.start_ticks, w.port, state
             row.started_at = row.started_at if state == "ready" else time.time()

@@ -41,7 +41,7 @@ def upgrade() -> None:
             sa.ForeignKey("deployments.id", ondelete="CASCADE"),
             primary_key=True,
         ),
-        sa.Column("index", sa.Integer, primary_key=True),
+        sa.Column("replica", sa.Integer, primary_key=True),
         sa.Column("pid", sa.Integer, nullable=True),
         sa.Column("pid_ticks", sa.Integer, nullable=True),
         sa.Column("port", sa.Integer, nullable=True),
