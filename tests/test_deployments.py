@@ -334,7 +334,8 @@ def test_token_matrix(server, deployed):
 
 def test_cli_list_show_and_chat_by_deployment_name(server, deployed):
     out = server.cli("deployments", "list", "--json")
-    assert [d["name"] for d in json.loads(out.stdout)] == ["ftdemo"]
+    listed = json.loads(out.stdout)
+    assert [d["name"] for d in listed] == ["ftdemo"] and listed[0]["requests"] >= 10  # counted by the gateway
     out = server.cli("deployments", "show", "ftdemo")
     assert "ready" in out.stdout and "created" in out.stdout
     assert server.cli("deployments", "show", "nope", check=False).returncode == 2
