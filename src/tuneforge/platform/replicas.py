@@ -169,8 +169,14 @@ class DeploymentSupervisor:
                 self.tick()
             except Exception:
                 log.exception("deployment supervisor tick failed")
-            self._wake.wait(self.interval)
+            # Poll a starting worker's readiness often: every tenth of a second counts in a cold start.
+            self._wake.wait(0.1 if self._starting() else self.interval)
             self._wake.clear()
+
+    def _starting(self) -> bool:
+        with self._lock:
+            slots = [s for by_index in self._slots.values() for s in by_index.values()]
+            return any(s.worker is not None and not s.worker.ready for s in slots)
 
     def terminate(self, dep_id: str, forget: bool = True) -> None:
         with self._lock:
