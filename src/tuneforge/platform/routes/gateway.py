@@ -115,7 +115,7 @@ async def _target(request: Request, who: Principal, model: str | None):
     sup = ctx.extras.get("deployments")
     worker = sup.pick(dep.id) if sup is not None and dep.state == "ready" else None
     if worker is None:
-        if dep.state == "starting":
+        if dep.state in ("starting", "ready"):  # ready in the table; its worker is being restarted
             raise GatewayError(
                 503, f"deployment {dep.name!r} is starting; retry in a few seconds", "starting"
             )
