@@ -63,6 +63,7 @@ for pkg in (tuneforge.platform, tuneforge.jobs):
         if ".migrations" not in m.name:
             importlib.import_module(m.name)
 import tuneforge.cli.jobs, tuneforge.cli.tokens, tuneforge.cli.server, tuneforge.cli.client
+import tuneforge.cli.deployments
 from fastapi.testclient import TestClient
 from tuneforge.platform.app import create_app
 app = create_app(supervise=False)
@@ -70,7 +71,8 @@ token = open(os.path.join({str(tmp_path)!r}, "admin.token")).read().strip()
 with TestClient(app, headers={{"Authorization": "Bearer " + token}}) as c:
     r = c.post("/api/v1/datasets", json={{"records": [{{"instruction": "a", "output": "b"}}]}})
     assert r.status_code == 201, r.text
-    for path in ("/api/v1/datasets", "/api/v1/templates", "/api/v1/models", "/api/v1/jobs", "/openapi.json"):
+    for path in ("/api/v1/datasets", "/api/v1/templates", "/api/v1/models", "/api/v1/jobs", "/openapi.json",
+                 "/api/v1/deployments", "/v1/models"):
         assert c.get(path).status_code == 200, path
     r = c.post("/api/v1/jobs", json={{"kind": "command", "name": "x", "command": ["true"]}})
     assert r.status_code == 201, r.text

@@ -12,6 +12,7 @@ from tuneforge.errors import TuneforgeError
 
 from . import datasets, evals, jobs, models, quickstart, serve, server, spec, templates, tokens, train
 from .common import err_console
+from .deployments import app as deployments_app
 
 app = typer.Typer(
     help="tuneforge: fine-tune and deploy large language models on your own machines.",
@@ -26,6 +27,7 @@ app.add_typer(spec.app, name="spec")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(evals.app, name="evals")
+app.add_typer(deployments_app, name="deployments")
 
 STATE = {"debug": False}
 

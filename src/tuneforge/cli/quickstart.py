@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 
 from tuneforge.settings import get_settings
 
+from .client import DEFAULT_URL
 from .common import console, stage_progress
 from .jobs import follow, show_job
 
@@ -24,19 +26,6 @@ QUESTIONS = [
 # A 135M model decoded greedily loops on one word after a few LoRA steps; the demo should show what
 # training changed, not that decoding artefact.
 DEMO_REPETITION_PENALTY = 1.3
-
-
-def _ask(lm, title: str) -> list[str]:
-    import torch
-
-    from tuneforge.evaluate.generate import generate
-
-    torch.manual_seed(0)  # the model's saved settings may sample: the same demo every run
-    answers = generate(lm, QUESTIONS, max_new_tokens=48, repetition_penalty=DEMO_REPETITION_PENALTY)
-    console.rule(title)
-    for q, a in zip(QUESTIONS, answers, strict=True):
-        console.print(f"[bold]user:[/] {q[0]['content']}\n[bold]assistant:[/] {a}\n", highlight=False)
-    return answers
 
 
 def quickstart(
@@ -73,11 +62,8 @@ def quickstart(
         console.print("next: tuneforge train " + str(samples / "sample_spec.yaml"))
         return
 
-    from tuneforge.models.inference import load_for_inference
-
-    before = _ask(load_for_inference(info["name"]), "3. base model answers")
-    console.rule(f"4. LoRA fine-tune ({steps} steps) through the control plane")
-    with control_plane() as client:
+    console.rule(f"3. LoRA fine-tune ({steps} steps) through the control plane")
+    with control_plane() as (client, own):
         ds = client.upload_dataset(data, name="alpaca-sample")
         console.print(
             f"dataset {ds['id']} ({ds['records']} records) stored through {client.url}", highlight=False
@@ -91,24 +77,81 @@ def quickstart(
         if job["state"] != "succeeded":
             show_job(job)
             raise typer.Exit(1)
-    folder = settings.jobs_dir / job["id"]
-    m = job["latest_metrics"]
-    console.print(
-        f"job folder: {folder}  train_loss={m.get('train_loss', m.get('loss', 0)):.4f}  "
-        f"eval_loss={m.get('eval_loss', float('nan')):.4f}"
-    )
-    after = _ask(load_for_inference(folder / "final"), "5. fine-tuned answers")
+        folder = settings.jobs_dir / job["id"]
+        m = job["latest_metrics"]
+        console.print(
+            f"job folder: {folder}  train_loss={m.get('train_loss', m.get('loss', 0)):.4f}  "
+            f"eval_loss={m.get('eval_loss', float('nan')):.4f}"
+        )
+        answers = deploy_and_compare(client, job["id"], own)
     console.rule("next")
     console.print(
-        f"tuneforge models register {job['id']} --name sample-lora\n"
-        f"tuneforge evals create --model sample-lora --dataset {ds['id']} --compare-base --max-samples 8\n"
-        f"tuneforge models export {folder / 'final'} -o merged-model"
+        f"tuneforge chat {DEPLOYMENT} --compare {DEPLOYMENT}/{info['name']}\n"
+        f"tuneforge evals create --model {DEPLOYMENT} --dataset {ds['id']} --compare-base --max-samples 8\n"
+        f"tuneforge models export {folder / 'final'} -o merged-model",
+        highlight=False,
     )
-    return before, after
+    return answers
+
+
+DEPLOYMENT = "sample-lora"
+
+
+def deploy_and_compare(client, job_id: str, own_server: bool) -> dict[str, list[str]]:
+    """Register the job's adapter, deploy it (its base rides along in the same worker), ask both the
+    same questions through the gateway, and print the curl command that asks it with a deployment token."""
+    from .deployments import wait_ready
+
+    console.rule("4. deploy the fine-tuned model beside its base")
+    reg = client.post("/api/v1/models/register", json={"job": job_id, "name": DEPLOYMENT})
+    with contextlib.suppress(Exception):  # a deployment left by an earlier quickstart
+        client.request("DELETE", f"/api/v1/deployments/{DEPLOYMENT}")
+    started = time.monotonic()
+    dep = client.post("/api/v1/deployments", json={"model": reg["ref"], "name": DEPLOYMENT})
+    dep = wait_ready(client, DEPLOYMENT)
+    if dep["state"] != "ready":
+        console.print(f"deployment {DEPLOYMENT} is {dep['state']}: {dep.get('last_error')}", highlight=False)
+        raise typer.Exit(1)
+    base_id = f"{DEPLOYMENT}/{dep['model_ids'][0]}"
+    console.print(
+        f"deployment {DEPLOYMENT} ready in {time.monotonic() - started:.1f}s: model ids {DEPLOYMENT} "
+        f"(the fine-tune, {reg['ref']}) and {base_id} (its base)",
+        highlight=False,
+    )
+    answers: dict[str, list[str]] = {base_id: [], DEPLOYMENT: []}
+    for q in QUESTIONS:
+        console.print(f"[bold]user:[/] {q[0]['content']}", highlight=False)
+        for model, label in ((base_id, "base"), (DEPLOYMENT, "fine-tuned")):
+            body = {"model": model, "messages": q, "max_tokens": 48, "temperature": 0.0}
+            body["repetition_penalty"] = DEMO_REPETITION_PENALTY
+            r = client.post("/v1/chat/completions", json=body, timeout=300)
+            text = r["choices"][0]["message"]["content"]
+            answers[model].append(text)
+            console.print(f"[bold]{label}:[/] {text}", highlight=False)
+        console.print()
+    token = client.post(
+        "/api/v1/tokens", json={"name": f"{DEPLOYMENT}-demo", "scope": f"deployment:{DEPLOYMENT}"}
+    )
+    url = DEFAULT_URL if own_server else client.url
+    if own_server:
+        console.print(
+            "[dim]this quickstart ran its own control plane; `tuneforge server` brings the deployment back "
+            f"at {DEFAULT_URL}, where this asks it:[/]"
+        )
+    else:
+        console.print("[dim]ask it yourself (a token for this deployment only):[/]")
+    question = json.dumps({"model": DEPLOYMENT, "messages": QUESTIONS[0], "max_tokens": 48})
+    console.print(
+        f"curl {url}/v1/chat/completions -H 'Authorization: Bearer {token['token']}' "
+        f"-H 'Content-Type: application/json' -d '{question}'",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return answers
 
 
 @contextlib.contextmanager
-def control_plane():
+def control_plane():  # yields (client, whether this quickstart started the server)
     """The running `tuneforge server` at TUNEFORGE_URL if it answers; else one started here on a free
     127.0.0.1 port for the length of the quickstart (same home, same database, same job queue)."""
     from .client import Client, ServerError
@@ -116,7 +159,7 @@ def control_plane():
     client = Client()
     try:
         client.get("/healthz")
-        yield client
+        yield client, False
         return
     except ServerError:
         pass
@@ -138,7 +181,7 @@ def control_plane():
         time.sleep(0.05)
     token = (app.state.platform.home / "admin.token").read_text().strip()
     try:
-        yield Client(f"http://127.0.0.1:{port}", token)
+        yield Client(f"http://127.0.0.1:{port}", token), True
     finally:
         server.should_exit = True
         thread.join(timeout=30)

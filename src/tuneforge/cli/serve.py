@@ -91,7 +91,10 @@ def serve(
 
 
 def chat(
-    target: str = typer.Argument(..., help="A local model (name, folder, job final/) or a server URL."),
+    target: str = typer.Argument(
+        ...,
+        help="A deployment on the server (TUNEFORGE_URL), a local model (name, folder, job final/) or a URL.",
+    ),
     compare: str = typer.Option(None, "--compare", help="A second model or URL; answers side by side."),
     model: str = typer.Option(None, "--model", help="Model id at a URL (default: the first it lists)."),
     api_key: str = typer.Option(None, "--api-key", envvar="TUNEFORGE_TOKEN", help="Bearer token for URLs."),
@@ -101,13 +104,46 @@ def chat(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0),
 ):
     """Chat in the terminal, streaming; --compare asks two models the same questions."""
-    from tuneforge.serve.chat import open_target
-
-    targets = [open_target(target, model, api_key)]
+    targets = [_open(target, model, api_key)]
     if compare:
-        targets.append(open_target(compare, model if compare.startswith("http") else None, api_key))
+        targets.append(_open(compare, model if compare.startswith("http") else None, api_key))
     options = {"max_tokens": max_tokens, "temperature": temperature}
     asyncio.run(_chat_loop(targets, system, list(prompt or []), options))
+
+
+def _open(target: str, model: str | None, api_key: str | None):
+    """A URL; a deployment (or a model id in one) on the server; else a local model."""
+    from tuneforge.serve.chat import RemoteChat, is_url, open_target
+
+    if not is_url(target):
+        found = _deployment(target, api_key)
+        if found:
+            return RemoteChat(found[0], target, found[1])
+    return open_target(target, model, api_key)
+
+
+def _deployment(name: str, api_key: str | None) -> tuple[str, str | None] | None:
+    """(gateway URL, token) when the server at TUNEFORGE_URL lists NAME in its /v1/models."""
+    import os
+    from pathlib import Path
+
+    import httpx
+
+    from .client import DEFAULT_URL, _token
+
+    if Path(name).expanduser().exists():
+        return None
+    url = (os.environ.get("TUNEFORGE_URL") or DEFAULT_URL).rstrip("/")
+    token = api_key or _token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        r = httpx.get(f"{url}/v1/models", headers=headers, timeout=3)
+    except httpx.HTTPError:
+        return None
+    if r.status_code != 200:
+        return None
+    ids = {m.get("id") for m in r.json().get("data") or []}
+    return (url, token) if name in ids else None
 
 
 async def _chat_loop(targets, system: str | None, prompts: list[str], options: dict) -> None:

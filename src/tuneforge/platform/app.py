@@ -46,7 +46,14 @@ def routers() -> list:
         jobs.router,
         evaluations.router,
         openai_ft.router,
+        *_deployment_routers(),
     ]
+
+
+def _deployment_routers() -> list:
+    from .routes import deployments, gateway
+
+    return [deployments.router, gateway.router]
 
 
 def database_url(settings: Settings) -> str:
@@ -72,6 +79,9 @@ def build_platform(
     from .routes.openai_ft import register_on_success
 
     ctx.supervisor.on_finish.append(register_on_success)
+    from .replicas import DeploymentSupervisor
+
+    ctx.extras["deployments"] = DeploymentSupervisor(ctx)
     return ctx, secret
 
 
@@ -154,9 +164,15 @@ def create_app(
     async def lifespan(app: FastAPI):
         if supervise:
             ctx.supervisor.start()
+            ctx.extras["deployments"].start()
         try:
             yield
         finally:
+            from .routes.gateway import close as close_gateway
+
+            if supervise:
+                ctx.extras["deployments"].stop()
+            await close_gateway(ctx)
             ctx.supervisor.stop()
             ctx.executor.shutdown()
             ctx.store.dispose()

@@ -139,6 +139,54 @@ class File(Base):
     created_at: Mapped[float] = mapped_column(Float, default=now)
 
 
+class Deployment(Base):
+    """A served model: the wanted state (``desired``) and what the supervisor last saw (``state``)."""
+
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    model: Mapped[str] = mapped_column(String(500))  # the reference as given
+    base_model: Mapped[str] = mapped_column(Text)  # a store name or a model folder
+    adapters: Mapped[dict] = mapped_column(JSON, default=dict)  # alias -> {"ref", "path"}
+    default_model_id: Mapped[str] = mapped_column(String(200))
+    aliases: Mapped[dict] = mapped_column(JSON, default=dict)  # registered/ft names -> worker model id
+    engine: Mapped[str] = mapped_column(String(20), default="auto")
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)  # max_batch_size, max_model_len
+    state: Mapped[str] = mapped_column(String(20))  # starting | ready | failed | stopped
+    desired: Mapped[str] = mapped_column(String(20), default="running")  # running | stopped
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DeploymentReplica(Base):
+    """One serving worker process of a deployment, as the supervisor last started it."""
+
+    __tablename__ = "deployment_replicas"
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    replica: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_ticks: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(20), default="starting")
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class DeploymentEvent(Base):
+    __tablename__ = "deployment_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    time: Mapped[float] = mapped_column(Float, default=now)
+    event: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

@@ -81,6 +81,11 @@ def get_registered(ref: str, ctx: Platform = Depends(platform)) -> dict:
 
 @router.delete("/registered/{ref}")
 def delete_registered(ref: str, ctx: Platform = Depends(platform)) -> dict:
+    from ..deployments import in_use
+
+    deployment = in_use(ctx, ref)
+    if deployment:
+        raise ConflictError(f"registered model {ref} is served by deployment {deployment}; rm it first")
     return {"ref": registry.delete_registered(ctx, ref), "deleted": True}
 
 
@@ -98,7 +103,8 @@ def get_model(name: str, ctx: Platform = Depends(platform)) -> dict:
 def delete_model(name: str, ctx: Platform = Depends(platform)) -> dict:
     job = registry.model_in_use(ctx, name)
     if job:
-        raise ConflictError(f"model {name} is used by job {job}; cancel it first")
+        what = job if job.startswith("deployment ") else f"job {job}"
+        raise ConflictError(f"model {name} is used by {what}; stop/cancel and remove it first")
     remove_model(name)
     catalog.sync_models(ctx.store)
     return {"name": name, "deleted": True}

@@ -1,0 +1,182 @@
+"""`tuneforge deployments …`: models served by the server, behind its gateway."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from rich.table import Table
+
+from tuneforge.errors import ConfigError
+
+from .client import Client
+from .common import console, err_console, print_json
+
+app = typer.Typer(help="Deployments on the server: serve a model behind the gateway.", no_args_is_help=True)
+COLOURS = {"ready": "green", "failed": "red", "stopped": "dim", "starting": "yellow"}
+
+
+def _adapters(items: list[str]) -> dict[str, str] | None:
+    out: dict[str, str] = {}
+    for item in items or []:
+        alias, sep, ref = item.partition("=")
+        if not sep or not alias or not ref:
+            raise ConfigError(f"--adapter {item!r}: write it as ALIAS=MODEL (a registered fine-tune).")
+        out[alias] = ref
+    return out or None
+
+
+def _when(text: str | None) -> str:
+    return text.replace("T", " ")[:19] if text else "-"
+
+
+def _state(d: dict) -> str:
+    return f"[{COLOURS.get(d['state'], 'white')}]{d['state']}[/]"
+
+
+def wait_ready(client: Client, name: str, timeout: float = 900.0) -> dict:
+    """Poll until the deployment is ready (or failed/stopped), with a spinner on stderr."""
+    start = time.monotonic()
+    with err_console.status(f"deployment {name}: starting") as status:
+        while True:
+            d = client.get(f"/api/v1/deployments/{name}")
+            if d["state"] != "starting" or time.monotonic() - start > timeout:
+                return d
+            status.update(f"deployment {name}: starting ({time.monotonic() - start:.0f}s)")
+            time.sleep(0.25)
+
+
+def show(d: dict, events: list[dict] | None = None) -> None:
+    table = Table(show_header=False, box=None)
+    rows = [
+        ("name", d["name"]),
+        ("state", _state(d)),
+        ("model", d["model"]),
+        ("base model", d["base_model"]),
+        ("model ids", ", ".join([d["name"]] + [f"{d['name']}/{m}" for m in d.get("model_ids", [])])),
+        ("default model", d["default_model_id"]),
+        ("engine", d["engine"]),
+        ("replicas", f"{d['replicas_ready']}/{d['replicas']} ready"),
+        ("requests", str(d["requests"])),
+        ("created", _when(d["created_at"])),
+        ("started", _when(d["started_at"])),
+        ("openai", d["endpoints"]["openai"]),
+        ("infer", d["endpoints"]["infer"]),
+        ("generate", d["endpoints"]["generate"]),
+    ]
+    for k, v in rows:
+        table.add_row(f"[bold]{k}[/]", v)
+    console.print(table)
+    if d.get("last_error"):
+        console.print(f"[red]last error[/]: {d['last_error']}", highlight=False, markup=False)
+    if events:
+        t = Table("time", "event", "message", title="events")
+        for e in events[-20:]:
+            t.add_row(time.strftime("%H:%M:%S", time.localtime(e["time"])), e["event"], e.get("message", ""))
+        console.print(t)
+
+
+@app.command()
+def create(
+    model: str = typer.Option(..., "--model", help="A stored base model, a registered model or ft:…"),
+    adapter: list[str] = typer.Option(
+        None, "--adapter", help="ALIAS=MODEL: another fine-tune on the same base."
+    ),
+    name: str = typer.Option(None, "--name", help="Deployment name (default: from the model)."),
+    engine: str = typer.Option("auto", "--engine", help="auto | transformers | vllm."),
+    replicas: int = typer.Option(1, "--replicas", min=1, max=16),
+    wait: bool = typer.Option(False, "--wait", help="Wait until it is ready."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Deploy a model; a registered fine-tune deploys as its base + its adapter."""
+    client = Client()
+    body = {
+        "model": model,
+        "name": name,
+        "adapters": _adapters(adapter),
+        "engine": engine,
+        "replicas": replicas,
+    }
+    d = client.post("/api/v1/deployments", json=body)
+    if wait:
+        d = wait_ready(client, d["name"])
+    if json_out:
+        print_json(d)
+    else:
+        console.print(f"deployment [bold]{d['name']}[/]: {_state(d)}")
+        if d["state"] == "ready":
+            console.print(
+                f"try: curl {d['endpoints']['openai']}/chat/completions -H 'Authorization: Bearer $TOKEN' "
+                f'-H \'Content-Type: application/json\' -d \'{{"model": "{d["name"]}", "messages": '
+                '[{"role": "user", "content": "Hello"}]}\'',
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif d["state"] == "failed":
+            show(d)
+    if wait and d["state"] != "ready":
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(json_out: bool = typer.Option(False, "--json")):
+    """List deployments, newest first."""
+    data = Client().get("/api/v1/deployments")["data"]
+    if json_out:
+        print_json(data)
+        return
+    table = Table("name", "state", "model", "engine", "replicas", "requests", "started", "url")
+    for d in data:
+        table.add_row(
+            d["name"],
+            _state(d),
+            d["model"],
+            d["engine"],
+            f"{d['replicas_ready']}/{d['replicas']}",
+            str(d["requests"]),
+            _when(d["started_at"]),
+            d["endpoints"]["infer"],
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show_(name: str = typer.Argument(...), json_out: bool = typer.Option(False, "--json")):
+    """State, URLs, engine, model, request count, last error and events of a deployment."""
+    client = Client()
+    d = client.get(f"/api/v1/deployments/{name}")
+    events = client.get(f"/api/v1/deployments/{name}/events")["data"]
+    if json_out:
+        print_json({**d, "events": events})
+        return
+    show(d, events)
+
+
+@app.command()
+def stop(name: str = typer.Argument(...), json_out: bool = typer.Option(False, "--json")):
+    """Stop a deployment's workers (it can be started again)."""
+    d = Client().post(f"/api/v1/deployments/{name}/stop")
+    print_json(d) if json_out else console.print(f"deployment {d['name']}: {_state(d)}")
+
+
+@app.command()
+def start(
+    name: str = typer.Argument(...),
+    wait: bool = typer.Option(False, "--wait", help="Wait until it is ready."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Start a stopped or failed deployment again."""
+    client = Client()
+    d = client.post(f"/api/v1/deployments/{name}/start")
+    if wait:
+        d = wait_ready(client, name)
+    print_json(d) if json_out else console.print(f"deployment {d['name']}: {_state(d)}")
+    if wait and d["state"] != "ready":
+        raise typer.Exit(1)
+
+
+@app.command()
+def rm(name: str = typer.Argument(...)):
+    """Remove a deployment (its workers are stopped first)."""
+    Client().request("DELETE", f"/api/v1/deployments/{name}")
+    console.print(f"removed deployment {name}")

@@ -1,0 +1,420 @@
+"""The deployment supervisor: one `tuneforge serve` worker process per replica, on a free loopback port
+with its own random key, watched by one thread.
+
+A worker is ready when its ``/v2/health/ready`` answers 200. A worker that exits is restarted with
+backoff (an event each time); one that never becomes ready three times in a row fails the deployment
+with its log tail. On a clean shutdown the workers are terminated and the deployments keep their state,
+so the next start brings back those that were up; after a crash of the control plane, live workers
+that still answer with their key are adopted and the others are killed and started again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+
+from tuneforge.jobs.executor import Handle, alive, process_start_ticks
+
+from . import deployments as service
+from .context import Platform
+from .db import Deployment, DeploymentReplica
+
+log = logging.getLogger(__name__)
+WORKER = [sys.executable, "-m", "tuneforge.cli.main"]
+MAX_START_FAILURES = 3  # in a row without ever answering ready → the deployment fails
+READY_TIMEOUT_S = float(os.environ.get("TUNEFORGE_DEPLOY_READY_TIMEOUT", "900"))
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Worker:
+    index: int
+    port: int
+    key: str
+    handle: Handle
+    proc: subprocess.Popen | None = None  # None when adopted from an earlier control plane
+    ready: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def exit_code(self) -> int | None:
+        """None while it runs; its exit status (or -1 when adopted and gone) once it ended."""
+        if self.proc is not None:
+            code = self.proc.poll()
+            return None if code is None else (code if code >= 0 else 128 - code)
+        return None if alive(self.handle) else -1
+
+
+@dataclass
+class Slot:
+    """A replica's place: its worker (if any) and the restart bookkeeping."""
+
+    worker: Worker | None = None
+    failures: int = 0  # consecutive starts that ended before ready
+    restarts: int = 0
+    next_start: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def terminate_group(pid: int, ticks: int | None, grace_s: float = 10.0) -> None:
+    """SIGTERM to the worker's process group, SIGKILL after the grace; never a recycled pid."""
+    if not alive(Handle(pid, ticks)):
+        return
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if process_start_ticks(pid) is None:
+            return
+        time.sleep(0.05)
+    _signal_group(pid, signal.SIGKILL)
+
+
+class DeploymentSupervisor:
+    def __init__(self, ctx: Platform, interval: float = 0.5):
+        self.ctx, self.interval = ctx, interval
+        self._lock = threading.RLock()
+        self._slots: dict[str, dict[int, Slot]] = {}
+        self._rr: dict[str, itertools.count] = {}
+        self._requests: dict[str, int] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- what the gateway and the API ask
+    def ready_count(self, dep_id: str) -> int:
+        with self._lock:
+            return sum(1 for s in self._slots.get(dep_id, {}).values() if s.worker and s.worker.ready)
+
+    def pick(self, dep_id: str) -> Worker | None:
+        """A ready worker, round robin."""
+        with self._lock:
+            ready = [
+                s.worker
+                for _, s in sorted(self._slots.get(dep_id, {}).items())
+                if s.worker and s.worker.ready
+            ]
+            if not ready:
+                return None
+            n = next(self._rr.setdefault(dep_id, itertools.count()))
+            self._requests[dep_id] = self._requests.get(dep_id, 0) + 1
+            return ready[n % len(ready)]
+
+    def workers(self, dep_id: str) -> list[dict]:
+        with self._lock:
+            slots = sorted(self._slots.get(dep_id, {}).items())
+            return [
+                {"replica": i, "pid": s.worker.handle.pid, "port": s.worker.port, "ready": s.worker.ready,
+                 "restarts": s.restarts}
+                for i, s in slots
+                if s.worker is not None
+            ]  # fmt: skip
+
+    def pending_requests(self, dep_id: str) -> int:
+        with self._lock:
+            return self._requests.get(dep_id, 0)
+
+    def mark_unreachable(self, dep_id: str, worker: Worker) -> None:
+        """The gateway could not connect: stop routing to it until the next health check says ready."""
+        with self._lock:
+            worker.ready = False
+
+    # -- lifecycle
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self.reconcile()
+        self._thread = threading.Thread(target=self._loop, name="tuneforge-deployments", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Clean shutdown: terminate every worker; deployments keep their state for the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        with self._lock:
+            dep_ids = list(self._slots)
+        for dep_id in dep_ids:
+            self.terminate(dep_id, forget=False)
+        self._flush_requests()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("deployment supervisor tick failed")
+            # Poll a starting worker's readiness often: every tenth of a second counts in a cold start.
+            self._wake.wait(0.1 if self._starting() else self.interval)
+            self._wake.clear()
+
+    def _starting(self) -> bool:
+        with self._lock:
+            slots = [s for by_index in self._slots.values() for s in by_index.values()]
+            return any(s.worker is not None and not s.worker.ready for s in slots)
+
+    def terminate(self, dep_id: str, forget: bool = True) -> None:
+        with self._lock:
+            slots = self._slots.pop(dep_id, {}) if forget else dict(self._slots.get(dep_id, {}))
+        for slot in slots.values():
+            w = slot.worker
+            if w is not None:
+                terminate_group(w.handle.pid, w.handle.start_ticks)
+                if w.proc is not None:
+                    w.proc.wait(timeout=5)
+                slot.worker = None
+
+    def reset(self, dep_id: str) -> None:
+        """A (re)start by request: forget past failures."""
+        self.terminate(dep_id)
+
+    # -- start of the control plane
+    def reconcile(self) -> None:
+        with self.ctx.store.reading() as s:
+            deps = {d.id: d for d in s.scalars(select(Deployment))}
+            rows = list(s.scalars(select(DeploymentReplica)))
+        for r in rows:
+            dep = deps.get(r.deployment_id)
+            if r.pid is None:
+                continue
+            handle = Handle(r.pid, r.pid_ticks)
+            wanted = dep is not None and dep.desired == "running" and dep.state in ("starting", "ready")
+            key = self._read_key(r.deployment_id, r.replica)
+            if wanted and alive(handle) and key and r.port and self._healthy(r.port):
+                with self._lock:
+                    w = Worker(r.replica, r.port, key, handle, None, ready=True)
+                    self._slots.setdefault(dep.id, {})[r.replica] = Slot(w, restarts=r.restarts)
+                self._event(dep.id, "ready", f"replica {r.replica}: adopted running worker pid {r.pid}")
+                continue
+            if alive(handle):
+                log.info("deployment %s: killing stale worker pid %s", r.deployment_id, r.pid)
+                terminate_group(r.pid, r.pid_ticks, grace_s=5)
+        for dep in deps.values():
+            if dep.desired == "running" and dep.state in ("starting", "ready") and dep.id not in self._slots:
+                self._set_state(dep.id, "starting")
+                self._event(dep.id, "starting", "control plane restarted: starting its workers again")
+
+    # -- every tick
+    def tick(self) -> None:
+        with self.ctx.store.reading() as s:
+            deps = list(s.scalars(select(Deployment)))
+        known = {d.id for d in deps}
+        with self._lock:
+            gone = [d for d in self._slots if d not in known]
+        for dep_id in gone:
+            self.terminate(dep_id)
+        for dep in deps:
+            if dep.desired != "running" or dep.state == "failed":
+                if dep.id in self._slots:
+                    self.terminate(dep.id)
+                continue
+            self._supervise(dep)
+        self._flush_requests()
+
+    def _supervise(self, dep: Deployment) -> None:
+        with self._lock:
+            slots = self._slots.setdefault(dep.id, {})
+            for i in range(dep.replicas):
+                slots.setdefault(i, Slot())
+        now = time.monotonic()
+        for i, slot in sorted(slots.items()):
+            w = slot.worker
+            if w is None:
+                if now >= slot.next_start:
+                    self._spawn(dep, slot, i)
+                continue
+            code = w.exit_code()
+            if code is not None:
+                self._crashed(dep, slot, code)
+                if dep.id not in self._slots:  # the deployment failed
+                    return
+                continue
+            if not w.ready:
+                if self._healthy(w.port):
+                    w.ready, slot.failures = True, 0
+                    self._update_replica(dep.id, w, "ready")
+                    took = time.monotonic() - w.started
+                    self._event(
+                        dep.id, "ready", f"replica {i} ready on port {w.port} in {took:.1f}s", seconds=took
+                    )
+                elif now - w.started > READY_TIMEOUT_S:
+                    terminate_group(w.handle.pid, w.handle.start_ticks)
+        self._refresh_state(dep)
+
+    def _refresh_state(self, dep: Deployment) -> None:
+        ready = self.ready_count(dep.id)
+        state = "ready" if ready else "starting"
+        if state != dep.state:
+            self._set_state(dep.id, state, started=state == "ready")
+
+    def _spawn(self, dep: Deployment, slot: Slot, index: int) -> None:
+        root = service.folder(self.ctx, dep.id)
+        root.mkdir(parents=True, exist_ok=True)
+        port, key = free_port(), secrets.token_urlsafe(24)
+        argv = [*WORKER, "serve", dep.base_model, "--host", "127.0.0.1", "--port", str(port)]
+        base_id = dep.aliases.get("__base__")
+        if base_id and base_id != dep.base_model:
+            argv += ["--name", base_id]
+        for alias, a in dep.adapters.items():
+            argv += ["--adapter", f"{alias}={a['path']}"]
+        argv += ["--engine", dep.engine]
+        for opt in ("max_batch_size", "max_model_len"):
+            if dep.options.get(opt):
+                argv += [f"--{opt.replace('_', '-')}", str(dep.options[opt])]
+        env = {
+            **os.environ,
+            "TUNEFORGE_HOME": str(self.ctx.home),
+            "TUNEFORGE_SERVE_API_KEY": key,
+            "PYTHONUNBUFFERED": "1",
+        }
+        key_file = root / f"replica-{index}.key"
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        with open(root / f"replica-{index}.log", "ab") as out:
+            out.write(f"--- start at {time.strftime('%Y-%m-%d %H:%M:%S')} port {port}\n".encode())
+            out.flush()
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(root),
+                    start_new_session=True,  # its own group: stop reaches every child, Ctrl-C does not
+                )
+            except OSError as exc:
+                self._fail(dep.id, f"could not start the worker: {exc}")
+                return
+        slot.worker = Worker(index, port, key, Handle(proc.pid, process_start_ticks(proc.pid)), proc)
+        self._update_replica(dep.id, slot.worker, "starting", restarts=slot.restarts)
+        log.info("deployment %s: replica %d pid %d port %d", dep.name, index, proc.pid, port)
+
+    def _crashed(self, dep: Deployment, slot: Slot, code: int) -> None:
+        w = slot.worker
+        slot.worker = None
+        if w.proc is not None:
+            w.proc.wait(timeout=5)
+        tail = self.log_tail(dep.id, w.index)
+        if not w.ready:
+            slot.failures += 1
+        if slot.failures >= MAX_START_FAILURES:
+            message = f"replica {w.index} exited with code {code} before ready {slot.failures} times"
+            self._fail(dep.id, f"{message}; last lines of its log:\n{tail}")
+            return
+        slot.restarts += 1
+        backoff = min(MAX_BACKOFF_S, 2.0 ** max(0, slot.failures + min(slot.restarts, 4) - 1) / 2)
+        slot.next_start = time.monotonic() + backoff
+        self._update_replica(dep.id, w, "restarting", restarts=slot.restarts)
+        self._event(
+            dep.id,
+            "restarted",
+            f"replica {w.index} (pid {w.handle.pid}) exited with code {code}; restarting in {backoff:.1f}s",
+            replica=w.index,
+            exit_code=code,
+            restarts=slot.restarts,
+        )
+        with self.ctx.store.session() as s:
+            row = s.get(Deployment, dep.id)
+            if row is not None:
+                row.last_error = f"replica {w.index} exited with code {code}:\n{tail}"
+
+    def _fail(self, dep_id: str, message: str) -> None:
+        self.terminate(dep_id)
+        with self.ctx.store.session() as s:
+            row = s.get(Deployment, dep_id)
+            if row is None:
+                return
+            row.state, row.last_error = "failed", message
+            service.add_event(s, dep_id, "failed", message.splitlines()[0])
+        log.warning("deployment %s failed: %s", dep_id, message.splitlines()[0])
+
+    # -- helpers
+    def _healthy(self, port: int) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _read_key(self, dep_id: str, index: int) -> str | None:
+        try:
+            return (service.folder(self.ctx, dep_id) / f"replica-{index}.key").read_text().strip()
+        except OSError:
+            return None
+
+    def log_path(self, dep_id: str, index: int = 0) -> Path:
+        return service.folder(self.ctx, dep_id) / f"replica-{index}.log"
+
+    def log_tail(self, dep_id: str, index: int, lines: int = 30) -> str:
+        try:
+            with open(self.log_path(dep_id, index), "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 16384))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _event(self, dep_id: str, event: str, message: str, **data) -> None:
+        with self.ctx.store.session() as s:
+            if s.get(Deployment, dep_id) is not None:
+                service.add_event(s, dep_id, event, message, **data)
+
+    def _set_state(self, dep_id: str, state: str, started: bool = False) -> None:
+        with self.ctx.store.session() as s:
+            row = s.get(Deployment, dep_id)
+            if row is None or row.desired != "running" or row.state == "failed":
+                return
+            row.state = state
+            if started:
+                row.started_at, row.last_error = time.time(), None
+
+    def _update_replica(self, dep_id: str, w: Worker, state: str, restarts: int | None = None) -> None:
+        with self.ctx.store.session() as s:
+            if s.get(Deployment, dep_id) is None:
+                return
+            row = s.get(DeploymentReplica, (dep_id, w.index))
+            if row is None:
+                row = DeploymentReplica(deployment_id=dep_id, replica=w.index, restarts=0)
+                s.add(row)
+            row.pid, row.pid_ticks, row.port, row.state = w.handle.pid, w.handle.start_ticks, w.port, state
+            row.started_at = row.started_at if state == "ready" else time.time()
+            if restarts is not None:
+                row.restarts = restarts
+
+    def _flush_requests(self) -> None:
+        with self._lock:
+            counts, self._requests = self._requests, {}
+        if not counts:
+            return
+        with self.ctx.store.session() as s:
+            for dep_id, n in counts.items():
+                row = s.get(Deployment, dep_id)
+                if row is not None:
+                    row.requests = (row.requests or 0) + n

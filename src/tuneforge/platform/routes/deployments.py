@@ -1,0 +1,99 @@
+"""/api/v1/deployments (admin): create, list, show, stop, start, delete, events, worker logs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import Field
+
+from tuneforge.jobs import folder as fmt
+
+from .. import deployments as service
+from ..context import Platform
+from ..deps import admin, platform
+from ..schemas import Body
+
+router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"], dependencies=[Depends(admin)])
+
+
+class DeploymentCreate(Body):
+    model: str = Field(
+        ...,
+        max_length=500,
+        description="A stored base model, a registered model (name, name@N, name:vN) or ft:…",
+    )
+    name: str | None = Field(
+        default=None, max_length=63, description="Lowercase [a-z0-9-]; derived when left out."
+    )
+    adapters: dict[str, str] | None = Field(
+        default=None,
+        max_length=32,
+        description="Extra LoRA adapters on the same base: {alias: registered model}.",
+    )
+    engine: Literal["auto", "transformers", "vllm"] = "auto"
+    replicas: int = Field(default=1, ge=1, le=16, description="Worker processes (round robin).")
+    max_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    max_model_len: int | None = Field(default=None, ge=16, le=1 << 20)
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url)
+
+
+@router.post("", status_code=201)
+def create_deployment(body: DeploymentCreate, request: Request, ctx: Platform = Depends(platform)) -> dict:
+    row = service.create(
+        ctx,
+        body.model,
+        name=body.name,
+        adapters=body.adapters,
+        engine=body.engine,
+        replicas=body.replicas,
+        options={"max_batch_size": body.max_batch_size, "max_model_len": body.max_model_len},
+    )
+    return service.deployment_dict(ctx, row, _base(request))
+
+
+@router.get("")
+def list_deployments(request: Request, ctx: Platform = Depends(platform)) -> dict:
+    return {"data": [service.deployment_dict(ctx, r, _base(request)) for r in service.list_all(ctx)]}
+
+
+@router.get("/{name}")
+def get_deployment(name: str, request: Request, ctx: Platform = Depends(platform)) -> dict:
+    return service.deployment_dict(ctx, service.get(ctx, name), _base(request))
+
+
+@router.post("/{name}/stop")
+def stop_deployment(name: str, request: Request, ctx: Platform = Depends(platform)) -> dict:
+    return service.deployment_dict(ctx, service.stop(ctx, name), _base(request))
+
+
+@router.post("/{name}/start")
+def start_deployment(name: str, request: Request, ctx: Platform = Depends(platform)) -> dict:
+    return service.deployment_dict(ctx, service.start(ctx, name), _base(request))
+
+
+@router.delete("/{name}", status_code=204)
+def delete_deployment(name: str, ctx: Platform = Depends(platform)) -> Response:
+    service.remove(ctx, name)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/events")
+def deployment_events(name: str, ctx: Platform = Depends(platform)) -> dict:
+    return {"data": service.events(ctx, name)}
+
+
+@router.get("/{name}/logs")
+def deployment_logs(
+    name: str,
+    ctx: Platform = Depends(platform),
+    offset: int = Query(0, ge=0),
+    replica: int = Query(0, ge=0, le=15),
+) -> Response:
+    row = service.get(ctx, name)
+    path = service.folder(ctx, row.id) / f"replica-{replica}.log"
+    data, next_offset = fmt.read_bytes(path, offset, 1 << 20)
+    return Response(data, media_type="text/plain; charset=utf-8", headers={"X-Next-Offset": str(next_offset)})

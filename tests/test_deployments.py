@@ -1,0 +1,434 @@
+"""Deployments on a real `tuneforge server` (127.0.0.1): a registered fine-tune (an OpenAI ``ft:`` name)
+deployed as base + adapter, called through the gateway by the real openai and tritonclient packages and
+curl with the issue's seed bodies; the token matrix; a SIGKILLed worker comes back; a server restart
+brings the deployment back (adopted after a crash, restarted after a clean stop); stop/start/rm."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import make_lora_adapter, make_serving_model
+
+FT = "ft:tiny-chat:demo:abc123"
+SEED_INFER = {
+    "id": "d3b15cad-50a2-4eaf-80ce-8b0a428bd298",
+    "inputs": [
+        {
+            "name": "4b7c7d4a-51e4-43c8-af61-04639f6ef4bc",
+            "shape": [1],
+            "datatype": "BYTES",
+            "data": ["Give three tips for staying healthy."],
+        }
+    ],
+}
+SEED_GENERATE = {
+    "text_input": "hello",
+    "stream": False,
+    "sampling_parameters": '{"temperature": 0.7, "top_p": 0.95, "max_tokens": 1024}',
+}
+ASK = [{"role": "user", "content": "Give three tips for staying healthy."}]
+
+
+def _register(ctx, name: str, adapter_src, job_id: str) -> None:
+    """A succeeded training job whose final/ is the adapter, registered as ``name`` (as training and the
+    OpenAI fine-tuning API leave it)."""
+    import shutil
+
+    from tuneforge.platform import registry
+    from tuneforge.platform.db import Job
+
+    folder = ctx.jobs_dir / job_id
+    shutil.copytree(adapter_src, folder / "final")
+    with ctx.store.session() as s:
+        s.add(
+            Job(
+                id=job_id,
+                kind="train",
+                state="succeeded",
+                spec={"model": "tiny-chat"},
+                folder=str(folder),
+                created_at=time.time(),
+                extra={},
+            )  # fmt: skip
+        )
+    registry.register(ctx, job_id, None, name)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A home with a tiny chat model in the store, two adapters trained on *that* folder, registered
+    as ``FT`` and ``tiny-beta``."""
+    from test_platform_server import Server  # noqa: F401 (the same server helper)
+    from tuneforge.models.pull import import_model
+    from tuneforge.platform.app import build_platform
+    from tuneforge.settings import get_settings
+
+    root = tmp_path_factory.mktemp("deploy")
+    old = os.environ.get("TUNEFORGE_HOME")
+    os.environ["TUNEFORGE_HOME"] = str(root / "home")
+    get_settings.cache_clear()
+    try:
+        base = make_serving_model(root / "src-model")
+        import_model(str(base), "tiny-chat", lambda *a: None)
+        stored = get_settings().models_dir / "tiny-chat"
+        ctx, _ = build_platform()
+        _register(ctx, FT, make_lora_adapter(stored, root / "a1", 1), "job-000000000001")
+        _register(ctx, "tiny-beta", make_lora_adapter(stored, root / "a2", 2), "job-000000000002")
+        ctx.store.dispose()
+        yield get_settings().root
+    finally:
+        if old is None:
+            os.environ.pop("TUNEFORGE_HOME", None)
+        else:
+            os.environ["TUNEFORGE_HOME"] = old
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    from test_platform_server import Server
+
+    srv = Server(home)
+    srv.start()
+    yield srv
+    srv.stop()
+    for pid in _all_worker_pids(home):  # nothing left behind, whatever a test did
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _all_worker_pids(home) -> list[int]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{home / 'tuneforge.db'}")
+    with engine.connect() as conn:
+        pids = [r[0] for r in conn.execute(text("SELECT pid FROM deployment_replicas WHERE pid IS NOT NULL"))]
+    engine.dispose()
+    return pids
+
+
+def _wait(predicate, timeout=180.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _dep(http, name="ftdemo") -> dict:
+    return http.get(f"/api/v1/deployments/{name}").json()
+
+
+def _ready(http, name="ftdemo", timeout=180.0) -> dict:
+    def check():
+        d = _dep(http, name)
+        assert d["state"] != "failed", d
+        return d if d["state"] == "ready" else None
+
+    return _wait(check, timeout, f"deployment {name} ready")
+
+
+def _events(http, name="ftdemo") -> list[dict]:
+    return http.get(f"/api/v1/deployments/{name}/events").json()["data"]
+
+
+def _token(http, scope: str) -> str:
+    return http.post("/api/v1/tokens", json={"name": scope, "scope": scope}).json()["token"]
+
+
+def _alive(pid: int) -> bool:
+    from tuneforge.jobs.executor import process_start_ticks
+
+    return process_start_ticks(pid) is not None
+
+
+@pytest.fixture(scope="module")
+def deployed(server):
+    """The ft: name deployed in one call, with a second adapter; (deployment, its token)."""
+    http = server.http()
+    t0 = time.monotonic()
+    r = http.post(
+        "/api/v1/deployments", json={"model": FT, "name": "ftdemo", "adapters": {"beta": "tiny-beta"}}
+    )
+    assert r.status_code == 201, r.text
+    d = _ready(http)
+    print(f"cold start of the tiny deployment: {time.monotonic() - t0:.1f}s")
+    assert d["base_model"] == "tiny-chat" and d["adapters"] == ["ft-tiny-chat-demo-abc123", "beta"]
+    assert d["default_model_id"] == "ft-tiny-chat-demo-abc123" and d["replicas_ready"] == 1
+    assert d["endpoints"]["infer"] == f"{server.url}/v2/models/ftdemo/infer"
+    return d, _token(http, "deployment:ftdemo")
+
+
+def test_openai_client_lists_chats_and_streams_through_the_gateway(server, deployed):
+    import openai
+
+    d, token = deployed
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=token)
+    ids = {m.id for m in client.models.list()}
+    assert {"ftdemo", "ftdemo/tiny-chat", "ftdemo/beta", "ftdemo/ft-tiny-chat-demo-abc123", FT} <= ids
+
+    def ask(model):
+        r = client.chat.completions.create(model=model, messages=ASK, max_tokens=12, temperature=0)
+        return r.choices[0].message.content
+
+    fine_tuned, base, beta, by_ft_name = ask("ftdemo"), ask("ftdemo/tiny-chat"), ask("ftdemo/beta"), ask(FT)
+    assert (
+        fine_tuned == by_ft_name
+    )  # the deployment's default is the fine-tune, also callable by its ft: name
+    assert len({fine_tuned, base, beta}) == 3  # three different models answered
+
+    # The gateway answers exactly as the worker itself does.
+    w = d["workers"][0] if d["workers"] else _dep(server.http())["workers"][0]
+    key = (server.home / "deployments" / d["id"] / "replica-0.key").read_text()
+    direct = openai.OpenAI(base_url=f"http://127.0.0.1:{w['port']}/v1", api_key=key)
+    r = direct.chat.completions.create(model="tiny-chat", messages=ASK, max_tokens=12, temperature=0)
+    assert r.choices[0].message.content == base
+
+    chunks = list(
+        client.chat.completions.create(
+            model="ftdemo",
+            messages=ASK,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )  # fmt: skip
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == fine_tuned
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+    c = client.completions.create(model="ftdemo/tiny-chat", prompt="The capital of France", max_tokens=5)
+    assert c.usage.completion_tokens > 0
+    with pytest.raises(openai.NotFoundError):
+        ask("no-such-deployment")
+
+
+def test_stream_is_relayed_as_it_comes(server, deployed):
+    """The first SSE chunk arrives long before the answer ends: nothing is buffered whole."""
+    _, token = deployed
+    body = {"model": "ftdemo", "messages": ASK, "max_tokens": 400, "stream": True,
+            "temperature": 0, "ignore_eos": True}  # fmt: skip
+    start = time.monotonic()
+    first = None
+    with httpx.stream(
+        "POST", server.url + "/v1/chat/completions", json=body, timeout=120,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as r:  # fmt: skip
+        assert r.status_code == 200
+        n = 0
+        for line in r.iter_lines():
+            if line.startswith("data: ") and first is None:
+                first = time.monotonic() - start
+            n += line.startswith("data: ")
+    total = time.monotonic() - start
+    assert line == "" or line.startswith("data: ")
+    assert n > 50 and first < total / 3, (first, total, n)
+
+
+def test_tritonclient_and_curl_seed_bodies_through_the_gateway(server, deployed):
+    import numpy as np
+    import tritonclient.http as triton
+
+    _, token = deployed
+    auth = {"Authorization": f"Bearer {token}"}
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_model_ready("ftdemo", headers=auth)
+    prompt = np.array([b"Give three tips for staying healthy."], dtype=object)
+    answers = []
+    for binary in (True, False):
+        inp = triton.InferInput("text_input", [1], "BYTES")
+        inp.set_data_from_numpy(prompt, binary_data=binary)
+        out = triton.InferRequestedOutput("text_output", binary_data=binary)
+        params = {"max_tokens": 8, "temperature": 0}
+        result = client.infer("ftdemo", [inp], outputs=[out], headers=dict(auth), parameters=params)
+        text = result.as_numpy("text_output")[0]
+        answers.append(text.decode() if isinstance(text, bytes) else text)
+    assert answers[0] == answers[1] and answers[0]
+
+    import asyncio
+
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def kserve_infer():
+        rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=120))
+        inp = InferInput(name="prompt", shape=[1], datatype="BYTES", data=[prompt[0].decode()])
+        request = InferRequest(model_name="ftdemo", infer_inputs=[inp], request_id="r-1",
+                               parameters={"max_tokens": 8, "temperature": 0})  # fmt: skip
+        return await rest.infer(server.url, request, model_name="ftdemo", headers=dict(auth))
+
+    response = asyncio.run(kserve_infer())
+    assert response.id == "r-1" and response.outputs[0].data == [answers[0]]
+
+    def curl(path: str, body: dict) -> dict:
+        out = subprocess.run(
+            ["curl", "-sS", "-f", "-H", f"Authorization: Bearer {token}", "-H",
+             "Content-Type: application/json", f"{server.url}{path}", "--data-binary", json.dumps(body)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    r = curl("/v2/models/ftdemo/infer", SEED_INFER)
+    assert r["id"] == SEED_INFER["id"] and isinstance(r["outputs"][0]["data"][0], str)
+    g = curl("/v2/models/ftdemo/generate", SEED_GENERATE)
+    assert set(g) >= {"model_name", "model_version", "text_output"}
+    with httpx.stream(
+        "POST", server.url + "/v2/models/ftdemo/generate_stream", headers=auth, timeout=120,
+        json={"text_input": "hello", "parameters": {"max_tokens": 6, "temperature": 0}},
+    ) as s:  # fmt: skip
+        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: ")]
+    assert events and events[-1].get("finish_reason")
+
+
+def test_token_matrix(server, deployed):
+    http = server.http()
+    _, token = deployed
+    other = _token(http, "deployment:other")
+    revoked = http.post("/api/v1/tokens", json={"name": "to-revoke", "scope": "deployment:ftdemo"}).json()
+    headers = {"Authorization": f"Bearer {revoked['token']}"}
+    assert httpx.get(server.url + "/v1/models", headers=headers).status_code == 200
+    http.delete(f"/api/v1/tokens/{revoked['id']}")
+    revoked = revoked["token"]
+    chat = {"model": "ftdemo", "messages": ASK, "max_tokens": 2}
+    infer = SEED_INFER
+    cases = {
+        "none": ({}, 401),
+        "garbage": ({"Authorization": "Bearer nope"}, 401),
+        "wrong secret": ({"Authorization": f"Bearer {token[:-4]}AAAA"}, 401),
+        "revoked": ({"Authorization": f"Bearer {revoked}"}, 401),
+        "other deployment": ({"Authorization": f"Bearer {other}"}, 403),
+    }
+    for what, (headers, status) in cases.items():
+        r = httpx.post(server.url + "/v1/chat/completions", json=chat, headers=headers, timeout=60)
+        assert r.status_code == status, (what, r.text)
+        assert set(r.json()["error"]) >= {"message", "type", "param", "code"}  # OpenAI's shape
+        r = httpx.post(server.url + "/v2/models/ftdemo/infer", json=infer, headers=headers, timeout=60)
+        assert r.status_code == status, (what, r.text)
+        assert isinstance(r.json()["error"], str)  # the v2 shape
+    assert (
+        httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {other}"}).json()["data"]
+        == []
+    )
+    mine = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(server.url + "/api/v1/deployments", headers=mine).status_code == 403
+    assert httpx.get(server.url + "/v1/files", headers=mine).status_code == 403
+    r = httpx.post(server.url + "/v2/models/nope/infer", json=infer, headers=mine)
+    assert r.status_code == 404 and "nope" in r.json()["error"]
+    assert http.get("/api/v1/deployments/nope").status_code == 404
+    # in use: the base model and the registered fine-tune cannot be deleted while deployed
+    assert http.delete("/api/v1/models/tiny-chat").status_code == 409
+    assert http.delete(f"/api/v1/models/registered/{FT}").status_code == 409
+
+
+def test_cli_list_show_and_chat_by_deployment_name(server, deployed):
+    out = server.cli("deployments", "list", "--json")
+    listed = json.loads(out.stdout)
+    assert [d["name"] for d in listed] == ["ftdemo"] and listed[0]["requests"] >= 10  # counted by the gateway
+    out = server.cli("deployments", "show", "ftdemo")
+    assert "ready" in out.stdout and "created" in out.stdout
+    assert server.cli("deployments", "show", "nope", check=False).returncode == 2
+    out = server.cli("chat", "ftdemo", "-p", "hello", "--max-tokens", "6", "--compare", "ftdemo/tiny-chat")
+    assert "ftdemo @" in out.stdout and "ftdemo/tiny-chat @" in out.stdout
+
+
+def test_sigkilled_worker_comes_back(server, deployed):
+    http = server.http()
+    pid = _dep(http)["workers"][0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    _wait(lambda: any(e["event"] == "restarted" for e in _events(http)), 30, "a restarted event")
+    d = _ready(http)
+    assert d["workers"][0]["pid"] != pid and d["workers"][0]["restarts"] == 1
+    r = http.post("/v1/chat/completions", json={"model": "ftdemo", "messages": ASK, "max_tokens": 3})
+    assert r.status_code == 200
+
+
+def test_server_crash_adopts_and_clean_restart_restarts(server, deployed):
+    http = server.http()
+    pid = _dep(http)["workers"][0]["pid"]
+    server.kill()  # SIGKILL: the worker, in its own session, keeps serving
+    assert _alive(pid)
+    server.start()
+    http = server.http()
+    d = _ready(http, timeout=30)
+    assert d["workers"][0]["pid"] == pid  # adopted, not restarted
+    assert any("adopted" in e["message"] for e in _events(http))
+    server.stop()  # a clean stop ends the workers; the deployment stays wanted
+    _wait(lambda: not _alive(pid), 15, "the worker to end with the server")
+    server.start()
+    http = server.http()
+    d = _ready(http)
+    assert d["workers"][0]["pid"] != pid
+    r = http.post("/v1/chat/completions", json={"model": FT, "messages": ASK, "max_tokens": 3})
+    assert r.status_code == 200, r.text
+
+
+def test_stop_start_rm(server, deployed):
+    http = server.http()
+    pid = _dep(http)["workers"][0]["pid"]
+    assert server.cli("deployments", "stop", "ftdemo").returncode == 0
+    assert _dep(http)["state"] == "stopped" and not _alive(pid)
+    r = http.post("/v1/chat/completions", json={"model": "ftdemo", "messages": ASK, "max_tokens": 3})
+    assert r.status_code == 404 and "stopped" in r.json()["error"]["message"]
+    out = server.cli("deployments", "start", "ftdemo", "--wait", "--json")
+    d = json.loads(out.stdout)
+    assert d["state"] == "ready"
+    pid = d["workers"][0]["pid"]
+    kinds = [e["event"] for e in _events(http)]
+    assert kinds[:2] == ["created", "starting"] and "stopped" in kinds and "restarted" in kinds
+    server.cli("deployments", "rm", "ftdemo")
+    assert http.get("/api/v1/deployments/ftdemo").status_code == 404 and not _alive(pid)
+    assert http.delete("/api/v1/models/registered/tiny-beta").status_code == 200  # no longer in use
+
+
+def test_bad_requests_are_clear(server):
+    http = server.http()
+    r = http.post("/api/v1/deployments", json={"model": "nope"})
+    assert r.status_code == 404 and "no model" in r.json()["detail"]
+    r = http.post("/api/v1/deployments", json={"model": "tiny-chat", "name": "Bad Name"})
+    assert r.status_code == 422
+    r = http.post("/api/v1/deployments", json={"model": "tiny-chat", "replicas": 0})
+    assert r.status_code == 422
+    r = http.post("/api/v1/deployments", json={"model": "tiny-chat", "adapters": {"x": "tiny-chat"}})
+    assert r.status_code == 404  # an adapter must be a registered fine-tune
+    out = server.cli("deployments", "create", "--model", "tiny-chat", "--adapter", "oops", check=False)
+    assert out.returncode == 2 and "ALIAS=MODEL" in out.stderr
+    assert sys.executable  # (keeps the import used on every platform)
+
+
+@pytest.mark.usefixtures("database_url")
+def test_management_api_rows_and_events_on_both_databases():
+    """The API's bookkeeping without workers (the supervisor is off), on SQLite and PostgreSQL."""
+    from platformhelp import fake_model, make_client
+
+    fake_model("tiny")
+    with make_client() as api:
+        r = api.post("/api/v1/deployments", json={"model": "tiny", "replicas": 2})
+        assert r.status_code == 201, r.text
+        d = r.json()
+        assert (d["name"], d["state"], d["replicas"], d["model_ids"]) == ("tiny", "starting", 2, ["tiny"])
+        assert api.post("/api/v1/deployments", json={"model": "tiny", "name": "tiny"}).status_code == 409
+        assert api.post("/api/v1/deployments", json={"model": "tiny"}).json()["name"] == "tiny-2"
+        assert [x["name"] for x in api.get("/api/v1/deployments").json()["data"]] == ["tiny-2", "tiny"]
+        assert api.delete("/api/v1/models/tiny").status_code == 409
+        assert api.post("/api/v1/deployments/tiny/stop").json()["state"] == "stopped"
+        assert api.post("/api/v1/deployments/tiny/start").json()["state"] == "starting"
+        events = [e["event"] for e in api.get("/api/v1/deployments/tiny/events").json()["data"]]
+        assert events == ["created", "starting", "stopped", "starting"]
+        r = api.get("/api/v1/deployments/tiny/logs", params={"offset": 0})
+        assert r.status_code == 200 and r.headers["X-Next-Offset"] == "0"
+        assert api.delete("/api/v1/deployments/tiny").status_code == 204
+        assert api.delete("/api/v1/deployments/tiny-2").status_code == 204
+        assert api.get("/api/v1/deployments").json()["data"] == []
+        assert api.delete("/api/v1/models/tiny").status_code == 200
