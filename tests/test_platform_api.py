@@ -48,8 +48,8 @@ def test_auth_matrix_over_every_route(api):
     }
     checked = 0
     for method, path, concrete in _routes(api):
-        if path == "/healthz":
-            continue
+        if path == "/healthz" or (path == "/api/v1/session" and method != "GET"):
+            continue  # signing in takes the token in its body; signing out is never refused
         assert path.startswith(("/api/v1/", "/v1/")), path
         for label, header in bad.items():
             headers = {"Authorization": header} if header else {}
