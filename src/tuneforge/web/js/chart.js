@@ -95,6 +95,6 @@ export function histogram(title, { edges, counts }, xLabel) {
   for (const i of [0, Math.floor(last / 2), last]) {
     root.append(svg('text', { x: PAD.left + i * bw, y: H - 8, class: 'tick', 'text-anchor': 'middle' }, String(edges[i])));
   }
-  root.append(svg('text', { x: W - PAD.right, y: H - 8, class: 'tick', 'text-anchor': 'end' }, xLabel));
+  root.append(svg('text', { x: W - PAD.right, y: PAD.top + 8, class: 'tick', 'text-anchor': 'end' }, xLabel));
   return root;
 }

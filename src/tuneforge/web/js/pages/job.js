@@ -88,9 +88,20 @@ export async function render({ args, go }) {
       field('job.register_name', regName, t('job.register_help')),
       job.state === 'succeeded' ? h('p', {}, h('button', { type: 'button', class: 'primary', onclick: () => register(null) }, t('job.register_final'))) : null,
       table(['job.checkpoint', 'job.step', 'job.train_loss', 'job.eval_loss', 'common.actions'], rows));
-    fill(files, h('ul', { class: 'plain files' }, fl.data.map((f) => h('li', {},
+    // Files at the top level are listed; each folder (checkpoints/step-N, final, …) folds into a details.
+    const link = (f) => h('li', {},
       h('a', { href: `/api/v1/jobs/${enc}/files/${f.path.split('/').map(encodeURIComponent).join('/')}`, download: '' }, f.path),
-      ' ', h('span', { class: 'muted' }, formatBytes(f.bytes))))));
+      ' ', h('span', { class: 'muted' }, formatBytes(f.bytes)));
+    const groups = new Map();
+    for (const f of fl.data) {
+      const parts = f.path.split('/');
+      const key = parts.length > 1 ? parts.slice(0, parts[0] === 'checkpoints' && parts.length > 2 ? 2 : 1).join('/') : '';
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(f);
+    }
+    fill(files, [...groups].map(([key, list]) => (key
+      ? h('details', {}, h('summary', {}, `${key}/ `, h('span', { class: 'muted' }, `${list.length} · ${formatBytes(list.reduce((n, f) => n + f.bytes, 0))}`)), h('ul', { class: 'plain files' }, list.map(link)))
+      : h('ul', { class: 'plain files' }, list.map(link)))));
   }
 
   renderHead();

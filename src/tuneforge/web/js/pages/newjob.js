@@ -4,7 +4,7 @@
 import { get, post, upload } from '../api.js';
 import { copyButton, field, h, fill, page, section } from '../dom.js';
 import { t } from '../i18n.js';
-import { errorText, showError } from '../messages.js';
+import { clearMessages, errorText, showError } from '../messages.js';
 
 // The spec sections the form shows (model, datasets, output and resume are asked for elsewhere).
 const SECTIONS = [
@@ -250,6 +250,7 @@ export async function render({ params }) {
   build();
   const trainForm = h('form', { novalidate: true, onsubmit: async (e) => {
     e.preventDefault();
+    clearMessages();
     try {
       const job = await post('/api/v1/jobs', request());
       location.hash = `#/jobs/${job.id}`;
