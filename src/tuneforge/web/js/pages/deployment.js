@@ -4,10 +4,16 @@ import { badge, copyButton, h, fill, page, section } from '../dom.js';
 import { formatNumber, formatTime, t } from '../i18n.js';
 import { showError, showInfo } from '../messages.js';
 
+/** The OpenAI `model` for a deployment: its adapter's id when it serves one (the fine-tune), else its
+ * name (the gateway routes by deployment name). */
+export function requestModel(d) {
+  return d.adapters && d.adapters.length && d.default_model_id ? d.default_model_id : d.name;
+}
+
 export function curlExamples(d, token = '$TOKEN') {
   const e = d.endpoints || {};
   const auth = `-H "Authorization: Bearer ${token}"`;
-  const model = d.default_model_id || d.name;
+  const model = requestModel(d);
   return [
     ['deployment.curl_openai', `curl ${e.openai}/chat/completions ${auth} \\\n  -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 64 })}'`],
     ['deployment.curl_infer', `curl ${e.infer} ${auth} \\\n  -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify({ inputs: [{ name: 'text_input', shape: [1], datatype: 'BYTES', data: ['Hello!'] }] })}'`],
@@ -37,7 +43,7 @@ export async function render({ args, go }) {
       ' ', dep.state === 'ready' ? h('a', { class: 'button primary', href: `#/playground?a=${enc}` }, t('deployment.try')) : null);
     fill(facts,
       h('dt', {}, t('deployments.model')), h('dd', {}, h('code', {}, dep.model), dep.base_model && dep.base_model !== dep.model ? ` (${dep.base_model})` : ''),
-      h('dt', {}, t('deployment.model_id')), h('dd', {}, h('code', {}, dep.default_model_id || dep.name)),
+      h('dt', {}, t('deployment.model_id')), h('dd', {}, h('code', {}, requestModel(dep))),
       dep.adapters && dep.adapters.length ? [h('dt', {}, t('deployments.adapters')), h('dd', {}, dep.adapters.join(', '))] : null,
       h('dt', {}, t('deployments.engine')), h('dd', {}, dep.engine),
       h('dt', {}, t('deployments.replicas')), h('dd', {}, `${dep.replicas_ready ?? 0}/${dep.replicas}`),

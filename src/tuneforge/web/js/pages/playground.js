@@ -4,6 +4,7 @@ import { get } from '../api.js';
 import { field, h, fill, page, section } from '../dom.js';
 import { t } from '../i18n.js';
 import { errorText } from '../messages.js';
+import { requestModel } from './deployment.js';
 
 /** Reads an OpenAI chat stream (SSE over fetch: EventSource cannot POST) and calls onDelta per piece. */
 export async function streamChat(body, onDelta, signal) {
@@ -49,7 +50,7 @@ function pane(deployments, selected, index) {
     element: h('div', { class: 'pane' }, field('playground.deployment', select), transcript),
     select, transcript, history,
     reset() { history.length = 0; fill(transcript); },
-    modelId() { const d = deployments.find((x) => x.name === select.value); return (d && d.default_model_id) || select.value; },
+    modelId() { return requestModel(deployments.find((x) => x.name === select.value) || { name: select.value }); },
   };
 }
 
