@@ -394,7 +394,11 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser):
         page.get_by_label("Name", exact=True).fill(name)
         page.get_by_role("button", name="Deploy", exact=True).click()
         page.wait_for_url(re.compile(rf"#/deployments/{name}$"))
-        page.wait_for_selector(".badge.state-ready", timeout=180_000)
+        page.wait_for_selector(f"h1:has-text('{name}')")  # its page, not the list still on screen
+    for name in ("memo-ft", "tiny-base"):  # both start at once; each page polls while it is starting
+        page.goto(f"{srv.url}/#/deployments/{name}")
+        page.wait_for_selector(f"h1:has-text('{name}')")
+        page.wait_for_selector("h1 + div .badge.state-ready", timeout=180_000)
     page.get_by_role("button", name="Create a token").click()
     token = page.inner_text('[data-testid="token"]')
     examples = page.inner_text("main")
