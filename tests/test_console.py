@@ -290,6 +290,15 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     assert "tiny → " + job_id in lineage
     shot(page, "08-models")
 
+    # The evaluation form offers the registered model; the new-job form has the command kind.
+    page.click("header nav >> text=Evaluations")
+    page.wait_for_selector("text=Run an evaluation")
+    assert "memo-lora@2" in page.inner_text("select:near(:text('Model'))")
+    page.goto(srv.url + "/#/jobs/new")
+    page.get_by_label("Kind").select_option("command")
+    page.get_by_label("Command", exact=True).fill("python train.py --steps 2")
+    assert page.get_by_label("Code (zip, optional)").is_visible()
+
     # Chinese: the same pages, every text from zh.json.
     page.select_option("#lang", "zh")
     page.wait_for_selector("header nav >> text=数据集")
