@@ -250,6 +250,17 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     assert "--set train.max_steps=12" in cli and "--set train.learning_rate=0.01" in cli
     assert "max_steps: 12" in page.inner_text('[data-testid="yaml"]')
     shot(page, "05-new-job")
+    # The first live-log connection is cut: the page must reconnect by itself to show the log.
+    cut: list[str] = []
+
+    def cut_first(route):
+        if not cut:
+            cut.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/logs\?follow=true"), cut_first)
     page.get_by_role("button", name="Start").click()
     page.wait_for_url(re.compile(r"#/jobs/job-"))
     job_id = page.url.rsplit("/", 1)[1]
@@ -265,6 +276,7 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
         timeout=120_000,
     )
     early = points(page, "loss")
+    assert cut, "the log stream was never opened"
     shot(page, "06-job-running")
     page.wait_for_selector(".badge.state-succeeded", timeout=180_000)
     page.wait_for_function(
