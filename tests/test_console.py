@@ -261,6 +261,15 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
             route.continue_()
 
     page.route(re.compile(r"/logs\?follow=true"), cut_first)
+    # Every size the loss line takes on screen, to see it grow as the metrics arrive.
+    page.evaluate(
+        """() => { window.lossCounts = [];
+          new MutationObserver(() => {
+            const p = document.querySelector('svg.chart path[data-series="loss"]');
+            const seen = window.lossCounts;
+            if (p && seen[seen.length - 1] !== +p.dataset.points) seen.push(+p.dataset.points);
+          }).observe(document.body, {subtree: true, childList: true, attributes: true}); }"""
+    )
     page.get_by_role("button", name="Start").click()
     page.wait_for_url(re.compile(r"#/jobs/job-"))
     job_id = page.url.rsplit("/", 1)[1]
@@ -275,14 +284,14 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
         " return p && +p.dataset.points >= 2 }",
         timeout=120_000,
     )
-    early = points(page, "loss")
     assert cut, "the log stream was never opened"
     shot(page, "06-job-running")
     page.wait_for_selector(".badge.state-succeeded", timeout=180_000)
     page.wait_for_function(
         "() => +document.querySelector('svg.chart path[data-series=\"loss\"]').dataset.points >= 12"
     )
-    assert points(page, "loss") > early
+    grew = page.evaluate("window.lossCounts")
+    assert len(grew) >= 2 and grew == sorted(grew) and grew[-1] == 12, grew
     assert points(page, "lr") >= 12
     log_text = page.inner_text("pre.log")
     assert "step=12" in log_text
