@@ -53,6 +53,8 @@ def test_auth_matrix_over_every_route(api):
     for method, path, concrete in _routes(api):
         if path == "/healthz" or path.startswith("/v2/") or path in GATEWAY:
             continue  # the inference gateway has its own matrix (tests/test_deployments.py)
+        if path == "/api/v1/session" and method != "GET":
+            continue  # signing in takes the token in its body; signing out is never refused
         assert path.startswith(("/api/v1/", "/v1/")), path
         for label, header in bad.items():
             headers = {"Authorization": header} if header else {}

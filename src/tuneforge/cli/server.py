@@ -32,4 +32,5 @@ def server(
         f"{ctx.executor.gpu_count} GPU(s), {ctx.executor.max_concurrent} concurrent job(s)",
         highlight=False,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # Open live streams (a console following a job's log) would hold a graceful shutdown forever.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3)

@@ -45,6 +45,23 @@ def _summary_counts(counts: Counter) -> dict:
     }
 
 
+def histogram(counts: Counter, bins: int = 12) -> dict:
+    """Equal-width bins over the values ``counts`` holds: ``edges`` (bins + 1) and ``counts`` (the web
+    console draws the token-length histogram from it)."""
+    if not counts:
+        return {"edges": [], "counts": []}
+    low, high = min(counts), max(counts)
+    width = max(1, -(-(high - low + 1) // bins))
+    edges = [low + i * width for i in range(bins + 1)]
+    out = [0] * bins
+    for value, times in counts.items():
+        out[min(bins - 1, (value - low) // width)] += times
+    while len(out) > 1 and out[-1] == 0:  # no empty tail when the values span fewer bins
+        out.pop()
+        edges.pop()
+    return {"edges": edges, "counts": out}
+
+
 @dataclass
 class ValidationReport:
     loaded: LoadedDataset
@@ -172,6 +189,7 @@ class StatsBuilder:
             "unit": "tokens",
             "per_role": per_role,
             "sequence": _summary_counts(self.sequence),
+            "histogram": histogram(self.sequence),
             "trained_tokens": self.trained,
             "max_len": self.max_len,
             "over_max_len": self.over,

@@ -35,10 +35,11 @@ log = logging.getLogger(__name__)
 
 def routers() -> list:
     """Every router of the control plane; deployments and the gateway append theirs here."""
-    from .routes import datasets, evaluations, health, jobs, models, openai_ft, templates, tokens
+    from .routes import datasets, evaluations, health, jobs, models, openai_ft, session, templates, tokens
 
     return [
         health.router,
+        session.router,
         tokens.router,
         datasets.router,
         templates.router,
@@ -190,4 +191,17 @@ def create_app(
     install_handlers(app)
     for router in routers():
         app.include_router(router)
+    mount_console(app)
     return app
+
+
+def mount_console(app: FastAPI) -> None:
+    """The web console (static files of ``tuneforge.web``) at ``/``, after every API route, so it only
+    answers paths no route claims. Mounted last: routes appended by ``routers()`` keep precedence."""
+    from importlib.resources import files
+
+    from starlette.staticfiles import StaticFiles
+
+    web = files("tuneforge") / "web"
+    if web.is_dir():
+        app.mount("/", StaticFiles(directory=str(web), html=True), name="console")

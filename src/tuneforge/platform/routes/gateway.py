@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import deployments as service
 from ..auth import Principal, authenticate
+from ..deps import credentials
 from ..context import Platform
 from ..db import Deployment
 
@@ -71,7 +72,8 @@ async def close(ctx: Platform) -> None:
 
 
 async def _who(request: Request) -> Principal:
-    who = await run_in_threadpool(authenticate, _ctx(request).store, request.headers.get("authorization"))
+    # The console's session cookie counts as a bearer token here too (same CSRF rule as the API).
+    who = await run_in_threadpool(authenticate, _ctx(request).store, credentials(request))
     if who is None:
         raise GatewayError(401, "invalid or missing token", "invalid_api_key")
     return who
@@ -86,7 +88,7 @@ def _match(deps: list[Deployment], model: str) -> tuple[Deployment, str] | None:
     found = []
     for dep in deps:
         ids = service.model_ids(dep)
-        if model == dep.name:
+        if model in (dep.name, dep.default_model_id):  # the API shows default_model_id as the id to use
             found.append((dep, dep.default_model_id))
         elif model.startswith(dep.name + "/") and model[len(dep.name) + 1 :] in ids:
             found.append((dep, model[len(dep.name) + 1 :]))

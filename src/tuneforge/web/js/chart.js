@@ -1,0 +1,100 @@
+// Small SVG charts drawn by the console itself (no library): a line chart that grows as points
+// arrive, and a histogram.
+const NS = 'http://www.w3.org/2000/svg';
+const W = 560;
+const H = 220;
+const PAD = { left: 52, right: 12, top: 12, bottom: 28 };
+
+function svg(tag, attrs = {}, text) {
+  const el = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function tickLabel(v) {
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  return a >= 1000 || a < 0.01 ? v.toExponential(1) : Number(v.toPrecision(3)).toString();
+}
+
+/**
+ * A line chart of several named series: `add(name, x, y)` then `draw()` (batched by the caller).
+ * `title` is the accessible name; the legend shows each series' colour.
+ */
+export function lineChart(title, seriesNames) {
+  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'chart' });
+  const label = svg('title', {}, title);
+  root.append(label);
+  const series = new Map(seriesNames.map((n, i) => [n, { points: [], cls: `series-${i}` }]));
+  const layer = svg('g');
+  root.append(layer);
+  const chart = {
+    element: root,
+    add(name, x, y) {
+      if (typeof y === 'number' && Number.isFinite(y)) series.get(name).points.push([x, y]);
+    },
+    count(name) { return series.get(name).points.length; },
+    setTitle(text) { label.textContent = text; },
+    draw() {
+      layer.replaceChildren();
+      const all = [...series.values()].flatMap((s) => s.points);
+      if (!all.length) return;
+      let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
+      let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+      if (x0 === x1) x1 = x0 + 1;
+      if (y0 === y1) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
+      const sx = (x) => PAD.left + ((x - x0) / (x1 - x0)) * (W - PAD.left - PAD.right);
+      const sy = (y) => H - PAD.bottom - ((y - y0) / (y1 - y0)) * (H - PAD.top - PAD.bottom);
+      for (let i = 0; i <= 4; i += 1) {
+        const y = y0 + ((y1 - y0) * i) / 4;
+        layer.append(svg('line', { x1: PAD.left, x2: W - PAD.right, y1: sy(y), y2: sy(y), class: 'grid' }));
+        layer.append(svg('text', { x: PAD.left - 6, y: sy(y) + 4, class: 'tick', 'text-anchor': 'end' }, tickLabel(y)));
+      }
+      for (const x of [x0, (x0 + x1) / 2, x1]) {
+        layer.append(svg('text', { x: sx(x), y: H - 8, class: 'tick', 'text-anchor': 'middle' }, tickLabel(Math.round(x))));
+      }
+      let legendX = PAD.left + 8;
+      for (const [name, s] of series) {
+        if (!s.points.length) continue;
+        const d = s.points.map((p, i) => `${i ? 'L' : 'M'}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join('');
+        layer.append(svg('path', { d, class: `line ${s.cls}`, 'data-series': name, 'data-points': s.points.length }));
+        if (s.points.length === 1) {
+          const [x, y] = s.points[0];
+          layer.append(svg('circle', { cx: sx(x), cy: sy(y), r: 3, class: `dot ${s.cls}` }));
+        }
+        layer.append(svg('rect', { x: legendX, y: PAD.top, width: 10, height: 10, class: `swatch ${s.cls}` }));
+        const text = svg('text', { x: legendX + 14, y: PAD.top + 9, class: 'legend' }, name);
+        layer.append(text);
+        legendX += 24 + name.length * 7;
+      }
+    },
+  };
+  return chart;
+}
+
+/** A histogram from `{edges, counts}` (edges one longer than counts). */
+export function histogram(title, { edges, counts }, xLabel) {
+  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'chart' });
+  root.append(svg('title', {}, title));
+  if (!counts || !counts.length) return root;
+  const max = Math.max(...counts);
+  const bw = (W - PAD.left - PAD.right) / counts.length;
+  counts.forEach((c, i) => {
+    const hgt = max ? (c / max) * (H - PAD.top - PAD.bottom) : 0;
+    const bar = svg('rect', { x: PAD.left + i * bw + 1, y: H - PAD.bottom - hgt, width: Math.max(1, bw - 2), height: hgt, class: 'bar' });
+    bar.append(svg('title', {}, `${edges[i]}–${edges[i + 1] - 1}: ${c}`));
+    root.append(bar);
+  });
+  for (let i = 0; i <= 2; i += 1) {
+    const y = (max * i) / 2;
+    const py = H - PAD.bottom - (i / 2) * (H - PAD.top - PAD.bottom);
+    root.append(svg('text', { x: PAD.left - 6, y: py + 4, class: 'tick', 'text-anchor': 'end' }, tickLabel(Math.round(y))));
+  }
+  const last = edges.length - 1;
+  for (const i of [0, Math.floor(last / 2), last]) {
+    root.append(svg('text', { x: PAD.left + i * bw, y: H - 8, class: 'tick', 'text-anchor': 'middle' }, String(edges[i])));
+  }
+  root.append(svg('text', { x: W - PAD.right, y: PAD.top + 8, class: 'tick', 'text-anchor': 'end' }, xLabel));
+  return root;
+}

@@ -1,0 +1,75 @@
+// One deployment: state, URL, prefilled curl examples, a deployment token shown once, stop/start/delete.
+import { del, get, post } from '../api.js';
+import { badge, copyButton, h, fill, page, section } from '../dom.js';
+import { formatNumber, formatTime, t } from '../i18n.js';
+import { showError, showInfo } from '../messages.js';
+
+/** The OpenAI `model` for a deployment: its adapter's id when it serves one (the fine-tune), else its
+ * name (the gateway routes by deployment name). */
+export function requestModel(d) {
+  return d.adapters && d.adapters.length && d.default_model_id ? d.default_model_id : d.name;
+}
+
+export function curlExamples(d, token = '$TOKEN') {
+  const e = d.endpoints || {};
+  const auth = `-H "Authorization: Bearer ${token}"`;
+  const model = requestModel(d);
+  return [
+    ['deployment.curl_openai', `curl ${e.openai}/chat/completions ${auth} \\\n  -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 64 })}'`],
+    ['deployment.curl_infer', `curl ${e.infer} ${auth} \\\n  -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify({ inputs: [{ name: 'text_input', shape: [1], datatype: 'BYTES', data: ['Hello!'] }] })}'`],
+    ['deployment.curl_generate', `curl ${e.generate} ${auth} \\\n  -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify({ text_input: 'Hello!', parameters: { max_tokens: 64 } })}'`],
+  ];
+}
+
+export async function render({ args, go }) {
+  const name = args[0];
+  const enc = encodeURIComponent(name);
+  const head = h('div');
+  const facts = h('dl', { class: 'facts' });
+  const examples = h('div');
+  const events = h('ol', { class: 'timeline' });
+  const tokenBox = h('div', { 'aria-live': 'polite' });
+  let dep = null;
+  let timer = null;
+  let shownToken = null;
+  async function load() {
+    dep = await get(`/api/v1/deployments/${enc}`);
+    const act = (key, fn) => h('button', { type: 'button', class: key === 'delete' ? 'danger' : '', onclick: async () => {
+      try { await fn(); showInfo(t(`deployment.${key}_done`)); } catch (err) { showError(err); }
+    } }, t(`deployment.${key}`));
+    fill(head, badge(dep.state), ' ',
+      dep.state !== 'stopped' ? act('stop', async () => { await post(`/api/v1/deployments/${enc}/stop`); await load(); }) : act('start', async () => { await post(`/api/v1/deployments/${enc}/start`); await load(); }),
+      ' ', act('delete', async () => { if (!window.confirm(t('deployment.confirm_delete', { name }))) return; await del(`/api/v1/deployments/${enc}`); go('/deployments'); }),
+      ' ', dep.state === 'ready' ? h('a', { class: 'button primary', href: `#/playground?a=${enc}` }, t('deployment.try')) : null);
+    fill(facts,
+      h('dt', {}, t('deployments.model')), h('dd', {}, h('code', {}, dep.model), dep.base_model && dep.base_model !== dep.model ? ` (${dep.base_model})` : ''),
+      h('dt', {}, t('deployment.model_id')), h('dd', {}, h('code', {}, requestModel(dep))),
+      dep.adapters && dep.adapters.length ? [h('dt', {}, t('deployments.adapters')), h('dd', {}, dep.adapters.join(', '))] : null,
+      h('dt', {}, t('deployments.engine')), h('dd', {}, dep.engine),
+      h('dt', {}, t('deployments.replicas')), h('dd', {}, `${dep.replicas_ready ?? 0}/${dep.replicas}`),
+      h('dt', {}, t('deployments.requests')), h('dd', {}, formatNumber(dep.requests ?? 0)),
+      h('dt', {}, t('deployments.url')), h('dd', {}, h('code', {}, (dep.endpoints || {}).openai || '')),
+      h('dt', {}, t('deployments.created')), h('dd', {}, formatTime(dep.created_at)),
+      dep.last_error ? [h('dt', {}, t('job.error')), h('dd', {}, h('div', { class: 'message error inline' }, dep.last_error))] : null);
+    fill(examples, curlExamples(dep, shownToken || '$TOKEN').map(([key, text]) => h('div', {}, h('h3', {}, t(key)), h('pre', { class: 'command' }, text), copyButton(() => text))));
+    try {
+      const ev = await get(`/api/v1/deployments/${enc}/events`);
+      fill(events, ev.data.map((e) => h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, e.event), ' ', h('span', { class: 'muted' }, e.message || ''))));
+    } catch (err) { showError(err); }
+    if (dep.state === 'starting') timer = setTimeout(() => load().catch(showError), 1500);
+  }
+  await load();
+  const makeToken = h('button', { type: 'button', onclick: async () => {
+    try {
+      const tok = await post('/api/v1/tokens', { name: `console-${name}`, scope: `deployment:${name}` });
+      shownToken = tok.token;
+      fill(tokenBox, h('p', { class: 'message info inline' }, t('deployment.token_once')), h('pre', { class: 'command', 'data-testid': 'token' }, tok.token), copyButton(() => tok.token));
+      await load();
+    } catch (err) { showError(err); }
+  } }, t('deployment.make_token'));
+  const element = page(h('span', {}, name), head,
+    h('div', { class: 'columns' }, section('deployment.details', facts), section('deployment.events', events)),
+    section('deployment.token', h('p', { class: 'muted' }, t('deployment.token_help')), makeToken, tokenBox),
+    section('deployment.examples', examples));
+  return { element, cleanup: () => clearTimeout(timer) };
+}

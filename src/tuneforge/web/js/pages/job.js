@@ -1,0 +1,145 @@
+// A job: live log (SSE; autoscroll that pauses when you scroll up), live loss and learning-rate charts,
+// events timeline, checkpoints with "register as model", files, cancel / resume / retry.
+import { follow, get, post } from '../api.js';
+import { lineChart } from '../chart.js';
+import { badge, field, h, fill, page, section, table } from '../dom.js';
+import { formatBytes, formatNumber, formatTime, t } from '../i18n.js';
+import { showError, showInfo } from '../messages.js';
+import { progressBar } from './jobs.js';
+
+const MAX_LOG_CHARS = 400_000; // keep the page light on very long logs: the head is dropped
+
+function logView() {
+  const pre = h('pre', { class: 'log', tabindex: '0', 'aria-live': 'off', 'aria-label': t('job.log') });
+  const status = h('span', { class: 'muted', 'aria-live': 'polite' });
+  let stick = true;
+  pre.addEventListener('scroll', () => { stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8; status.dataset.paused = String(!stick); });
+  return {
+    pre, status,
+    append(text) {
+      pre.textContent += text;
+      if (pre.textContent.length > MAX_LOG_CHARS) pre.textContent = pre.textContent.slice(-MAX_LOG_CHARS);
+      if (stick) pre.scrollTop = pre.scrollHeight;
+    },
+  };
+}
+
+function eventText(e) {
+  const skip = new Set(['time', 'event', 'job']);
+  const rest = Object.entries(e).filter(([k]) => !skip.has(k)).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`);
+  return rest.join(' ');
+}
+
+export async function render({ args, go }) {
+  const id = args[0];
+  const enc = encodeURIComponent(id);
+  let job = await get(`/api/v1/jobs/${enc}`);
+  const stops = [];
+  const head = h('div');
+  const actions = h('div', { class: 'actions' });
+  const log = logView();
+  const lossChart = lineChart(t('job.loss_chart'), ['loss', 'eval_loss']);
+  const lrChart = lineChart(t('job.lr_chart'), ['lr']);
+  const timeline = h('ol', { class: 'timeline' });
+  const checkpoints = h('div');
+  const files = h('div');
+  const streamState = h('span', { class: 'stream-state muted', 'aria-live': 'polite' });
+  const summary = h('dl', { class: 'facts' });
+
+  function renderHead() {
+    const m = job.latest_metrics || {};
+    fill(head, badge(job.state), ' ', progressBar(job));
+    fill(summary,
+      h('dt', {}, t('jobs.kind')), h('dd', {}, job.kind),
+      h('dt', {}, t('jobs.model')), h('dd', {}, (job.spec && job.spec.model) || ''),
+      h('dt', {}, t('job.attempt')), h('dd', {}, `${job.attempt} (${job.restart_policy}, ${t('newjob.max_retries')} ${job.max_retries})`),
+      h('dt', {}, t('jobs.created')), h('dd', {}, formatTime(job.created_at)),
+      h('dt', {}, t('job.started')), h('dd', {}, formatTime(job.started_at)),
+      h('dt', {}, t('job.finished')), h('dd', {}, formatTime(job.finished_at)),
+      m.loss !== undefined ? [h('dt', {}, t('jobs.loss')), h('dd', { 'data-testid': 'latest-loss' }, formatNumber(m.loss))] : null);
+    if (job.error) summary.append(h('dt', {}, t('job.error')), h('dd', {}, h('div', { class: 'message error inline' }, job.error.message, job.error.log_tail ? h('pre', { class: 'log small' }, job.error.log_tail) : null)));
+    const act = (key, path, cls, then) => h('button', { type: 'button', class: cls, onclick: async () => {
+      try { const r = await post(`/api/v1/jobs/${enc}/${path}`); showInfo(t(`job.${key}_done`)); then(r); } catch (err) { showError(err); }
+    } }, t(`job.${key}`));
+    const active = job.state === 'queued' || job.state === 'running';
+    fill(actions,
+      active ? act('cancel', 'cancel', 'danger', refresh) : null,
+      !active && job.kind === 'train' && job.state !== 'succeeded' ? act('resume', 'resume', '', () => go(`/jobs/${id}?r=${Date.now()}`)) : null,
+      !active ? act('retry', 'retry', '', (r) => go(`/jobs/${r.id}`)) : null);
+  }
+
+  async function refresh() {
+    try { job = await get(`/api/v1/jobs/${enc}`); renderHead(); } catch (err) { showError(err); }
+  }
+
+  async function loadFolder() {
+    const [ck, fl] = await Promise.all([get(`/api/v1/jobs/${enc}/checkpoints`), get(`/api/v1/jobs/${enc}/files`)]);
+    const regName = h('input', { type: 'text', value: `${(job.spec && job.spec.model) || 'model'}-ft`.replace(/[^A-Za-z0-9._:-]/g, '-'), required: true });
+    const register = async (checkpoint) => {
+      try {
+        const r = await post('/api/v1/models/register', { job: id, name: regName.value, checkpoint });
+        showInfo(t('job.registered', { ref: r.ref }));
+      } catch (err) { showError(err); }
+    };
+    const rows = ck.data.map((c) => h('tr', {}, h('td', {}, c.name), h('td', { class: 'num' }, formatNumber(c.step)),
+      h('td', { class: 'num' }, formatNumber(c.train_loss)), h('td', { class: 'num' }, formatNumber(c.eval_loss)),
+      h('td', {}, h('button', { type: 'button', class: 'small', onclick: () => register(c.name) }, t('job.register')))));
+    fill(checkpoints,
+      field('job.register_name', regName, t('job.register_help')),
+      job.state === 'succeeded' ? h('p', {}, h('button', { type: 'button', class: 'primary', onclick: () => register(null) }, t('job.register_final'))) : null,
+      table(['job.checkpoint', 'job.step', 'job.train_loss', 'job.eval_loss', 'common.actions'], rows));
+    // Files at the top level are listed; each folder (checkpoints/step-N, final, …) folds into a details.
+    const link = (f) => h('li', {},
+      h('a', { href: `/api/v1/jobs/${enc}/files/${f.path.split('/').map(encodeURIComponent).join('/')}`, download: '' }, f.path),
+      ' ', h('span', { class: 'muted' }, formatBytes(f.bytes)));
+    const groups = new Map();
+    for (const f of fl.data) {
+      const parts = f.path.split('/');
+      const key = parts.length > 1 ? parts.slice(0, parts[0] === 'checkpoints' && parts.length > 2 ? 2 : 1).join('/') : '';
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(f);
+    }
+    fill(files, [...groups].map(([key, list]) => (key
+      ? h('details', {}, h('summary', {}, `${key}/ `, h('span', { class: 'muted' }, `${list.length} · ${formatBytes(list.reduce((n, f) => n + f.bytes, 0))}`)), h('ul', { class: 'plain files' }, list.map(link)))
+      : h('ul', { class: 'plain files' }, list.map(link)))));
+  }
+
+  renderHead();
+  // Charts are redrawn at most once per animation frame, however many points one message brings.
+  let pending = false;
+  const redraw = () => { if (pending) return; pending = true; requestAnimationFrame(() => { pending = false; lossChart.draw(); lrChart.draw(); }); };
+  const onState = (s) => { streamState.textContent = t(`job.stream_${s}`); };
+  stops.push(follow(`/api/v1/jobs/${enc}/logs`, 'log', { onItems: (text) => log.append(text), onState }));
+  stops.push(follow(`/api/v1/jobs/${enc}/metrics`, 'metrics', {
+    onItems: (rows) => {
+      for (const r of rows) {
+        if (r.step === undefined) continue;
+        if ('loss' in r) lossChart.add('loss', r.step, r.loss);
+        if ('eval_loss' in r) lossChart.add('eval_loss', r.step, r.eval_loss);
+        if ('lr' in r || 'learning_rate' in r) lrChart.add('lr', r.step, r.lr ?? r.learning_rate);
+      }
+      redraw();
+    },
+  }));
+  stops.push(follow(`/api/v1/jobs/${enc}/events`, 'events', {
+    onItems: (items) => {
+      for (const e of items) {
+        timeline.append(h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, e.event), ' ', h('span', { class: 'muted' }, eventText(e))));
+      }
+      refresh();
+      if (items.some((e) => /checkpoint|finished|succeeded|failed|done/.test(e.event))) loadFolder().catch(showError);
+    },
+    onEnd: () => { refresh().then(() => loadFolder().catch(showError)); },
+  }));
+  const poll = setInterval(() => { if (job.state === 'running' || job.state === 'queued') refresh(); }, 3000);
+  await loadFolder().catch(showError);
+  const element = page(h('span', {}, id, job.name ? ` — ${job.name}` : ''),
+    h('div', { class: 'toolbar' }, head, actions),
+    h('div', { class: 'columns' },
+      section('job.summary', summary),
+      section('job.charts', h('figure', {}, lossChart.element, h('figcaption', {}, t('job.loss_chart'))), h('figure', {}, lrChart.element, h('figcaption', {}, t('job.lr_chart'))))),
+    section('job.log', h('div', { class: 'log-head' }, streamState, log.status), log.pre),
+    h('div', { class: 'columns' }, section('job.events', timeline), section('job.checkpoints', checkpoints)),
+    section('job.files', files));
+  return { element, cleanup: () => { stops.forEach((s) => s()); clearInterval(poll); } };
+}

@@ -1,0 +1,459 @@
+"""The web console: the session cookie (and its CSRF guard), the static files and their messages, and
+end-to-end runs in Debian's headless Chromium (Playwright) against a real `tuneforge server`.
+
+Each browser step saves a screenshot to tests/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import MEMO, write
+from platformhelp import make_client
+
+WEB = Path(__file__).resolve().parents[1] / "src" / "tuneforge" / "web"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# -- the session cookie ---------------------------------------------------------------------------------
+
+
+def test_session_cookie_signs_in_and_guards_unsafe_methods_against_csrf():
+    with make_client() as api:
+        admin = api.headers.pop("Authorization").removeprefix("Bearer ")
+        assert api.get("/api/v1/session").status_code == 401
+        assert api.post("/api/v1/session", json={"token": "tf_nope"}).status_code == 401
+        scoped = None
+        r = api.post("/api/v1/session", json={"token": admin})
+        assert r.status_code == 201 and r.json()["scope"] == "admin"
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert admin not in r.text  # the answer never echoes the secret
+        # Safe methods: the cookie alone is enough (EventSource and downloads send nothing else).
+        assert api.get("/api/v1/jobs").status_code == 200
+        # Unsafe methods with only the cookie: what a forged cross-site form would send → refused.
+        assert api.post("/api/v1/tokens", json={"name": "x"}).status_code == 401
+        csrf = {"X-Requested-With": "tuneforge-console"}
+        made = api.post("/api/v1/tokens", json={"name": "x", "scope": "deployment:chat"}, headers=csrf)
+        assert made.status_code == 201
+        scoped = made.json()["token"]
+        # A deployment token cannot open the console.
+        assert api.post("/api/v1/session", json={"token": scoped}).status_code == 403
+        out = api.delete("/api/v1/session")
+        assert out.status_code == 204 and 'tuneforge_session=""' in out.headers["set-cookie"]
+        api.cookies.clear()
+        assert api.get("/api/v1/jobs").status_code == 401
+        # Revoking the token ends the sessions made with it.
+        api.post("/api/v1/session", json={"token": admin})
+        assert api.get("/api/v1/jobs").status_code == 200
+        token_id = admin.split("_")[1]
+        assert api.delete(f"/api/v1/tokens/{token_id}", headers=csrf).status_code == 200
+        assert api.get("/api/v1/jobs").status_code == 401
+
+
+def test_console_is_served_and_every_message_key_exists_in_both_languages():
+    with make_client() as api:
+        index = api.get("/")
+        assert index.status_code == 200 and '<script type="module" src="/js/app.js">' in index.text
+        assert (
+            api.get("/js/pages/job.js")
+            .headers["content-type"]
+            .startswith(("text/javascript", "application/javascript"))
+        )
+        assert api.get("/api/v1/nope").status_code in (401, 404)  # the API keeps its own answers
+        assert api.get("/healthz").json() == {"status": "ok"}
+    en = json.loads((WEB / "i18n" / "en.json").read_text())
+    zh = json.loads((WEB / "i18n" / "zh.json").read_text())
+    assert set(en) == set(zh)
+    assert all(zh[k] for k in zh)
+    used: set[str] = set()
+    for path in [*WEB.rglob("*.js"), WEB / "index.html"]:
+        text = path.read_text()
+        used |= set(re.findall(r"""(?:\bt\(|field\(|section\(|page\()'([a-z_]+\.[a-z0-9_.-]+)'""", text))
+        used |= set(re.findall(r"""data-i18n(?:-[a-z-]+)?="([a-z_]+\.[a-z0-9_.-]+)\"""", text))
+        used |= set(re.findall(r"""table\(\[([^\]]+)\]""", text) and re.findall(r"'([a-z]+\.[a-z_]+)'", text))
+        # No user-visible text in the markup: every element's text comes from the message files.
+        if path.name == "index.html":
+            bare = re.sub(r"<(script|title|style)[^>]*>.*?</\1>", "", text, flags=re.S)
+            assert not re.search(r">\s*[A-Za-z\u4e00-\u9fff][^<]*<", bare), "text in index.html"
+    dynamic = {k for k in used if k.split(".")[0] in {"tuneforge"}}
+    missing = sorted(k for k in used - dynamic if k not in en and not k.startswith(("data.", "header.")))
+    assert not missing, missing
+    for prefix in ("state.", "job.stream_", "newjob.section_"):
+        assert any(k.startswith(prefix) for k in en)
+
+
+def test_token_length_histogram_bins():
+    from collections import Counter
+
+    from tuneforge.data.validate import histogram
+
+    h = histogram(Counter({10: 2, 11: 1, 40: 3, 100: 1}), bins=4)
+    assert sum(h["counts"]) == 7 and len(h["edges"]) == len(h["counts"]) + 1
+    assert h["edges"][0] == 10 and h["edges"][-1] > 100 and h["counts"][0] == 3
+    assert histogram(Counter({5: 4}))["counts"] == [4]
+    assert histogram(Counter()) == {"edges": [], "counts": []}
+
+
+# -- the browser ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+        pytest.skip(f"{CHROMIUM} is absent: `apt-get install -y chromium` to run the console's browser tests")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def console_server(tiny_llama, monkeypatch):
+    from platformhelp import store_model
+    from test_platform_server import Server
+    from tuneforge.settings import get_settings
+
+    store_model(tiny_llama, "tiny")
+    srv = Server(get_settings().root)
+    srv.env["TUNEFORGE_DEFAULT_MODEL"] = "tiny"  # token statistics with the tiny model's tokenizer
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, srv) -> None:
+    page.goto(srv.url + "/")
+    page.wait_for_url(re.compile(r"#/signin"))
+    page.get_by_label("Token").fill(srv.token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector("article.template")
+
+
+def points(page, series: str) -> int:
+    el = page.query_selector(f'svg.chart path[data-series="{series}"]')
+    return int(el.get_attribute("data-points")) if el else 0
+
+
+def test_console_upload_train_register_in_both_languages(console_server, browser, tmp_path):
+    srv = console_server
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    # Sign in: every page leads there without a session; a wrong token is a message, not a crash.
+    page.goto(srv.url + "/#/jobs")
+    page.wait_for_url(re.compile(r"#/signin\?next="))
+    page.get_by_label("Token").fill("tf_0000000000000000_wrongwrongwrongwrongwrong")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector(".message.error")
+    assert "invalid or missing token" in page.inner_text("#messages")
+    shot(page, "01-signin")
+    sign_in(page, srv)
+    cards = page.query_selector_all("article.template h3")
+    assert [c.inner_text() for c in cards] == [
+        "sft-lora",
+        "sft-qlora",
+        "sft-full",
+        "dpo-lora",
+        "pretrain-lora",
+    ]
+    shot(page, "02-home")
+
+    # A good dataset: stored, its stats and (from the worker) the token-length histogram.
+    good = write(tmp_path / "memo.json", MEMO * 2)
+    page.click("text=Datasets")
+    page.set_input_files("#upload-files", str(good))
+    page.get_by_label("Name", exact=True).fill("memo")
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.wait_for_url(re.compile(r"#/datasets/ds-"))
+    assert page.inner_text('[data-testid="records"]') == str(len(MEMO) * 2)
+    page.wait_for_selector("figure.histogram svg rect.bar", timeout=90_000)
+    assert page.query_selector_all("pre.masked mark")  # trained-on tokens highlighted
+    masked = page.inner_text("pre.masked")
+    trained = " ".join(m.inner_text() for m in page.query_selector_all("pre.masked mark"))
+    assert "banana seven" in trained and "Say the code word" not in trained and "Say the code word" in masked
+    shot(page, "03-dataset")
+
+    # A bad dataset: every problem with its line, nothing stored.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"instruction": "ok", "output": "fine"}\n{not json\n{"instruction": "no answer"}\n'
+        '{"instruction": "", "output": ""}\n'
+    )
+    page.click("text=Datasets")
+    page.set_input_files("#upload-files", str(bad))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.wait_for_selector(".upload-result .problems li")
+    problems = [li.inner_text() for li in page.query_selector_all(".upload-result .problems li")]
+    assert len(problems) >= 2 and any("line 2" in p or ":2" in p for p in problems), problems
+    assert "nothing was stored" in page.inner_text(".upload-result")
+    shot(page, "04-bad-upload")
+    with srv.http() as http:
+        assert [d["name"] for d in http.get("/api/v1/datasets").json()["data"]] == ["memo"]
+
+    # New job from the generated form: a 422 lands beside its field; then a valid short run.
+    page.goto(srv.url + "/#/jobs/new?template=sft-lora")
+    lr = page.locator('[data-path="train.learning_rate"]')
+    assert float(lr.input_value()) == pytest.approx(2e-4)  # the template's default, filled in
+    assert "Peak learning rate" in page.inner_text(".field:has([data-path='train.learning_rate']) .help")
+    lr.fill("-1")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_selector("#" + lr.get_attribute("id") + "-error:not(:empty)")
+    assert "greater than 0" in page.inner_text("#" + lr.get_attribute("id") + "-error")
+    for path, value in {
+        "train.learning_rate": "0.01",
+        "train.max_steps": "12",
+        "train.logging_steps": "1",
+        "train.warmup_ratio": "0",
+        "train.save_steps": "4",
+        "data.max_len": "64",
+        "lora.dropout": "0",
+    }.items():
+        page.fill(f'[data-path="{path}"]', value)
+    page.select_option('[data-path="train.scheduler"]', "constant")
+    page.get_by_role("button", name="Show as command").click()
+    cli = page.inner_text('[data-testid="cli"]')
+    assert cli.startswith("tuneforge jobs create --template sft-lora --model tiny --dataset ds-")
+    assert "--set train.max_steps=12" in cli and "--set train.learning_rate=0.01" in cli
+    assert "max_steps: 12" in page.inner_text('[data-testid="yaml"]')
+    shot(page, "05-new-job")
+    # The first live-log connection is cut: the page must reconnect by itself to show the log.
+    cut: list[str] = []
+
+    def cut_first(route):
+        if not cut:
+            cut.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/logs\?follow=true"), cut_first)
+    # Every size the loss line takes on screen, to see it grow as the metrics arrive.
+    page.evaluate(
+        """() => { window.lossCounts = [];
+          new MutationObserver(() => {
+            const p = document.querySelector('svg.chart path[data-series="loss"]');
+            const seen = window.lossCounts;
+            if (p && seen[seen.length - 1] !== +p.dataset.points) seen.push(+p.dataset.points);
+          }).observe(document.body, {subtree: true, childList: true, attributes: true}); }"""
+    )
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r"#/jobs/job-"))
+    job_id = page.url.rsplit("/", 1)[1]
+
+    # The job page: log lines and the loss chart grow while it runs.
+    page.wait_for_function(
+        "() => (document.querySelector('pre.log') || {textContent: ''}).textContent.includes('step=')",
+        timeout=120_000,
+    )
+    page.wait_for_function(
+        "() => { const p = document.querySelector('svg.chart path[data-series=\"loss\"]');"
+        " return p && +p.dataset.points >= 2 }",
+        timeout=120_000,
+    )
+    assert cut, "the log stream was never opened"
+    shot(page, "06-job-running")
+    page.wait_for_selector(".badge.state-succeeded", timeout=180_000)
+    page.wait_for_function(
+        "() => +document.querySelector('svg.chart path[data-series=\"loss\"]').dataset.points >= 12"
+    )
+    grew = page.evaluate("window.lossCounts")
+    assert len(grew) >= 2 and grew == sorted(grew) and grew[-1] == 12, grew
+    assert points(page, "lr") >= 12
+    log_text = page.inner_text("pre.log")
+    assert "step=12" in log_text
+    timeline = page.inner_text("ol.timeline")
+    assert "queued" in timeline and "started" in timeline
+    assert not page.query_selector(".message.error"), page.inner_text("#messages")
+    shot(page, "07-job")
+
+    # Register the final model; the models page shows its lineage base → job → model.
+    page.get_by_label("Model name").fill("memo-lora")
+    page.get_by_role("button", name="Register the final model").click()
+    page.wait_for_selector("text=Registered memo-lora@1")
+    page.get_by_role("button", name="Register as model").first.click()
+    page.wait_for_selector("text=Registered memo-lora@2")
+    page.click("header nav >> text=Models")
+    lineage = page.inner_text("table:has-text('memo-lora@1')")
+    assert "tiny → " + job_id in lineage
+    shot(page, "08-models")
+
+    # The evaluation form offers the registered model; the new-job form has the command kind.
+    page.click("header nav >> text=Evaluations")
+    page.wait_for_selector("text=Run an evaluation")
+    assert "memo-lora@2" in page.inner_text("select:near(:text('Model'))")
+    page.goto(srv.url + "/#/jobs/new")
+    page.get_by_label("Kind").select_option("command")
+    page.get_by_label("Command", exact=True).fill("python train.py --steps 2")
+    assert page.get_by_label("Code (zip, optional)").is_visible()
+
+    # Chinese: the same pages, every text from zh.json.
+    page.select_option("#lang", "zh")
+    page.wait_for_selector("header nav >> text=数据集")
+    page.click("header nav >> text=任务")
+    page.wait_for_selector(".badge.state-succeeded")
+    assert page.inner_text(".badge.state-succeeded") == "已成功"
+    assert "全部任务" in page.inner_text("main")
+    shot(page, "09-jobs-zh")
+    page.goto(f"{srv.url}/#/jobs/{job_id}")
+    page.wait_for_selector("figcaption:has-text('按步的训练与验证损失')")
+    page.select_option("#lang", "en")
+    assert not errors, errors
+
+
+def test_jobs_page_loads_fast_with_a_thousand_jobs(console_server, browser):
+    """1,000 jobs in the store; the list shows a page of 50 (cursor pagination) in well under 300 ms."""
+    from sqlalchemy import create_engine, insert
+
+    from tuneforge.platform.db import Job
+
+    srv = console_server
+    engine = create_engine(f"sqlite:///{srv.home / 'tuneforge.db'}")
+    now = time.time()
+    rows = [
+        dict(
+            id=f"job-{i:012x}",
+            kind="train",
+            state="succeeded",
+            spec={"model": "tiny"},
+            priority=0,
+            gpus=0,
+            restart_policy="never",
+            max_retries=0,
+            attempt=1,
+            folder=str(srv.home / "jobs" / f"job-{i:012x}"),
+            cancel_requested=False,
+            step=10,
+            max_steps=10,
+            latest_metrics={"loss": 1.0 + i / 1000},
+            created_at=now - i,
+            extra={},
+        )
+        for i in range(1000)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(Job), rows)
+    engine.dispose()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, srv)
+    timings = []
+    for _ in range(5):
+        page.goto(srv.url + "/#/")
+        page.wait_for_selector("article.template")
+        ms = page.evaluate(
+            """() => new Promise((done) => {
+                 const t0 = performance.now();
+                 const seen = () => document.querySelectorAll('main tbody tr').length === 50
+                   && document.querySelector('.pager');
+                 const obs = new MutationObserver(() => {
+                   if (seen()) { obs.disconnect(); done(performance.now() - t0); }
+                 });
+                 obs.observe(document.getElementById('view'), {childList: true, subtree: true});
+                 location.hash = '#/jobs';
+               })"""
+        )
+        timings.append(ms)
+    shot(page, "10-jobs-1000")
+    median = statistics.median(timings)
+    print(f"jobs page with 1000 jobs: median {median:.0f} ms of {[round(t) for t in timings]}")
+    assert median < 300, timings
+    page.get_by_role("link", name="Older →").click()
+    page.wait_for_selector("text=Page 2")
+    first = page.inner_text("main tbody tr:first-child td:first-child")
+    assert first.startswith("job-0000000000") and first != "job-000000000000"
+
+
+def test_console_deploy_and_playground_side_by_side(console_server, browser):
+    srv = console_server
+    with srv.http() as http:
+        if "/api/v1/deployments" not in http.get("/openapi.json").json()["paths"]:
+            pytest.skip("the server has no /api/v1/deployments yet (issue 7b): runs once it is merged")
+        ds = http.post(
+            "/api/v1/datasets", files=[("files", ("memo.json", json.dumps(MEMO * 2)))], data={"name": "memo"}
+        ).json()
+        overrides = {"train.max_steps": 2, "data.max_len": 64, "train.logging_steps": 1}
+        job = http.post(
+            "/api/v1/jobs",
+            json={"template": "sft-lora", "model": "tiny", "datasets": [ds["id"]], "overrides": overrides},
+        ).json()
+        deadline = time.monotonic() + 180
+        while http.get(f"/api/v1/jobs/{job['id']}").json()["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert (
+            http.post("/api/v1/models/register", json={"job": job["id"], "name": "memo-lora"}).status_code
+            == 201
+        )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, srv)
+    for model, name in (("memo-lora@1", "memo-ft"), ("tiny", "tiny-base")):
+        page.goto(f"{srv.url}/#/deployments?model={model}")
+        page.get_by_label("Name", exact=True).fill(name)
+        page.get_by_role("button", name="Deploy", exact=True).click()
+        page.wait_for_url(re.compile(rf"#/deployments/{name}$"))
+        page.wait_for_selector(f"h1:has-text('{name}')")  # its page, not the list still on screen
+    for name in ("memo-ft", "tiny-base"):  # both start at once; each page polls while it is starting
+        page.goto(f"{srv.url}/#/deployments/{name}")
+        page.wait_for_selector(f"h1:has-text('{name}')")
+        page.wait_for_selector("h1 + div .badge.state-ready", timeout=180_000)
+    page.get_by_role("button", name="Create a token").click()
+    token = page.inner_text('[data-testid="token"]')
+    examples = page.inner_text("main")
+    assert (
+        token in examples
+        and "/v2/models/tiny-base/infer" in examples
+        and "/v2/models/tiny-base/generate" in examples
+    )
+    with httpx.Client(base_url=srv.url, timeout=60) as c:  # the shown token and the prefilled request work
+        r = c.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        )
+        assert r.status_code == 200, r.text
+    shot(page, "11-deployment")
+    page.goto(f"{srv.url}/#/playground?a=memo-ft&b=tiny-base")
+    page.wait_for_selector('[data-testid="transcript-1"]')
+    page.get_by_label("Max tokens").fill("12")
+    page.get_by_label("Message", exact=True).fill("Say the code word.")
+    page.get_by_role("button", name="Send").click()
+    for i in (0, 1):
+        page.wait_for_selector(f'[data-testid="transcript-{i}"] .turn.assistant[data-done]', timeout=120_000)
+    shot(page, "12-playground")
+    for i in (0, 1):
+        turn = page.query_selector(f'[data-testid="transcript-{i}"] .turn.assistant')
+        assert turn.get_attribute("data-done") == "true", turn.inner_text()
+        assert turn.query_selector(".reply").inner_text().strip()
