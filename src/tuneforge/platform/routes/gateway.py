@@ -20,9 +20,9 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import deployments as service
 from ..auth import Principal, authenticate
-from ..deps import credentials
 from ..context import Platform
 from ..db import Deployment
+from ..deps import credentials
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["gateway"])
