@@ -129,7 +129,8 @@ def test_cli_flow_and_server_sigkill_mid_job_loses_nothing(server, tmp_path):
     made = json.loads(server.cli("datasets", "create", str(data), "--name", "memo", "--json").stdout)
     with server.http() as http:
         assert [d["id"] for d in http.get("/api/v1/datasets").json()["data"]] == [made["id"]]
-    sets = [a for s in [*FAST, "train.max_steps=30", "train.save_steps=5"] for a in ("--set", s)]
+    # Long enough (~15 s idle) that the worker is still running when the server comes back.
+    sets = [a for s in [*FAST, "train.max_steps=1000", "train.save_steps=200"] for a in ("--set", s)]
     out = server.cli(
         "jobs", "create", "--template", "sft-lora", "--model", "tiny", "--dataset", "memo", *sets, "--json"
     )
@@ -151,25 +152,30 @@ def test_cli_flow_and_server_sigkill_mid_job_loses_nothing(server, tmp_path):
                 (j := http.get(f"/api/v1/jobs/{job_id}").json())["state"] in ("succeeded", "failed") and j
             ),
             what="job end",
+            timeout=900,
         )
         assert job["state"] == "succeeded", job
-        events = http.get(f"/api/v1/jobs/{job_id}/events").json()["data"]
+        events = http.get(f"/api/v1/jobs/{job_id}/events?limit=10000").json()["data"]
         reconciled = [e for e in events if e["event"] == "reconciled"]
         assert len(reconciled) == 1 and reconciled[0]["adopted"] is True
-        steps = [m["step"] for m in http.get(f"/api/v1/jobs/{job_id}/metrics").json()["data"] if "loss" in m]
-        assert steps == list(range(1, 31))  # no metric lost
+        steps = [
+            m["step"]
+            for m in http.get(f"/api/v1/jobs/{job_id}/metrics?limit=10000").json()["data"]
+            if "loss" in m
+        ]
+        assert steps == list(range(1, 1001))  # no metric lost
         saved = [e["step"] for e in events if e["event"] == "checkpoint_saved"]
-        assert saved == [5, 10, 15, 20, 25, 30]
+        assert saved == [200, 400, 600, 800, 1000]
         kept = [c["step"] for c in http.get(f"/api/v1/jobs/{job_id}/checkpoints").json()["data"]]
-        assert kept == [25, 30]  # save_total_limit 2
+        assert kept == [800, 1000]  # save_total_limit 2
 
     # The rest of the CLI against the restarted server.
     listed = json.loads(server.cli("jobs", "list", "--json").stdout)
     assert [j["id"] for j in listed] == [job_id]
     shown = server.cli("jobs", "show", job_id).stdout
-    assert "succeeded" in shown and "30/30" in shown
+    assert "succeeded" in shown and "1000/1000" in shown
     assert "--- attempt 1" in server.cli("jobs", "logs", job_id).stdout
-    assert len(json.loads(server.cli("jobs", "metrics", job_id, "--json").stdout)) >= 30
+    assert len(json.loads(server.cli("jobs", "metrics", job_id, "--json").stdout)) >= 1000
     reg = json.loads(server.cli("models", "register", job_id, "--name", "memo-lora", "--json").stdout)
     assert reg["ref"] == "memo-lora@1"
     tok = json.loads(
