@@ -175,16 +175,23 @@ def create(
             body["validation_dataset"] = _dataset_ref(client, validation)
     if gpus is not None:
         body["resources"] = {"gpus": gpus}
+    job = _queue(client, body, follow_, json_out)
+    if job is not None:
+        _finish(follow(client, job["id"], json_out), json_out)
+
+
+def _queue(client, body: dict, follow_: bool, json_out: bool) -> dict | None:
+    """Create the job and say so; the job when the caller follows it, else None (nothing left to do)."""
     job = client.post("/api/v1/jobs", json=body)
     if not follow_:
         if json_out:
             print_json(job)
         else:
             console.print(f"queued [bold]{job['id']}[/]  (follow: tuneforge jobs logs -f {job['id']})")
-        return
+        return None
     if not json_out:
         console.print(f"queued [bold]{job['id']}[/]")
-    _finish(follow(client, job["id"], json_out), json_out)
+    return job
 
 
 @app.command("list")
@@ -433,15 +440,10 @@ def submit(
         err_console.print(
             f"uploaded {source} → {uploaded['id']} ({uploaded['files']} files)", highlight=False
         )
-    job = client.post("/api/v1/jobs", json=body)
-    if not follow_:
-        if json_out:
-            print_json(job)
-        else:
-            console.print(f"queued [bold]{job['id']}[/]  (follow: tuneforge jobs logs -f {job['id']})")
+    job = _queue(client, body, follow_, json_out)
+    if job is None:
         return
     if not json_out:
-        console.print(f"queued [bold]{job['id']}[/]")
         for event, data in client.events(f"/api/v1/jobs/{job['id']}/logs"):
             if event == "log":
                 sys.stdout.write(data["data"])
