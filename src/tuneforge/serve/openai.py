@@ -30,6 +30,18 @@ def list_models(state: ServingState) -> dict:
     return {"object": "list", "data": data}
 
 
+def _submit_all(state, variant, requests: list) -> list:
+    """Submit every (prompt ids, sampling params) or none: a refusal midway cancels those already queued."""
+    streams = []
+    try:
+        for ids, params in requests:
+            streams.append(state.submit(variant, ids, params))
+    except Exception:
+        state.cancel(streams)
+        raise
+    return streams
+
+
 def _nth(params, j: int):
     """Choice j of n: with a seed, seed + j, so the n choices differ yet each one repeats."""
     if j == 0 or params.seed is None:
@@ -86,13 +98,7 @@ async def chat_completions(state: ServingState, body: dict):
     ids = state.encode_chat(variant, body.get("messages"))
     params = sampling_params(body, state.max_model_len, len(ids), state.default_max_tokens)
     n = count(body)
-    streams = []
-    try:
-        for j in range(n):
-            streams.append(state.submit(variant, ids, _nth(params, j)))
-    except Exception:
-        state.cancel(streams)
-        raise
+    streams = _submit_all(state, variant, [(ids, _nth(params, j)) for j in range(n)])
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if stream:
         return _chat_stream(state, streams, rid, created, variant.id, include_usage)
@@ -205,14 +211,9 @@ async def completions(state: ServingState, body: dict):
     params = [
         sampling_params(body, state.max_model_len, len(ids), state.default_max_tokens) for ids in prompts
     ]
-    streams = []
-    try:
-        for ids, p in zip(prompts, params, strict=True):
-            for j in range(n):
-                streams.append(state.submit(variant, ids, _nth(p, j)))
-    except Exception:
-        state.cancel(streams)
-        raise
+    streams = _submit_all(
+        state, variant, [(ids, _nth(p, j)) for ids, p in zip(prompts, params, strict=True) for j in range(n)]
+    )
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     prompt_tokens = sum(len(ids) * n for ids in prompts)
     if stream:
