@@ -55,6 +55,12 @@ def serve(
     threads: int = typer.Option(
         None, "--threads", min=1, help="CPU threads for the engine (default: all allowed)."
     ),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="auto | float32 | bfloat16 | float16. auto: bf16 on CUDA, and on a CPU whose bf16 matmul "
+        "measures faster than fp32 (AVX512-BF16, AMX); else float32.",
+    ),
 ):
     """Serve a model (and LoRA adapters on it) over OpenAI, KServe v2 and Triton generate routes."""
     from tuneforge.serve.worker import WorkerConfig, build_state, run
@@ -69,6 +75,7 @@ def serve(
         max_queue=max_queue,
         default_max_tokens=max_tokens,
         threads=threads,
+        dtype=dtype,
     )
     with stage_progress(sys.stderr.isatty()) as progress:
         state = build_state(config, progress)
@@ -76,7 +83,11 @@ def serve(
 
     def ready(url: str) -> None:
         # One parseable line on stdout: supervisors may wait for it or poll /v2/health/ready.
-        console.print(f"ready {url} engine={state.engine.name} models={ids}", highlight=False, soft_wrap=True)
+        weights = next(state.served.model.parameters()).dtype if state.served.model is not None else None
+        dtype_part = f" dtype={str(weights).removeprefix('torch.')}" if weights is not None else ""
+        console.print(
+            f"ready {url} engine={state.engine.name}{dtype_part} models={ids}", highlight=False, soft_wrap=True
+        )
         err_console.print(
             f"try: curl {url}/v1/chat/completions -H 'Content-Type: application/json'"
             + (" -H 'Authorization: Bearer $KEY'" if api_key else "")

@@ -67,13 +67,13 @@ def ensure_chat_template(tokenizer) -> None:
         tokenizer.chat_template = resolve_chat_template(tokenizer, None)
 
 
-def _load_base(folder: Path, device: str | None = None):
+def _load_base(folder: Path, device: str | None = None, dtype=None):
+    """``dtype`` None: fp32 on CPU (evaluation and export want exact numbers), bf16 on CUDA."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.float32  # bf16 matmul is ~5x slower than fp32 on CPUs without AMX
-    if device and device.startswith("cuda"):
-        dtype = torch.bfloat16
+    if dtype is None:
+        dtype = torch.bfloat16 if device and device.startswith("cuda") else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
     return model.to(device) if device else model
 
@@ -169,12 +169,14 @@ def load_for_serving(
     name: str | None = None,
     device: str | None = None,
     load_weights: bool = True,
+    dtype: str = "auto",
 ) -> ServedModel:
     """A base model (stored name, HF folder, merged export) plus named LoRA adapters on it.
 
     ``ref`` may be an adapter (a job's final/): its base is loaded and the adapter is served under
     ``name`` (default: the job folder's name) beside the base. ``load_weights=False`` reads only
-    tokenizers and stop tokens (for an engine that loads the weights itself, like vLLM).
+    tokenizers and stop tokens (for an engine that loads the weights itself, like vLLM). ``dtype``:
+    see models/precision.py (``auto`` serves in bf16 where this machine computes it faster).
     """
     adapters = {k: Path(str(v)).expanduser() for k, v in (adapters or {}).items()}
     ref_path = Path(str(ref)).expanduser()
@@ -199,7 +201,11 @@ def load_for_serving(
                 f"--adapter {aid}={path} was trained on {trained_on}, not on {base_folder}; serve it "
                 "with its own base."
             )
-    model = _load_base(base_folder, device) if load_weights else None
+    model = None
+    if load_weights:
+        from .precision import serving_dtype
+
+        model = _load_base(base_folder, device, serving_dtype(dtype, device))
     if adapters and model is not None:
         from peft import PeftModel
 
@@ -207,6 +213,8 @@ def load_for_serving(
         model = PeftModel.from_pretrained(model, str(items[0][1]), adapter_name=items[0][0])
         for aid, path in items[1:]:
             model.load_adapter(str(path), adapter_name=aid)
+        # peft keeps adapter weights in fp32; in a bf16 model that is a cast per layer per step
+        model.to(next(model.get_base_model().parameters()).dtype)
         log.info("loaded adapters %s on %s", ", ".join(adapters), base_folder)
     if model is not None:
         model.eval()

@@ -27,6 +27,7 @@ class WorkerConfig:
     max_queue: int = 256
     default_max_tokens: int = 512
     threads: int | None = None
+    dtype: str = "auto"  # models/precision.py
 
 
 def build_state(config: WorkerConfig, progress=None) -> ServingState:
@@ -45,7 +46,7 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
     else:
         from .engine.transformers_engine import EngineConfig, TransformersEngine
 
-        served = load_for_serving(config.model, config.adapters, config.name)
+        served = load_for_serving(config.model, config.adapters, config.name, dtype=config.dtype)
         engine = TransformersEngine(
             served,
             EngineConfig(
