@@ -103,7 +103,11 @@ def make_read_only(paths: list[str]) -> str | None:
         _enter_namespace(libc)
         for path in paths:
             _bind_read_only(libc, path)
-    except (OSError, AttributeError) as exc:  # AttributeError: a libc without unshare/mount
+    except OSError as exc:
+        if exc.strerror is None:
+            return str(exc)
+        return exc.strerror if exc.filename is None else f"{exc.filename}: {exc.strerror}"
+    except AttributeError as exc:  # a C library without unshare or mount
         return str(exc)
     return None
 
