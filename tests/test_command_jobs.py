@@ -83,6 +83,9 @@ def upload_code(client, files: dict, **kw):
     return client.post("/api/v1/jobs/code", files={"file": ("code.zip", zip_bytes(files, **kw))})
 
 
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
 def command_body(**fields) -> dict:
     return {"kind": "command", "name": "t", "command": ["python", "-c", "print(1)"], **fields}
 
@@ -167,7 +170,7 @@ def test_own_lora_script_streams_logs_reports_loss_and_registers_its_adapter(ser
     done = wait_state(server, job["id"], ("succeeded", "failed"), 120)
     assert done["state"] == "succeeded", done
     assert done["exit_code"] == 0 and done["latest_metrics"]["loss"] == rows[-1]["loss"]
-    kinds = [e["event"] for e in _events(server, job["id"])]
+    kinds = [e["event"] for e in _events(server, job["id"]) if e["event"] != "mounts"]
     assert kinds[:3] == ["queued", "launched", "started"] and kinds[-1] == "exited"
     assert _events(server, job["id"])[-1]["exit_code"] == 0
 
@@ -324,6 +327,178 @@ def test_cancel_kills_the_whole_process_group(server):
     server.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert wait_state(server, job["id"], ("cancelled", "failed", "succeeded"), 30)["state"] == "cancelled"
     _wait_for(lambda: _gone(child), 10, "the child that ignored SIGTERM to be killed")
+
+
+# Tries to change the store through every way the job folder reaches it; reports what each try met.
+WRITE_THE_MOUNTS = """
+import errno, json, os
+F = "data/AdvertiseGen/train.jsonl"
+tries = {
+    "append_to_dataset_file": lambda: open(F, "a").write("x"),
+    "new_file_in_dataset_folder": lambda: open("data/AdvertiseGen/new.jsonl", "w").write("x"),
+    "dataset_by_name": lambda: open(os.environ["TUNEFORGE_DATA_DIR"] + "/advertisegen/train.jsonl", "w"),
+    "chmod_then_write": lambda: (os.chmod(F, 0o666), open(F, "w")),
+    "up_from_the_mount": lambda: open("data/AdvertiseGen/../intruder", "w").write("x"),
+    "model_file": lambda: open("base/config.json", "w").write("{}"),
+    "delete_model_file": lambda: os.remove("base/model.json"),
+    "output": lambda: open(os.environ["TUNEFORGE_OUTPUT_DIR"] + "/ok.txt", "w").write("ok"),
+}
+met = {}
+for name, attempt in tries.items():
+    try:
+        attempt()
+        met[name] = "written"
+    except OSError as exc:
+        met[name] = errno.errorcode[exc.errno]
+        print(name, exc, flush=True)
+open("output/met.json", "w").write(json.dumps(met))
+"""
+
+
+def _store_digest(*roots: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for root in roots
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _namespaces_here() -> str | None:
+    """Why this machine gives no mount namespace (util-linux's own probe, not the code under test)."""
+    import os
+    import subprocess
+
+    probe = ["unshare", "--mount", "--propagation", "private", "true"]
+    if os.geteuid() != 0:
+        probe[1:1] = ["--user", "--map-current-user"]
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=10)
+    except OSError as exc:
+        return str(exc)
+    return None if done.returncode == 0 else done.stderr.strip() or f"exit {done.returncode}"
+
+
+def test_mounts_are_read_only_inside_the_job_and_the_fallback_says_so(server, monkeypatch):
+    from tuneforge.data.store import datasets_root
+    from tuneforge.models.store import models_root
+
+    mounts = {
+        "datasets": [{"name": "advertisegen", "path": "data/AdvertiseGen"}],
+        "models": [{"name": "tiny", "path": "base"}],
+    }
+    # Turned off (as where namespaces are missing): the job still runs, and says once that it is unprotected.
+    with monkeypatch.context() as m:
+        m.setattr(server.app.state.platform.settings, "isolate_command_mounts", False)
+        body = command_body(
+            command=["python", "-c", "print(open('data/AdvertiseGen/train.jsonl').read()[:1])"]
+        )
+        job = server.post("/api/v1/jobs", json={**body, **mounts}).json()
+        job = wait_state(server, job["id"], ("succeeded", "failed"), 60)
+    assert job["state"] == "succeeded" and job["exit_code"] == 0, job
+    mounted = [e for e in _events(server, job["id"]) if e["event"] == "mounts"]
+    assert len(mounted) == 1 and mounted[0]["read_only"] is False
+    assert "TUNEFORGE_ISOLATE_COMMAND_MOUNTS=false" in mounted[0]["reason"]
+    log = server.get(f"/api/v1/jobs/{job['id']}/logs").text
+    assert log.count("mounts are not enforced read-only: turned off") == 1 and "{" in log
+
+    if why := _namespaces_here():
+        pytest.skip(f"no mount namespaces on this machine ({why}): read-only mounts are not enforced here")
+    before = _store_digest(datasets_root(), models_root())
+    body = command_body(command=["python", "-c", WRITE_THE_MOUNTS], **mounts)
+    job = wait_state(server, server.post("/api/v1/jobs", json=body).json()["id"], ("succeeded", "failed"), 60)
+    assert job["state"] == "succeeded", job
+    root = server.app.state.platform.jobs_dir / job["id"]
+    met = json.loads((root / "output" / "met.json").read_text())
+    # Run as root here: only the mount namespace stops these (file modes do not stop root).
+    assert met == {**dict.fromkeys(met, "EROFS"), "output": "written"}, met
+    assert (root / "output" / "ok.txt").read_text() == "ok"
+    assert "Read-only file system" in server.get(f"/api/v1/jobs/{job['id']}/logs").text
+    assert _store_digest(datasets_root(), models_root()) == before  # not a byte of the store changed
+    mounted = [e for e in _events(server, job["id"]) if e["event"] == "mounts"]
+    assert len(mounted) == 1 and mounted[0]["read_only"] is True
+    # The paths the script sees are the same as without the namespace.
+    assert (root / "work" / "data" / "AdvertiseGen").is_symlink() and (root / "work" / "base").is_symlink()
+
+
+def test_the_runner_falls_back_when_it_cannot_mount_and_records_the_exit_code(tmp_path):
+    """A real failure of the mount (a path that is not there): the command runs all the same."""
+    import subprocess
+    import sys
+
+    from tuneforge.jobs import folder as fmt
+
+    runner = [sys.executable, "-I", "-m", "tuneforge.jobs.command_runner", "--folder", str(tmp_path)]
+    argv = [*runner, "--attempt", "2", "--read-only", str(tmp_path / "missing"), "--", "sh", "-c", "exit 5"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 5
+    assert done.stderr.count("mounts are not enforced read-only: ") == 1
+    event = [e for e in fmt.read_all_jsonl(tmp_path / fmt.EVENTS_FILE) if e["event"] == "mounts"]
+    assert len(event) == 1 and event[0]["read_only"] is False
+    if not _namespaces_here():  # the namespace was there: the bind of the missing path is what failed
+        assert "bind-mounting" in event[0]["reason"] and "No such file or directory" in event[0]["reason"]
+    assert fmt.read_exit_code(tmp_path, 2) == 5 and fmt.read_exit_code(tmp_path, 1) is None
+    # A command that cannot start is an exit code too (the shell's 127), recorded like any other.
+    argv = [*runner, "--attempt", "3", "--", "no-such-command-here"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 127 and "cannot run 'no-such-command-here'" in done.stderr
+    assert fmt.read_exit_code(tmp_path, 3) == 127
+
+
+# Waits for `go` in its working folder, then exits with the code it was given.
+WAIT_THEN_EXIT = (
+    "import os, sys, time\nwhile not os.path.exists('go'): time.sleep(0.05)\nsys.exit(int(sys.argv[1]))"
+)
+
+
+def test_a_job_adopted_across_a_restart_ends_with_its_own_exit_code(monkeypatch):
+    import os
+    import signal
+
+    from tuneforge.platform.db import Job
+
+    monkeypatch.setenv("TUNEFORGE_MAX_CONCURRENT_JOBS", "3")
+    pids = []
+    try:
+        with make_client(supervise=True) as client:
+            ctx = client.app.state.platform
+            jobs = {}
+            for name, code in (("ok", 0), ("three", 3), ("ended_while_down", 0)):
+                body = command_body(name=name, command=["python", "-c", WAIT_THEN_EXIT, str(code)])
+                jobs[name] = client.post("/api/v1/jobs", json=body).json()["id"]
+            for job_id in jobs.values():
+                wait_state(client, job_id, ("running",), 30)
+                with ctx.store.session() as s:
+                    pids.append(s.get(Job, job_id).pid)
+            work = {name: ctx.jobs_dir / job_id / "work" for name, job_id in jobs.items()}
+        # The control plane is gone; its jobs are not. One of them ends before the next one starts.
+        assert all(not _gone(pid) for pid in pids)
+        (work["ended_while_down"] / "go").touch()
+        _wait_for(lambda: _gone(pids[2]), 30, "the job that ends while no server runs")
+        with make_client(supervise=True) as client:
+            reconciled = {
+                name: [e for e in _events(client, job_id) if e["event"] == "reconciled"]
+                for name, job_id in jobs.items()
+            }
+            assert [r[0]["adopted"] for r in reconciled.values()] == [True, True, False]
+            assert client.get(f"/api/v1/jobs/{jobs['ok']}").json()["state"] == "running"
+            (work["ok"] / "go").touch()
+            (work["three"] / "go").touch()
+            ends = {name: wait_state(client, job_id, TERMINAL, 30) for name, job_id in jobs.items()}
+        assert {name: (j["state"], j["exit_code"]) for name, j in ends.items()} == {
+            "ok": ("succeeded", 0),
+            "three": ("failed", 3),
+            "ended_while_down": ("succeeded", 0),
+        }
+        assert ends["three"]["error"]["message"] == "the worker exited with code 3"
+    finally:
+        for pid in pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_submission_is_checked_before_anything_runs(tiny_llama, monkeypatch):

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         description="Whether the server runs jobs of kind `command` (a user's own script, run with the "
         "server's user rights). false: creating one answers 403.",
     )
+    isolate_command_mounts: bool = Field(
+        default=True,
+        description="Whether a command job runs in a mount namespace of its own where its stored datasets "
+        "and models are mounted read-only. false (or no namespaces on this machine): links and cleared "
+        "write bits only, which root ignores.",
+    )
 
     @property
     def root(self) -> Path:

@@ -6,10 +6,12 @@ The folder of a command job::
       command.json      the request (command, mounts, env, labels)
       work/             the working directory: the uploaded code, unpacked here (never run in place)
         <RELPATH>  ->   a stored dataset's files or a stored model, linked at the path asked for
+                        (read-only while the job runs: its runner bind-mounts the stores read-only)
         <output>   ->   ../output
       output/           what the script may write (TUNEFORGE_OUTPUT_DIR)
       data/<name> ->    every mounted dataset by name (TUNEFORGE_DATA_DIR)
-      worker.log, events.jsonl, metrics.jsonl (from the script's TensorBoard files)
+      worker.log, events.jsonl, metrics.jsonl (from the script's TensorBoard files),
+      exit_code.json    the last attempt's exit code, written by the runner
 
 Standard library only: the control plane imports this.
 """
@@ -86,8 +88,9 @@ class Mount:
 def _read_only(target: Path) -> None:
     """Clear the write bits of a mounted store's files (content-addressed: they are never rewritten).
 
-    A script run as a non-root user then cannot change the stored copy through its link; root ignores
-    file modes, so a server run as root relies on the links alone.
+    The fallback protection only: root ignores file modes and an owner can set them back. What enforces
+    read-only is the runner's mount namespace (command_runner.py), where the stores are bind-mounted
+    read-only; these bits are what is left where namespaces are not available.
     """
     for base, _dirs, files in os.walk(target):
         for f in files:

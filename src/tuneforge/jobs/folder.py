@@ -21,6 +21,7 @@ CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
 TENSORBOARD_DIR = "tensorboard"
 LOSS_SVG = "loss.svg"
+EXIT_CODE_FILE = "exit_code.json"  # a command job's exit code, written by its runner (command_runner.py)
 STEP_RE = re.compile(r"^step-(\d+)$")
 
 # Events the worker writes ...
@@ -37,6 +38,7 @@ QUEUED, LAUNCHED, RESTARTING, RECONCILED, CANCEL_REQUESTED = (
 )
 # A command job (a user's own script) reports no events itself: the control plane writes these for it.
 EXITED, TIME_LIMIT = "exited", "time_limit"
+MOUNTS = "mounts"  # the runner says whether the read-only mounts are enforced (and why not)
 ENDINGS = (FINISHED, FAILED, CANCELLED)
 
 
@@ -50,6 +52,30 @@ def append_event(root: Path, name: str, **fields) -> dict:
     finally:
         os.close(fd)
     return record
+
+
+def write_exit_code(root: Path, attempt: int, exit_code: int) -> None:
+    """Record how an attempt's command ended, atomically (a reader never sees half a file).
+
+    The runner writes it before it exits, so a control plane that re-attached to the job after a restart
+    (and so is not the runner's parent) still learns the code.
+    """
+    target = Path(root) / EXIT_CODE_FILE
+    part = target.with_name(f".{EXIT_CODE_FILE}.{os.getpid()}")
+    part.write_text(json.dumps({"attempt": attempt, "exit_code": exit_code, "time": time.time()}))
+    os.replace(part, target)
+
+
+def read_exit_code(root: Path, attempt: int) -> int | None:
+    """The exit code the runner recorded for ``attempt``; None when there is none (or it is another's)."""
+    try:
+        record = json.loads((Path(root) / EXIT_CODE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("attempt") != attempt:
+        return None
+    code = record.get("exit_code")
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def read_jsonl(path: Path, offset: int = 0, limit: int = 1000) -> tuple[list[dict], int]:

@@ -41,18 +41,36 @@ def outcome(root: Path, exit_code: int | None, cancel_requested: bool) -> Outcom
     return Outcome("failed", {"message": message, "exit_code": exit_code, "log_tail": tail})
 
 
+def known_exit_code(root: Path, attempt: int | None, exit_code: int | None) -> int | None:
+    """The executor's exit code, else the one a command job's runner recorded for this attempt.
+
+    A worker followed across a restart of the control plane is not its child, so the executor cannot
+    tell its code; a command job's runner writes it to the folder (spec jobs report through events).
+    """
+    if exit_code is not None or attempt is None:
+        return exit_code
+    return fmt.read_exit_code(root, attempt)
+
+
 @dataclass
 class Reconciled:
     adopted: bool
     outcome: Outcome | None = None
     reason: str = ""
+    exit_code: int | None = None
 
 
 def reconcile_running(
-    executor: Executor, job_id: str, root: Path, handle: Handle | None, gpus: int
+    executor: Executor,
+    job_id: str,
+    root: Path,
+    handle: Handle | None,
+    gpus: int,
+    attempt: int | None = None,
 ) -> Reconciled:
     """A job left ``running`` by an earlier control plane: follow its worker again, or say how it ended."""
     if handle is not None and executor.adopt(job_id, handle, gpus):
         return Reconciled(True, reason=f"re-attached to worker pid {handle.pid} after a restart")
-    result = outcome(root, None, False)
-    return Reconciled(False, result, "its worker was gone when the control plane restarted")
+    code = known_exit_code(root, attempt, None)
+    result = outcome(root, code, False)
+    return Reconciled(False, result, "its worker was gone when the control plane restarted", code)

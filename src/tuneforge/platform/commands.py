@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from fastapi import HTTPException
 
 from tuneforge.data.readers import FileProblem, Limits, unpack_zip
-from tuneforge.errors import NotFoundError
+from tuneforge.errors import NotFoundError, TuneforgeError
 from tuneforge.jobs import command as cmd
 from tuneforge.settings import env_name
 
@@ -199,8 +200,51 @@ def submit(ctx: Platform, body: CommandJobCreate) -> Job:
     )
 
 
+def read_only_paths(ctx: Platform, spec: dict) -> list[str]:
+    """What a command job's runner mounts read-only: the stores its mounts point into, whole (so that a
+    ``..`` from a mounted folder does not reach a writable sibling), and any mount target outside them."""
+    from tuneforge.data.store import datasets_root
+    from tuneforge.models.store import models_root
+
+    targets: list[tuple[Path, Path]] = []  # (store root, what the mount links to)
+    for d in spec.get("datasets") or []:
+        try:
+            targets.append(
+                (datasets_root(), catalog.dataset_folder(catalog.get_dataset_row(ctx.store, d["name"])))
+            )
+        except (
+            TuneforgeError
+        ):  # deleted since it was submitted: its link dangles, there is nothing to protect
+            continue
+    targets += [(models_root(), models_root() / m["name"]) for m in spec.get("models") or []]
+    paths: list[str] = []
+    for store, target in targets:
+        store, target = store.resolve(), target.resolve()
+        chosen = store if target == store or store in target.parents else target
+        if chosen.is_dir() and str(chosen) not in paths:
+            paths.append(str(chosen))
+    return paths
+
+
+RUNNER = [
+    sys.executable,
+    "-I",
+    "-m",
+    "tuneforge.jobs.command_runner",
+]  # -I: the job's code is not on sys.path
+
+
 def launch_parts(ctx: Platform, row: Job) -> tuple[list[str], dict[str, str], Path]:
-    """argv, the clean environment and the working directory of a command job's next attempt."""
+    """argv, the clean environment and the working directory of a command job's next attempt.
+
+    The command runs under the runner (jobs/command_runner.py), which mounts the stores read-only around
+    it and records its exit code.
+    """
     root = Path(row.folder)
     env = cmd.clean_env(root, row.id, row.spec.get("env") or {})
-    return list(row.spec["command"]), env, root / cmd.WORK_DIR
+    argv = [*RUNNER, "--folder", str(root), "--attempt", str(row.attempt + 1)]
+    for path in read_only_paths(ctx, row.spec):
+        argv += ["--read-only", path]
+    if not ctx.settings.isolate_command_mounts:
+        argv += ["--not-enforced", f"turned off on this server ({env_name('isolate_command_mounts')}=false)"]
+    return [*argv, "--", *row.spec["command"]], env, root / cmd.WORK_DIR

@@ -22,7 +22,7 @@ from sqlalchemy import and_, or_, select
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.executor import Handle, Launch
-from tuneforge.jobs.reconcile import Outcome, outcome, reconcile_running
+from tuneforge.jobs.reconcile import Outcome, known_exit_code, outcome, reconcile_running
 from tuneforge.jobs.tbmetrics import TensorBoardTail
 from tuneforge.spec import TEMPLATES, JobSpec
 
@@ -393,11 +393,13 @@ class Supervisor:
             running = list(s.scalars(select(Job).where(Job.state == "running")))
         for row in running:
             handle = Handle(row.pid, row.pid_ticks) if row.pid else None
-            result = reconcile_running(self.ctx.executor, row.id, Path(row.folder), handle, row.gpus)
+            result = reconcile_running(
+                self.ctx.executor, row.id, Path(row.folder), handle, row.gpus, row.attempt
+            )
             fmt.append_event(Path(row.folder), fmt.RECONCILED, reason=result.reason, adopted=result.adopted)
             log.info("job %s: %s", row.id, result.reason)
             if not result.adopted:
-                self._finish(row.id, result.outcome, None)
+                self._finish(row.id, result.outcome, result.exit_code)
 
     # -- every tick
     def tick(self) -> None:
@@ -410,7 +412,8 @@ class Supervisor:
                     self._follow_command(row)
                 self._copy_progress(row)
                 continue
-            code = status.exit_code if status else None
+            # Not our child (re-attached after a restart): a command job's runner recorded the code.
+            code = known_exit_code(Path(row.folder), row.attempt, status.exit_code if status else None)
             if row.kind == "command":
                 self._read_tensorboard(row, final=True)
             self._copy_progress(row)
@@ -537,7 +540,8 @@ class Supervisor:
             if row is None or row.state != "queued":
                 return
             launch = launch_for(self.ctx, row)
-            argv = launch.argv if row.kind == "command" else launch.argv[3:]
+            # What the user asked to run, not the runner (command) or the worker's Python (spec) around it.
+            argv = list(row.spec["command"]) if row.kind == "command" else launch.argv[3:]
             fmt.append_event(Path(row.folder), fmt.LAUNCHED, attempt=launch.attempt, argv=argv)
             try:
                 handle = self.ctx.executor.submit(launch)
