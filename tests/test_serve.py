@@ -144,7 +144,34 @@ def test_adapters_in_one_batch_each_equal_their_own_model_alone(server, client, 
         t.join()
     assert server.state.engine.peak_running >= 2, "the requests were not batched together"
     server.state.engine.peak_running = max(peak_before, server.state.engine.peak_running)
+    # the server decodes with oneDNN-packed weights; the expected answers came from plain nn.Linear
+    assert server.state.engine.packed_layers > 0
     assert results == expected
+
+
+def test_packed_linear_layers_compute_what_plain_ones_do(serving_models):
+    """A mixed-adapter batch through the packed model: same logits (float32, summation order aside)
+    and the same greedy tokens as the unpacked model; every linear layer, LoRA's included, packed."""
+    import torch
+    from torch import nn
+
+    from tuneforge.models.inference import load_for_serving
+    from tuneforge.serve.engine.packed_linear import PackedLinear, pack_linears
+
+    adapters = {k: str(v) for k, v in serving_models.items() if k != "base"}
+    model = load_for_serving(serving_models["base"], adapters).model
+    linears = sum(1 for m in model.modules() if type(m) is nn.Linear)
+    torch.manual_seed(0)
+    ids = torch.randint(3, 100, (3, 9))
+    names = ["__base__", "alpha", "beta"]
+    with torch.inference_mode():
+        plain = model(input_ids=ids, adapter_names=names).logits
+        assert pack_linears(model, rows_hint=4) == linears > 0
+        assert sum(1 for m in model.modules() if isinstance(m, PackedLinear)) == linears
+        packed = model(input_ids=ids, adapter_names=names).logits
+    assert torch.allclose(packed, plain, atol=1e-5, rtol=1e-5), (packed - plain).abs().max()
+    assert torch.equal(packed.argmax(-1), plain.argmax(-1))
+    assert not torch.allclose(plain[0], plain[1], atol=1e-3), "the adapters must change the logits"
 
 
 def test_greedy_batched_equals_alone(client):
@@ -467,6 +494,7 @@ def test_cli_serve_prints_ready_and_checks_the_key(serving_models, tmp_path):
     try:
         line = proc.stdout.readline()
         assert line.startswith(f"ready http://127.0.0.1:{port} ") and "models=tiny-chat, alpha" in line
+        assert " engine=transformers dtype=float32 " in line
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/v2/health/ready").json() == {"ready": True}
         assert httpx.get(url + "/v1/models").status_code == 401

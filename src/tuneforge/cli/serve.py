@@ -58,8 +58,8 @@ def serve(
     dtype: str = typer.Option(
         "auto",
         "--dtype",
-        help="auto | float32 | bfloat16 | float16. auto: bf16 on CUDA, and on a CPU whose bf16 matmul "
-        "measures faster than fp32 (AVX512-BF16, AMX); else float32.",
+        help="auto | float32 | bfloat16 | float16. auto: bf16 on CUDA, float32 on a CPU (bf16 there is "
+        "faster on AVX512-BF16/AMX chips, but answers then vary with the batch they share).",
     ),
 ):
     """Serve a model (and LoRA adapters on it) over OpenAI, KServe v2 and Triton generate routes."""
@@ -85,9 +85,8 @@ def serve(
         # One parseable line on stdout: supervisors may wait for it or poll /v2/health/ready.
         weights = next(state.served.model.parameters()).dtype if state.served.model is not None else None
         dtype_part = f" dtype={str(weights).removeprefix('torch.')}" if weights is not None else ""
-        console.print(
-            f"ready {url} engine={state.engine.name}{dtype_part} models={ids}", highlight=False, soft_wrap=True
-        )
+        line = f"ready {url} engine={state.engine.name}{dtype_part} models={ids}"
+        console.print(line, highlight=False, soft_wrap=True)
         err_console.print(
             f"try: curl {url}/v1/chat/completions -H 'Content-Type: application/json'"
             + (" -H 'Authorization: Bearer $KEY'" if api_key else "")

@@ -23,7 +23,7 @@ import torch
 from tuneforge.errors import ConfigError
 from tuneforge.models.inference import ServedModel, ServedVariant
 
-from . import attention
+from . import attention, packed_linear
 from .base import BadRequest, Delta, EngineStats, QueueFull, RequestStream, SamplingParams
 from .detokenize import IncrementalText
 from .kv_cache import SlotKVCache
@@ -40,6 +40,7 @@ class EngineConfig:
     max_queue: int = 256
     max_prefill_tokens: int = 2048  # prompt tokens prefilled between two decode steps, at most
     threads: int | None = None
+    pack_weights: bool = True  # oneDNN-packed fp32 linear layers on CPU (packed_linear.py)
 
 
 class NoMetrics:
@@ -96,6 +97,10 @@ class TransformersEngine:
                 f"{type(self.model).__name__} does not take a pluggable attention function; the "
                 "transformers engine serves models that do (Llama, Qwen2, Mistral, Gemma, GPT-2, …)."
             )
+        self.packed_layers = 0
+        if self.config.pack_weights and self.device.type == "cpu":
+            self.packed_layers = packed_linear.pack_linears(self.model, self.config.max_batch_size)
+            log.info("packed %d linear layers for oneDNN", self.packed_layers)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._waiting: collections.deque[_Seq] = collections.deque()
