@@ -611,3 +611,35 @@ def test_n_choices_and_seeded_sampling_repeat(client):
     assert len({c.message.content for c in r.choices}) > 1, "n choices with one seed must still differ"
     again = client.chat.completions.create(n=1, seed=7, **kwargs)
     assert again.choices[0].message.content == r.choices[0].message.content
+
+
+def test_bfloat16_serving_casts_base_and_adapters_and_answers(serving_models):
+    """``--dtype bfloat16``: base and LoRA weights in bf16 (no fp32 adapter cast per step), no packing
+    (oneDNN packing is for float32), and a mixed-adapter batch still answers; a bad dtype is refused."""
+    import torch
+
+    from tuneforge.errors import ConfigError
+    from tuneforge.serve.engine.base import SamplingParams
+    from tuneforge.serve.worker import WorkerConfig, build_state
+
+    adapters = {k: str(v) for k, v in serving_models.items() if k != "base"}
+    state = build_state(WorkerConfig(str(serving_models["base"]), adapters, dtype="bfloat16"))
+    assert {p.dtype for p in state.served.model.parameters()} == {torch.bfloat16}
+    assert state.engine.packed_layers == 0
+
+    async def ask_all():
+        state.engine.start()
+        tok = state.served.variants[BASE].tokenizer
+        ids = tok("Give three tips")["input_ids"]
+        params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+        streams = [state.engine.submit(v, ids, params) for v in (BASE, "alpha", "beta")]
+        return [[d async for d in s] for s in streams]
+
+    try:
+        answers = asyncio.run(ask_all())
+    finally:
+        state.engine.stop()
+    for deltas in answers:
+        assert sum(len(d.token_ids) for d in deltas) == 6 and deltas[-1].finish_reason == "length"
+    with pytest.raises(ConfigError, match="choose one of auto, float32"):
+        build_state(WorkerConfig(str(serving_models["base"]), dtype="fp8"))
