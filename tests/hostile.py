@@ -196,6 +196,23 @@ def _dictionary_bomb(value_mib: int = 1, rows: int = 2300):
     return pa.table({"instruction": pa.array(["a"] * rows), "output": big})
 
 
+def _page_bomb(columns: int = 3, page_mib: int = 120):
+    """A ~15 KB file whose first page in each column decompresses to ``page_mib`` MiB (zstd of one
+    repeated byte): Arrow would decode every column's page before the first 64 rows could be counted."""
+    import pyarrow as pa
+
+    text = pa.array(["x" * 2**20] * page_mib)
+    return pa.table({f"c{i}": text for i in range(columns)})
+
+
+def _damaged_page_header(d: Path) -> list[str]:
+    import pyarrow as pa
+
+    data = bytearray(parquet_bytes(pa.table({"instruction": ["a"] * 50, "output": ["b"] * 50})))
+    data[4:24] = b"\xff" * 20  # the first page header, right after the leading magic
+    return one("h.parquet", bytes(data))(d)
+
+
 # -------------------------------------------------------------------------------------- special files
 
 
@@ -336,6 +353,15 @@ CASES = [
         "TUNEFORGE_MAX_DATASET_MB",
     ),
     Case("parquet_garbage", one("g.parquet", b"PAR1" + os.urandom(3000) + b"PAR1"), 2, "Parquet"),
+    Case(
+        "parquet_page_bomb",
+        parquet_case(
+            "pages.parquet", _page_bomb, compression="zstd", use_dictionary=False, data_page_size=2**30
+        ),
+        2,
+        "held at once",
+    ),
+    Case("parquet_damaged_page_header", _damaged_page_header, 2, "not a readable Parquet file"),
     # zip members that open but fail to read
     Case(
         "zip_bad_crc",

@@ -117,6 +117,43 @@ def test_parquet_folder_and_zip(tmp_path):
     assert len(ok(write(tmp_path / "ds.zip", buf.getvalue())).records) == 4
 
 
+@pytest.mark.parametrize(
+    "write_options",
+    [
+        {"data_page_size": 512, "compression": "snappy"},  # many pages, dictionaries, statistics
+        {"data_page_version": "2.0", "compression": "zstd", "write_page_index": True},
+        {"use_dictionary": False, "compression": "none", "write_statistics": False},
+    ],
+)
+def test_parquet_page_walk_reads_every_page_of_real_writers(tmp_path, write_options):
+    """The page-header walk that bounds decompression (parquet_pages.py) lands exactly on each column
+    chunk's end and finds the decoded sizes the footer declares (which adds the headers' own bytes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tuneforge.data.parquet_pages import chunk_pages
+
+    rows = [
+        {"instruction": f"question {i} " * (i % 7), "output": "answer " * (i % 50), "n": i}
+        for i in range(3000)
+    ]
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1000, **write_options)
+    meta = pq.ParquetFile(path).metadata
+    with open(path, "rb") as fh:
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                chunk = meta.row_group(g).column(c)
+                start = chunk.data_page_offset
+                if chunk.has_dictionary_page and chunk.dictionary_page_offset:
+                    start = min(start, chunk.dictionary_page_offset)
+                pages = chunk_pages(fh, start, chunk.total_compressed_size)
+                assert 0 < pages.total <= chunk.total_uncompressed_size
+                assert pages.total >= chunk.total_uncompressed_size * 0.5, (pages, chunk)
+                assert (pages.dictionary > 0) == chunk.has_dictionary_page
+    assert len(ok(path).records) == 3000
+
+
 def test_advertisegen_column_mapping(tmp_path):
     rows = [{"content": "类型#上衣*颜色#白色", "summary": "这款白色上衣简约大方。"}] * 2
     path = write(tmp_path / "adgen.json", rows)

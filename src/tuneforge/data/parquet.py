@@ -9,7 +9,11 @@ What a hostile Parquet file can do, and what stops it here:
 - Arrow's worker threads, torn down at interpreter exit while still running, abort the process (exit
   134) after its output was printed: everything is read on the calling thread (``use_threads=False``,
   ``pre_buffer=False``), so no Arrow pool is started;
-- a footer declaring millions of columns or deep nesting: Thrift sizes and the schema depth are bounded.
+- a footer declaring millions of columns or deep nesting: Thrift sizes and the schema depth are bounded;
+- a page of repeated bytes that decompresses 20,000-fold (a 70 KB file holding 1.5 GB), in several
+  columns at once: Arrow decodes whole pages, one per column, before any batch can be counted, so the
+  page headers are read first (parquet_pages.py) and a file whose pages would be held at once beyond
+  ``MAX_PAGES_HELD``, or whose pages decode beyond the dataset budget, is refused before decoding.
 """
 
 from __future__ import annotations
@@ -20,11 +24,47 @@ from collections.abc import Iterator
 from tuneforge.errors import Problem
 from tuneforge.settings import env_name
 
+from .parquet_pages import BadPages, chunk_pages
 from .readers import CHUNK, Budget, FileProblem, Limits, _mib
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 64
+# Decoded pages Arrow holds at once (the largest page of every column of a row group, and its
+# dictionary). Writers' defaults are 1 MiB pages (pyarrow, pandas, Spark, DuckDB); 256 MiB is room for
+# wide tables and long texts, far from what a decompression bomb needs.
+MAX_PAGES_HELD = 256 * 2**20
+
+
+def _check_pages(source, meta, name: str, limits: Limits, budget: Budget) -> None:
+    total = 0
+    for g in range(meta.num_row_groups):
+        group, held = meta.row_group(g), 0
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            start = chunk.data_page_offset
+            if chunk.has_dictionary_page and chunk.dictionary_page_offset:
+                start = min(start, chunk.dictionary_page_offset)
+            pages = chunk_pages(source, start, chunk.total_compressed_size)
+            held += pages.largest + pages.dictionary
+            total += pages.total
+        if held > MAX_PAGES_HELD:
+            raise FileProblem(
+                Problem(
+                    f"row group {g}: its pages decode to {held / 2**20:,.0f} MiB held at once (the largest "
+                    f"page of each column), more than {_mib(MAX_PAGES_HELD)}. Write the file with smaller "
+                    "pages (pyarrow's default data_page_size of 1 MiB is fine) or fewer columns.",
+                    file=name,
+                )
+            )
+        if budget.read + total > limits.max_bytes:
+            raise FileProblem(
+                Problem(
+                    f"its pages decode to more than the {_mib(limits.max_bytes)} a dataset may hold "
+                    f"({env_name('max_dataset_mb')}).",
+                    file=name,
+                )
+            )
 
 
 def _depth(arrow_type) -> int:
@@ -92,6 +132,10 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
                 file=name,
             )
         )
+    try:
+        _check_pages(source, meta, name, limits, budget)
+    except (BadPages, OSError) as exc:
+        raise FileProblem(Problem(f"not a readable Parquet file: {_message(exc)}", file=name)) from None
     index = 0
     try:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
