@@ -121,3 +121,64 @@ def test_template_that_rewrites_history_still_trains_the_stop_token(tiny_tokeniz
     )
     result = tokenize_chat(tiny_tokenizer, template, CONV, max_len=None)
     assert trained_text(tiny_tokenizer, result) == "Paris.</s>The weather is nice today.</s>"
+
+
+@pytest.mark.parametrize("max_len", [7, 64, 300])
+def test_a_huge_record_is_cut_like_the_whole_one_without_tokenizing_it_all(tiny_tokenizer, max_len):
+    """Only the head of a long record is tokenized (memory stays in max_len, not in the record), and
+    the ids, labels and truncation flag equal those of tokenizing the whole record and cutting it:
+    chat (the answer starts inside the kept head, or beyond it) and raw text, including text whose
+    characters per token are so many that the head alone would not do."""
+    import tuneforge.data.tokenize as tk
+
+    words = "The quick brown fox jumps over the lazy dog, 今天天气很好 0123456789. "
+    long_user = words * 4000  # ~270k characters
+    cases = [
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": long_user}],
+        [{"role": "user", "content": long_user}, {"role": "assistant", "content": "short answer"}],
+    ]
+    template = CHAT_TEMPLATES["chatml"]
+    texts = [long_user, " " * 200_000 + "end", "x" * 150_000]
+    calls = []
+    real = tk._encode_head
+
+    def whole(tokenizer, text, limit):  # the reference: the record tokenized whole, then cut
+        calls.append(len(text))
+        return real(tokenizer, text, None)
+
+    for messages in cases:
+        head = tokenize_chat(tiny_tokenizer, template, messages, max_len)
+        tk._encode_head = whole
+        try:
+            reference = tokenize_chat(tiny_tokenizer, template, messages, max_len)
+        finally:
+            tk._encode_head = real
+        assert (head.input_ids, head.labels, head.truncated) == (
+            reference.input_ids,
+            reference.labels,
+            reference.truncated,
+        )
+        assert head.truncated and len(head.input_ids) == max_len
+    for text in texts:
+        head = tokenize_pretrain(tiny_tokenizer, text, max_len)
+        tk._encode_head = whole
+        try:
+            reference = tokenize_pretrain(tiny_tokenizer, text, max_len)
+        finally:
+            tk._encode_head = real
+        assert head == reference
+    assert calls, "the reference path must have run"
+
+    seen = []
+    original = tiny_tokenizer.__class__.__call__
+
+    def spy(self, text, *a, **kw):
+        seen.append(len(text))
+        return original(self, text, *a, **kw)
+
+    tiny_tokenizer.__class__.__call__ = spy
+    try:
+        tokenize_chat(tiny_tokenizer, template, cases[0], max_len)
+    finally:
+        tiny_tokenizer.__class__.__call__ = original
+    assert max(seen) <= max_len * tk.CHARS_PER_TOKEN + tk.CUT_MARGIN < len(long_user)
