@@ -224,9 +224,12 @@ def test_openai_client_fine_tunes(server, tmp_path):
     bad = write(tmp_path / "bad.jsonl", '{"messages": [{"role": "user"}]}\n')
     import openai
 
-    with pytest.raises(openai.UnprocessableEntityError) as err:
+    with pytest.raises(openai.BadRequestError) as err:  # 400, as OpenAI answers an invalid file
         client.files.create(file=open(bad, "rb"), purpose="fine-tune")
     assert "line 1" in str(err.value)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(training_file=f.id, model="tiny", hyperparameters={"n_epochs": "many"})
+    assert err.value.param == "hyperparameters.n_epochs", err.value.body
 
     job = client.fine_tuning.jobs.create(
         training_file=f.id,

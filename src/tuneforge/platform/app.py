@@ -102,14 +102,27 @@ def _openai(path: str) -> bool:
     return path.startswith("/v1/")
 
 
+def _param(extra: dict | None) -> str | None:
+    """OpenAI's ``param``: the field of the first problem (``hyperparameters.n_epochs``), if any."""
+    problems = (extra or {}).get("problems") or []
+    first = problems[0] if problems and isinstance(problems[0], dict) else {}
+    loc = first.get("loc") or first.get("field")
+    if isinstance(loc, list):  # pydantic adds the union member it tried: "int", "literal['auto']"
+        skip = {"body", "query", "path", "int", "float", "str", "bool", "list", "dict", "none"}
+        loc = ".".join(str(x) for x in loc if str(x) not in skip and "[" not in str(x))
+    return str(loc) if loc else None
+
+
 def _error(request: Request, status: int, message: str, extra: dict | None = None) -> JSONResponse:
     if _openai(request.url.path):
+        # OpenAI answers an invalid request 400 (the clients raise BadRequestError), never 422
+        status = 400 if status == 422 else status
         kind = {401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error"}
         body = {
             "error": {
                 "message": message,
                 "type": kind.get(status, "invalid_request_error"),
-                "param": None,
+                "param": _param(extra) if status == 400 else None,
                 "code": {401: "invalid_api_key", 404: "not_found"}.get(status),
             }
         }
