@@ -65,6 +65,12 @@ def main() -> None:
         default=0,
         help="torch threads for generate_batch (default: torch's); ours tunes its own",
     )
+    ap.add_argument(
+        "--pack-both",
+        action="store_true",
+        help="give transformers' copy of the model the same oneDNN-packed linear layers as tuneforge's "
+        "engine, so the two schedulers are compared on equal matmuls",
+    )
     args = ap.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -82,6 +88,10 @@ def main() -> None:
         prompts.append(tok(text, add_special_tokens=False)["input_ids"])
     # transformers' manager swaps the attention implementation: give it its own copy of the model
     hf_model = AutoModelForCausalLM.from_pretrained(str(served.base_folder), dtype=torch.float32).eval()
+    if args.pack_both:
+        from tuneforge.serve.engine.packed_linear import pack_linears
+
+        pack_linears(hf_model)
     threads = args.threads or torch.get_num_threads()
     ours, theirs = [], []
     for _ in range(args.repeats):
