@@ -247,7 +247,7 @@ def make_serving_model(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def make_lora_adapter(base: Path, out: Path, seed: int) -> Path:
+def make_lora_adapter(base: Path, out: Path, seed: int, dora: bool = False) -> Path:
     """A LoRA adapter with random (non-zero) B matrices, so its answers differ from the base's."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -256,7 +256,11 @@ def make_lora_adapter(base: Path, out: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base))
     lora = LoraConfig(
-        r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+        r=4,
+        lora_alpha=16,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+        use_dora=dora,
     )
     peft_model = get_peft_model(model, lora)
     peft_model.save_pretrained(str(out))

@@ -82,6 +82,7 @@ def home(tmp_path_factory):
         ctx, _ = build_platform()
         _register(ctx, FT, make_lora_adapter(stored, root / "a1", 1), "job-000000000001")
         _register(ctx, "tiny-beta", make_lora_adapter(stored, root / "a2", 2), "job-000000000002")
+        _register(ctx, "tiny-dora", make_lora_adapter(stored, root / "a3", 3, dora=True), "job-000000000003")
         ctx.store.dispose()
         yield get_settings().root
     finally:
@@ -432,3 +433,33 @@ def test_management_api_rows_and_events_on_both_databases():
         assert api.delete("/api/v1/deployments/tiny-2").status_code == 204
         assert api.get("/api/v1/deployments").json()["data"] == []
         assert api.delete("/api/v1/models/tiny").status_code == 200
+
+
+def test_a_dora_fine_tune_deploys_merged_and_answers_as_trained(server, home):
+    """peft cannot batch DoRA adapters with others: a DoRA fine-tune is served alone, merged into its
+    base (exactly: the answers equal the unmerged adapter's through plain HF generate), the base is not
+    listed beside it, and adding another adapter to it is refused up front."""
+    from tuneforge.evaluate.generate import generate
+    from tuneforge.models.inference import load_for_inference
+
+    http = server.http()
+    r = http.post("/api/v1/deployments", json={"model": "tiny-dora", "adapters": {"b": "tiny-beta"}})
+    assert r.status_code == 422 and "DoRA" in r.json()["detail"]
+    r = http.post("/api/v1/deployments", json={"model": "tiny-dora", "name": "dora"})
+    assert r.status_code == 201, r.text
+    try:
+        dep = _ready(http, "dora")
+        assert dep["model_ids"] == ["tiny-dora"]
+        listed = [m["id"] for m in http.get("/v1/models").json()["data"] if m["deployment"] == "dora"]
+        assert sorted(listed) == ["dora", "dora/tiny-dora", "tiny-dora"]
+        answer = http.post(
+            "/v1/chat/completions",
+            json={"model": "dora", "messages": ASK, "max_tokens": 10, "temperature": 0},
+        ).json()["choices"][0]["message"]["content"]
+        adapter = home / "jobs" / "job-000000000003" / "final"
+        lm = load_for_inference(home / "models" / "tiny-chat", adapter=adapter)
+        assert answer == generate(lm, [ASK], max_new_tokens=10)[0]
+        base = load_for_inference(home / "models" / "tiny-chat")
+        assert answer != generate(base, [ASK], max_new_tokens=10)[0], "the adapter must change the answer"
+    finally:
+        http.delete("/api/v1/deployments/dora")

@@ -44,6 +44,16 @@ def is_adapter(path: str | Path) -> bool:
     return (Path(str(path)).expanduser() / "adapter_config.json").exists()
 
 
+def uses_dora(path: str | Path) -> bool:
+    """A DoRA adapter (``lora.use_dora``): peft cannot batch it with others, so it is served merged."""
+    try:
+        return bool(
+            json.loads((Path(str(path)).expanduser() / "adapter_config.json").read_text()).get("use_dora")
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def adapter_display_name(adapter: Path) -> str:
     """A job's ``final/`` is named after its job folder; any other adapter folder after itself."""
     adapter = adapter.resolve()
@@ -201,6 +211,13 @@ def load_for_serving(
                 f"--adapter {aid}={path} was trained on {trained_on}, not on {base_folder}; serve it "
                 "with its own base."
             )
+    dora = [aid for aid, path in adapters.items() if uses_dora(path)]
+    if dora and len(adapters) > 1:
+        raise ConfigError(
+            f"adapter {dora[0]} is a DoRA adapter: peft cannot decode DoRA adapters in a batch with other "
+            "adapters, so a DoRA fine-tune is served on its own (merged into its base). Serve it in a worker "
+            "(deployment) of its own."
+        )
     model = None
     if load_weights:
         from .precision import serving_dtype
@@ -216,6 +233,16 @@ def load_for_serving(
         # peft keeps adapter weights in fp32; in a bf16 model that is a cast per layer per step
         model.to(next(model.get_base_model().parameters()).dtype)
         log.info("loaded adapters %s on %s", ", ".join(adapters), base_folder)
+    if dora:
+        # DoRA's magnitude and direction fold into plain weights: exact, and as fast as the base. The base
+        # itself is then not served beside it (its weights are gone).
+        aid = dora[0]
+        if model is not None:
+            model = model.merge_and_unload()
+            log.info("DoRA adapter %s merged into %s; the base is not served beside it", aid, base_folder)
+        served = ServedModel(model.eval() if model is not None else None, aid, base_folder)
+        served.variants[aid] = _variant(aid, adapters[aid], base_folder, None, None)
+        return served
     if model is not None:
         model.eval()
     served = ServedModel(model, base_id, base_folder)

@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
+from tuneforge.models.inference import uses_dora
 
 from . import registry
 from .context import Platform
@@ -160,6 +161,12 @@ def create(
 ) -> Deployment:
     resolved = resolve_model(ctx, model)
     _add_adapters(ctx, resolved, adapters or {})
+    dora = [alias for alias, a in resolved.adapters.items() if uses_dora(a["path"])]
+    if dora and len(resolved.adapters) > 1:
+        raise ConfigError(
+            f"adapter {dora[0]} is a DoRA fine-tune: it is served merged into its base, alone (peft cannot "
+            "batch DoRA with other adapters); deploy it without --adapter"
+        )
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     if name is not None and not NAME_RE.match(name):
@@ -172,7 +179,8 @@ def create(
         base_model=resolved.base,
         adapters=resolved.adapters,
         default_model_id=resolved.default_model_id,
-        aliases={"__base__": resolved.base_id, **resolved.aliases},
+        # a DoRA fine-tune is merged into its base in the worker: the base is not served beside it
+        aliases={**({} if dora else {"__base__": resolved.base_id}), **resolved.aliases},
         engine=engine,
         replicas=replicas,
         options={k: v for k, v in (options or {}).items() if v is not None},
@@ -268,7 +276,9 @@ def folder(ctx: Platform, dep_id: str) -> Path:
 
 def model_ids(row: Deployment) -> list[str]:
     """Every model id the deployment's worker answers to: the base, then the adapters."""
-    return [row.aliases.get("__base__", row.default_model_id), *row.adapters]
+    ids = [row.aliases["__base__"]] if "__base__" in row.aliases else []
+    ids += [a for a in row.adapters if a not in ids]
+    return ids or [row.default_model_id]
 
 
 def in_use(ctx: Platform, model: str) -> str | None:

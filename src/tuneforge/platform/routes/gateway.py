@@ -188,7 +188,8 @@ def _model_entries(dep: Deployment) -> list[dict]:
     base = {"object": "model", "created": created, "owned_by": "tuneforge", "deployment": dep.name}
     out = [{**base, "id": dep.name, "root": dep.default_model_id}]
     for mid in service.model_ids(dep):
-        parent = None if mid == dep.aliases.get("__base__") else f"{dep.name}/{dep.aliases.get('__base__')}"
+        base_id = dep.aliases.get("__base__")  # absent when the base is not served (a merged DoRA fine-tune)
+        parent = f"{dep.name}/{base_id}" if base_id and mid != base_id else None
         out.append({**base, "id": f"{dep.name}/{mid}", "root": mid, "parent": parent})
     for name, mid in dep.aliases.items():
         if name != "__base__" and "@" not in name:
