@@ -563,7 +563,8 @@ class DeploymentSupervisor:
                 row = DeploymentReplica(deployment_id=dep_id, replica=w.index, restarts=0)
                 s.add(row)
             row.pid, row.pid_ticks, row.port, row.state = w.handle.pid, w.handle.start_ticks, w.port, state
-            row.started_at = row.started_at if state == "ready" else time.time()
+            if state in ("starting", "restarting"):  # ready / unhealthy keep the worker's start time
+                row.started_at = time.time()
             if restarts is not None:
                 row.restarts = restarts
 
