@@ -51,11 +51,11 @@ MAX_START_FAILURES = 3  # in a row without ever answering ready → the deployme
 READY_TIMEOUT_S = float(os.environ.get("TUNEFORGE_DEPLOY_READY_TIMEOUT", "900"))
 MAX_BACKOFF_S = 30.0
 # Liveness of ready workers. A health answer is trivial (no model work), so 2 s without one means the
-# process is not being scheduled or its event loop is blocked. Three misses in a row, a probe every 3 s,
-# is about 10-12 s of silence before the kill: long enough that a busy machine's hiccup does not restart
-# a worker that holds a warm model (a cold start costs 5-15 s), short enough that a hung one is replaced
-# quickly; it is out of the gateway's rotation from the first miss, so no request waits on it meanwhile.
-# The environment variables are for tests (seconds-long instead of tens of seconds).
+# process is not being scheduled or its event loop is blocked. A probe every 3 s: a hung worker is out
+# of the gateway's rotation within 5 s (the first miss), and killed after three misses in a row, 8 s of
+# silence (about 10 s after it hung): long enough that a busy machine's hiccup does not restart a worker
+# that holds a warm model (a cold start costs 5-15 s), short enough that requests already sent to it
+# (which wait for its answer) do not wait long. The environment variables are for tests.
 PROBE_INTERVAL_S = float(os.environ.get("TUNEFORGE_DEPLOY_PROBE_INTERVAL", "3"))
 PROBE_TIMEOUT_S = float(os.environ.get("TUNEFORGE_DEPLOY_PROBE_TIMEOUT", "2"))
 UNRESPONSIVE_AFTER = int(os.environ.get("TUNEFORGE_DEPLOY_UNRESPONSIVE_AFTER", "3"))
@@ -340,7 +340,10 @@ class DeploymentSupervisor:
         if not w.probe.done():
             return
         problem = w.probe.result()
-        sent, w.probe, w.next_probe = w.probe_sent, None, now + self.probe_interval
+        # Paced from the send, not the answer: a silent worker is asked every interval, not every
+        # interval + timeout.
+        sent, w.probe = w.probe_sent, None
+        w.next_probe = sent + self.probe_interval
         if problem is None:
             if not w.ready:
                 silent = now - (w.silent_since or sent)
