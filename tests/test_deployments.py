@@ -1,10 +1,13 @@
 """Deployments on a real `tuneforge server` (127.0.0.1): a registered fine-tune (an OpenAI ``ft:`` name)
 deployed as base + adapter, called through the gateway by the real openai and tritonclient packages and
 curl with the issue's seed bodies; the token matrix; a SIGKILLed worker comes back; a server restart
-brings the deployment back (adopted after a crash, restarted after a clean stop); stop/start/rm."""
+brings the deployment back (adopted after a crash, restarted after a clean stop); stop/start/rm; a hung
+(SIGSTOPped) worker leaves the rotation and is replaced. The server believes it has 2 GPUs
+(TUNEFORGE_GPUS=2): every worker gets one as CUDA_VISIBLE_DEVICES and still serves on the CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -98,6 +101,14 @@ def server(home):
     from test_platform_server import Server
 
     srv = Server(home)
+    # Two (pretend) GPUs, and liveness probes in seconds instead of tens of seconds: a probe every 0.5 s,
+    # 1.5 s to answer, killed after 4 misses (about 8 s).
+    srv.env.update(
+        TUNEFORGE_GPUS="2",
+        TUNEFORGE_DEPLOY_PROBE_INTERVAL="0.5",
+        TUNEFORGE_DEPLOY_PROBE_TIMEOUT="1.5",
+        TUNEFORGE_DEPLOY_UNRESPONSIVE_AFTER="4",
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -147,6 +158,12 @@ def _events(http, name="ftdemo") -> list[dict]:
 
 def _token(http, scope: str) -> str:
     return http.post("/api/v1/tokens", json={"name": scope, "scope": scope}).json()["token"]
+
+
+def _visible_gpus(pid: int) -> list[int]:
+    from tuneforge.jobs.executor import visible_gpus_of
+
+    return visible_gpus_of(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -364,6 +381,7 @@ def test_server_crash_adopts_and_clean_restart_restarts(server, deployed):
     http = server.http()
     d = _ready(http, timeout=30)
     assert d["workers"][0]["pid"] == pid  # adopted, not restarted
+    assert d["workers"][0]["gpus"] == _visible_gpus(pid)  # its GPU, found in its environment
     assert any("adopted" in e["message"] for e in _events(http))
     server.stop()  # a clean stop ends the workers; the deployment stays wanted
     _wait(lambda: not _alive(pid), 15, "the worker to end with the server")
@@ -406,6 +424,135 @@ def test_bad_requests_are_clear(server):
     out = server.cli("deployments", "create", "--model", "tiny-chat", "--adapter", "oops", check=False)
     assert out.returncode == 2 and "ALIAS=MODEL" in out.stderr
     assert sys.executable  # (keeps the import used on every platform)
+
+
+def test_a_hung_worker_leaves_the_rotation_at_once_and_is_replaced(server):
+    """SIGSTOP: the process lives but answers nothing. Out of rotation at the first missed probe (the
+    other replica serves; with none left the gateway says 503 at once instead of hanging), back in
+    rotation if it answers again, SIGKILLed and restarted after 4 misses."""
+    http = server.http()
+    http.delete("/api/v1/deployments/ftdemo")  # if an earlier test left it: it would hold a GPU
+    r = http.post("/api/v1/deployments", json={"model": "tiny-chat", "name": "live", "replicas": 2})
+    assert r.status_code == 201, r.text
+
+    def workers(need_ready: int = 2):
+        d = _dep(http, "live")
+        assert d["state"] != "failed", d
+        ws = {w["replica"]: w for w in d["workers"] if w["ready"]}
+        return ws if len(ws) >= need_ready else None
+
+    ws = _wait(workers, 180, "two ready replicas")
+    a, b = ws[0]["pid"], ws[1]["pid"]
+    # One GPU each from the pool, as CUDA_VISIBLE_DEVICES; CPU-only torch serves on the CPU regardless.
+    assert sorted([ws[0]["gpus"], ws[1]["gpus"]]) == [[0], [1]]
+    assert _visible_gpus(a) == ws[0]["gpus"] and _visible_gpus(b) == ws[1]["gpus"]
+
+    def ask():
+        body = {"model": "live", "messages": ASK, "max_tokens": 2}
+        return http.post("/v1/chat/completions", json=body, timeout=30)
+
+    assert ask().status_code == 200
+    os.kill(a, signal.SIGSTOP)
+    os.kill(b, signal.SIGSTOP)
+    try:
+        _wait(lambda: workers(0) == {}, 15, "both replicas out of rotation")
+        start = time.monotonic()
+        r = ask()
+        assert r.status_code == 503 and time.monotonic() - start < 3, r.text
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(b, signal.SIGCONT)  # b recovers before its 4th miss: back in rotation, not restarted
+    _wait(lambda: (workers(1) or {}).get(1), 15, "replica 1 back in rotation")
+    for _ in range(4):  # a is still stopped: round robin over b alone, no request waits on a
+        assert ask().status_code == 200
+    killed = _wait(
+        lambda: [e for e in _events(http, "live") if e["event"] == "unresponsive"], 30, "unresponsive"
+    )
+    assert len(killed) == 1 and killed[0]["message"].startswith(f"replica 0 (pid {a}) did not answer")
+    assert "killed" in killed[0]["message"] and not _alive(a)
+    ws = _wait(workers, 120, "replica 0 restarted")
+    assert ws[0]["pid"] != a and ws[0]["restarts"] == 1 and ws[0]["gpus"] == _visible_gpus(ws[0]["pid"])
+    assert ws[1]["pid"] == b and ws[1]["restarts"] == 0
+    messages = [e["message"] for e in _events(http, "live")]
+    assert any(m.startswith("replica 1 answers again after") for m in messages)
+    assert ask().status_code == 200
+    assert http.delete("/api/v1/deployments/live").status_code == 204
+    assert not _alive(b)
+
+
+FAKE_WORKER = (
+    "import json, os, time; "
+    "json.dump(os.environ.get('CUDA_VISIBLE_DEVICES'), open(f'cvd-{os.getpid()}.json', 'w')); "
+    "time.sleep(60)"
+)
+
+
+def test_replicas_lease_gpus_from_the_jobs_pool_and_wait_for_one(monkeypatch):
+    """The supervisor's GPU bookkeeping, ticked by hand, with workers that only write down their
+    CUDA_VISIBLE_DEVICES (no model): 2 GPUs, 3 replicas → the third waits; a job cannot start either;
+    a crash gives its GPU to the waiting replica; removal gives all back. No GPUs → env untouched."""
+    from platformhelp import fake_model
+    from tuneforge.jobs.executor import Launch, LocalExecutor
+    from tuneforge.platform import deployments as service
+    from tuneforge.platform import replicas
+    from tuneforge.platform.app import build_platform
+
+    monkeypatch.setattr(replicas, "WORKER", [sys.executable, "-c", FAKE_WORKER])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "as-before")
+    fake_model("tiny")
+
+    def seen(ctx, dep, pid) -> str:
+        path = service.folder(ctx, dep.id) / f"cvd-{pid}.json"
+        _wait(path.exists, 20, f"worker {pid} to write its environment")
+        return json.loads(path.read_text())
+
+    ctx, _ = build_platform(executor=LocalExecutor(max_concurrent=4, gpu_count=2))
+    sup = ctx.extras["deployments"]
+    try:
+        dep = service.create(ctx, "tiny", name="three", replicas=3)
+        sup.tick()
+        ws = {w["replica"]: w for w in sup.workers(dep.id)}
+        assert sorted(ws) == [0, 1] and (ws[0]["gpus"], ws[1]["gpus"]) == ([0], [1])
+        assert seen(ctx, dep, ws[0]["pid"]) == "0" and seen(ctx, dep, ws[1]["pid"]) == "1"
+        waits = [e for e in service.events(ctx, "three") if e["event"] == "waiting"]
+        assert len(waits) == 1 and waits[0]["message"].startswith("replica 2 waits for a GPU")
+        sup.tick()  # still waiting: no second event for the same wait
+        assert [e["event"] for e in service.events(ctx, "three")].count("waiting") == 1
+        assert service.get(ctx, "three").state == "starting"
+        assert not ctx.executor.can_start(1)  # what the job queue asks: a job waits too
+
+        os.kill(ws[0]["pid"], signal.SIGKILL)
+        _wait(lambda: not _alive(ws[0]["pid"]) or sup._slots[dep.id][0].worker.exit_code() is not None, 10)
+        sup.tick()  # replica 0 crashed: its GPU goes to the waiting replica 2, replica 0 waits in turn
+        ws = {w["replica"]: w for w in sup.workers(dep.id)}
+        assert sorted(ws) == [1, 2] and ws[2]["gpus"] == [0] and seen(ctx, dep, ws[2]["pid"]) == "0"
+
+        def replica_0_waits():  # after its restart backoff
+            sup.tick()
+            return [e["event"] for e in service.events(ctx, "three")].count("waiting") == 2
+
+        _wait(replica_0_waits, 10, "replica 0 waiting for a GPU")
+        assert sorted(w["replica"] for w in sup.workers(dep.id)) == [1, 2]
+
+        service.remove(ctx, "three")
+        sup.tick()
+        assert not sup.workers(dep.id) and ctx.executor.can_start(2)
+        ctx.executor.submit(Launch("job-1", [sys.executable, "-c", "pass"], ctx.jobs_dir / "job-1", gpus=2))
+        assert ctx.executor._gpus["job-1"] == [0, 1]  # the job got both back
+    finally:
+        sup.stop()
+        ctx.store.dispose()
+
+    ctx, _ = build_platform(executor=LocalExecutor(max_concurrent=4, gpu_count=0))
+    sup = ctx.extras["deployments"]
+    try:
+        dep = service.create(ctx, "tiny", name="cpu")
+        sup.tick()
+        [w] = sup.workers(dep.id)
+        assert w["gpus"] == [] and seen(ctx, dep, w["pid"]) == "as-before"  # a CPU machine: as it was
+    finally:
+        sup.stop()
+        ctx.store.dispose()
 
 
 @pytest.mark.usefixtures("database_url")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tuneforge.jobs import folder as fmt
-from tuneforge.jobs.executor import Handle, Launch, LocalExecutor, process_start_ticks
+from tuneforge.jobs.executor import Handle, Launch, LocalExecutor, process_start_ticks, visible_gpus_of
 from tuneforge.jobs.reconcile import outcome
 
 
@@ -49,6 +49,57 @@ def test_gpu_slots_through_cuda_visible_devices(tmp_path):
     assert (tmp_path / "b" / "gpus").read_text() == "2"
     wait(lambda: ex.poll("a").running is False)
     assert ex.can_start(2)
+
+
+def test_leases_for_serving_replicas_come_from_the_jobs_gpu_pool(tmp_path):
+    ex = LocalExecutor(max_concurrent=4, gpu_count=2)
+    assert ex.lease_gpus("deployment:d/0", 1) == [0]
+    assert ex.lease_gpus("deployment:d/0", 1) == [0]  # the same holder asks again: the same GPU
+    assert not ex.can_start(2) and ex.can_start(1)
+    code = "import os; open('gpus','w').write(os.environ['CUDA_VISIBLE_DEVICES']); import time; time.sleep(5)"
+    ex.submit(Launch("a", script(code), tmp_path / "a", gpus=1))
+    wait(lambda: (tmp_path / "a" / "gpus").exists())
+    assert (tmp_path / "a" / "gpus").read_text() == "1"  # not the leased one
+    assert ex.lease_gpus("deployment:d/1", 1) is None and not ex.can_start(0)  # all held
+    ex.release_gpus("deployment:d/0")
+    assert ex.lease_gpus("deployment:d/1", 1) == [0]
+    # After a restart of the control plane: the GPU a running worker was given, read from its environment
+    proc = subprocess.Popen(script("import time; time.sleep(10)"), env={"CUDA_VISIBLE_DEVICES": "1"})
+    try:
+        wait(lambda: visible_gpus_of(proc.pid) is not None)  # exec'd: its own environment
+        fresh = LocalExecutor(max_concurrent=4, gpu_count=2)
+        assert fresh.lease_gpus("deployment:d/1", 1, pid=proc.pid) == [1]
+        assert fresh.lease_gpus("deployment:d/2", 1) == [0]
+    finally:
+        proc.kill()
+        proc.wait()
+    ex.cancel("a", grace_s=1)
+    assert LocalExecutor(max_concurrent=4, gpu_count=0).lease_gpus("x", 1) == []  # no GPUs: nothing to hold
+
+
+def test_a_job_waits_in_the_queue_while_deployments_hold_every_gpu(monkeypatch):
+    from tuneforge.platform import jobs as service
+    from tuneforge.platform.app import build_platform
+
+    def launch_for(ctx, row):
+        root = Path(row.folder)
+        return Launch(row.id, script(row.spec["script"]), root, {}, root, row.gpus, row.attempt + 1)
+
+    monkeypatch.setattr(service, "launch_for", launch_for)
+    platform, _ = build_platform(executor=LocalExecutor(max_concurrent=2, gpu_count=2))
+    try:
+        for i in range(2):
+            platform.executor.lease_gpus(f"deployment:d/{i}", 1)
+        job = _job(platform, "import os; open('gpus','w').write(os.environ['CUDA_VISIBLE_DEVICES'])", gpus=1)
+        for _ in range(3):
+            platform.supervisor.tick()
+        assert _row(platform, job.id).state == "queued"
+        platform.executor.release_gpus("deployment:d/1")
+        _run_until_idle(platform)
+        assert _row(platform, job.id).state == "succeeded"
+        assert (Path(_row(platform, job.id).folder) / "gpus").read_text() == "1"
+    finally:
+        platform.store.dispose()
 
 
 def test_exit_codes_signals_and_cancel_escalates_to_sigkill(tmp_path):

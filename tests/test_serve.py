@@ -450,6 +450,39 @@ def test_malformed_binary_tensors_get_400(server):
 
 
 # -- the queue bound and disconnects ----------------------------------------------------------------
+def test_a_stuck_engine_thread_makes_the_worker_not_ready(server, monkeypatch):
+    """What the deployment supervisor's liveness probe reads: /v2/health/ready turns 503 while the
+    engine thread makes no progress (here: a decode step that blocks), and 200 again once it moves."""
+    from tuneforge.serve.engine import transformers_engine
+
+    engine = server.state.engine
+    go, original = threading.Event(), engine._decode_step
+
+    def blocked_step():
+        go.wait(20)
+        original()
+
+    monkeypatch.setattr(transformers_engine, "STALL_S", 0.5)
+    monkeypatch.setattr(engine, "_decode_step", blocked_step)
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as http:
+        assert http.get("/v2/health/ready").status_code == 200
+        body = {"model": BASE, "prompt": "hi", "max_tokens": 4, "ignore_eos": True}
+        answer = {}
+        ask = threading.Thread(target=lambda: answer.update(r=http.post("/v1/completions", json=body)))
+        ask.start()
+        try:
+            deadline = time.monotonic() + 10
+            while http.get("/v2/health/ready").status_code == 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert http.get("/v2/health/ready").status_code == 503
+            assert http.get("/v2/health/live").status_code == 200  # the process itself answers
+        finally:
+            go.set()
+        ask.join(30)
+        assert answer["r"].status_code == 200
+        assert http.get("/v2/health/ready").status_code == 200
+
+
 def test_full_queue_answers_503_and_recovers_and_a_disconnect_frees_its_slot(serving_models):
     with start_server(serving_models, max_batch_size=1, max_queue=1) as s:
         engine = s.state.engine

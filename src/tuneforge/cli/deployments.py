@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tuneforge.errors import ConfigError
@@ -68,7 +69,8 @@ def show(d: dict, events: list[dict] | None = None) -> None:
         table.add_row(f"[bold]{k}[/]", v)
     console.print(table)
     if d.get("last_error"):
-        console.print(f"[red]last error[/]: {d['last_error']}", highlight=False, markup=False)
+        # the label in red; the error text (a worker's log tail) printed as is, never as markup
+        console.print(f"[red]last error[/]: {escape(d['last_error'])}", highlight=False)
     if events:
         t = Table("time", "event", "message", title="events")
         for e in events[-20:]:

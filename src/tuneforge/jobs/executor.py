@@ -77,6 +77,14 @@ class Executor(ABC):
     def shutdown(self) -> None:  # noqa: B027 (optional for implementations)
         """Stop following workers; they keep running and are adopted on the next start."""
 
+    def lease_gpus(self, holder: str, count: int, pid: int | None = None) -> list[int] | None:
+        """GPU indices for a holder that is not a job (a serving replica), from the same pool as jobs;
+        None while not enough are free. An executor without local GPUs hands out none."""
+        return [] if count <= 0 else None
+
+    def release_gpus(self, holder: str) -> None:  # noqa: B027 (optional for implementations)
+        """Give back what ``lease_gpus`` handed to ``holder`` (nothing when it holds none)."""
+
 
 def detect_gpus() -> int:
     """GPUs on this machine without importing torch: the driver's /proc entries, else nvidia-smi."""
@@ -105,6 +113,23 @@ def process_start_ticks(pid: int) -> int | None:
     return int(rest[19])
 
 
+def visible_gpus_of(pid: int) -> list[int] | None:
+    """The GPU indices a running process was given (its CUDA_VISIBLE_DEVICES), None when unknown: how
+    an adopted worker's GPUs are found again after a restart of the control plane."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in environ:
+        if item.startswith(b"CUDA_VISIBLE_DEVICES="):
+            value = item.split(b"=", 1)[1].decode(errors="replace").strip()
+            try:
+                return [int(g) for g in value.split(",") if g.strip()]
+            except ValueError:  # UUIDs or names: not ours
+                return None
+    return None
+
+
 def alive(handle: Handle) -> bool:
     ticks = process_start_ticks(handle.pid)
     return ticks is not None and (handle.start_ticks is None or ticks == handle.start_ticks)
@@ -119,6 +144,8 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen] = {}
         self._adopted: dict[str, Handle] = {}
+        # Holder → GPU indices: jobs by id, and leases of other holders (serving replicas), so that one
+        # pool decides who runs where and a job waits while deployments hold every GPU.
         self._gpus: dict[str, list[int]] = {}
 
     # -- capacity
@@ -219,9 +246,36 @@ class LocalExecutor(Executor):
             return False
         with self._lock:
             self._adopted[job_id] = handle
-            free = self._free_gpus()
-            self._gpus[job_id] = free[: self._gpus_needed(gpus)]
+            self._gpus[job_id] = self._gpus_of(handle.pid, self._gpus_needed(gpus))
         return True
+
+    def _gpus_of(self, pid: int, count: int) -> list[int]:
+        """What an adopted process really uses (its environment), else the first free ones."""
+        known = visible_gpus_of(pid) if self.gpu_count else None
+        if known is not None and all(0 <= g < self.gpu_count for g in known):
+            return known
+        return self._free_gpus()[:count]
+
+    def lease_gpus(self, holder: str, count: int, pid: int | None = None) -> list[int] | None:
+        """``count`` free GPUs for ``holder`` (a serving replica), or None while not enough are free;
+        with ``pid``, the GPUs that running process was given (adoption after a restart)."""
+        if self.gpu_count == 0 or count <= 0:
+            return []
+        with self._lock:
+            if holder in self._gpus:
+                return self._gpus[holder]
+            if pid is not None:
+                self._gpus[holder] = self._gpus_of(pid, count)
+                return self._gpus[holder]
+            free = self._free_gpus()
+            if len(free) < count:
+                return None
+            self._gpus[holder] = free[:count]
+            return self._gpus[holder]
+
+    def release_gpus(self, holder: str) -> None:
+        with self._lock:
+            self._gpus.pop(holder, None)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -6,10 +6,23 @@ backoff (an event each time); one that never becomes ready three times in a row 
 with its log tail. On a clean shutdown the workers are terminated and the deployments keep their state,
 so the next start brings back those that were up; after a crash of the control plane, live workers
 that still answer with their key are adopted and the others are killed and started again.
+
+Liveness: a worker that stays alive but stops answering (a deadlock, a stuck engine thread, SIGSTOP)
+would otherwise keep receiving traffic forever. Every ready worker's ``/v2/health/ready`` (503 when its
+engine thread is dead or has not stepped for minutes: serve/) is probed every few seconds with a short
+timeout. The probes run on a small thread pool and the loop only collects finished ones, so one hung
+worker never stalls the supervision of the others. The first failed probe takes the worker out of the
+gateway's rotation; one that answers again rejoins it; after ``unresponsive_after`` failures in a row
+its process group is SIGKILLed and it is restarted through the crash path (event ``unresponsive``).
+
+GPUs: on a machine with GPUs each replica leases one from the job executor's pool (the one place that
+hands out GPU indices), gets it as ``CUDA_VISIBLE_DEVICES`` and gives it back when it ends; while none
+is free the replica waits (event ``waiting``) and a job that needs one waits in the queue likewise.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import os
@@ -37,6 +50,15 @@ WORKER = [sys.executable, "-m", "tuneforge.cli.main"]
 MAX_START_FAILURES = 3  # in a row without ever answering ready → the deployment fails
 READY_TIMEOUT_S = float(os.environ.get("TUNEFORGE_DEPLOY_READY_TIMEOUT", "900"))
 MAX_BACKOFF_S = 30.0
+# Liveness of ready workers. A health answer is trivial (no model work), so 2 s without one means the
+# process is not being scheduled or its event loop is blocked. A probe every 3 s: a hung worker is out
+# of the gateway's rotation within 5 s (the first miss), and killed after three misses in a row, 8 s of
+# silence (about 10 s after it hung): long enough that a busy machine's hiccup does not restart a worker
+# that holds a warm model (a cold start costs 5-15 s), short enough that requests already sent to it
+# (which wait for its answer) do not wait long. The environment variables are for tests.
+PROBE_INTERVAL_S = float(os.environ.get("TUNEFORGE_DEPLOY_PROBE_INTERVAL", "3"))
+PROBE_TIMEOUT_S = float(os.environ.get("TUNEFORGE_DEPLOY_PROBE_TIMEOUT", "2"))
+UNRESPONSIVE_AFTER = int(os.environ.get("TUNEFORGE_DEPLOY_UNRESPONSIVE_AFTER", "3"))
 
 
 @dataclass
@@ -46,8 +68,15 @@ class Worker:
     key: str
     handle: Handle
     proc: subprocess.Popen | None = None  # None when adopted from an earlier control plane
-    ready: bool = False
+    ready: bool = False  # in the gateway's rotation
     started: float = field(default_factory=time.monotonic)
+    gpus: list[int] = field(default_factory=list)  # leased from the executor's pool
+    ever_ready: bool = False  # once ready, liveness probes decide; before, the start-up checks do
+    probe: concurrent.futures.Future | None = None
+    probe_sent: float = 0.0
+    next_probe: float = 0.0
+    missed: int = 0  # liveness probes failed in a row
+    silent_since: float | None = None  # when the first of them was sent
 
     def exit_code(self) -> int | None:
         """None while it runs; its exit status (or -1 when adopted and gone) once it ended."""
@@ -65,6 +94,12 @@ class Slot:
     failures: int = 0  # consecutive starts that ended before ready
     restarts: int = 0
     next_start: float = 0.0
+    waiting_gpu: bool = False  # the "waiting" event was written for the current wait
+
+
+def _holder(dep_id: str, index: int) -> str:
+    """A replica's name in the executor's GPU pool (job ids never look like this)."""
+    return f"deployment:{dep_id}/{index}"
 
 
 def free_port() -> int:
@@ -94,8 +129,18 @@ def terminate_group(pid: int, ticks: int | None, grace_s: float = 10.0) -> None:
 
 
 class DeploymentSupervisor:
-    def __init__(self, ctx: Platform, interval: float = 0.5):
+    def __init__(
+        self,
+        ctx: Platform,
+        interval: float = 0.5,
+        probe_interval: float = PROBE_INTERVAL_S,
+        probe_timeout: float = PROBE_TIMEOUT_S,
+        unresponsive_after: int = UNRESPONSIVE_AFTER,
+    ):
         self.ctx, self.interval = ctx, interval
+        self.probe_interval, self.probe_timeout = probe_interval, probe_timeout
+        self.unresponsive_after = max(1, unresponsive_after)
+        self._probes = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="tuneforge-probe")
         self._lock = threading.RLock()
         self._slots: dict[str, dict[int, Slot]] = {}
         self._rr: dict[str, itertools.count] = {}
@@ -128,7 +173,7 @@ class DeploymentSupervisor:
             slots = sorted(self._slots.get(dep_id, {}).items())
             return [
                 {"replica": i, "pid": s.worker.handle.pid, "port": s.worker.port, "ready": s.worker.ready,
-                 "restarts": s.restarts}
+                 "restarts": s.restarts, "gpus": s.worker.gpus}
                 for i, s in slots
                 if s.worker is not None
             ]  # fmt: skip
@@ -161,6 +206,7 @@ class DeploymentSupervisor:
             dep_ids = list(self._slots)
         for dep_id in dep_ids:
             self.terminate(dep_id, forget=False)
+        self._probes.shutdown(wait=False, cancel_futures=True)
         self._flush_requests()
 
     def _loop(self) -> None:
@@ -176,18 +222,19 @@ class DeploymentSupervisor:
     def _starting(self) -> bool:
         with self._lock:
             slots = [s for by_index in self._slots.values() for s in by_index.values()]
-            return any(s.worker is not None and not s.worker.ready for s in slots)
+            return any(s.worker is not None and not s.worker.ever_ready for s in slots)
 
     def terminate(self, dep_id: str, forget: bool = True) -> None:
         with self._lock:
             slots = self._slots.pop(dep_id, {}) if forget else dict(self._slots.get(dep_id, {}))
-        for slot in slots.values():
+        for index, slot in slots.items():
             w = slot.worker
             if w is not None:
                 terminate_group(w.handle.pid, w.handle.start_ticks)
                 if w.proc is not None:
                     w.proc.wait(timeout=5)
                 slot.worker = None
+            self.ctx.executor.release_gpus(_holder(dep_id, index))
 
     def reset(self, dep_id: str) -> None:
         """A (re)start by request: forget past failures."""
@@ -206,8 +253,14 @@ class DeploymentSupervisor:
             wanted = dep is not None and dep.desired == "running" and dep.state in ("starting", "ready")
             key = self._read_key(r.deployment_id, r.replica)
             if wanted and alive(handle) and key and r.port and self._healthy(r.port):
+                # Its GPU is the one in its environment: the pool must not hand it to anyone else.
+                gpus = self.ctx.executor.lease_gpus(
+                    _holder(dep.id, r.replica), self._gpus_per_replica(), r.pid
+                )
                 with self._lock:
-                    w = Worker(r.replica, r.port, key, handle, None, ready=True)
+                    w = Worker(
+                        r.replica, r.port, key, handle, None, ready=True, gpus=gpus or [], ever_ready=True
+                    )
                     self._slots.setdefault(dep.id, {})[r.replica] = Slot(w, restarts=r.restarts)
                 self._event(dep.id, "ready", f"replica {r.replica}: adopted running worker pid {r.pid}")
                 continue
@@ -254,9 +307,14 @@ class DeploymentSupervisor:
                 if dep.id not in self._slots:  # the deployment failed
                     return
                 continue
-            if not w.ready:
+            if w.ever_ready:
+                self._check_liveness(dep, slot, w)
+                if dep.id not in self._slots:  # the deployment failed
+                    return
+            elif not w.ready:
                 if self._healthy(w.port):
-                    w.ready, slot.failures = True, 0
+                    w.ready, w.ever_ready, slot.failures = True, True, 0
+                    w.next_probe = time.monotonic() + self.probe_interval
                     self._update_replica(dep.id, w, "ready")
                     took = time.monotonic() - w.started
                     self._event(
@@ -272,7 +330,95 @@ class DeploymentSupervisor:
         if state != dep.state:
             self._set_state(dep.id, state, started=state == "ready")
 
+    def _check_liveness(self, dep: Deployment, slot: Slot, w: Worker) -> None:
+        """Send a probe when one is due; act on the one that finished. Never waits for an answer."""
+        now = time.monotonic()
+        if w.probe is None:
+            if now >= w.next_probe:
+                w.probe_sent, w.probe = now, self._probes.submit(self._probe, w.port)
+            return
+        if not w.probe.done():
+            return
+        problem = w.probe.result()
+        # Paced from the send, not the answer: a silent worker is asked every interval, not every
+        # interval + timeout.
+        sent, w.probe = w.probe_sent, None
+        w.next_probe = sent + self.probe_interval
+        if problem is None:
+            if not w.ready:
+                silent = now - (w.silent_since or sent)
+                with self._lock:
+                    w.ready = True
+                self._update_replica(dep.id, w, "ready")
+                if w.missed:
+                    self._event(
+                        dep.id, "ready",
+                        f"replica {w.index} answers again after {silent:.1f}s: back in rotation",
+                        replica=w.index,
+                    )  # fmt: skip
+            w.missed, w.silent_since = 0, None
+            return
+        w.missed += 1
+        w.silent_since = w.silent_since or sent
+        silent = now - w.silent_since
+        if w.ready:
+            with self._lock:
+                w.ready = False
+            self._update_replica(dep.id, w, "unhealthy")
+            self._event(
+                dep.id, "unhealthy",
+                f"replica {w.index} (pid {w.handle.pid}) {problem}: out of rotation",
+                replica=w.index,
+            )  # fmt: skip
+        if w.missed < self.unresponsive_after:
+            return
+        log.warning("deployment %s: replica %d %s for %.1fs; killing it", dep.name, w.index, problem, silent)
+        _signal_group(w.handle.pid, signal.SIGKILL)
+        if w.proc is not None:
+            w.proc.wait(timeout=10)
+        else:
+            deadline = time.monotonic() + 5
+            while alive(w.handle) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        why = f"{problem}; no good answer for {silent:.1f}s ({w.missed} probes in a row): killed"
+        self._crashed(dep, slot, 128 + signal.SIGKILL, event="unresponsive", why=why)
+
+    def _probe(self, port: int) -> str | None:
+        """None when the worker answers ready; else what went wrong (runs on the probe pool)."""
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=self.probe_timeout)
+        except httpx.TimeoutException:
+            return f"did not answer its health check within {self.probe_timeout:g}s"
+        except httpx.HTTPError as exc:
+            return f"health check failed ({type(exc).__name__})"
+        if r.status_code != 200:
+            return f"answered {r.status_code} to its health check (engine not running)"
+        return None
+
+    def _gpus_per_replica(self) -> int:
+        # Every engine runs on a GPU where there is one (vLLM always, transformers puts the model on
+        # CUDA when it sees one); a CPU-only machine leases nothing and changes nothing.
+        return 1 if self.ctx.executor.gpu_count > 0 else 0
+
+    def _lease_gpus(self, dep: Deployment, slot: Slot, index: int) -> list[int] | None:
+        gpus = self.ctx.executor.lease_gpus(_holder(dep.id, index), self._gpus_per_replica())
+        if gpus is None:
+            if not slot.waiting_gpu:
+                slot.waiting_gpu = True
+                self._event(
+                    dep.id, "waiting",
+                    f"replica {index} waits for a GPU: all {self.ctx.executor.gpu_count} are held by "
+                    "jobs and deployments",
+                    replica=index,
+                )  # fmt: skip
+            return None
+        slot.waiting_gpu = False
+        return gpus
+
     def _spawn(self, dep: Deployment, slot: Slot, index: int) -> None:
+        gpus = self._lease_gpus(dep, slot, index)
+        if gpus is None:
+            return  # tried again next tick
         root = service.folder(self.ctx, dep.id)
         root.mkdir(parents=True, exist_ok=True)
         port, key = free_port(), secrets.token_urlsafe(24)
@@ -292,6 +438,8 @@ class DeploymentSupervisor:
             "TUNEFORGE_SERVE_API_KEY": key,
             "PYTHONUNBUFFERED": "1",
         }
+        if self.ctx.executor.gpu_count:  # as jobs get theirs; a CPU-only machine's environment as is
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         key_file = root / f"replica-{index}.key"
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -310,19 +458,33 @@ class DeploymentSupervisor:
                     start_new_session=True,  # its own group: stop reaches every child, Ctrl-C does not
                 )
             except OSError as exc:
+                self.ctx.executor.release_gpus(_holder(dep.id, index))
                 self._fail(dep.id, f"could not start the worker: {exc}")
                 return
-        slot.worker = Worker(index, port, key, Handle(proc.pid, process_start_ticks(proc.pid)), proc)
+        handle = Handle(proc.pid, process_start_ticks(proc.pid))
+        slot.worker = Worker(index, port, key, handle, proc, gpus=gpus)
         self._update_replica(dep.id, slot.worker, "starting", restarts=slot.restarts)
-        log.info("deployment %s: replica %d pid %d port %d", dep.name, index, proc.pid, port)
+        log.info(
+            "deployment %s: replica %d pid %d port %d gpus %s",
+            dep.name,
+            index,
+            proc.pid,
+            port,
+            gpus or "none",
+        )
 
-    def _crashed(self, dep: Deployment, slot: Slot, code: int) -> None:
+    def _crashed(
+        self, dep: Deployment, slot: Slot, code: int, event: str = "restarted", why: str | None = None
+    ) -> None:
         w = slot.worker
-        slot.worker = None
+        with self._lock:
+            slot.worker = None
         if w.proc is not None:
             w.proc.wait(timeout=5)
+        self.ctx.executor.release_gpus(_holder(dep.id, w.index))
         tail = self.log_tail(dep.id, w.index)
-        if not w.ready:
+        why = why or f"exited with code {code}"
+        if not w.ever_ready:
             slot.failures += 1
         if slot.failures >= MAX_START_FAILURES:
             message = f"replica {w.index} exited with code {code} before ready {slot.failures} times"
@@ -334,8 +496,8 @@ class DeploymentSupervisor:
         self._update_replica(dep.id, w, "restarting", restarts=slot.restarts)
         self._event(
             dep.id,
-            "restarted",
-            f"replica {w.index} (pid {w.handle.pid}) exited with code {code}; restarting in {backoff:.1f}s",
+            event,
+            f"replica {w.index} (pid {w.handle.pid}) {why}; restarting in {backoff:.1f}s",
             replica=w.index,
             exit_code=code,
             restarts=slot.restarts,
@@ -343,7 +505,7 @@ class DeploymentSupervisor:
         with self.ctx.store.session() as s:
             row = s.get(Deployment, dep.id)
             if row is not None:
-                row.last_error = f"replica {w.index} exited with code {code}:\n{tail}"
+                row.last_error = f"replica {w.index} {why}:\n{tail}"
 
     def _fail(self, dep_id: str, message: str) -> None:
         self.terminate(dep_id)
@@ -404,7 +566,8 @@ class DeploymentSupervisor:
                 row = DeploymentReplica(deployment_id=dep_id, replica=w.index, restarts=0)
                 s.add(row)
             row.pid, row.pid_ticks, row.port, row.state = w.handle.pid, w.handle.start_ticks, w.port, state
-            row.started_at = row.started_at if state == "ready" else time.time()
+            if state in ("starting", "restarting"):  # ready / unhealthy keep the worker's start time
+                row.started_at = time.time()
             if restarts is not None:
                 row.restarts = restarts
 

@@ -46,7 +46,9 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
     else:
         from .engine.transformers_engine import EngineConfig, TransformersEngine
 
-        served = load_for_serving(config.model, config.adapters, config.name, dtype=config.dtype)
+        served = load_for_serving(
+            config.model, config.adapters, config.name, device=_device(), dtype=config.dtype
+        )
         engine = TransformersEngine(
             served,
             EngineConfig(
@@ -58,6 +60,14 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
             metrics,
         )
     return ServingState(served, engine, metrics, default_max_tokens=config.default_max_tokens)
+
+
+def _device() -> str | None:
+    """The GPU this worker was given (the supervisor sets CUDA_VISIBLE_DEVICES to its lease), else the
+    CPU. With CUDA_VISIBLE_DEVICES naming a GPU that CPU-only torch cannot see, this is the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
 
 
 def run(state: ServingState, host: str, port: int, api_key: str | None, on_ready=None) -> None:

@@ -30,6 +30,11 @@ from .kv_cache import SlotKVCache
 from .sampling import choose_tokens
 from .threads import ThreadTuner
 
+# The engine thread beats once per loop turn (every 0.5 s when idle, every step when busy). Silent this
+# long, it is stuck (a deadlock, a hung kernel) and the worker answers not-ready, so the supervisor
+# replaces it. Far above any one step: a prefill is bounded by max_prefill_tokens.
+STALL_S = 120.0
+
 log = logging.getLogger(__name__)
 
 
@@ -107,16 +112,20 @@ class TransformersEngine:
         self._running: list[_Seq] = []  # index == cache row
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._beat = time.monotonic()  # the engine thread's last loop turn
         self.peak_running = 0  # the largest batch decoded so far (tests and logs)
         self.tuner: ThreadTuner | None = None
 
     # -- the async side ----------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """The engine thread runs and is not stuck (``/v2/health/ready`` answers this)."""
+        alive = self._thread is not None and self._thread.is_alive()
+        return alive and time.monotonic() - self._beat < STALL_S
 
     def start(self) -> None:
         if self._thread is None:
+            self._beat = time.monotonic()
             self._thread = threading.Thread(target=self._run, name="tuneforge-engine", daemon=True)
             self._thread.start()
 
@@ -187,6 +196,7 @@ class TransformersEngine:
             self.tuner = ThreadTuner(max(1, min(torch.get_num_threads(), allowed or 1)))
         with torch.inference_mode():
             while not self._stopping:
+                self._beat = time.monotonic()
                 try:
                     self._drop_cancelled()
                     admitted = self._admit()

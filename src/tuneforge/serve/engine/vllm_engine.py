@@ -33,7 +33,8 @@ class VLLMEngine:
 
     @property
     def ready(self) -> bool:
-        return self._engine is not None
+        # vLLM's engine reports a dead background loop as ``errored``: not ready, so it is replaced.
+        return self._engine is not None and not getattr(self._engine, "errored", False)
 
     def start(self) -> None:
         from vllm import AsyncEngineArgs, AsyncLLMEngine
