@@ -48,5 +48,6 @@ def start_server(models: dict, api_key: str | None = "test-key", **config):
     from tuneforge.serve.worker import WorkerConfig, build_state
 
     adapters = {k: str(v) for k, v in models.items() if k != "base"}
+    config.setdefault("device", "cpu")  # exact-output comparisons against the CPU float32 HF path
     state = build_state(WorkerConfig(str(models["base"]), adapters, engine="transformers", **config))
     return ServerThread(state, api_key)

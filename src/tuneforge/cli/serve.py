@@ -61,6 +61,9 @@ def serve(
         help="auto | float32 | bfloat16 | float16. auto: bf16 on CUDA, float32 on a CPU (bf16 there is "
         "faster on AVX512-BF16/AMX chips, but answers then vary with the batch they share).",
     ),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (a GPU when there is one) | cpu | cuda | cuda:N."
+    ),
 ):
     """Serve a model (and LoRA adapters on it) over OpenAI, KServe v2 and Triton generate routes."""
     from tuneforge.serve.worker import WorkerConfig, build_state, run
@@ -76,6 +79,7 @@ def serve(
         default_max_tokens=max_tokens,
         threads=threads,
         dtype=dtype,
+        device=device,
     )
     with stage_progress(sys.stderr.isatty()) as progress:
         state = build_state(config, progress)

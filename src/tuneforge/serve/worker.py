@@ -28,6 +28,7 @@ class WorkerConfig:
     default_max_tokens: int = 512
     threads: int | None = None
     dtype: str = "auto"  # models/precision.py
+    device: str = "auto"  # auto (a GPU when torch sees one) | cpu | cuda | cuda:N
 
 
 def build_state(config: WorkerConfig, progress=None) -> ServingState:
@@ -47,7 +48,7 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
         from .engine.transformers_engine import EngineConfig, TransformersEngine
 
         served = load_for_serving(
-            config.model, config.adapters, config.name, device=_device(), dtype=config.dtype
+            config.model, config.adapters, config.name, device=_device(config.device), dtype=config.dtype
         )
         engine = TransformersEngine(
             served,
@@ -62,12 +63,22 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
     return ServingState(served, engine, metrics, default_max_tokens=config.default_max_tokens)
 
 
-def _device() -> str | None:
-    """The GPU this worker was given (the supervisor sets CUDA_VISIBLE_DEVICES to its lease), else the
-    CPU. With CUDA_VISIBLE_DEVICES naming a GPU that CPU-only torch cannot see, this is the CPU."""
+def _device(requested: str = "auto") -> str | None:
+    """The device to load on (None: the CPU). ``auto``: the GPU this worker was given (the supervisor
+    sets CUDA_VISIBLE_DEVICES to its lease) when torch can see one, else the CPU."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else None
+    from tuneforge.errors import ConfigError
+
+    if requested == "cpu":
+        return None
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else None
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {requested}: torch sees no CUDA GPU here; use cpu or auto.")
+        return requested
+    raise ConfigError(f"--device {requested!r}: use auto, cpu, cuda or cuda:N.")
 
 
 def run(state: ServingState, host: str, port: int, api_key: str | None, on_ready=None) -> None:
