@@ -99,6 +99,8 @@ def progress_lines(path: Path | None, every: float = 0.2):
         def update(stage: str, done, total) -> None:
             now = time.monotonic()
             finished = total is not None and done is not None and done >= total
+            if stage != last["stage"] and last["line"] is not None:
+                write(*last["line"])  # the previous stage's last state, throttled away until now
             if stage != last["stage"] or finished or now - last["at"] >= every:
                 write(stage, done, total)
             else:  # throttled: remembered, so the stage's last state is written before the next stage
