@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import make_tiny_model
 from platformhelp import make_client
 
 
@@ -26,9 +25,9 @@ def _wait(client, pull_id: str, timeout: float = 60.0) -> tuple[dict, set]:
     raise AssertionError(f"pull {pull_id} still running after {timeout}s: {pull}")
 
 
-def test_async_import_dedupes_bounds_and_reports(tmp_path):
+def test_async_import_dedupes_bounds_and_reports(tiny_llama):
     client = make_client(max_pulls=1)
-    folder = make_tiny_model(tmp_path / "src")
+    folder = tiny_llama
 
     body = {"path": str(folder), "name": "tiny-async", "wait": False}
     r = client.post("/api/v1/models/import", json=body)
