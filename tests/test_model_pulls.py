@@ -65,6 +65,7 @@ def test_waiting_pull_answers_as_before_and_unknown_pull_is_404():
     client = make_client()
     r = client.post("/api/v1/models/pull", json={"name": "no-such-model"})
     assert r.status_code == 422 and "no model called 'no-such-model'" in r.json()["detail"]
+    assert client.post("/api/v1/models/pull", json={"name": "a\u0000b"}).status_code == 422
     assert client.get("/api/v1/models/pulls/pull-nope").status_code == 404
     assert client.get("/api/v1/models/pulls").json() == {"data": []}
 

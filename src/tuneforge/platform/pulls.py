@@ -41,6 +41,8 @@ def run_worker(ctx: Platform, args: list[str], progress_file: Path | None = None
     try:
         argv = [*WORKER, *args[:cut], *extra, *args[cut:]]
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT)
+    except ValueError as exc:  # a NUL byte in the name or path cannot be an argument
+        raise ConfigError(f"not a usable model name or path: {exc}") from exc
     except subprocess.TimeoutExpired as exc:
         raise ResourceError(f"the worker ran past {WORKER_TIMEOUT} s and was stopped") from exc
     if proc.returncode != 0:
