@@ -457,3 +457,23 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser):
         turn = page.query_selector(f'[data-testid="transcript-{i}"] .turn.assistant')
         assert turn.get_attribute("data-done") == "true", turn.inner_text()
         assert turn.query_selector(".reply").inner_text().strip()
+
+
+def test_console_pull_and_import_show_progress_then_model_or_error(console_server, browser, tiny_llama):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, console_server)
+    page.goto(console_server.url + "/#/models")
+    page.get_by_label("Path on the server").fill(str(tiny_llama))
+    page.get_by_label("Name (optional)").fill("tiny-ui")
+    page.get_by_role("button", name="Import", exact=True).click()
+    # While the worker runs: the bar and the stage text (from the pull's progress), then the new model.
+    page.wait_for_selector(".pull-status:text-matches('Starting|Copying')")
+    page.wait_for_selector("text=Imported tiny-ui.")
+    assert page.inner_text(".pull-status") == "" and page.is_enabled("button:text-is('Import')")
+    page.wait_for_selector("table td strong:text-is('tiny-ui')")
+    # A pull that fails shows the worker's message.
+    page.get_by_label("Model name").fill("no-such-model")
+    page.get_by_role("button", name="Pull", exact=True).click()
+    error = page.wait_for_selector(".message.error")
+    assert "no model called 'no-such-model'" in error.inner_text()
+    shot(page, "models-pull")

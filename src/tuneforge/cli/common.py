@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -76,3 +78,45 @@ def stage_progress(enabled: bool = True):
         for task_id in tasks.values():
             t = bar.tasks[task_id]
             bar.update(task_id, total=t.total or 1, completed=t.total or 1)
+
+
+@contextmanager
+def progress_lines(path: Path | None, every: float = 0.2):
+    """A callback ``(stage, done, total)`` appending JSON lines ``{"stage", "done", "total"}`` to ``path``
+    (quiet when None), at most one per ``every`` seconds within a stage: the control plane tails the file
+    to show a pull's progress without importing the library that does the work."""
+    if path is None:
+        yield lambda *a: None
+        return
+    with open(path, "a", encoding="utf-8", buffering=1) as fh:
+        last = {"stage": None, "at": 0.0, "line": None}
+
+        def write(stage: str, done, total) -> None:
+            line = json.dumps({"stage": stage, "done": done, "total": total})
+            fh.write(line + "\n")
+            last.update(at=time.monotonic(), line=None)
+
+        def update(stage: str, done, total) -> None:
+            now = time.monotonic()
+            finished = total is not None and done is not None and done >= total
+            if stage != last["stage"] and last["line"] is not None:
+                write(*last["line"])  # the previous stage's last state, throttled away until now
+            if stage != last["stage"] or finished or now - last["at"] >= every:
+                write(stage, done, total)
+            else:  # throttled: remembered, so the stage's last state is written before the next stage
+                last["line"] = (stage, done, total)
+            last["stage"] = stage
+
+        yield update
+        if last["line"] is not None:
+            write(*last["line"])
+
+
+def tee(*callbacks):
+    """One progress callback calling several."""
+
+    def update(stage: str, done, total) -> None:
+        for callback in callbacks:
+            callback(stage, done, total)
+
+    return update

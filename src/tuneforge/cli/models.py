@@ -11,7 +11,7 @@ from tuneforge.models.info import read_info
 from tuneforge.models.pull import import_model, pull_model
 from tuneforge.models.store import list_models, remove_model, resolve_model
 
-from .common import console, print_json, stage_progress
+from .common import console, print_json, progress_lines, stage_progress, tee
 
 app = typer.Typer(help="Base and fine-tuned models.", no_args_is_help=True)
 
@@ -49,10 +49,13 @@ def pull(
     name: str = typer.Argument(..., help="A catalog name (smollm2-135m-instruct) or hub id org/name."),
     dtype: str = typer.Option("float32", help="float32 or bfloat16 for the saved weights."),
     json_out: bool = typer.Option(False, "--json", help="Print the model record as JSON."),
+    progress_file: Path = typer.Option(
+        None, "--progress-file", help="Append JSON lines {stage, done, total} here as it goes (throttled)."
+    ),
 ):
     """Fetch a base model into the model store (instant when already there)."""
-    with stage_progress(not json_out) as progress:
-        info, new = pull_model(name, progress, dtype)
+    with stage_progress(not json_out) as bar, progress_lines(progress_file) as lines:
+        info, new = pull_model(name, tee(bar, lines), dtype)
     if json_out:
         print_json(info)
         return
@@ -68,10 +71,13 @@ def import_(
     path: str = typer.Argument(..., help="An HF model folder, a .gguf file or a hub id org/name."),
     name: str = typer.Option(None, help="Name in the store (default: from the path)."),
     json_out: bool = typer.Option(False, "--json"),
+    progress_file: Path = typer.Option(
+        None, "--progress-file", help="Append JSON lines {stage, done, total} here as it goes (throttled)."
+    ),
 ):
     """Import a model folder, GGUF file or hub model into the store."""
-    with stage_progress(not json_out) as progress:
-        info = import_model(path, name, progress)
+    with stage_progress(not json_out) as bar, progress_lines(progress_file) as lines:
+        info = import_model(path, name, tee(bar, lines))
     if json_out:
         print_json(info)
     else:

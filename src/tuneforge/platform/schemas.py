@@ -78,13 +78,18 @@ class TokenCreate(Body):
     expires: str | None = Field(default=None, description="30d, 12h, 90m, 2w; empty: never.")
 
 
+WAIT_HELP = "false: answer 202 at once with a pull to poll at /api/v1/models/pulls/{id}."
+
+
 class ModelPull(Body):
     name: str = Field(description="A catalog name (smollm2-135m-instruct) or a hub id.")
+    wait: bool = Field(default=True, description=WAIT_HELP)
 
 
 class ModelImport(Body):
     path: str = Field(description="An HF folder or .gguf file on the server's disk.")
     name: str | None = None
+    wait: bool = Field(default=True, description=WAIT_HELP)
 
 
 class ModelRegister(Body):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 
 from tuneforge.errors import ConflictError, NotFoundError
@@ -14,6 +12,7 @@ from .. import catalog, registry
 from ..context import Platform
 from ..db import Model
 from ..deps import admin, platform
+from ..pulls import pulls_of, run_worker
 from ..schemas import ModelImport, ModelPull, ModelRegister
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"], dependencies=[Depends(admin)])
@@ -31,39 +30,60 @@ def list_models(ctx: Platform = Depends(platform)) -> dict:
     return {"data": base, "registered": [registry.registered_dict(r) for r in registry.list_registered(ctx)]}
 
 
-def _worker(ctx: Platform, *args: str) -> dict:
-    """Pull and import load weights with torch: they run as a worker process, never in the server."""
-    import json
-    import subprocess
+ASYNC_DOC = """
 
-    from tuneforge.errors import ConfigError, ResourceError
+With ``"wait": false`` it answers **202** at once with a pull ``{id, name, state, stage, done, total,
+error, model}``; poll ``GET /api/v1/models/pulls/{id}`` until ``state`` is ``succeeded`` (``model`` is
+the record) or ``failed`` (``error`` says why). ``stage`` is download, extract, convert, hash, copy…;
+``done``/``total`` count bytes or files (null when unknown). A second request for the same model while
+one runs answers that one; more than a few at once answer 503."""
 
-    from ..jobs import WORKER
-
-    env = {**os.environ, "TUNEFORGE_HOME": str(ctx.home)}
-    proc = subprocess.run([*WORKER, *args, "--json"], capture_output=True, text=True, env=env, timeout=3600)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["the worker failed"])[-1]
-        error = ConfigError if proc.returncode == 2 else ResourceError
-        raise error(last.removeprefix("error: "))
-    return json.loads(proc.stdout)
+PULL_ANSWERS = {202: {"description": "Started (``wait: false``): the pull, to poll."}}
 
 
-@router.post("/pull", status_code=201)
-def pull_model(body: ModelPull, ctx: Platform = Depends(platform)) -> dict:
-    """Fetch a base model into the store (instant when already there)."""
-    info = _worker(ctx, "models", "pull", body.name)
-    catalog.sync_models(ctx.store)
-    return info
+def _start_or_wait(ctx: Platform, args: list[str], key: tuple, name: str, wait: bool, response: Response):
+    """``args`` end with the positional argument after ``--``: a name like ``--help`` stays a name."""
+    if wait:
+        info = run_worker(ctx, args)
+        catalog.sync_models(ctx.store)
+        return info
+    response.status_code = 202
+    return pulls_of(ctx).start(key, name, args).as_dict()
 
 
-@router.post("/import", status_code=201)
-def import_model(body: ModelImport, ctx: Platform = Depends(platform)) -> dict:
-    """Import an HF folder or GGUF file that is on the server's disk."""
-    args = ["models", "import", body.path] + (["--name", body.name] if body.name else [])
-    info = _worker(ctx, *args)
-    catalog.sync_models(ctx.store)
-    return info
+@router.post(
+    "/pull",
+    status_code=201,
+    responses=PULL_ANSWERS,
+    description="Fetch a base model into the store (instant when already there)." + ASYNC_DOC,
+)
+def pull_model(body: ModelPull, response: Response, ctx: Platform = Depends(platform)) -> dict:
+    args = ["models", "pull", "--", body.name]
+    return _start_or_wait(ctx, args, ("pull", body.name), body.name, body.wait, response)
+
+
+@router.post(
+    "/import",
+    status_code=201,
+    responses=PULL_ANSWERS,
+    description="Import an HF folder or GGUF file that is on the server's disk." + ASYNC_DOC,
+)
+def import_model(body: ModelImport, response: Response, ctx: Platform = Depends(platform)) -> dict:
+    args = ["models", "import"] + ([f"--name={body.name}"] if body.name else []) + ["--", body.path]
+    key = ("import", body.path, body.name)
+    return _start_or_wait(ctx, args, key, body.name or body.path, body.wait, response)
+
+
+@router.get("/pulls")
+def list_pulls(ctx: Platform = Depends(platform)) -> dict:
+    """The pulls and imports started with ``wait: false`` since the server started, newest first."""
+    return {"data": pulls_of(ctx).list()}
+
+
+@router.get("/pulls/{pull_id}")
+def get_pull(pull_id: str, ctx: Platform = Depends(platform)) -> dict:
+    """One pull started with ``wait: false``: its state, stage and progress (``done`` of ``total``)."""
+    return pulls_of(ctx).get(pull_id)
 
 
 @router.post("/register", status_code=201)
