@@ -590,7 +590,7 @@ def test_a_dora_fine_tune_deploys_merged_and_answers_as_trained(server, home):
     from tuneforge.models.inference import load_for_inference
 
     http = server.http()
-    r = http.post("/api/v1/deployments", json={"model": "tiny-dora", "adapters": {"b": "tiny-beta"}})
+    r = http.post("/api/v1/deployments", json={"model": "tiny-dora", "adapters": {"b": FT}})
     assert r.status_code == 422 and "DoRA" in r.json()["detail"]
     r = http.post("/api/v1/deployments", json={"model": "tiny-dora", "name": "dora"})
     assert r.status_code == 201, r.text
