@@ -610,3 +610,34 @@ def test_a_dora_fine_tune_deploys_merged_and_answers_as_trained(server, home):
         assert answer != generate(base, [ASK], max_new_tokens=10)[0], "the adapter must change the answer"
     finally:
         http.delete("/api/v1/deployments/dora")
+
+
+def test_scale_up_and_down_while_serving(server):
+    """PATCH replicas: a second worker starts and joins the rotation, then the CLI
+    scales back to one and waits: the extra worker's process is gone and the deployment still answers."""
+    http = server.http()
+    assert http.post("/api/v1/deployments", json={"model": "tiny-chat", "name": "scaled"}).status_code == 201
+    try:
+        _ready(http, "scaled")
+        assert http.patch("/api/v1/deployments/scaled", json={"replicas": 0}).status_code == 422
+        r = http.patch("/api/v1/deployments/scaled", json={"replicas": 2})
+        assert r.status_code == 200 and r.json()["replicas"] == 2
+        two = _wait(lambda: (d := _dep(http, "scaled"))["replicas_ready"] == 2 and d, what="2 replicas ready")
+        pids = sorted(w["pid"] for w in two["workers"])
+        assert len(set(pids)) == 2
+        for _ in range(4):  # round robin over both
+            ask = {"model": "scaled", "messages": ASK, "max_tokens": 2, "temperature": 0}
+            assert http.post("/v1/chat/completions", json=ask).status_code == 200
+        out = server.cli("deployments", "scale", "scaled", "--replicas", "1", "--wait")
+        assert "1/1 replicas ready" in out.stdout, out.stdout
+        one = _dep(http, "scaled")
+        assert one["replicas"] == 1 and [w["replica"] for w in one["workers"]] == [0]
+        removed = [p for p in pids if p != one["workers"][0]["pid"]]
+        assert len(removed) == 1 and _wait(lambda: not _alive(removed[0]), 30, "removed worker gone")
+        ask = {"model": "scaled", "messages": ASK, "max_tokens": 2, "temperature": 0}
+        assert http.post("/v1/chat/completions", json=ask).status_code == 200
+        assert [e["message"] for e in _events(http, "scaled") if e["event"] == "scaled"][:1] == [
+            "replicas 1 → 2"
+        ]
+    finally:
+        http.delete("/api/v1/deployments/scaled")

@@ -35,13 +35,15 @@ def _state(d: dict) -> str:
     return f"[{COLOURS.get(d['state'], 'white')}]{d['state']}[/]"
 
 
-def wait_ready(client: Client, name: str, timeout: float = 900.0) -> dict:
-    """Poll until the deployment is ready (or failed/stopped), with a spinner on stderr."""
+def wait_ready(client: Client, name: str, timeout: float = 900.0, replicas: int | None = None) -> dict:
+    """Poll until the deployment is ready (with ``replicas`` ready workers, when given) or failed or
+    stopped, with a spinner on stderr."""
     start = time.monotonic()
     with err_console.status(f"deployment {name}: starting") as status:
         while True:
             d = client.get(f"/api/v1/deployments/{name}")
-            if d["state"] != "starting" or time.monotonic() - start > timeout:
+            settled = d["state"] != "starting" and (replicas is None or d["replicas_ready"] == replicas)
+            if settled or d["state"] in ("failed", "stopped") or time.monotonic() - start > timeout:
                 return d
             status.update(f"deployment {name}: starting ({time.monotonic() - start:.0f}s)")
             time.sleep(0.25)
@@ -174,6 +176,25 @@ def start(
         d = wait_ready(client, name)
     print_json(d) if json_out else console.print(f"deployment {d['name']}: {_state(d)}")
     if wait and d["state"] != "ready":
+        raise typer.Exit(1)
+
+
+@app.command()
+def scale(
+    name: str = typer.Argument(...),
+    replicas: int = typer.Option(..., "--replicas", min=1, max=16, help="Worker processes."),
+    wait: bool = typer.Option(False, "--wait", help="Wait until every replica is ready."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Change a deployment's number of workers (new ones start cold; the extra ones stop)."""
+    client = Client()
+    d = client.request("PATCH", f"/api/v1/deployments/{name}", json={"replicas": replicas}).json()
+    if wait:
+        d = wait_ready(client, name, replicas=replicas)
+    print_json(d) if json_out else console.print(
+        f"deployment {d['name']}: {_state(d)}, {d['replicas_ready']}/{d['replicas']} replicas ready"
+    )
+    if wait and d["replicas_ready"] != replicas:
         raise typer.Exit(1)
 
 

@@ -28,7 +28,7 @@ from .db import Deployment, DeploymentEvent, RegisteredModel
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # what `tuneforge serve` accepts as an id
 ENGINES = ("auto", "transformers", "vllm")
-EVENT_KINDS = ("created", "starting", "ready", "failed", "restarted", "stopped")
+EVENT_KINDS = ("created", "starting", "ready", "failed", "restarted", "stopped", "scaled")
 
 
 @dataclass
@@ -244,6 +244,24 @@ def start(ctx: Platform, name: str) -> Deployment:
     if sup is not None:
         sup.reset(row.id)
     wake(ctx)
+    return get(ctx, name)
+
+
+MAX_REPLICAS = 16
+
+
+def scale(ctx: Platform, name: str, replicas: int) -> Deployment:
+    """Change the number of workers of a running or stopped deployment; the supervisor starts the new
+    replicas (each a cold start, out of rotation until ready) or stops the highest-numbered ones."""
+    if not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
+        raise ConfigError(f"replicas: a number from 1 to {MAX_REPLICAS}")
+    row = get(ctx, name)
+    if replicas != row.replicas:
+        with ctx.store.session() as s:
+            r = s.get(Deployment, row.id)
+            add_event(s, r.id, "scaled", f"replicas {r.replicas} → {replicas}", replicas=replicas)
+            r.replicas = replicas
+        wake(ctx)
     return get(ctx, name)
 
 

@@ -236,6 +236,19 @@ class DeploymentSupervisor:
                 slot.worker = None
             self.ctx.executor.release_gpus(_holder(dep_id, index))
 
+    def _retire(self, dep_id: str, index: int, slot: Slot) -> None:
+        w = slot.worker
+        if w is not None:
+            terminate_group(w.handle.pid, w.handle.start_ticks)
+            if w.proc is not None:
+                w.proc.wait(timeout=5)
+        self.ctx.executor.release_gpus(_holder(dep_id, index))
+        with self.ctx.store.session() as s:
+            row = s.get(DeploymentReplica, (dep_id, index))
+            if row is not None:
+                s.delete(row)
+        self._event(dep_id, "scaled", f"replica {index} removed" + (f" (pid {w.handle.pid})" if w else ""))
+
     def reset(self, dep_id: str) -> None:
         """A (re)start by request: forget past failures."""
         self.terminate(dep_id)
@@ -294,6 +307,9 @@ class DeploymentSupervisor:
             slots = self._slots.setdefault(dep.id, {})
             for i in range(dep.replicas):
                 slots.setdefault(i, Slot())
+            extra = {i: slots.pop(i) for i in sorted(slots) if i >= dep.replicas}
+        for index, slot in extra.items():  # scaled down: the highest replicas go, out of rotation first
+            self._retire(dep.id, index, slot)
         now = time.monotonic()
         for i, slot in sorted(slots.items()):
             w = slot.worker

@@ -1,4 +1,4 @@
-"""/api/v1/deployments (admin): create, list, show, stop, start, delete, events, worker logs."""
+"""/api/v1/deployments (admin): create, list, show, scale, stop, start, delete, events, worker logs."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ class DeploymentCreate(Body):
     max_model_len: int | None = Field(default=None, ge=16, le=1 << 20)
 
 
+class DeploymentUpdate(Body):
+    replicas: int = Field(..., ge=1, le=16, description="Worker processes: more start, the extra stop.")
+
+
 def _base(request: Request) -> str:
     return str(request.base_url)
 
@@ -63,6 +67,14 @@ def list_deployments(request: Request, ctx: Platform = Depends(platform)) -> dic
 @router.get("/{name}")
 def get_deployment(name: str, request: Request, ctx: Platform = Depends(platform)) -> dict:
     return service.deployment_dict(ctx, service.get(ctx, name), _base(request))
+
+
+@router.patch("/{name}")
+def update_deployment(
+    name: str, body: DeploymentUpdate, request: Request, ctx: Platform = Depends(platform)
+) -> dict:
+    """Scale: new replicas start (cold, out of rotation until ready); the highest-numbered ones stop."""
+    return service.deployment_dict(ctx, service.scale(ctx, name, body.replicas), _base(request))
 
 
 @router.post("/{name}/stop")
