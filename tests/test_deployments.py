@@ -628,7 +628,7 @@ def test_scale_up_and_down_while_serving(server):
         for _ in range(4):  # round robin over both
             ask = {"model": "scaled", "messages": ASK, "max_tokens": 2, "temperature": 0}
             assert http.post("/v1/chat/completions", json=ask).status_code == 200
-        out = server.cli("deployments", "scale", "scaled", "--replicas", "1", "--wait")
+        out = server.cli("deployments", "scale", "scaled", "--replicas", "1", "--wait", timeout=120)
         assert "1/1 replicas ready" in out.stdout, out.stdout
         one = _dep(http, "scaled")
         assert one["replicas"] == 1 and [w["replica"] for w in one["workers"]] == [0]

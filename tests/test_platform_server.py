@@ -89,10 +89,9 @@ class Server:
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        out = subprocess.run(
-            [sys.executable, "-m", "tuneforge.cli.main", *args], env=self.env, capture_output=True, text=True
-        )
+    def cli(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "tuneforge.cli.main", *args]
+        out = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check:
             assert out.returncode == 0, (args, out.stdout, out.stderr)
         return out
