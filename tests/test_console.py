@@ -444,6 +444,12 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser):
             json={"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
         )
         assert r.status_code == 200, r.text
+    # scale from the page: the replicas line follows the second worker until it is ready
+    page.locator("form.inline input[type=number]").fill("2")
+    page.get_by_role("button", name="Scale", exact=True).click()
+    page.wait_for_selector("dd:has-text('2/2')", timeout=120_000)
+    with srv.http() as http:
+        assert len(http.get("/api/v1/deployments/tiny-base").json()["workers"]) == 2
     shot(page, "11-deployment")
     page.goto(f"{srv.url}/#/playground?a=memo-ft&b=tiny-base")
     page.wait_for_selector('[data-testid="transcript-1"]')

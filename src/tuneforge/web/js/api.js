@@ -48,6 +48,7 @@ export async function request(method, path, body, { raw = false, signal } = {}) 
 export const get = (path, opts) => request('GET', path, undefined, opts);
 export const post = (path, body) => request('POST', path, body ?? {});
 export const del = (path) => request('DELETE', path);
+export const patch = (path, body) => request('PATCH', path, body ?? {});
 
 /** Multipart upload with progress (fetch has no upload progress; XMLHttpRequest does). */
 export function upload(path, form, onProgress) {

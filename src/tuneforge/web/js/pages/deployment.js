@@ -1,5 +1,5 @@
-// One deployment: state, URL, prefilled curl examples, a deployment token shown once, stop/start/delete.
-import { del, get, post } from '../api.js';
+// One deployment: state, URL, prefilled curl examples, a deployment token shown once, scale, stop/start/delete.
+import { del, get, patch, post } from '../api.js';
 import { badge, copyButton, h, fill, page, section } from '../dom.js';
 import { formatNumber, formatTime, t } from '../i18n.js';
 import { showError, showInfo } from '../messages.js';
@@ -46,7 +46,7 @@ export async function render({ args, go }) {
       h('dt', {}, t('deployment.model_id')), h('dd', {}, h('code', {}, requestModel(dep))),
       dep.adapters && dep.adapters.length ? [h('dt', {}, t('deployments.adapters')), h('dd', {}, dep.adapters.join(', '))] : null,
       h('dt', {}, t('deployments.engine')), h('dd', {}, dep.engine),
-      h('dt', {}, t('deployments.replicas')), h('dd', {}, `${dep.replicas_ready ?? 0}/${dep.replicas}`),
+      h('dt', {}, t('deployments.replicas')), h('dd', {}, `${dep.replicas_ready ?? 0}/${dep.replicas} `, scaleForm()),
       h('dt', {}, t('deployments.requests')), h('dd', {}, formatNumber(dep.requests ?? 0)),
       h('dt', {}, t('deployments.url')), h('dd', {}, h('code', {}, (dep.endpoints || {}).openai || '')),
       h('dt', {}, t('deployments.created')), h('dd', {}, formatTime(dep.created_at)),
@@ -56,7 +56,20 @@ export async function render({ args, go }) {
       const ev = await get(`/api/v1/deployments/${enc}/events`);
       fill(events, ev.data.map((e) => h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, e.event), ' ', h('span', { class: 'muted' }, e.message || ''))));
     } catch (err) { showError(err); }
-    if (dep.state === 'starting') timer = setTimeout(() => load().catch(showError), 1500);
+    const settling = dep.state === 'starting' || (dep.state === 'ready' && (dep.replicas_ready ?? 0) !== dep.replicas);
+    if (settling) timer = setTimeout(() => load().catch(showError), 1500);
+  }
+  function scaleForm() {
+    const count = h('input', { type: 'number', min: '1', max: '16', value: String(dep.replicas), 'aria-label': t('deployments.replicas') });
+    return h('form', { class: 'inline', onsubmit: async (ev) => {
+      ev.preventDefault();
+      try {
+        await patch(`/api/v1/deployments/${enc}`, { replicas: Number(count.value) });
+        showInfo(t('deployment.scale_done', { n: count.value }));
+        clearTimeout(timer);
+        await load();
+      } catch (err) { showError(err); }
+    } }, count, ' ', h('button', { type: 'submit' }, t('deployment.scale')));
   }
   await load();
   const makeToken = h('button', { type: 'button', onclick: async () => {
