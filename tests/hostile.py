@@ -213,6 +213,133 @@ def _damaged_page_header(d: Path) -> list[str]:
     return one("h.parquet", bytes(data))(d)
 
 
+class _Thrift:
+    """Thrift compact structs as ``[field id, type, value]`` lists: enough to rewrite a Parquet footer."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def byte(self) -> int:
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def varint(self) -> int:
+        value = shift = 0
+        while True:
+            b = self.byte()
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return value
+
+    def value(self, kind: int):
+        if kind in (1, 2):
+            return kind == 1
+        if kind == 3:
+            return self.byte()
+        if kind in (4, 5, 6):
+            v = self.varint()
+            return (v >> 1) ^ -(v & 1)
+        if kind in (7, 8):
+            n = 8 if kind == 7 else self.varint()
+            self.pos += n
+            return self.data[self.pos - n : self.pos]
+        if kind in (9, 10):
+            head = self.byte()
+            n, elem = head >> 4, head & 0x0F
+            n = self.varint() if n == 15 else n
+            return elem, [self.value(3 if elem in (1, 2) else elem) for _ in range(n)]
+        assert kind == 12, kind
+        fields, last = [], 0
+        while head := self.byte():
+            last = last + (head >> 4) if head >> 4 else self.value(4)
+            fields.append([last, head & 0x0F, self.value(head & 0x0F)])
+        return fields
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _thrift(kind: int, value) -> bytes:
+    if kind in (1, 2):
+        return b""
+    if kind == 3:
+        return bytes([value])
+    if kind in (4, 5, 6):
+        return _varint((value << 1) ^ (value >> 63))
+    if kind in (7, 8):
+        return value if kind == 7 else _varint(len(value)) + value
+    if kind in (9, 10):
+        elem, items = value
+        n = len(items)
+        head = bytes([n << 4 | elem]) if n < 15 else bytes([0xF0 | elem]) + _varint(n)
+        return head + b"".join(_thrift(3 if elem in (1, 2) else elem, x) for x in items)
+    out, last = bytearray(), 0
+    for fid, kind_, v in value:
+        kind_ = (1 if v else 2) if kind_ in (1, 2) else kind_
+        delta = fid - last
+        out += bytes([delta << 4 | kind_]) if 0 < delta <= 15 else bytes([kind_]) + _thrift(4, fid)
+        out += _thrift(kind_, v)
+        last = fid
+    return bytes(out) + b"\0"
+
+
+def _refooter(data: bytes, edit) -> bytes:
+    """``data`` with its footer (FileMetaData) rewritten by ``edit(fields)``."""
+    n = struct.unpack("<i", data[-8:-4])[0]
+    meta = _Thrift(data[-8 - n : -8]).value(12)
+    edit(meta)
+    footer = _thrift(12, meta)
+    return data[: -8 - n] + footer + struct.pack("<i", len(footer)) + b"PAR1"
+
+
+def _field(fields, fid):
+    return next(f for f in fields if f[0] == fid)
+
+
+def _small_parquet() -> bytes:
+    import pyarrow as pa
+
+    return parquet_bytes(pa.table({"instruction": ["q"] * 20, "output": ["a"] * 20}))
+
+
+def _extra_column_chunk(d: Path) -> list[str]:
+    """Row group 0 lists three column chunks for a two-column schema: pyarrow aborted the process."""
+
+    def edit(meta):
+        columns = _field(_field(meta, 4)[2][1][0], 1)[2][1]  # row_groups[0].columns
+        columns.append(columns[0])
+
+    return one("x.parquet", _refooter(_small_parquet(), edit))(d)
+
+
+def _shared_chunks(d: Path) -> list[str]:
+    """Three hundred row groups pointing at the same bytes, num_rows 1: the page walk was the slow part."""
+
+    def edit(meta):
+        groups = _field(meta, 4)[2][1]
+        groups.extend([groups[0]] * 299)
+        _field(meta, 3)[2] = 1
+
+    return one("s.parquet", _refooter(_small_parquet(), edit))(d)
+
+
+def _bool_map_page_header(d: Path) -> list[str]:
+    """A page header opening with a map of 2**63 bool pairs: each pair reads no byte, so it never ended."""
+    import pyarrow.parquet as pq
+
+    data = bytearray(_small_parquet())
+    offset = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(0).column(0).data_page_offset
+    data[offset : offset + 11] = bytes.fromhex("1bffffffffffffffff7f11")
+    return one("m.parquet", bytes(data))(d)
+
+
 # -------------------------------------------------------------------------------------- special files
 
 
@@ -362,6 +489,9 @@ CASES = [
         "held at once",
     ),
     Case("parquet_damaged_page_header", _damaged_page_header, 2, "not a readable Parquet file"),
+    Case("parquet_extra_column_chunk", _extra_column_chunk, 2, "a damaged footer"),
+    Case("parquet_shared_column_chunks", _shared_chunks, 2, "share the same bytes"),
+    Case("parquet_bool_map_page_header", _bool_map_page_header, 2, "not a readable Parquet file"),
     # zip members that open but fail to read
     Case(
         "zip_bad_crc",

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from tuneforge.errors import Problem
 from tuneforge.settings import env_name
 
-from .parquet_pages import BadPages, chunk_pages
+from .parquet_pages import BadPages, TooManyPages, WalkBudget, chunk_pages
 from .readers import CHUNK, Budget, FileProblem, Limits, _mib
 
 log = logging.getLogger(__name__)
@@ -36,24 +36,53 @@ BATCH_ROWS = 64
 MAX_PAGES_HELD = 256 * 2**20
 
 
-def _check_pages(source, meta, name: str, limits: Limits, budget: Budget) -> None:
-    total = 0
+def _chunks(source, meta, name: str) -> list[tuple[int, int, int]]:
+    """(row group, start, length) of every column chunk, checked against the file before any is read:
+    one chunk per column, inside the file, none overlapping another (a footer could point a million
+    chunks at the same bytes)."""
+    source.seek(0, 2)
+    size = source.tell()
+    chunks = []
     for g in range(meta.num_row_groups):
-        group, held = meta.row_group(g), 0
-        for c in range(group.num_columns):
+        group = meta.row_group(g)
+        # pyarrow aborts the process (an uncaught C++ exception) on a column index past the schema
+        if group.num_columns != meta.num_columns:
+            raise FileProblem(
+                Problem(
+                    f"row group {g} lists {group.num_columns} column chunks for {meta.num_columns} "
+                    "columns: a damaged footer.",
+                    file=name,
+                )
+            )
+        for c in range(meta.num_columns):
             chunk = group.column(c)
             start = chunk.data_page_offset
             if chunk.has_dictionary_page and chunk.dictionary_page_offset:
                 start = min(start, chunk.dictionary_page_offset)
-            pages = chunk_pages(source, start, chunk.total_compressed_size)
-            held += pages.largest + pages.dictionary
-            total += pages.total
-        if held > MAX_PAGES_HELD:
+            length = chunk.total_compressed_size
+            if start < 4 or length < 0 or start + length > size:
+                raise BadPages(f"row group {g} column {c}: its pages lie outside the file")
+            chunks.append((g, start, length))
+    ends = sorted((start, start + length) for _g, start, length in chunks)
+    for (_a, a_end), (b_start, _b) in zip(ends, ends[1:], strict=False):
+        if b_start < a_end:
+            raise BadPages("two column chunks share the same bytes")
+    return chunks
+
+
+def _check_pages(source, meta, name: str, limits: Limits, budget: Budget) -> None:
+    chunks, walk = _chunks(source, meta, name), WalkBudget()
+    total, held = 0, dict.fromkeys(range(meta.num_row_groups), 0)
+    for g, start, length in chunks:
+        pages = chunk_pages(source, start, length, walk)
+        held[g] += pages.largest + pages.dictionary
+        total += pages.total
+        if held[g] > MAX_PAGES_HELD:
             raise FileProblem(
                 Problem(
-                    f"row group {g}: its pages decode to {held / 2**20:,.0f} MiB held at once (the largest "
-                    f"page of each column), more than {_mib(MAX_PAGES_HELD)}. Write the file with smaller "
-                    "pages (pyarrow's default data_page_size of 1 MiB is fine) or fewer columns.",
+                    f"row group {g}: its pages decode to {held[g] / 2**20:,.0f} MiB held at once (the "
+                    f"largest page of each column), more than {_mib(MAX_PAGES_HELD)}. Write the file with "
+                    "smaller pages (pyarrow's default data_page_size of 1 MiB is fine) or fewer columns.",
                     file=name,
                 )
             )
@@ -134,7 +163,9 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
         )
     try:
         _check_pages(source, meta, name, limits, budget)
-    except (BadPages, OSError) as exc:
+    except TooManyPages as exc:
+        raise FileProblem(Problem(f"refused: {_message(exc)}.", file=name)) from None
+    except (BadPages, OSError, ValueError) as exc:
         raise FileProblem(Problem(f"not a readable Parquet file: {_message(exc)}", file=name)) from None
     index = 0
     try:

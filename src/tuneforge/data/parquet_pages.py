@@ -12,13 +12,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_HEADER_BYTES = 16 * 2**20  # page statistics may hold long min/max strings; never this long
+MAX_HEADER_BYTES = 2**20  # Arrow truncates page statistics at 4 KB; other writers stay far below this
 MAX_NESTING = 32
+# The walk is Python, ~6 µs a page: it must not become the slow part of a crafted file. Real files have
+# pages of 8 KB–1 MB (a 2 GB file: a few thousand); a million pages or 64 MiB of headers is refused.
+MAX_PAGES = 1_000_000
+MAX_HEADER_TOTAL = 64 * 2**20
 _READ = 4096  # a header without statistics is ~30 bytes
 
 
 class BadPages(ValueError):
     """The pages cannot be walked: a header is malformed or runs past its column chunk."""
+
+
+class TooManyPages(BadPages):
+    """More pages or header bytes than MAX_PAGES / MAX_HEADER_TOTAL."""
+
+
+@dataclass
+class WalkBudget:
+    pages: int = MAX_PAGES
+    header_bytes: int = MAX_HEADER_TOTAL
+
+    def take(self, header: int) -> None:
+        self.pages -= 1
+        self.header_bytes -= header
+        if self.pages < 0:
+            raise TooManyPages(f"more than {MAX_PAGES:,} pages; write it with larger pages (1 MiB is usual)")
+        if self.header_bytes < 0:
+            raise TooManyPages(f"more than {MAX_HEADER_TOTAL // 2**20} MiB of page headers")
 
 
 class _Compact:
@@ -66,20 +88,28 @@ class _Compact:
             size, elem = head >> 4, head & 0x0F
             if size == 15:
                 size = self.varint()
+            self.room_for(size)
             for _ in range(size):
-                self.skip(3 if elem in (1, 2) else elem, depth + 1)  # bools in lists are one byte
+                self.skip(_element(elem), depth + 1)
         elif ttype == 11:
             size = self.varint()
             if size:
                 kinds = self.byte()
+                self.room_for(2 * size)
                 for _ in range(size):
-                    self.skip(kinds >> 4, depth + 1)
-                    self.skip(kinds & 0x0F, depth + 1)
+                    self.skip(_element(kinds >> 4), depth + 1)
+                    self.skip(_element(kinds & 0x0F), depth + 1)
         elif ttype == 12:
             for _fid, ftype in self.fields():
                 self.skip(ftype, depth + 1)
         else:
             raise BadPages(f"unknown Thrift type {ttype}")
+
+    def room_for(self, elements: int) -> None:
+        """Every element takes a byte at least: a count beyond what is left is read further or refused
+        (a crafted count of 2**63 elements of a zero-byte kind would loop for ever otherwise)."""
+        if elements > len(self.buf) - self.pos:
+            raise IndexError
 
     def advance(self, n: int) -> None:
         if n < 0 or self.pos + n > len(self.buf):
@@ -98,6 +128,11 @@ class _Compact:
 
 
 DICTIONARY_PAGE = 2
+
+
+def _element(kind: int) -> int:
+    """Inside lists, sets and maps a bool is a byte of its own (type 1), not folded into a field header."""
+    return 3 if kind in (1, 2) else kind
 
 
 def _page_header(buf: bytes) -> tuple[int, int, int, int]:
@@ -122,8 +157,10 @@ class ChunkPages:
     total: int = 0  # every page, decoded
 
 
-def chunk_pages(source, start: int, length: int) -> ChunkPages:
-    """Walk the pages of the column chunk at ``start`` (``length`` bytes, headers included)."""
+def chunk_pages(source, start: int, length: int, budget: WalkBudget | None = None) -> ChunkPages:
+    """Walk the pages of the column chunk at ``start`` (``length`` bytes, headers included); the last
+    page must end exactly where the chunk does."""
+    budget = budget or WalkBudget()
     out, pos, end = ChunkPages(), start, start + length
     while pos < end:
         want = _READ
@@ -137,10 +174,13 @@ def chunk_pages(source, start: int, length: int) -> ChunkPages:
                 if len(buf) < min(want, end - pos) or want >= MAX_HEADER_BYTES or want >= end - pos:
                     raise BadPages("a page header runs past its column chunk") from None
                 want *= 4
+        budget.take(header)
         if kind == DICTIONARY_PAGE:
             out.dictionary = max(out.dictionary, uncompressed)
         else:
             out.largest = max(out.largest, uncompressed)
         out.total += uncompressed
         pos += header + compressed
+    if pos != end:
+        raise BadPages("a page runs past its column chunk")
     return out
