@@ -592,6 +592,14 @@ def test_a_dora_fine_tune_deploys_merged_and_answers_as_trained(server, home):
     http = server.http()
     r = http.post("/api/v1/deployments", json={"model": "tiny-dora", "adapters": {"b": FT}})
     assert r.status_code == 422 and "DoRA" in r.json()["detail"]
+    r = http.post("/api/v1/deployments", json={"model": "tiny-dora", "engine": "vllm"})
+    assert r.status_code == 422 and "vLLM" in r.json()["detail"]
+    # given as an adapter on its stored base, the merged fine-tune is still what answers by default
+    r = http.post(
+        "/api/v1/deployments", json={"model": "tiny-chat", "name": "dora-x", "adapters": {"x": "tiny-dora"}}
+    )
+    assert r.status_code == 201 and r.json()["default_model_id"] == "x" and r.json()["model_ids"] == ["x"]
+    http.delete("/api/v1/deployments/dora-x")
     r = http.post("/api/v1/deployments", json={"model": "tiny-dora", "name": "dora"})
     assert r.status_code == 201, r.text
     try:

@@ -218,6 +218,11 @@ def load_for_serving(
             "adapters, so a DoRA fine-tune is served on its own (merged into its base). Serve it in a worker "
             "(deployment) of its own."
         )
+    if dora and not load_weights:
+        raise ConfigError(
+            f"adapter {dora[0]} is a DoRA fine-tune: it is served merged into its base by the transformers "
+            "engine; the vllm engine cannot serve it (use --engine transformers)."
+        )
     model = None
     if load_weights:
         from .precision import serving_dtype

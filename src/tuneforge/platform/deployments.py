@@ -167,6 +167,12 @@ def create(
             f"adapter {dora[0]} is a DoRA fine-tune: it is served merged into its base, alone (peft cannot "
             "batch DoRA with other adapters); deploy it without --adapter"
         )
+    if dora and engine == "vllm":
+        raise ConfigError(
+            f"adapter {dora[0]} is a DoRA fine-tune, which vLLM does not serve: use --engine transformers"
+        )
+    if dora:  # also when given as --adapter on a stored base: the merged fine-tune is what answers
+        resolved.default_model_id = dora[0]
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     if name is not None and not NAME_RE.match(name):

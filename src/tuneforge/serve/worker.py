@@ -40,8 +40,13 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
     metrics = ServeMetrics()
     step("load", None, None)
     if kind == "vllm":
+        from tuneforge.errors import ConfigError
+        from tuneforge.models.precision import CHOICES
+
         from .engine.vllm_engine import VLLMEngine
 
+        if config.dtype not in CHOICES:
+            raise ConfigError(f"dtype {config.dtype!r}: choose one of {', '.join(CHOICES)}.")
         served = load_for_serving(config.model, config.adapters, config.name, load_weights=False)
         engine = VLLMEngine(served, config)
     else:

@@ -48,6 +48,7 @@ class VLLMEngine:
             enable_lora=bool(adapters),
             max_loras=max(1, len(adapters)),
             max_lora_rank=64,
+            dtype=getattr(self.config, "dtype", "auto"),  # the same names: auto, float32, bfloat16, float16
         )
         self._engine = AsyncLLMEngine.from_engine_args(args)
         for i, v in enumerate(adapters, start=1):
