@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from servehelp import start_server
 
@@ -481,6 +482,38 @@ def test_a_stuck_engine_thread_makes_the_worker_not_ready(server, monkeypatch):
         ask.join(30)
         assert answer["r"].status_code == 200
         assert http.get("/v2/health/ready").status_code == 200
+
+
+def test_a_slow_forward_still_beats_and_stays_ready(server, monkeypatch):
+    """A long prefill of a big model is not a stuck engine: each decoder layer beats. Here every layer
+    takes 0.3 s against a stall limit of 0.5 s; whole steps take longer than the limit, yet every
+    readiness probe during the request answers 200."""
+    from tuneforge.serve.engine import transformers_engine
+
+    engine = server.state.engine
+    layers = next(
+        m
+        for m in engine.model.modules()
+        if isinstance(m, torch.nn.ModuleList) and len(m) == engine.model.config.num_hidden_layers
+    )
+    assert len(layers) >= 2
+    handles = [layer.register_forward_pre_hook(lambda *_: time.sleep(0.3)) for layer in layers]
+    monkeypatch.setattr(transformers_engine, "STALL_S", 0.5)
+    try:
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as http:
+            body = {"model": BASE, "prompt": "hi", "max_tokens": 3, "ignore_eos": True}
+            answer = {}
+            ask = threading.Thread(target=lambda: answer.update(r=http.post("/v1/completions", json=body)))
+            ask.start()
+            codes = []
+            while ask.is_alive():
+                codes.append(http.get("/v2/health/ready").status_code)
+                time.sleep(0.05)
+            assert answer["r"].status_code == 200
+            assert len(codes) > 10 and set(codes) == {200}, codes
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def test_full_queue_answers_503_and_recovers_and_a_disconnect_frees_its_slot(serving_models):

@@ -30,9 +30,10 @@ from .kv_cache import SlotKVCache
 from .sampling import choose_tokens
 from .threads import ThreadTuner
 
-# The engine thread beats once per loop turn (every 0.5 s when idle, every step when busy). Silent this
-# long, it is stuck (a deadlock, a hung kernel) and the worker answers not-ready, so the supervisor
-# replaces it. Far above any one step: a prefill is bounded by max_prefill_tokens.
+# The engine thread beats once per loop turn (every 0.5 s when idle, every step when busy) and once per
+# decoder layer inside a forward, so a long prefill of a big model on a slow CPU (2048 tokens of a 7B
+# model: minutes) still beats every few seconds. Silent this long, it is stuck (a deadlock, a hung
+# kernel) and the worker answers not-ready, so the supervisor replaces it.
 STALL_S = 120.0
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,22 @@ class TransformersEngine:
         self._running: list[_Seq] = []  # index == cache row
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._beat = time.monotonic()  # the engine thread's last loop turn
+        self._beat = time.monotonic()  # the engine thread's last loop turn or decoder layer
+        self._beat_in_layers(model_cfg.num_hidden_layers)
         self.peak_running = 0  # the largest batch decoded so far (tests and logs)
         self.tuner: ThreadTuner | None = None
+
+    def _beat_in_layers(self, num_layers: int) -> None:
+        """A pre-hook on each decoder layer (the ModuleList of ``num_hidden_layers`` blocks)."""
+
+        def beat(*_):
+            self._beat = time.monotonic()
+
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
+                for layer in module:
+                    layer.register_forward_pre_hook(beat)
+                return
 
     # -- the async side ----------------------------------------------------------------------------
     @property
