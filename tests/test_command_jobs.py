@@ -331,8 +331,18 @@ def test_cancel_kills_the_whole_process_group(server):
 
 # Tries to change the store through every way the job folder reaches it; reports what each try met.
 WRITE_THE_MOUNTS = """
-import errno, json, os
+import errno, json, os, subprocess
 F = "data/AdvertiseGen/train.jsonl"
+
+
+def unmount_then_write():  # root in the namespace tries to take the read-only binds away
+    d = os.path.dirname(os.path.realpath(F))
+    while d != "/":
+        subprocess.run(["umount", d], capture_output=True)
+        d = os.path.dirname(d)
+    open(F, "a").write("x")
+
+
 tries = {
     "append_to_dataset_file": lambda: open(F, "a").write("x"),
     "new_file_in_dataset_folder": lambda: open("data/AdvertiseGen/new.jsonl", "w").write("x"),
@@ -341,6 +351,7 @@ tries = {
     "up_from_the_mount": lambda: open("data/AdvertiseGen/../intruder", "w").write("x"),
     "model_file": lambda: open("base/config.json", "w").write("{}"),
     "delete_model_file": lambda: os.remove("base/model.json"),
+    "unmount_then_write": lambda: unmount_then_write(),
     "output": lambda: open(os.environ["TUNEFORGE_OUTPUT_DIR"] + "/ok.txt", "w").write("ok"),
 }
 met = {}

@@ -48,6 +48,7 @@ KEPT_FLAGS = {
     os.ST_RELATIME: 1 << 21,
 }
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP, CAP_SYS_ADMIN = 24, 21
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -121,6 +122,16 @@ def _die_with_parent() -> None:
         pass
 
 
+def _die_with_parent_unable_to_unmount() -> None:
+    """As ``_die_with_parent``, and a command run as root loses CAP_SYS_ADMIN (from its bounding set,
+    so from what exec gives it): it cannot ``umount`` the read-only binds and write the store."""
+    _die_with_parent()
+    try:
+        _libc().prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _say(message: str) -> None:
     """A line in the job's log (the runner's stderr is the log, like the command's)."""
     sys.stderr.write(f"tuneforge: {message}\n")
@@ -150,8 +161,10 @@ def run(argv: list[str]) -> int:
         # A handler, not SIG_IGN: an ignored signal would stay ignored in the command after exec.
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
 
+    enforced = False
     if args.read_only:
         reason = args.not_enforced or make_read_only(args.read_only)
+        enforced = reason is None
         fields = {"attempt": args.attempt, "read_only": reason is None, "paths": args.read_only}
         if reason is not None:
             fields["reason"] = reason
@@ -161,14 +174,14 @@ def run(argv: list[str]) -> int:
     if stopping:  # cancelled before the command started: there is nothing to run
         code = 128 + stopping[0]
     else:
-        code = _run_command(command)
+        code = _run_command(command, _die_with_parent_unable_to_unmount if enforced else _die_with_parent)
     fmt.write_exit_code(args.folder, args.attempt, code)
     return code
 
 
-def _run_command(command: list[str]) -> int:
+def _run_command(command: list[str], before_exec=_die_with_parent) -> int:
     try:
-        proc = subprocess.Popen(command, preexec_fn=_die_with_parent)  # same group, cwd, env, stdio
+        proc = subprocess.Popen(command, preexec_fn=before_exec)  # same group, cwd, env, stdio
     except OSError as exc:
         _say(f"cannot run {command[0]!r}: {exc.strerror or exc}")
         return 127 if isinstance(exc, FileNotFoundError) else 126  # the shell's codes
