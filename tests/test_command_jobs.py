@@ -616,3 +616,33 @@ def test_tensorboard_scalars_become_metrics_incrementally(tmp_path):
     # A control plane restarted mid-job reads the files again without writing a row twice.
     assert TensorBoardTail(tmp_path).poll() == 0
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+# The job folder is the script's to write: it plants FIFOs and a link where the control plane reads.
+PLANT_FIFOS = """
+import os
+root = os.path.dirname(os.environ["TUNEFORGE_OUTPUT_DIR"])
+for name in ("events.jsonl", "metrics.jsonl", "exit_code.json", "log.txt"):
+    path = os.path.join(root, name)
+    if os.path.lexists(path):
+        os.remove(path)
+    os.mkfifo(path)
+os.mkfifo(os.path.join(os.environ["TUNEFORGE_OUTPUT_DIR"], "events.out.tfevents.1.planted"))
+print("planted", flush=True)
+"""
+
+
+def test_fifos_planted_in_the_job_folder_block_nothing(server):
+    """Every report file the control plane reads or appends to is replaced by a FIFO (and a FIFO named
+    like a TensorBoard event file): the job still ends succeeded with its exit code, and its events,
+    logs and metrics answer at once instead of blocking the supervisor or the API for ever."""
+    job = server.post("/api/v1/jobs", json=command_body(command=["python", "-c", PLANT_FIFOS])).json()
+    job = wait_state(server, job["id"], ("succeeded", "failed"), 60)
+    assert job["state"] == "succeeded" and job["exit_code"] == 0, job
+    started = time.monotonic()
+    assert server.get(f"/api/v1/jobs/{job['id']}/logs").status_code == 200
+    assert [e["event"] for e in _events(server, job["id"])][-1:] == ["exited"]  # written to a new file
+    assert server.get(f"/api/v1/jobs/{job['id']}/metrics").status_code == 200
+    assert time.monotonic() - started < 5
+    again = server.post("/api/v1/jobs", json=command_body()).json()  # the supervisor still runs jobs
+    assert wait_state(server, again["id"], ("succeeded", "failed"), 60)["state"] == "succeeded"

@@ -6,9 +6,11 @@ take the names from here so they cannot drift. Only the standard library is impo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -42,11 +44,34 @@ MOUNTS = "mounts"  # the runner says whether the read-only mounts are enforced (
 ENDINGS = (FINISHED, FAILED, CANCELLED)
 
 
+# A command job's script can write its own job folder: the report files it could replace with a FIFO
+# (a reader blocks for ever), a symlink (to a file it may not read) or one endless line are opened
+# without following links, without blocking, as regular files only, and read in bounded pieces.
+_SAFE = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+MAX_LINE = 1 << 20
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o644):
+    fd = os.open(path, flags | _SAFE, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
 def append_event(root: Path, name: str, **fields) -> dict:
     """One JSON line; a single small ``write`` on an O_APPEND file, so two writers never interleave."""
     record = {"time": time.time(), "event": name, **fields}
     line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
-    fd = os.open(Path(root) / EVENTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    path = Path(root) / EVENTS_FILE
+    try:
+        fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    except OSError as exc:  # a FIFO or a link put there by a job's script: the events go on in a new file
+        planted = path.is_symlink() or not path.is_file()
+        if exc.errno not in (errno.EINVAL, errno.ELOOP, errno.ENXIO) or not planted:
+            raise
+        path.unlink()
+        fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, line)
     finally:
@@ -69,7 +94,8 @@ def write_exit_code(root: Path, attempt: int, exit_code: int) -> None:
 def read_exit_code(root: Path, attempt: int) -> int | None:
     """The exit code the runner recorded for ``attempt``; None when there is none (or it is another's)."""
     try:
-        record = json.loads((Path(root) / EXIT_CODE_FILE).read_text())
+        with os.fdopen(open_regular(Path(root) / EXIT_CODE_FILE), "rb") as fh:
+            record = json.loads(fh.read(4096))
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("attempt") != attempt:
@@ -84,12 +110,17 @@ def read_jsonl(path: Path, offset: int = 0, limit: int = 1000) -> tuple[list[dic
     A line still being written (no newline yet) is left for the next call; a corrupt line is skipped.
     """
     out: list[dict] = []
-    if not path.exists():
+    try:
+        fh = os.fdopen(open_regular(path), "rb")
+    except OSError:
         return out, offset
-    with open(path, "rb") as fh:
+    with fh:
         fh.seek(offset)
         while len(out) < limit:
-            line = fh.readline()
+            line = fh.readline(MAX_LINE)
+            if len(line) == MAX_LINE and not line.endswith(b"\n"):  # no record is this long: skip it
+                offset += len(line)
+                continue
             if not line or not line.endswith(b"\n"):
                 break
             offset += len(line)
@@ -107,9 +138,11 @@ def read_all_jsonl(path: Path) -> list[dict]:
 
 def read_bytes(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
     """At most ``limit`` bytes of a growing file from ``offset``; returns them and the next offset."""
-    if not path.exists():
+    try:
+        fh = os.fdopen(open_regular(path), "rb")
+    except OSError:
         return b"", offset
-    with open(path, "rb") as fh:
+    with fh:
         fh.seek(max(0, offset))
         data = fh.read(limit)
     return data, offset + len(data)
@@ -117,12 +150,14 @@ def read_bytes(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes
 
 def tail_lines(path: Path, lines: int = 40, max_bytes: int = 64 << 10) -> str:
     """The last lines of a log, for an error report."""
-    if not path.exists():
+    try:
+        fh = os.fdopen(open_regular(path), "rb")
+    except OSError:
         return ""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
         fh.seek(max(0, size - max_bytes))
-        text = fh.read().decode("utf-8", errors="replace")
+        text = fh.read(max_bytes).decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
 
 

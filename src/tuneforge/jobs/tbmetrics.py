@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 
 from . import folder as fmt
@@ -50,14 +51,23 @@ def _scalar(value) -> float | None:
     return None
 
 
+def _regular(path: Path) -> bool:
+    """Not a FIFO (a read would block the supervisor), a link, or a file already gone."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def find_event_files(root: Path) -> list[Path]:
     """Event files anywhere in the job folder, not following links (mounted data is not searched)."""
     found: list[Path] = []
     for base, dirs, files in os.walk(root, followlinks=False):
         dirs.sort()
         for f in sorted(files):
-            if EVENT_FILE_MARK in f and f.startswith("events.out"):
-                found.append(Path(base) / f)
+            path = Path(base) / f
+            if EVENT_FILE_MARK in f and f.startswith("events.out") and _regular(path):
+                found.append(path)
                 if len(found) >= MAX_EVENT_FILES:
                     return found
     return found
@@ -103,7 +113,13 @@ class TensorBoardTail:
             except Exception as exc:  # a damaged file must not stop the others (or the supervisor)
                 log.warning("%s: cannot read TensorBoard events: %s", path, exc)
         if rows:
-            with open(self.root / fmt.METRICS_FILE, "a", encoding="utf-8") as fh:
+            target = self.root / fmt.METRICS_FILE
+            try:
+                fd = fmt.open_regular(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            except OSError as exc:
+                log.warning("%s: cannot append metrics: %s", target, exc)
+                return 0
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 for row in sorted(rows, key=lambda r: (r["time"], r["step"])):
                     fh.write(json.dumps(row) + "\n")
         return len(rows)
