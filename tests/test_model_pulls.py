@@ -67,7 +67,9 @@ def test_waiting_pull_answers_as_before_and_unknown_pull_is_404():
     assert r.status_code == 422 and "no model called 'no-such-model'" in r.json()["detail"]
     assert client.post("/api/v1/models/pull", json={"name": "a\u0000b"}).status_code == 422
     assert client.get("/api/v1/models/pulls/pull-nope").status_code == 404
-    assert client.get("/api/v1/models/pulls").json() == {"data": []}
+    # waited-for pulls go through the same registry (one worker per model, a few at most): listed too
+    listed = client.get("/api/v1/models/pulls").json()["data"]
+    assert [(p["name"], p["state"]) for p in listed] == [("a\u0000b", "failed"), ("no-such-model", "failed")]
 
 
 def test_progress_lines_are_throttled_and_end_on_each_stage_last_state(tmp_path):

@@ -85,6 +85,8 @@ class Pull:
     model: dict | None = None
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
+    failure: TuneforgeError | None = None  # what a caller waiting for the pull raises
+    ended: threading.Event = field(default_factory=threading.Event)
 
     def as_dict(self) -> dict:
         if self.state == "running":
@@ -151,21 +153,31 @@ class Pulls:
             return [p.as_dict() for p in newest]
 
     def _run(self, pull: Pull) -> None:
-        model, error = None, None
+        model, error, failure = None, None, None
         try:
             model = run_worker(self.ctx, pull.args, pull.progress_file)
             catalog.sync_models(self.ctx.store)
         except TuneforgeError as exc:
-            error = str(exc)
+            error, failure = str(exc), exc
         except Exception as exc:  # a thread's crash would otherwise leave the pull running forever
             log.exception("model pull %s failed", pull.id)
             error = f"the pull failed: {type(exc).__name__}: {exc}"
+            failure = ResourceError(error)
         with self.lock:
             pull._read_progress()
-            pull.model, pull.error = model, error
+            pull.model, pull.error, pull.failure = model, error, failure
             pull.state = "failed" if error else "succeeded"
             pull.finished_at = time.time()
             pull.progress_file.unlink(missing_ok=True)
+        pull.ended.set()
+
+    def wait(self, pull: Pull) -> dict:
+        """The pulled model's record once ``pull`` ends; its error raised again if it failed."""
+        if not pull.ended.wait(WORKER_TIMEOUT + 60):
+            raise ResourceError(f"pull {pull.id} did not end within {WORKER_TIMEOUT} s")
+        if pull.failure is not None:
+            raise pull.failure
+        return pull.model
 
     def _forget_old(self) -> None:
         finished = [p for p in self.pulls.values() if p.state != "running"]

@@ -12,7 +12,7 @@ from .. import catalog, registry
 from ..context import Platform
 from ..db import Model
 from ..deps import admin, platform
-from ..pulls import pulls_of, run_worker
+from ..pulls import pulls_of
 from ..schemas import ModelImport, ModelPull, ModelRegister
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"], dependencies=[Depends(admin)])
@@ -43,12 +43,12 @@ PULL_ANSWERS = {202: {"description": "Started (``wait: false``): the pull, to po
 
 def _start_or_wait(ctx: Platform, args: list[str], key: tuple, name: str, wait: bool, response: Response):
     """``args`` end with the positional argument after ``--``: a name like ``--help`` stays a name."""
+    pulls = pulls_of(ctx)
+    pull = pulls.start(key, name, args)  # one worker per model, a few at most, whether waited for or not
     if wait:
-        info = run_worker(ctx, args)
-        catalog.sync_models(ctx.store)
-        return info
+        return pulls.wait(pull)
     response.status_code = 202
-    return pulls_of(ctx).start(key, name, args).as_dict()
+    return pull.as_dict()
 
 
 @router.post(
@@ -76,13 +76,13 @@ def import_model(body: ModelImport, response: Response, ctx: Platform = Depends(
 
 @router.get("/pulls")
 def list_pulls(ctx: Platform = Depends(platform)) -> dict:
-    """The pulls and imports started with ``wait: false`` since the server started, newest first."""
+    """The pulls and imports since the server started (waited for or not), newest first."""
     return {"data": pulls_of(ctx).list()}
 
 
 @router.get("/pulls/{pull_id}")
 def get_pull(pull_id: str, ctx: Platform = Depends(platform)) -> dict:
-    """One pull started with ``wait: false``: its state, stage and progress (``done`` of ``total``)."""
+    """One pull: its state, stage and progress (``done`` of ``total``)."""
     return pulls_of(ctx).get(pull_id)
 
 
