@@ -77,7 +77,8 @@ def test_leases_for_serving_replicas_come_from_the_jobs_gpu_pool(tmp_path):
     assert LocalExecutor(max_concurrent=4, gpu_count=0).lease_gpus("x", 1) == []  # no GPUs: nothing to hold
 
 
-def test_a_job_waits_in_the_queue_while_deployments_hold_every_gpu(monkeypatch):
+def scripted_platform(monkeypatch, max_concurrent: int, gpu_count: int):
+    """A platform whose jobs run ``row.spec['script']`` instead of `tuneforge train`."""
     from tuneforge.platform import jobs as service
     from tuneforge.platform.app import build_platform
 
@@ -86,7 +87,13 @@ def test_a_job_waits_in_the_queue_while_deployments_hold_every_gpu(monkeypatch):
         return Launch(row.id, script(row.spec["script"]), root, {}, root, row.gpus, row.attempt + 1)
 
     monkeypatch.setattr(service, "launch_for", launch_for)
-    platform, _ = build_platform(executor=LocalExecutor(max_concurrent=2, gpu_count=2))
+    platform, _ = build_platform(executor=LocalExecutor(max_concurrent=max_concurrent, gpu_count=gpu_count))
+    return platform
+
+
+def test_a_job_waits_in_the_queue_while_deployments_hold_every_gpu(monkeypatch):
+
+    platform = scripted_platform(monkeypatch, max_concurrent=2, gpu_count=2)
     try:
         for i in range(2):
             platform.executor.lease_gpus(f"deployment:d/{i}", 1)
@@ -163,16 +170,7 @@ def test_outcome_reads_the_folder(tmp_path):
 
 @pytest.fixture
 def ctx(monkeypatch):
-    """A platform whose jobs run ``row.spec['script']`` instead of `tuneforge train`."""
-    from tuneforge.platform import jobs as service
-    from tuneforge.platform.app import build_platform
-
-    def launch_for(ctx, row):
-        root = Path(row.folder)
-        return Launch(row.id, script(row.spec["script"]), root, {}, root, row.gpus, row.attempt + 1)
-
-    monkeypatch.setattr(service, "launch_for", launch_for)
-    platform, _ = build_platform(executor=LocalExecutor(max_concurrent=1, gpu_count=0))
+    platform = scripted_platform(monkeypatch, max_concurrent=1, gpu_count=0)
     yield platform
     platform.store.dispose()
 
