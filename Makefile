@@ -23,8 +23,8 @@ quickstart: $(VENV)/.installed
 	$(VENV)/bin/tuneforge quickstart
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 
 test: lint
 	$(VENV)/bin/pytest -q

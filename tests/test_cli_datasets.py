@@ -98,3 +98,16 @@ def test_bad_setting_is_one_line(capsys, tmp_path, monkeypatch):
     assert code == 2 and json.loads(out)["errors"][0]["message"].startswith(
         "bad setting TUNEFORGE_MAX_RECORDS"
     )
+
+
+def test_usage_errors_are_click_messages_with_exit_2(capsys):
+    """An unknown command, a missing argument, a bad option value: click's usage message and exit 2, never
+    'internal error' (typer ≥ 0.2x raises its vendored copy of click's exceptions, not click's own)."""
+    for argv, says in (
+        (("nope",), "No such command 'nope'"),
+        (("jobs", "events", "x"), "No such command 'events'"),
+        (("datasets", "validate"), "Missing argument"),
+        (("serve", "m", "--port", "abc"), "Invalid value for '--port'"),
+    ):
+        code, _out, err = run_cli(capsys, *argv)
+        assert code == 2 and says in err and "internal error" not in err, (argv, err)

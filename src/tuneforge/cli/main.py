@@ -92,11 +92,10 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # click usage errors come through here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
+        # click's, or the copy typer ≥ 0.2x vendors as typer._click (a different class with the same name)
+        if any(c.__name__ == "ClickException" for c in type(exc).__mro__) and hasattr(exc, "show"):
             exc.show()
-            sys.exit(2)
+            sys.exit(getattr(exc, "exit_code", 2) or 2)
         if STATE["debug"]:
             raise
         kind = "out of memory" if isinstance(exc, MemoryError) else type(exc).__name__
