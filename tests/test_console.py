@@ -483,3 +483,163 @@ def test_console_pull_and_import_show_progress_then_model_or_error(console_serve
     error = page.wait_for_selector(".message.error")
     assert "no model called 'no-such-model'" in error.inner_text()
     shot(page, "models-pull")
+
+
+# The command job's script: the environment variable, its argument and the mounted dataset, in its log.
+JOB_SCRIPT = """
+import json, os, sys
+files = sorted(os.listdir("inputs/memo"))
+records = sum(len(json.load(open(os.path.join("inputs/memo", f)))) for f in files)
+print(os.environ["GREETING"], "|", sys.argv[1], "|", records, "records in", ",".join(files), flush=True)
+"""
+
+
+def test_console_command_job_with_code_dataset_and_env_runs_to_its_log(console_server, browser, tmp_path):
+    import zipfile
+
+    srv = console_server
+    with srv.http() as http:
+        ds = http.post(
+            "/api/v1/datasets", files=[("files", ("memo.json", json.dumps(MEMO)))], data={"name": "memo"}
+        ).json()
+    code = tmp_path / "code.zip"
+    with zipfile.ZipFile(code, "w") as zf:
+        zf.writestr("job.py", JOB_SCRIPT)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, srv)
+    page.goto(srv.url + "/#/jobs/new")
+    page.get_by_label("Kind").select_option("command")
+    page.get_by_label("Name", exact=True).fill("hello")
+    page.get_by_label("Command", exact=True).fill('python job.py "two words"')
+    page.get_by_label("Code (zip, optional)").set_input_files(str(code))
+    page.get_by_label("Environment").fill("GREETING=hello from the job")
+    page.get_by_label("Dataset to mount").select_option(ds["id"])
+    page.get_by_label("…at path").first.fill("inputs/memo")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r"#/jobs/job-"))
+    job_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_selector(".badge.state-succeeded", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('pre.log').textContent.includes('records in')", timeout=10_000
+    )
+    shot(page, "13-command-job")
+    with srv.http() as http:
+        job = http.get(f"/api/v1/jobs/{job_id}").json()
+        files = [f["path"] for f in http.get(f"/api/v1/datasets/{ds['id']}/files").json()["data"]]
+    assert job["kind"] == "command" and job["state"] == "succeeded", job
+    # The script saw the environment, its quoted argument, and the dataset's records at the path asked for.
+    log = page.inner_text("pre.log")
+    assert f"hello from the job | two words | {ds['records']} records in {','.join(sorted(files))}" in log, log
+    assert page.inner_text("dl.facts dd:first-of-type") == "command"
+    assert not page.query_selector(".message.error") and not errors, errors
+
+
+def _table(page, selector: str) -> dict[str, dict[str, str]]:
+    """A table with a header row and a header cell per row: {row name: {column: text}}."""
+    return page.evaluate(
+        """(sel) => { const t = document.querySelector(sel);
+             const cols = [...t.querySelectorAll('thead th')].slice(1).map((th) => th.textContent);
+             return Object.fromEntries([...t.querySelectorAll('tbody tr')].map((tr) => [
+               tr.querySelector('th').textContent,
+               Object.fromEntries([...tr.querySelectorAll('td')].map((td, i) => [cols[i], td.textContent]))])); }""",
+        selector,
+    )
+
+
+def test_console_evaluation_shows_metrics_and_predictions_when_it_ends(console_server, browser):
+    srv = console_server
+    with srv.http() as http:
+        ds = http.post(
+            "/api/v1/datasets", files=[("files", ("memo.json", json.dumps(MEMO)))], data={"name": "memo"}
+        ).json()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, srv)
+    page.click("header nav >> text=Evaluations")
+    page.wait_for_selector("text=Run an evaluation")
+    page.get_by_label("Model", exact=True).select_option("tiny")
+    page.get_by_label("Dataset", exact=True).select_option(ds["id"])
+    page.get_by_label("Compare with the base model").check()
+    page.get_by_label("Max samples").fill("2")
+    page.get_by_label("Max new tokens").fill("4")
+    page.get_by_role("button", name="Run", exact=True).click()
+    card = page.wait_for_selector("article[data-eval]")
+    eval_id = card.get_attribute("data-eval")
+    # No reload: the list follows the running evaluation until its metrics are in.
+    page.wait_for_selector(f"article[data-eval='{eval_id}'] .badge.state-succeeded", timeout=90_000)
+    with srv.http() as http:
+        ev = http.get(f"/api/v1/evaluations/{eval_id}").json()
+        preds = http.get(f"/api/v1/evaluations/{eval_id}/predictions").json()["data"]
+    assert ev["state"] == "succeeded" and set(ev["metrics"]) == {"tiny", "tiny (base)"}, ev
+    shown = _table(page, f"article[data-eval='{eval_id}'] table")
+    assert set(shown) == set(ev["metrics"])
+    for name, metrics in ev["metrics"].items():
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        assert set(shown[name]) == set(numeric) and numeric["samples"] == 2, (shown, metrics)
+        for key, value in numeric.items():
+            assert float(shown[name][key].replace(",", "")) == pytest.approx(value, rel=1e-3, abs=1e-6), key
+    page.get_by_role("button", name="Show predictions").click()
+    rows = page.wait_for_selector(f"article[data-eval='{eval_id}'] table:has(th:text-is('Reference'))")
+    cells = [[td.inner_text() for td in tr.query_selector_all("td")] for tr in rows.query_selector_all("tbody tr")]
+    assert len(cells) == len(preds) == 2
+    for (prompt, reference, prediction, base), p in zip(cells, preds, strict=True):
+        assert reference == p["reference"] and prediction == p["prediction"] and base == p["prediction_base"]
+        assert f"user: {p['prompt'][-1]['content']}" in prompt  # the messages, not their JSON
+    assert [c[1] for c in cells] == [MEMO[0]["output"], MEMO[1]["output"]]
+    shot(page, "14-evaluation")
+    assert not page.query_selector(".message.error") and not errors, errors
+
+
+def test_console_deployment_stop_start_delete(console_server, browser):
+    from tuneforge.jobs.executor import process_start_ticks
+
+    srv = console_server
+
+    def api() -> dict:
+        with srv.http() as http:
+            return http.get("/api/v1/deployments/tiny-dep").json()
+
+    with srv.http() as http:
+        assert http.post("/api/v1/deployments", json={"model": "tiny", "name": "tiny-dep"}).status_code == 201
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, srv)
+    page.goto(f"{srv.url}/#/deployments/tiny-dep")
+    page.wait_for_selector("h1 + div .badge.state-ready", timeout=120_000)
+    (first,) = [w["pid"] for w in api()["workers"]]
+    assert process_start_ticks(first) is not None
+
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.wait_for_selector("h1 + div .badge.state-stopped")
+    page.wait_for_selector("#messages :text('Stopped.')")
+    after = api()
+    assert after["state"] == "stopped" and after["workers"] == [], after
+    assert process_start_ticks(first) is None  # the worker process is gone, not only out of rotation
+    assert page.get_by_role("button", name="Start", exact=True).is_visible()
+    shot(page, "15-deployment-stopped")
+
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_selector("h1 + div .badge.state-ready", timeout=120_000)
+    (second,) = [w["pid"] for w in api()["workers"]]
+    assert second != first and process_start_ticks(second) is not None
+
+    # Delete asks first: dismissed, nothing happens; accepted, back to the list and the API says 404.
+    page.once("dialog", lambda d: d.dismiss())
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.wait_for_selector("h1 + div button:text-is('Delete'):enabled")
+    assert api()["state"] == "ready" and "Deleted." not in page.inner_text("#messages")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.wait_for_url(re.compile(r"#/deployments$"))
+    page.wait_for_selector("#messages :text('Deleted.')")
+    page.wait_for_selector("h1:text-is('Deployments')")
+    assert "tiny-dep" not in page.inner_text("main")
+    with srv.http() as http:
+        assert http.get("/api/v1/deployments/tiny-dep").status_code == 404
+    assert process_start_ticks(second) is None
+    shot(page, "16-deployment-deleted")
+    assert not page.query_selector(".message.error") and not errors, errors

@@ -33,13 +33,24 @@ export async function render({ args, go }) {
   let timer = null;
   let shownToken = null;
   async function load() {
+    clearTimeout(timer); // one poll at a time, whoever asked for this load (a button or the poll)
     dep = await get(`/api/v1/deployments/${enc}`);
-    const act = (key, fn) => h('button', { type: 'button', class: key === 'delete' ? 'danger' : '', onclick: async () => {
-      try { await fn(); showInfo(t(`deployment.${key}_done`)); } catch (err) { showError(err); }
+    // fn() === false: nothing was done (a delete not confirmed), so no "done" message. The buttons are
+    // disabled while the request runs: a stop waits for the workers to exit.
+    const act = (key, fn) => h('button', { type: 'button', class: key === 'delete' ? 'danger' : '', onclick: async (e) => {
+      e.currentTarget.disabled = true;
+      try { if ((await fn()) !== false) showInfo(t(`deployment.${key}_done`)); } catch (err) { showError(err); }
     } }, t(`deployment.${key}`));
     fill(head, badge(dep.state), ' ',
       dep.state !== 'stopped' ? act('stop', async () => { await post(`/api/v1/deployments/${enc}/stop`); await load(); }) : act('start', async () => { await post(`/api/v1/deployments/${enc}/start`); await load(); }),
-      ' ', act('delete', async () => { if (!window.confirm(t('deployment.confirm_delete', { name }))) return; await del(`/api/v1/deployments/${enc}`); go('/deployments'); }),
+      ' ', act('delete', async () => {
+        if (!window.confirm(t('deployment.confirm_delete', { name }))) { await load(); return false; }
+        await del(`/api/v1/deployments/${enc}`);
+        // The list's render clears the messages: say "Deleted." once it is on screen.
+        window.addEventListener('hashchange', () => showInfo(t('deployment.delete_done')), { once: true });
+        go('/deployments');
+        return false;
+      }),
       ' ', dep.state === 'ready' ? h('a', { class: 'button primary', href: `#/playground?a=${enc}` }, t('deployment.try')) : null);
     fill(facts,
       h('dt', {}, t('deployments.model')), h('dd', {}, h('code', {}, dep.model), dep.base_model && dep.base_model !== dep.model ? ` (${dep.base_model})` : ''),
