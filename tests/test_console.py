@@ -531,7 +531,8 @@ def test_console_command_job_with_code_dataset_and_env_runs_to_its_log(console_s
     assert job["kind"] == "command" and job["state"] == "succeeded", job
     # The script saw the environment, its quoted argument, and the dataset's records at the path asked for.
     log = page.inner_text("pre.log")
-    assert f"hello from the job | two words | {ds['records']} records in {','.join(sorted(files))}" in log, log
+    printed = f"hello from the job | two words | {ds['records']} records in {','.join(sorted(files))}"
+    assert printed in log, log
     assert page.inner_text("dl.facts dd:first-of-type") == "command"
     assert not page.query_selector(".message.error") and not errors, errors
 
@@ -543,7 +544,9 @@ def _table(page, selector: str) -> dict[str, dict[str, str]]:
              const cols = [...t.querySelectorAll('thead th')].slice(1).map((th) => th.textContent);
              return Object.fromEntries([...t.querySelectorAll('tbody tr')].map((tr) => [
                tr.querySelector('th').textContent,
-               Object.fromEntries([...tr.querySelectorAll('td')].map((td, i) => [cols[i], td.textContent]))])); }""",
+               Object.fromEntries([...tr.querySelectorAll('td')].map((td, i) => [cols[i], td.textContent])),
+             ]));
+           }""",
         selector,
     )
 
@@ -583,7 +586,10 @@ def test_console_evaluation_shows_metrics_and_predictions_when_it_ends(console_s
             assert float(shown[name][key].replace(",", "")) == pytest.approx(value, rel=1e-3, abs=1e-6), key
     page.get_by_role("button", name="Show predictions").click()
     rows = page.wait_for_selector(f"article[data-eval='{eval_id}'] table:has(th:text-is('Reference'))")
-    cells = [[td.inner_text() for td in tr.query_selector_all("td")] for tr in rows.query_selector_all("tbody tr")]
+    cells = [
+        [td.inner_text() for td in row.query_selector_all("td")]
+        for row in rows.query_selector_all("tbody tr")
+    ]
     assert len(cells) == len(preds) == 2
     for (prompt, reference, prediction, base), p in zip(cells, preds, strict=True):
         assert reference == p["reference"] and prediction == p["prediction"] and base == p["prediction_base"]
