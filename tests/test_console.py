@@ -487,10 +487,11 @@ def test_console_pull_and_import_show_progress_then_model_or_error(console_serve
 
 # The command job's script: the environment variable, its argument and the mounted dataset, in its log.
 JOB_SCRIPT = """
-import json, os, sys
+import json, os, shutil, sys
 files = sorted(os.listdir("inputs/memo"))
 records = sum(len(json.load(open(os.path.join("inputs/memo", f)))) for f in files)
 print(os.environ["GREETING"], "|", sys.argv[1], "|", records, "records in", ",".join(files), flush=True)
+shutil.copytree("base", os.path.join(os.environ["TUNEFORGE_OUTPUT_DIR"], "model"))  # "its trained model"
 """
 
 
@@ -517,6 +518,8 @@ def test_console_command_job_with_code_dataset_and_env_runs_to_its_log(console_s
     page.get_by_label("Environment").fill("GREETING=hello from the job")
     page.get_by_label("Dataset to mount").select_option(ds["id"])
     page.get_by_label("…at path").first.fill("inputs/memo")
+    page.get_by_label("Model to mount").select_option("tiny")
+    page.get_by_label("…at path").nth(1).fill("base")
     page.get_by_role("button", name="Start").click()
     page.wait_for_url(re.compile(r"#/jobs/job-"))
     job_id = page.url.rsplit("/", 1)[1]
@@ -534,6 +537,16 @@ def test_console_command_job_with_code_dataset_and_env_runs_to_its_log(console_s
     printed = f"hello from the job | two words | {ds['records']} records in {','.join(sorted(files))}"
     assert printed in log, log
     assert page.inner_text("dl.facts dd:first-of-type") == "command"
+    assert "python job.py two words" in page.inner_text("dl.facts")  # the Command row, not an empty Model
+    # A script's output has no final/: register the folder it wrote, with the base it mounted.
+    page.get_by_label("Model name").fill("hello-model")
+    page.get_by_label("Folder in the job").fill("output/model")
+    assert page.get_by_label("Base model", exact=True).input_value() == "tiny"  # the model it mounted
+    page.get_by_role("button", name="Register this folder").click()
+    page.wait_for_selector(".message.info:has-text('Registered hello-model@1')")
+    with srv.http() as http:
+        registered = http.get("/api/v1/models/registered/hello-model").json()
+    assert registered["job"] == job_id and registered["path"].endswith("output/model"), registered
     assert not page.query_selector(".message.error") and not errors, errors
 
 

@@ -51,7 +51,9 @@ export async function render({ args, go }) {
     fill(head, badge(job.state), ' ', progressBar(job));
     fill(summary,
       h('dt', {}, t('jobs.kind')), h('dd', {}, job.kind),
-      h('dt', {}, t('jobs.model')), h('dd', {}, (job.spec && job.spec.model) || ''),
+      job.kind === 'command'
+        ? [h('dt', {}, t('job.command')), h('dd', {}, h('code', {}, ((job.spec && job.spec.command) || []).join(' ')))]
+        : [h('dt', {}, t('jobs.model')), h('dd', {}, (job.spec && job.spec.model) || '')],
       h('dt', {}, t('job.attempt')), h('dd', {}, `${job.attempt} (${job.restart_policy}, ${t('newjob.max_retries')} ${job.max_retries})`),
       h('dt', {}, t('jobs.created')), h('dd', {}, formatTime(job.created_at)),
       h('dt', {}, t('job.started')), h('dd', {}, formatTime(job.started_at)),
@@ -72,22 +74,7 @@ export async function render({ args, go }) {
     try { job = await get(`/api/v1/jobs/${enc}`); renderHead(); } catch (err) { showError(err); }
   }
 
-  async function loadFolder() {
-    const [ck, fl] = await Promise.all([get(`/api/v1/jobs/${enc}/checkpoints`), get(`/api/v1/jobs/${enc}/files`)]);
-    const regName = h('input', { type: 'text', value: `${(job.spec && job.spec.model) || 'model'}-ft`.replace(/[^A-Za-z0-9._:-]/g, '-'), required: true });
-    const register = async (checkpoint) => {
-      try {
-        const r = await post('/api/v1/models/register', { job: id, name: regName.value, checkpoint });
-        showInfo(t('job.registered', { ref: r.ref }));
-      } catch (err) { showError(err); }
-    };
-    const rows = ck.data.map((c) => h('tr', {}, h('td', {}, c.name), h('td', { class: 'num' }, formatNumber(c.step)),
-      h('td', { class: 'num' }, formatNumber(c.train_loss)), h('td', { class: 'num' }, formatNumber(c.eval_loss)),
-      h('td', {}, h('button', { type: 'button', class: 'small', onclick: () => register(c.name) }, t('job.register')))));
-    fill(checkpoints,
-      field('job.register_name', regName, t('job.register_help')),
-      job.state === 'succeeded' ? h('p', {}, h('button', { type: 'button', class: 'primary', onclick: () => register(null) }, t('job.register_final'))) : null,
-      table(['job.checkpoint', 'job.step', 'job.train_loss', 'job.eval_loss', 'common.actions'], rows));
+  function renderFiles(fl) {
     // Files at the top level are listed; each folder (checkpoints/step-N, final, …) folds into a details.
     const link = (f) => h('li', {},
       h('a', { href: `/api/v1/jobs/${enc}/files/${f.path.split('/').map(encodeURIComponent).join('/')}`, download: '' }, f.path),
@@ -102,6 +89,39 @@ export async function render({ args, go }) {
     fill(files, [...groups].map(([key, list]) => (key
       ? h('details', {}, h('summary', {}, `${key}/ `, h('span', { class: 'muted' }, `${list.length} · ${formatBytes(list.reduce((n, f) => n + f.bytes, 0))}`)), h('ul', { class: 'plain files' }, list.map(link)))
       : h('ul', { class: 'plain files' }, list.map(link)))));
+  }
+
+  async function loadFolder() {
+    const [ck, fl] = await Promise.all([get(`/api/v1/jobs/${enc}/checkpoints`), get(`/api/v1/jobs/${enc}/files`)]);
+    const regName = h('input', { type: 'text', value: `${(job.spec && job.spec.model) || 'model'}-ft`.replace(/[^A-Za-z0-9._:-]/g, '-'), required: true });
+    const register = async (checkpoint, extra = {}) => {
+      try {
+        const r = await post('/api/v1/models/register', { job: id, name: regName.value, checkpoint, ...extra });
+        showInfo(t('job.registered', { ref: r.ref }));
+      } catch (err) { showError(err); }
+    };
+    if (job.kind === 'command') {
+      // A script's output has no "final": register a folder it wrote (an HF model, or an adapter on a base).
+      const mounted = (job.spec && job.spec.models) || [];
+      regName.value = (job.name || 'model').replace(/[^A-Za-z0-9._:-]/g, '-');
+      const regPath = h('input', { type: 'text', value: 'output', required: true, placeholder: 'output/checkpoint-3000' });
+      const regBase = h('input', { type: 'text', value: mounted.length ? mounted[0].name : '' });
+      fill(checkpoints,
+        field('job.register_name', regName, t('job.register_help')),
+        field('job.register_path', regPath, t('job.register_path_help')),
+        field('job.register_base', regBase, t('job.register_base_help')),
+        h('p', {}, h('button', { type: 'button', class: 'primary', onclick: () => register(null, { path: regPath.value, base: regBase.value || null }) }, t('job.register_folder'))));
+      renderFiles(fl);
+      return;
+    }
+    const rows = ck.data.map((c) => h('tr', {}, h('td', {}, c.name), h('td', { class: 'num' }, formatNumber(c.step)),
+      h('td', { class: 'num' }, formatNumber(c.train_loss)), h('td', { class: 'num' }, formatNumber(c.eval_loss)),
+      h('td', {}, h('button', { type: 'button', class: 'small', onclick: () => register(c.name) }, t('job.register')))));
+    fill(checkpoints,
+      field('job.register_name', regName, t('job.register_help')),
+      job.state === 'succeeded' ? h('p', {}, h('button', { type: 'button', class: 'primary', onclick: () => register(null) }, t('job.register_final'))) : null,
+      table(['job.checkpoint', 'job.step', 'job.train_loss', 'job.eval_loss', 'common.actions'], rows));
+    renderFiles(fl);
   }
 
   renderHead();
