@@ -330,6 +330,28 @@ def _shared_chunks(d: Path) -> list[str]:
     return one("s.parquet", _refooter(_small_parquet(), edit))(d)
 
 
+def _int96_byte_array(d: Path) -> list[str]:
+    """A byte-array column declared INT96 in the schema: pyarrow's column metadata accessor threw an
+    uncaught C++ exception and aborted the process (the server, on an upload)."""
+
+    def edit(meta):
+        _field(_field(meta, 2)[2][1][1], 1)[2] = 3  # schema[1].type = INT96
+
+    return one("i.parquet", _refooter(_small_parquet(), edit))(d)
+
+
+def _empty_row_group_between(d: Path) -> list[str]:
+    """A real writer's file with an empty row group in the middle (its chunk offsets are 0): valid."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"instruction": [f"q{i}" for i in range(30)], "output": ["a"] * 30})
+    with pq.ParquetWriter(d / "rg.parquet", table.schema) as writer:
+        for part in (table.slice(0, 10), table.slice(0, 0), table.slice(10, 20)):
+            writer.write_table(part)
+    return validate("rg.parquet")
+
+
 def _bool_map_page_header(d: Path) -> list[str]:
     """A page header opening with a map of 2**63 bool pairs: each pair reads no byte, so it never ended."""
     import pyarrow.parquet as pq
@@ -492,6 +514,8 @@ CASES = [
     Case("parquet_extra_column_chunk", _extra_column_chunk, 2, "a damaged footer"),
     Case("parquet_shared_column_chunks", _shared_chunks, 2, "share the same bytes"),
     Case("parquet_bool_map_page_header", _bool_map_page_header, 2, "not a readable Parquet file"),
+    Case("parquet_int96_byte_array_footer", _int96_byte_array, 2, "not a readable Parquet file"),
+    Case("parquet_empty_row_group_between", _empty_row_group_between, 0, '"records": 30'),
     # zip members that open but fail to read
     Case(
         "zip_bad_crc",

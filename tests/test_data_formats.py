@@ -131,23 +131,21 @@ def test_parquet_page_walk_reads_every_page_of_real_writers(tmp_path, write_opti
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tuneforge.data.parquet_pages import chunk_pages
+    from tuneforge.data.parquet_pages import ForwardReader, chunk_pages, read_footer
 
-    rows = [
-        {"instruction": f"question {i} " * (i % 7), "output": "answer " * (i % 50), "n": i}
-        for i in range(3000)
-    ]
+    rows = [{"instruction": f"q{i} " * (i % 7), "output": "answer " * (i % 50), "n": i} for i in range(3000)]
     path = tmp_path / "d.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1000, **write_options)
     meta = pq.ParquetFile(path).metadata
     with open(path, "rb") as fh:
-        for g in range(meta.num_row_groups):
-            for c in range(meta.num_columns):
+        footer = read_footer(fh)  # our own read of the footer agrees with pyarrow's
+        assert footer.leaves == meta.num_columns and len(footer.groups) == meta.num_row_groups
+        reader = ForwardReader(fh)
+        for g, ranges in enumerate(footer.groups):
+            for c, (start, length) in enumerate(ranges):
                 chunk = meta.row_group(g).column(c)
-                start = chunk.data_page_offset
-                if chunk.has_dictionary_page and chunk.dictionary_page_offset:
-                    start = min(start, chunk.dictionary_page_offset)
-                pages = chunk_pages(fh, start, chunk.total_compressed_size)
+                assert length == chunk.total_compressed_size
+                pages = chunk_pages(reader, start, length)  # raises unless the last page ends the chunk
                 assert 0 < pages.total <= chunk.total_uncompressed_size
                 assert pages.total >= chunk.total_uncompressed_size * 0.5, (pages, chunk)
                 assert (pages.dictionary > 0) == chunk.has_dictionary_page

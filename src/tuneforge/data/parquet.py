@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from tuneforge.errors import Problem
 from tuneforge.settings import env_name
 
-from .parquet_pages import BadPages, TooManyPages, WalkBudget, chunk_pages
+from .parquet_pages import BadPages, ForwardReader, TooManyPages, WalkBudget, chunk_pages, read_footer
 from .readers import CHUNK, Budget, FileProblem, Limits, _mib
 
 log = logging.getLogger(__name__)
@@ -36,45 +36,40 @@ BATCH_ROWS = 64
 MAX_PAGES_HELD = 256 * 2**20
 
 
-def _chunks(source, meta, name: str) -> list[tuple[int, int, int]]:
-    """(row group, start, length) of every column chunk, checked against the file before any is read:
-    one chunk per column, inside the file, none overlapping another (a footer could point a million
-    chunks at the same bytes)."""
+def _chunks(source, name: str) -> tuple[int, list[tuple[int, int, int]]]:
+    """(column count, [(row group, start, length)] in file order) of every column chunk, from the footer
+    read by our own reader (see parquet_pages), checked before any is read: one chunk per column, inside
+    the file, none overlapping another (a footer could point a million chunks at the same bytes)."""
+    footer = read_footer(source)
     source.seek(0, 2)
     size = source.tell()
     chunks = []
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        # pyarrow aborts the process (an uncaught C++ exception) on a column index past the schema
-        if group.num_columns != meta.num_columns:
+    for g, ranges in enumerate(footer.groups):
+        if len(ranges) != footer.leaves:
             raise FileProblem(
                 Problem(
-                    f"row group {g} lists {group.num_columns} column chunks for {meta.num_columns} "
-                    "columns: a damaged footer.",
+                    f"row group {g} lists {len(ranges)} column chunks for {footer.leaves} columns: a "
+                    "damaged footer.",
                     file=name,
                 )
             )
-        for c in range(meta.num_columns):
-            chunk = group.column(c)
-            start = chunk.data_page_offset
-            if chunk.has_dictionary_page and chunk.dictionary_page_offset:
-                start = min(start, chunk.dictionary_page_offset)
-            length = chunk.total_compressed_size
+        for c, (start, length) in enumerate(ranges):
             if start < 4 or length < 0 or start + length > size:
                 raise BadPages(f"row group {g} column {c}: its pages lie outside the file")
             chunks.append((g, start, length))
-    ends = sorted((start, start + length) for _g, start, length in chunks)
-    for (_a, a_end), (b_start, _b) in zip(ends, ends[1:], strict=False):
-        if b_start < a_end:
+    chunks.sort(key=lambda ch: (ch[1], ch[1] + ch[2]))
+    for (_g, a, a_len), (_h, b, _b_len) in zip(chunks, chunks[1:], strict=False):
+        if b < a + a_len:
             raise BadPages("two column chunks share the same bytes")
-    return chunks
+    return len(footer.groups), chunks
 
 
-def _check_pages(source, meta, name: str, limits: Limits, budget: Budget) -> None:
-    chunks, walk = _chunks(source, meta, name), WalkBudget()
-    total, held = 0, dict.fromkeys(range(meta.num_row_groups), 0)
+def _check_pages(source, name: str, limits: Limits, budget: Budget) -> None:
+    groups, chunks = _chunks(source, name)
+    reader, walk = ForwardReader(source), WalkBudget()
+    total, held = 0, [0] * groups
     for g, start, length in chunks:
-        pages = chunk_pages(source, start, length, walk)
+        pages = chunk_pages(reader, start, length, walk)
         held[g] += pages.largest + pages.dictionary
         total += pages.total
         if held[g] > MAX_PAGES_HELD:
@@ -94,6 +89,7 @@ def _check_pages(source, meta, name: str, limits: Limits, budget: Budget) -> Non
                     file=name,
                 )
             )
+    source.seek(0)
 
 
 def _depth(arrow_type) -> int:
@@ -133,6 +129,14 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # Our own read of the footer and the page headers comes first: pyarrow can abort the process on a
+    # crafted footer, and allocates what the page headers declare.
+    try:
+        _check_pages(source, name, limits, budget)
+    except TooManyPages as exc:
+        raise FileProblem(Problem(f"refused: {_message(exc)}.", file=name)) from None
+    except (BadPages, OSError, ValueError) as exc:
+        raise FileProblem(Problem(f"not a readable Parquet file: {_message(exc)}", file=name)) from None
     try:
         pf = pq.ParquetFile(
             source,
@@ -161,12 +165,6 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
                 file=name,
             )
         )
-    try:
-        _check_pages(source, meta, name, limits, budget)
-    except TooManyPages as exc:
-        raise FileProblem(Problem(f"refused: {_message(exc)}.", file=name)) from None
-    except (BadPages, OSError, ValueError) as exc:
-        raise FileProblem(Problem(f"not a readable Parquet file: {_message(exc)}", file=name)) from None
     index = 0
     try:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
