@@ -616,6 +616,24 @@ def test_tensorboard_scalars_become_metrics_incrementally(tmp_path):
     # A control plane restarted mid-job reads the files again without writing a row twice.
     assert TensorBoardTail(tmp_path).poll() == 0
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    # The script swaps its event file for a FIFO after it was found: polls go on without blocking (the
+    # file was opened once and is read by descriptor; tensorboard's loader opened it again by name).
+    import os
+    import threading
+
+    (event_file,) = (tmp_path / "output" / "runs").glob("events.out.tfevents*")
+    event_file.rename(tmp_path / "moved")
+    os.mkfifo(event_file)
+    done = threading.Event()
+
+    def poll_both():
+        tail.poll()
+        TensorBoardTail(tmp_path).poll()
+        done.set()
+
+    threading.Thread(target=poll_both, daemon=True).start()
+    assert done.wait(10), "a poll blocked on the FIFO"
+    tail.close()
 
 
 # The job folder is the script's to write: it plants FIFOs and a link where the control plane reads.
@@ -626,7 +644,7 @@ for name in ("events.jsonl", "metrics.jsonl", "exit_code.json", "log.txt"):
     path = os.path.join(root, name)
     if os.path.lexists(path):
         os.remove(path)
-    os.mkfifo(path)
+    os.mkdir(path) if name == "events.jsonl" else os.mkfifo(path)  # a folder cannot be unlinked
 os.mkfifo(os.path.join(os.environ["TUNEFORGE_OUTPUT_DIR"], "events.out.tfevents.1.planted"))
 print("planted", flush=True)
 """

@@ -64,14 +64,16 @@ def append_event(root: Path, name: str, **fields) -> dict:
     record = {"time": time.time(), "event": name, **fields}
     line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
     path = Path(root) / EVENTS_FILE
-    try:
-        fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    except OSError as exc:  # a FIFO or a link put there by a job's script: the events go on in a new file
-        planted = path.is_symlink() or not path.is_file()
-        if exc.errno not in (errno.EINVAL, errno.ELOOP, errno.ENXIO) or not planted:
-            raise
-        path.unlink()
-        fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    for attempt in range(3):
+        try:
+            fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            break
+        except OSError:
+            # A FIFO, link or folder put there by a job's script: moved aside, the events go on in a new
+            # file (a script that keeps planting wins three times at most, then the error is raised).
+            if attempt == 2 or (path.is_file() and not path.is_symlink()) or not os.path.lexists(path):
+                raise
+            os.replace(path, path.with_name(f"{EVENTS_FILE}.planted-{time.time_ns()}"))
     try:
         os.write(fd, line)
     finally:

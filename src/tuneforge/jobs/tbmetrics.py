@@ -1,7 +1,11 @@
 """Metrics from the TensorBoard event files a user's script writes: scalars → ``metrics.jsonl`` rows.
 
-Read with the ``tensorboard`` package's own event-file loader (torch-free; the control plane runs it),
-which keeps its place in each file, so each poll reads only what the script wrote since the last one.
+Event files are TFRecord streams (8-byte length, its CRC, the record, its CRC); each record an ``Event``
+protobuf from the ``tensorboard`` package (torch-free; the control plane runs this). The files are read
+here rather than with tensorboard's loader, which opens a file by name again on every read: the job's
+script owns its folder and could swap the file for a FIFO, and a blocked read would stop the supervisor.
+Each file is opened once (a regular file, not a link, without blocking) and read from where the last
+poll stopped, so each poll reads only what the script wrote since.
 Tag names are mapped to the names spec jobs use, so the same charts work: ``loss`` and ``train/loss`` →
 ``loss``, ``eval/loss`` → ``eval_loss``, ``train/X`` → ``X``, ``eval/X`` → ``eval_X``, other ``a/b`` →
 ``a_b``. A row is ``{"step": N, <name>: value, …, "time": wall time}``.
@@ -13,6 +17,7 @@ import json
 import logging
 import os
 import stat
+import struct
 from pathlib import Path
 
 from . import folder as fmt
@@ -73,30 +78,74 @@ def find_event_files(root: Path) -> list[Path]:
     return found
 
 
+MAX_RECORD = 16 << 20  # an Event larger than this is not a scalar summary: the file is not followed
+READ_PER_POLL = 8 << 20
+
+
+class EventFile:
+    """One event file, opened once, read forward in complete records."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = fmt.open_regular(path)
+        self.offset = 0
+        self.broken = False
+
+    def events(self):
+        from tensorboard.compat.proto import event_pb2
+
+        data = os.pread(self.fd, READ_PER_POLL, self.offset)
+        pos = 0
+        while not self.broken and pos + 12 <= len(data):
+            (length,) = struct.unpack_from("<Q", data, pos)
+            if length > MAX_RECORD:
+                self.broken = True
+                log.warning("%s: a record of %d bytes; not followed further", self.path, length)
+                return
+            end = pos + 12 + length + 4
+            if end > len(data):
+                break  # the rest is still being written (or past this poll's read)
+            try:
+                yield event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            except Exception:  # a damaged record: skipped
+                pass
+            pos = end
+            self.offset += 12 + length + 4
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class TensorBoardTail:
     """Follows one job folder's event files and appends their scalars to its ``metrics.jsonl``."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self._loaders: dict[Path, object] = {}
+        self._loaders: dict[Path, EventFile] = {}
         # After a restart of the control plane the files are read again from their start: rows already
         # in metrics.jsonl (up to their wall time) are not written twice.
         self._written_until = max(
             (r.get("time", 0.0) for r in fmt.read_all_jsonl(self.root / fmt.METRICS_FILE)), default=0.0
         )
 
+    def close(self) -> None:
+        for loader in self._loaders.values():
+            loader.close()
+        self._loaders.clear()
+
     def poll(self) -> int:
         """Read what is new; returns the number of rows appended."""
-        from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-
         for path in find_event_files(self.root):
             if path not in self._loaders:
-                self._loaders[path] = LegacyEventFileLoader(str(path))
+                try:
+                    self._loaders[path] = EventFile(path)
+                except OSError as exc:  # gone, or swapped for something that is not a file
+                    log.warning("%s: not followed: %s", path, exc)
         rows: list[dict] = []
         for path, loader in self._loaders.items():
             current: dict | None = None
             try:
-                for event in loader.Load():
+                for event in loader.events():
                     if not event.HasField("summary") or event.wall_time <= self._written_until:
                         continue
                     for value in event.summary.value:

@@ -406,19 +406,25 @@ class Supervisor:
         with self.ctx.store.reading() as s:
             running = list(s.scalars(select(Job).where(Job.state == "running")))
         for row in running:
-            status = self.ctx.executor.poll(row.id)
-            if status is not None and status.running:
-                if row.kind == "command":
-                    self._follow_command(row)
-                self._copy_progress(row)
-                continue
-            # Not our child (re-attached after a restart): a command job's runner recorded the code.
-            code = known_exit_code(Path(row.folder), row.attempt, status.exit_code if status else None)
-            if row.kind == "command":
-                self._read_tensorboard(row, final=True)
-            self._copy_progress(row)
-            self._finish(row.id, outcome(Path(row.folder), code, row.cancel_requested), code)
+            try:
+                self._supervise(row)
+            except Exception:  # one job's folder (a script can write it) must not stop the others
+                log.exception("job %s: supervising it failed; trying again next tick", row.id)
         self._schedule()
+
+    def _supervise(self, row: Job) -> None:
+        status = self.ctx.executor.poll(row.id)
+        if status is not None and status.running:
+            if row.kind == "command":
+                self._follow_command(row)
+            self._copy_progress(row)
+            return
+        # Not our child (re-attached after a restart): a command job's runner recorded the code.
+        code = known_exit_code(Path(row.folder), row.attempt, status.exit_code if status else None)
+        if row.kind == "command":
+            self._read_tensorboard(row, final=True)
+        self._copy_progress(row)
+        self._finish(row.id, outcome(Path(row.folder), code, row.cancel_requested), code)
 
     # -- a user's own command: metrics from its TensorBoard files, its time limit
     TB_POLL_S = 2.0
@@ -434,6 +440,7 @@ class Supervisor:
             log.exception("job %s: reading its TensorBoard files failed", row.id)
         if final:
             self._tails.pop(row.id, None)
+            tail.close()
         else:
             self._tails[row.id] = (tail, time.monotonic())
 
