@@ -335,6 +335,12 @@ import errno, json, os, subprocess
 F = "data/AdvertiseGen/train.jsonl"
 
 
+def through_the_servers_root():  # the server's own view of the store, from outside the namespace
+    runner = os.getppid()
+    server = int(open(f"/proc/{runner}/stat").read().rsplit(")", 1)[1].split()[1])
+    open(f"/proc/{server}/root" + os.path.realpath(F), "a").write("x")
+
+
 def unmount_then_write():  # root in the namespace tries to take the read-only binds away
     d = os.path.dirname(os.path.realpath(F))
     while d != "/":
@@ -352,6 +358,7 @@ tries = {
     "model_file": lambda: open("base/config.json", "w").write("{}"),
     "delete_model_file": lambda: os.remove("base/model.json"),
     "unmount_then_write": lambda: unmount_then_write(),
+    "through_the_servers_root": lambda: through_the_servers_root(),
     "output": lambda: open(os.environ["TUNEFORGE_OUTPUT_DIR"] + "/ok.txt", "w").write("ok"),
 }
 met = {}
@@ -424,7 +431,9 @@ def test_mounts_are_read_only_inside_the_job_and_the_fallback_says_so(server, mo
     root = server.app.state.platform.jobs_dir / job["id"]
     met = json.loads((root / "output" / "met.json").read_text())
     # Run as root here: only the mount namespace stops these (file modes do not stop root).
-    assert met == {**dict.fromkeys(met, "EROFS"), "output": "written"}, met
+    # the server's root is refused by the kernel's ptrace check (the command lost CAP_SYS_PTRACE)
+    expected = {**dict.fromkeys(met, "EROFS"), "output": "written", "through_the_servers_root": "EACCES"}
+    assert met == expected, met
     assert (root / "output" / "ok.txt").read_text() == "ok"
     assert "Read-only file system" in server.get(f"/api/v1/jobs/{job['id']}/logs").text
     assert _store_digest(datasets_root(), models_root()) == before  # not a byte of the store changed

@@ -48,7 +48,7 @@ KEPT_FLAGS = {
     os.ST_RELATIME: 1 << 21,
 }
 PR_SET_PDEATHSIG = 1
-PR_CAPBSET_DROP, CAP_SYS_ADMIN = 24, 21
+PR_CAPBSET_DROP, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 24, 19, 21
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -122,14 +122,22 @@ def _die_with_parent() -> None:
         pass
 
 
-def _die_with_parent_unable_to_unmount() -> None:
-    """As ``_die_with_parent``, and a command run as root loses CAP_SYS_ADMIN (from its bounding set,
-    so from what exec gives it): it cannot ``umount`` the read-only binds and write the store."""
-    _die_with_parent()
+def drop_escape_capabilities() -> str | None:
+    """Take CAP_SYS_ADMIN and CAP_SYS_PTRACE out of this process's bounding set, so the command exec'd
+    from it never has them: without the first, root cannot ``umount`` the read-only binds; without the
+    second, it cannot reach the server's own view of the store through ``/proc/<server pid>/root`` (the
+    server keeps capabilities the command lacks, which is what the kernel's ptrace check then refuses).
+    Returns why it could not, or None. Only root has them to lose."""
+    if os.geteuid() != 0:
+        return None
     try:
-        _libc().prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+        libc = _libc()
+        for cap in (CAP_SYS_ADMIN, CAP_SYS_PTRACE):
+            if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                return f"dropping capability {cap}: {os.strerror(ctypes.get_errno())}"
+    except (OSError, AttributeError) as exc:
+        return f"dropping capabilities: {exc}"
+    return None
 
 
 def _say(message: str) -> None:
@@ -161,10 +169,8 @@ def run(argv: list[str]) -> int:
         # A handler, not SIG_IGN: an ignored signal would stay ignored in the command after exec.
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
 
-    enforced = False
     if args.read_only:
-        reason = args.not_enforced or make_read_only(args.read_only)
-        enforced = reason is None
+        reason = args.not_enforced or make_read_only(args.read_only) or drop_escape_capabilities()
         fields = {"attempt": args.attempt, "read_only": reason is None, "paths": args.read_only}
         if reason is not None:
             fields["reason"] = reason
@@ -174,14 +180,14 @@ def run(argv: list[str]) -> int:
     if stopping:  # cancelled before the command started: there is nothing to run
         code = 128 + stopping[0]
     else:
-        code = _run_command(command, _die_with_parent_unable_to_unmount if enforced else _die_with_parent)
+        code = _run_command(command)
     fmt.write_exit_code(args.folder, args.attempt, code)
     return code
 
 
-def _run_command(command: list[str], before_exec=_die_with_parent) -> int:
+def _run_command(command: list[str]) -> int:
     try:
-        proc = subprocess.Popen(command, preexec_fn=before_exec)  # same group, cwd, env, stdio
+        proc = subprocess.Popen(command, preexec_fn=_die_with_parent)  # same group, cwd, env, stdio
     except OSError as exc:
         _say(f"cannot run {command[0]!r}: {exc.strerror or exc}")
         return 127 if isinstance(exc, FileNotFoundError) else 126  # the shell's codes
