@@ -175,8 +175,8 @@ class Pulls:
         """The pulled model's record once ``pull`` ends; its error raised again if it failed."""
         if not pull.ended.wait(WORKER_TIMEOUT + 60):
             raise ResourceError(f"pull {pull.id} did not end within {WORKER_TIMEOUT} s")
-        if pull.failure is not None:
-            raise pull.failure
+        if pull.failure is not None:  # a fresh exception per waiting caller: one shared would grow a
+            raise type(pull.failure)(str(pull.failure))  # traceback holding every caller's frames
         return pull.model
 
     def _forget_old(self) -> None:

@@ -237,17 +237,27 @@ class DeploymentSupervisor:
             self.ctx.executor.release_gpus(_holder(dep_id, index))
 
     def _retire(self, dep_id: str, index: int, slot: Slot) -> None:
+        """Stop a replica scaled away, off the supervisor's thread. It is already out of the rotation
+        (its slot is gone); SIGTERM lets its server finish the requests it holds (up to the grace)."""
+        threading.Thread(target=self._retire_now, args=(dep_id, index, slot), daemon=True).start()
+
+    def _retire_now(self, dep_id: str, index: int, slot: Slot) -> None:
         w = slot.worker
-        if w is not None:
-            terminate_group(w.handle.pid, w.handle.start_ticks)
-            if w.proc is not None:
-                w.proc.wait(timeout=5)
-        self.ctx.executor.release_gpus(_holder(dep_id, index))
-        with self.ctx.store.session() as s:
-            row = s.get(DeploymentReplica, (dep_id, index))
-            if row is not None:
-                s.delete(row)
-        self._event(dep_id, "scaled", f"replica {index} removed" + (f" (pid {w.handle.pid})" if w else ""))
+        try:
+            if w is not None:
+                terminate_group(w.handle.pid, w.handle.start_ticks)
+                if w.proc is not None:
+                    w.proc.wait(timeout=5)
+        except Exception:
+            log.exception("deployment %s: stopping replica %d", dep_id, index)
+        finally:
+            self.ctx.executor.release_gpus(_holder(dep_id, index))
+            with self.ctx.store.session() as s:
+                row = s.get(DeploymentReplica, (dep_id, index))
+                if row is not None:
+                    s.delete(row)
+            pid = f" (pid {w.handle.pid})" if w else ""
+            self._event(dep_id, "scaled", f"replica {index} removed{pid}")
 
     def reset(self, dep_id: str) -> None:
         """A (re)start by request: forget past failures."""
@@ -308,7 +318,7 @@ class DeploymentSupervisor:
             for i in range(dep.replicas):
                 slots.setdefault(i, Slot())
             extra = {i: slots.pop(i) for i in sorted(slots) if i >= dep.replicas}
-        for index, slot in extra.items():  # scaled down: the highest replicas go, out of rotation first
+        for index, slot in extra.items():  # scaled down: the highest replicas go (already out of rotation)
             self._retire(dep.id, index, slot)
         now = time.monotonic()
         for i, slot in sorted(slots.items()):

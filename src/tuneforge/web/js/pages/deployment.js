@@ -30,6 +30,7 @@ export async function render({ args, go }) {
   const events = h('ol', { class: 'timeline' });
   const tokenBox = h('div', { 'aria-live': 'polite' });
   let dep = null;
+  let typedReplicas = null; // what the user is typing survives the page's refreshes while it scales
   let timer = null;
   let shownToken = null;
   async function load() {
@@ -71,12 +72,13 @@ export async function render({ args, go }) {
     if (settling) timer = setTimeout(() => load().catch(showError), 1500);
   }
   function scaleForm() {
-    const count = h('input', { type: 'number', min: '1', max: '16', value: String(dep.replicas), 'aria-label': t('deployments.replicas') });
+    const count = h('input', { type: 'number', min: '1', max: '16', value: typedReplicas ?? String(dep.replicas), 'aria-label': t('deployments.replicas'), oninput: () => { typedReplicas = count.value; } });
     return h('form', { class: 'inline', onsubmit: async (ev) => {
       ev.preventDefault();
       try {
         await patch(`/api/v1/deployments/${enc}`, { replicas: Number(count.value) });
         showInfo(t('deployment.scale_done', { n: count.value }));
+        typedReplicas = null;
         clearTimeout(timer);
         await load();
       } catch (err) { showError(err); }
