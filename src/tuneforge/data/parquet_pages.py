@@ -96,26 +96,35 @@ class _Compact:
         elif ttype == 8:
             self.advance(self.varint())
         elif ttype in (9, 10):
-            head = self.byte()
-            size, elem = head >> 4, head & 0x0F
-            if size == 15:
-                size = self.varint()
-            self.room_for(size)
+            size, elem = self.list_head()
             for _ in range(size):
-                self.skip(_element(elem), depth + 1)
+                self.skip(elem, depth + 1)
         elif ttype == 11:
-            size = self.varint()
-            if size:
-                kinds = self.byte()
-                self.room_for(2 * size)
-                for _ in range(size):
-                    self.skip(_element(kinds >> 4), depth + 1)
-                    self.skip(_element(kinds & 0x0F), depth + 1)
+            size, key, item = self.map_head()
+            for _ in range(size):
+                self.skip(key, depth + 1)
+                self.skip(item, depth + 1)
         elif ttype == 12:
             for _fid, ftype in self.fields():
                 self.skip(ftype, depth + 1)
         else:
             raise BadPages(f"unknown Thrift type {ttype}")
+
+    def list_head(self) -> tuple[int, int]:
+        """(element count, element type) of a list or set."""
+        head = self.byte()
+        size = self.varint() if head >> 4 == 15 else head >> 4
+        self.room_for(size)
+        return size, _element(head & 0x0F)
+
+    def map_head(self) -> tuple[int, int, int]:
+        """(entry count, key type, value type) of a map."""
+        size = self.varint()
+        if not size:
+            return 0, 0, 0
+        kinds = self.byte()
+        self.room_for(2 * size)
+        return size, _element(kinds >> 4), _element(kinds & 0x0F)
 
     def room_for(self, elements: int) -> None:
         """Every element takes a byte at least: a count beyond what is left is read further or refused
@@ -141,22 +150,11 @@ class _Compact:
             self.advance(n)
             return bytes(self.buf[start : self.pos])
         if ttype in (9, 10):
-            head = self.byte()
-            size, elem = head >> 4, head & 0x0F
-            if size == 15:
-                size = self.varint()
-            self.room_for(size)
-            return [self.value(_element(elem), depth + 1) for _ in range(size)]
+            size, elem = self.list_head()
+            return [self.value(elem, depth + 1) for _ in range(size)]
         if ttype == 11:
-            size = self.varint()
-            if not size:
-                return []
-            kinds = self.byte()
-            self.room_for(2 * size)
-            return [
-                (self.value(_element(kinds >> 4), depth + 1), self.value(_element(kinds & 0x0F), depth + 1))
-                for _ in range(size)
-            ]
+            size, key, item = self.map_head()
+            return [(self.value(key, depth + 1), self.value(item, depth + 1)) for _ in range(size)]
         if ttype == 12:
             return {fid: self.value(ftype, depth + 1) for fid, ftype in self.fields()}
         raise BadPages(f"unknown Thrift type {ttype}")
