@@ -90,7 +90,7 @@ def test_tokens_hashed_listed_without_secret_revoked_on_next_request(api):
     from tuneforge.platform.db import Token
 
     with api.app.state.platform.store.session() as s:
-        assert all(token.split("_")[2] not in row.secret_hash for row in s.query(Token))
+        assert all(token.split("_", 2)[2] not in row.secret_hash for row in s.query(Token))
     mine = {"Authorization": f"Bearer {token}"}
     assert api.get("/api/v1/jobs", headers=mine).status_code == 200
     api.delete(f"/api/v1/tokens/{made.json()['id']}")
