@@ -52,3 +52,14 @@ def wait_state(client: TestClient, job_id: str, states, timeout: float = 120.0) 
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s: {job}")
+
+
+def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
+    """``predicate()``'s first truthy value, polled every 0.2 s; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from platformhelp import fake_model, make_client, store_model, upload, wait_state
+from platformhelp import fake_model, make_client, store_model, upload, wait_for, wait_state
 
 # The user's script: reads the mounted dataset, trains a LoRA on the mounted tiny base with plain torch,
 # writes TensorBoard scalars, then waits for the test's go-ahead before saving its adapter (so the test can
@@ -90,16 +90,6 @@ def command_body(**fields) -> dict:
     return {"kind": "command", "name": "t", "command": ["python", "-c", "print(1)"], **fields}
 
 
-def _wait_for(predicate, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _events(client, job_id) -> list[dict]:
     return client.get(f"/api/v1/jobs/{job_id}/events").json()["data"]
 
@@ -150,13 +140,13 @@ def test_own_lora_script_streams_logs_reports_loss_and_registers_its_adapter(ser
     def log_text():
         return server.get(f"/api/v1/jobs/{job['id']}/logs").text
 
-    _wait_for(lambda: f"step {steps} loss" in log_text(), 180, "the script's log")
+    wait_for(lambda: f"step {steps} loss" in log_text(), 180, "the script's log")
     assert "read 8 records from data/AdvertiseGen" in log_text()
 
     def metrics():
         return server.get(f"/api/v1/jobs/{job['id']}/metrics").json()["data"]
 
-    _wait_for(lambda: any("eval_loss" in m for m in metrics()), 30, "metrics from TensorBoard")
+    wait_for(lambda: any("eval_loss" in m for m in metrics()), 30, "metrics from TensorBoard")
     rows = [m for m in metrics() if "loss" in m]
     assert server.get(f"/api/v1/jobs/{job['id']}").json()["state"] == "running"
     assert [m["step"] for m in rows] == list(range(1, steps + 1))
@@ -298,7 +288,7 @@ def test_cancel_kills_the_whole_process_group(server):
     job = server.post("/api/v1/jobs", json=command_body(command=["bash", "-c", script])).json()
     root = server.app.state.platform.jobs_dir / job["id"]
     child_file = root / "output" / "child.pid"
-    _wait_for(lambda: child_file.exists() and child_file.read_text().strip(), 30, "the child's pid")
+    wait_for(lambda: child_file.exists() and child_file.read_text().strip(), 30, "the child's pid")
     child = int(child_file.read_text())
     from tuneforge.platform.db import Job
 
@@ -308,7 +298,7 @@ def test_cancel_kills_the_whole_process_group(server):
     assert server.post(f"/api/v1/jobs/{job['id']}/cancel").json()["state"] == "running"
     done = wait_state(server, job["id"], ("cancelled", "failed", "succeeded"), 30)
     assert done["state"] == "cancelled"
-    _wait_for(lambda: _gone(leader) and _gone(child), 10, "no process of the job left")
+    wait_for(lambda: _gone(leader) and _gone(child), 10, "no process of the job left")
     kinds = [e["event"] for e in _events(server, job["id"])]
     assert kinds[-3:] == ["cancel_requested", "exited", "cancelled"]
 
@@ -322,11 +312,11 @@ def test_cancel_kills_the_whole_process_group(server):
         "/api/v1/jobs", json=command_body(command=["bash", "-c", f'python -c "{child_code}" & wait'])
     ).json()
     child_file = server.app.state.platform.jobs_dir / job["id"] / "output" / "child.pid"
-    _wait_for(lambda: child_file.exists() and child_file.read_text().strip(), 60, "the child's pid")
+    wait_for(lambda: child_file.exists() and child_file.read_text().strip(), 60, "the child's pid")
     child = int(child_file.read_text())
     server.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert wait_state(server, job["id"], ("cancelled", "failed", "succeeded"), 30)["state"] == "cancelled"
-    _wait_for(lambda: _gone(child), 10, "the child that ignored SIGTERM to be killed")
+    wait_for(lambda: _gone(child), 10, "the child that ignored SIGTERM to be killed")
 
 
 # Tries to change the store through every way the job folder reaches it; reports what each try met.
@@ -496,7 +486,7 @@ def test_a_job_adopted_across_a_restart_ends_with_its_own_exit_code(monkeypatch)
         # The control plane is gone; its jobs are not. One of them ends before the next one starts.
         assert all(not _gone(pid) for pid in pids)
         (work["ended_while_down"] / "go").touch()
-        _wait_for(lambda: _gone(pids[2]), 30, "the job that ends while no server runs")
+        wait_for(lambda: _gone(pids[2]), 30, "the job that ends while no server runs")
         with make_client(supervise=True) as client:
             reconciled = {
                 name: [e for e in _events(client, job_id) if e["event"] == "reconciled"]

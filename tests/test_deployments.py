@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from conftest import make_lora_adapter, make_serving_model
+from platformhelp import wait_for
 
 FT = "ft:tiny-chat:demo:abc123"
 SEED_INFER = {
@@ -129,16 +130,6 @@ def _all_worker_pids(home) -> list[int]:
     return pids
 
 
-def _wait(predicate, timeout=180.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _dep(http, name="ftdemo") -> dict:
     return http.get(f"/api/v1/deployments/{name}").json()
 
@@ -150,6 +141,10 @@ def _ready(http, name="ftdemo", timeout=180.0) -> dict:
         return d if d["state"] == "ready" else None
 
     return _wait(check, timeout, f"deployment {name} ready")
+
+
+def _wait(predicate, timeout=180.0, what="condition"):
+    return wait_for(predicate, timeout, what)
 
 
 def _events(http, name="ftdemo") -> list[dict]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import MEMO
-from platformhelp import make_client, store_model, upload, wait_state
+from platformhelp import make_client, store_model, upload, wait_for, wait_state
 
 FAST = {
     "data.max_len": 64,
@@ -49,16 +48,6 @@ def _create(client, **overrides) -> dict:
 
 def _events(client, job_id) -> list[dict]:
     return client.get(f"/api/v1/jobs/{job_id}/events").json()["data"]
-
-
-def _wait_for(predicate, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _pid(client, job_id) -> int:
@@ -112,7 +101,7 @@ def test_job_runs_follows_registers_and_evaluates(server, monkeypatch):
     spec = server.get(f"/api/v1/jobs/{job['id']}/files/spec.yaml").text
     assert "max_steps: 4" in spec
 
-    got = _wait_for(lambda: server.get(f"/api/v1/datasets/{ds['id']}").json()["token_stats"], what="tokens")
+    got = wait_for(lambda: server.get(f"/api/v1/datasets/{ds['id']}").json()["token_stats"], what="tokens")
     assert got["unit"] == "tokens" and got["trained_tokens"] > 0
     masked = server.get(f"/api/v1/datasets/{ds['id']}/preview").json()["masked"][0]
     trained = "".join(p["text"] for p in masked if p["trained"])
@@ -154,9 +143,7 @@ def test_sigkill_of_a_worker_fails_with_log_tail_and_on_failure_resumes(server):
     # Long enough (~3 s idle) to be killed after its first checkpoint and before it ends.
     retried = _create(server, **{"train.max_steps": 200, "train.save_steps": 20, "_restart": 1})
     folder = Path(server.app.state.platform.jobs_dir)
-    _wait_for(
-        lambda: server.get(f"/api/v1/jobs/{plain['id']}").json()["progress"]["step"] >= 1, what="step 1"
-    )
+    wait_for(lambda: server.get(f"/api/v1/jobs/{plain['id']}").json()["progress"]["step"] >= 1, what="step 1")
     os.killpg(_pid(server, plain["id"]), signal.SIGKILL)
     failed = wait_state(server, plain["id"], ("failed",), timeout=30)
     assert failed["error"]["exit_code"] == 128 + signal.SIGKILL
@@ -164,7 +151,7 @@ def test_sigkill_of_a_worker_fails_with_log_tail_and_on_failure_resumes(server):
     assert "loss=" in failed["error"]["log_tail"]  # the worker's last output, not an empty string
 
     checkpoints = folder / retried["id"] / "checkpoints"
-    _wait_for(lambda: any(checkpoints.glob("step-*/trainer_state.json")), what="a first checkpoint")
+    wait_for(lambda: any(checkpoints.glob("step-*/trainer_state.json")), what="a first checkpoint")
     os.killpg(_pid(server, retried["id"]), signal.SIGKILL)
     done = wait_state(server, retried["id"], ("succeeded", "failed"))
     assert done["state"] == "succeeded" and done["attempt"] == 2, done
@@ -178,7 +165,7 @@ def test_sigkill_of_a_worker_fails_with_log_tail_and_on_failure_resumes(server):
 
 def test_cancel_stops_the_worker_with_a_checkpoint_then_resume(server):
     job = _create(server, **{"train.max_steps": 400, "train.save_steps": 1000})
-    _wait_for(lambda: server.get(f"/api/v1/jobs/{job['id']}").json()["progress"]["step"] >= 2, what="step 2")
+    wait_for(lambda: server.get(f"/api/v1/jobs/{job['id']}").json()["progress"]["step"] >= 2, what="step 2")
     assert server.post(f"/api/v1/jobs/{job['id']}/cancel").json()["state"] == "running"
     cancelled = wait_state(server, job["id"], ("cancelled", "failed", "succeeded"), timeout=60)
     assert cancelled["state"] == "cancelled", cancelled
@@ -195,6 +182,6 @@ def test_cancel_stops_the_worker_with_a_checkpoint_then_resume(server):
         started = [e for e in _events(server, job["id"]) if e["event"] == "started"]
         return len(started) == 2 and started[-1]
 
-    assert _wait_for(restarted, what="second start")["resumed_from"] == name
+    assert wait_for(restarted, what="second start")["resumed_from"] == name
     server.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert wait_state(server, job["id"], ("cancelled",), timeout=60)["attempt"] == 2
