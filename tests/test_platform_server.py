@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from conftest import MEMO, write
+from platformhelp import wait_for
 
 FAST = [
     "data.max_len=64",
@@ -110,16 +111,6 @@ def server(tiny_llama, tmp_path):
     srv.stop()
 
 
-def _wait(predicate, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_cli_flow_and_server_sigkill_mid_job_loses_nothing(server, tmp_path):
     first = server.output(0)
     assert server.token in first  # printed once, on first start
@@ -135,7 +126,7 @@ def test_cli_flow_and_server_sigkill_mid_job_loses_nothing(server, tmp_path):
     )
     job_id = json.loads(out.stdout)["id"]
     with server.http() as http:
-        _wait(lambda: http.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"] >= 3, what="step 3")
+        wait_for(lambda: http.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"] >= 3, what="step 3")
         worker_pid = _pid_of(server.home, job_id)
     server.kill()
     assert _alive(worker_pid)  # the worker outlives the control plane
@@ -146,7 +137,7 @@ def test_cli_flow_and_server_sigkill_mid_job_loses_nothing(server, tmp_path):
     server.start()
     assert server.token not in server.output(1)  # not printed again
     with server.http() as http:
-        job = _wait(
+        job = wait_for(
             lambda: (
                 (j := http.get(f"/api/v1/jobs/{job_id}").json())["state"] in ("succeeded", "failed") and j
             ),
@@ -286,7 +277,7 @@ def test_fifty_clients_for_thirty_seconds_lose_nothing(tmp_path, database_url):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    _wait(lambda: server.started, 30, "uvicorn")
+    wait_for(lambda: server.started, 30, "uvicorn")
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, headers=headers) as c:
         assert c.post("/api/v1/datasets", json={"name": "memo", "records": MEMO}).status_code == 201
