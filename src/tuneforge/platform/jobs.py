@@ -11,7 +11,6 @@ import logging
 import secrets
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tuneforge.spec import TEMPLATES, JobSpec
 from . import catalog
 from .context import Platform
 from .db import Job
+from .ticker import Ticker
 
 log = logging.getLogger(__name__)
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -351,40 +351,17 @@ def launch_for(ctx: Platform, row: Job) -> Launch:
     return Launch(row.id, argv, root, env, root, row.gpus, row.attempt + 1)
 
 
-class Supervisor:
+class Supervisor(Ticker):
     """One thread: follows running jobs to their end, applies restart policies, starts queued jobs."""
 
+    thread_name = "tuneforge-supervisor"
+
     def __init__(self, ctx: Platform, interval: float = 0.5):
-        self.ctx, self.interval = ctx, interval
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval)
+        self.ctx = ctx
         self.on_finish: list = []  # callables(ctx, row) run after a job ends (OpenAI registration, …)
         self._tails: dict[str, tuple[TensorBoardTail, float]] = {}  # command jobs' TensorBoard readers
         self._timed_out: set[str] = set()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self.reconcile()
-        self._thread = threading.Thread(target=self._loop, name="tuneforge-supervisor", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:  # a bad tick must not end supervision; the next one retries
-                log.exception("supervisor tick failed")
-            self._wake.wait(self.interval)
-            self._wake.clear()
 
     # -- start of the control plane
     def reconcile(self) -> None:

@@ -44,6 +44,7 @@ from tuneforge.jobs.executor import Handle, alive, process_start_ticks
 from . import deployments as service
 from .context import Platform
 from .db import Deployment, DeploymentReplica
+from .ticker import Ticker
 
 log = logging.getLogger(__name__)
 WORKER = [sys.executable, "-m", "tuneforge.cli.main"]
@@ -128,7 +129,9 @@ def terminate_group(pid: int, ticks: int | None, grace_s: float = 10.0) -> None:
     _signal_group(pid, signal.SIGKILL)
 
 
-class DeploymentSupervisor:
+class DeploymentSupervisor(Ticker):
+    thread_name = "tuneforge-deployments"
+
     def __init__(
         self,
         ctx: Platform,
@@ -137,7 +140,8 @@ class DeploymentSupervisor:
         probe_timeout: float = PROBE_TIMEOUT_S,
         unresponsive_after: int = UNRESPONSIVE_AFTER,
     ):
-        self.ctx, self.interval = ctx, interval
+        super().__init__(interval)
+        self.ctx = ctx
         self.probe_interval, self.probe_timeout = probe_interval, probe_timeout
         self.unresponsive_after = max(1, unresponsive_after)
         self._probes = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="tuneforge-probe")
@@ -145,9 +149,6 @@ class DeploymentSupervisor:
         self._slots: dict[str, dict[int, Slot]] = {}
         self._rr: dict[str, itertools.count] = {}
         self._requests: dict[str, int] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- what the gateway and the API ask
     def ready_count(self, dep_id: str) -> int:
@@ -188,20 +189,9 @@ class DeploymentSupervisor:
             worker.ready = False
 
     # -- lifecycle
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self.reconcile()
-        self._thread = threading.Thread(target=self._loop, name="tuneforge-deployments", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
         """Clean shutdown: terminate every worker; deployments keep their state for the next start."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
+        super().stop()
         with self._lock:
             dep_ids = list(self._slots)
         for dep_id in dep_ids:
@@ -209,15 +199,9 @@ class DeploymentSupervisor:
         self._probes.shutdown(wait=False, cancel_futures=True)
         self._flush_requests()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:
-                log.exception("deployment supervisor tick failed")
-            # Poll a starting worker's readiness often: every tenth of a second counts in a cold start.
-            self._wake.wait(0.1 if self._starting() else self.interval)
-            self._wake.clear()
+    def next_wait(self) -> float:
+        # Poll a starting worker's readiness often: every tenth of a second counts in a cold start.
+        return 0.1 if self._starting() else self.interval
 
     def _starting(self) -> bool:
         with self._lock:
