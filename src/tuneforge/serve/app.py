@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from tuneforge.errors import TuneforgeError
 
 from . import kserve, openai, triton_generate
-from .engine.base import BadRequest, QueueFull, UnknownModel
+from .engine.base import BadRequest, GenerationFailed, QueueFull, UnknownModel
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .state import ServingState
 
@@ -44,6 +44,8 @@ def classify(exc: Exception) -> HTTPError:
         return HTTPError(404, str(exc), "NotFoundError", "model")
     if isinstance(exc, QueueFull):
         return HTTPError(503, str(exc), "ServiceUnavailableError")
+    if isinstance(exc, GenerationFailed):  # already logged by the engine; the others went on
+        return HTTPError(500, str(exc), "InternalServerError")
     if isinstance(exc, BadRequest):
         return HTTPError(400, str(exc), "BadRequestError", exc.param)
     if isinstance(exc, TuneforgeError):
@@ -264,7 +266,7 @@ def create_app(
     async def v2_generate_stream(name: str, request: Request):
         try:
             body = await read_json(request)
-            return sse(triton_generate.generate_stream(state, name, body), False)
+            return sse(await triton_generate.generate_stream(state, name, body), False)
         except Exception as exc:
             return v2_error(classify(exc))
 

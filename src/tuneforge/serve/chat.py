@@ -98,7 +98,7 @@ class LocalChat:
         from .params import sampling_params
 
         variant = self.state.variant(self.label)
-        ids = self.state.encode_chat(variant, messages)
+        ids = await self.state.chat_ids(variant, messages)
         params = sampling_params(options, self.state.max_model_len, len(ids), self.state.default_max_tokens)
         stream = self.state.submit(variant, ids, params)
         try:

@@ -231,7 +231,7 @@ async def infer(state: ServingState, name: str, body: bytes, header_length: str 
             f"input {prompt_name!r} must have datatype BYTES (text); got {datatype}.", prompt_name
         )
     opts, raw = options(request, inputs)
-    prompts = [state.encode_text(variant, _text(v, prompt_name), raw=raw, param=prompt_name) for v in values]
+    prompts = await state.text_ids(variant, [_text(v, prompt_name) for v in values], raw, prompt_name)
     params = [sampling_params(opts, state.max_model_len, len(p), state.default_max_tokens) for p in prompts]
     streams = []
     try:

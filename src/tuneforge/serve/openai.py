@@ -16,6 +16,7 @@ from .params import count, sampling_params
 from .state import ServingState, collect, merge
 
 DONE = "[DONE]"
+MAX_COMPLETIONS = 64  # prompts x n in one /v1/completions request
 
 
 def list_models(state: ServingState) -> dict:
@@ -95,9 +96,9 @@ def _options(body: dict) -> tuple[bool, bool]:
 async def chat_completions(state: ServingState, body: dict):
     variant = state.variant(body.get("model"))
     stream, include_usage = _options(body)
-    ids = state.encode_chat(variant, body.get("messages"))
-    params = sampling_params(body, state.max_model_len, len(ids), state.default_max_tokens)
     n = count(body)
+    ids = await state.chat_ids(variant, body.get("messages"))
+    params = sampling_params(body, state.max_model_len, len(ids), state.default_max_tokens)
     streams = _submit_all(state, variant, [(ids, _nth(params, j)) for j in range(n)])
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if stream:
@@ -171,15 +172,18 @@ async def _chat_stream(state, streams, rid, created, model, include_usage) -> As
         state.cancel(streams)
 
 
-def _prompts(state: ServingState, variant, prompt) -> list[list[int]]:
-    """A string, a list of strings, a list of token ids, or a list of lists of token ids."""
+async def _prompts(state: ServingState, variant, prompt, n: int) -> list[list[int]]:
+    """A string, a list of strings, a list of token ids, or a list of lists of token ids; their count
+    is checked before any is tokenized."""
     if isinstance(prompt, str):
-        return [state.encode_text(variant, prompt, raw=True)]
+        prompt = [prompt]
     if isinstance(prompt, list) and prompt:
-        if all(isinstance(p, str) for p in prompt):
-            return [state.encode_text(variant, p, raw=True) for p in prompt]
         if all(isinstance(p, int) for p in prompt):
-            return [state.check_token_ids(prompt)]
+            prompt = [prompt]
+        if len(prompt) * n > MAX_COMPLETIONS:
+            raise BadRequest(f"at most {MAX_COMPLETIONS} completions per request (prompts x n).", "n")
+        if all(isinstance(p, str) for p in prompt):
+            return await state.text_ids(variant, prompt, raw=True)
         if all(isinstance(p, list) for p in prompt):
             return [state.check_token_ids(p) for p in prompt]
     raise BadRequest("prompt must be a string, a list of strings or a list of token ids.", "prompt")
@@ -204,10 +208,8 @@ def _completion_logprobs(entries: list[dict], offset0: int = 0) -> dict | None:
 async def completions(state: ServingState, body: dict):
     variant = state.variant(body.get("model"))
     stream, include_usage = _options(body)
-    prompts = _prompts(state, variant, body.get("prompt"))
     n = count(body)
-    if len(prompts) * n > 64:
-        raise BadRequest("at most 64 completions per request (prompts x n).", "n")
+    prompts = await _prompts(state, variant, body.get("prompt"), n)
     params = [
         sampling_params(body, state.max_model_len, len(ids), state.default_max_tokens) for ids in prompts
     ]

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 
-from .engine.base import BadRequest, SamplingParams
+from .engine.base import GREEDY_BELOW, MIN_TEMPERATURE, BadRequest, SamplingParams
 
 MAX_STOP_STRINGS = 8
+MAX_STOP_TOKEN_IDS = 64
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
 
@@ -29,6 +30,15 @@ def _number(body: dict, key: str, lo: float, hi: float, default, integer: bool =
     if not math.isfinite(value) or not lo <= value <= hi:
         raise BadRequest(f"{key} must be between {lo} and {hi}; got {value}.", key)
     return int(value) if integer else float(value)
+
+
+def _temperature(body: dict) -> float:
+    """As vLLM does: near zero is greedy, and a tiny positive value is raised to one whose scaled
+    logits stay finite (1e-40 would turn them into inf and the probabilities into nan)."""
+    t = _number(body, "temperature", 0.0, 2.0, 1.0)
+    if t < GREEDY_BELOW:
+        return 0.0
+    return max(t, MIN_TEMPERATURE)
 
 
 def stop_list(value, key: str = "stop") -> list[str]:
@@ -67,16 +77,23 @@ def sampling_params(
     if not isinstance(ignore_eos, bool):
         raise BadRequest("ignore_eos must be true or false.", "ignore_eos")
     stop_ids = body.get("stop_token_ids") or []
-    if not isinstance(stop_ids, list) or not all(isinstance(i, int) for i in stop_ids):
-        raise BadRequest("stop_token_ids must be a list of integers.", "stop_token_ids")
+    if (
+        not isinstance(stop_ids, list)
+        or len(stop_ids) > MAX_STOP_TOKEN_IDS
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in stop_ids)
+    ):
+        raise BadRequest(
+            f"stop_token_ids must be a list of at most {MAX_STOP_TOKEN_IDS} token ids (integers >= 0).",
+            "stop_token_ids",
+        )
     return SamplingParams(
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature", 0.0, 2.0, 1.0),
+        temperature=_temperature(body),
         top_p=_number(body, "top_p", 1e-9, 1.0, 1.0),
         top_k=_number(body, "top_k", -1, 1 << 20, 0, integer=True),
         seed=seed,
         stop=stop_list(body.get("stop")),
-        stop_token_ids=stop_ids[:64],
+        stop_token_ids=stop_ids,
         ignore_eos=ignore_eos,
         frequency_penalty=_number(body, "frequency_penalty", -2.0, 2.0, 0.0),
         presence_penalty=_number(body, "presence_penalty", -2.0, 2.0, 0.0),

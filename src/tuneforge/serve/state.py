@@ -9,7 +9,15 @@ from dataclasses import dataclass
 
 from tuneforge.models.inference import ServedModel, ServedVariant
 
-from .engine.base import BadRequest, Delta, Engine, RequestStream, SamplingParams, UnknownModel
+from .engine.base import (
+    BadRequest,
+    Delta,
+    Engine,
+    GenerationFailed,
+    RequestStream,
+    SamplingParams,
+    UnknownModel,
+)
 
 CHARS_PER_TOKEN_BOUND = 32  # a prompt longer than this many characters per context token cannot fit
 
@@ -35,19 +43,32 @@ class ServingState:
         return self.served.variants[name]
 
     # -- prompts -------------------------------------------------------------------------------
-    def _check_chars(self, text: str, param: str) -> None:
-        if len(text) > self.max_model_len * CHARS_PER_TOKEN_BOUND:
+    # Rendering and tokenizing run in a worker thread (``chat_ids``/``text_ids``): about a second per MiB,
+    # which on the event loop would starve the health probes until the supervisor kills the worker.
+    # Before that, what cannot fit the context is refused by counting characters, which is cheap.
+    @property
+    def max_prompt_chars(self) -> int:
+        return self.max_model_len * CHARS_PER_TOKEN_BOUND
+
+    def _check_chars(self, n: int, param: str, what: str) -> None:
+        if n > self.max_prompt_chars:
             raise BadRequest(
-                f"{param} has {len(text)} characters, more than the {self.max_model_len}-token context "
-                "can hold.",
+                f"{what} {n} characters; this model's context of {self.max_model_len} tokens holds at most "
+                f"{self.max_prompt_chars} characters here. Shorten the prompt or send fewer messages.",
                 param,
             )
 
-    def encode_chat(self, variant: ServedVariant, messages) -> list[int]:
-        """Render with the model's own saved chat template, ending with the assistant's turn."""
+    def _clean_messages(self, messages) -> list[dict]:
+        """Checked {role, content} dicts with text content, refused by their characters if too long."""
         if not isinstance(messages, list) or not messages:
             raise BadRequest("messages must be a non-empty list of {role, content} objects.", "messages")
-        clean = []
+        if len(messages) > self.max_model_len:  # every message takes at least one token of the context
+            raise BadRequest(
+                f"messages has {len(messages)} entries; this model's context holds {self.max_model_len} "
+                "tokens. Send fewer messages.",
+                "messages",
+            )
+        clean, total = [], 0
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise BadRequest(f"messages[{i}] must be an object with a string 'role'.", "messages")
@@ -63,8 +84,14 @@ class ServingState:
                 content = ""
             elif not isinstance(content, str):
                 raise BadRequest(f"messages[{i}].content must be a string or a list of parts.", "messages")
-            self._check_chars(content, "messages")
+            total += len(m["role"]) + len(content)
             clean.append({"role": m["role"], "content": content})
+        self._check_chars(total, "messages", f"the {len(clean)} messages hold")
+        return clean
+
+    def encode_chat(self, variant: ServedVariant, messages) -> list[int]:
+        """Render with the model's own saved chat template, ending with the assistant's turn."""
+        clean = self._clean_messages(messages)
         try:
             text = variant.tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # the template's own checks (roles alternate, …) are the user's to fix
@@ -77,10 +104,25 @@ class ServingState:
         """A plain prompt; wrapped as one user turn when the model has a chat template, unless raw."""
         if not isinstance(text, str):
             raise BadRequest(f"{param} must be a string.", param)
-        self._check_chars(text, param)
+        self._check_chars(len(text), param, f"{param} has")
         if not raw and getattr(variant.tokenizer, "chat_template", None):
             return self.encode_chat(variant, [{"role": "user", "content": text}])
         return self._encode(variant, text, param)
+
+    async def chat_ids(self, variant: ServedVariant, messages) -> list[int]:
+        """``encode_chat`` off the event loop (the cheap checks run first, on it)."""
+        clean = self._clean_messages(messages)
+        return await asyncio.to_thread(self.encode_chat, variant, clean)
+
+    async def text_ids(
+        self, variant: ServedVariant, texts: list, raw: bool = False, param: str = "prompt"
+    ) -> list[list[int]]:
+        """``encode_text`` of each text, off the event loop (the cheap checks run first, on it)."""
+        for text in texts:
+            if not isinstance(text, str):
+                raise BadRequest(f"{param} must be a string.", param)
+            self._check_chars(len(text), param, f"{param} has")
+        return await asyncio.to_thread(lambda: [self.encode_text(variant, t, raw, param) for t in texts])
 
     def _encode(self, variant: ServedVariant, text: str, param: str) -> list[int]:
         ids = variant.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -144,5 +186,5 @@ async def collect(stream: RequestStream) -> tuple[str, Delta, list[dict]]:
         lps += d.logprobs
         last = d
     if last.error:
-        raise RuntimeError(last.error)
+        raise GenerationFailed(last.error)
     return "".join(parts), last, lps

@@ -47,7 +47,7 @@ def _options(body: dict) -> tuple[dict, bool]:
     return opts, raw
 
 
-def _prepare(state: ServingState, name: str, body: dict):
+async def _prepare(state: ServingState, name: str, body: dict):
     variant = state.variant(name)
     if not isinstance(body, dict):
         raise BadRequest("the request must be a JSON object.", "body")
@@ -55,13 +55,13 @@ def _prepare(state: ServingState, name: str, body: dict):
     if text is None:
         raise BadRequest("text_input is missing.", "text_input")
     opts, raw = _options(body)
-    ids = state.encode_text(variant, text, raw=raw, param="text_input")
+    [ids] = await state.text_ids(variant, [text], raw=raw, param="text_input")
     params = sampling_params(opts, state.max_model_len, len(ids), state.default_max_tokens)
     return variant, ids, params
 
 
 async def generate(state: ServingState, name: str, body: dict) -> dict:
-    variant, ids, params = _prepare(state, name, body)
+    variant, ids, params = await _prepare(state, name, body)
     stream = state.submit(variant, ids, params)
     try:
         text, last, _ = await collect(stream)
@@ -77,9 +77,9 @@ async def generate(state: ServingState, name: str, body: dict) -> dict:
     }
 
 
-def generate_stream(state: ServingState, name: str, body: dict):
-    """Validates now (so errors are a plain 400), then streams ``data: {json}`` events."""
-    variant, ids, params = _prepare(state, name, body)
+async def generate_stream(state: ServingState, name: str, body: dict):
+    """Validates now (so errors are a plain 400), then returns the stream of ``data: {json}`` events."""
+    variant, ids, params = await _prepare(state, name, body)
     stream = state.submit(variant, ids, params)
 
     async def events():

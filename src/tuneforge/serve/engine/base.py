@@ -8,7 +8,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tuneforge.errors import ConfigError, NotFoundError, ResourceError
+from tuneforge.errors import ConfigError, NotFoundError, ResourceError, TuneforgeError
 
 
 class BadRequest(ConfigError):
@@ -31,6 +31,17 @@ class QueueFull(ResourceError):
     """Every batch slot is busy and the waiting queue is at its bound (HTTP 503; retry later)."""
 
 
+class GenerationFailed(TuneforgeError):
+    """The engine could not finish this request (HTTP 500); other requests keep being served."""
+
+
+# vLLM's thresholds (``_SAMPLING_EPS``, ``_MAX_TEMP`` in vllm/sampling_params.py): a temperature below
+# GREEDY_BELOW is greedy, and one between it and MIN_TEMPERATURE is raised to MIN_TEMPERATURE, because
+# logits divided by a near-zero temperature overflow to inf and the probabilities become nan.
+GREEDY_BELOW = 1e-5
+MIN_TEMPERATURE = 1e-2
+
+
 @dataclass
 class SamplingParams:
     max_tokens: int = 256
@@ -48,7 +59,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0 or self.top_k == 1
+        return self.temperature < GREEDY_BELOW or self.top_k == 1
 
 
 @dataclass

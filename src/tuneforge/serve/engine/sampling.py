@@ -36,14 +36,40 @@ def _filter(row: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return row
 
 
+def _sample_row(
+    row: torch.Tensor, p: SamplingParams, generated: list[int], generator: torch.Generator | None
+) -> int:
+    if p.frequency_penalty or p.presence_penalty or p.repetition_penalty != 1.0:
+        row = _penalise(row, p, generated)
+    if p.greedy:
+        return int(row.argmax())
+    probs = _filter(row / p.temperature, p.top_k, p.top_p).softmax(-1)
+    if not bool(torch.isfinite(probs).all()):
+        raise ValueError("the next-token probabilities are not finite (the model's logits hold inf or nan)")
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _logprob_info(row: torch.Tensor, token: int, k: int) -> dict:
+    lp = row.log_softmax(-1)
+    top = torch.topk(lp, k) if k else None
+    return {
+        "logprob": float(lp[token]),
+        "top": list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top else [],
+    }
+
+
 def choose_tokens(
     logits: torch.Tensor,
     params: list[SamplingParams],
     generated: list[list[int]],
     generators: list[torch.Generator | None],
-) -> tuple[list[int], list[dict | None]]:
-    """One token per row; plus, for rows that asked for logprobs, the chosen token's and the top k."""
+) -> tuple[list[int], list[dict | None], list[str | None]]:
+    """One token per row; plus, for rows that asked for logprobs, the chosen token's and the top k; plus,
+    for a row whose choice failed, why (its token is -1). A failure stays in its row: one request's
+    numbers must not abort the others in the batch."""
     logits = logits.float()
+    n = len(params)
+    errors: list[str | None] = [None] * n
     simple = all(
         p.greedy and p.frequency_penalty == 0 and p.presence_penalty == 0 and p.repetition_penalty == 1.0
         for p in params
@@ -51,24 +77,17 @@ def choose_tokens(
     if simple:
         chosen = logits.argmax(-1).tolist()
     else:
-        chosen = []
+        chosen = [-1] * n
         for i, p in enumerate(params):
-            row = logits[i]
-            if p.frequency_penalty or p.presence_penalty or p.repetition_penalty != 1.0:
-                row = _penalise(row, p, generated[i])
-            if p.greedy:
-                chosen.append(int(row.argmax()))
-                continue
-            row = _filter(row / p.temperature, p.top_k, p.top_p)
-            probs = row.softmax(-1)
-            chosen.append(int(torch.multinomial(probs, 1, generator=generators[i])))
-    infos: list[dict | None] = [None] * len(params)
+            try:
+                chosen[i] = _sample_row(logits[i], p, generated[i], generators[i])
+            except Exception as exc:  # any failure here is this row's alone
+                errors[i] = f"sampling failed: {type(exc).__name__}: {exc}"
+    infos: list[dict | None] = [None] * n
     for i, p in enumerate(params):
-        if p.logprobs is not None:
-            lp = logits[i].log_softmax(-1)
-            top = torch.topk(lp, p.logprobs) if p.logprobs else None
-            infos[i] = {
-                "logprob": float(lp[chosen[i]]),
-                "top": list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top else [],
-            }
-    return chosen, infos
+        if p.logprobs is not None and errors[i] is None:
+            try:
+                infos[i] = _logprob_info(logits[i], chosen[i], p.logprobs)
+            except Exception as exc:  # this row's alone too
+                errors[i] = f"logprobs failed: {type(exc).__name__}: {exc}"
+    return chosen, infos, errors

@@ -304,38 +304,54 @@ class TransformersEngine:
         self._emit(seqs, logits)
 
     def _emit(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
-        tokens, infos = choose_tokens(
+        tokens, infos, errors = choose_tokens(
             logits, [s.params for s in seqs], [s.generated for s in seqs], [s.generator for s in seqs]
         )
         now = time.perf_counter()
-        for seq, token, info in zip(seqs, tokens, infos, strict=True):
-            if seq.generated:
-                self.metrics.observe_inter_token(seq.variant.id, now - seq.last_token_at)
+        for seq, token, info, error in zip(seqs, tokens, infos, errors, strict=True):
+            if error is None:
+                try:
+                    self._advance(seq, token, info, now)
+                    continue
+                except Exception as exc:  # this request's failure (detokenizing, …) ends it alone
+                    log.exception("request %d failed", seq.stream.id)
+                    error = f"engine error: {type(exc).__name__}: {exc}"
             else:
-                self.metrics.observe_first_token(seq.variant.id, now - seq.arrived)
-            seq.last_token_at = now
-            seq.generated.append(token)
-            reason = None
-            if token in seq.stop_ids:
-                text, reason = "", "stop"
-            else:
-                text, hit = seq.detok.add(token)
-                if hit:
-                    reason = "stop"
-                elif len(seq.generated) >= seq.params.max_tokens:
-                    reason = "length"
-                elif self.cache.ends[self._running.index(seq)] >= self.max_model_len:
-                    reason = "length"
-            lp = []
-            if info is not None:
-                tok = seq.variant.tokenizer.convert_ids_to_tokens(token)
-                lp = [{"token_id": token, "token": tok, **info}]
-            if reason is None:
-                seq.stream.push(Delta(text=text, token_ids=[token], logprobs=lp))
-            else:
-                self._finish(seq, reason, text + seq.detok.finish(), [token], lp)
+                log.warning("request %d failed: %s", seq.stream.id, error)
+            if seq in self._running:
+                self._finish(seq, "abort", error=error)
 
-    def _finish(self, seq: _Seq, reason: str, text: str = "", ids=None, lp=None) -> None:
+    def _advance(self, seq: _Seq, token: int, info: dict | None, now: float) -> None:
+        """Append one chosen token to ``seq`` and stream it, or finish ``seq`` if it stops here."""
+        if seq.generated:
+            self.metrics.observe_inter_token(seq.variant.id, now - seq.last_token_at)
+        else:
+            self.metrics.observe_first_token(seq.variant.id, now - seq.arrived)
+        seq.last_token_at = now
+        seq.generated.append(token)
+        reason = None
+        if token in seq.stop_ids:
+            text, reason = "", "stop"
+        else:
+            text, hit = seq.detok.add(token)
+            if hit:
+                reason = "stop"
+            elif len(seq.generated) >= seq.params.max_tokens:
+                reason = "length"
+            elif self.cache.ends[self._running.index(seq)] >= self.max_model_len:
+                reason = "length"
+        lp = []
+        if info is not None:
+            tok = seq.variant.tokenizer.convert_ids_to_tokens(token)
+            lp = [{"token_id": token, "token": tok, **info}]
+        if reason is None:
+            seq.stream.push(Delta(text=text, token_ids=[token], logprobs=lp))
+        else:
+            self._finish(seq, reason, text + seq.detok.finish(), [token], lp)
+
+    def _finish(
+        self, seq: _Seq, reason: str, text: str = "", ids=None, lp=None, error: str | None = None
+    ) -> None:
         row = self._running.index(seq)
         last = len(self._running) - 1
         if row != last:
@@ -343,7 +359,8 @@ class TransformersEngine:
             self._running[row] = self._running[last]
         self._running.pop()
         self.cache.release_row(last)
-        completion = len(seq.generated) - (1 if reason == "stop" and seq.generated[-1] in seq.stop_ids else 0)
+        stopped_by_id = reason == "stop" and seq.generated and seq.generated[-1] in seq.stop_ids
+        completion = len(seq.generated) - (1 if stopped_by_id else 0)
         seq.stream.push(
             Delta(
                 text=text,
@@ -352,6 +369,7 @@ class TransformersEngine:
                 finish_reason=reason,
                 prompt_tokens=len(seq.prompt_ids),
                 completion_tokens=completion,
+                error=error,
             )
         )
         self.metrics.observe_finished(seq.variant.id, len(seq.prompt_ids), completion, reason)
