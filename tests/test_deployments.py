@@ -250,6 +250,50 @@ def test_stream_is_relayed_as_it_comes(server, deployed):
     assert n > 50 and first < total / 3, (first, total, n)
 
 
+def test_a_poison_request_among_8_streams_through_the_gateway(server, deployed):
+    """``temperature: 1e-40`` used to make torch.multinomial raise inside the engine step, which
+    aborted every sequence running on the worker. Now it is greedy: the 8 streams decoding beside it
+    finish their answers, and it answers what temperature 0 answers."""
+    import threading
+
+    import openai
+
+    _, token = deployed
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=token, max_retries=0, timeout=300)
+    out: dict = {}
+
+    def healthy(i: int):
+        try:
+            stream = client.chat.completions.create(
+                model="ftdemo", messages=ASK, max_tokens=60, temperature=0.8, seed=i, stream=True,
+                extra_body={"ignore_eos": True},
+            )  # fmt: skip
+            text, finish = "", None
+            for chunk in stream:
+                out.setdefault(("started", i), True)
+                for c in chunk.choices:
+                    text += c.delta.content or ""
+                    finish = c.finish_reason or finish
+            out[i] = (text, finish)
+        except Exception as exc:  # read below
+            out[i] = exc
+
+    threads = [threading.Thread(target=healthy, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    _wait(lambda: all(("started", i) in out for i in range(8)), 120, "8 streams decoding")
+    poison = client.chat.completions.create(
+        model="ftdemo", messages=ASK, max_tokens=10, temperature=1e-40, stream=True
+    )
+    chunks = list(poison)
+    for t in threads:
+        t.join(300)
+    assert [out[i][1] if isinstance(out[i], tuple) else out[i] for i in range(8)] == ["length"] * 8
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    greedy = client.chat.completions.create(model="ftdemo", messages=ASK, max_tokens=10, temperature=0)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == greedy.choices[0].message.content
+
+
 def test_tritonclient_and_curl_seed_bodies_through_the_gateway(server, deployed):
     import numpy as np
     import tritonclient.http as triton
@@ -365,6 +409,35 @@ def test_sigkilled_worker_comes_back(server, deployed):
     assert d["workers"][0]["pid"] != pid and d["workers"][0]["restarts"] == 1
     r = http.post("/v1/chat/completions", json={"model": "ftdemo", "messages": ASK, "max_tokens": 3})
     assert r.status_code == 200
+
+
+def test_a_worker_killed_mid_stream_makes_the_openai_client_raise(server, deployed):
+    """The gateway used to end the body cleanly when the worker died mid-answer (no finish_reason, no
+    [DONE]), and the openai SDK returned the truncated answer as if complete. Now the stream ends with
+    an error event, which the SDK raises as APIError."""
+    import openai
+
+    http = server.http()
+    _, token = deployed
+    pid = _ready(http)["workers"][0]["pid"]
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=token, max_retries=0, timeout=300)
+    stream = client.chat.completions.create(
+        model="ftdemo", messages=ASK, max_tokens=1500, temperature=0, stream=True,
+        extra_body={"ignore_eos": True},
+    )  # fmt: skip
+    got = []
+    with pytest.raises(openai.APIError, match="stopped in the middle of this answer"):
+        for chunk in stream:
+            got.append(chunk)
+            if len(got) == 3:
+                os.kill(pid, signal.SIGKILL)
+    assert len(got) >= 3 and not any(c.choices and c.choices[0].finish_reason for c in got)
+
+    def replaced():
+        d = _dep(http)
+        return d["state"] == "ready" and d["workers"] and d["workers"][0]["pid"] != pid
+
+    _wait(replaced, 180, "the killed worker replaced")  # for the tests after this one
 
 
 def test_server_crash_adopts_and_clean_restart_restarts(server, deployed):
@@ -644,3 +717,55 @@ def test_scale_up_and_down_while_serving(server):
         ]
     finally:
         http.delete("/api/v1/deployments/scaled")
+
+
+def test_relay_of_a_broken_stream_ends_in_the_protocols_error_event():
+    """What the gateway sends when the worker's stream breaks off in the middle of an event: the whole
+    events before it, then one error event in the protocol's shape (OpenAI: an error object; Triton's
+    generate_stream: an error string); the half-written event is dropped."""
+    import asyncio
+
+    from tuneforge.platform.routes import gateway
+
+    class Broken(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield b'data: {"a": 1}\n\ndata: {"b"'
+            yield b': 2}\n\ndata: {"half'
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    class Dep:
+        name = "d"
+
+    async def relay(error_event):
+        resp = httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Broken())
+        return b"".join([c async for c in gateway._relay_sse(resp, Dep(), error_event)])
+
+    for error_event, check in (
+        (gateway._openai_stream_error, lambda e: e["error"]["type"] == "server_error"),
+        (gateway._v2_stream_error, lambda e: isinstance(e["error"], str)),
+    ):
+        events = asyncio.run(relay(error_event)).decode().split("\n\n")
+        assert events[:2] == ['data: {"a": 1}', 'data: {"b": 2}'] and events[3:] == [""], events
+        last = json.loads(events[2].removeprefix("data: "))
+        assert check(last) and "stopped in the middle" in json.dumps(last), last
+
+
+def test_a_deployment_token_reaches_its_own_deployment_when_another_serves_the_same_id():
+    """Two deployments of one model both answer to its id; the token of the older one used to get a
+    403 from the newer one, which ``_match`` preferred. The caller's own deployment wins."""
+    from platformhelp import fake_model, make_client
+
+    fake_model("tiny")
+    with make_client() as api:
+        assert api.post("/api/v1/deployments", json={"model": "tiny", "name": "mine"}).status_code == 201
+        assert api.post("/api/v1/deployments", json={"model": "tiny", "name": "other"}).status_code == 201
+        token = api.post("/api/v1/tokens", json={"name": "t", "scope": "deployment:mine"}).json()["token"]
+        mine = {"Authorization": f"Bearer {token}"}
+        body = {"model": "tiny", "messages": ASK, "max_tokens": 2}
+        r = api.post("/v1/chat/completions", json=body, headers=mine)
+        # no worker runs here (no supervisor): "starting" is this deployment's own answer, not a 403
+        assert r.status_code == 503 and "'mine'" in r.json()["error"]["message"], r.text
+        r = api.post("/v2/models/tiny/generate", json={"text_input": "hi"}, headers=mine)
+        assert r.status_code == 503 and "'mine'" in r.json()["error"], r.text
+        r = api.post("/v1/chat/completions", json={**body, "model": "other"}, headers=mine)
+        assert r.status_code == 403  # another deployment by its own name stays refused

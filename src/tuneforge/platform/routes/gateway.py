@@ -83,8 +83,10 @@ def _allowed(who: Principal, dep: Deployment) -> bool:
     return who.is_admin or who.scope == f"deployment:{dep.name}"
 
 
-def _match(deps: list[Deployment], model: str) -> tuple[Deployment, str] | None:
-    """The deployment and worker model id a name reaches; a ready deployment wins over others."""
+def _match(deps: list[Deployment], model: str, who: Principal) -> tuple[Deployment, str] | None:
+    """The deployment and worker model id a name reaches. Several deployments may serve the same id:
+    one the caller may use wins (a deployment token reaches its own deployment, not a 403 from
+    another's), then a ready one."""
     found = []
     for dep in deps:
         ids = service.model_ids(dep)
@@ -94,7 +96,7 @@ def _match(deps: list[Deployment], model: str) -> tuple[Deployment, str] | None:
             found.append((dep, model[len(dep.name) + 1 :]))
         elif model != "__base__" and model in dep.aliases:
             found.append((dep, dep.aliases[model]))
-    found.sort(key=lambda f: f[0].state != "ready")
+    found.sort(key=lambda f: (not _allowed(who, f[0]), f[0].state != "ready"))
     return found[0] if found else None
 
 
@@ -106,7 +108,7 @@ async def _target(request: Request, who: Principal, model: str | None):
         model = who.scope.removeprefix("deployment:")
     if not isinstance(model, str) or not model:
         raise GatewayError(400, "'model' is required: a deployment name (GET /v1/models)", None, "model")
-    hit = _match(deps, model)
+    hit = _match(deps, model, who)
     if hit is None:
         raise GatewayError(
             404, f"no deployment serves model {model!r}; see GET /v1/models", "model_not_found", "model"
@@ -168,16 +170,62 @@ async def _forward(request: Request, dep: Deployment, worker, path: str, body: b
                 502, f"deployment {dep.name!r}: {type(exc).__name__} from its worker"
             ) from None
 
-    async def relay():
-        try:
-            async for chunk in resp.aiter_raw():
-                yield chunk
-        finally:
-            with anyio.CancelScope(shield=True):  # close upstream even when the client went away
-                await resp.aclose()
-
+    if resp.headers.get("content-type", "").startswith("text/event-stream"):
+        error_event = _openai_stream_error if path.startswith("/v1/") else _v2_stream_error
+        body = _relay_sse(resp, dep, error_event)
+    else:
+        body = _relay(resp)
     out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in DROPPED_RESPONSE_HEADERS}
-    return StreamingResponse(relay(), status_code=resp.status_code, headers=out_headers)
+    return StreamingResponse(body, status_code=resp.status_code, headers=out_headers)
+
+
+async def _relay(resp: httpx.Response):
+    """Bytes as they come. If the worker fails midway, the error propagates and the connection is cut,
+    so the client sees a truncated body rather than a complete one."""
+    try:
+        async for chunk in resp.aiter_raw():
+            yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):  # close upstream even when the client went away
+            await resp.aclose()
+
+
+MAX_SSE_EVENT_BYTES = 1 << 20
+
+
+async def _relay_sse(resp: httpx.Response, dep: Deployment, error_event):
+    """Server-sent events, whole events at a time. If the worker fails midway (killed: the read ends
+    with RemoteProtocolError), the half-written event is dropped and an error event in the protocol's
+    shape ends the stream, which its clients raise on (the openai SDK's APIError), instead of a clean
+    end that looks like a finished answer."""
+    pending = b""
+    try:
+        async for chunk in resp.aiter_raw():
+            pending += chunk
+            cut = pending.rfind(b"\n\n") + 2
+            if cut == 1 and len(pending) > MAX_SSE_EVENT_BYTES:  # no event boundary: pass it on as is
+                cut = len(pending)
+            if cut > 1:
+                yield pending[:cut]
+                pending = pending[cut:]
+        if pending:
+            yield pending
+    except httpx.TransportError as exc:
+        what = type(exc).__name__
+        log.warning("deployment %s: the worker's stream broke off: %s: %s", dep.name, what, exc)
+        message = f"deployment {dep.name!r}: its worker stopped in the middle of this answer ({what}); retry"
+        yield b"data: " + json.dumps(error_event(message)).encode() + b"\n\n"
+    finally:
+        with anyio.CancelScope(shield=True):  # close upstream even when the client went away
+            await resp.aclose()
+
+
+def _openai_stream_error(message: str) -> dict:
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": "worker_failed"}}
+
+
+def _v2_stream_error(message: str) -> dict:
+    return {"error": message}
 
 
 # -- OpenAI --------------------------------------------------------------------------------------------
