@@ -54,7 +54,8 @@ class ServingState:
         if n > self.max_prompt_chars:
             raise BadRequest(
                 f"{what} {n} characters; this model's context of {self.max_model_len} tokens holds at most "
-                f"{self.max_prompt_chars} characters here. Shorten the prompt or send fewer messages.",
+                f"{self.max_prompt_chars} characters here. "
+                + ("Shorten or drop messages." if param == "messages" else f"Shorten {param}."),
                 param,
             )
 
@@ -86,7 +87,7 @@ class ServingState:
                 raise BadRequest(f"messages[{i}].content must be a string or a list of parts.", "messages")
             total += len(m["role"]) + len(content)
             clean.append({"role": m["role"], "content": content})
-        self._check_chars(total, "messages", f"the {len(clean)} messages hold")
+        self._check_chars(total, "messages", "messages hold in all")
         return clean
 
     def encode_chat(self, variant: ServedVariant, messages) -> list[int]:
