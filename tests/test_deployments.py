@@ -294,6 +294,38 @@ def test_a_poison_request_among_8_streams_through_the_gateway(server, deployed):
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == greedy.choices[0].message.content
 
 
+def test_a_huge_legal_chat_through_the_gateway_is_refused_and_the_worker_lives_on(server, deployed):
+    """7.3 MiB of chat (120 messages of 65,000 characters: legal JSON under the body limit) used to be
+    rendered and tokenized on the worker's event loop, its health probes went unanswered and the
+    supervisor killed it. Now it is refused by its characters (a 400 naming the limit) while a small
+    request is answered, and the worker is the same process afterwards."""
+    import threading
+
+    import openai
+
+    http = server.http()
+    _, token = deployed
+    pid = _ready(http)["workers"][0]["pid"]
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=token, max_retries=0, timeout=300)
+    huge = [{"role": ("user", "assistant")[i % 2], "content": chr(97 + i % 26) * 65_000} for i in range(120)]
+    out: dict = {}
+
+    def small():
+        out["small"] = client.chat.completions.create(model="ftdemo", messages=ASK, max_tokens=4)
+
+    t = threading.Thread(target=small)
+    t.start()
+    with pytest.raises(openai.BadRequestError, match="characters") as err:
+        client.chat.completions.create(model="ftdemo", messages=huge, max_tokens=4)
+    assert "holds at most" in err.value.message
+    t.join(120)
+    assert out["small"].choices[0].finish_reason in ("stop", "length")
+    time.sleep(3)  # six probe intervals
+    d = _dep(http)
+    assert d["state"] == "ready" and d["workers"][0]["pid"] == pid
+    assert not [e for e in _events(http) if e["event"] == "unresponsive"]
+
+
 def test_tritonclient_and_curl_seed_bodies_through_the_gateway(server, deployed):
     import numpy as np
     import tritonclient.http as triton
