@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tuneforge.errors import DataError, NotFoundError, Problem
+from tuneforge.names import check_name, looks_like_id
 from tuneforge.settings import env_name, get_settings
 
 from .load import LoadedDataset, scan_records
@@ -108,6 +109,7 @@ def store_path(
     from .formats import parse_mapping
 
     path = Path(path)
+    check_name(name if name is not None else path.stem, "dataset")
     mapping = parse_mapping(mapping)
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,7 @@ def store_dataset(
 ) -> tuple[dict, bool]:
     """Store a loaded, valid dataset; returns (its metadata, whether it was new)."""
     loaded.raise_for_errors()
+    check_name(name if name is not None else loaded.path.stem, "dataset")
     digest = content_hash(loaded.path, loaded.files, loaded.format, mapping)
     ds_id = f"ds-{digest[:12]}"
     root = datasets_root()
@@ -182,10 +185,16 @@ def list_datasets() -> list[dict]:
 
 
 def find_dataset(ref: str) -> Path:
-    """A stored dataset's folder by id or name."""
-    for meta in list_datasets():
-        if ref in (meta["id"], meta["name"]):
-            return datasets_root() / meta["id"]
+    """A stored dataset's folder by id, or by name (the newest of that name). An id-shaped ``ref`` is
+    looked up by id only, so no dataset's name stands in for another dataset's id."""
+    if looks_like_id(ref):
+        folder = datasets_root() / ref  # hex digits and one prefix: never a path out of the store
+        if (folder / "dataset.json").is_file():
+            return folder
+    else:
+        named = [meta for meta in list_datasets() if meta["name"] == ref]
+        if named:
+            return datasets_root() / max(named, key=lambda m: (m.get("created", ""), m["id"]))["id"]
     raise NotFoundError(f"no stored dataset {ref!r}; see `tuneforge datasets list`.")
 
 

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from tuneforge import names
 from tuneforge.errors import ConfigError, NotFoundError
 from tuneforge.settings import get_settings
 
@@ -60,7 +61,7 @@ def resolve_model(ref: str | Path) -> Path:
 @contextlib.contextmanager
 def staged_model(name: str) -> Iterator[Path]:
     """A temporary folder that becomes ``models/<name>`` only if the block succeeds."""
-    target = model_dir(name)
+    target = model_dir(names.check_name(name, "model"))
     root = models_root()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))

@@ -91,6 +91,7 @@ def register(
     path: str | None = None,
     base: str | None = None,
 ) -> RegisteredModel:
+    check_name(name, "registered model", max_length=200)
     if path is not None or base is not None:
         return _register_path(ctx, job_id, path, base, name)
     with ctx.store.session() as s:
@@ -221,7 +222,6 @@ def _register_path(
     """A folder a job wrote (a command job's output/checkpoint-N), checked to be a model or an adapter."""
     if not path or not base:
         raise ConfigError("register a folder with both path (e.g. output/checkpoint-3000) and base")
-    check_name(name, "registered model", max_length=200)
     with ctx.store.session() as s:
         job = s.get(Job, job_id)
         if job is None:
