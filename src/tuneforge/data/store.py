@@ -12,11 +12,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from tuneforge.errors import DataError, NotFoundError, Problem
+from tuneforge.jobs.staging import TMP, make_temp_dir
 from tuneforge.names import check_name, looks_like_id
 from tuneforge.settings import env_name, get_settings
 
@@ -113,7 +113,7 @@ def store_path(
     mapping = parse_mapping(mapping)
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    tmp = make_temp_dir(root, TMP)
     chars = None
     if stats is None:  # character statistics on the same pass (no tokenizer: callers may be torch-free)
         from .validate import StatsBuilder
@@ -163,7 +163,7 @@ def store_dataset(
     if (target / "dataset.json").exists():
         return json.loads((target / "dataset.json").read_text()), False
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    tmp = make_temp_dir(root, TMP)
     try:
         with open(tmp / "records.jsonl", "w", encoding="utf-8") as fh:
             for r in loaded.records:

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,9 +23,11 @@ from sqlalchemy.exc import IntegrityError
 from tuneforge.data.formats import FORMATS, parse_mapping
 from tuneforge.data.store import find_dataset, list_datasets, store_path
 from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
+from tuneforge.jobs.staging import UPLOAD, make_temp_dir, remove_stale
 from tuneforge.models.store import list_models
 from tuneforge.names import check_name
 
+from .context import Platform
 from .db import Dataset, Job, Model, Store, by_id_or_name
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class Upload:
 
     def __init__(self, root: Path):
         root.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+        self.dir = make_temp_dir(root, UPLOAD)
         self.files: list[Path] = []
         self.bytes = 0
 
@@ -226,24 +227,31 @@ def ingest(store: Store, upload: Upload, name, fmt, mapping, max_bytes: int) -> 
     return row
 
 
-def token_report_in_background(store: Store, ds_id: str, home: Path) -> None:
+def token_report_in_background(ctx: Platform, ds_id: str) -> None:
     """Token statistics and the masked preview, from a worker process (tokenizers import transformers,
     which the control plane never does). Written into the row's metadata when done; a dataset is
-    usable (ready) before that. Without a pulled default model the statistics stay in characters."""
+    usable (ready) before that. Without a pulled default model the statistics stay in characters.
+    Each worker holds a tokenizer (~260 MB): a few run at once (``pulls.report_slots``), others wait."""
     import json as _json
-    import os
     import subprocess
     import sys
+
+    from .pulls import report_slots  # pulls imports this module
+
+    store, home, slots = ctx.store, ctx.home, report_slots(ctx)
 
     def work():
         folder = home / "datasets" / ds_id
         argv = [sys.executable, "-m", "tuneforge.cli.dataset_report", str(folder)]
         env = {**os.environ, "TUNEFORGE_HOME": str(home), "TRANSFORMERS_VERBOSITY": "error"}
+        slots.take()
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("dataset %s: token statistics failed: %s", ds_id, exc)
             return
+        finally:
+            slots.give_back()
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
             log.info("dataset %s: no token statistics (%s)", ds_id, last)
@@ -311,8 +319,11 @@ def ingest_in_background(
     return row
 
 
-def fail_interrupted_validations(store: Store) -> None:
-    """A restart while an upload was validating: its temporary files are gone; say so on the row."""
+def fail_interrupted_validations(store: Store, settings) -> None:
+    """A restart while an upload was validating: say so on its row, and remove the temporary folders a
+    killed server or CLI left in the stores (an upload's 40 MiB, a half-written dataset's copy)."""
+    for root in (settings.datasets_dir, settings.models_dir):
+        remove_stale(root)
     with store.session() as s:
         for row in s.scalars(select(Dataset).where(Dataset.state == "validating")):
             row.state = "invalid"

@@ -368,7 +368,7 @@ class Supervisor(Ticker):
 
     # -- start of the control plane
     def reconcile(self) -> None:
-        catalog.fail_interrupted_validations(self.ctx.store)
+        catalog.fail_interrupted_validations(self.ctx.store, self.ctx.settings)
         with self.ctx.store.reading() as s:
             running = list(s.scalars(select(Job).where(Job.state == "running")))
         for row in running:

@@ -131,7 +131,7 @@ async def upload_dataset(request: Request, ctx: Platform = Depends(platform)):
 
         def on_ready(ds_id: str) -> None:
             if token_stats:
-                catalog.token_report_in_background(ctx.store, ds_id, ctx.home)
+                catalog.token_report_in_background(ctx, ds_id)
 
         if upload.bytes > ctx.background_validation_bytes:
             background = True
