@@ -100,6 +100,8 @@ def test_id_shaped_names_are_refused_for_models_deployments_and_registered_model
     fake_model("tiny")
     with pytest.raises(ConfigError, match="looks like an id"):
         deployments.create(ctx, "tiny", name="dep-0123456789ab")
+    row = deployments.create(ctx, "tiny", name="smol")  # and a deployment is found by its id too
+    assert deployments.get(ctx, row.id).name == "smol"
     with pytest.raises(ConfigError, match="looks like an id"):
         registry.register(ctx, "job-nothere", None, "rm-0123456789ab")
 
