@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.errors import ConfigError
+from tuneforge.names import Name
 
 
 class Strict(BaseModel):
@@ -166,7 +167,7 @@ class Resources(Strict):
 class JobSpec(Strict):
     """A complete training run."""
 
-    name: str | None = Field(default=None, description="A label for the run.")
+    name: Name | None = Field(default=None, description="A label for the run (the job's name).")
     method: Literal["sft", "dpo", "pretrain"] = Field(default="sft", description="Training objective.")
     finetuning: Literal["lora", "qlora", "full"] = Field(default="lora", description="Which weights train.")
     model: str = Field(description="A pulled/imported model name or an HF model folder.")

@@ -12,11 +12,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from tuneforge.errors import DataError, NotFoundError, Problem
+from tuneforge.jobs.staging import TMP, make_temp_dir
+from tuneforge.names import check_name, looks_like_id
 from tuneforge.settings import env_name, get_settings
 
 from .load import LoadedDataset, scan_records
@@ -108,10 +109,11 @@ def store_path(
     from .formats import parse_mapping
 
     path = Path(path)
+    check_name(name if name is not None else path.stem, "dataset")
     mapping = parse_mapping(mapping)
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    tmp = make_temp_dir(root, TMP)
     chars = None
     if stats is None:  # character statistics on the same pass (no tokenizer: callers may be torch-free)
         from .validate import StatsBuilder
@@ -153,6 +155,7 @@ def store_dataset(
 ) -> tuple[dict, bool]:
     """Store a loaded, valid dataset; returns (its metadata, whether it was new)."""
     loaded.raise_for_errors()
+    check_name(name if name is not None else loaded.path.stem, "dataset")
     digest = content_hash(loaded.path, loaded.files, loaded.format, mapping)
     ds_id = f"ds-{digest[:12]}"
     root = datasets_root()
@@ -160,7 +163,7 @@ def store_dataset(
     if (target / "dataset.json").exists():
         return json.loads((target / "dataset.json").read_text()), False
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    tmp = make_temp_dir(root, TMP)
     try:
         with open(tmp / "records.jsonl", "w", encoding="utf-8") as fh:
             for r in loaded.records:
@@ -182,10 +185,16 @@ def list_datasets() -> list[dict]:
 
 
 def find_dataset(ref: str) -> Path:
-    """A stored dataset's folder by id or name."""
-    for meta in list_datasets():
-        if ref in (meta["id"], meta["name"]):
-            return datasets_root() / meta["id"]
+    """A stored dataset's folder by id, or by name (the newest of that name). An id-shaped ``ref`` is
+    looked up by id only, so no dataset's name stands in for another dataset's id."""
+    if looks_like_id(ref):
+        folder = datasets_root() / ref  # hex digits and one prefix: never a path out of the store
+        if (folder / "dataset.json").is_file():
+            return folder
+    else:
+        named = [meta for meta in list_datasets() if meta["name"] == ref]
+        if named:
+            return datasets_root() / max(named, key=lambda m: (m.get("created", ""), m["id"]))["id"]
     raise NotFoundError(f"no stored dataset {ref!r}; see `tuneforge datasets list`.")
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from tuneforge import names
 from tuneforge.errors import ConfigError, NotFoundError
+from tuneforge.jobs.staging import TMP, make_temp_dir
 from tuneforge.settings import get_settings
 
 from .info import MODEL_FILE, read_info
@@ -60,10 +61,10 @@ def resolve_model(ref: str | Path) -> Path:
 @contextlib.contextmanager
 def staged_model(name: str) -> Iterator[Path]:
     """A temporary folder that becomes ``models/<name>`` only if the block succeeds."""
-    target = model_dir(name)
+    target = model_dir(names.check_name(name, "model"))
     root = models_root()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    tmp = make_temp_dir(root, TMP)
     try:
         yield tmp
         if target.exists():

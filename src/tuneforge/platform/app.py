@@ -77,9 +77,9 @@ def build_platform(
         max_upload_bytes=settings.max_dataset_mb << 20,
     )
     ctx.supervisor = Supervisor(ctx)
-    from .routes.openai_ft import register_on_success
+    from .routes.openai_ft import register_before_success
 
-    ctx.supervisor.on_finish.append(register_on_success)
+    ctx.supervisor.before_success.append(register_before_success)
     from .replicas import DeploymentSupervisor
 
     ctx.extras["deployments"] = DeploymentSupervisor(ctx)

@@ -18,8 +18,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from tuneforge.errors import ConfigError, NotFoundError
+from tuneforge.names import check_name
 
-from .db import Store, Token
+from .db import Store, Token, by_id_or_name
 
 SCOPE_RE = re.compile(r"^(admin|deployment:[A-Za-z0-9][A-Za-z0-9._-]{0,99})$")
 TOKEN_RE = re.compile(r"^tf_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
@@ -62,8 +63,7 @@ def check_scope(scope: str) -> str:
 def create_token(store: Store, name: str, scope: str, expires_in: float | None = None) -> tuple[Token, str]:
     """A new token row and its secret string (shown once, never stored)."""
     check_scope(scope)
-    if not name or len(name) > 200:
-        raise ConfigError("token name: give 1 to 200 characters.")
+    check_name(name, "token")
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     row = Token(
@@ -102,7 +102,7 @@ def authenticate(store: Store, header: str | None) -> Principal | None:
 
 def revoke_token(store: Store, ref: str) -> Token:
     with store.session() as s:
-        row = s.get(Token, ref) or s.scalars(select(Token).where(Token.name == ref)).first()
+        row = by_id_or_name(s, Token, ref)
         if row is None:
             raise NotFoundError(f"no token {ref!r}; see `tuneforge tokens list`.")
         if row.revoked_at is None:

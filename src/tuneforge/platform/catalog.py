@@ -8,10 +8,11 @@ invalid upload stores nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,9 +23,12 @@ from sqlalchemy.exc import IntegrityError
 from tuneforge.data.formats import FORMATS, parse_mapping
 from tuneforge.data.store import find_dataset, list_datasets, store_path
 from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
+from tuneforge.jobs.staging import UPLOAD, make_temp_dir, remove_stale
 from tuneforge.models.store import list_models
+from tuneforge.names import check_name
 
-from .db import Dataset, Job, Model, Store
+from .context import Platform
+from .db import Dataset, Job, Model, Store, by_id_or_name
 
 log = logging.getLogger(__name__)
 ACTIVE = ("queued", "running")
@@ -95,17 +99,13 @@ def dataset_dict(row: Dataset) -> dict:
 
 
 def get_dataset_row(store: Store, ref: str) -> Dataset:
+    """A dataset's row by id, or by name (the newest of that name); an id-shaped ``ref`` by id only."""
     with store.reading() as s:
-        row = (
-            s.get(Dataset, ref)
-            or s.scalars(
-                select(Dataset).where(Dataset.name == ref).order_by(Dataset.created_at.desc())
-            ).first()
-        )
+        row = by_id_or_name(s, Dataset, ref, newest=Dataset.created_at)
     if row is None:
         sync_datasets(store)
         with store.reading() as s:
-            row = s.get(Dataset, ref) or s.scalars(select(Dataset).where(Dataset.name == ref)).first()
+            row = by_id_or_name(s, Dataset, ref, newest=Dataset.created_at)
     if row is None:
         raise NotFoundError(f"no dataset {ref!r}")
     return row
@@ -145,7 +145,7 @@ class Upload:
 
     def __init__(self, root: Path):
         root.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+        self.dir = make_temp_dir(root, UPLOAD)
         self.files: list[Path] = []
         self.bytes = 0
 
@@ -158,14 +158,39 @@ class Upload:
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def as_sent(self, exc: DataError) -> DataError:
+        """``exc`` with the files named as the client sent them: the server's temporary folder (which says
+        where $TUNEFORGE_HOME is, and means nothing to the client) cut out of every message."""
 
-def safe_filename(name: str | None, index: int) -> str:
-    base = Path((name or "").replace("\\", "/")).name  # never a path: only the last component
+        def cut(text: str | None) -> str | None:
+            if text is None:
+                return None
+            return text.replace(f"{self.dir}{os.sep}", "").replace(str(self.dir), "the upload")
+
+        problems = [dataclasses.replace(p, message=cut(p.message), file=cut(p.file)) for p in exc.problems]
+        return DataError(cut(str(exc)), problems)
+
+
+def safe_filename(name: object, index: int) -> str:
+    name = name if isinstance(name, str) else ""  # a JSON body's name may be any JSON value
+    base = Path(name.replace("\\", "/")).name  # never a path: only the last component
     base = "".join(c for c in base if c.isalnum() or c in "._-")[:120].lstrip(".")
     return base or f"upload-{index}.jsonl"
 
 
-def check_options(fmt: str | None, mapping: str | dict | None) -> dict:
+def check_options(fmt: object, mapping: object, name: object = None) -> dict:
+    """The upload's mapping, once its fields have the types they need and its name (if given) follows
+    the name rule; a ConfigError (→ 422) saying which field is wrong otherwise."""
+    if name is not None:
+        check_name(name, "dataset")
+    if fmt is not None and not isinstance(fmt, str):
+        kind = type(fmt).__name__
+        raise ConfigError(f"format: expected a string, one of {', '.join(FORMATS)}; got {kind}.")
+    if mapping is not None and not (
+        isinstance(mapping, str)
+        or (isinstance(mapping, dict) and all(isinstance(v, str) for v in mapping.values()))
+    ):
+        raise ConfigError('map: expected "prompt=COL,response=COL" or an object of column names (strings).')
     if fmt and fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     try:
@@ -181,7 +206,10 @@ def validate_and_store(upload: Upload, name: str | None, fmt: str | None, mappin
 
     One streaming pass (``store_path``): records go to disk as they are read, so memory stays bounded
     whatever the upload's size; statistics are in characters (the control plane loads no tokenizer)."""
-    return store_path(upload.path(), name or upload.files[0].stem, fmt, mapping, max_bytes=max_bytes)
+    try:
+        return store_path(upload.path(), name or upload.files[0].stem, fmt, mapping, max_bytes=max_bytes)
+    except DataError as exc:
+        raise upload.as_sent(exc) from None
 
 
 def ingest(store: Store, upload: Upload, name, fmt, mapping, max_bytes: int) -> Dataset:
@@ -199,24 +227,31 @@ def ingest(store: Store, upload: Upload, name, fmt, mapping, max_bytes: int) -> 
     return row
 
 
-def token_report_in_background(store: Store, ds_id: str, home: Path) -> None:
+def token_report_in_background(ctx: Platform, ds_id: str) -> None:
     """Token statistics and the masked preview, from a worker process (tokenizers import transformers,
     which the control plane never does). Written into the row's metadata when done; a dataset is
-    usable (ready) before that. Without a pulled default model the statistics stay in characters."""
+    usable (ready) before that. Without a pulled default model the statistics stay in characters.
+    Each worker holds a tokenizer (~260 MB): a few run at once (``pulls.report_slots``), others wait."""
     import json as _json
-    import os
     import subprocess
     import sys
+
+    from .pulls import report_slots  # pulls imports this module
+
+    store, home, slots = ctx.store, ctx.home, report_slots(ctx)
 
     def work():
         folder = home / "datasets" / ds_id
         argv = [sys.executable, "-m", "tuneforge.cli.dataset_report", str(folder)]
         env = {**os.environ, "TUNEFORGE_HOME": str(home), "TRANSFORMERS_VERBOSITY": "error"}
+        slots.take()
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("dataset %s: token statistics failed: %s", ds_id, exc)
             return
+        finally:
+            slots.give_back()
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
             log.info("dataset %s: no token statistics (%s)", ds_id, last)
@@ -284,8 +319,11 @@ def ingest_in_background(
     return row
 
 
-def fail_interrupted_validations(store: Store) -> None:
-    """A restart while an upload was validating: its temporary files are gone; say so on the row."""
+def fail_interrupted_validations(store: Store, settings) -> None:
+    """A restart while an upload was validating: say so on its row, and remove the temporary folders a
+    killed server or CLI left in the stores (an upload's 40 MiB, a half-written dataset's copy)."""
+    for root in (settings.datasets_dir, settings.models_dir):
+        remove_stale(root)
     with store.session() as s:
         for row in s.scalars(select(Dataset).where(Dataset.state == "validating")):
             row.state = "invalid"

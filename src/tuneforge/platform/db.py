@@ -24,9 +24,12 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from tuneforge.names import looks_like_id
 
 
 def now() -> float:
@@ -185,6 +188,19 @@ class DeploymentEvent(Base):
     event: Mapped[str] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+def by_id_or_name(s: Session, table: type[Base], ref: str, newest=None):
+    """The row ``ref`` names: by id when it has an id's shape, by name (the newest first when ``newest``,
+    a column, is given) otherwise; None if there is none. Never a name for an id-shaped ``ref``: names are
+    refused when they look like ids, and an older row whose name does must not stand in for another
+    row's id (a dataset named like another's id once answered for it, and was deleted in its place)."""
+    if looks_like_id(ref):
+        return s.get(table, ref)
+    query = select(table).where(table.name == ref)
+    if newest is not None:
+        query = query.order_by(newest.desc())
+    return s.scalars(query).first()
 
 
 def make_engine(url: str) -> Engine:

@@ -20,10 +20,11 @@ from sqlalchemy import select
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.models.inference import uses_dora
+from tuneforge.names import check_name
 
 from . import registry
 from .context import Platform
-from .db import Deployment, DeploymentEvent, RegisteredModel
+from .db import Deployment, DeploymentEvent, RegisteredModel, by_id_or_name
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # what `tuneforge serve` accepts as an id
@@ -177,7 +178,7 @@ def create(
         raise ConfigError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     if name is not None and not NAME_RE.match(name):
         raise ConfigError(f"name {name!r}: lowercase letters, digits and '-' (at most 63), starting alnum")
-    name = name or _derive_name(ctx, model)
+    name = check_name(name or _derive_name(ctx, model), "deployment", max_length=63)
     row = Deployment(
         id=f"dep-{secrets.token_hex(6)}",
         name=name,
@@ -213,8 +214,9 @@ def wake(ctx: Platform) -> None:
 
 
 def get(ctx: Platform, name: str) -> Deployment:
+    """A deployment by name, or by id (``dep-…``)."""
     with ctx.store.reading() as s:
-        row = s.scalars(select(Deployment).where(Deployment.name == name)).first()
+        row = by_id_or_name(s, Deployment, name)
     if row is None:
         raise NotFoundError(f"no deployment {name!r}; see `tuneforge deployments list`")
     return row

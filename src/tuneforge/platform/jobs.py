@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 
-from tuneforge.errors import ConfigError, ConflictError, NotFoundError
+from tuneforge.errors import ConfigError, ConflictError, NotFoundError, TuneforgeError
 from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.executor import Handle, Launch
 from tuneforge.jobs.reconcile import Outcome, known_exit_code, outcome, reconcile_running
@@ -359,13 +359,16 @@ class Supervisor(Ticker):
     def __init__(self, ctx: Platform, interval: float = 0.5):
         super().__init__(interval)
         self.ctx = ctx
-        self.on_finish: list = []  # callables(ctx, row) run after a job ends (OpenAI registration, …)
+        # callables(ctx, session, row) run in the transaction that marks a job succeeded (the OpenAI
+        # registration): a reader sees the job succeeded with their work done, or not succeeded; one that
+        # raises a TuneforgeError makes the job failed with its message instead.
+        self.before_success: list = []
         self._tails: dict[str, tuple[TensorBoardTail, float]] = {}  # command jobs' TensorBoard readers
         self._timed_out: set[str] = set()
 
     # -- start of the control plane
     def reconcile(self) -> None:
-        catalog.fail_interrupted_validations(self.ctx.store)
+        catalog.fail_interrupted_validations(self.ctx.store, self.ctx.settings)
         with self.ctx.store.reading() as s:
             running = list(s.scalars(select(Job).where(Job.state == "running")))
         for row in running:
@@ -493,14 +496,27 @@ class Supervisor(Ticker):
             else:
                 row.state, row.error, row.finished_at = result.state, result.error, time.time()
                 row.pid = row.pid_ticks = None
+                if row.state == "succeeded":
+                    self._before_success(s, row)
                 finished = row
         if finished is not None:
             log.info("job %s: %s", job_id, finished.state)
-            for hook in self.on_finish:
-                try:
-                    hook(self.ctx, finished)
-                except Exception:
-                    log.exception("job %s: after-finish hook failed", job_id)
+
+    def _before_success(self, s, row: Job) -> None:
+        for hook in self.before_success:
+            try:
+                with s.begin_nested():  # a failed hook leaves none of its rows behind
+                    hook(self.ctx, s, row)
+            except Exception as exc:
+                if not isinstance(exc, TuneforgeError):
+                    log.exception("job %s: a before-success hook failed", row.id)
+                row.state = "failed"
+                row.error = {
+                    "message": f"the training succeeded but finishing the job failed: {exc}",
+                    "exit_code": row.exit_code,
+                    "log_tail": "",
+                }
+                return
 
     def _schedule(self) -> None:
         with self.ctx.store.reading() as s:

@@ -1,5 +1,8 @@
 """Model pulls and imports run by worker processes: waited for, or in a background thread with progress.
 
+Each worker holds a model or a tokenizer in memory (hundreds of MB), so a server runs a bounded number of
+each kind at once (``WorkerSlots``): pulls past the limit are refused, token reports wait their turn.
+
 Pulling and importing load weights with torch, so they run as ``tuneforge models pull|import … --json``
 worker processes, never in the server. An asynchronous pull runs that worker in a thread and passes it
 ``--progress-file``: the worker appends JSON lines ``{stage, done, total}`` there and a GET reads the
@@ -27,8 +30,36 @@ from .jobs import WORKER
 log = logging.getLogger(__name__)
 
 MAX_RUNNING = 2  # each worker holds a model in memory while it converts; ctx.extras["max_pulls"] overrides
+MAX_REPORTS = 2  # token-report workers (a tokenizer each); ctx.extras["max_token_reports"] overrides
 KEEP_FINISHED = 50  # finished pulls remembered for their GET; older ones are forgotten
 WORKER_TIMEOUT = 3600
+
+
+class WorkerSlots:
+    """At most ``limit`` worker processes of one kind at once: ``try_take`` for a caller to refuse past the
+    limit, ``take`` to wait for a free slot; ``give_back`` once the process has ended."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, limit)
+        self.running = 0
+        self._changed = threading.Condition()
+
+    def try_take(self) -> bool:
+        with self._changed:
+            if self.running >= self.limit:
+                return False
+            self.running += 1
+            return True
+
+    def take(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.running < self.limit)
+            self.running += 1
+
+    def give_back(self) -> None:
+        with self._changed:
+            self.running -= 1
+            self._changed.notify()
 
 
 def run_worker(ctx: Platform, args: list[str], progress_file: Path | None = None) -> dict:
@@ -118,21 +149,21 @@ class Pulls:
         self.lock = threading.Lock()
         self.pulls: dict[str, Pull] = {}
         self.folder = ctx.home / "pulls"
+        self.slots = WorkerSlots(int(ctx.extras.get("max_pulls", MAX_RUNNING)))
 
     def start(self, key: tuple, name: str, args: list[str]) -> Pull:
         """A running pull with the same key, or a new one started in a thread."""
-        limit = int(self.ctx.extras.get("max_pulls", MAX_RUNNING))
         with self.lock:
             running = [p for p in self.pulls.values() if p.state == "running"]
             for pull in running:
                 if pull.key == key:
                     return pull
-            if len(running) >= limit:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not self.slots.try_take():
                 raise ResourceError(
                     f"{len(running)} model pulls/imports are running, the most this server runs at once; "
                     f"wait for one to finish ({', '.join(p.name for p in running)}) and try again"
                 )
-            self.folder.mkdir(parents=True, exist_ok=True)
             pull_id = "pull-" + secrets.token_hex(6)
             pull = Pull(pull_id, name, key, args, self.folder / f"{pull_id}.jsonl")
             self.pulls[pull_id] = pull
@@ -169,6 +200,7 @@ class Pulls:
             pull.state = "failed" if error else "succeeded"
             pull.finished_at = time.time()
             pull.progress_file.unlink(missing_ok=True)
+            self.slots.give_back()  # under the lock: a start sees the pull ended and its slot free at once
         pull.ended.set()
 
     def wait(self, pull: Pull) -> dict:
@@ -191,6 +223,15 @@ def pulls_of(ctx: Platform) -> Pulls:
         if "pulls" not in ctx.extras:
             ctx.extras["pulls"] = Pulls(ctx)
         return ctx.extras["pulls"]
+
+
+def report_slots(ctx: Platform) -> WorkerSlots:
+    """The slots of this server's token-report workers (``catalog.token_report_in_background``)."""
+    with _create_lock:
+        if "report_slots" not in ctx.extras:
+            limit = int(ctx.extras.get("max_token_reports", MAX_REPORTS))
+            ctx.extras["report_slots"] = WorkerSlots(limit)
+        return ctx.extras["report_slots"]
 
 
 _create_lock = threading.Lock()

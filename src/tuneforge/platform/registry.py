@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.command import WORK_DIR
+from tuneforge.names import check_name
 
 from .context import Platform
 from .db import Job, RegisteredModel
@@ -89,56 +91,65 @@ def register(
     path: str | None = None,
     base: str | None = None,
 ) -> RegisteredModel:
+    check_name(name, "registered model", max_length=200)
     if path is not None or base is not None:
         return _register_path(ctx, job_id, path, base, name)
     with ctx.store.session() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise NotFoundError(f"no job {job_id!r}")
-        if job.kind != "train":
-            hint = " with --path and --base" if job.kind == "command" else ""
-            raise ConflictError(f"job {job_id} is an {job.kind} job; register a folder of it{hint}")
-        root = Path(job.folder)
-        if checkpoint:
-            path = fmt.safe_path(root / fmt.CHECKPOINTS_DIR, checkpoint)
-            if path is None or not fmt.STEP_RE.match(checkpoint):
-                names = [p.name for _, p in fmt.step_checkpoints(root)]
-                raise NotFoundError(f"job {job_id} has no checkpoint {checkpoint!r}; it has {names}")
-        else:
-            if job.state != "succeeded":
-                raise ConflictError(
-                    f"job {job_id} is {job.state}: register a checkpoint (--checkpoint step-N) or wait"
-                )
-            path = root / fmt.FINAL_DIR
-            if not path.is_dir():
-                raise NotFoundError(f"job {job_id} has no final output")
-        version = (
-            s.scalar(select(func.max(RegisteredModel.version)).where(RegisteredModel.name == name)) or 0
-        ) + 1
-        spec = job.spec or {}
-        data = spec.get("data", {})
-        ckpts = {c["name"]: c for c in fmt.checkpoints_with_metrics(root)}
-        row = RegisteredModel(
-            id=f"rm-{secrets.token_hex(6)}",
-            name=name,
-            version=version,
-            base_model=spec.get("model", ""),
-            job_id=job.id,
-            checkpoint=checkpoint or "final",
-            path=str(path),
-            lineage={
-                "base_model": spec.get("model"),
-                "job": job.id,
-                "datasets": [d.get("path") for d in data.get("train", [])],
-                "validation_dataset": (data.get("validation") or {}).get("path"),
-                "method": spec.get("method"),
-                "finetuning": spec.get("finetuning"),
-                "spec": spec,
-                "metrics": ckpts.get(checkpoint, {}) if checkpoint else job.latest_metrics,
-            },
-            created_at=time.time(),
-        )
-        s.add(row)
+        return register_in(s, job, checkpoint, name)
+
+
+def register_in(s: Session, job: Job, checkpoint: str | None, name: str) -> RegisteredModel:
+    """``register`` inside the caller's transaction: the supervisor registers an OpenAI fine-tune in the
+    transaction that marks its job succeeded, so no reader sees one without the other."""
+    check_name(name, "registered model", max_length=200)
+    job_id = job.id
+    if job.kind != "train":
+        hint = " with --path and --base" if job.kind == "command" else ""
+        raise ConflictError(f"job {job_id} is an {job.kind} job; register a folder of it{hint}")
+    root = Path(job.folder)
+    if checkpoint:
+        path = fmt.safe_path(root / fmt.CHECKPOINTS_DIR, checkpoint)
+        if path is None or not fmt.STEP_RE.match(checkpoint):
+            names = [p.name for _, p in fmt.step_checkpoints(root)]
+            raise NotFoundError(f"job {job_id} has no checkpoint {checkpoint!r}; it has {names}")
+    else:
+        if job.state != "succeeded":
+            raise ConflictError(
+                f"job {job_id} is {job.state}: register a checkpoint (--checkpoint step-N) or wait"
+            )
+        path = root / fmt.FINAL_DIR
+        if not path.is_dir():
+            raise NotFoundError(f"job {job_id} has no final output")
+    version = (
+        s.scalar(select(func.max(RegisteredModel.version)).where(RegisteredModel.name == name)) or 0
+    ) + 1
+    spec = job.spec or {}
+    data = spec.get("data", {})
+    ckpts = {c["name"]: c for c in fmt.checkpoints_with_metrics(root)}
+    row = RegisteredModel(
+        id=f"rm-{secrets.token_hex(6)}",
+        name=name,
+        version=version,
+        base_model=spec.get("model", ""),
+        job_id=job.id,
+        checkpoint=checkpoint or "final",
+        path=str(path),
+        lineage={
+            "base_model": spec.get("model"),
+            "job": job.id,
+            "datasets": [d.get("path") for d in data.get("train", [])],
+            "validation_dataset": (data.get("validation") or {}).get("path"),
+            "method": spec.get("method"),
+            "finetuning": spec.get("finetuning"),
+            "spec": spec,
+            "metrics": ckpts.get(checkpoint, {}) if checkpoint else job.latest_metrics,
+        },
+        created_at=time.time(),
+    )
+    s.add(row)
     return row
 
 

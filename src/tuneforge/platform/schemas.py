@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from tuneforge.names import Name
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -40,7 +42,7 @@ class CommandJobCreate(Body):
     """A user's own command, run in a job folder with its code, datasets and models linked in."""
 
     kind: Literal["command"]
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(description="The job's name.")
     command: list[str] = Field(min_length=1, max_length=1000, description="argv; no shell is involved.")
     code: str | None = Field(
         default=None, pattern=r"^code-[0-9a-f]{12}$", description="An id from POST /api/v1/jobs/code."
@@ -73,7 +75,7 @@ class ResumeBody(Body):
 
 
 class TokenCreate(Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(description="A label to tell tokens apart.")
     scope: str = Field(default="admin", description="admin or deployment:NAME.")
     expires: str | None = Field(default=None, description="30d, 12h, 90m, 2w; empty: never.")
 
@@ -88,7 +90,7 @@ class ModelPull(Body):
 
 class ModelImport(Body):
     path: str = Field(description="An HF folder or .gguf file on the server's disk.")
-    name: str | None = None
+    name: Name | None = Field(default=None, description="The stored model's name; default: the file's.")
     wait: bool = Field(default=True, description=WAIT_HELP)
 
 

@@ -125,13 +125,13 @@ async def upload_dataset(request: Request, ctx: Platform = Depends(platform)):
             return JSONResponse({"detail": str(exc)}, status_code=413)
         if not upload.files:
             raise ConfigError("no files in the upload: send them as multipart field 'files'")
-        mapping = catalog.check_options(fields.get("format"), fields.get("map"))
+        mapping = catalog.check_options(fields.get("format"), fields.get("map"), fields.get("name"))
         args = (ctx.store, upload, fields.get("name"), fields.get("format"), mapping, limit)
         token_stats = ctx.extras.get("token_stats", True)
 
         def on_ready(ds_id: str) -> None:
             if token_stats:
-                catalog.token_report_in_background(ctx.store, ds_id, ctx.home)
+                catalog.token_report_in_background(ctx, ds_id)
 
         if upload.bytes > ctx.background_validation_bytes:
             background = True

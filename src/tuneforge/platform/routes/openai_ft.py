@@ -16,6 +16,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
 from tuneforge.jobs import folder as fmt
@@ -441,14 +442,14 @@ def ft_model_name(row: Job) -> str:
     return f"ft:{row.spec.get('model')}:{o.get('suffix') or 'tuneforge'}:{row.id[4:]}"
 
 
-def register_on_success(ctx: Platform, row: Job) -> None:
-    """Supervisor hook: a succeeded OpenAI job's output becomes the registered model it names."""
-    if row.state != "succeeded" or "openai" not in (row.extra or {}):
+def register_before_success(ctx: Platform, s: Session, row: Job) -> None:
+    """Supervisor hook, in the transaction that marks the job succeeded: an OpenAI job's output becomes
+    the registered model it names, so a client never reads ``succeeded`` with ``fine_tuned_model: null``;
+    a registration that fails makes the job failed with its message."""
+    if "openai" not in (row.extra or {}):
         return
     name = ft_model_name(row)
-    registry.register(ctx, row.id, None, name)
-    with ctx.store.session() as s:
-        job = s.get(Job, row.id)
-        extra = dict(job.extra)
-        extra["openai"] = {**extra["openai"], "fine_tuned_model": name}
-        job.extra = extra
+    registry.register_in(s, row, None, name)
+    extra = dict(row.extra)
+    extra["openai"] = {**extra["openai"], "fine_tuned_model": name}
+    row.extra = extra

@@ -1,0 +1,79 @@
+"""The one rule for the names people give things (datasets, models, jobs, deployments, tokens, registered
+models), and the shapes of the ids the server gives them.
+
+A name is what a person reads in a listing and types on a command line, so it is short, printable text:
+no control or format characters (a NUL cuts a C string; U+202E reverses what follows it in a listing and
+spoofs another name), no line separators, no lone surrogates. A name never looks like an id of any noun:
+lookups take an id or a name, and a dataset named ``ds-…`` would otherwise stand in for another dataset.
+Lookups resolve an id-shaped reference by id only (``looks_like_id``), so a legacy row whose name looks
+like an id cannot shadow the dataset that owns that id either.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from tuneforge.errors import ConfigError
+
+MAX_NAME = 100
+
+# Every id the server makes: ``<prefix>-<hex>`` (datasets ds-<12>, validating uploads ds-pending-<12>,
+# jobs, deployments, registered models, evaluations, pulls, OpenAI files) and token ids (16 hex digits).
+ID_PREFIXES = ("ds-pending", "ds", "job", "dep", "rm", "eval", "pull", "file", "ftjob")
+ID_RE = re.compile(rf"^(?:(?:{'|'.join(ID_PREFIXES)})-[0-9a-f]+|[0-9a-f]{{16}})$", re.IGNORECASE)
+
+# Cc control, Cf format (bidi overrides, zero-width), Cs surrogates, Co private use, Cn unassigned,
+# Zl/Zp line and paragraph separators: none of them belongs in a name a listing shows.
+_REFUSED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def looks_like_id(ref: str) -> bool:
+    """Whether ``ref`` has the shape of a server-made id: such a reference is looked up by id only."""
+    return bool(ID_RE.match(ref))
+
+
+def name_problem(name: str, max_length: int = MAX_NAME) -> str | None:
+    """What is wrong with ``name`` as a name, or None when it is usable."""
+    if not name.strip():
+        return f"empty; give 1 to {max_length} characters"
+    if len(name) > max_length:
+        return f"{len(name)} characters; give at most {max_length}"
+    for i, ch in enumerate(name):
+        category = unicodedata.category(ch)
+        if category in _REFUSED:
+            return (
+                f"character {i + 1} is U+{ord(ch):04X} ({category}, a control, format or separator "
+                "character); use printable text"
+            )
+    if looks_like_id(name):
+        return (
+            f"{name!r} looks like an id (ids are {', '.join(p + '-…' for p in ID_PREFIXES)} or 16 hex "
+            "digits); pick a name that does not, e.g. add a word"
+        )
+    return None
+
+
+def check_name(name: object, noun: str, max_length: int = MAX_NAME) -> str:
+    """``name`` if it is a usable name for a ``noun`` (e.g. "dataset"); a ConfigError (→ 422, exit 2)
+    saying what is wrong with it and what to give instead otherwise."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{noun} name: expected a string, got {type(name).__name__}.")
+    problem = name_problem(name, max_length)
+    if problem:
+        raise ConfigError(f"{noun} name: {problem}.")
+    return name
+
+
+def _valid_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# The rule as a pydantic type, for request bodies and specs: a bad name is a 422 with its field's location.
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_valid_name)]
