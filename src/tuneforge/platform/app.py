@@ -20,6 +20,7 @@ from tuneforge.errors import (
     TuneforgeError,
 )
 from tuneforge.jobs.executor import Executor, LocalExecutor
+from tuneforge.serve.body import BodyError
 from tuneforge.settings import Settings, get_settings
 
 from . import migrate
@@ -87,6 +88,8 @@ def build_platform(
 
 
 def _status(exc: TuneforgeError) -> int:
+    if isinstance(exc, BodyError):
+        return exc.status
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, ConflictError):

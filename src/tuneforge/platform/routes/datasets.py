@@ -9,15 +9,19 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
 from tuneforge.data.store import read_stored_records
-from tuneforge.errors import ConfigError, NotFoundError, TuneforgeError
+from tuneforge.errors import ConfigError, NotFoundError
 from tuneforge.jobs.folder import list_files, safe_path
+from tuneforge.serve.body import loads_object, read_body, too_large
 
 from .. import catalog
+from ..bodies import BoundedJsonRoute, read_form
 from ..context import Platform
 from ..db import Dataset
 from ..deps import admin, platform
 
-router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute
+)
 CHUNK = 1 << 20
 JSON_LIMIT = 64 << 20  # a JSON body is parsed whole: big datasets come as files
 
@@ -54,13 +58,9 @@ UPLOAD_DOC = {
 }
 
 
-class TooLarge(TuneforgeError):
-    """→ 413"""
-
-
 async def _receive_multipart(request: Request, upload: catalog.Upload, limit: int) -> dict:
     # Starlette spools each part to a temporary file past 1 MiB; we copy it in chunks, counting.
-    form = await request.form(max_files=1000, max_fields=100)
+    form = await read_form(request, limit, max_files=1000, max_fields=100)
     fields: dict = {}
     index = 0
     for key, value in form.multi_items():
@@ -73,7 +73,7 @@ async def _receive_multipart(request: Request, upload: catalog.Upload, limit: in
                 while chunk := await value.read(CHUNK):
                     upload.bytes += len(chunk)
                     if upload.bytes > limit:
-                        raise TooLarge(f"upload larger than the limit of {limit >> 20} MiB")
+                        raise too_large(limit, "upload")
                     out.write(chunk)
             upload.files.append(target)
         elif key in ("name", "format", "map"):
@@ -83,16 +83,9 @@ async def _receive_multipart(request: Request, upload: catalog.Upload, limit: in
 
 
 async def _receive_json(request: Request, upload: catalog.Upload, limit: int) -> dict:
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise TooLarge(f"upload larger than the limit of {limit >> 20} MiB")
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"request body: invalid JSON: {exc}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+    raw = await read_body(request.stream(), request.headers.get("content-length"), limit)
+    body = loads_object(raw)
+    if not isinstance(body.get("records"), list):
         raise ConfigError('request body: expected {"records": [...], "name"?, "format"?, "map"?}')
     target = upload.dir / f"{catalog.safe_filename(body.get('name'), 0).removesuffix('.jsonl')}.jsonl"
     with open(target, "w", encoding="utf-8") as fh:
@@ -110,19 +103,13 @@ async def upload_dataset(request: Request, ctx: Platform = Depends(platform)):
     from starlette.concurrency import run_in_threadpool
 
     limit = ctx.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + (1 << 20):
-        return JSONResponse({"detail": f"upload larger than the limit of {limit >> 20} MiB"}, status_code=413)
     upload = catalog.Upload(ctx.settings.datasets_dir)
     background = False
     try:
-        try:
-            if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                fields = await _receive_multipart(request, upload, limit)
-            else:
-                fields = await _receive_json(request, upload, min(limit, JSON_LIMIT))
-        except TooLarge as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=413)
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            fields = await _receive_multipart(request, upload, limit)
+        else:
+            fields = await _receive_json(request, upload, min(limit, JSON_LIMIT))
         if not upload.files:
             raise ConfigError("no files in the upload: send them as multipart field 'files'")
         mapping = catalog.check_options(fields.get("format"), fields.get("map"))
