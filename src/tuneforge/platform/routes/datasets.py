@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 
 from tuneforge.data.store import read_stored_records
@@ -46,7 +49,12 @@ UPLOAD_DOC = {
                     "properties": {
                         "name": {"type": "string"},
                         "format": {"type": "string"},
-                        "map": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "map": {
+                            "anyOf": [
+                                {"type": "object", "additionalProperties": {"type": "string"}},
+                                {"type": "string", "description": "prompt=COL,response=COL"},
+                            ]
+                        },
                         "records": {"type": "array", "items": {"type": "object"}},
                     },
                     "required": ["records"],
@@ -82,19 +90,28 @@ async def _receive_multipart(request: Request, upload: catalog.Upload, limit: in
     return fields
 
 
+class JsonUpload(BaseModel):
+    """The JSON form of an upload (the ``application/json`` schema of UPLOAD_DOC)."""
+
+    name: str | None = None
+    format: str | None = None
+    map: dict[str, str] | str | None = None  # {"prompt": COL, …} or "prompt=COL,…" as in a form
+    records: list[Any]  # each record is judged by the data package, with its number
+
+
 async def _receive_json(request: Request, upload: catalog.Upload, limit: int) -> dict:
     raw = await read_body(request.stream(), request.headers.get("content-length"), limit)
-    body = loads_object(raw)
-    if not isinstance(body.get("records"), list):
-        raise ConfigError('request body: expected {"records": [...], "name"?, "format"?, "map"?}')
-    target = upload.dir / f"{catalog.safe_filename(body.get('name'), 0).removesuffix('.jsonl')}.jsonl"
+    try:
+        body = JsonUpload.model_validate(loads_object(raw))
+    except ValidationError as exc:  # the same 422 as a route's own body model
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    target = upload.dir / f"{catalog.safe_filename(body.name, 0).removesuffix('.jsonl')}.jsonl"
     with open(target, "w", encoding="utf-8") as fh:
-        for record in body["records"]:
+        for record in body.records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     upload.files.append(target)
     upload.bytes = len(raw)
-    mapping = body.get("map")
-    return {"name": body.get("name"), "format": body.get("format"), "map": mapping}
+    return {"name": body.name, "format": body.format, "map": body.map}
 
 
 @router.post("", status_code=201, openapi_extra=UPLOAD_DOC)

@@ -98,7 +98,26 @@ def _openai_dpo_to_preference(path: Path) -> None:
         rewritten.unlink()
 
 
-@router.post("/files")
+FILE_UPLOAD_DOC = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": ["fine-tune"]},
+                    },
+                    "required": ["file", "purpose"],
+                }
+            }
+        },
+        "required": True,
+    }
+}
+
+
+@router.post("/files", openapi_extra=FILE_UPLOAD_DOC)
 async def create_file(request: Request, ctx: Platform = Depends(platform)) -> dict:
     from starlette.concurrency import run_in_threadpool
 
