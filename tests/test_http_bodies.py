@@ -209,11 +209,16 @@ def test_chunked_upload_stops_at_the_limit(api, path, field, filename, extra):
     assert not any((api.app.state.platform.home / "datasets").glob("*/*")), "a failed upload left files"
 
 
-def test_v1_files_over_the_limit_with_a_length_is_413_in_openai_shape(api):
+def test_openai_client_gets_413_for_a_file_over_the_limit_not_a_500_it_retries(api):
+    openai = pytest.importorskip("openai")
     api.app.state.platform.max_upload_bytes = 1000
     data = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
-    r = api.post("/v1/files", files={"file": ("t.jsonl", data * 50)}, data={"purpose": "fine-tune"})
-    assert r.status_code == 413 and "limit" in r.json()["error"]["message"], r.text
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+    with RunningApp(api.app) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=token, max_retries=0)
+        with pytest.raises(openai.APIStatusError) as exc:
+            client.files.create(file=("t.jsonl", data * 50), purpose="fine-tune")
+    assert exc.value.status_code == 413 and "limit" in exc.value.message, exc.value
 
 
 # -- /v1/files reads JSONL as /api/v1/datasets does ------------------------------------------------------

@@ -16,7 +16,9 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
 
 from tuneforge.serve import body as request_body
+from tuneforge.settings import env_name
 
+UPLOAD_SETTING = env_name("max_dataset_mb")  # what raises the limit of every upload
 FORM_OVERHEAD = 1 << 20  # multipart boundaries, part headers and the small fields around the files
 
 
@@ -25,7 +27,7 @@ async def read_form(request: Request, limit: int, *, max_files: int, max_fields:
     overhead: by its Content-Length before anything is read, or as its bytes arrive."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit + FORM_OVERHEAD):
-        raise request_body.too_large(limit, "upload")
+        raise request_body.too_large(limit, "upload", UPLOAD_SETTING)
     received = 0
 
     async def counting_receive():
@@ -34,7 +36,7 @@ async def read_form(request: Request, limit: int, *, max_files: int, max_fields:
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit + FORM_OVERHEAD:
-                raise request_body.too_large(limit, "upload")
+                raise request_body.too_large(limit, "upload", UPLOAD_SETTING)
         return message
 
     # the parser closes the parts it spooled so far when the exception passes through it

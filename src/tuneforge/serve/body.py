@@ -36,8 +36,10 @@ class BodyError(TuneforgeError):
         self.status = status
 
 
-def too_large(limit: int, what: str = "request body") -> BodyError:
-    return BodyError(413, f"{what} larger than the limit of {limit >> 20} MiB; send less.")
+def too_large(limit: int, what: str = "request body", setting: str | None = None) -> BodyError:
+    size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+    fix = f"send less, or raise {setting} on the server" if setting else "send less"
+    return BodyError(413, f"{what} larger than the limit of {size}; {fix}.")
 
 
 async def read_body(

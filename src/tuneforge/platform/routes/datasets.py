@@ -17,7 +17,7 @@ from tuneforge.jobs.folder import list_files, safe_path
 from tuneforge.serve.body import loads_object, read_body, too_large
 
 from .. import catalog
-from ..bodies import BoundedJsonRoute, read_form
+from ..bodies import UPLOAD_SETTING, BoundedJsonRoute, read_form
 from ..context import Platform
 from ..db import Dataset
 from ..deps import admin, platform
@@ -81,7 +81,7 @@ async def _receive_multipart(request: Request, upload: catalog.Upload, limit: in
                 while chunk := await value.read(CHUNK):
                     upload.bytes += len(chunk)
                     if upload.bytes > limit:
-                        raise too_large(limit, "upload")
+                        raise too_large(limit, "upload", UPLOAD_SETTING)
                     out.write(chunk)
             upload.files.append(target)
         elif key in ("name", "format", "map"):

@@ -16,7 +16,7 @@ from tuneforge.serve.body import too_large
 
 from .. import commands, registry
 from .. import jobs as service
-from ..bodies import BoundedJsonRoute, read_form
+from ..bodies import UPLOAD_SETTING, BoundedJsonRoute, read_form
 from ..context import Platform
 from ..deps import admin, platform
 from ..schemas import AnyJobCreate, CommandJobCreate, ResumeBody
@@ -69,7 +69,7 @@ async def upload_code(request: Request, ctx: Platform = Depends(platform)):
             while chunk := await part.read(1 << 20):
                 size += len(chunk)
                 if size > limit:
-                    raise too_large(limit, "upload")
+                    raise too_large(limit, "upload", UPLOAD_SETTING)
                 out.write(chunk)
         await form.close()
         return await run_in_threadpool(commands.store_code, ctx, target)

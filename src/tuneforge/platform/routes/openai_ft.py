@@ -25,7 +25,7 @@ from tuneforge.spec import JobSpec
 
 from .. import catalog, registry
 from .. import jobs as service
-from ..bodies import BoundedJsonRoute, read_form
+from ..bodies import UPLOAD_SETTING, BoundedJsonRoute, read_form
 from ..context import Platform
 from ..db import Dataset, File, Job
 from ..deps import admin, platform
@@ -137,7 +137,7 @@ async def create_file(request: Request, ctx: Platform = Depends(platform)) -> di
             while chunk := await part.read(CHUNK):
                 upload.bytes += len(chunk)
                 if upload.bytes > limit:
-                    raise too_large(limit, "file")
+                    raise too_large(limit, "file", UPLOAD_SETTING)
                 out.write(chunk)
         await form.close()
         upload.files.append(target)
