@@ -63,3 +63,32 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class RunningApp:
+    """An ASGI app served by uvicorn on 127.0.0.1 (a free port) in a background thread: for tests that
+    need a real socket (keep-alive connections, schemathesis)."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        from servehelp import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+
+    def __enter__(self):
+        import threading
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), 30, "uvicorn")
+        assert self.thread.is_alive(), "uvicorn did not start"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

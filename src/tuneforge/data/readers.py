@@ -10,6 +10,7 @@ nothing here holds a whole dataset in memory.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import json
@@ -308,6 +309,13 @@ def _lines(chunks: Iterator[bytes], name: str, limits: Limits) -> Iterator[tuple
         lineno += 1
         line = b"".join(pending)
         yield lineno, (line if len(line) <= limit else None)
+
+
+def jsonl_lines(fh, name: str, limits: Limits) -> Iterator[tuple[int, bytes | None]]:
+    """The lines of an open JSON Lines file split as ``Reader.jsonl`` splits them, for a caller that
+    rewrites lines before the file is ingested (OpenAI's DPO files): (line number, bytes), None for a
+    line over the record limit."""
+    return _lines(iter(lambda: fh.read(CHUNK), b""), name, limits)
 
 
 def _cr_lines_as_lf(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -860,6 +868,31 @@ def zip_rows(reader: Reader, fh, name: str) -> Iterator[RawRow]:
                 yield from reader.file_rows(member, m.filename)
 
 
+def _file_and_folder(members: list[zipfile.ZipInfo], name: str) -> None:
+    """Refuse an archive naming one path both as a file and as a folder (``a`` and ``a/b``, or ``a`` and
+    ``a/``): unpacking it cannot work whichever comes first. Sorted paths and a bisection per file: no
+    set of every prefix, which a name of thousands of ``a/`` parts would make quadratic."""
+
+    def norm(m: zipfile.ZipInfo) -> str:
+        return "/".join(PurePosixPath(m.filename.replace("\\", "/")).parts)
+
+    paths = sorted(norm(m) for m in members)
+    folders = {norm(m) for m in members if m.is_dir()}
+    for m in members:
+        path = norm(m)
+        if m.is_dir():
+            continue
+        at = bisect.bisect_left(paths, path + "/")
+        if path in folders or (at < len(paths) and paths[at].startswith(path + "/")):
+            raise FileProblem(
+                Problem(
+                    f"zip entry {m.filename!r} is a file and also a folder of other entries; refused. "
+                    "Rename one of them and re-create the archive.",
+                    file=f"{name}:{m.filename}",
+                )
+            )
+
+
 def unpack_zip(fh, name: str, dest: Path, limits: Limits) -> int:
     """Unpack an archive (a code upload) under ``dest`` with the same rules as a dataset zip: no entry
     outside ``dest`` (absolute, ``..``, drive letters), no symbolic links, entry count and directory
@@ -886,6 +919,7 @@ def unpack_zip(fh, name: str, dest: Path, limits: Limits) -> int:
                 )
             if stat.S_ISLNK(m.external_attr >> 16):
                 raise FileProblem(Problem("zip entry is a symbolic link; refused.", file=where))
+        _file_and_folder(members, name)
         if sum(m.file_size for m in members) > limits.max_bytes:
             raise FileProblem(
                 Problem(

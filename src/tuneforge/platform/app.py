@@ -9,6 +9,7 @@ import os
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.errors import (
@@ -20,9 +21,10 @@ from tuneforge.errors import (
     TuneforgeError,
 )
 from tuneforge.jobs.executor import Executor, LocalExecutor
+from tuneforge.serve.body import BodyError
 from tuneforge.settings import Settings, get_settings
 
-from . import migrate
+from . import migrate, openapi
 from .auth import ensure_admin_token
 from .context import Platform
 from .db import Store, default_url
@@ -87,6 +89,8 @@ def build_platform(
 
 
 def _status(exc: TuneforgeError) -> int:
+    if isinstance(exc, BodyError):
+        return exc.status
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, ConflictError):
@@ -113,7 +117,15 @@ def _param(extra: dict | None) -> str | None:
     return str(loc) if loc else None
 
 
-def _error(request: Request, status: int, message: str, extra: dict | None = None) -> JSONResponse:
+def _error(
+    request: Request, status: int, message: str, extra: dict | None = None, headers: dict | None = None
+) -> JSONResponse:
+    """The error in the protocol's shape, by path (documented in ``openapi.py``)."""
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if request.url.path.startswith("/v2/"):  # KServe / Triton
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
     if _openai(request.url.path):
         # OpenAI answers an invalid request 400 (the clients raise BadRequestError), never 422
         status = 400 if status == 422 else status
@@ -130,7 +142,6 @@ def _error(request: Request, status: int, message: str, extra: dict | None = Non
             body["error"].update(extra)
     else:
         body = {"detail": message, **(extra or {})}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -164,7 +175,13 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(request, exc.status_code, str(exc.detail))
+        status, detail, headers = exc.status_code, str(exc.detail), exc.headers
+        allow = openapi.allowed_methods(request.app, request.url.path)
+        if allow and status in (404, 405) and request.method not in allow.split(", "):
+            # an API path asked with another method: Starlette's Allow names its first partial match
+            # only, and a GET of a POST-only path falls through to the console's files (a 404)
+            status, detail, headers = 405, "Method Not Allowed", {**(headers or {}), "Allow": allow}
+        return _error(request, status, detail, headers=headers)
 
 
 def create_app(
@@ -204,6 +221,8 @@ def create_app(
     install_handlers(app)
     for router in routers():
         app.include_router(router)
+    openapi.install(app)
+    app.state.api_routes = [r for router in routers() for r in router.routes if isinstance(r, APIRoute)]
     mount_console(app)
     return app
 

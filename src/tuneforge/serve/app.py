@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tuneforge.errors import TuneforgeError
 
+from . import body as request_body
 from . import kserve, openai, triton_generate
 from .engine.base import BadRequest, GenerationFailed, QueueFull, UnknownModel
 from .metrics import CONTENT_TYPE, ServeMetrics
@@ -24,7 +25,6 @@ from .state import ServingState
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 8 << 20
 OPEN_PATHS = {"/health", "/v2/health/live", "/v2/health/ready"}
 
 
@@ -40,6 +40,8 @@ class HTTPError(Exception):
 def classify(exc: Exception) -> HTTPError:
     if isinstance(exc, HTTPError):
         return exc
+    if isinstance(exc, request_body.BodyError):
+        return HTTPError(exc.status, str(exc), "BadRequestError", "body")
     if isinstance(exc, UnknownModel):
         return HTTPError(404, str(exc), "NotFoundError", "model")
     if isinstance(exc, QueueFull):
@@ -66,27 +68,11 @@ def v2_error(err: HTTPError) -> JSONResponse:
 
 
 async def read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise HTTPError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB.", "BadRequestError")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HTTPError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB.", "BadRequestError")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await request_body.read_body(request.stream(), request.headers.get("content-length"))
 
 
 async def read_json(request: Request) -> dict:
-    body = await read_body(request)
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}", "body") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object.", "body")
-    return data
+    return request_body.loads_object(await read_body(request))
 
 
 async def until_disconnect(request: Request, coro):

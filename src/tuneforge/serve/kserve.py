@@ -9,11 +9,11 @@ the wire is checked against what is left of the body before it is used.
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 
 from tuneforge import __version__
 
+from .body import loads_object
 from .engine.base import BadRequest
 from .params import sampling_params, stop_list
 from .state import ServingState, collect
@@ -67,13 +67,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
                 f"Inference-Header-Content-Length is {n} but the body has {len(body)} bytes.", "headers"
             )
         raw, tail = body[:n], body[n:]
-    try:
-        request = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request's JSON does not parse: {exc}", "body") from None
-    if not isinstance(request, dict):
-        raise BadRequest("the request must be a JSON object.", "body")
-    return request, tail
+    return loads_object(raw, "the request's JSON"), tail
 
 
 def decode_bytes_tensor(raw: bytes, name: str) -> list[bytes]:

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 
 from tuneforge.data.store import read_stored_records
-from tuneforge.errors import ConfigError, NotFoundError, TuneforgeError
+from tuneforge.errors import ConfigError, NotFoundError
 from tuneforge.jobs.folder import list_files, safe_path
+from tuneforge.serve.body import loads_object, read_body, too_large
 
 from .. import catalog
+from ..bodies import UPLOAD_SETTING, BoundedJsonRoute, read_form
 from ..context import Platform
 from ..db import Dataset
 from ..deps import admin, platform
 
-router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute
+)
 CHUNK = 1 << 20
 JSON_LIMIT = 64 << 20  # a JSON body is parsed whole: big datasets come as files
 
@@ -42,7 +49,12 @@ UPLOAD_DOC = {
                     "properties": {
                         "name": {"type": "string"},
                         "format": {"type": "string"},
-                        "map": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "map": {
+                            "anyOf": [
+                                {"type": "object", "additionalProperties": {"type": "string"}},
+                                {"type": "string", "description": "prompt=COL,response=COL"},
+                            ]
+                        },
                         "records": {"type": "array", "items": {"type": "object"}},
                     },
                     "required": ["records"],
@@ -54,13 +66,9 @@ UPLOAD_DOC = {
 }
 
 
-class TooLarge(TuneforgeError):
-    """→ 413"""
-
-
 async def _receive_multipart(request: Request, upload: catalog.Upload, limit: int) -> dict:
     # Starlette spools each part to a temporary file past 1 MiB; we copy it in chunks, counting.
-    form = await request.form(max_files=1000, max_fields=100)
+    form = await read_form(request, limit, max_files=1000, max_fields=100)
     fields: dict = {}
     index = 0
     for key, value in form.multi_items():
@@ -73,7 +81,7 @@ async def _receive_multipart(request: Request, upload: catalog.Upload, limit: in
                 while chunk := await value.read(CHUNK):
                     upload.bytes += len(chunk)
                     if upload.bytes > limit:
-                        raise TooLarge(f"upload larger than the limit of {limit >> 20} MiB")
+                        raise too_large(limit, "upload", UPLOAD_SETTING)
                     out.write(chunk)
             upload.files.append(target)
         elif key in ("name", "format", "map"):
@@ -82,26 +90,28 @@ async def _receive_multipart(request: Request, upload: catalog.Upload, limit: in
     return fields
 
 
+class JsonUpload(BaseModel):
+    """The JSON form of an upload (the ``application/json`` schema of UPLOAD_DOC)."""
+
+    name: str | None = None
+    format: str | None = None
+    map: dict[str, str] | str | None = None  # {"prompt": COL, …} or "prompt=COL,…" as in a form
+    records: list[Any]  # each record is judged by the data package, with its number
+
+
 async def _receive_json(request: Request, upload: catalog.Upload, limit: int) -> dict:
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise TooLarge(f"upload larger than the limit of {limit >> 20} MiB")
+    raw = await read_body(request.stream(), request.headers.get("content-length"), limit)
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"request body: invalid JSON: {exc}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
-        raise ConfigError('request body: expected {"records": [...], "name"?, "format"?, "map"?}')
-    target = upload.dir / f"{catalog.safe_filename(body.get('name'), 0).removesuffix('.jsonl')}.jsonl"
+        body = JsonUpload.model_validate(loads_object(raw))
+    except ValidationError as exc:  # the same 422 as a route's own body model
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    target = upload.dir / f"{catalog.safe_filename(body.name, 0).removesuffix('.jsonl')}.jsonl"
     with open(target, "w", encoding="utf-8") as fh:
-        for record in body["records"]:
+        for record in body.records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     upload.files.append(target)
     upload.bytes = len(raw)
-    mapping = body.get("map")
-    return {"name": body.get("name"), "format": body.get("format"), "map": mapping}
+    return {"name": body.name, "format": body.format, "map": body.map}
 
 
 @router.post("", status_code=201, openapi_extra=UPLOAD_DOC)
@@ -110,19 +120,13 @@ async def upload_dataset(request: Request, ctx: Platform = Depends(platform)):
     from starlette.concurrency import run_in_threadpool
 
     limit = ctx.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + (1 << 20):
-        return JSONResponse({"detail": f"upload larger than the limit of {limit >> 20} MiB"}, status_code=413)
     upload = catalog.Upload(ctx.settings.datasets_dir)
     background = False
     try:
-        try:
-            if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                fields = await _receive_multipart(request, upload, limit)
-            else:
-                fields = await _receive_json(request, upload, min(limit, JSON_LIMIT))
-        except TooLarge as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=413)
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            fields = await _receive_multipart(request, upload, limit)
+        else:
+            fields = await _receive_json(request, upload, min(limit, JSON_LIMIT))
         if not upload.files:
             raise ConfigError("no files in the upload: send them as multipart field 'files'")
         mapping = catalog.check_options(fields.get("format"), fields.get("map"), fields.get("name"))

@@ -10,11 +10,17 @@ from pydantic import Field
 from tuneforge.jobs import folder as fmt
 
 from .. import deployments as service
+from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..deps import admin, platform
 from ..schemas import Body
 
-router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/api/v1/deployments",
+    tags=["deployments"],
+    dependencies=[Depends(admin)],
+    route_class=BoundedJsonRoute,
+)
 
 
 class DeploymentCreate(Body):

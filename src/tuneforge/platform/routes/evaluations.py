@@ -15,12 +15,18 @@ from tuneforge.jobs import folder as fmt
 
 from .. import catalog, registry
 from .. import jobs as service
+from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..db import Evaluation, Job
 from ..deps import admin, platform
 from ..schemas import EvaluationCreate
 
-router = APIRouter(prefix="/api/v1/evaluations", tags=["evaluations"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/api/v1/evaluations",
+    tags=["evaluations"],
+    dependencies=[Depends(admin)],
+    route_class=BoundedJsonRoute,
+)
 
 
 def _target(ctx: Platform, ref: str) -> tuple[str, str]:

@@ -18,6 +18,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from tuneforge.serve import body as request_body
+
 from .. import deployments as service
 from ..auth import Principal, authenticate
 from ..context import Platform
@@ -26,7 +28,6 @@ from ..deps import credentials
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["gateway"])
-MAX_BODY_BYTES = 8 << 20
 REQUEST_HEADERS = {"content-type", "accept", "inference-header-content-length", "user-agent"}
 DROPPED_RESPONSE_HEADERS = {"connection", "keep-alive", "transfer-encoding", "server", "date"}
 V2_SUFFIX = re.compile(r"^(ready|infer|generate|generate_stream|versions/[A-Za-z0-9._-]+(/(ready|infer))?)$")
@@ -130,16 +131,7 @@ async def _target(request: Request, who: Principal, model: str | None):
 
 
 async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise GatewayError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise GatewayError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await request_body.read_body(request.stream(), request.headers.get("content-length"))
 
 
 async def _forward(request: Request, dep: Deployment, worker, path: str, body: bytes | None) -> Response:
@@ -277,18 +269,14 @@ async def retrieve_model(model: str, request: Request):
 async def _openai_call(request: Request, path: str):
     try:
         who = await _who(request)
-        raw = await _read_body(request)
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise GatewayError(400, f"the request body is not valid JSON: {exc}", None, "body") from None
-        if not isinstance(body, dict):
-            raise GatewayError(400, "the request body must be a JSON object", None, "body")
+        body = request_body.loads_object(await _read_body(request))
         dep, model_id, worker = await _target(request, who, body.get("model"))
         body["model"] = model_id
         return await _forward(request, dep, worker, path, json.dumps(body).encode())
     except GatewayError as e:
         return _openai_error(e)
+    except request_body.BodyError as e:
+        return _openai_error(GatewayError(e.status, str(e), None, "body"))
 
 
 @router.post("/v1/chat/completions")
@@ -321,6 +309,8 @@ async def _v2(request: Request, name: str, suffix: str):
         return await _forward(request, dep, worker, path, body)
     except GatewayError as e:
         return _v2_error(e)
+    except request_body.BodyError as e:
+        return _v2_error(GatewayError(e.status, str(e)))
 
 
 @router.get("/v2/models/{name}")

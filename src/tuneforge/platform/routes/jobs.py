@@ -12,14 +12,18 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from tuneforge.errors import NotFoundError
 from tuneforge.jobs import folder as fmt
+from tuneforge.serve.body import too_large
 
 from .. import commands, registry
 from .. import jobs as service
+from ..bodies import UPLOAD_SETTING, BoundedJsonRoute, read_form
 from ..context import Platform
 from ..deps import admin, platform
 from ..schemas import AnyJobCreate, CommandJobCreate, ResumeBody
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute
+)
 FOLLOW_POLL_S = 0.5
 
 
@@ -45,22 +49,18 @@ async def upload_code(request: Request, ctx: Platform = Depends(platform)):
     import shutil
     import tempfile
 
-    from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
     from tuneforge.errors import ConfigError
 
     commands.require_enabled(ctx)
     limit = ctx.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + (1 << 20):
-        return JSONResponse({"detail": f"upload larger than the limit of {limit >> 20} MiB"}, status_code=413)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ConfigError("send the code as multipart/form-data with one part named 'file' (a .zip)")
     ctx.home.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".code-upload-", dir=ctx.home))
     try:
-        form = await request.form(max_files=1, max_fields=10)
+        form = await read_form(request, limit, max_files=1, max_fields=10)
         part = form.get("file")
         if part is None or not hasattr(part, "read"):
             raise ConfigError("no part named 'file' in the upload: send the .zip as field 'file'")
@@ -69,9 +69,7 @@ async def upload_code(request: Request, ctx: Platform = Depends(platform)):
             while chunk := await part.read(1 << 20):
                 size += len(chunk)
                 if size > limit:
-                    return JSONResponse(
-                        {"detail": f"upload larger than the limit of {limit >> 20} MiB"}, status_code=413
-                    )
+                    raise too_large(limit, "upload", UPLOAD_SETTING)
                 out.write(chunk)
         await form.close()
         return await run_in_threadpool(commands.store_code, ctx, target)

@@ -9,13 +9,16 @@ from tuneforge.errors import ConflictError, NotFoundError
 from tuneforge.models.store import remove_model
 
 from .. import catalog, registry
+from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..db import Model
 from ..deps import admin, platform
 from ..pulls import pulls_of
 from ..schemas import ModelImport, ModelPull, ModelRegister
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/api/v1/models", tags=["models"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute
+)
 
 
 def model_dict(row: Model) -> dict:

@@ -18,18 +18,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneforge.data.readers import BoundedJson, Limits, jsonl_lines
 from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
 from tuneforge.jobs import folder as fmt
+from tuneforge.serve.body import too_large
 from tuneforge.spec import JobSpec
 
 from .. import catalog, registry
 from .. import jobs as service
+from ..bodies import UPLOAD_SETTING, BoundedJsonRoute, read_form
 from ..context import Platform
 from ..db import Dataset, File, Job
 from ..deps import admin, platform
-from .datasets import CHUNK, TooLarge
+from .datasets import CHUNK
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(admin)])
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute)
 STATUS = {
     "queued": "queued",
     "running": "running",
@@ -56,35 +59,73 @@ def file_dict(row: File) -> dict:
     }
 
 
+def _preference_row(line: bytes, bounded: BoundedJson) -> dict | None:
+    """One OpenAI DPO line (input.messages, preferred_output, non_preferred_output) as prompt/chosen/
+    rejected, or None for any other line (the data package reads and judges those)."""
+    try:
+        row = bounded.loads(line.decode("utf-8-sig"))
+    except ValueError:  # not UTF-8, not JSON, too deep, too many digits: reported by the data package
+        return None
+    if not isinstance(row, dict) or "preferred_output" not in row:
+        return None
+    given = row.get("input")
+    return {
+        "prompt": given.get("messages") if isinstance(given, dict) else given,
+        "chosen": row.get("preferred_output"),
+        "rejected": row.get("non_preferred_output"),
+    }
+
+
 def _openai_dpo_to_preference(path: Path) -> None:
-    """OpenAI's DPO lines (input.messages, preferred_output, non_preferred_output) → prompt/chosen/rejected,
-    line for line, so every problem the data package reports keeps its line number."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            out.append(line)
-            continue
-        if isinstance(row, dict) and "preferred_output" in row:
-            row = {
-                "prompt": (row.get("input") or {}).get("messages"),
-                "chosen": row.get("preferred_output"),
-                "rejected": row.get("non_preferred_output"),
+    """Rewrite OpenAI's DPO lines as preference records, line for line, so every problem the data
+    package reports keeps its line number. Lines are split as the data package splits them (on
+    newline only: U+2028 inside a string is text); a line over the record limit leaves the file as sent,
+    for the data package to report."""
+    limits = Limits.from_settings()
+    bounded = BoundedJson(limits)
+    rewritten, changed = path.with_name(path.name + ".dpo"), False
+    with open(path, "rb") as src, open(rewritten, "wb") as out:
+        for _, line in jsonl_lines(src, path.name, limits):
+            if line is None:
+                changed = False
+                break
+            row = _preference_row(line, bounded)
+            if row is not None:
+                line, changed = json.dumps(row, ensure_ascii=False).encode(), True
+            out.write(line + b"\n")
+    if changed:
+        rewritten.replace(path)
+    else:
+        rewritten.unlink()
+
+
+FILE_UPLOAD_DOC = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": ["fine-tune"]},
+                    },
+                    "required": ["file", "purpose"],
+                }
             }
-        out.append(json.dumps(row, ensure_ascii=False))
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+        },
+        "required": True,
+    }
+}
 
 
-@router.post("/files")
+@router.post("/files", openapi_extra=FILE_UPLOAD_DOC)
 async def create_file(request: Request, ctx: Platform = Depends(platform)) -> dict:
     from starlette.concurrency import run_in_threadpool
 
     limit = ctx.max_upload_bytes
     upload = catalog.Upload(ctx.settings.datasets_dir)
     try:
-        form = await request.form(max_files=1, max_fields=10)
+        form = await read_form(request, limit, max_files=1, max_fields=10)
         purpose = str(form.get("purpose") or "")
         if purpose != "fine-tune":
             raise ConfigError(f"purpose {purpose!r}: this server takes files with purpose 'fine-tune'")
@@ -97,7 +138,7 @@ async def create_file(request: Request, ctx: Platform = Depends(platform)) -> di
             while chunk := await part.read(CHUNK):
                 upload.bytes += len(chunk)
                 if upload.bytes > limit:
-                    raise TooLarge(f"file larger than the limit of {limit >> 20} MiB")
+                    raise too_large(limit, "file", UPLOAD_SETTING)
                 out.write(chunk)
         await form.close()
         upload.files.append(target)

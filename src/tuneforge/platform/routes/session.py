@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import Field
 
 from ..auth import Principal, authenticate
+from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..deps import SESSION_COOKIE, AuthFailed, admin, platform
 from ..schemas import Body
 
-router = APIRouter(prefix="/api/v1/session", tags=["session"])
+router = APIRouter(prefix="/api/v1/session", tags=["session"], route_class=BoundedJsonRoute)
 
 
 class SessionCreate(Body):

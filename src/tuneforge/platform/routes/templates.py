@@ -7,9 +7,15 @@ from fastapi import APIRouter, Depends
 from tuneforge.errors import NotFoundError
 from tuneforge.spec import TEMPLATES, DatasetRef, DataSpec, JobSpec, parse_spec
 
+from ..bodies import BoundedJsonRoute
 from ..deps import admin
 
-router = APIRouter(prefix="/api/v1/templates", tags=["templates"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/api/v1/templates",
+    tags=["templates"],
+    dependencies=[Depends(admin)],
+    route_class=BoundedJsonRoute,
+)
 
 
 def template_dict(name: str) -> dict:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from .. import auth
+from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..db import Token
 from ..deps import admin, platform
 from ..schemas import TokenCreate
 
-router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/api/v1/tokens", tags=["tokens"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute
+)
 
 
 def token_dict(row: Token) -> dict:

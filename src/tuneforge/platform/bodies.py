@@ -1,0 +1,71 @@
+"""Request bodies on the control plane, all read through ``tuneforge.serve.body``:
+
+- the JSON bodies FastAPI parses for its routes (``POST /api/v1/jobs`` …) are read first here, bounded in
+  size and nesting, so a hostile body is a 413/400 in the API's shape, never a RecursionError;
+- multipart uploads (datasets, ``/v1/files``, command-job code) count their bytes as they arrive, so a
+  chunked body without Content-Length stops at the limit instead of being spooled whole by
+  ``request.form()`` first.
+
+Errors are ``BodyError``s; the app's handler shapes them per protocol (OpenAI under ``/v1``).
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.routing import APIRoute
+from starlette.datastructures import FormData
+
+from tuneforge.serve import body as request_body
+from tuneforge.settings import env_name
+
+UPLOAD_SETTING = env_name("max_dataset_mb")  # what raises the limit of every upload
+FORM_OVERHEAD = 1 << 20  # multipart boundaries, part headers and the small fields around the files
+
+
+async def read_form(request: Request, limit: int, *, max_files: int, max_fields: int) -> FormData:
+    """``request.form()`` over a body refused (413) once it is more than ``limit`` plus the multipart
+    overhead: by its Content-Length before anything is read, or as its bytes arrive."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit + FORM_OVERHEAD):
+        raise request_body.too_large(limit, "upload", UPLOAD_SETTING)
+    received = 0
+
+    async def counting_receive():
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit + FORM_OVERHEAD:
+                raise request_body.too_large(limit, "upload", UPLOAD_SETTING)
+        return message
+
+    # the parser closes the parts it spooled so far when the exception passes through it
+    return await Request(request.scope, counting_receive).form(max_files=max_files, max_fields=max_fields)
+
+
+def _json_typed(content_type: str | None) -> bool:
+    """What FastAPI parses as JSON: no content type, application/json or application/*+json."""
+    if not content_type:
+        return True
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+class BoundedJsonRoute(APIRoute):
+    """A route whose JSON body FastAPI parses reads it through the bounded reader first (the routers'
+    ``route_class``). Routes that read their own body (uploads, the gateway) have no body field and
+    are left as they are."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def bounded(request: Request):
+            raw = await request_body.read_body(request.stream(), request.headers.get("content-length"))
+            if raw and _json_typed(request.headers.get("content-type")):
+                request_body.loads(raw)  # FastAPI parses it again; this refuses what it must not see
+            request._body = raw  # Starlette's cache of the body: what FastAPI reads next
+            return await handler(request)
+
+        return bounded
