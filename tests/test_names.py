@@ -156,3 +156,19 @@ def test_cli_refuses_a_bad_dataset_name(tmp_path, capsys):
     code, out, err = run_cli(capsys, "datasets", "create", path, "--name", "ds-0123456789ab")
     assert code == 2 and "looks like an id" in out + err, out + err
     assert list_datasets() == []
+
+
+@pytest.mark.parametrize(
+    "filename,expected",
+    [("ds-0123456789ab.jsonl", "ds-0123456789ab-upload"), ("n" * 150 + ".jsonl", "n" * 100)],
+    ids=["id-shaped", "long"],
+)
+def test_a_name_taken_from_the_file_is_made_usable_not_refused(api, filename, expected):
+    """Only a name the user typed is refused: OpenAI clients upload whatever file names they have."""
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    chat = json.dumps({"messages": turns})
+    r = api.post("/v1/files", files={"file": (filename, chat + "\n")}, data={"purpose": "fine-tune"})
+    assert r.status_code == 200, r.text
+    r = upload(api, filename.replace(".jsonl", ".json"), json.dumps(MEMO))
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == expected

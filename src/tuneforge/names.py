@@ -68,6 +68,17 @@ def check_name(name: object, noun: str, max_length: int = MAX_NAME) -> str:
     return name
 
 
+def name_from_file(stem: str, fallback: str = "dataset") -> str:
+    """A usable name made from a file's name when the user gave none: refused characters dropped, cut to
+    the length limit, and an id-shaped stem (``ds-0123abcd.jsonl``) given a word so it cannot pass for an
+    id. A name the user typed is checked instead (``check_name``): only a derived one is repaired."""
+    kept = "".join(ch for ch in stem if unicodedata.category(ch) not in _REFUSED).strip()
+    name = kept[:MAX_NAME].strip() or fallback
+    if looks_like_id(name):
+        name = f"{name[: MAX_NAME - len('-upload')]}-upload"
+    return name
+
+
 def _valid_name(value: str) -> str:
     problem = name_problem(value)
     if problem:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError, TuneforgeError
+from tuneforge.names import name_from_file
 from tuneforge.settings import get_settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -119,7 +120,7 @@ class Client:
         handles = [open(p, "rb") for p in files]
         try:
             parts = [("files", (p.name, fh)) for p, fh in zip(files, handles, strict=True)]
-            data = {"name": name or path.stem}
+            data = {"name": name or name_from_file(path.stem)}
             return self.request("POST", "/api/v1/datasets", files=parts, data=data, timeout=None).json()
         finally:
             for fh in handles:

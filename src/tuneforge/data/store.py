@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tuneforge.errors import DataError, NotFoundError, Problem
 from tuneforge.jobs.staging import TMP, make_temp_dir
-from tuneforge.names import check_name, looks_like_id
+from tuneforge.names import check_name, looks_like_id, name_from_file
 from tuneforge.settings import env_name, get_settings
 
 from .load import LoadedDataset, scan_records
@@ -82,7 +82,7 @@ def _write_folder(tmp: Path, path: Path, files: list[Path], meta: dict) -> None:
 def _meta(ds_id: str, digest: str, name, loaded: LoadedDataset, mapping, stats) -> dict:
     return {
         "id": ds_id,
-        "name": name or loaded.path.stem,
+        "name": name or name_from_file(loaded.path.stem),
         "format": loaded.format,
         "kind": loaded.kind,
         "records": loaded.n_records,
@@ -109,7 +109,7 @@ def store_path(
     from .formats import parse_mapping
 
     path = Path(path)
-    check_name(name if name is not None else path.stem, "dataset")
+    name = check_name(name, "dataset") if name is not None else name_from_file(path.stem)
     mapping = parse_mapping(mapping)
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,7 @@ def store_dataset(
 ) -> tuple[dict, bool]:
     """Store a loaded, valid dataset; returns (its metadata, whether it was new)."""
     loaded.raise_for_errors()
-    check_name(name if name is not None else loaded.path.stem, "dataset")
+    name = check_name(name, "dataset") if name is not None else name_from_file(loaded.path.stem)
     digest = content_hash(loaded.path, loaded.files, loaded.format, mapping)
     ds_id = f"ds-{digest[:12]}"
     root = datasets_root()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, NotFoundError, ResourceError
+from tuneforge.names import name_from_file
 from tuneforge.settings import get_settings
 
 from .catalog import CATALOG, PypiGGUF
@@ -149,7 +150,7 @@ def pull_model(name: str, progress: Progress = _no_progress, dtype: str = "float
 
 def _name_from(path_or_id: str) -> str:
     stem = Path(path_or_id).stem if not HUB_ID_RE.match(path_or_id) else path_or_id.split("/")[-1]
-    return re.sub(r"[^A-Za-z0-9._-]", "-", stem).strip("-.").lower() or "model"
+    return name_from_file(re.sub(r"[^A-Za-z0-9._-]", "-", stem).strip("-.").lower(), "model")
 
 
 def _load_tokenizer(folder: Path):

@@ -25,7 +25,7 @@ from tuneforge.data.store import find_dataset, list_datasets, store_path
 from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
 from tuneforge.jobs.staging import UPLOAD, make_temp_dir, remove_stale
 from tuneforge.models.store import list_models
-from tuneforge.names import check_name
+from tuneforge.names import check_name, name_from_file
 
 from .context import Platform
 from .db import Dataset, Job, Model, Store, by_id_or_name
@@ -174,7 +174,10 @@ class Upload:
 def safe_filename(name: object, index: int) -> str:
     name = name if isinstance(name, str) else ""  # a JSON body's name may be any JSON value
     base = Path(name.replace("\\", "/")).name  # never a path: only the last component
-    base = "".join(c for c in base if c.isalnum() or c in "._-")[:120].lstrip(".")
+    base = "".join(c for c in base if c.isalnum() or c in "._-").lstrip(".")
+    stem, dot, suffix = base.rpartition(".")
+    if len(base) > 120:  # cut the stem, never the suffix: the suffix says how the file is read
+        base = f"{stem[: 110 - len(suffix)]}.{suffix[:9]}" if dot and stem else base[:120]
     return base or f"upload-{index}.jsonl"
 
 
@@ -207,7 +210,9 @@ def validate_and_store(upload: Upload, name: str | None, fmt: str | None, mappin
     One streaming pass (``store_path``): records go to disk as they are read, so memory stays bounded
     whatever the upload's size; statistics are in characters (the control plane loads no tokenizer)."""
     try:
-        return store_path(upload.path(), name or upload.files[0].stem, fmt, mapping, max_bytes=max_bytes)
+        return store_path(
+            upload.path(), name or name_from_file(upload.files[0].stem), fmt, mapping, max_bytes=max_bytes
+        )
     except DataError as exc:
         raise upload.as_sent(exc) from None
 
@@ -279,7 +284,7 @@ def ingest_in_background(
     pending_id = f"ds-pending-{secrets.token_hex(6)}"
     row = Dataset(
         id=pending_id,
-        name=name or upload.files[0].stem,
+        name=name or name_from_file(upload.files[0].stem),
         state="validating",
         records=0,
         bytes=upload.bytes,

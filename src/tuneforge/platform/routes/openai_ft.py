@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from tuneforge.data.readers import BoundedJson, Limits, jsonl_lines
 from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
 from tuneforge.jobs import folder as fmt
+from tuneforge.names import name_from_file
 from tuneforge.serve.body import too_large
 from tuneforge.spec import JobSpec
 
@@ -145,7 +146,13 @@ async def create_file(request: Request, ctx: Platform = Depends(platform)) -> di
         await run_in_threadpool(_openai_dpo_to_preference, target)
         try:
             ds = await run_in_threadpool(
-                catalog.ingest, ctx.store, upload, Path(part.filename or name).stem, None, {}, limit
+                catalog.ingest,
+                ctx.store,
+                upload,
+                name_from_file(Path(part.filename or name).stem),
+                None,
+                {},
+                limit,
             )
         except DataError as exc:
             raise ConfigError(
