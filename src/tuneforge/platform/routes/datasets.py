@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
+from tuneforge.data.readers import BoundedJson, JsonLimitError, Limits
 from tuneforge.data.store import read_stored_records
 from tuneforge.errors import ConfigError, NotFoundError, TuneforgeError
 from tuneforge.jobs.folder import list_files, safe_path
@@ -89,7 +90,12 @@ async def _receive_json(request: Request, upload: catalog.Upload, limit: int) ->
         if len(raw) > limit:
             raise TooLarge(f"upload larger than the limit of {limit >> 20} MiB")
     try:
-        body = json.loads(raw)
+        # The data package's bounded decoder: its number and depth limits and their messages.
+        body = BoundedJson(Limits.from_settings()).loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"request body: not UTF-8 (invalid byte at offset {exc.start}).") from None
+    except JsonLimitError as exc:
+        raise ConfigError(f"request body: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"request body: invalid JSON: {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("records"), list):

@@ -7,7 +7,6 @@ template; on success its output is registered as the model named ``ft:BASE:SUFFI
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from pathlib import Path
@@ -55,27 +54,6 @@ def file_dict(row: File) -> dict:
     }
 
 
-def _openai_dpo_to_preference(path: Path) -> None:
-    """OpenAI's DPO lines (input.messages, preferred_output, non_preferred_output) → prompt/chosen/rejected,
-    line for line, so every problem the data package reports keeps its line number."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            out.append(line)
-            continue
-        if isinstance(row, dict) and "preferred_output" in row:
-            row = {
-                "prompt": (row.get("input") or {}).get("messages"),
-                "chosen": row.get("preferred_output"),
-                "rejected": row.get("non_preferred_output"),
-            }
-        out.append(json.dumps(row, ensure_ascii=False))
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-
-
 @router.post("/files")
 async def create_file(request: Request, ctx: Platform = Depends(platform)) -> dict:
     from starlette.concurrency import run_in_threadpool
@@ -100,7 +78,8 @@ async def create_file(request: Request, ctx: Platform = Depends(platform)) -> di
                 out.write(chunk)
         await form.close()
         upload.files.append(target)
-        await run_in_threadpool(_openai_dpo_to_preference, target)
+        # OpenAI's DPO lines are a format of the data package (openai_preference): the file is read as
+        # sent, by the same reader as any dataset (encodings, bounds and line numbers included).
         try:
             ds = await run_in_threadpool(
                 catalog.ingest, ctx.store, upload, Path(part.filename or name).stem, None, {}, limit
