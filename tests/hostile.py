@@ -27,6 +27,7 @@ class Case:
     code: int  # the exit code it must end with
     expect: str = ""  # must appear in stdout or stderr
     env: dict = field(default_factory=dict)
+    seconds: float = 15  # on a loaded 2-core machine; most cases take well under a second
 
 
 def validate(*args) -> list[str]:
@@ -408,6 +409,63 @@ def _many_files(d: Path) -> list[str]:
     return validate("ds")
 
 
+def _zip_claiming_fewer(d: Path) -> list[str]:
+    """A zip whose end record claims 5 entries while its directory holds 300: zipfile walks the
+    directory by its size, so the claim must not be what is counted."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(300):
+            zf.writestr(f"f{i}.jsonl", lines(GOOD))
+    raw = bytearray(buf.getvalue())
+    end = raw.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", raw, end + 8, 5, 5)
+    put(d, "claims5.zip", bytes(raw))
+    return validate("claims5.zip")
+
+
+def _wide_csv_zip(d: Path) -> list[str]:
+    """A 2 MB zip of a CSV with a million columns (took over 60 s)."""
+    header = ",".join(f"c{i}" for i in range(1_000_000))
+    put(d, "wide.zip", zip_bytes({"wide.csv": (header + "\n" + "a," * 999_999 + "a\n").encode()}))
+    return validate("wide.zip")
+
+
+def _spaces_zip(d: Path) -> list[str]:
+    """`[` + 200 MiB of spaces + one record + `]` in a 200 KB zip: the spaces between JSON values took
+    a Python loop per character (1.5 GiB: 257 s)."""
+    body = b"[" + b" " * 2**20 * 200 + json.dumps(GOOD).encode() + b"]"
+    put(d, "spaces.zip", zip_bytes({"spaces.json": body}))
+    return validate("spaces.zip")
+
+
+def _shared_dictionary_string():
+    """320 rows sharing one dictionary entry of 7.5 MiB: a 1 KB file; Arrow decoded 64 rows (480 MiB)
+    at once before any was counted."""
+    import pyarrow as pa
+
+    big = pa.DictionaryArray.from_arrays(pa.array([0] * 320, pa.int32()), pa.array(["x" * (15 * 2**19)]))
+    return pa.table({"instruction": big, "output": pa.array(["a"] * 320)})
+
+
+def _timestamp_as_text():
+    import pyarrow as pa
+
+    return pa.table({"instruction": pa.array([0], type=pa.timestamp("ms")), "output": ["b"]})
+
+
+def _template_case(template: str) -> Callable[[Path], list[str]]:
+    """Validate with a tiny tokenizer and a hostile --template."""
+
+    def build(d: Path) -> list[str]:
+        from conftest import build_tokenizer
+
+        build_tokenizer().save_pretrained(d / "tok")
+        put(d, "d.jsonl", lines(GOOD))
+        return validate("d.jsonl", "--model", str(d / "tok"), "--template", template)
+
+    return build
+
+
 # -------------------------------------------------------------------------------------------- cases
 
 DEEP = 990
@@ -485,7 +543,21 @@ CASES = [
         "[bold]x[/]",
     ),
     # parquet
-    Case("parquet_timestamps_out_of_range", parquet_case("ts.parquet", _timestamps), 0, '"valid": true'),
+    # out of range is damaged data, reported with its column (it used to become "<value out of range: …>")
+    Case("parquet_timestamps_out_of_range", parquet_case("ts.parquet", _timestamps), 2, "column 'when'"),
+    Case(
+        "parquet_timestamp_as_text",
+        parquet_case("tt.parquet", _timestamp_as_text),
+        2,
+        "timestamp[ms] from Parquet column 'instruction'",
+    ),
+    Case(
+        "parquet_shared_dictionary_string",
+        parquet_case("shared.parquet", _shared_dictionary_string, compression="zstd"),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+        {"TUNEFORGE_MAX_DATASET_MB": "512"},
+    ),
     Case(
         "parquet_nested_timestamps", parquet_case("nts.parquet", _nested_timestamps), 2, "cannot be converted"
     ),
@@ -560,6 +632,28 @@ CASES = [
         2,
         "…",
     ),
+    # bzip2 and LZMA members: zipfile inflates them without a bound (1.5 GiB → 4.3 GB); refused by method
+    Case(
+        "zip_bzip2",
+        one("bz.zip", zip_bytes({"a.jsonl": lines(GOOD).encode()}, zipfile.ZIP_BZIP2)),
+        2,
+        "compression method bzip2",
+    ),
+    Case(
+        "zip_lzma",
+        one("lz.zip", zip_bytes({"a.jsonl": lines(GOOD).encode()}, zipfile.ZIP_LZMA)),
+        2,
+        "compression method LZMA",
+    ),
+    Case(
+        "zip_end_record_claims_fewer",
+        _zip_claiming_fewer,
+        2,
+        "holds 300 entries",
+        {"TUNEFORGE_MAX_FILES": "100"},
+    ),
+    Case("zip_million_csv_columns", _wide_csv_zip, 2, "1,000,000 columns"),
+    Case("zip_200mib_of_spaces", _spaces_zip, 0, '"records": 1'),
     Case("zip_not_a_zip", one("x.zip", b"PK\x05\x06" + b"\0" * 18 + os.urandom(100)), 2, "zip"),
     # memory: an entry far larger than its zip, counted as it is read
     # (300 MiB from a 300 KB zip, read in chunks: one line far over the record limit, then valid records)
@@ -648,6 +742,34 @@ CASES = [
     Case("jsonl_as_json", one("j.json", lines(GOOD, GOOD)), 2, "JSON Lines"),
     Case("empty", one("e.jsonl", ""), 2, "empty"),
     Case("whitespace", one("w.json", " \n\t\n"), 2, "empty"),
+    Case("jsonl_cr_line_ends", one("cr.jsonl", lines(GOOD, GOOD).replace("\n", "\r")), 0, '"records": 2'),
+    Case(
+        "jsonl_bom_on_line_3",
+        one("bom.jsonl", lines(GOOD, GOOD) + "\ufeff" + lines(GOOD)),
+        2,
+        "byte-order mark",
+    ),
+    Case(
+        "json_bom_inside",
+        one("bom.json", f"[{json.dumps(GOOD)},\ufeff{json.dumps(GOOD)}]"),
+        2,
+        "byte-order mark",
+    ),
+    # a user's chat template, bounded by the sandbox (3.2 GB and "internal error: out of memory")
+    Case(
+        "template_string_times",
+        _template_case("{{ 'x' * 1500000000 }}"),
+        2,
+        "str * 1500000000",
+        seconds=45,  # transformers and a tokenizer are loaded first
+    ),
+    Case(
+        "template_nested_ranges",
+        _template_case("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"),
+        2,
+        "loop iterations",
+        seconds=45,
+    ),
     Case("binary_jsonl", one("b.jsonl", os.urandom(5000)), 2, "UTF-8"),
     # options
     Case(

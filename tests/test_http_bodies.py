@@ -245,11 +245,11 @@ def test_v1_files_dpo_lines_convert_and_unreadable_ones_are_400(api):
     data = (json.dumps(good, ensure_ascii=False) + "\n").encode() * 3
     r = api.post("/v1/files", files={"file": ("dpo.jsonl", data)}, data={"purpose": "fine-tune"})
     assert r.status_code == 200, r.text
-    as_text = {**good, "input": "2+2?"}  # not OpenAI's shape, but a prompt all the same (was a 500)
+    as_text = {**good, "input": "2+2?"}  # not OpenAI's shape: a located 400 (was a 500)
     r = api.post(
         "/v1/files", files={"file": ("dpo.jsonl", json.dumps(as_text))}, data={"purpose": "fine-tune"}
     )
-    assert r.status_code == 200, r.text
+    assert r.status_code == 400 and "field 'input'" in r.json()["error"]["message"], r.text
     for content in ("中文".encode("gbk") + b"\n", DEEP + b"\n"):
         r = api.post("/v1/files", files={"file": ("dpo.jsonl", content)}, data={"purpose": "fine-tune"})
         assert r.status_code == 400 and r.json()["error"]["message"], r.text[:300]

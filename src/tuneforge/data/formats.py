@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from tuneforge.errors import ConfigError, Problem
 
-from .readers import RawRow, short
+from .readers import RawRow, TemporalText, short
 
 ROLE_ALIASES = {
     "system": "system",
@@ -69,9 +69,18 @@ def _encodable(text: str) -> bool:
 
 
 def _as_text(value, field: str, probs: RecordProblems) -> str | None:
-    """A text value: a string, or a finite number taken as its text (noted, and warned about once per
-    dataset: a spreadsheet turns "42" into 42, but a number where a conversation was expected is odd).
-    None is returned, with the problem added, for anything else."""
+    """A text value, by one rule for JSON, CSV and Parquet: a string (every CSV cell is one), or a
+    finite number taken as its text (noted, and warned about once per dataset: a spreadsheet turns "42"
+    into 42, but a number where a conversation was expected is odd). None is returned, with the
+    problem added, for anything else: booleans, lists, objects, and Parquet timestamps, dates, times
+    and durations, whose text depends on the writer's unit and time zone."""
+    if isinstance(value, TemporalText):
+        probs.add(
+            field,
+            f"expected a string; got a {value.kind} from Parquet column {value.column!r} "
+            f"({short(str(value))}). Map a text column, or cast this one to string when writing the file.",
+        )
+        return None
     if isinstance(value, str):
         if not value.isascii() and not _encodable(value):
             probs.add(field, "text holds a lone surrogate escape (\\ud800–\\udfff); it is not valid Unicode.")
@@ -251,7 +260,16 @@ def _turn_keys(turns: list) -> tuple[str, str]:
     return ("from", "value") if isinstance(first, dict) and "from" in first else ("role", "content")
 
 
-def _preference(row: dict, probs: RecordProblems) -> dict | None:
+def _preference(
+    row: dict,
+    probs: RecordProblems,
+    chosen_key: str = "chosen",
+    rejected_key: str = "rejected",
+    prompt_key: str = "prompt",
+) -> dict | None:
+    """prompt/chosen/rejected; the keys are parameters so that a problem names the file's own field
+    (OpenAI's DPO lines call them input.messages, preferred_output and non_preferred_output)."""
+
     def side(key: str) -> list[dict] | None:
         value = row.get(key)
         if isinstance(value, dict):  # one turn, as in LLaMA-Factory's sharegpt preference pairs
@@ -268,18 +286,18 @@ def _preference(row: dict, probs: RecordProblems) -> dict | None:
         )
         return None
 
-    chosen, rejected = side("chosen"), side("rejected")
-    prompt_value = row.get("prompt")
+    chosen, rejected = side(chosen_key), side(rejected_key)
+    prompt_value = row.get(prompt_key)
     if isinstance(prompt_value, str | int | float) and not isinstance(prompt_value, bool):
         system = _text(row, "system", probs, required=False)
-        text = _as_text(prompt_value, "prompt", probs)
+        text = _as_text(prompt_value, prompt_key, probs)
         if text is None:
             return None
         prompt = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": text}
         ]
     elif isinstance(prompt_value, list):
-        prompt = _messages(prompt_value, "prompt", probs, *_turn_keys(prompt_value))
+        prompt = _messages(prompt_value, prompt_key, probs, *_turn_keys(prompt_value))
     elif prompt_value is None and chosen and rejected:
         # chosen/rejected as whole conversations: the shared prefix is the prompt.
         n = 0
@@ -287,14 +305,26 @@ def _preference(row: dict, probs: RecordProblems) -> dict | None:
             n += 1
         prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
     else:
-        probs.add("prompt", "expected 'prompt' as a string or a list of messages.")
+        probs.add(prompt_key, f"expected {prompt_key!r} as a string or a list of messages.")
         return None
     if chosen is None or rejected is None or prompt is None:
         return None
     if not prompt:
-        probs.add("prompt", "preference pair has no prompt.")
+        probs.add(prompt_key, "preference pair has no prompt.")
         return None
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _openai_preference(row: dict, probs: RecordProblems) -> dict | None:
+    """OpenAI's DPO lines: {"input": {"messages": [...]}, "preferred_output": [...],
+    "non_preferred_output": [...]}."""
+    source = row.get("input")
+    if not isinstance(source, dict) or not isinstance(source.get("messages"), list):
+        got = "an object without a 'messages' list" if isinstance(source, dict) else _type_name(source)
+        probs.add("input", f"expected {{'messages': [...]}} (OpenAI's preference format); got {got}.")
+        return None
+    pair = {"input.messages": source["messages"], **row}
+    return _preference(pair, probs, "preferred_output", "non_preferred_output", "input.messages")
 
 
 @dataclass(frozen=True)
@@ -315,6 +345,13 @@ FORMATS: dict[str, Format] = {
             ("chosen", "rejected"),
             _preference,
             "prompt/chosen/rejected (strings or message lists)",
+        ),
+        Format(
+            "openai_preference",
+            "preference",
+            ("preferred_output", "non_preferred_output"),
+            _openai_preference,
+            "input.messages/preferred_output/non_preferred_output (OpenAI preference fine-tuning)",
         ),
         Format(
             "alpaca",
@@ -382,6 +419,8 @@ def _signature(row: dict) -> str | None:
 
 
 PARTIAL_KEYS = [
+    ("preferred_output", "openai_preference"),
+    ("non_preferred_output", "openai_preference"),
     ("instruction", "alpaca"),
     ("messages", "openai"),
     ("conversations", "sharegpt"),

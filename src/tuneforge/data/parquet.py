@@ -1,11 +1,14 @@
 """Parquet rows, streamed in small batches with the decoded bytes counted against the dataset budget.
 
 What a hostile Parquet file can do, and what stops it here:
-- a dictionary-encoded column expands far beyond the file's size (643 KB → 2.3 GB): rows are decoded
-  64 at a time and each batch's decoded size is counted before it becomes Python objects;
+- a dictionary-encoded column expands far beyond the file's size (a 943-byte file of 320 rows sharing
+  one 7.5 MiB string): top-level string columns with dictionary pages are read as Arrow dictionaries,
+  a batch's decoded size is computed from the dictionary's value lengths and counted before anything
+  is decoded, and rows are then decoded a few MiB at a time (``DECODE_BYTES``);
   (the budget counts decoded bytes, never the file's size or its declared sizes);
 - timestamps and dates outside Python's datetime range raise OverflowError in ``to_pylist``: top-level
-  temporal columns are turned into strings by Arrow first, anything else becomes a located problem;
+  temporal columns are turned into text by Arrow first (``TemporalText``, which formats refuse where
+  text belongs); a value no calendar can write is a located problem naming its column and row;
 - Arrow's worker threads, torn down at interpreter exit while still running, abort the process (exit
   134) after its output was printed: everything is read on the calling thread (``use_threads=False``,
   ``pre_buffer=False``), so no Arrow pool is started;
@@ -25,7 +28,16 @@ from tuneforge.errors import Problem
 from tuneforge.settings import env_name
 
 from .parquet_pages import BadPages, ForwardReader, TooManyPages, WalkBudget, chunk_pages, read_footer
-from .readers import CHUNK, Budget, FileProblem, Limits, _mib
+from .readers import (
+    CHUNK,
+    MAX_COLUMNS,
+    Budget,
+    FileProblem,
+    Limits,
+    TemporalText,
+    _mib,
+    too_many_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +46,17 @@ BATCH_ROWS = 64
 # dictionary). Writers' defaults are 1 MiB pages (pyarrow, pandas, Spark, DuckDB); 256 MiB is room for
 # wide tables and long texts, far from what a decompression bomb needs.
 MAX_PAGES_HELD = 256 * 2**20
+# Dictionary-encoded rows are turned into Python objects this many bytes at a time (at least one row).
+DECODE_BYTES = 16 * 2**20
+# What Arrow writes, casting to string, for a timestamp or date no calendar can hold.
+OUT_OF_RANGE = "<value out of range: "
 
 
-def _chunks(source, name: str) -> tuple[int, list[tuple[int, int, int]]]:
-    """(column count, [(row group, start, length)] in file order) of every column chunk, from the footer
-    read by our own reader (see parquet_pages), checked before any is read: one chunk per column, inside
-    the file, none overlapping another (a footer could point a million chunks at the same bytes)."""
+def _chunks(source, name: str) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """(row group count, [(row group, start, length, column)] in file order) of every column chunk, from
+    the footer read by our own reader (see parquet_pages), checked before any is read: one chunk per
+    column, inside the file, none overlapping another (a footer could point a million chunks at the
+    same bytes)."""
     footer = read_footer(source)
     source.seek(0, 2)
     size = source.tell()
@@ -56,20 +73,25 @@ def _chunks(source, name: str) -> tuple[int, list[tuple[int, int, int]]]:
         for c, (start, length) in enumerate(ranges):
             if start < 4 or length < 0 or start + length > size:
                 raise BadPages(f"row group {g} column {c}: its pages lie outside the file")
-            chunks.append((g, start, length))
+            chunks.append((g, start, length, c))
     chunks.sort(key=lambda ch: (ch[1], ch[1] + ch[2]))
-    for (_g, a, a_len), (_h, b, _b_len) in zip(chunks, chunks[1:], strict=False):
+    for (_g, a, a_len, _c), (_h, b, _b_len, _d) in zip(chunks, chunks[1:], strict=False):
         if b < a + a_len:
             raise BadPages("two column chunks share the same bytes")
     return len(footer.groups), chunks
 
 
-def _check_pages(source, name: str, limits: Limits, budget: Budget) -> None:
+def _check_pages(source, name: str, limits: Limits, budget: Budget) -> set[int]:
+    """Refuse what the page headers say cannot be decoded within bounds; the leaf columns (by index)
+    that hold a dictionary page, from the same walk (pyarrow's own metadata accessors can abort the
+    process on a crafted footer)."""
     groups, chunks = _chunks(source, name)
     reader, walk = ForwardReader(source), WalkBudget()
-    total, held = 0, [0] * groups
-    for g, start, length in chunks:
+    total, held, dictionaries = 0, [0] * groups, set()
+    for g, start, length, column in chunks:
         pages = chunk_pages(reader, start, length, walk)
+        if pages.dictionary:
+            dictionaries.add(column)
         held[g] += pages.largest + pages.dictionary
         total += pages.total
         if held[g] > MAX_PAGES_HELD:
@@ -90,6 +112,7 @@ def _check_pages(source, name: str, limits: Limits, budget: Budget) -> None:
                 )
             )
     source.seek(0)
+    return dictionaries
 
 
 def _depth(arrow_type) -> int:
@@ -108,20 +131,116 @@ def _depth(arrow_type) -> int:
     return deepest
 
 
-def _plain(batch):
-    """The batch with dictionary columns decoded (so its size is what its rows hold: a dictionary
-    bomb is counted as what it expands to) and top-level timestamp/date/time/duration columns as ISO
-    strings (Arrow formats any year; Python's datetime stops at 9999)."""
+def _leaves(arrow_type) -> int:
+    """How many Parquet leaf columns a field of this type is stored as."""
     import pyarrow as pa
 
-    columns, changed = [], False
+    if pa.types.is_struct(arrow_type):
+        return sum(_leaves(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+    if (
+        pa.types.is_list(arrow_type)
+        or pa.types.is_large_list(arrow_type)
+        or pa.types.is_fixed_size_list(arrow_type)
+    ):
+        return _leaves(arrow_type.value_type)
+    if pa.types.is_map(arrow_type):
+        return _leaves(arrow_type.key_type) + _leaves(arrow_type.item_type)
+    return 1
+
+
+def _dictionary_columns(schema, with_dictionary: set[int]) -> list[str]:
+    """Top-level string/binary columns written with a dictionary page in some row group: read as Arrow
+    dictionaries, so what they expand to is known before it is decoded."""
+    import pyarrow as pa
+
+    found, leaf = [], 0
+    for f in schema:
+        text = pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        if (
+            text or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+        ) and leaf in with_dictionary:
+            found.append(f.name)
+        leaf += _leaves(f.type)
+    return found
+
+
+def _decoded_sizes(batch):
+    """(bytes of the batch once its dictionary columns are decoded, bytes each row's dictionary values
+    take as a list or None without such columns), computed from the dictionaries' value lengths without
+    decoding them."""
+    import pyarrow as pa
+
+    if not any(pa.types.is_dictionary(column.type) for column in batch.columns):
+        return batch.nbytes, None
+    import pyarrow.compute as pc
+
+    # Sums in Python over at most BATCH_ROWS values: Arrow's fill_null(0) imports pandas (45 MB).
+    total, per_row = 0, [0] * batch.num_rows
     for column in batch.columns:
+        if not pa.types.is_dictionary(column.type):
+            total += column.nbytes
+            continue
+        lengths = pc.binary_length(column.dictionary).cast(pa.int64())
+        sizes = pc.take(lengths, column.indices).to_pylist()  # None for a null row
+        per_row = [held + (size or 0) for held, size in zip(per_row, sizes, strict=True)]
+        total += column.indices.nbytes
+    return total + sum(per_row), per_row
+
+
+def _slices(per_row, rows: int, limit: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of consecutive rows holding about ``limit`` bytes each, at least one row."""
+    if per_row is None:
+        yield 0, rows
+        return
+    start, held = 0, 0
+    for i, size in enumerate(per_row):
+        if i > start and held + size > limit:
+            yield start, i - start
+            start, held = i, 0
+        held += size
+    if start < len(per_row):
+        yield start, len(per_row) - start
+
+
+def _plain(batch, name: str, first_row: int):
+    """The batch with dictionary columns decoded and top-level timestamp/date/time/duration columns
+    as text (Arrow formats years Python's datetime cannot), with the names of those columns."""
+    import pyarrow as pa
+
+    columns, temporal, changed = [], {}, False
+    for field_name, column in zip(batch.schema.names, batch.columns, strict=True):
         if pa.types.is_dictionary(column.type):
             column, changed = column.dictionary_decode(), True
         if pa.types.is_temporal(column.type):
+            kind = str(column.type)
             column, changed = column.cast(pa.string()), True
+            import pyarrow.compute as pc
+
+            bad = pc.starts_with(column, OUT_OF_RANGE).fill_null(False)
+            if pc.any(bad).as_py():
+                row = first_row + pc.index(bad, True).as_py()
+                raise FileProblem(
+                    Problem(
+                        f"column {field_name!r} holds a {kind} value outside any calendar (stored as "
+                        f"{column[row - first_row].as_py().removeprefix(OUT_OF_RANGE).rstrip('>')}); "
+                        "fix the value or drop the column.",
+                        file=name,
+                        record=row,
+                    )
+                )
+            temporal[field_name] = kind
         columns.append(column)
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names) if changed else batch
+    batch = pa.RecordBatch.from_arrays(columns, names=batch.schema.names) if changed else batch
+    return batch, temporal
+
+
+def _rows(batch, temporal: dict[str, str]) -> list[dict]:
+    rows = batch.to_pylist()
+    for row in rows:
+        for column, kind in temporal.items():
+            if row[column] is not None:
+                row[column] = TemporalText(row[column], column, kind)
+    return rows
 
 
 def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iterator[dict]:
@@ -132,21 +251,32 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
     # Our own read of the footer and the page headers comes first: pyarrow can abort the process on a
     # crafted footer, and allocates what the page headers declare.
     try:
-        _check_pages(source, name, limits, budget)
+        with_dictionary = _check_pages(source, name, limits, budget)
     except TooManyPages as exc:
         raise FileProblem(Problem(f"refused: {_message(exc)}.", file=name)) from None
     except (BadPages, OSError, ValueError) as exc:
         raise FileProblem(Problem(f"not a readable Parquet file: {_message(exc)}", file=name)) from None
-    try:
-        pf = pq.ParquetFile(
+
+    def open_file(read_dictionary=None):
+        source.seek(0)
+        return pq.ParquetFile(
             source,
             buffer_size=CHUNK,
             pre_buffer=False,
+            read_dictionary=read_dictionary,
             thrift_string_size_limit=limits.max_record_bytes,
             thrift_container_size_limit=max(limits.max_files, 100_000),
         )
+
+    try:
+        pf = open_file()
         meta = pf.metadata
         schema = pf.schema_arrow
+        if len(schema) > MAX_COLUMNS:
+            raise FileProblem(too_many_columns(len(schema), name))
+        dictionaries = _dictionary_columns(schema, with_dictionary)
+        if dictionaries:
+            pf = open_file(dictionaries)
     except (pa.ArrowException, OSError, ValueError, TypeError, EOFError) as exc:
         raise FileProblem(Problem(f"not a readable Parquet file: {_message(exc)}", file=name)) from None
     if meta.num_rows > limits.max_records:
@@ -168,10 +298,10 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
     index = 0
     try:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
-            # Counted as decoded, before Python objects are made: a dictionary bomb stops here.
-            batch = _plain(batch)
-            budget.take_bytes(batch.nbytes, name)
-            if batch.num_rows and batch.nbytes > limits.max_record_bytes * batch.num_rows:
+            # Counted as it will be decoded, before it is: a dictionary bomb stops here.
+            size, per_row = _decoded_sizes(batch)
+            budget.take_bytes(size, name)
+            if batch.num_rows and size > limits.max_record_bytes * batch.num_rows:
                 raise FileProblem(
                     Problem(
                         f"rows of more than {_mib(limits.max_record_bytes)} on average "
@@ -180,18 +310,21 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
                         record=index,
                     )
                 )
-            try:
-                rows = batch.to_pylist()
-            except (OverflowError, ValueError, pa.ArrowException) as exc:
-                raise FileProblem(
-                    Problem(
-                        f"rows {index}–{index + batch.num_rows - 1} cannot be converted: {_message(exc)}",
-                        file=name,
-                        record=index,
-                    )
-                ) from None
-            yield from rows
-            index += batch.num_rows
+            for offset, length in _slices(per_row, batch.num_rows, DECODE_BYTES):
+                plain, temporal = _plain(batch.slice(offset, length), name, index)
+                try:
+                    rows = _rows(plain, temporal)
+                except (OverflowError, ValueError, pa.ArrowException) as exc:
+                    raise FileProblem(
+                        Problem(
+                            f"rows {index}–{index + length - 1} cannot be converted: {_message(exc)}",
+                            file=name,
+                            record=index,
+                        )
+                    ) from None
+                del plain
+                yield from rows
+                index += length
     except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
         raise FileProblem(
             Problem(f"not a readable Parquet file: {_message(exc)}", file=name, record=index)

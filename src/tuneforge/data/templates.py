@@ -70,12 +70,18 @@ def resolve_chat_template(tokenizer, choice: str | None, fallback: str | None = 
 
     ``choice`` None or "auto" means the model's own template when it has one, else ``fallback`` (when
     evaluating a base model that ships none: the template its fine-tuned model was trained with),
-    else 'plain' with a warning. Training and evaluation both resolve templates here.
+    else 'plain' with a warning. Training and evaluation both resolve templates here, so this is where
+    transformers is made to render every template in tuneforge's bounded sandbox.
     """
+    from . import template_sandbox
+
+    template_sandbox.install()
     if choice and choice != "auto":
         if choice in CHAT_TEMPLATES:
+            template_sandbox.label(CHAT_TEMPLATES[choice], f"chat template {choice!r}")
             return CHAT_TEMPLATES[choice]
         if "{{" in choice or "{%" in choice:
+            template_sandbox.label(choice, "the chat template given (--template or the spec's chat_template)")
             return choice
         raise ConfigError(
             f"unknown chat template {choice!r}; use one of {', '.join(CHAT_TEMPLATES)}, "

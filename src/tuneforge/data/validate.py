@@ -173,8 +173,12 @@ class StatsBuilder:
     def _tokenize(self, record: dict):
         from jinja2 import TemplateError
 
+        from .template_sandbox import TemplateBoundError
+
         try:
             return tokenize_record(self.tokenizer, self.template, record, None, self.mask_mode)
+        except TemplateBoundError:
+            raise  # the template itself is at fault, not this record: say it once, stop
         except (TemplateError, ValueError) as exc:  # a template that refuses this conversation
             reason = " ".join(str(exc).split())[:300]
             raise RecordError(f"the chat template refuses this record: {reason}") from None

@@ -7,7 +7,6 @@ template; on success its output is registered as the model named ``ft:BASE:SUFFI
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.data.readers import BoundedJson, Limits, jsonl_lines
 from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
 from tuneforge.jobs import folder as fmt
 from tuneforge.names import name_from_file
@@ -58,46 +56,6 @@ def file_dict(row: File) -> dict:
         "status": "processed",
         "status_details": None,
     }
-
-
-def _preference_row(line: bytes, bounded: BoundedJson) -> dict | None:
-    """One OpenAI DPO line (input.messages, preferred_output, non_preferred_output) as prompt/chosen/
-    rejected, or None for any other line (the data package reads and judges those)."""
-    try:
-        row = bounded.loads(line.decode("utf-8-sig"))
-    except ValueError:  # not UTF-8, not JSON, too deep, too many digits: reported by the data package
-        return None
-    if not isinstance(row, dict) or "preferred_output" not in row:
-        return None
-    given = row.get("input")
-    return {
-        "prompt": given.get("messages") if isinstance(given, dict) else given,
-        "chosen": row.get("preferred_output"),
-        "rejected": row.get("non_preferred_output"),
-    }
-
-
-def _openai_dpo_to_preference(path: Path) -> None:
-    """Rewrite OpenAI's DPO lines as preference records, line for line, so every problem the data
-    package reports keeps its line number. Lines are split as the data package splits them (on
-    newline only: U+2028 inside a string is text); a line over the record limit leaves the file as sent,
-    for the data package to report."""
-    limits = Limits.from_settings()
-    bounded = BoundedJson(limits)
-    rewritten, changed = path.with_name(path.name + ".dpo"), False
-    with open(path, "rb") as src, open(rewritten, "wb") as out:
-        for _, line in jsonl_lines(src, path.name, limits):
-            if line is None:
-                changed = False
-                break
-            row = _preference_row(line, bounded)
-            if row is not None:
-                line, changed = json.dumps(row, ensure_ascii=False).encode(), True
-            out.write(line + b"\n")
-    if changed:
-        rewritten.replace(path)
-    else:
-        rewritten.unlink()
 
 
 FILE_UPLOAD_DOC = {
@@ -143,7 +101,8 @@ async def create_file(request: Request, ctx: Platform = Depends(platform)) -> di
                 out.write(chunk)
         await form.close()
         upload.files.append(target)
-        await run_in_threadpool(_openai_dpo_to_preference, target)
+        # OpenAI's DPO lines are a format of the data package (openai_preference): the file is read as
+        # sent, by the same reader as any dataset (encodings, bounds and line numbers included).
         try:
             ds = await run_in_threadpool(
                 catalog.ingest,
