@@ -52,6 +52,36 @@ def test_gguf_round_trips_through_transformers(capsys, tiny_models, tmp_path, ar
     assert tok.chat_template == original.chat_template and tok.eos_token == "<|im_end|>"
 
 
+def test_smollm2_shaped_llama_keeps_rope_base_and_tied_output(capsys, tiny_tokenizer, tmp_path):
+    """SmolLM2 ties its output to the embedding and rotates with base 100000 (kept by transformers 5 in
+    ``rope_parameters``): a GGUF that wrote the default 10000 answered wrongly beyond a few tokens."""
+    import transformers as tf
+
+    config = tf.LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    want = tf.LlamaForCausalLM(config).eval()
+    want.save_pretrained(str(tmp_path / "m"))
+    tiny_tokenizer.save_pretrained(str(tmp_path / "m"))
+    done = export(capsys, tmp_path / "m", tmp_path / "out", "--quant", "f16")
+    got, _ = load_gguf(done)
+    assert got.config.tie_word_embeddings and got.config.rope_parameters["rope_theta"] == 100000.0
+    ids = torch.arange(3, 3 + 64).reshape(1, -1)  # long enough for the rotary base to matter
+    with torch.no_grad():
+        diff = (got(ids).logits - want(ids).logits).abs().max().item()
+    assert diff < TOLERANCE["f16"], diff
+
+
 def test_gguf_refuses_what_it_cannot_write(capsys, tiny_models, tmp_path):
     code, _, err = run_cli(
         capsys, "models", "export", tiny_models["gpt2"], "--format", "gguf", "-o", tmp_path / "a"
@@ -159,6 +189,9 @@ def test_modelfile_translates_chatml_and_flags_other_templates(tiny_tokenizer):
         tok.chat_template = CHAT_TEMPLATES["llama3"]
         text, warnings = modelfile("./m.gguf", tok, [eos], None)
         assert 'TEMPLATE """' not in text and "not ChatML" in warnings[0]
+        tok.chat_template = SMOLLM2_TEMPLATE.replace("Hugging Face", 'Hugging Face """')
+        text, warnings = modelfile("./m.gguf", tok, [eos], None)
+        assert "SYSTEM" not in text and "cannot quote" in warnings[0]
     finally:
         tok.chat_template = saved
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -157,6 +158,13 @@ def add_tokenizer(writer, tokenizer, vocab_size: int, warnings: list[str]) -> No
     writer.add_chat_template(tokenizer.chat_template)
 
 
+def rope_theta(config) -> float:
+    """transformers 5 keeps it in ``rope_parameters``; older configs as ``rope_theta``."""
+    params = getattr(config, "rope_parameters", None) or {}
+    theta = params.get("rope_theta") if isinstance(params, dict) else None
+    return float(theta or getattr(config, "rope_theta", None) or 10000.0)
+
+
 def _add_hparams(writer, config, file_type: int) -> None:
     heads = config.num_attention_heads
     writer.add_context_length(config.max_position_embeddings)
@@ -165,7 +173,7 @@ def _add_hparams(writer, config, file_type: int) -> None:
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(heads)
     writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or heads)
-    writer.add_rope_freq_base(float(getattr(config, "rope_theta", None) or 10000.0))
+    writer.add_rope_freq_base(rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_rope_dimension_count(getattr(config, "head_dim", None) or config.hidden_size // heads)
     writer.add_vocab_size(config.vocab_size)
@@ -244,7 +252,8 @@ def export_gguf(
         step("merge", None, None)
         lm.model = lm.model.merge_and_unload()
     config = lm.model.config
-    name = output.name or "model"
+    # the file's name goes into the Modelfile's FROM line: keep it to characters no parser trips on
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", output.name).strip("-.") or "model"
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
     warnings: list[str] = []

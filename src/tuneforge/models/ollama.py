@@ -57,8 +57,6 @@ def chatml_default_system(tokenizer) -> tuple[bool, str | None]:
 
 
 def _quote(text: str) -> str:
-    if '"""' in text:
-        raise ValueError("text with triple quotes cannot go into a Modelfile")
     return f'"""{text}"""'
 
 
@@ -87,7 +85,12 @@ def modelfile(from_path: str, tokenizer, stop_ids: list[int], generation) -> tup
     is_chatml, system = chatml_default_system(tokenizer)
     if is_chatml:
         lines.append(f"TEMPLATE {_quote(CHATML_TEMPLATE)}")
-        if system:
+        if system and '"""' in system:
+            warnings.append(
+                "the template's default system prompt holds '\"\"\"', which a Modelfile cannot quote; "
+                "SYSTEM is left out."
+            )
+        elif system:
             lines.append(f"SYSTEM {_quote(system)}")
     else:
         warnings.append(
@@ -100,6 +103,9 @@ def modelfile(from_path: str, tokenizer, stop_ids: list[int], generation) -> tup
         )
     stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids] or [tokenizer.eos_token]
     for stop in dict.fromkeys(s for s in stops if s):
+        if '"' in stop or "\n" in stop:  # Ollama's parser has no escapes inside a quoted PARAMETER value
+            warnings.append(f"stop token {stop!r} cannot be quoted in a Modelfile; add it by hand.")
+            continue
         lines.append(f'PARAMETER stop "{stop}"')
     for key, value in _parameters(generation):
         lines.append(f"PARAMETER {key} {value}")
