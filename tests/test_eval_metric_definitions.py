@@ -100,3 +100,17 @@ def test_a_jobs_final_folder_is_scored_by_its_specs_metrics(tmp_path):
     assert job_metrics(job / "final") == "llamafactory"
     assert job_metrics(job / "checkpoints" / "step-4") == "llamafactory"
     assert job_metrics(tmp_path) == "tuneforge" and job_metrics("smollm2-135m-instruct") == "tuneforge"
+
+
+def test_eval_of_a_model_uses_the_chosen_definitions(capsys, tiny_llama, memo_data, tmp_path):
+    from tuneforge.evaluate.metrics import pair_scores
+
+    args = ["eval", tiny_llama, "--data", memo_data, "--max-new-tokens", "4", "--json"]
+    code, out, err = run_cli(capsys, *args, "--metrics", "llamafactory", "-o", tmp_path / "lf")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["metrics"] == "llamafactory"
+    rows = [json.loads(line) for line in (tmp_path / "lf" / "predictions.jsonl").read_text().splitlines()]
+    scores = pair_scores([r["prediction"] for r in rows], [r["reference"] for r in rows], "llamafactory")
+    (metrics,) = result["models"].values()
+    assert metrics["bleu-4"] == pytest.approx(sum(s["bleu-4"] for s in scores) / len(scores), abs=1e-4)

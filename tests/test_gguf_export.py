@@ -199,7 +199,7 @@ def test_modelfile_translates_chatml_and_flags_other_templates(tiny_tokenizer):
 def test_llama_cpp_loads_the_export(capsys, tiny_models, tmp_path):
     llama_cpp = pytest.importorskip("llama_cpp")
     done = export(capsys, tiny_models["llama"], tmp_path / "out", "--quant", "q8_0")
-    llm = llama_cpp.Llama(model_path=done["gguf"], n_ctx=64, verbose=False)
+    llm = llama_cpp.Llama(model_path=done["gguf"], n_ctx=64, logits_all=True, verbose=False)
     from transformers import AutoModelForCausalLM
 
     want = AutoModelForCausalLM.from_pretrained(str(tiny_models["llama"])).eval()
