@@ -209,3 +209,18 @@ def test_llama_cpp_loads_the_export(capsys, tiny_models, tmp_path):
         last = want(IDS).logits[0, -1]
     got = torch.tensor(llm.scores[len(tokens) - 1])
     assert (got - last).abs().max().item() < TOLERANCE["q8_0"]
+
+
+def test_pre_tokenizer_names_llama_cpp_reads():
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    from tuneforge.models.gguf_export import _pre_tokenizer_name
+
+    byte_level = {"type": "ByteLevel", "use_regex": True}
+    assert _pre_tokenizer_name(byte_level) == "gpt-2"
+    digits = {"type": "Digits", "individual_digits": True}
+    assert _pre_tokenizer_name({"type": "Sequence", "pretokenizers": [digits, byte_level]}) == "smollm"
+    split = {"type": "Split", "pattern": {"Regex": PRETOKENIZE_REGEX}, "behavior": "Isolated"}
+    qwen2 = [split, {"type": "ByteLevel", "use_regex": False}]
+    assert _pre_tokenizer_name({"type": "Sequence", "pretokenizers": qwen2}) == "qwen2"
+    assert _pre_tokenizer_name({"type": "Whitespace"}) is None  # written as 'default', with a warning
