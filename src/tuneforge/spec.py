@@ -164,6 +164,14 @@ class Resources(Strict):
     )
 
 
+class EvalSpec(Strict):
+    metrics: Literal["tuneforge", "llamafactory"] = Field(
+        default="tuneforge",
+        description="ROUGE/BLEU definitions `tuneforge eval` uses on this run's model: tuneforge's "
+        "(word BLEU-4, rouge-score ROUGE) or LLaMA-Factory's (character BLEU-4, rouge-chinese ROUGE).",
+    )
+
+
 class JobSpec(Strict):
     """A complete training run."""
 
@@ -176,6 +184,7 @@ class JobSpec(Strict):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     train: HyperParams = Field(default_factory=HyperParams)
     resources: Resources = Field(default_factory=Resources)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
     output_dir: str | None = Field(
         default=None, description="Job folder (default under $TUNEFORGE_HOME/jobs)."
     )

@@ -126,17 +126,62 @@ def rm(name: str):
 
 @app.command()
 def export(
-    adapter: Path = typer.Argument(..., help="A LoRA adapter folder (a job's final/ or a checkpoint)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the merged model."),
+    model: str = typer.Argument(
+        ...,
+        help="A LoRA adapter folder (a job's final/ or a checkpoint); with --format gguf also a stored "
+        "model's name or an HF model folder (a full fine-tune).",
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder to write (must not exist or be empty)."),
+    fmt: str = typer.Option(
+        "safetensors",
+        "--format",
+        help="safetensors (merged HF folder) or gguf (one file + Ollama Modelfile).",
+    ),
+    quant: str = typer.Option(
+        None, "--quant", help="With --format gguf: f16 (default), q8_0 or q4_0 (q4_k_m: see the docs)."
+    ),
     base: str = typer.Option(None, help="Base model (default: the one recorded in the adapter)."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    dtype: str = typer.Option("float32", help="With --format safetensors: float32, bfloat16 or float16."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ):
-    """Merge a LoRA adapter into its base and save a standalone safetensors model."""
+    """Merge a fine-tune into its base: a safetensors folder, or a GGUF file with an Ollama Modelfile."""
+    from tuneforge.errors import ConfigError
+
+    if fmt == "gguf":
+        from tuneforge.models.gguf_export import export_gguf
+
+        with stage_progress(not json_out) as progress:
+            done = export_gguf(model, output, quant or "f16", base, progress)
+        if json_out:
+            print_json(
+                {
+                    "output": str(done.folder),
+                    "gguf": str(done.gguf),
+                    "modelfile": str(done.modelfile),
+                    "quant": done.quant,
+                    "architecture": done.architecture,
+                    "tensors": done.tensors,
+                    "warnings": done.warnings,
+                }
+            )
+            return
+        for warning in done.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"GGUF ({done.quant}, {done.tensors} tensors) written to [bold]{done.gguf}[/]")
+        console.print(f"Ollama: cd {done.folder} && ollama create {done.folder.name} -f Modelfile")
+        return
+    if fmt != "safetensors":
+        raise ConfigError(f"--format {fmt!r}: choose safetensors or gguf.")
+    if quant:
+        raise ConfigError("--quant applies to --format gguf only; a safetensors export takes --dtype.")
     from tuneforge.models.export import merge_adapter
 
-    with stage_progress() as progress:
-        out = merge_adapter(adapter, output, base, dtype, progress)
-    console.print(f"merged model written to [bold]{out}[/]")
+    with stage_progress(not json_out) as progress:
+        out = merge_adapter(Path(model), output, base, dtype, progress)
+    if json_out:
+        print_json({"output": str(out)})
+    else:
+        console.print(f"merged model written to [bold]{out}[/]")
 
 
 @app.command()

@@ -72,9 +72,23 @@ def train(
 
 
 def evaluate(
-    model: str = typer.Argument(..., help="Base model name/folder, or a job's final/ folder."),
+    model: str = typer.Argument(
+        None, help="Base model name/folder, or a job's final/ folder (not with --predictions)."
+    ),
     data: str = typer.Option(
-        ..., "--data", help="Evaluation dataset (chat format): a path or a stored dataset."
+        None, "--data", help="Evaluation dataset (chat format): a path or a stored dataset."
+    ),
+    predictions: Path = typer.Option(
+        None,
+        "--predictions",
+        help="Score this predictions file instead of generating: LLaMA-Factory's generated_predictions.jsonl "
+        "(predict, label) or tuneforge's predictions.jsonl (prediction, reference). No model is loaded.",
+    ),
+    metrics: str = typer.Option(
+        None,
+        "--metrics",
+        help="ROUGE/BLEU definitions: tuneforge (default; word BLEU-4) or llamafactory (LLaMA-Factory's "
+        "character BLEU-4 and rouge-chinese ROUGE). Default for a job's final/: its spec's eval.metrics.",
     ),
     adapter: Path = typer.Option(None, "--adapter", help="A LoRA adapter to put on the model."),
     compare_base: bool = typer.Option(
@@ -90,9 +104,30 @@ def evaluate(
     map: str = typer.Option(None, "--map"),
     json_out: bool = typer.Option(False, "--json"),
 ):
-    """Eval loss, perplexity, ROUGE-1/2/L and BLEU-4 of a model on a dataset."""
+    """Eval loss, perplexity, ROUGE-1/2/L and BLEU-4 of a model on a dataset, or score a predictions file."""
     from rich.table import Table
 
+    from tuneforge.errors import ConfigError
+
+    text_keys = ("rouge-1", "rouge-2", "rouge-l", "bleu-4")
+    if predictions is not None:
+        if model or data or adapter:
+            raise ConfigError("--predictions scores an existing file: give no MODEL, --data or --adapter.")
+        from tuneforge.evaluate.predictions import score_predictions
+
+        results = score_predictions(predictions, metrics or "tuneforge")
+        if json_out:
+            print_json(results)
+            return
+        table = Table("predictions", "samples", *text_keys, title=f"{results['metrics']} definitions")
+        for name, m in results["models"].items():
+            table.add_row(name, str(m["samples"]), *(f"{m[k]:.4f}" for k in text_keys))
+        console.print(table)
+        return
+    if not model or not data:
+        raise ConfigError(
+            "give a MODEL and --data DATASET to evaluate, or --predictions FILE.jsonl to score."
+        )
     from tuneforge.evaluate.run import evaluate_model
 
     with stage_progress(not json_out) as progress:
@@ -108,15 +143,13 @@ def evaluate(
             fmt=format,
             mapping=map,
             progress=progress,
+            metrics=metrics,
         )
     if json_out:
         print_json(results)
         return
-    table = Table("model", "eval_loss", "perplexity", "rouge-1", "rouge-2", "rouge-l", "bleu-4")
+    table = Table("model", "eval_loss", "perplexity", *text_keys, title=f"{results['metrics']} definitions")
     for name, m in results["models"].items():
-        table.add_row(
-            name,
-            *(f"{m[k]:.4f}" for k in ("eval_loss", "perplexity", "rouge-1", "rouge-2", "rouge-l", "bleu-4")),
-        )
+        table.add_row(name, *(f"{m[k]:.4f}" for k in ("eval_loss", "perplexity", *text_keys)))
     console.print(table)
     console.print(f"predictions and metrics in {results['output']}")

@@ -204,6 +204,7 @@ def convert_llamafactory(
             "reward modelling, PPO and KTO are not tuneforge methods."
         )
     put("method", STAGES.get(stage, "sft"))
+    put("eval.metrics", "llamafactory")  # its run's scores are compared with LLaMA-Factory's own
     _finetuning(args, put, errors)
     _precision(args, put, out)
     _lora_targets(args, put)

@@ -10,11 +10,12 @@ from pathlib import Path
 from tuneforge.data.store import read_any_dataset
 from tuneforge.data.tokenize import IGNORE_INDEX, tokenize_chat
 from tuneforge.errors import ConfigError
+from tuneforge.jobs.folder import CHECKPOINTS_DIR, FINAL_DIR, SPEC_FILE, STEP_RE
 from tuneforge.models.inference import LoadedModel, adapter_base, load_for_inference, saved_chat_template
 from tuneforge.settings import get_settings
 
 from .generate import generate
-from .metrics import text_scores
+from .metrics import check_metrics, text_scores
 
 
 def eval_loss(
@@ -53,7 +54,30 @@ def eval_loss(
     return total / max(1, count)
 
 
-def _score(lm: LoadedModel, conversations, max_new_tokens, batch_size, progress) -> tuple[dict, list[str]]:
+def job_metrics(model: str | Path | None) -> str:
+    """The ``eval.metrics`` the job's spec chose, when ``model`` is a job's final/ or checkpoints/step-N/
+    folder (a run converted from LLaMA-Factory scores as LLaMA-Factory does); else ``tuneforge``."""
+    import yaml
+
+    path = Path(str(model)).expanduser() if model else None
+    if path is None or not path.is_dir():
+        return "tuneforge"
+    if path.name == FINAL_DIR:
+        root = path.parent
+    elif STEP_RE.match(path.name) and path.parent.name == CHECKPOINTS_DIR:
+        root = path.parent.parent
+    else:
+        return "tuneforge"
+    try:
+        spec = yaml.safe_load((root / SPEC_FILE).read_text(encoding="utf-8")) or {}
+        return check_metrics((spec.get("eval") or {}).get("metrics") or "tuneforge")
+    except (OSError, yaml.YAMLError, AttributeError, ConfigError):
+        return "tuneforge"  # a folder without a readable spec is scored by the default
+
+
+def _score(
+    lm: LoadedModel, conversations, max_new_tokens, batch_size, progress, metrics
+) -> tuple[dict, list[str]]:
     prompts = [c[:-1] for c in conversations]
     refs = [c[-1]["content"] for c in conversations]
     loss = eval_loss(lm, conversations, batch_size=batch_size)
@@ -61,7 +85,7 @@ def _score(lm: LoadedModel, conversations, max_new_tokens, batch_size, progress)
     metrics = {
         "eval_loss": round(loss, 6),
         "perplexity": round(math.exp(min(loss, 50)), 4),
-        **text_scores(preds, refs),
+        **text_scores(preds, refs, metrics),
         "samples": len(conversations),
     }
     return metrics, preds
@@ -79,8 +103,11 @@ def evaluate_model(
     fmt: str | None = None,
     mapping=None,
     progress=None,
+    metrics: str | None = None,
 ) -> dict:
-    """``progress(stage, done, total)``, when given, hears how generation advances (the CLI draws it)."""
+    """``progress(stage, done, total)``, when given, hears how generation advances (the CLI draws it).
+    ``metrics``: the ROUGE/BLEU definitions (evaluate/metrics.py); None: the job spec's, see job_metrics."""
+    metrics = check_metrics(metrics or job_metrics(adapter or model))
     records, kind, fmt = read_any_dataset(str(data), fmt, mapping)
     if kind != "chat":
         raise ConfigError(f"{data}: evaluation needs chat data with answers; this is {fmt} ({kind}).")
@@ -98,7 +125,7 @@ def evaluate_model(
         trained = saved_chat_template(model, adapter)
         candidates.insert(0, ("base", lambda: load_for_inference(base, fallback_template=trained)))
 
-    results: dict = {"models": {}, "output": str(output), "data": str(data)}
+    results: dict = {"models": {}, "output": str(output), "data": str(data), "metrics": metrics}
     predictions: dict[str, list[str]] = {}
     for label, load in candidates:
         lm = load()
@@ -109,8 +136,8 @@ def evaluate_model(
             if progress:
                 progress(stage, done[0], len(conversations))
 
-        metrics, preds = _score(lm, conversations, max_new_tokens, batch_size, advance)
-        results["models"][lm.name if label == "model" else f"{lm.name} (base)"] = metrics
+        scores, preds = _score(lm, conversations, max_new_tokens, batch_size, advance, metrics)
+        results["models"][lm.name if label == "model" else f"{lm.name} (base)"] = scores
         predictions[label] = preds
     with open(output / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for i, conv in enumerate(conversations):
