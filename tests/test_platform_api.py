@@ -122,6 +122,29 @@ def test_curl_form_typed_json_body_is_json_with_a_bearer_header_only(api):
     assert api.post("/api/v1/tokens", json={"name": "c"}, headers=csrf).status_code == 201
 
 
+def test_registered_models_have_a_list_route(api):
+    from tuneforge.platform.db import RegisteredModel
+
+    assert api.get("/api/v1/models/registered").json() == {"data": []}
+    with api.app.state.platform.store.session() as s:
+        for version in (2, 1):
+            s.add(
+                RegisteredModel(
+                    id=f"r{version}",
+                    name="demo",
+                    version=version,
+                    base_model="tiny",
+                    checkpoint="final",
+                    path="/x",
+                    lineage={},
+                )
+            )
+    listed = api.get("/api/v1/models/registered")
+    assert listed.status_code == 200
+    assert [m["ref"] for m in listed.json()["data"]] == ["demo@1", "demo@2"]
+    assert api.get("/api/v1/models").json()["registered"] == listed.json()["data"]
+
+
 def test_upload_appears_in_cli_store_and_cli_dataset_appears_in_api(api, tmp_path):
     from tuneforge.data.load import load_records
     from tuneforge.data.store import list_datasets, store_dataset
