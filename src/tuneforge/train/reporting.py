@@ -20,7 +20,6 @@ from transformers import TrainerCallback
 from tuneforge.jobs import folder as fmt  # the folder's format, shared with the control plane
 
 log = logging.getLogger(__name__)
-STEP_RE = fmt.STEP_RE
 
 
 class JobFolder:
@@ -70,12 +69,7 @@ class JobFolder:
         }
 
     def step_checkpoints(self) -> list[tuple[int, Path]]:
-        found = []
-        for p in self.checkpoints.iterdir() if self.checkpoints.exists() else []:
-            m = STEP_RE.match(p.name)
-            if m and (p / "trainer_state.json").exists():
-                found.append((int(m.group(1)), p))
-        return sorted(found)
+        return fmt.step_checkpoints(self.root)  # the one reader the control plane uses too
 
     def resume_path(self, which: str) -> Path | None:
         steps = self.step_checkpoints()
