@@ -148,7 +148,13 @@ def test_sigkill_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, tin
 
 def test_a_finished_job_folder_is_not_overwritten(capsys, tmp_path, tiny_llama, memo_data):
     path = spec_file(tmp_path, tiny_spec(tiny_llama, memo_data, train__max_steps=2))
-    assert run_cli(capsys, "train", path, "-o", tmp_path / "job")[0] == 0
+    code, out, _ = run_cli(capsys, "train", path, "-o", tmp_path / "job")
+    assert code == 0
+    # The closing lines keep their paths whole in a pipe or a job's log (they were wrapped at 80 columns).
+    assert f"done: {tmp_path / 'job'}  train_loss=" in out
+    assert (
+        f"adapter/model: {tmp_path / 'job' / 'final'}   metrics: {tmp_path / 'job' / 'metrics.jsonl'}" in out
+    )
     code, _, err = run_cli(capsys, "train", path, "-o", tmp_path / "job")
     assert code == 1 and "already holds a run" in err
 

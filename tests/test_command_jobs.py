@@ -577,6 +577,39 @@ def test_submission_is_checked_before_anything_runs(tiny_llama, monkeypatch):
         assert client.post("/api/v1/jobs", json={"template": "sft-lora"}).status_code == 422
 
 
+def test_the_cli_says_each_refused_field_once(monkeypatch, capsys):
+    """A 422 with field problems: one line each (the detail joins the same problems; it printed twice)."""
+    import sys
+
+    from tuneforge.cli import client as cli_client
+    from tuneforge.cli.main import main
+
+    with make_client() as client:
+
+        def init(self, url=None, token=None, timeout=60.0):
+            self.url, self.http = "http://testserver", client
+
+        monkeypatch.setattr(cli_client.Client, "__init__", init)
+        argv = [
+            "tuneforge",
+            "jobs",
+            "submit",
+            "--name",
+            "poke",
+            "--dataset",
+            "advertisegen:data/AdvertiseGen",
+        ]
+        argv += ["--model", "nope:m", "--", "true"]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exited:
+            main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("no stored dataset 'advertisegen'") == 1, err
+    assert err.count("no model 'nope'") == 1, err
+    assert err.startswith("error: body.datasets.0.name: no stored dataset 'advertisegen'"), err
+
+
 def test_tensorboard_scalars_become_metrics_incrementally(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 

@@ -100,6 +100,51 @@ def test_tokens_hashed_listed_without_secret_revoked_on_next_request(api):
     assert api.post("/api/v1/tokens", json={"name": "x", "expires": "soon"}).status_code == 422
 
 
+def test_curl_form_typed_json_body_is_json_with_a_bearer_header_only(api):
+    """`curl -d '{...}'` labels the body a form; with a bearer header the API reads it as JSON.
+
+    A cookie (what a forged cross-site form carries) or no credential at all (the sign-in) still needs a
+    JSON type, so the CSRF guards are as they were.
+    """
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    made = api.post("/api/v1/tokens", content=json.dumps({"name": "curl"}), headers=form)
+    assert made.status_code == 201 and made.json()["name"] == "curl"
+    # A real form body is still no JSON object: a 422 that says so, not a 500.
+    assert api.post("/api/v1/tokens", content="name=curl", headers=form).status_code == 422
+
+    admin = api.headers.pop("Authorization").removeprefix("Bearer ")
+    signed_in = api.post("/api/v1/session", content=json.dumps({"token": admin}), headers=form)
+    assert signed_in.status_code == 422 and "set-cookie" not in signed_in.headers
+    assert api.post("/api/v1/session", json={"token": admin}).status_code == 201
+    csrf = {"X-Requested-With": "tuneforge-console"}
+    cookie_form = api.post("/api/v1/tokens", content=json.dumps({"name": "c"}), headers={**form, **csrf})
+    assert cookie_form.status_code == 422
+    assert api.post("/api/v1/tokens", json={"name": "c"}, headers=csrf).status_code == 201
+
+
+def test_registered_models_have_a_list_route(api):
+    from tuneforge.platform.db import RegisteredModel
+
+    assert api.get("/api/v1/models/registered").json() == {"data": []}
+    with api.app.state.platform.store.session() as s:
+        for version in (2, 1):
+            s.add(
+                RegisteredModel(
+                    id=f"r{version}",
+                    name="demo",
+                    version=version,
+                    base_model="tiny",
+                    checkpoint="final",
+                    path="/x",
+                    lineage={},
+                )
+            )
+    listed = api.get("/api/v1/models/registered")
+    assert listed.status_code == 200
+    assert [m["ref"] for m in listed.json()["data"]] == ["demo@1", "demo@2"]
+    assert api.get("/api/v1/models").json()["registered"] == listed.json()["data"]
+
+
 def test_upload_appears_in_cli_store_and_cli_dataset_appears_in_api(api, tmp_path):
     from tuneforge.data.load import load_records
     from tuneforge.data.store import list_datasets, store_dataset

@@ -125,6 +125,18 @@ def test_resume_equals_uninterrupted(tiny_llama, memo_data, tmp_path):
     assert len(b) == len(a) == 8
     assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
     assert resumed.metrics["eval_loss"] == pytest.approx(whole.metrics["eval_loss"], rel=1e-4)
+    # The token counts and the clock go on from the checkpoint: they do not restart from 0 at step 5.
+    a, b = _step_records(whole.folder), _step_records(resumed.folder)
+    for key in ("tokens_seen", "trained_tokens"):
+        assert [m[key] for m in b] == [m[key] for m in a]
+    clock = [m["wall_time"] for m in b]
+    assert clock == sorted(clock) and clock[4] > clock[3] > 0
+
+
+def _step_records(folder):
+    from tuneforge.jobs.folder import read_all_jsonl
+
+    return [m for m in read_all_jsonl(folder / "metrics.jsonl") if "loss" in m]
 
 
 def test_half_written_checkpoint_is_never_trusted(tiny_llama, memo_data, tmp_path):
@@ -134,6 +146,8 @@ def test_half_written_checkpoint_is_never_trusted(tiny_llama, memo_data, tmp_pat
     partial = tmp_path / "j" / "checkpoints" / "checkpoint-4"
     partial.mkdir()
     (partial / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+    with open(tmp_path / "j" / "metrics.jsonl", "a") as fh:  # and a metrics line cut short
+        fh.write('{"step": 3, "epoch": 0.7, "lo')
     from tuneforge.train.reporting import JobFolder
 
     assert JobFolder(tmp_path / "j").resume_path("latest").name == "step-2"
@@ -143,3 +157,4 @@ def test_half_written_checkpoint_is_never_trusted(tiny_llama, memo_data, tmp_pat
     ]
     assert started[-1]["resumed_from"] == "step-2"
     assert not partial.exists()
+    assert _step_records(resumed.folder)[-1]["step"] == 4

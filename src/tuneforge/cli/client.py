@@ -58,9 +58,13 @@ class Client:
                 )
             )
             lines.append(f"  {where}: {p.get('msg') or p.get('message')}")
-        message = (
-            "\n".join(lines) if len(lines) > 1 and problems and "loc" not in problems[0] else str(detail)
-        )
+        if problems and "loc" in problems[0]:
+            # The detail is these same field problems joined by "; ": each is said once, one a line.
+            message = "\n".join(line.strip() for line in lines[1:])
+        elif problems:
+            message = "\n".join(lines)
+        else:
+            message = str(detail)
         if response.status_code == 401:
             raise ServerError(
                 f"the server at {self.url} refused the token: set TUNEFORGE_TOKEN or run where "
@@ -71,7 +75,7 @@ class Client:
         if response.status_code == 409:
             raise ConflictError(message)
         if response.status_code in (400, 413, 422):
-            raise ConfigError(message if not problems or "loc" not in problems[0] else "\n".join(lines))
+            raise ConfigError(message)
         raise ServerError(f"server error {response.status_code}: {message}")
 
     def request(self, method: str, path: str, **kw):

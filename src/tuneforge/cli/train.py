@@ -63,12 +63,17 @@ def train(
         print_json({"folder": str(result.folder), "metrics": result.metrics})
         return
     loss = result.metrics.get("train_loss")
+    # soft_wrap: in a pipe or a job's worker.log the console is 80 columns; paths must stay whole there.
     console.print(
         f"[green]done[/]: {result.folder}"
         + (f"  train_loss={loss:.4f}" if loss else "")
-        + (f"  eval_loss={result.metrics['eval_loss']:.4f}" if "eval_loss" in result.metrics else "")
+        + (f"  eval_loss={result.metrics['eval_loss']:.4f}" if "eval_loss" in result.metrics else ""),
+        soft_wrap=True,
     )
-    console.print(f"adapter/model: {result.folder / 'final'}   metrics: {result.folder / 'metrics.jsonl'}")
+    console.print(
+        f"adapter/model: {result.folder / 'final'}   metrics: {result.folder / 'metrics.jsonl'}",
+        soft_wrap=True,
+    )
 
 
 def evaluate(

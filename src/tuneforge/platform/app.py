@@ -28,7 +28,7 @@ from . import migrate, openapi
 from .auth import ensure_admin_token
 from .context import Platform
 from .db import Store, default_url
-from .deps import AuthFailed
+from .deps import AuthFailed, CurlJsonBodies
 from .jobs import SpecProblems, Supervisor
 from .metrics import RequestMetrics
 
@@ -218,6 +218,7 @@ def create_app(
     metrics = RequestMetrics(ctx)
     ctx.extras["metrics"] = metrics
     app.middleware("http")(metrics.middleware())
+    app.add_middleware(CurlJsonBodies)  # `curl -d '{...}'` with a bearer token works without -H Content-Type
     install_handlers(app)
     for router in routers():
         app.include_router(router)

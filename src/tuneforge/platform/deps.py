@@ -43,6 +43,34 @@ def credentials(request: Request) -> str | None:
     return f"Bearer {cookie}"
 
 
+FORM_TYPE = b"application/x-www-form-urlencoded"
+
+
+class CurlJsonBodies:
+    """ASGI middleware: a JSON body that curl labelled a form, on a request with a bearer header, is JSON.
+
+    ``curl -d '{...}'`` sends ``Content-Type: application/x-www-form-urlencoded`` unless told otherwise,
+    and FastAPI reads only JSON-typed bodies as JSON (422 "Input should be a valid dictionary"). No
+    ``/api/`` route takes a form. This weakens no CSRF rule: the rule above rests on headers another
+    site's page cannot send (``Authorization``, ``X-Requested-With``), never on the content type, and
+    only requests that carry ``Authorization`` are relabelled. Cookie requests and the sign-in, which
+    has no header, still need a JSON type: a form-typed post is what a forged cross-site form sends
+    (the sign-in would otherwise let another site sign a browser in to the attacker's session).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            headers = scope["headers"]
+            types = [v.split(b";")[0].strip().lower() for k, v in headers if k == b"content-type"]
+            if types == [FORM_TYPE] and any(k == b"authorization" for k, _ in headers):
+                relabelled = [(k, b"application/json" if k == b"content-type" else v) for k, v in headers]
+                scope = {**scope, "headers": relabelled}
+        await self.app(scope, receive, send)
+
+
 def principal(request: Request) -> Principal:
     ctx: Platform = request.app.state.platform
     who = authenticate(ctx.store, credentials(request))

@@ -20,7 +20,6 @@ from transformers import TrainerCallback
 from tuneforge.jobs import folder as fmt  # the folder's format, shared with the control plane
 
 log = logging.getLogger(__name__)
-STEP_RE = fmt.STEP_RE
 
 
 class JobFolder:
@@ -52,18 +51,25 @@ class JobFolder:
             fh.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
-        path = self.root / fmt.METRICS_FILE
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        # A run killed mid-write leaves a partial last line: skipped, so resuming it still works.
+        return fmt.read_all_jsonl(self.root / fmt.METRICS_FILE)
+
+    def counters_at(self, step: int) -> dict:
+        """Tokens seen and trained and the wall time of the run up to ``step``, from its metrics.
+
+        Every checkpoint step is a logging step, so a run resumed from step N continues these figures
+        from the last records logged at N (an earlier attempt may have logged past N: those are ignored).
+        """
+        at = [m for m in self.read_metrics() if m.get("step") == step]
+        tokens = [m for m in at if "tokens_seen" in m]
+        return {
+            "seen": tokens[-1]["tokens_seen"] if tokens else 0,
+            "trained": tokens[-1].get("trained_tokens", 0) if tokens else 0,
+            "wall_time": max((m.get("wall_time", 0) for m in at), default=0),
+        }
 
     def step_checkpoints(self) -> list[tuple[int, Path]]:
-        found = []
-        for p in self.checkpoints.iterdir() if self.checkpoints.exists() else []:
-            m = STEP_RE.match(p.name)
-            if m and (p / "trainer_state.json").exists():
-                found.append((int(m.group(1)), p))
-        return sorted(found)
+        return fmt.step_checkpoints(self.root)  # the one reader the control plane uses too
 
     def resume_path(self, which: str) -> Path | None:
         steps = self.step_checkpoints()
@@ -130,8 +136,13 @@ class Reporter(TrainerCallback):
 
         if self.writer is None and self.folder.main:
             self.writer = SummaryWriter(str(self.folder.tensorboard))
-        self.start = time.time()
-        self.last = (self.start, self.tokens["seen"])
+        now = time.time()
+        self.start = now
+        if state.global_step:  # resumed from a checkpoint: continue its counts and clock
+            before = self.folder.counters_at(state.global_step)
+            self.tokens.update(seen=before["seen"], trained=before["trained"])  # shared with the trainer
+            self.start = now - before["wall_time"]
+        self.last = (now, self.tokens["seen"])
         self.folder.event(fmt.TRAINING, max_steps=state.max_steps, step=state.global_step)
         if self.show_bar:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

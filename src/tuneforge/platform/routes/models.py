@@ -97,6 +97,12 @@ def register_model(body: ModelRegister, ctx: Platform = Depends(platform)) -> di
     return registry.registered_dict(row)
 
 
+@router.get("/registered")
+def list_registered(ctx: Platform = Depends(platform)) -> dict:
+    """Every registered version (``name@version`` with its lineage), by name then version."""
+    return {"data": [registry.registered_dict(r) for r in registry.list_registered(ctx)]}
+
+
 @router.get("/registered/{ref}")
 def get_registered(ref: str, ctx: Platform = Depends(platform)) -> dict:
     return registry.registered_dict(registry.resolve(ctx, ref))
