@@ -1,8 +1,10 @@
 """Turn canonical records into token ids and labels, with the loss on exactly the tokens to learn.
 
-Chat records are rendered with the chat template once; the character spans of assistant turns come
-from rendering each prefix of the conversation, and tokens are matched to spans through the fast
-tokenizer's offsets. That works for any template that renders prefixes as prefixes (all common ones).
+Chat records are rendered with the chat template; the character spans of assistant turns are where
+rendering the conversation up to each turn ends (read off two renders of the whole, see
+``answer_spans``), and tokens are matched to spans through the fast tokenizer's offsets. That works for
+any template that renders prefixes as prefixes (all common ones). A spec's ``keep_answers`` truncation
+tokenizes each prompt and answer alone instead and cuts them as LLaMA-Factory does.
 """
 
 from __future__ import annotations
