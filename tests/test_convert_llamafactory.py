@@ -138,7 +138,12 @@ def test_sft_lora_example(lf_dir):
         str(lf_dir / "data" / "alpaca_en_demo.json"),
     ]
     assert {(r.format, r.max_samples, tuple(r.map)) for r in spec.data.train} == {("alpaca", 1000, ())}
-    assert (spec.data.chat_template, spec.data.max_len, spec.data.mask) == ("llama3", 2048, "assistant")
+    assert (spec.data.chat_template, spec.data.max_len, spec.data.mask) == (
+        "llamafactory:llama3",
+        2048,
+        "assistant",
+    )
+    assert spec.data.truncation == "keep_answers"
     assert (spec.lora.r, spec.lora.alpha, spec.lora.target_modules) == (8, 16, "all-linear")
     t = spec.train
     assert (t.batch_size, t.grad_accum, t.learning_rate, t.epochs) == (1, 8, 1e-4, 3.0)
@@ -177,7 +182,7 @@ learning_rate: 5.0e-6
 """
     )
     assert (spec.method, spec.train.dpo_beta, spec.learning_rate) == ("dpo", 0.2, 5e-6)
-    assert spec.lora.target_modules == ["q_proj", "v_proj"] and spec.data.chat_template == "chatml"
+    assert spec.lora.target_modules == ["q_proj", "v_proj"] and spec.data.chat_template == "llamafactory:qwen"
     ref = spec.data.train[0]
     assert (ref.format, ref.map) == ("preference", {"prompt": "conversations"})
     recs, kind, _ = records(ref)
@@ -232,7 +237,7 @@ def test_sharegpt_and_alpaca_column_maps_read_the_renamed_columns(lf_dir):
     adgen = spec.data.validation
     assert (adgen.format, adgen.map) == ("alpaca", {"instruction": "content", "output": "summary"})
     assert records(adgen)[0][0]["messages"][1] == {"role": "assistant", "content": "一条黑色的裤子。"}
-    assert spec.data.val_fraction == 0.1 and spec.data.chat_template == "auto"
+    assert spec.data.val_fraction == 0.1 and spec.data.chat_template == "llamafactory:mistral"
 
 
 def test_unknown_keys_warn_and_strict_refuses(lf_dir):
@@ -362,3 +367,139 @@ def test_missing_file_and_garbage_are_clear_errors(capsys, tmp_path):
     write(tmp_path / "big.yaml", "x" * (2 << 20))
     with pytest.raises(ConfigError, match="too long"):
         load_llamafactory(tmp_path / "big.yaml")
+
+
+# LLaMA-Factory 0.9.5's own renderings (encode_multiturn, the default model's tokenizer) of two
+# conversations under nine of its templates, as the prompt part (masked) and answer part (trained) of each
+# turn.
+LF_FIXTURE = Path("/work/shared/fixtures/llamafactory_templates.json")
+FIXTURE_CONVERSATIONS = {
+    "no_system": [
+        {"from": "human", "value": "Give three tips for staying healthy."},
+        {"from": "gpt", "value": "Eat well, move daily, sleep enough."},
+        {"from": "human", "value": "And one more?"},
+        {"from": "gpt", "value": "Drink water."},
+    ],
+    "with_system": [
+        {"from": "system", "value": "You answer briefly."},
+        {"from": "human", "value": "What is 2+2?"},
+        {"from": "gpt", "value": "4"},
+    ],
+}
+# Names LLaMA-Factory defines with exactly chatml's slots (its data/template.py): the chatml rendering.
+SAME_AS_CHATML = ("smollm", "yi", "qwen3_nothink")
+# What these templates write after an answer's stop token: LLaMA-Factory trains it, a converted spec
+# does not (the loss ends at the stop token, where generation stops).
+LAYOUT_AFTER_STOP = {
+    "default": "\n",
+    "alpaca": "\n\n",
+    **dict.fromkeys(("chatml", "qwen", "smollm2", *SAME_AS_CHATML), "\n"),
+}
+
+
+def lf_renderings() -> dict:
+    if not LF_FIXTURE.exists():
+        pytest.skip(f"{LF_FIXTURE} is not on this machine")
+    return json.loads(LF_FIXTURE.read_text())["templates"]
+
+
+def trained_runs(tokenizer, ids, labels) -> list[tuple[str, str]]:
+    """The example as alternating ("prompt", text) and ("answer", text) runs of untrained/trained tokens."""
+    from tuneforge.data.tokenize import IGNORE_INDEX
+
+    runs: list[tuple[str, list[int]]] = []
+    for tok, lab in zip(ids, labels, strict=True):
+        kind = "prompt" if lab == IGNORE_INDEX else "answer"
+        if runs and runs[-1][0] == kind:
+            runs[-1][1].append(tok)
+        else:
+            runs.append((kind, [tok]))
+    return [(k, tokenizer.decode(t, clean_up_tokenization_spaces=False)) for k, t in runs]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "default",
+        "alpaca",
+        "vicuna",
+        "chatml",
+        "qwen",
+        "smollm2",
+        "llama3",
+        "mistral",
+        "empty",
+        *SAME_AS_CHATML,
+    ],
+)
+def test_converted_templates_train_on_llamafactory_text(capsys, lf_dir, tiny_tokenizer, name):
+    """`spec convert --from-llamafactory`, then the training data path (records, template, masks): the
+    prompt and answer parts equal LLaMA-Factory's, with one stated difference — the layout a template
+    writes after an answer's stop token (chatml's "\\n" after <|im_end|>, alpaca's "\\n\\n") is not trained
+    here but sits, untrained, before the next prompt (LLaMA-Factory trains it)."""
+    from tuneforge.data.templates import resolve_chat_template
+    from tuneforge.train.data import load_spec_records, tokenize_records
+
+    renderings = lf_renderings()["chatml" if name in SAME_AS_CHATML else name]
+    write(
+        lf_dir / "data" / "dataset_info.json",
+        {"fixture": {"file_name": "fixture.json", "formatting": "sharegpt"}},
+    )
+    write(lf_dir / "data" / "fixture.json", [{"conversations": c} for c in FIXTURE_CONVERSATIONS.values()])
+    write(
+        lf_dir / "cfg.yaml", f"model_name_or_path: m\ndataset: fixture\ntemplate: {name}\ncutoff_len: 4096\n"
+    )
+    code, _, err = run_cli(capsys, "spec", "convert", "--from-llamafactory", "cfg.yaml", "-o", "spec.yaml")
+    assert code == 0, err
+    spec = load_spec(lf_dir / "spec.yaml")
+    template = resolve_chat_template(tiny_tokenizer, spec.data.chat_template)
+    train, _ = load_spec_records(spec)
+    examples = tokenize_records(train, tiny_tokenizer, template, spec).examples
+    layout = LAYOUT_AFTER_STOP.get(name, "")
+    for example, key in zip(examples, FIXTURE_CONVERSATIONS, strict=True):
+        expected, carried = [], ""
+        for turn in renderings[key]:
+            assert turn["answer"].endswith(layout)
+            expected += [
+                ("prompt", carried + turn["prompt"]),
+                ("answer", turn["answer"][: len(turn["answer"]) - len(layout)]),
+            ]
+            carried = layout
+        expected += [("prompt", carried)] if carried else []
+        assert trained_runs(tiny_tokenizer, example["input_ids"], example["labels"]) == expected
+    assert spec.data.chat_template == f"llamafactory:{name}"
+    said = f"the {layout!r} it writes after each answer's stop token is not trained here"
+    assert (said in err) == bool(layout)  # the difference is said in the conversion's notes
+
+
+@pytest.mark.parametrize(
+    "name, said",
+    [
+        ("chatglm3", "tuneforge's chatglm3 is the nearest, and differs"),
+        ("qwen3", "'<think>\\n\\n</think>\\n\\n' before every answer"),
+        ("qwen2_5", "Qwen2 and Qwen2.5 models take template qwen"),
+        ("gemma", "the nearest is the model's own chat template (auto)"),
+    ],
+)
+def test_templates_not_reproduced_are_refused_with_the_difference(lf_dir, name, said):
+    with pytest.raises(ConfigError) as err:
+        convert(SFT_LORA.replace("template: llama3", f"template: {name}"))
+    assert f"template {name}: " in str(err.value) and said in str(err.value)
+    assert "--set data.chat_template=NAME" in str(err.value)
+
+
+def test_a_converted_bf16_command_says_it_trains_in_bf16(lf_dir, tiny_llama, caplog, monkeypatch):
+    """`--bf16 True` on a CPU trains in bfloat16, as asked; the message says so (not "auto picks fp32")."""
+    import torch
+
+    from tuneforge.train.model import preflight
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    write(lf_dir / "data" / "dataset_info.json", {"train": {"file_name": "train.json"}})
+    write(lf_dir / "data" / "train.json", MEMO)
+    args = read_arguments(SEED.replace("MODEL", str(tiny_llama)), "seed", lf_dir)
+    spec = convert_llamafactory(args, "seed").job_spec()
+    assert spec.train.precision == "bf16"
+    runtime = preflight(spec)
+    assert runtime.dtype_name == "bfloat16"
+    assert "training in bfloat16 on this CPU, as asked" in caplog.text and "picks fp32" not in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuneforge.data.templates import CHAT_TEMPLATES, resolve_chat_template
-from tuneforge.data.tokenize import IGNORE_INDEX, tokenize_chat, tokenize_pretrain
+from tuneforge.data.tokenize import IGNORE_INDEX, Tokenized, tokenize_chat, tokenize_pretrain
 from tuneforge.errors import ConfigError
 
 CONV = [
@@ -182,3 +182,106 @@ def test_a_huge_record_is_cut_like_the_whole_one_without_tokenizing_it_all(tiny_
     finally:
         tiny_tokenizer.__class__.__call__ = original
     assert max(seen) <= max_len * tk.CHARS_PER_TOKEN + tk.CUT_MARGIN < len(long_user)
+
+
+def test_infer_seqlen_is_llamafactorys_rule():
+    from tuneforge.data.tokenize import infer_seqlen
+
+    assert infer_seqlen(76, 10, 48) == (38, 10)  # a short answer is kept whole, the prompt shortened
+    assert infer_seqlen(10, 100, 48) == (10, 38)  # a short prompt is kept, the answer shortened
+    assert infer_seqlen(100, 60, 48) == (30, 18)  # both long: shared in proportion (int(48 * 60 / 160))
+    assert infer_seqlen(5, 7, 48) == (5, 7)
+
+
+def _long_prompt_record(tok):
+    prompt = " ".join(["The quick brown fox jumps over the lazy dog."] * 8)
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": "Paris is nice."}]
+    return {"messages": messages}
+
+
+@pytest.mark.parametrize(
+    "truncation, trained", [("keep_head", None), ("keep_answers", "Paris is nice.<|im_end|>")]
+)
+def test_a_long_prompt_keeps_its_answer_under_llamafactorys_truncation(tiny_tokenizer, truncation, trained):
+    """A record whose prompt alone is over max_len: the head rule drops it (no trained token left), the
+    keep_answers rule (what a converted LLaMA-Factory config sets) shortens the prompt and trains the
+    whole answer, within max_len."""
+    from tuneforge.spec import parse_spec
+    from tuneforge.train.data import tokenize_records
+
+    spec = parse_spec(
+        {"model": "m", "data": {"train": "x.json", "max_len": 48, "truncation": truncation}}, "spec"
+    )
+    record = _long_prompt_record(tiny_tokenizer)
+    whole = tokenize_chat(tiny_tokenizer, CHAT_TEMPLATES["chatml"], record["messages"], None)
+    assert len(whole.input_ids) > 60 and whole.trained < 24
+    split = tokenize_records([record], tiny_tokenizer, CHAT_TEMPLATES["chatml"], spec)
+    if trained is None:
+        assert (split.dropped, split.examples) == (1, [])
+        return
+    (example,) = split.examples
+    assert split.dropped == 0 and len(example["input_ids"]) <= 48
+    assert trained_text(tiny_tokenizer, Tokenized(example["input_ids"], example["labels"])) == trained
+    assert tiny_tokenizer.decode(example["input_ids"]).startswith("<|im_start|>user\nThe quick brown fox")
+
+
+def test_keep_answers_with_last_turn_masking_fills_from_the_last_turn(tiny_tokenizer):
+    """LLaMA-Factory's mask_history: the last turn gets the room first, earlier turns what is left."""
+    result = tokenize_chat(tiny_tokenizer, CHAT_TEMPLATES["chatml"], CONV, 40, "last", "keep_answers")
+    assert len(result.input_ids) == 40 and result.truncated
+    assert trained_text(tiny_tokenizer, result) == "The weather is nice today.<|im_end|>"
+    kept = tiny_tokenizer.decode(result.input_ids)
+    assert "user\n今天天气很好" in kept and "Paris" not in kept  # the first turn got no room
+    whole = tokenize_chat(tiny_tokenizer, CHAT_TEMPLATES["chatml"], CONV, None, "assistant", "keep_answers")
+    assert not whole.truncated and tiny_tokenizer.decode(whole.input_ids) == tiny_tokenizer.decode(
+        tokenize_chat(tiny_tokenizer, CHAT_TEMPLATES["chatml"], CONV, None).input_ids
+    )
+
+
+def _turns(n: int) -> list[dict]:
+    out = [{"role": "system", "content": "Be brief."}]
+    for i in range(n):
+        out += [
+            {"role": "user", "content": f"Question {i}: what is {i} plus {i}?"},
+            {"role": "assistant", "content": f"It is {2 * i}."},
+        ]
+    return out
+
+
+def _old_path(monkeypatch):
+    import tuneforge.data.tokenize as tk
+
+    monkeypatch.setattr(tk, "_spans_by_layout", lambda *a: None)  # render prefix by prefix, as before
+
+
+@pytest.mark.parametrize("mode", ["assistant", "last"])
+def test_spans_from_one_render_equal_the_prefix_renders(tiny_tokenizer, monkeypatch, mode):
+    """The spans read off the whole conversation give the ids and labels rendering each prefix gave, for
+    every named template, LLaMA-Factory's, a model's own, and one that rewrites history."""
+    from tuneforge.data.templates import LLAMAFACTORY_TEMPLATES
+
+    rewriting = (
+        "{% for m in messages %}{{ '[' + m['role'] + ']' + m['content'] + '</s>' }}{% endfor %}"
+        "{{ '#' ~ (messages | length) }}"
+    )
+    templates = [*CHAT_TEMPLATES.values(), *LLAMAFACTORY_TEMPLATES.values(), tiny_tokenizer.chat_template]
+    conversations = [CONV, _turns(3), CONV[1:3], [*CONV[1:3], {"role": "user", "content": "More?"}]]
+    conversations.append([{"role": "user", "content": "Paris."}, {"role": "assistant", "content": "Paris."}])
+    cases = [(t, c) for t in [*templates, rewriting] for c in conversations]
+    new = [tokenize_chat(tiny_tokenizer, t, c, None, mode) for t, c in cases]
+    _old_path(monkeypatch)
+    old = [tokenize_chat(tiny_tokenizer, t, c, None, mode) for t, c in cases]
+    assert new == old
+    assert sum(r.trained for r in new) > 100
+
+
+def test_ten_thousand_turns_take_linear_time(tiny_tokenizer):
+    """One conversation of 10,000 turns: rendering each prefix took over a minute (3,000 turns: 34 s);
+    two renders of the whole and two prefixes now. The bound leaves room for a loaded machine."""
+    import time
+
+    messages = _turns(10_000)
+    started = time.monotonic()
+    result = tokenize_chat(tiny_tokenizer, CHAT_TEMPLATES["chatml"], messages, None)
+    assert time.monotonic() - started < 30
+    assert trained_text(tiny_tokenizer, result).count("<|im_end|>") == 10_000

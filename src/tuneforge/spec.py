@@ -47,6 +47,12 @@ class DataSpec(Strict):
         description="Cutoff length in tokens; longer sequences are "
         "truncated (pretraining text is split instead).",
     )
+    truncation: Literal["keep_head", "keep_answers"] = Field(
+        default="keep_head",
+        description="How chat examples longer than max_len are cut. keep_head: the first max_len tokens "
+        "(an answer past them is dropped); keep_answers: LLaMA-Factory's rule, turn by turn a long prompt "
+        "is shortened so that its answer is kept (each prompt and answer tokenized alone, as there).",
+    )
     packing: bool = Field(
         default=True,
         description="Concatenate each batch's examples into one row with "
@@ -59,7 +65,10 @@ class DataSpec(Strict):
     chat_template: str = Field(
         default="auto",
         description="auto (the model's own), a named template "
-        "(chatml, llama3, alpaca, chatglm3, plain) or Jinja.",
+        "(chatml, llama3, alpaca, chatglm3, plain), llamafactory:NAME (LLaMA-Factory's template NAME, "
+        "reproduced: default, alpaca, vicuna, chatml, qwen, qwen3_nothink, smollm, smollm2, yi, llama3, "
+        "mistral, empty) "
+        "or Jinja.",
     )
 
     @field_validator("train", mode="before")

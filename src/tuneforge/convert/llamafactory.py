@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from tuneforge.data.templates import LLAMAFACTORY_PREFIX, LLAMAFACTORY_TEMPLATES
 from tuneforge.errors import ConfigError
 from tuneforge.settings import get_settings
 from tuneforge.spec import JobSpec, parse_spec, set_dotted
@@ -91,20 +92,24 @@ NOT_APPLICABLE: dict[str, str] = {
     "disable_tqdm": "the CLI draws its own progress bar",
 }
 
-TEMPLATES = {
-    "llama3": "llama3",
-    "qwen": "chatml",
-    "qwen2": "chatml",
-    "qwen2_5": "chatml",
-    "qwen3": "chatml",
-    "chatml": "chatml",
-    "smollm": "chatml",
-    "smollm2": "chatml",
-    "yi": "chatml",
-    "alpaca": "alpaca",
-    "default": "alpaca",
-    "chatglm3": "chatglm3",
-    "empty": "plain",
+# LLaMA-Factory templates tuneforge reproduces (data/templates.py): the converted spec names them as
+# llamafactory:NAME and trains on the text LLaMA-Factory would. Other names are refused, never swapped.
+LAYOUT_AFTER_STOP = {
+    "default": "\n",
+    "alpaca": "\n\n",
+    **dict.fromkeys(("chatml", "qwen", "qwen3_nothink", "smollm", "smollm2", "yi"), "\n"),
+}
+REFUSED_TEMPLATES = {
+    "chatglm3": "tuneforge's chatglm3 is the nearest, and differs: LLaMA-Factory's writes "
+    "'<|user|>\\n…<|assistant|>' and an answer '\\n…' with one eos at the end of the conversation "
+    "(efficient_eos), tuneforge's writes '<|assistant|>\\n' in the prompt and eos after every answer",
+    "qwen3": "llamafactory:qwen3_nothink is the nearest, and differs: LLaMA-Factory's qwen3 (a reasoning "
+    "template) writes '<think>\\n\\n</think>\\n\\n' before every answer that has no thought and trains "
+    "it; qwen3_nothink writes the answers as they are",
+    "qwen2": "LLaMA-Factory has no template qwen2 (it stops with 'Template qwen2 does not exist.'); "
+    "Qwen2 and Qwen2.5 models take template qwen",
+    "qwen2_5": "LLaMA-Factory has no template qwen2_5 (it stops with 'Template qwen2_5 does not "
+    "exist.'); Qwen2 and Qwen2.5 models take template qwen",
 }
 STAGES = {"sft": "sft", "dpo": "dpo", "pt": "pretrain"}
 OPTIMIZERS = {
@@ -205,11 +210,17 @@ def convert_llamafactory(
         )
     put("method", STAGES.get(stage, "sft"))
     put("eval.metrics", "llamafactory")  # its run's scores are compared with LLaMA-Factory's own
+    if stage == "sft":  # LLaMA-Factory cuts each turn's prompt to keep its answer (infer_seqlen)
+        put("data.truncation", "keep_answers")
+        out.notes.append(
+            f"cutoff_len {args['cutoff_len']}: cut as LLaMA-Factory cuts (data.truncation keep_answers: a "
+            "long prompt is shortened so that its answer is still trained)"
+        )
     _finetuning(args, put, errors)
     _precision(args, put, out)
     _lora_targets(args, put)
     _optimizer_and_schedule(args, put, errors, out)
-    _masking_and_template(args, put, out)
+    _masking_and_template(args, put, errors, out)
     _data(args, stage, base_dir, put, errors, out)
     if "model_name_or_path" not in args:
         default = get_settings().default_model
@@ -329,7 +340,7 @@ def _optimizer_and_schedule(args: dict, put, errors: list[str], out: Conversion)
             out.warnings.append(f"deepspeed {config}: stage not recognised from the name; ignored")
 
 
-def _masking_and_template(args: dict, put, out: Conversion) -> None:
+def _masking_and_template(args: dict, put, errors: list[str], out: Conversion) -> None:
     if args.pop("train_on_prompt", False):
         put("data.mask", "all")
     elif args.pop("mask_history", False):
@@ -339,15 +350,33 @@ def _masking_and_template(args: dict, put, out: Conversion) -> None:
     template = args.pop("template", None)
     if template is None:
         return
-    if template in TEMPLATES:
-        put("data.chat_template", TEMPLATES[template])
-        if TEMPLATES[template] != template:
-            out.notes.append(f"template {template}: tuneforge's {TEMPLATES[template]} template")
-    else:
-        put("data.chat_template", "auto")
-        out.warnings.append(
-            f"template {template!r} has no tuneforge equivalent; using the model's own chat template (auto)"
-        )
+    template = str(template)
+    if template in LLAMAFACTORY_TEMPLATES:
+        put("data.chat_template", LLAMAFACTORY_PREFIX + template)
+        note = f"template {template}: LLaMA-Factory's, reproduced ({LLAMAFACTORY_PREFIX}{template})"
+        if template in LAYOUT_AFTER_STOP:
+            note += (
+                f"; the {LAYOUT_AFTER_STOP[template]!r} it writes after each answer's stop token is not "
+                "trained here (LLaMA-Factory trains it): the loss ends at the stop token, where "
+                "generation stops"
+            )
+        out.notes.append(note)
+        if template == "empty":
+            out.warnings.append(
+                "template empty: LLaMA-Factory's empty template writes no stop token after an answer, "
+                "so the model does not learn to stop (as there)"
+            )
+        return
+    why = REFUSED_TEMPLATES.get(
+        template,
+        "tuneforge does not reproduce it; the nearest is the model's own chat template (auto), whose "
+        f"text may differ from LLaMA-Factory's {template}",
+    )
+    errors.append(
+        f"template {template}: {why}. tuneforge reproduces LLaMA-Factory's "
+        f"{', '.join(LLAMAFACTORY_TEMPLATES)}; choose one of them, or remove template and give "
+        "--set data.chat_template=NAME (a tuneforge template, auto or Jinja) to train on that text knowingly."
+    )
 
 
 def _data(args: dict, stage: str, base_dir: Path, put, errors: list[str], out: Conversion) -> None:

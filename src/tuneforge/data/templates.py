@@ -6,7 +6,9 @@ loss mask trains on the assistant text up to the end of its turn.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 
 from tuneforge.errors import ConfigError
 
@@ -52,6 +54,101 @@ CHAT_TEMPLATES: dict[str, str] = {
 }
 DEFAULT_TEMPLATE = "plain"
 
+
+def _llamafactory(
+    user: str,
+    assistant: str,
+    system: str = "",
+    default_system: str = "",
+    prefix: str = "",
+    system_in_first_user: str | None = None,
+) -> str:
+    """LLaMA-Factory's ``Template._encode`` as Jinja (``{content}`` marks the message in each slot).
+
+    ``prefix``, then ``system`` holding the record's system message (or ``default_system`` when it has
+    none or an empty one, as LLaMA-Factory's ``system or default_system``), then each turn. A template of
+    its ``Llama2Template`` class puts ``system_in_first_user`` (the system text) at the start of the
+    first user message instead. The user slot ends with the assistant's header, so the generation
+    prompt adds nothing.
+    """
+
+    def jinja(slot: str) -> str:  # "<eos>" is the tokenizer's eos token, as LLaMA-Factory's {"eos_token"}
+        names = {"{content}": "content", "<eos>": "eos_token"}
+        pieces = [p for p in re.split(r"(\{content\}|<eos>)", slot) if p]
+        return "{{ " + " ~ ".join(names.get(p) or json.dumps(p, ensure_ascii=False) for p in pieces) + " }}"
+
+    out = prefix
+    out += "{% set first = messages[0] if messages else {'role': '', 'content': ''} %}"
+    out += "{% set system_message = (first['content'] if first['role'] == 'system' else '') or "
+    out += json.dumps(default_system, ensure_ascii=False) + " %}"
+    out += "{% set loop_messages = messages[1:] if first['role'] == 'system' else messages %}"
+    if system_in_first_user is None:
+        out += "{% if system_message %}{% set content = system_message %}" + jinja(system) + "{% endif %}"
+    out += "{% for message in loop_messages %}{% set content = message['content'] %}"
+    if system_in_first_user is not None:
+        before, after = system_in_first_user.split("{content}")
+        out += "{% if loop.first and system_message %}{% set content = "
+        out += f"{json.dumps(before)} ~ system_message ~ {json.dumps(after)} ~ content %}}{{% endif %}}"
+    out += "{% if message['role'] == 'user' %}" + jinja(user)
+    out += "{% elif message['role'] == 'assistant' %}" + jinja(assistant) + "{% endif %}{% endfor %}"
+    return out
+
+
+_CHATML = {
+    "user": "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
+    "assistant": "{content}<|im_end|>\n",
+    "system": "<|im_start|>system\n{content}<|im_end|>\n",
+}
+# LLaMA-Factory 0.9.5's templates (its data/template.py), reproduced exactly: the text each one renders
+# equals LLaMA-Factory's own (tests/test_convert_llamafactory.py holds its renderings). The converter of
+# LLaMA-Factory configs names them; a spec chooses one as ``chat_template: llamafactory:NAME``.
+LLAMAFACTORY_PREFIX = "llamafactory:"
+LLAMAFACTORY_TEMPLATES: dict[str, str] = {
+    "default": _llamafactory(
+        user="Human: {content}<eos>\nAssistant:",
+        assistant="{content}<eos>\n",
+        system="System: {content}<eos>\n",
+    ),
+    "alpaca": _llamafactory(
+        user="### Instruction:\n{content}\n\n### Response:\n",
+        assistant="{content}<eos>\n\n",
+        system="{content}",
+        default_system="Below is an instruction that describes a task. Write a response that appropriately "
+        "completes the request.\n\n",
+    ),
+    "vicuna": _llamafactory(
+        user="USER: {content} ASSISTANT:",
+        assistant="{content}<eos>",
+        system="{content}",
+        default_system="A chat between a curious user and an artificial intelligence assistant. The "
+        "assistant gives helpful, detailed, and polite answers to the user's questions.",
+    ),
+    "chatml": _llamafactory(**_CHATML),
+    "smollm": _llamafactory(**_CHATML),
+    "yi": _llamafactory(**_CHATML),
+    "qwen3_nothink": _llamafactory(**_CHATML),
+    "qwen": _llamafactory(
+        **_CHATML, default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    ),
+    "smollm2": _llamafactory(
+        **_CHATML, default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face."
+    ),
+    "llama3": _llamafactory(
+        prefix="{{ bos_token }}",
+        user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        assistant="{content}<|eot_id|>",
+        system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
+    ),
+    "mistral": _llamafactory(
+        prefix="{{ bos_token }}",
+        user="[INST] {content}[/INST]",
+        assistant=" {content}<eos>",
+        system_in_first_user="{content}\n\n",
+    ),
+    "empty": _llamafactory(user="{content}", assistant="{content}", system="{content}"),
+}
+
 # Strings that end an assistant turn in the templates above and in models' own templates (with the
 # tokenizer's eos_token): the loss mask stops after them and generation stops on them.
 END_OF_TURN_MARKERS = (
@@ -80,11 +177,17 @@ def resolve_chat_template(tokenizer, choice: str | None, fallback: str | None = 
         if choice in CHAT_TEMPLATES:
             template_sandbox.label(CHAT_TEMPLATES[choice], f"chat template {choice!r}")
             return CHAT_TEMPLATES[choice]
+        if (
+            choice.startswith(LLAMAFACTORY_PREFIX)
+            and choice[len(LLAMAFACTORY_PREFIX) :] in LLAMAFACTORY_TEMPLATES
+        ):
+            return LLAMAFACTORY_TEMPLATES[choice[len(LLAMAFACTORY_PREFIX) :]]
         if "{{" in choice or "{%" in choice:
             template_sandbox.label(choice, "the chat template given (--template or the spec's chat_template)")
             return choice
         raise ConfigError(
             f"unknown chat template {choice!r}; use one of {', '.join(CHAT_TEMPLATES)}, "
+            f"{LLAMAFACTORY_PREFIX}NAME ({', '.join(LLAMAFACTORY_TEMPLATES)}: LLaMA-Factory's), "
             "'auto' (the model's own) or a Jinja string."
         )
     own = getattr(tokenizer, "chat_template", None)

@@ -1,8 +1,10 @@
 """Turn canonical records into token ids and labels, with the loss on exactly the tokens to learn.
 
-Chat records are rendered with the chat template once; the character spans of assistant turns come
-from rendering each prefix of the conversation, and tokens are matched to spans through the fast
-tokenizer's offsets. That works for any template that renders prefixes as prefixes (all common ones).
+Chat records are rendered with the chat template; the character spans of assistant turns are where
+rendering the conversation up to each turn ends (read off two renders of the whole, see
+``answer_spans``), and tokens are matched to spans through the fast tokenizer's offsets. That works for
+any template that renders prefixes as prefixes (all common ones). A spec's ``keep_answers`` truncation
+tokenizes each prompt and answer alone instead and cuts them as LLaMA-Factory does.
 """
 
 from __future__ import annotations
@@ -49,32 +51,103 @@ def end_of_turn(text: str, start: int, end: int, stops: tuple[str, ...]) -> int:
 
 def assistant_spans(tokenizer, template: str, messages: list[dict], mode: str = "assistant"):
     """The rendered text and the (start, end) character spans the loss is computed on."""
+    if mode == "all":
+        text = _render(tokenizer, template, messages)
+        return text, [(0, len(text))]
+    text, spans = answer_spans(tokenizer, template, messages)
+    return text, spans[-1:] if mode == "last" else spans
+
+
+def answer_spans(tokenizer, template: str, messages: list[dict]):
+    """The rendered text and the (start, end) character span of every assistant turn, in order.
+
+    A turn's span runs from the end of the generation prompt before it to its stop token. Rendering each
+    prefix of the conversation to find them costs time in the square of its length (10,000 turns: over
+    a minute), so the spans are first read off two renders of the whole conversation and checked
+    (``_spans_by_layout``); a template those checks do not fit is rendered prefix by prefix, as before.
+    """
     from .templates import END_OF_TURN_MARKERS
 
     text = _render(tokenizer, template, messages)
-    if mode == "all":
-        return text, [(0, len(text))]
     stops = tuple(m for m in (tokenizer.eos_token, *END_OF_TURN_MARKERS) if m)
-    spans = []
-    cursor = 0
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        before = _render(tokenizer, template, messages[:i], add_generation_prompt=True) if i else ""
-        through = _render(tokenizer, template, messages[: i + 1])
-        if text.startswith(before) and text.startswith(through) and len(through) > len(before):
-            start, end = len(before), len(through)
-        else:  # a template that rewrites earlier turns: fall back to finding the content itself
-            start = text.find(m["content"], cursor)
+    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    raw = _spans_by_layout(tokenizer, template, messages, text, answers) if answers else []
+    if raw is None:
+        return text, _spans_by_prefixes(tokenizer, template, messages, text, answers, stops)
+    return text, [(start, end_of_turn(text, start, end, stops)) for start, end in raw]
+
+
+def _prefix_span(tokenizer, template: str, messages: list[dict], text: str, i: int):
+    """Assistant turn ``i``'s span as the renders of the conversation up to it give it, or None when
+    those renders are not prefixes of the whole (a template that rewrites earlier turns)."""
+    before = _render(tokenizer, template, messages[:i], add_generation_prompt=True) if i else ""
+    through = _render(tokenizer, template, messages[: i + 1])
+    if text.startswith(before) and text.startswith(through) and len(through) > len(before):
+        return len(before), len(through)
+    return None
+
+
+def _spans_by_prefixes(tokenizer, template: str, messages: list[dict], text: str, answers: list[int], stops):
+    spans, cursor = [], 0
+    for i in answers:
+        span = _prefix_span(tokenizer, template, messages, text, i)
+        if span is None:  # a template that rewrites earlier turns: fall back to finding the content itself
+            start = text.find(messages[i]["content"], cursor)
             if start < 0:
                 continue
-            end = start + len(m["content"])
-        end = end_of_turn(text, start, end, stops)
+            span = (start, start + len(messages[i]["content"]))
+        span = (span[0], end_of_turn(text, span[0], span[1], stops))
+        spans.append(span)
+        cursor = span[1]
+    return spans
+
+
+_MARK = "\ue000{}\ue001"  # private-use characters: a placeholder no template writes or changes
+
+
+def _spans_by_layout(tokenizer, template: str, messages: list[dict], text: str, answers: list[int]):
+    """Every assistant span from two renders of the whole conversation, or None where unsure.
+
+    The conversation is rendered again with each answer replaced by a placeholder: where the
+    placeholders land is where the answers are, provided putting the answers back gives the text
+    exactly. The text a turn's span holds before and after its answer (a template's layout, such as
+    mistral's space before it and chatml's ``<|im_end|>`` after it) comes from the first and last turns
+    rendered prefix by prefix, and must be the same around every answer.
+    """
+    marked = list(messages)
+    for k, i in enumerate(answers):
+        marked[i] = {**messages[i], "content": _MARK.format(k)}
+    try:
+        marked_text = _render(tokenizer, template, marked)
+    except Exception:  # a template that reads the answers (e.g. for reasoning tags) may refuse a placeholder
+        return None
+    pieces, where, pos, length = [], [], 0, 0
+    for k, i in enumerate(answers):
+        at = marked_text.find(_MARK.format(k), pos)
+        if at < 0:
+            return None
+        content = messages[i]["content"]
+        pieces += [marked_text[pos:at], content]
+        length += at - pos
+        where.append((length, length + len(content)))
+        length += len(content)
+        pos = at + len(_MARK.format(k))
+    pieces.append(marked_text[pos:])
+    if "".join(pieces) != text:
+        return None
+    first = _prefix_span(tokenizer, template, messages, text, answers[0])
+    last = _prefix_span(tokenizer, template, messages, text, answers[-1])
+    if first is None or last is None or first[0] > where[0][0] or first[1] < where[0][1]:
+        return None
+    lead, trail = text[first[0] : where[0][0]], text[where[0][1] : first[1]]
+    spans, cursor = [], 0
+    for a, b in where:
+        start, end = a - len(lead), b + len(trail)
+        if start < cursor or text[start:a] != lead or text[b:end] != trail:
+            return None
         spans.append((start, end))
         cursor = end
-    if mode == "last":
-        spans = spans[-1:]
-    return text, spans
+    return spans if spans[-1] == last else None
 
 
 # Tokenizing a whole record to keep its first max_len tokens costs memory in the record's length (an
@@ -119,10 +192,101 @@ def tokenize_text_with_spans(tokenizer, text: str, spans, max_len: int | None) -
 
 
 def tokenize_chat(
-    tokenizer, template: str, messages: list[dict], max_len: int | None, mode: str = "assistant"
+    tokenizer,
+    template: str,
+    messages: list[dict],
+    max_len: int | None,
+    mode: str = "assistant",
+    truncation: str = "keep_head",
 ) -> Tokenized:
+    """``truncation`` (the spec's data.truncation): keep_head keeps the first max_len tokens of the
+    rendered conversation; keep_answers is LLaMA-Factory's rule (see ``tokenize_keep_answers``)."""
+    if truncation == "keep_answers":
+        return tokenize_keep_answers(tokenizer, template, messages, max_len, mode)
     text, spans = assistant_spans(tokenizer, template, messages, mode)
     return tokenize_text_with_spans(tokenizer, text, spans, max_len)
+
+
+def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
+    """How many prompt and answer tokens of a turn to keep within ``cutoff_len``: LLaMA-Factory's rule
+    (data/processor/processor_utils.py), so that a converted config cuts where it would. A short answer
+    is kept whole and the prompt shortened; a short prompt is kept and the answer shortened; two long
+    ones share the room in proportion to their lengths."""
+    if target_len * 2 < cutoff_len:
+        max_target_len = cutoff_len
+    elif source_len * 2 < cutoff_len:
+        max_target_len = cutoff_len - source_len
+    else:
+        max_target_len = int(cutoff_len * (target_len / (source_len + target_len)))
+    new_target_len = min(max_target_len, target_len)
+    new_source_len = min(max(cutoff_len - new_target_len, 0), source_len)
+    return new_source_len, new_target_len
+
+
+def _segment_ids(tokenizer, segments: list[str], max_len: int | None) -> list[tuple[list[int], int]]:
+    """(ids, full length in tokens) of each segment, each tokenized alone as LLaMA-Factory does; of a
+    segment too long to tokenize whole, the ids of its head and its length counted in pieces."""
+    limit = None if max_len is None else max_len * CHARS_PER_TOKEN + CUT_MARGIN
+    short = [seg for seg in segments if limit is None or len(seg) <= limit]
+    encoded = iter(tokenizer(short, add_special_tokens=False)["input_ids"] if short else [])
+    out = []
+    for seg in segments:
+        if limit is None or len(seg) <= limit:
+            ids = list(next(encoded))
+            out.append((ids, len(ids)))
+            continue
+        ids = list(_encode_head(tokenizer, seg, max_len)[0])
+        # Its length only sets the share of a long prompt and a long answer that are both cut: counted in
+        # pieces (a token may merge across a cut, a few in millions), never held whole.
+        count = sum(
+            len(tokenizer(seg[i : i + limit], add_special_tokens=False)["input_ids"])
+            for i in range(0, len(seg), limit)
+        )
+        out.append((ids, max(count, len(ids))))
+    return out
+
+
+def tokenize_keep_answers(
+    tokenizer, template: str, messages: list[dict], max_len: int | None, mode: str = "assistant"
+) -> Tokenized:
+    """LLaMA-Factory's supervised encoding: each turn is (the text before its answer, the answer), each
+    tokenized alone; turn by turn, while room is left, ``infer_seqlen`` keeps the head of each, so a long
+    prompt is shortened and its answer still trained. Mode ``last`` (its ``mask_history``) fills the room
+    from the last turn backwards; ``all`` (``train_on_prompt``) trains the prompts too."""
+    text, spans = answer_spans(tokenizer, template, messages)
+    segments, cursor = [], 0
+    for start, end in spans:
+        segments += [text[cursor:start], text[start:end]]
+        cursor = end
+    if cursor < len(text) or not spans:  # layout after the last answer, or a conversation without one
+        segments += [text[cursor:], ""]
+    encoded = _segment_ids(tokenizer, segments, max_len)
+    turns = [(encoded[k], encoded[k + 1]) for k in range(0, len(encoded), 2)]
+    last_answer = len(spans) - 1
+    order = list(range(len(turns)))[::-1] if mode == "last" else list(range(len(turns)))
+    kept: dict[int, tuple[list[int], list[int]]] = {}
+    total, truncated = 0, False
+    for n in order:
+        (source, source_len), (target, target_len) = turns[n]
+        if max_len is None:
+            keep_source, keep_target = source_len, target_len
+        elif total >= max_len:
+            truncated = truncated or source_len + target_len > 0
+            continue
+        else:
+            keep_source, keep_target = infer_seqlen(source_len, target_len, max_len - total)
+        truncated = truncated or (keep_source, keep_target) != (source_len, target_len)
+        source, target = source[:keep_source], target[:keep_target]
+        train_target = n <= last_answer and (mode != "last" or n == last_answer)
+        kept[n] = (
+            source + target,
+            (source if mode == "all" else [IGNORE_INDEX] * len(source))
+            + (target if train_target or mode == "all" else [IGNORE_INDEX] * len(target)),
+        )
+        total += len(source) + len(target)
+    ids = [t for n in sorted(kept) for t in kept[n][0]]
+    labels = [t for n in sorted(kept) for t in kept[n][1]]
+    return Tokenized(ids, labels, truncated)
 
 
 def tokenize_pretrain(tokenizer, text: str, max_len: int | None) -> Tokenized:

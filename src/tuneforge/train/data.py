@@ -79,7 +79,7 @@ def tokenize_records(records: list[dict], tokenizer, template: str, spec: JobSpe
                 if len(chunk) > 1:
                     out.examples.append({"input_ids": chunk, "labels": list(chunk)})
             continue
-        tok = tokenize_chat(tokenizer, template, r["messages"], max_len, spec.data.mask)
+        tok = tokenize_chat(tokenizer, template, r["messages"], max_len, spec.data.mask, spec.data.truncation)
         out.truncated += tok.truncated
         if tok.trained == 0:
             out.dropped += 1

@@ -55,8 +55,11 @@ def preflight(spec: JobSpec) -> Runtime:
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "fp16" and not cuda:
         raise ConfigError("precision fp16 needs a CUDA GPU; use fp32 (or bf16) on CPU.")
-    if precision == "bf16" and not cuda:
-        log.warning("bf16 on this CPU is several times slower than fp32; precision: auto picks fp32")
+    if precision == "bf16" and not cuda:  # asked for: trained as asked, with what it costs here
+        log.warning(
+            "train.precision bf16: training in bfloat16 on this CPU, as asked; that is several times "
+            "slower than fp32 here (train.precision auto or fp32 trains in fp32)"
+        )
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
     check_optimizer(spec, "cuda" if cuda else "cpu", dtype)
     return Runtime("cuda" if cuda else "cpu", dtype)
