@@ -417,26 +417,30 @@ def trained_runs(tokenizer, ids, labels) -> list[tuple[str, str]]:
     return [(k, tokenizer.decode(t, clean_up_tokenization_spaces=False)) for k, t in runs]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "default",
-        "alpaca",
-        "vicuna",
-        "chatml",
-        "qwen",
-        "smollm2",
-        "llama3",
-        "mistral",
-        "empty",
-        *SAME_AS_CHATML,
-    ],
-)
+CONVERTED_TEMPLATES = [
+    "default",
+    "alpaca",
+    "vicuna",
+    "chatml",
+    "qwen",
+    "smollm2",
+    "llama3",
+    "mistral",
+    "empty",
+]
+
+
+@pytest.mark.parametrize("name", [*CONVERTED_TEMPLATES, *SAME_AS_CHATML])
 def test_converted_templates_train_on_llamafactory_text(capsys, lf_dir, tiny_tokenizer, name):
     """`spec convert --from-llamafactory`, then the training data path (records, template, masks): the
     prompt and answer parts equal LLaMA-Factory's, with one stated difference — the layout a template
     writes after an answer's stop token (chatml's "\\n" after <|im_end|>, alpaca's "\\n\\n") is not trained
-    here but sits, untrained, before the next prompt (LLaMA-Factory trains it)."""
+    here but sits, untrained, before the next prompt (LLaMA-Factory trains it). The same check runs with
+    the default model's own tokenizer (the fixture's) in tests/test_integration_default_model.py."""
+    check_converted_template(capsys, lf_dir, tiny_tokenizer, name)
+
+
+def check_converted_template(capsys, lf_dir, tokenizer, name):
     from tuneforge.data.templates import resolve_chat_template
     from tuneforge.train.data import load_spec_records, tokenize_records
 
@@ -452,9 +456,9 @@ def test_converted_templates_train_on_llamafactory_text(capsys, lf_dir, tiny_tok
     code, _, err = run_cli(capsys, "spec", "convert", "--from-llamafactory", "cfg.yaml", "-o", "spec.yaml")
     assert code == 0, err
     spec = load_spec(lf_dir / "spec.yaml")
-    template = resolve_chat_template(tiny_tokenizer, spec.data.chat_template)
+    template = resolve_chat_template(tokenizer, spec.data.chat_template)
     train, _ = load_spec_records(spec)
-    examples = tokenize_records(train, tiny_tokenizer, template, spec).examples
+    examples = tokenize_records(train, tokenizer, template, spec).examples
     layout = LAYOUT_AFTER_STOP.get(name, "")
     for example, key in zip(examples, FIXTURE_CONVERSATIONS, strict=True):
         expected, carried = [], ""
@@ -466,7 +470,7 @@ def test_converted_templates_train_on_llamafactory_text(capsys, lf_dir, tiny_tok
             ]
             carried = layout
         expected += [("prompt", carried)] if carried else []
-        assert trained_runs(tiny_tokenizer, example["input_ids"], example["labels"]) == expected
+        assert trained_runs(tokenizer, example["input_ids"], example["labels"]) == expected
     assert spec.data.chat_template == f"llamafactory:{name}"
     said = f"the {layout!r} it writes after each answer's stop token is not trained here"
     assert (said in err) == bool(layout)  # the difference is said in the conversion's notes

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from registry import require_package_index
+from test_convert_llamafactory import CONVERTED_TEMPLATES, check_converted_template, lf_dir  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +84,15 @@ def test_import_a_gguf_file(home, pulled, capsys):
     info = json.loads(out)
     assert info["architecture"] == "LlamaForCausalLM" and info["parameters"] == pulled[1]["parameters"]
     assert info["source"].startswith("gguf:") and info["chat_template"]
+
+
+@pytest.mark.parametrize("name", CONVERTED_TEMPLATES)
+def test_converted_templates_equal_llamafactory_with_its_tokenizer(home, capsys, request, name):
+    """The fixture's renderings were made by LLaMA-Factory with this very tokenizer."""
+    from transformers import AutoTokenizer
+
+    from tuneforge.models.store import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    folder = request.getfixturevalue("lf_dir")  # LLaMA-Factory's working folder, as in its own tests
+    check_converted_template(capsys, folder, tokenizer, name)
