@@ -770,6 +770,20 @@ CASES = [
         "loop iterations",
         seconds=45,
     ),
+    Case(
+        "template_nested_string_loops",  # loops over a string, not a range: these ran for hours
+        _template_case("{% set s = 'x' * 100000 %}{% for c in s %}{% for d in s %}{% endfor %}{% endfor %}"),
+        2,
+        "loop iterations",
+        seconds=45,
+    ),
+    Case(
+        "template_macro_recursion",
+        _template_case("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"),
+        2,
+        "macro",
+        seconds=45,
+    ),
     Case("binary_jsonl", one("b.jsonl", os.urandom(5000)), 2, "UTF-8"),
     # options
     Case(

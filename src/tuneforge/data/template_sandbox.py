@@ -7,8 +7,8 @@ error: out of memory". Here the same sandbox is bounded:
 - the output is counted as it is produced (``MAX_CHARS``);
 - a string or list built by ``*``, ``+``, ``~``, ``%`` or ``replace``, and any width a filter or string
   method is asked for, is checked before it is made (``MAX_CHARS``); ``**`` takes small exponents only;
-- ``range`` holds at most ``MAX_RANGE`` items, and ranges and operators together take at most
-  ``MAX_STEPS`` steps per render, so nested loops end.
+- ``range`` holds at most ``MAX_RANGE`` items, and loop iterations (over anything) and operators
+  together take at most ``MAX_STEPS`` steps per render, so nested loops end.
 Past a bound, ``TemplateBoundError`` names the template and the bound. transformers builds its
 environment per template from the class its module imported; ``install`` puts this class in its place
 (once, before any template is compiled through tuneforge).
@@ -20,6 +20,7 @@ import functools
 import re
 from contextvars import ContextVar
 
+from jinja2 import nodes
 from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -31,9 +32,11 @@ MAX_RANGE = 100_000
 MAX_STEPS = 2_000_000
 MAX_EXPONENT = 1_000
 MAX_INT_BITS = 100_000  # integers a template computes (``x * x`` in a loop doubles them)
+MAX_CALL_DEPTH = 32  # a call takes ~10 Python frames; the interpreter stops at 1,000
 
 _labels: dict[str, str] = {}  # template source → how a message names it
 _steps: ContextVar[list[int] | None] = ContextVar("template_steps", default=None)
+_depth: ContextVar[int] = ContextVar("template_call_depth", default=0)
 _WIDE_FORMAT = re.compile(r"%[-#0 +]*(\*|\d{7,})|\{[^{}]*:[^{}]*(\*|\d{7,})[^{}]*\}")
 
 
@@ -69,6 +72,23 @@ class _Generator(CodeGenerator):
         self.write("))")
 
 
+class _Counted:
+    """A ``{% for %}`` loop's iterable, counted item by item (``environment.counted``): a loop over a
+    string or a list made in the template passes no ``range``, and two nested over a 100,000-character
+    string ran for hours."""
+
+    def __init__(self, env: BoundedSandbox, iterable):
+        self.env, self.iterable = env, iterable
+
+    def __len__(self) -> int:  # loop.length/loop.last without a second pass, where the iterable has one
+        return len(self.iterable)
+
+    def __iter__(self):
+        for item in self.iterable:
+            self.env.step()
+            yield item
+
+
 class _Range:
     """range() for templates: at most MAX_RANGE items, each a counted step."""
 
@@ -94,6 +114,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         super().__init__(*args, **kwargs)
         self.globals["range"] = self._range
         self.filters = _BoundedFilters(self, self.filters)
+
+    def _parse(self, source, name, filename):
+        template = super()._parse(source, name, filename)
+        for loop in template.find_all(nodes.For):  # for x in environment.counted(iterable)
+            counted = nodes.EnvironmentAttribute("counted", lineno=loop.lineno)
+            loop.iter = nodes.Call(counted, [loop.iter], [], None, None, lineno=loop.lineno)
+        return template
 
     def from_string(self, source, *args, **kwargs):
         if isinstance(source, str):
@@ -136,6 +163,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise _refuse(self, f"range of {len(bounded):,} items; at most {MAX_RANGE:,}")
         return _Range(self, bounded)
 
+    def counted(self, iterable):
+        return iterable if isinstance(iterable, _Range) else _Counted(self, iterable)
+
     def join_pieces(self, values) -> str:
         self.step()
         pieces = [str(v) for v in values]
@@ -164,6 +194,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
         __self.step()
+        depth = _depth.get()
+        if depth >= MAX_CALL_DEPTH:  # a macro calling itself: Python's RecursionError, an internal error
+            raise _refuse(__self, f"calls (macros, recursive loops) nested more than {MAX_CALL_DEPTH} deep")
         name = getattr(__obj, "__name__", "a call")
         _check_widths(__self, name, args, kwargs)
         owner = getattr(__obj, "__self__", None)
@@ -171,7 +204,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise _refuse(__self, "a format with a width of millions of characters")
         if isinstance(owner, str) and name == "replace":
             _check_replace(__self, owner, *args[:2])
-        return super().call(__context, __obj, *args, **kwargs)
+        token = _depth.set(depth + 1)
+        try:
+            return super().call(__context, __obj, *args, **kwargs)
+        finally:
+            _depth.reset(token)
 
 
 def _check_widths(env: BoundedSandbox, name: str, args, kwargs) -> None:
