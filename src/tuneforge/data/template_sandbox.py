@@ -37,7 +37,11 @@ MAX_CALL_DEPTH = 32  # a call takes ~10 Python frames; the interpreter stops at 
 _labels: dict[str, str] = {}  # template source → how a message names it
 _steps: ContextVar[list[int] | None] = ContextVar("template_steps", default=None)
 _depth: ContextVar[int] = ContextVar("template_call_depth", default=0)
-_WIDE_FORMAT = re.compile(r"%[-#0 +]*(\*|\d{7,})|\{[^{}]*:[^{}]*(\*|\d{7,})[^{}]*\}")
+# a width or a precision (``%.1000000000f`` makes a 1 GB string) of millions, or one given by an argument
+_WIDE_FORMAT = re.compile(
+    r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d{7,}|\d*\.(?:\*|\d{7,}))|\{[^{}]*:[^{}]*(\*|\d{7,})[^{}]*\}"
+)
+CHARS_PER_STEP = 64  # what a string or list made by an operator costs the step budget
 
 
 class TemplateBoundError(SecurityError, ConfigError):
@@ -112,6 +116,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # No constant folding: jinja's optimizer runs filters on constants while compiling, outside any
+        # rendering's step count (twenty ``'x'|center(30000000)`` took 2.3 GB before a render began).
+        self.optimized = False
         self.globals["range"] = self._range
         self.filters = _BoundedFilters(self, self.filters)
 
@@ -141,6 +148,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if n > MAX_CHARS:
             raise _refuse(self, f"{what} would make {n:,} characters or items; at most {MAX_CHARS:,}")
 
+    def make(self, n: int, what: str) -> None:
+        """A value of ``n`` characters or items about to be made: bounded, and paid for in steps, so a
+        loop making a 30-million-character string each time ends too (3,000 of them took 18 s)."""
+        self.check_chars(n, what)
+        self.step(n // CHARS_PER_STEP)
+
     def concat(self, pieces) -> str:
         """Template.render joins the output here: counted as produced, and the step count of one
         rendering starts here."""
@@ -169,7 +182,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def join_pieces(self, values) -> str:
         self.step()
         pieces = [str(v) for v in values]
-        self.check_chars(sum(map(len, pieces)), "joining values with ~")
+        self.make(sum(map(len, pieces)), "joining values with ~")
         return "".join(pieces)
 
     def call_binop(self, context, operator, left, right):
@@ -180,9 +193,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if _size(seq) is not None and isinstance(times, int):
-                    self.check_chars(_size(seq) * max(times, 0), f"{type(seq).__name__} * {times}")
+                    self.make(_size(seq) * max(times, 0), f"{type(seq).__name__} * {times}")
         elif operator == "+" and _size(left) is not None and _size(right) is not None:
-            self.check_chars(_size(left) + _size(right), "joining two values with +")
+            self.make(_size(left) + _size(right), "joining two values with +")
         elif operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
             raise _refuse(self, f"** {right}: exponents are at most {MAX_EXPONENT}")
         elif operator == "**" and ints and left.bit_length() * abs(right) > MAX_INT_BITS:
@@ -204,6 +217,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise _refuse(__self, "a format with a width of millions of characters")
         if isinstance(owner, str) and name == "replace":
             _check_replace(__self, owner, *args[:2])
+        if isinstance(owner, str) and name == "join" and args:
+            _check_join(__self, owner, args[0])
         token = _depth.set(depth + 1)
         try:
             return super().call(__context, __obj, *args, **kwargs)
@@ -217,12 +232,20 @@ def _check_widths(env: BoundedSandbox, name: str, args, kwargs) -> None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_CHARS:
             raise _refuse(env, f"{name}({value:,}): more than {MAX_CHARS:,} characters")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            env.step(value // CHARS_PER_STEP)  # a width: the string it asks for is paid for too
 
 
 def _check_replace(env: BoundedSandbox, text, old=None, new=None) -> None:
     if isinstance(text, str) and isinstance(old, str) and isinstance(new, str) and len(new) > len(old):
         count = text.count(old) if old else len(text) + 1
-        env.check_chars(len(text) + count * (len(new) - len(old)), "replace")
+        env.make(len(text) + count * (len(new) - len(old)), "replace")
+
+
+def _check_join(env: BoundedSandbox, separator, items) -> None:
+    """The separators alone (``range(100000)|join('x' * 1000)`` made 100 million characters)."""
+    if isinstance(separator, str) and hasattr(items, "__len__"):
+        env.make(len(separator) * max(len(items) - 1, 0), "join")
 
 
 class _BoundedFilters(dict):
@@ -247,6 +270,10 @@ class _BoundedFilters(dict):
             _check_widths(env, f"|{name}", args[first:], kwargs)
             if name == "replace":
                 _check_replace(env, *[str(a) if i == 0 else a for i, a in enumerate(args[first - 1 :])])
+            if name == "join" and len(args) > first:
+                _check_join(env, args[first], args[first - 1])
+            if name == "format" and isinstance(args[first - 1], str) and _WIDE_FORMAT.search(args[first - 1]):
+                raise _refuse(env, "|format with a width of millions of characters")
             return fn(*args, **kwargs)
 
         return bounded
