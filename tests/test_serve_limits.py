@@ -61,6 +61,16 @@ def test_sampling_options_are_bounded_and_a_near_zero_temperature_is_greedy():
             assert err.value.param == key, (key, value)
 
 
+def test_a_refused_option_is_not_echoed_whole():
+    """KServe/Triton options may come as strings: an 8 MiB one was echoed whole in the 400."""
+    from tuneforge.serve.engine.base import BadRequest
+    from tuneforge.serve.params import sampling_params
+
+    with pytest.raises(BadRequest) as err:
+        sampling_params({"top_k": "9" * 1_000_000}, 2048, 10, 16)
+    assert len(str(err.value)) < 200 and "1,000,000 characters" in str(err.value)
+
+
 def test_a_near_zero_temperature_answers_greedily(client):
     """1e-40 used to divide the logits into inf, and torch.multinomial raised inside the engine step."""
 
