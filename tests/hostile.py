@@ -197,6 +197,21 @@ def _dictionary_bomb(value_mib: int = 1, rows: int = 2300):
     return pa.table({"instruction": pa.array(["a"] * rows), "output": big})
 
 
+def _nested_dictionary_bomb(value_mib: int = 1, rows: int = 2300):
+    """The dictionary bomb inside a messages column (list<struct<role, content>>): pyarrow decoded it
+    while batching, before anything was counted (2 GB for a 10 KB file)."""
+    import pyarrow as pa
+
+    content = pa.DictionaryArray.from_arrays(
+        pa.array([0] * (2 * rows), pa.int32()), pa.array(["x" * (value_mib * 2**20)])
+    )
+    role = pa.array(["user", "assistant"] * rows)
+    turns = pa.StructArray.from_arrays([role, content], names=["role", "content"])
+    return pa.table(
+        {"messages": pa.ListArray.from_arrays(pa.array(range(0, 2 * rows + 1, 2), pa.int32()), turns)}
+    )
+
+
 def _page_bomb(columns: int = 3, page_mib: int = 120):
     """A ~15 KB file whose first page in each column decompresses to ``page_mib`` MiB (zstd of one
     repeated byte): Arrow would decode every column's page before the first 64 rows could be counted."""
@@ -573,6 +588,12 @@ CASES = [
         2,
         "TUNEFORGE_MAX_DATASET_MB",
     ),
+    Case(
+        "parquet_nested_dictionary_bomb",
+        parquet_case("nested.parquet", _nested_dictionary_bomb, compression="zstd"),
+        2,
+        "TUNEFORGE_MAX_DATASET_MB",
+    ),
     Case("parquet_garbage", one("g.parquet", b"PAR1" + os.urandom(3000) + b"PAR1"), 2, "Parquet"),
     Case(
         "parquet_page_bomb",
@@ -768,6 +789,20 @@ CASES = [
         _template_case("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"),
         2,
         "loop iterations",
+        seconds=45,
+    ),
+    Case(
+        "template_nested_string_loops",  # loops over a string, not a range: these ran for hours
+        _template_case("{% set s = 'x' * 100000 %}{% for c in s %}{% for d in s %}{% endfor %}{% endfor %}"),
+        2,
+        "loop iterations",
+        seconds=45,
+    ),
+    Case(
+        "template_macro_recursion",
+        _template_case("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"),
+        2,
+        "macro",
         seconds=45,
     ),
     Case("binary_jsonl", one("b.jsonl", os.urandom(5000)), 2, "UTF-8"),

@@ -267,3 +267,48 @@ def test_code_zip_with_a_file_that_is_also_a_folder_is_422(api, names):
     r = api.post("/api/v1/jobs/code", files={"file": ("code.zip", buf.getvalue())})
     assert r.status_code == 422, r.text
     assert "is a file and also a folder" in json.dumps(r.json())
+
+
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/api/v1/jobs", '{"kind": "command", "name": "c", "command": ["echo", "\\ud800"]}', "command[1]"),
+        (
+            "/api/v1/jobs",
+            '{"kind": "command", "name": "c", "command": ["echo"], "env": {"A": "\\udfff"}}',
+            "env.A",
+        ),
+        (
+            "/api/v1/jobs",
+            '{"kind": "command", "name": "c", "command": ["echo"], "labels": {"a": "\\ud800"}}',
+            "labels.a",
+        ),
+        ("/api/v1/models/register", '{"job": "j\\ud800", "name": "abc"}', "job"),
+        ("/api/v1/models/pull", '{"name": "x\\ud800", "wait": false}', "name"),
+        (
+            "/api/v1/datasets",
+            '{"name": "s", "records": [{"instruction": "a\\ud800", "output": "b"}]}',
+            "records[0]",
+        ),
+        ("/v1/fine_tuning/jobs", '{"model": "m", "training_file": "f", "suffix": "\\ud800"}', "suffix"),
+    ],
+)
+def test_a_lone_surrogate_escape_is_a_400_naming_its_field_not_a_500(api, path, body, field):
+    """JSON allows ``\\ud800``, UTF-8 does not: each route's first encode of it (a database row, a
+    file, a job's argv) was a plain-text 500, and the next request on the connection was reset."""
+    r = api.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, (path, r.status_code, r.text[:300])
+    message = r.json()["error"]["message"] if path.startswith("/v1/") else r.json()["detail"]
+    assert "lone surrogate" in message and field in message, message
+    ok = api.post(path, content=json.dumps({"a": "\U0001f600 \\ud800"}).encode())  # a pair, an escaped \
+    assert ok.status_code != 500 and "lone surrogate" not in ok.text, ok.text
+
+
+def test_worker_refuses_a_lone_surrogate_in_each_protocols_shape(worker):
+    r = worker.post(
+        "/v1/chat/completions",
+        content=b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}',
+    )
+    assert r.status_code == 400 and "messages[0].content" in r.json()["error"]["message"], r.text
+    r = worker.post("/v2/models/m/generate", content=b'{"text_input": "\\udc00"}')
+    assert r.status_code == 400 and "text_input" in r.json()["error"], r.text

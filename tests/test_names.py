@@ -133,7 +133,8 @@ def test_token_revoke_by_id_never_revokes_a_token_named_like_it(api):
 def test_json_upload_fields_of_the_wrong_type_are_422(api, body):
     raw = json.dumps({**body, "records": MEMO})  # \ud800 as an escape: JSON allows it, UTF-8 does not
     r = api.post("/api/v1/datasets", content=raw, headers={"Content-Type": "application/json"})
-    assert r.status_code == 422, r.text
+    # a lone surrogate is refused by the body reader itself, for every route (test_http_bodies)
+    assert r.status_code == (400 if body.get("name") == "\ud800" else 422), r.text
     assert isinstance(r.json()["detail"], str) and r.json()["detail"]
     assert list(api.app.state.platform.settings.datasets_dir.iterdir()) == []
 

@@ -396,6 +396,19 @@ def _binary_request(header: dict, tail: bytes, declared: int | None = None):
             {"text_input": "hi", "sampling_parameters": '{"max_tokens": 99999999}'},
         ),
         ("/v2/models/tiny-chat/generate", "json", {"text_input": ["not", "a", "string"]}),
+        # JSON inside the JSON: bounded like the body (these were RecursionError 500s)
+        ("/v2/models/tiny-chat/generate", "json", {"text_input": "hi", "sampling_parameters": "[" * 100_000}),
+        (
+            "/v2/models/tiny-chat/generate_stream",
+            "json",
+            {"text_input": "hi", "sampling_parameters": '{"a":' * 50_000 + "1" + "}" * 50_000},
+        ),
+        (
+            "/v2/models/tiny-chat/generate",
+            "json",
+            {"text_input": "hi", "sampling_parameters": '{"seed": ' + "9" * 5000 + "}"},
+        ),
+        ("/v2/models/tiny-chat/generate", "raw", b'{"text_input": "hi", "sampling_parameters": "\\ud800"}'),
         (
             "/v2/models/tiny-chat/generate_stream",
             "json",

@@ -61,6 +61,16 @@ def test_sampling_options_are_bounded_and_a_near_zero_temperature_is_greedy():
             assert err.value.param == key, (key, value)
 
 
+def test_a_refused_option_is_not_echoed_whole():
+    """KServe/Triton options may come as strings: an 8 MiB one was echoed whole in the 400."""
+    from tuneforge.serve.engine.base import BadRequest
+    from tuneforge.serve.params import sampling_params
+
+    with pytest.raises(BadRequest) as err:
+        sampling_params({"top_k": "9" * 1_000_000}, 2048, 10, 16)
+    assert len(str(err.value)) < 200 and "1,000,000 characters" in str(err.value)
+
+
 def test_a_near_zero_temperature_answers_greedily(client):
     """1e-40 used to divide the logits into inf, and torch.multinomial raised inside the engine step."""
 
@@ -190,3 +200,17 @@ def test_rendering_and_tokenizing_run_off_the_event_loop(server, client, monkeyp
     t.join()
     assert answers["r"].choices[0].message.content is not None
     assert len(took) >= 5 and max(took) < 0.5, took
+
+
+def test_a_kserve_shape_of_many_huge_dimensions_is_refused_at_once():
+    """The element count stops at the bound: multiplied out, 10,000 dimensions of 10**99 (a 1 MB body)
+    took half a minute on the event loop, and a full 8 MiB body of them half an hour."""
+    from tuneforge.serve.engine.base import BadRequest
+    from tuneforge.serve.kserve import read_inputs
+
+    tensor = {"name": "text_input", "datatype": "BYTES", "data": ["x"], "shape": [10**99] * 10_000}
+    started = time.monotonic()
+    with pytest.raises(BadRequest, match="at most 64 elements"):
+        read_inputs({"inputs": [tensor]}, b"")
+    assert time.monotonic() - started < 1.0
+    assert read_inputs({"inputs": [{**tensor, "shape": [10**99, 0], "data": []}]}, b"")["text_input"][2] == []

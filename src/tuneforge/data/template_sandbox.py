@@ -7,8 +7,8 @@ error: out of memory". Here the same sandbox is bounded:
 - the output is counted as it is produced (``MAX_CHARS``);
 - a string or list built by ``*``, ``+``, ``~``, ``%`` or ``replace``, and any width a filter or string
   method is asked for, is checked before it is made (``MAX_CHARS``); ``**`` takes small exponents only;
-- ``range`` holds at most ``MAX_RANGE`` items, and ranges and operators together take at most
-  ``MAX_STEPS`` steps per render, so nested loops end.
+- ``range`` holds at most ``MAX_RANGE`` items, and loop iterations (over anything) and operators
+  together take at most ``MAX_STEPS`` steps per render, so nested loops end.
 Past a bound, ``TemplateBoundError`` names the template and the bound. transformers builds its
 environment per template from the class its module imported; ``install`` puts this class in its place
 (once, before any template is compiled through tuneforge).
@@ -20,6 +20,7 @@ import functools
 import re
 from contextvars import ContextVar
 
+from jinja2 import nodes
 from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -31,10 +32,16 @@ MAX_RANGE = 100_000
 MAX_STEPS = 2_000_000
 MAX_EXPONENT = 1_000
 MAX_INT_BITS = 100_000  # integers a template computes (``x * x`` in a loop doubles them)
+MAX_CALL_DEPTH = 32  # a call takes ~10 Python frames; the interpreter stops at 1,000
 
 _labels: dict[str, str] = {}  # template source → how a message names it
 _steps: ContextVar[list[int] | None] = ContextVar("template_steps", default=None)
-_WIDE_FORMAT = re.compile(r"%[-#0 +]*(\*|\d{7,})|\{[^{}]*:[^{}]*(\*|\d{7,})[^{}]*\}")
+_depth: ContextVar[int] = ContextVar("template_call_depth", default=0)
+# a width or a precision (``%.1000000000f`` makes a 1 GB string) of millions, or one given by an argument
+_WIDE_FORMAT = re.compile(
+    r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d{7,}|\d*\.(?:\*|\d{7,}))|\{[^{}]*:[^{}]*(\*|\d{7,})[^{}]*\}"
+)
+CHARS_PER_STEP = 64  # what a string or list made by an operator costs the step budget
 
 
 class TemplateBoundError(SecurityError, ConfigError):
@@ -69,6 +76,23 @@ class _Generator(CodeGenerator):
         self.write("))")
 
 
+class _Counted:
+    """A ``{% for %}`` loop's iterable, counted item by item (``environment.counted``): a loop over a
+    string or a list made in the template passes no ``range``, and two nested over a 100,000-character
+    string ran for hours."""
+
+    def __init__(self, env: BoundedSandbox, iterable):
+        self.env, self.iterable = env, iterable
+
+    def __len__(self) -> int:  # loop.length/loop.last without a second pass, where the iterable has one
+        return len(self.iterable)
+
+    def __iter__(self):
+        for item in self.iterable:
+            self.env.step()
+            yield item
+
+
 class _Range:
     """range() for templates: at most MAX_RANGE items, each a counted step."""
 
@@ -92,8 +116,18 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # No constant folding: jinja's optimizer runs filters on constants while compiling, outside any
+        # rendering's step count (twenty ``'x'|center(30000000)`` took 2.3 GB before a render began).
+        self.optimized = False
         self.globals["range"] = self._range
         self.filters = _BoundedFilters(self, self.filters)
+
+    def _parse(self, source, name, filename):
+        template = super()._parse(source, name, filename)
+        for loop in template.find_all(nodes.For):  # for x in environment.counted(iterable)
+            counted = nodes.EnvironmentAttribute("counted", lineno=loop.lineno)
+            loop.iter = nodes.Call(counted, [loop.iter], [], None, None, lineno=loop.lineno)
+        return template
 
     def from_string(self, source, *args, **kwargs):
         if isinstance(source, str):
@@ -113,6 +147,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def check_chars(self, n: int, what: str) -> None:
         if n > MAX_CHARS:
             raise _refuse(self, f"{what} would make {n:,} characters or items; at most {MAX_CHARS:,}")
+
+    def make(self, n: int, what: str) -> None:
+        """A value of ``n`` characters or items about to be made: bounded, and paid for in steps, so a
+        loop making a 30-million-character string each time ends too (3,000 of them took 18 s)."""
+        self.check_chars(n, what)
+        self.step(n // CHARS_PER_STEP)
 
     def concat(self, pieces) -> str:
         """Template.render joins the output here: counted as produced, and the step count of one
@@ -136,10 +176,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise _refuse(self, f"range of {len(bounded):,} items; at most {MAX_RANGE:,}")
         return _Range(self, bounded)
 
+    def counted(self, iterable):
+        return iterable if isinstance(iterable, _Range) else _Counted(self, iterable)
+
     def join_pieces(self, values) -> str:
         self.step()
         pieces = [str(v) for v in values]
-        self.check_chars(sum(map(len, pieces)), "joining values with ~")
+        self.make(sum(map(len, pieces)), "joining values with ~")
         return "".join(pieces)
 
     def call_binop(self, context, operator, left, right):
@@ -150,9 +193,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if _size(seq) is not None and isinstance(times, int):
-                    self.check_chars(_size(seq) * max(times, 0), f"{type(seq).__name__} * {times}")
+                    self.make(_size(seq) * max(times, 0), f"{type(seq).__name__} * {times}")
         elif operator == "+" and _size(left) is not None and _size(right) is not None:
-            self.check_chars(_size(left) + _size(right), "joining two values with +")
+            self.make(_size(left) + _size(right), "joining two values with +")
         elif operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
             raise _refuse(self, f"** {right}: exponents are at most {MAX_EXPONENT}")
         elif operator == "**" and ints and left.bit_length() * abs(right) > MAX_INT_BITS:
@@ -164,6 +207,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
         __self.step()
+        depth = _depth.get()
+        if depth >= MAX_CALL_DEPTH:  # a macro calling itself: Python's RecursionError, an internal error
+            raise _refuse(__self, f"calls (macros, recursive loops) nested more than {MAX_CALL_DEPTH} deep")
         name = getattr(__obj, "__name__", "a call")
         _check_widths(__self, name, args, kwargs)
         owner = getattr(__obj, "__self__", None)
@@ -171,7 +217,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise _refuse(__self, "a format with a width of millions of characters")
         if isinstance(owner, str) and name == "replace":
             _check_replace(__self, owner, *args[:2])
-        return super().call(__context, __obj, *args, **kwargs)
+        if isinstance(owner, str) and name == "join" and args:
+            _check_join(__self, owner, args[0])
+        token = _depth.set(depth + 1)
+        try:
+            return super().call(__context, __obj, *args, **kwargs)
+        finally:
+            _depth.reset(token)
 
 
 def _check_widths(env: BoundedSandbox, name: str, args, kwargs) -> None:
@@ -180,12 +232,20 @@ def _check_widths(env: BoundedSandbox, name: str, args, kwargs) -> None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_CHARS:
             raise _refuse(env, f"{name}({value:,}): more than {MAX_CHARS:,} characters")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            env.step(value // CHARS_PER_STEP)  # a width: the string it asks for is paid for too
 
 
 def _check_replace(env: BoundedSandbox, text, old=None, new=None) -> None:
     if isinstance(text, str) and isinstance(old, str) and isinstance(new, str) and len(new) > len(old):
         count = text.count(old) if old else len(text) + 1
-        env.check_chars(len(text) + count * (len(new) - len(old)), "replace")
+        env.make(len(text) + count * (len(new) - len(old)), "replace")
+
+
+def _check_join(env: BoundedSandbox, separator, items) -> None:
+    """The separators alone (``range(100000)|join('x' * 1000)`` made 100 million characters)."""
+    if isinstance(separator, str) and hasattr(items, "__len__"):
+        env.make(len(separator) * max(len(items) - 1, 0), "join")
 
 
 class _BoundedFilters(dict):
@@ -210,6 +270,10 @@ class _BoundedFilters(dict):
             _check_widths(env, f"|{name}", args[first:], kwargs)
             if name == "replace":
                 _check_replace(env, *[str(a) if i == 0 else a for i, a in enumerate(args[first - 1 :])])
+            if name == "join" and len(args) > first:
+                _check_join(env, args[first], args[first - 1])
+            if name == "format" and isinstance(args[first - 1], str) and _WIDE_FORMAT.search(args[first - 1]):
+                raise _refuse(env, "|format with a width of millions of characters")
             return fn(*args, **kwargs)
 
         return bounded

@@ -26,6 +26,11 @@ _DROP = bytes(sorted(set(range(256)) - set(_KEEP)))
 # '[' and '{' → +1, ']' and '}' → -1 as signed bytes, so accumulate() sums nesting at C speed
 _SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _BLOCK = 1 << 16
+# A \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or the latter not preceded by the former:
+# where a lone surrogate may be (an escaped backslash before it makes a false alarm; the walk decides).
+_LONE_SURROGATE_ESCAPE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]"
+)
 
 
 class BodyError(TuneforgeError):
@@ -99,21 +104,49 @@ def nesting_over(raw: bytes, limit: int) -> bool:
     return _deeper(brackets, limit)
 
 
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """The path of the first string or key holding a lone surrogate, or None. JSON's ``\\ud800`` escape
+    parses into one, and every later encode (a database row, a file, a subprocess's argv, the answer
+    itself) raises: a 500 from whichever route met it first."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{ascii(key)[1:-1]}".lstrip(".")
+        if isinstance(key, str) and _lone_surrogate(key, inner):
+            return inner
+        if found := _lone_surrogate(item, inner):
+            return found
+    return None
+
+
 def loads(raw: bytes, where: str = "the request body") -> Any:
     """A JSON value with nesting depth and integer digits bounded by the same settings as a dataset's
-    records (TUNEFORGE_MAX_DEPTH, TUNEFORGE_MAX_NUMBER_DIGITS); BodyError(400) naming what is wrong."""
+    records (TUNEFORGE_MAX_DEPTH, TUNEFORGE_MAX_NUMBER_DIGITS), and text that is valid Unicode;
+    BodyError(400) naming what is wrong."""
     bounded = BoundedJson(Limits.from_settings())
     if nesting_over(raw, bounded.limits.max_depth):
         raise BodyError(400, f"{where}: {bounded.depth_problem()}")
     try:
         text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
-        return bounded.loads(text)
+        value = bounded.loads(text)
     except UnicodeDecodeError as exc:
         raise BodyError(400, f"{where} is not UTF-8 (invalid byte at offset {exc.start}).") from None
     except JsonLimitError as exc:
         raise BodyError(400, f"{where}: {exc}") from None
     except ValueError as exc:
         raise BodyError(400, f"{where} is not valid JSON: {exc}") from None
+    if _LONE_SURROGATE_ESCAPE.search(text) and (path := _lone_surrogate(value, "")) is not None:
+        raise BodyError(
+            400,
+            f"{where}{': ' + path if path else ''} holds a lone surrogate escape (\\ud800-\\udfff without "
+            "its pair); it is not valid Unicode. Send UTF-8 text.",
+        )
+    return value
 
 
 def loads_object(raw: bytes, where: str = "the request body") -> dict:

@@ -22,7 +22,8 @@ def _number(body: dict, key: str, lo: float, hi: float, default, integer: bool =
         try:
             value = float(value) if not integer else int(value)
         except ValueError:
-            raise BadRequest(f"{key} must be a number; got {value!r}.", key) from None
+            shown = value if len(value) <= 40 else f"{value[:40]}… ({len(value):,} characters)"
+            raise BadRequest(f"{key} must be a number; got {shown!r}.", key) from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest(f"{key} must be a number; got {type(value).__name__}.", key)
     if integer and (isinstance(value, float) and not value.is_integer()):

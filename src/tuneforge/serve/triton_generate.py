@@ -6,8 +6,7 @@ vLLM's Triton backend takes them; the seed body of the issue sends exactly that.
 
 from __future__ import annotations
 
-import json
-
+from .body import BodyError, loads
 from .engine.base import BadRequest
 from .kserve import OPTION_KEYS
 from .params import sampling_params, stop_list
@@ -21,13 +20,11 @@ def _options(body: dict) -> tuple[dict, bool]:
         raise BadRequest("parameters must be an object.", "parameters")
     sp = body.get("sampling_parameters")
     if sp is not None:
-        if isinstance(sp, str):
+        if isinstance(sp, str):  # JSON inside JSON: the body's depth and digit bounds apply to it too
             try:
-                sp = json.loads(sp)
-            except ValueError as exc:
-                raise BadRequest(
-                    f"sampling_parameters is not valid JSON: {exc}", "sampling_parameters"
-                ) from None
+                sp = loads(sp.encode("utf-8", "surrogatepass"), "sampling_parameters")
+            except BodyError as exc:
+                raise BadRequest(str(exc), "sampling_parameters") from None
         if not isinstance(sp, dict):
             raise BadRequest(
                 "sampling_parameters must be a JSON object (or a string holding one).", "sampling_parameters"
