@@ -173,6 +173,7 @@ def test_upload_appears_in_cli_store_and_cli_dataset_appears_in_api(api, tmp_pat
     meta, _ = store_dataset(load_records(other), "chat")  # as `tuneforge datasets create` does
     names = {d["name"]: d for d in api.get("/api/v1/datasets").json()["data"]}
     assert set(names) == {"memo", "chat"} and names["chat"]["id"] == meta["id"]
+    assert names["chat"]["bytes"] == other.stat().st_size  # was 0 for a dataset stored by the CLI
     assert api.get("/api/v1/datasets/chat").json()["format"] == "openai"
     preview = api.get(f"/api/v1/datasets/{ds['id']}/preview", params={"n": 2}).json()["data"]
     assert preview[0]["messages"][-1] == {"role": "assistant", "content": "banana seven"}

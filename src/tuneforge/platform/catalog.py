@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from tuneforge.data.formats import FORMATS, parse_mapping
-from tuneforge.data.store import find_dataset, list_datasets, store_path
+from tuneforge.data.store import datasets_root, find_dataset, list_datasets, store_path
 from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
 from tuneforge.jobs.staging import UPLOAD, make_temp_dir, remove_stale
 from tuneforge.models.store import list_models
@@ -61,6 +62,17 @@ def _once_more_on_conflict(sync):
     return wrapper
 
 
+def _files_bytes(folder: Path) -> int:
+    """The size of a dataset stored without the server (`tuneforge datasets create` with no server):
+    the files it was made from, as an upload's size is (links are not followed)."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            st = os.lstat(os.path.join(root, name))
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
 @_once_more_on_conflict
 def sync_datasets(store: Store) -> None:
     on_disk = {m["id"]: m for m in list_datasets()}
@@ -69,7 +81,8 @@ def sync_datasets(store: Store) -> None:
         for ds_id, meta in on_disk.items():
             row = rows.get(ds_id)
             if row is None:
-                s.add(Dataset(**_row_from_meta(meta), bytes=0, created_at=time.time()))
+                size = _files_bytes(datasets_root() / ds_id / "files")
+                s.add(Dataset(**_row_from_meta(meta), bytes=size, created_at=time.time()))
             elif row.state != "ready" or row.meta != meta:
                 for k, v in _row_from_meta(meta).items():
                     setattr(row, k, v)
