@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import test_console
 from clihelp import run_cli
 from conftest import MEMO
 from platformhelp import fake_model, make_client, upload
@@ -276,3 +277,60 @@ def test_wandb_offline_files_hold_metrics_jsonl(monkeypatch, tiny_llama, memo_da
             summary.update(r["summary"]["update"])
     assert summary["tuneforge.final_model"] == str(folder / fmt.FINAL_DIR)
     assert [r["exit"].get("exit_code", 0) for r in records if r["type"] == "exit"] == [0]
+
+
+# -- the console's job page links to the tracker's run ------------------------------------------------
+
+
+browser, console_server = test_console.browser, test_console.console_server  # the console tests' fixtures
+
+
+def test_console_job_page_links_to_the_tracker_run(console_server, browser):
+    from sqlalchemy import create_engine, insert
+
+    from test_console import shot, sign_in
+    from tuneforge.platform.db import Job
+
+    srv = console_server
+    job_id = "job-00000000a11c"
+    root = srv.home / "jobs" / job_id
+    root.mkdir(parents=True)
+    run_url = "http://127.0.0.1:5000/#/experiments/1/runs/abc123"
+    fmt.append_event(root, fmt.STARTED, pid=1)
+    fmt.append_event(root, fmt.TRACKER, tool="mlflow", run_id="abc123", url=run_url)
+    fmt.append_event(root, fmt.TRACKER, tool="wandb", run_id="w1", url=None)  # offline
+    fmt.append_event(root, fmt.TRACKER, tool="swanlab", run_id="s1", url="javascript:alert(1)")  # a script's
+    fmt.append_event(root, fmt.FINISHED, metrics={})
+    engine = create_engine(f"sqlite:///{srv.home / 'tuneforge.db'}")
+    row = dict(
+        id=job_id,
+        kind="train",
+        state="succeeded",
+        spec={"model": "tiny"},
+        priority=0,
+        gpus=0,
+        restart_policy="never",
+        max_retries=0,
+        attempt=1,
+        folder=str(root),
+        cancel_requested=False,
+        step=4,
+        max_steps=4,
+        latest_metrics={},
+        created_at=time.time(),
+        extra={},
+    )
+    with engine.begin() as conn:
+        conn.execute(insert(Job), [row])
+    engine.dispose()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, srv)
+    page.goto(f"{srv.url}/#/jobs/{job_id}")
+    page.wait_for_selector("ol.timeline li")
+    shot(page, "20-job-tracker-link")
+    link = page.wait_for_selector('[data-testid="tracker-mlflow"] a')
+    assert link.get_attribute("href") == run_url and link.inner_text() == "mlflow abc123"
+    assert link.get_attribute("rel") == "noopener noreferrer"
+    assert page.query_selector('[data-testid="tracker-wandb"] a') is None
+    assert "wandb w1" in page.inner_text('[data-testid="tracker-wandb"]')
+    assert page.query_selector('[data-testid="tracker-swanlab"] a') is None  # never a javascript: link
