@@ -334,3 +334,54 @@ def test_console_job_page_links_to_the_tracker_run(console_server, browser):
     assert page.query_selector('[data-testid="tracker-wandb"] a') is None
     assert "wandb w1" in page.inner_text('[data-testid="tracker-wandb"]')
     assert page.query_selector('[data-testid="tracker-swanlab"] a') is None  # never a javascript: link
+
+
+# -- SwanLab, offline -----------------------------------------------------------------------------------
+
+
+def swanlab_records(run_dir: Path) -> list[dict]:
+    """The run's record log through swanlab's own reader (the one `swanlab sync` uses)."""
+    from google.protobuf.json_format import MessageToDict
+    from swanlab.proto.swanlab.record.v1.record_pb2 import Record
+    from swanlab.sdk.internal.core_python.store import DataStoreReader
+
+    reader = DataStoreReader()
+    (path,) = run_dir.glob("run-*.swanlab")
+    reader.open(path)
+    out = []
+    while (data := reader.scan()) is not None:
+        record = Record()
+        record.ParseFromString(data)
+        out.append(MessageToDict(record))
+    reader.close()
+    return out
+
+
+@pytest.mark.integration
+def test_swanlab_offline_files_hold_metrics_jsonl(monkeypatch, tiny_llama, memo_data, tmp_path):
+    pytest.importorskip("swanlab", reason="SwanLab is in `pip install 'tuneforge[swanlab]'`")
+    monkeypatch.setenv("SWANLAB_MODE", "offline")
+    monkeypatch.setenv("SWANLAB_PROJ_NAME", "tuneforge-tests")
+    monkeypatch.delenv("SWANLAB_LOG_DIR", raising=False)
+    folder = tmp_path / "job"
+    run(tracked_spec(tiny_llama, memo_data, ["swanlab"]), folder)
+
+    (event,) = [e for e in fmt.read_all_jsonl(folder / fmt.EVENTS_FILE) if e["event"] == fmt.TRACKER]
+    assert event["tool"] == "swanlab" and event["url"] is None
+    (run_dir,) = (folder / "swanlog").glob(f"run-*-{event['run_id']}")
+    records = swanlab_records(run_dir)
+    scalars: dict[str, list] = {}
+    for r in records:
+        if "scalar" in r:
+            scalars.setdefault(r["scalar"]["key"], []).append(
+                (int(r["scalar"].get("step", 0)), float(r["scalar"]["value"].get("number", 0)))
+            )
+    # SwanLab keeps one value per figure and step: the first (the train record's epoch and wall_time,
+    # not the eval record's at the same step). Its own system figures are under __swanlab__.
+    first = {k: sorted(dict(reversed(v)).items()) for k, v in history(metrics(folder)).items()}
+    assert {k: sorted(v) for k, v in scalars.items() if not k.startswith("__swanlab__.")} == first
+    (start,) = [r["start"] for r in records if "start" in r]
+    assert start["project"] == "tuneforge-tests" and start["name"] == "tracked"
+    assert [r["finish"]["state"] for r in records if "finish" in r] == ["RUN_STATE_FINISHED"]
+    config = (run_dir / "files" / "config.yaml").read_text()
+    assert "train.learning_rate" in config and str(memo_data) in config

@@ -129,16 +129,23 @@ class SwanLabTracker:
         import swanlab
 
         self.swanlab = swanlab
-        # SWANLAB_PROJ_NAME, SWANLAB_MODE (offline / local / cloud), SWANLAB_LOG_DIR are read by swanlab.
+        # SWANLAB_MODE (offline / local / cloud), SWANLAB_API_KEY … are read by swanlab; the project is
+        # SWANLAB_PROJ_NAME, as in its own integrations; the files go into the job folder by default.
         self.run = swanlab.init(
             project=os.environ.get("SWANLAB_PROJ_NAME") or "tuneforge",
-            experiment_name=run_name,
+            name=run_name,
             config=params,
-            logdir=os.environ.get("SWANLAB_LOG_DIR") or str(Path(root) / "swanlog"),
+            log_dir=os.environ.get("SWANLAB_LOG_DIR") or str(Path(root) / "swanlog"),
+            id=run_id,
+            resume="allow" if run_id else None,
+            reinit=True,
         )
-        public = getattr(self.run, "public", None)
-        self.run_id = getattr(public, "run_id", None)
-        self.url = getattr(getattr(public, "cloud", None), "experiment_url", None)
+        self.swanlab.config.update(tags)
+        self.run_id = self.run.id
+        try:
+            self.url = self.run.url
+        except ValueError:  # offline / local: no web address
+            self.url = None
 
     def log(self, record: dict) -> None:
         self.swanlab.log(numeric(record), step=int(record["step"]))
@@ -152,7 +159,7 @@ class Trackers:
 
     def __init__(self, report_to: list[str], root: Path, run_name: str, spec: dict):
         require_trackers(report_to)
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # the paths a tracker shows must mean something elsewhere
         self.open: list = []
         # A resumed run (same job folder) continues the tracker runs it started.
         earlier = {r["tool"]: r["run_id"] for r in fmt.tracker_runs(self.root)}
