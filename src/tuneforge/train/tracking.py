@@ -151,6 +151,7 @@ class SwanLabTracker:
         self.swanlab.log(numeric(record), step=int(record["step"]))
 
     def finish(self, tags: dict[str, str], status: str) -> None:
+        self.swanlab.config.update(tags)
         self.swanlab.finish(state={fmt.FINISHED: "success", fmt.CANCELLED: "aborted"}.get(status, "crashed"))
 
 
@@ -161,10 +162,17 @@ class Trackers:
         require_trackers(report_to)
         self.root = Path(root).resolve()  # the paths a tracker shows must mean something elsewhere
         self.open: list = []
-        # A resumed run (same job folder) continues the tracker runs it started.
-        earlier = {r["tool"]: r["run_id"] for r in fmt.tracker_runs(self.root)}
         tags = {"tuneforge.job": str(self.root), "tuneforge.method": str(spec.get("method"))}
         params = flatten(spec)
+        try:
+            self._start(report_to, run_name, params, tags)
+        except Exception:
+            self.finish(fmt.FAILED)  # the runs already started do not stay open
+            raise
+
+    def _start(self, report_to: list[str], run_name: str, params: dict, tags: dict) -> None:
+        # A resumed run (same job folder) continues the tracker runs it started.
+        earlier = {r["tool"]: r["run_id"] for r in fmt.tracker_runs(self.root)}
         for name in report_to:
             if name not in TRACKERS:
                 continue  # tensorboard: always written into the job folder
