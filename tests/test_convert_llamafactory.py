@@ -156,7 +156,8 @@ def test_sft_lora_example(lf_dir):
     )
     assert spec.output_dir == "saves/llama3-8b/lora/sft"
     noted = {n.split(":")[0] for n in conv.notes}
-    assert {"do_train", "overwrite_cache", "preprocessing_num_workers", "report_to", "ddp_timeout"} <= noted
+    assert {"do_train", "overwrite_cache", "preprocessing_num_workers", "ddp_timeout"} <= noted
+    assert t.report_to == ["tensorboard"]  # report_to: none — the job folder's TensorBoard files stay
     assert conv.warnings == []
 
 

@@ -76,6 +76,11 @@ with TestClient(app, headers={{"Authorization": "Bearer " + token}}) as c:
         assert c.get(path).status_code == 200, path
     r = c.post("/api/v1/jobs", json={{"kind": "command", "name": "x", "command": ["true"]}})
     assert r.status_code == 201, r.text
+    # Checking train.report_to's packages finds them without importing them.
+    body = {{"template": "sft-lora", "model": "m", "datasets": ["d"]}}
+    body["overrides"] = {{"train.report_to": ["mlflow", "wandb", "swanlab"]}}
+    r = c.post("/api/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
 # A command job's TensorBoard files are read in the control plane: with the tensorboard package alone.
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -85,7 +90,8 @@ w = EventFileWriter(os.path.join({str(tmp_path)!r}, "tbjob", "runs"))
 w.add_event(event_pb2.Event(step=1, wall_time=1.0, summary=summary_pb2.Summary(value=[value])))
 w.close()
 assert TensorBoardTail(os.path.join({str(tmp_path)!r}, "tbjob")).poll() == 1
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))))
+heavy = ("torch", "transformers", "mlflow", "wandb", "swanlab")  # trackers: only the worker reports
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -163,6 +163,26 @@ class HyperParams(Strict):
     )
     save_total_limit: int = Field(default=2, ge=1, description="Checkpoints to keep.")
     dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta (strength of the KL anchor).")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "swanlab"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Experiment trackers that get a copy of metrics.jsonl, the spec and the final model "
+        "(each set up by its own environment variables: MLFLOW_TRACKING_URI, WANDB_PROJECT, WANDB_MODE, "
+        "SWANLAB_MODE, …). TensorBoard files are always written into the job folder.",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v):
+        # LLaMA-Factory's spellings: one name, "a,b", "none"; "all" would depend on what is installed.
+        if v is None:
+            return ["tensorboard"]
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        if isinstance(v, list):
+            if "all" in v:
+                raise ValueError("name the trackers instead of 'all': tensorboard, mlflow, wandb, swanlab")
+            v = list(dict.fromkeys(x for x in v if x != "none")) or ["tensorboard"]
+        return v
 
 
 class Resources(Strict):

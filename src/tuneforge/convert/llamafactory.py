@@ -45,6 +45,7 @@ KEYS: dict[str, str] = {
     "logging_steps": "train.logging_steps",
     "save_steps": "train.save_steps",
     "save_total_limit": "train.save_total_limit",
+    "report_to": "train.report_to",  # the spec reads LLaMA-Factory's spellings ("none", "wandb,mlflow")
     "eval_steps": "train.eval_steps",
     "gradient_checkpointing": "train.gradient_checkpointing",
     "neftune_noise_alpha": "train.neftune_alpha",
@@ -65,7 +66,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "preprocessing_num_workers": "tokenization runs in the training process",
     "preprocessing_batch_size": "tokenization runs in the training process",
     "dataloader_num_workers": "batches are built in the training process",
-    "report_to": "metrics go to the job folder (metrics.jsonl, TensorBoard files)",
     "plot_loss": "the job folder always gets loss.svg",
     "include_num_input_tokens_seen": "tokens seen and trained are always logged",
     "include_effective_tokens_per_second": "tokens/s is always logged",

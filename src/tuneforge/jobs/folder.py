@@ -29,6 +29,7 @@ STEP_RE = re.compile(r"^step-(\d+)$")
 # Events the worker writes ...
 STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_done", "eval_done"
 TRAINING = "training"  # the trainer's loop begins: carries max_steps
+TRACKER = "tracker"  # an experiment tracker's run (train.report_to): tool, run_id, url (None offline)
 CHECKPOINT_SAVED, FINISHED, FAILED, CANCELLED = "checkpoint_saved", "finished", "failed", "cancelled"
 # ... and those the control plane adds to the same stream.
 QUEUED, LAUNCHED, RESTARTING, RECONCILED, CANCEL_REQUESTED = (
@@ -206,6 +207,15 @@ def progress(root: Path) -> dict:
         if e.get("event") == TRAINING:
             max_steps = e.get("max_steps")
     return {"step": latest.get("step", 0), "max_steps": max_steps, "latest_metrics": latest}
+
+
+def tracker_runs(root: Path) -> list[dict]:
+    """The latest run of each experiment tracker the worker reported to: tool, run_id, url."""
+    runs = {}
+    for e in read_all_jsonl(Path(root) / EVENTS_FILE):
+        if e.get("event") == TRACKER and isinstance(e.get("tool"), str):
+            runs[e["tool"]] = {"tool": e["tool"], "run_id": e.get("run_id"), "url": e.get("url")}
+    return list(runs.values())
 
 
 def ending(root: Path) -> dict | None:

@@ -24,6 +24,7 @@ from tuneforge.jobs.executor import Handle, Launch
 from tuneforge.jobs.reconcile import Outcome, known_exit_code, outcome, reconcile_running
 from tuneforge.jobs.tbmetrics import TensorBoardTail
 from tuneforge.spec import TEMPLATES, JobSpec
+from tuneforge.train.tracking import missing_trackers
 
 from . import catalog
 from .context import Platform
@@ -126,6 +127,10 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
         problems.append(
             {"loc": ["spec", "model"], "msg": f"no model {spec.model!r} on the server: pull or import it"}
         )
+    # A tracker's package missing on this server fails now, not after the job waited in the queue.
+    problems += [
+        {"loc": ["spec", "train", "report_to"], "msg": m} for m in missing_trackers(spec.train.report_to)
+    ]
     gpus = spec.resources.gpus * spec.resources.nodes
     if spec.resources.nodes > 1:
         problems.append({"loc": ["spec", "resources", "nodes"], "msg": "the local executor runs on one node"})

@@ -9,6 +9,7 @@ from tuneforge.spec import JobSpec
 
 from .model import Runtime
 from .reporting import JobFolder, Reporter, StopFlag
+from .tracking import Trackers
 
 
 @dataclass
@@ -22,6 +23,9 @@ class RunContext:
     resume: Path | None = None  # checkpoint to continue from
     callbacks: tuple = ()  # extra TrainerCallbacks (tests, the platform)
     show_bar: bool = False
+    trackers: Trackers | None = None  # train.report_to's MLflow / W&B / SwanLab runs (main process only)
 
     def reporter(self) -> Reporter:
-        return Reporter(self.folder, self.stop, self.spec.train.save_total_limit, self.show_bar)
+        return Reporter(
+            self.folder, self.stop, self.spec.train.save_total_limit, self.show_bar, self.trackers
+        )

@@ -11,6 +11,7 @@ from tuneforge.spec import JobSpec
 
 from . import attention
 from .optim import check_optimizer
+from .tracking import require_trackers
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def preflight(spec: JobSpec) -> Runtime:
     import torch
 
     resolve_model(spec.model)  # a model that is not there fails here, before the job folder exists
+    require_trackers(spec.train.report_to)  # so does `pip install 'tuneforge[mlflow]'` not yet run
     cuda = torch.cuda.is_available()
     if spec.finetuning == "qlora":
         if not cuda:

@@ -120,8 +120,9 @@ class StopFlag:
 class Reporter(TrainerCallback):
     """Writes metrics/events/TensorBoard, turns checkpoints into atomic step-N folders, honours SIGTERM."""
 
-    def __init__(self, folder: JobFolder, stop: StopFlag, keep: int, show_bar: bool):
+    def __init__(self, folder: JobFolder, stop: StopFlag, keep: int, show_bar: bool, trackers=None):
         self.folder, self.stop, self.keep = folder, stop, keep
+        self.trackers = trackers  # tracking.Trackers: MLflow/W&B/SwanLab get each metrics.jsonl record
         # Filled by trainers that count tokens (CausalLMTrainer); stays zero for TRL's DPO loop.
         self.tokens = {"seen": 0, "trained": 0}
         self.show_bar = show_bar
@@ -214,6 +215,8 @@ class Reporter(TrainerCallback):
         record = {"step": step, "epoch": round(state.epoch or 0, 4), "wall_time": round(now - self.start, 3)}
         record.update(figures)
         self.folder.metric(record)
+        if self.trackers:
+            self.trackers.log(record)
         for key, value in figures.items():
             if isinstance(value, int | float):
                 self.writer.add_scalar(

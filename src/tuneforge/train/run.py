@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import ConflictError, ResourceError, TuneforgeError
-from tuneforge.jobs.folder import has_started
+from tuneforge.jobs.folder import CANCELLED, FAILED, FINISHED, has_started
 from tuneforge.settings import get_settings
 from tuneforge.spec import JobSpec, dump_spec
 
@@ -47,6 +47,7 @@ def run_training(
     from .data import load_spec_records
     from .model import preflight
     from .reporting import JobFolder, StopFlag, write_loss_svg
+    from .tracking import Trackers
 
     # Everything that can be checked without a model is checked before the folder exists.
     runtime = preflight(spec)
@@ -67,9 +68,8 @@ def run_training(
                 f"{[f'step-{n}' for n, _ in folder.step_checkpoints()]}."
             )
         log.warning("no checkpoint to resume from in %s; starting from the beginning", folder.checkpoints)
-    (folder.root / "spec.yaml").write_text(
-        dump_spec(spec.model_copy(update={"output_dir": str(folder.root)}))
-    )
+    resolved = spec.model_copy(update={"output_dir": str(folder.root)})
+    (folder.root / "spec.yaml").write_text(dump_spec(resolved))
     stop = StopFlag()
     stop.install()
     ctx = RunContext(
@@ -87,17 +87,28 @@ def run_training(
             resumed_from=resume.name if resume else None,
         )
         try:
+            if folder.main:  # in a multi-GPU run only rank 0 reports
+                ctx.trackers = Trackers(
+                    spec.train.report_to,
+                    folder.root,
+                    spec.name or folder.root.name,
+                    resolved.model_dump(mode="json"),
+                )
             metrics = recipe(ctx)
         except Exception as exc:
             import torch
 
+            if ctx.trackers:
+                ctx.trackers.finish(FAILED)
             if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-                folder.event("failed", reason=OOM_HINT)
+                folder.event(FAILED, reason=OOM_HINT)
                 raise ResourceError(OOM_HINT) from exc
-            folder.event("failed", reason=f"{type(exc).__name__}: {exc}")
+            folder.event(FAILED, reason=f"{type(exc).__name__}: {exc}")
             raise
         finally:
             write_loss_svg(folder.read_metrics(), folder.root / "loss.svg")
+    if ctx.trackers:  # after final/ is written: its path and lineage go with the run
+        ctx.trackers.finish(CANCELLED if stop.reason else FINISHED)
     if stop.reason:
         folder.event("cancelled", reason=stop.reason, step=_last_step(folder))
         raise Cancelled(

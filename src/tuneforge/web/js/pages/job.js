@@ -24,6 +24,21 @@ function logView() {
   };
 }
 
+/** Only a web address is a link: a job's script writes its own events.jsonl, a `javascript:` URL included. */
+function webUrl(text) {
+  try { return ['http:', 'https:'].includes(new URL(text).protocol) ? text : null; } catch { return null; }
+}
+
+/** The run of each experiment tracker (train.report_to) the worker reported in a `tracker` event. */
+function trackerRuns(trackers) {
+  return [...trackers].flatMap(([tool, e]) => [
+    h('dt', {}, t('job.tracker')),
+    h('dd', { 'data-testid': `tracker-${tool}` }, webUrl(e.url)
+      ? h('a', { href: e.url, target: '_blank', rel: 'noopener noreferrer' }, `${tool} ${e.run_id || ''}`.trim())
+      : `${tool} ${e.run_id || ''} (${t('job.tracker_offline')})`),
+  ]);
+}
+
 function eventText(e) {
   const skip = new Set(['time', 'event', 'job']);
   const rest = Object.entries(e).filter(([k]) => !skip.has(k)).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`);
@@ -45,6 +60,7 @@ export async function render({ args, go }) {
   const files = h('div');
   const streamState = h('span', { class: 'stream-state muted', 'aria-live': 'polite' });
   const summary = h('dl', { class: 'facts' });
+  const trackers = new Map(); // tool → its latest `tracker` event
 
   function renderHead() {
     const m = job.latest_metrics || {};
@@ -58,7 +74,8 @@ export async function render({ args, go }) {
       h('dt', {}, t('jobs.created')), h('dd', {}, formatTime(job.created_at)),
       h('dt', {}, t('job.started')), h('dd', {}, formatTime(job.started_at)),
       h('dt', {}, t('job.finished')), h('dd', {}, formatTime(job.finished_at)),
-      m.loss !== undefined ? [h('dt', {}, t('jobs.loss')), h('dd', { 'data-testid': 'latest-loss' }, formatNumber(m.loss))] : null);
+      m.loss !== undefined ? [h('dt', {}, t('jobs.loss')), h('dd', { 'data-testid': 'latest-loss' }, formatNumber(m.loss))] : null,
+      trackerRuns(trackers));
     if (job.error) summary.append(h('dt', {}, t('job.error')), h('dd', {}, h('div', { class: 'message error inline' }, job.error.message, job.error.log_tail ? h('pre', { class: 'log small' }, job.error.log_tail) : null)));
     const act = (key, path, cls, then) => h('button', { type: 'button', class: cls, onclick: async () => {
       try { const r = await post(`/api/v1/jobs/${enc}/${path}`); showInfo(t(`job.${key}_done`)); then(r); } catch (err) { showError(err); }
@@ -144,6 +161,7 @@ export async function render({ args, go }) {
   stops.push(follow(`/api/v1/jobs/${enc}/events`, 'events', {
     onItems: (items) => {
       for (const e of items) {
+        if (e.event === 'tracker' && typeof e.tool === 'string') trackers.set(e.tool, e);
         timeline.append(h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, e.event), ' ', h('span', { class: 'muted' }, eventText(e))));
       }
       refresh();
