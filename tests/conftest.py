@@ -159,8 +159,27 @@ def memo_data(tmp_path) -> Path:
     return write(tmp_path / "memo.json", MEMO * 2)
 
 
+# The longest files first: `make test` hands whole files to two workers in this order, so the long ones
+# run side by side instead of one of them alone at the end. Order inside a file is kept.
+LONGEST_FILES = [
+    "test_deployments.py",
+    "test_console.py",
+    "test_platform_server.py",
+    "test_command_jobs.py",
+    "test_integration_default_model.py",
+    "test_cli_train.py",
+    "test_train.py",
+    "test_gguf_export.py",
+    "test_platform_jobs.py",
+    "test_data_hostile.py",
+]
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
+
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))  # stable: file order kept
 
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs CUDA")
