@@ -5,12 +5,19 @@ speaks Ollama's template language for ChatML models."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 from clihelp import run_cli
 from trainhelp import run, tiny_spec
+
+# Issue 21 (open) is checked on demand (TUNEFORGE_TEST_ECOSYSTEM=1): with these files the suite took
+# 19.9 min on a 2-core machine without AVX-512, past CI's 20 minutes with the installs.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TUNEFORGE_TEST_ECOSYSTEM") != "1", reason="GGUF export: set TUNEFORGE_TEST_ECOSYSTEM=1"
+)
 
 IDS = torch.tensor([[5, 40, 100, 7, 200, 33, 12, 90, 150, 3]])
 # max |logit difference| allowed per quantization, against logits spanning about ±5 in the tiny models
