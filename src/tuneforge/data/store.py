@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tuneforge.errors import DataError, NotFoundError, Problem
-from tuneforge.jobs.staging import TMP, make_temp_dir
+from tuneforge.jobs.staging import TMP, make_temp_dir, staged_folder
 from tuneforge.names import check_name, looks_like_id, name_from_file
 from tuneforge.settings import env_name, get_settings
 
@@ -162,18 +162,12 @@ def store_dataset(
     target = root / ds_id
     if (target / "dataset.json").exists():
         return json.loads((target / "dataset.json").read_text()), False
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(root, TMP)
-    try:
+    with staged_folder(target) as tmp:
         with open(tmp / "records.jsonl", "w", encoding="utf-8") as fh:
             for r in loaded.records:
                 fh.write(_record_line(r))
         meta = _meta(ds_id, digest, name, loaded, mapping, stats)
         _write_folder(tmp, loaded.path, loaded.files, meta)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta, True
 
 

@@ -8,12 +8,14 @@ server on the same home, a ``tuneforge datasets create`` in a shell) is still wr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .executor import Handle, alive, process_start_ticks
@@ -31,6 +33,23 @@ def make_temp_dir(root: Path, prefix: str) -> Path:
     """A new temporary folder under ``root`` (``UPLOAD`` or ``TMP``) that names this process."""
     pid = os.getpid()
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{pid}-{process_start_ticks(pid) or 0}-", dir=root))
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path, replace: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``target`` (named for this process) that becomes ``target`` only when the
+    block succeeds, and is removed when it fails: a reader never sees a half-written folder. An existing
+    ``target`` is replaced when ``replace``; otherwise it must be an empty folder (its caller checked)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(target.parent, TMP)
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target) if replace else target.rmdir()
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _in_use(folder: Path) -> bool:

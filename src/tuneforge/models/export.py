@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, ConflictError
+from tuneforge.jobs.staging import staged_folder
 
 from .inference import adapter_base
 from .info import describe_folder, write_info
@@ -40,9 +39,7 @@ def merge_adapter(
     model = PeftModel.from_pretrained(model, str(adapter))
     step("merge", None, None)
     merged = model.merge_and_unload().to(getattr(torch, dtype))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    with staged_folder(output) as tmp:  # output appears only when complete
         merged.save_pretrained(str(tmp))
         tokenizer = load_tokenizer(adapter_or_base(adapter, base_folder, "tokenizer_config.json"))
         tokenizer.save_pretrained(str(tmp))
@@ -66,10 +63,4 @@ def merge_adapter(
             },
         )
         write_info(tmp, info)
-        if output.exists():
-            output.rmdir()
-        tmp.rename(output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, ConflictError
+from tuneforge.jobs.staging import staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -254,10 +253,8 @@ def export_gguf(
     config = lm.model.config
     # the file's name goes into the Modelfile's FROM line: keep it to characters no parser trips on
     name = re.sub(r"[^A-Za-z0-9._-]", "-", output.name).strip("-.") or "model"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
     warnings: list[str] = []
-    try:
+    with staged_folder(output) as tmp:
         gguf_path = tmp / f"{name}.{quant}.gguf"
         writer = gguf.GGUFWriter(str(gguf_path), gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, arch_name)])
         writer.add_name(name)
@@ -273,12 +270,6 @@ def export_gguf(
         text, template_warnings = modelfile(f"./{gguf_path.name}", lm.tokenizer, lm.stop_ids, lm.generation)
         warnings += template_warnings
         (tmp / "Modelfile").write_text(text, encoding="utf-8")
-        if output.exists():
-            output.rmdir()
-        tmp.rename(output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for w in warnings:
         log.warning("%s", w)
     return GGUFExport(

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 from tuneforge import names
 from tuneforge.errors import ConfigError, NotFoundError
-from tuneforge.jobs.staging import TMP, make_temp_dir
+from tuneforge.jobs.staging import staged_folder
 from tuneforge.settings import get_settings
 
 from .info import MODEL_FILE, read_info
@@ -58,21 +57,9 @@ def resolve_model(ref: str | Path) -> Path:
     )
 
 
-@contextlib.contextmanager
-def staged_model(name: str) -> Iterator[Path]:
+def staged_model(name: str) -> contextlib.AbstractContextManager[Path]:
     """A temporary folder that becomes ``models/<name>`` only if the block succeeds."""
-    target = model_dir(names.check_name(name, "model"))
-    root = models_root()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(root, TMP)
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return staged_folder(model_dir(names.check_name(name, "model")), replace=True)
 
 
 def remove_model(name: str) -> None:
