@@ -61,7 +61,7 @@ def tiny_tokenizer():
     return build_tokenizer()
 
 
-def _config(arch: str, vocab: int, tok):
+def _config(arch: str, vocab: int, tok, **overrides):
     import transformers as tf
 
     # A wide init: with the default 0.02 a frozen random output layer cannot produce peaked logits,
@@ -73,6 +73,7 @@ def _config(arch: str, vocab: int, tok):
         bos_token_id=tok.bos_token_id,
         initializer_range=0.2,
         init_std=0.2,
+        **overrides,
     )
     # llama and qwen2 share a shape: grouped-query attention, gated MLP.
     decoder = dict(
@@ -105,11 +106,12 @@ def _config(arch: str, vocab: int, tok):
     raise ValueError(arch)
 
 
-def make_tiny_model(folder: Path, arch: str = "llama", seed: int = 0, tokenizer=None) -> Path:
+def make_tiny_model(folder: Path, arch: str = "llama", seed: int = 0, tokenizer=None, **config) -> Path:
+    """A tiny random model of ``arch`` saved with the test tokenizer; ``config`` overrides its settings."""
     import torch
 
     tok = tokenizer or build_tokenizer()
-    cls, config = _config(arch, len(tok), tok)
+    cls, config = _config(arch, len(tok), tok, **config)
     torch.manual_seed(seed)
     model = cls(config)
     folder.mkdir(parents=True, exist_ok=True)

@@ -51,3 +51,23 @@ def start_server(models: dict, api_key: str | None = "test-key", **config):
     config.setdefault("device", "cpu")  # exact-output comparisons against the CPU float32 HF path
     state = build_state(WorkerConfig(str(models["base"]), adapters, engine="transformers", **config))
     return ServerThread(state, api_key)
+
+
+def stream_chat(client, out: dict, key, model: str, messages, max_tokens: int = 40, **extra) -> None:
+    """One streaming chat through the ``openai`` client (``ignore_eos``: every answer runs to its
+    ``max_tokens``); ``out[("started", key)]`` once a chunk arrived, ``out[key]`` the (text,
+    finish_reason) or the exception it raised. Run in threads to keep a batch decoding."""
+    try:
+        stream = client.chat.completions.create(
+            model=model, messages=messages, max_tokens=max_tokens, stream=True, temperature=0.8,
+            extra_body={"ignore_eos": True, **extra.pop("extra_body", {})}, **extra,
+        )  # fmt: skip
+        text, finish = "", None
+        for chunk in stream:
+            out.setdefault(("started", key), True)
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                finish = c.finish_reason or finish
+        out[key] = (text, finish)
+    except Exception as exc:  # the test reads it
+        out[key] = exc

@@ -334,39 +334,40 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     assert not errors, errors
 
 
-def test_jobs_page_loads_fast_with_a_thousand_jobs(console_server, browser):
-    """1,000 jobs in the store; the list shows a page of 50 (cursor pagination) in well under 300 ms."""
+def insert_finished_jobs(srv, *jobs: dict) -> None:
+    """Rows of finished training jobs written straight into the console server's database."""
     from sqlalchemy import create_engine, insert
 
     from tuneforge.platform.db import Job
 
-    srv = console_server
+    common = dict(
+        kind="train", state="succeeded", spec={"model": "tiny"}, priority=0, gpus=0, restart_policy="never",
+        max_retries=0, attempt=1, cancel_requested=False, latest_metrics={}, extra={},
+    )  # fmt: skip
     engine = create_engine(f"sqlite:///{srv.home / 'tuneforge.db'}")
-    now = time.time()
-    rows = [
-        dict(
-            id=f"job-{i:012x}",
-            kind="train",
-            state="succeeded",
-            spec={"model": "tiny"},
-            priority=0,
-            gpus=0,
-            restart_policy="never",
-            max_retries=0,
-            attempt=1,
-            folder=str(srv.home / "jobs" / f"job-{i:012x}"),
-            cancel_requested=False,
-            step=10,
-            max_steps=10,
-            latest_metrics={"loss": 1.0 + i / 1000},
-            created_at=now - i,
-            extra={},
-        )
-        for i in range(1000)
-    ]
     with engine.begin() as conn:
-        conn.execute(insert(Job), rows)
+        conn.execute(insert(Job), [{**common, **job} for job in jobs])
     engine.dispose()
+
+
+def test_jobs_page_loads_fast_with_a_thousand_jobs(console_server, browser):
+    """1,000 jobs in the store; the list shows a page of 50 (cursor pagination) in well under 300 ms."""
+    srv = console_server
+    now = time.time()
+    insert_finished_jobs(
+        srv,
+        *(
+            dict(
+                id=f"job-{i:012x}",
+                folder=str(srv.home / "jobs" / f"job-{i:012x}"),
+                step=10,
+                max_steps=10,
+                latest_metrics={"loss": 1.0 + i / 1000},
+                created_at=now - i,
+            )
+            for i in range(1000)
+        ),
+    )
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     sign_in(page, srv)
     timings = []

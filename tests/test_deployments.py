@@ -20,6 +20,7 @@ import pytest
 
 from conftest import make_lora_adapter, make_serving_model
 from platformhelp import wait_for
+from servehelp import stream_chat
 
 FT = "ft:tiny-chat:demo:abc123"
 SEED_INFER = {
@@ -263,20 +264,7 @@ def test_a_poison_request_among_8_streams_through_the_gateway(server, deployed):
     out: dict = {}
 
     def healthy(i: int):
-        try:
-            stream = client.chat.completions.create(
-                model="ftdemo", messages=ASK, max_tokens=60, temperature=0.8, seed=i, stream=True,
-                extra_body={"ignore_eos": True},
-            )  # fmt: skip
-            text, finish = "", None
-            for chunk in stream:
-                out.setdefault(("started", i), True)
-                for c in chunk.choices:
-                    text += c.delta.content or ""
-                    finish = c.finish_reason or finish
-            out[i] = (text, finish)
-        except Exception as exc:  # read below
-            out[i] = exc
+        stream_chat(client, out, i, "ftdemo", ASK, max_tokens=60, seed=i)
 
     threads = [threading.Thread(target=healthy, args=(i,)) for i in range(8)]
     for t in threads:

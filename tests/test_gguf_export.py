@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from clihelp import run_cli
+from conftest import make_tiny_model
 from trainhelp import run, tiny_spec
 
 # Issue 21 (open) is checked on demand (TUNEFORGE_TEST_ECOSYSTEM=1): with these files the suite took
@@ -62,24 +63,12 @@ def test_gguf_round_trips_through_transformers(capsys, tiny_models, tmp_path, ar
 def test_smollm2_shaped_llama_keeps_rope_base_and_tied_output(capsys, tiny_tokenizer, tmp_path):
     """SmolLM2 ties its output to the embedding and rotates with base 100000 (kept by transformers 5 in
     ``rope_parameters``): a GGUF that wrote the default 10000 answered wrongly beyond a few tokens."""
-    import transformers as tf
+    from transformers import AutoModelForCausalLM
 
-    config = tf.LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        rope_theta=100000.0,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
+    folder = make_tiny_model(
+        tmp_path / "m", "llama", tokenizer=tiny_tokenizer, rope_theta=100000.0, tie_word_embeddings=True
     )
-    torch.manual_seed(0)
-    want = tf.LlamaForCausalLM(config).eval()
-    want.save_pretrained(str(tmp_path / "m"))
-    tiny_tokenizer.save_pretrained(str(tmp_path / "m"))
+    want = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
     done = export(capsys, tmp_path / "m", tmp_path / "out", "--quant", "f16")
     got, _ = load_gguf(done)
     assert got.config.tie_word_embeddings and got.config.rope_parameters["rope_theta"] == 100000.0

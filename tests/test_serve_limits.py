@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from servehelp import start_server
+from servehelp import start_server, stream_chat
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -82,21 +82,7 @@ def test_a_near_zero_temperature_answers_greedily(client):
 
 
 def _stream(client, out: dict, key, **extra):
-    """One streaming chat; ``out[key]`` is (text, finish_reason) or the exception it raised."""
-    try:
-        stream = client.chat.completions.create(
-            model=BASE, messages=ASK, max_tokens=40, stream=True, temperature=0.8,
-            extra_body={"ignore_eos": True, **extra.pop("extra_body", {})}, **extra,
-        )  # fmt: skip
-        text, finish = "", None
-        for chunk in stream:
-            out.setdefault(("started", key), True)
-            for c in chunk.choices:
-                text += c.delta.content or ""
-                finish = c.finish_reason or finish
-        out[key] = (text, finish)
-    except Exception as exc:  # the test reads it
-        out[key] = exc
+    stream_chat(client, out, key, BASE, ASK, **extra)
 
 
 def test_a_failing_sequence_fails_alone_and_the_batch_keeps_streaming(server, client, monkeypatch):

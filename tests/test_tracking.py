@@ -293,10 +293,7 @@ browser, console_server = test_console.browser, test_console.console_server  # t
 
 
 def test_console_job_page_links_to_the_tracker_run(console_server, browser):
-    from sqlalchemy import create_engine, insert
-
     from test_console import shot, sign_in
-    from tuneforge.platform.db import Job
 
     srv = console_server
     job_id = "job-00000000a11c"
@@ -308,28 +305,9 @@ def test_console_job_page_links_to_the_tracker_run(console_server, browser):
     fmt.append_event(root, fmt.TRACKER, tool="wandb", run_id="w1", url=None)  # offline
     fmt.append_event(root, fmt.TRACKER, tool="swanlab", run_id="s1", url="javascript:alert(1)")  # a script's
     fmt.append_event(root, fmt.FINISHED, metrics={})
-    engine = create_engine(f"sqlite:///{srv.home / 'tuneforge.db'}")
-    row = dict(
-        id=job_id,
-        kind="train",
-        state="succeeded",
-        spec={"model": "tiny"},
-        priority=0,
-        gpus=0,
-        restart_policy="never",
-        max_retries=0,
-        attempt=1,
-        folder=str(root),
-        cancel_requested=False,
-        step=4,
-        max_steps=4,
-        latest_metrics={},
-        created_at=time.time(),
-        extra={},
+    test_console.insert_finished_jobs(
+        srv, dict(id=job_id, folder=str(root), step=4, max_steps=4, created_at=time.time())
     )
-    with engine.begin() as conn:
-        conn.execute(insert(Job), [row])
-    engine.dispose()
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     sign_in(page, srv)
     page.goto(f"{srv.url}/#/jobs/{job_id}")
