@@ -53,13 +53,16 @@ def test_succeeded_is_never_seen_without_fine_tuned_model(api, monkeypatch):
 
     ctx = api.app.state.platform
     job_id = _running_openai_job(ctx)
-    read_checkpoints = registry.fmt.checkpoints_with_metrics
+    def slowed(register):
+        def slow_register(*args, **kwargs):
+            time.sleep(1.0)  # a registration that takes a while: the window a polling client hit
+            return register(*args, **kwargs)
 
-    def slow_read(*args, **kwargs):
-        time.sleep(1.0)  # a registration that takes a while: the window a polling client hit
-        return read_checkpoints(*args, **kwargs)
+        return slow_register
 
-    monkeypatch.setattr(registry.fmt, "checkpoints_with_metrics", slow_read)
+    # both entry points: the hook registers through register_in (the landed code called register)
+    monkeypatch.setattr(registry, "register_in", slowed(registry.register_in))
+    monkeypatch.setattr(registry, "register", slowed(registry.register))
     finishing = threading.Thread(target=ctx.supervisor._finish, args=(job_id, Outcome("succeeded", None), 0))
     finishing.start()
     seen = []

@@ -128,7 +128,6 @@ def register_in(s: Session, job: Job, checkpoint: str | None, name: str) -> Regi
     ) + 1
     spec = job.spec or {}
     data = spec.get("data", {})
-    ckpts = {c["name"]: c for c in fmt.checkpoints_with_metrics(root)}
     row = RegisteredModel(
         id=f"rm-{secrets.token_hex(6)}",
         name=name,
@@ -145,12 +144,18 @@ def register_in(s: Session, job: Job, checkpoint: str | None, name: str) -> Regi
             "method": spec.get("method"),
             "finetuning": spec.get("finetuning"),
             "spec": spec,
-            "metrics": ckpts.get(checkpoint, {}) if checkpoint else job.latest_metrics,
+            "metrics": _checkpoint_metrics(root, checkpoint) if checkpoint else job.latest_metrics,
         },
         created_at=time.time(),
     )
     s.add(row)
     return row
+
+
+def _checkpoint_metrics(root: Path, checkpoint: str) -> dict:
+    # Reads the job's whole metrics.jsonl: only for a checkpoint, never for a final (the supervisor
+    # registers finals inside the transaction that marks the job succeeded).
+    return next((c for c in fmt.checkpoints_with_metrics(root) if c["name"] == checkpoint), {})
 
 
 def resolve(ctx: Platform, ref: str) -> RegisteredModel:
