@@ -373,7 +373,8 @@ def test_missing_file_and_garbage_are_clear_errors(capsys, tmp_path):
 # LLaMA-Factory 0.9.5's own renderings (encode_multiturn, the default model's tokenizer) of two
 # conversations under nine of its templates, as the prompt part (masked) and answer part (trained) of each
 # turn.
-LF_FIXTURE = Path("/work/shared/fixtures/llamafactory_templates.json")
+# LLaMA-Factory 0.9.5's own renderings (its encode_multiturn, the default model's tokenizer)
+LF_FIXTURE = Path(__file__).parent / "fixtures" / "llamafactory_templates.json"
 FIXTURE_CONVERSATIONS = {
     "no_system": [
         {"from": "human", "value": "Give three tips for staying healthy."},
@@ -399,8 +400,6 @@ LAYOUT_AFTER_STOP = {
 
 
 def lf_renderings() -> dict:
-    if not LF_FIXTURE.exists():
-        pytest.skip(f"{LF_FIXTURE} is not on this machine")
     return json.loads(LF_FIXTURE.read_text())["templates"]
 
 
