@@ -14,10 +14,11 @@ from clihelp import run_cli
 from conftest import make_tiny_model
 from trainhelp import run, tiny_spec
 
-# Issue 21 (open) is checked on demand (TUNEFORGE_TEST_ECOSYSTEM=1): with these files the suite took
-# 19.9 min on a 2-core machine without AVX-512, past CI's 20 minutes with the installs.
-pytestmark = pytest.mark.skipif(
-    os.environ.get("TUNEFORGE_TEST_ECOSYSTEM") != "1", reason="GGUF export: set TUNEFORGE_TEST_ECOSYSTEM=1"
+# The LoRA fine-tune → merged GGUF → import → serve round trip trains and serves: on demand
+# (TUNEFORGE_TEST_ECOSYSTEM=1), so `make test` fits CI's 20 minutes on a 2-core machine without AVX-512.
+on_demand = pytest.mark.skipif(
+    os.environ.get("TUNEFORGE_TEST_ECOSYSTEM") != "1",
+    reason="trains and serves: set TUNEFORGE_TEST_ECOSYSTEM=1",
 )
 
 IDS = torch.tensor([[5, 40, 100, 7, 200, 33, 12, 90, 150, 3]])
@@ -112,6 +113,7 @@ def fine_tune(tiny_llama, memo_data, tmp_path):
     return run(tiny_spec(tiny_llama, memo_data, train__max_steps=40), tmp_path / "job").folder / "final"
 
 
+@on_demand
 def test_lora_fine_tune_exports_merged_imports_and_serves(capsys, fine_tune, tmp_path):
     from openai import OpenAI
 

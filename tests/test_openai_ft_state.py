@@ -53,6 +53,7 @@ def test_succeeded_is_never_seen_without_fine_tuned_model(api, monkeypatch):
 
     ctx = api.app.state.platform
     job_id = _running_openai_job(ctx)
+
     def slowed(register):
         def slow_register(*args, **kwargs):
             time.sleep(1.0)  # a registration that takes a while: the window a polling client hit

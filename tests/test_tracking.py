@@ -22,13 +22,6 @@ from tuneforge.jobs import folder as fmt
 from tuneforge.spec import parse_spec
 from tuneforge.train.tracking import flatten
 
-# Issue 21 (open) is checked on demand (TUNEFORGE_TEST_ECOSYSTEM=1): with these files the suite took
-# 19.9 min on a 2-core machine without AVX-512, past CI's 20 minutes with the installs.
-pytestmark = pytest.mark.skipif(
-    os.environ.get("TUNEFORGE_TEST_ECOSYSTEM") != "1",
-    reason="experiment tracking: set TUNEFORGE_TEST_ECOSYSTEM=1",
-)
-
 
 def metrics(folder: Path) -> list[dict]:
     return fmt.read_all_jsonl(folder / fmt.METRICS_FILE)
