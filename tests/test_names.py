@@ -173,3 +173,13 @@ def test_a_name_taken_from_the_file_is_made_usable_not_refused(api, filename, ex
     r = upload(api, filename.replace(".jsonl", ".json"), json.dumps(MEMO))
     assert r.status_code == 201, r.text
     assert r.json()["name"] == expected
+
+
+@pytest.mark.parametrize(
+    "sent,kept",
+    [("a" * 5 + "." + "b" * 200, "aaaaa.bbbbbbbbb"), ("n" * 150 + ".jsonl", "n" * 105 + ".jsonl")],
+)
+def test_a_long_upload_file_name_keeps_its_suffix_and_is_never_hidden(sent, kept):
+    from tuneforge.platform.catalog import safe_filename
+
+    assert safe_filename(sent, 1) == kept  # a long suffix once made ".bbbbbbbbb", a hidden file

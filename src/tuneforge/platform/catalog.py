@@ -188,9 +188,11 @@ def safe_filename(name: object, index: int) -> str:
     name = name if isinstance(name, str) else ""  # a JSON body's name may be any JSON value
     base = Path(name.replace("\\", "/")).name  # never a path: only the last component
     base = "".join(c for c in base if c.isalnum() or c in "._-").lstrip(".")
-    stem, dot, suffix = base.rpartition(".")
     if len(base) > 120:  # cut the stem, never the suffix: the suffix says how the file is read
-        base = f"{stem[: 110 - len(suffix)]}.{suffix[:9]}" if dot and stem else base[:120]
+        stem, dot, suffix = base.rpartition(".")
+        suffix = suffix[:9]
+        base = f"{stem[: 110 - len(suffix)]}.{suffix}" if dot and stem else base
+        base = base[:120].lstrip(".")  # a stem of dots must not make a hidden file
     return base or f"upload-{index}.jsonl"
 
 
