@@ -21,10 +21,17 @@ from tuneforge.errors import ConfigError
 
 MAX_NAME = 100
 
-# Every id the server makes: ``<prefix>-<hex>`` (datasets ds-<12>, validating uploads ds-pending-<12>,
-# jobs, deployments, registered models, evaluations, pulls, OpenAI files) and token ids (16 hex digits).
-ID_PREFIXES = ("ds-pending", "ds", "job", "dep", "rm", "eval", "pull", "file", "ftjob")
-ID_RE = re.compile(rf"^(?:(?:{'|'.join(ID_PREFIXES)})-[0-9a-f]+|[0-9a-f]{{16}})$", re.IGNORECASE)
+# Every id the server makes, with its length of hex digits: datasets (ds-, and ds-pending- while an upload
+# validates), jobs, deployments, registered models, evaluations, pulls, command-job code, OpenAI fine-tuning
+# jobs (ftjob-) and files, and token ids (16 hex digits alone). A name of another length (``job-1``,
+# ``dep-add``) is no id and stays a usable name.
+ID_HEX_DIGITS = {"ds-pending": 12, "ds": 12, "job": 12, "dep": 12, "rm": 12, "eval": 12, "pull": 12}
+ID_HEX_DIGITS |= {"code": 12, "ftjob": 12, "file": 24}
+ID_PREFIXES = tuple(ID_HEX_DIGITS)
+ID_RE = re.compile(
+    "^(?:" + "|".join(f"{p}-[0-9a-f]{{{n}}}" for p, n in ID_HEX_DIGITS.items()) + "|[0-9a-f]{16})$",
+    re.IGNORECASE,
+)
 
 # Cc control, Cf format (bidi overrides, zero-width), Cs surrogates, Co private use, Cn unassigned,
 # Zl/Zp line and paragraph separators: none of them belongs in a name a listing shows.
@@ -70,7 +77,7 @@ def check_name(name: object, noun: str, max_length: int = MAX_NAME) -> str:
 
 def name_from_file(stem: str, fallback: str = "dataset") -> str:
     """A usable name made from a file's name when the user gave none: refused characters dropped, cut to
-    the length limit, and an id-shaped stem (``ds-0123abcd.jsonl``) given a word so it cannot pass for an
+    the length limit, and an id-shaped stem (``ds-0123456789ab.jsonl``) given a word so it cannot pass for an
     id. A name the user typed is checked instead (``check_name``): only a derived one is repaired."""
     kept = "".join(ch for ch in stem if unicodedata.category(ch) not in _REFUSED).strip()
     name = kept[:MAX_NAME].strip() or fallback
