@@ -264,14 +264,12 @@ def token_report_in_background(ctx: Platform, ds_id: str) -> None:
         folder = home / "datasets" / ds_id
         argv = [sys.executable, "-m", "tuneforge.cli.dataset_report", str(folder)]
         env = {**os.environ, "TUNEFORGE_HOME": str(home), "TRANSFORMERS_VERBOSITY": "error"}
-        slots.take()
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
+            with slots:
+                proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("dataset %s: token statistics failed: %s", ds_id, exc)
             return
-        finally:
-            slots.give_back()
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
             log.info("dataset %s: no token statistics (%s)", ds_id, last)

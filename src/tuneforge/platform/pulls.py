@@ -1,7 +1,7 @@
 """Model pulls and imports run by worker processes: waited for, or in a background thread with progress.
 
 Each worker holds a model or a tokenizer in memory (hundreds of MB), so a server runs a bounded number of
-each kind at once (``WorkerSlots``): pulls past the limit are refused, token reports wait their turn.
+each kind at once: pulls past the limit are refused, token reports wait their turn (``report_slots``).
 
 Pulling and importing load weights with torch, so they run as ``tuneforge models pull|import … --json``
 worker processes, never in the server. An asynchronous pull runs that worker in a thread and passes it
@@ -33,33 +33,6 @@ MAX_RUNNING = 2  # each worker holds a model in memory while it converts; ctx.ex
 MAX_REPORTS = 2  # token-report workers (a tokenizer each); ctx.extras["max_token_reports"] overrides
 KEEP_FINISHED = 50  # finished pulls remembered for their GET; older ones are forgotten
 WORKER_TIMEOUT = 3600
-
-
-class WorkerSlots:
-    """At most ``limit`` worker processes of one kind at once: ``try_take`` for a caller to refuse past the
-    limit, ``take`` to wait for a free slot; ``give_back`` once the process has ended."""
-
-    def __init__(self, limit: int):
-        self.limit = max(1, limit)
-        self.running = 0
-        self._changed = threading.Condition()
-
-    def try_take(self) -> bool:
-        with self._changed:
-            if self.running >= self.limit:
-                return False
-            self.running += 1
-            return True
-
-    def take(self) -> None:
-        with self._changed:
-            self._changed.wait_for(lambda: self.running < self.limit)
-            self.running += 1
-
-    def give_back(self) -> None:
-        with self._changed:
-            self.running -= 1
-            self._changed.notify()
 
 
 def run_worker(ctx: Platform, args: list[str], progress_file: Path | None = None) -> dict:
@@ -149,17 +122,19 @@ class Pulls:
         self.lock = threading.Lock()
         self.pulls: dict[str, Pull] = {}
         self.folder = ctx.home / "pulls"
-        self.slots = WorkerSlots(int(ctx.extras.get("max_pulls", MAX_RUNNING)))
 
     def start(self, key: tuple, name: str, args: list[str]) -> Pull:
         """A running pull with the same key, or a new one started in a thread."""
+        limit = int(self.ctx.extras.get("max_pulls", MAX_RUNNING))
         with self.lock:
             running = [p for p in self.pulls.values() if p.state == "running"]
             for pull in running:
                 if pull.key == key:
                     return pull
             self.folder.mkdir(parents=True, exist_ok=True)
-            if not self.slots.try_take():
+            if (
+                len(running) >= limit
+            ):  # counted under the lock: a pull ends (state) and frees its place at once
                 raise ResourceError(
                     f"{len(running)} model pulls/imports are running, the most this server runs at once; "
                     f"wait for one to finish ({', '.join(p.name for p in running)}) and try again"
@@ -200,7 +175,6 @@ class Pulls:
             pull.state = "failed" if error else "succeeded"
             pull.finished_at = time.time()
             pull.progress_file.unlink(missing_ok=True)
-            self.slots.give_back()  # under the lock: a start sees the pull ended and its slot free at once
         pull.ended.set()
 
     def wait(self, pull: Pull) -> dict:
@@ -225,12 +199,12 @@ def pulls_of(ctx: Platform) -> Pulls:
         return ctx.extras["pulls"]
 
 
-def report_slots(ctx: Platform) -> WorkerSlots:
-    """The slots of this server's token-report workers (``catalog.token_report_in_background``)."""
+def report_slots(ctx: Platform) -> threading.BoundedSemaphore:
+    """This server's token-report workers at once (``catalog.token_report_in_background`` waits for one)."""
     with _create_lock:
         if "report_slots" not in ctx.extras:
-            limit = int(ctx.extras.get("max_token_reports", MAX_REPORTS))
-            ctx.extras["report_slots"] = WorkerSlots(limit)
+            limit = max(1, int(ctx.extras.get("max_token_reports", MAX_REPORTS)))
+            ctx.extras["report_slots"] = threading.BoundedSemaphore(limit)
         return ctx.extras["report_slots"]
 
 
