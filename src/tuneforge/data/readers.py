@@ -38,7 +38,6 @@ MiB = 2**20
 MAX_ZIP_DIRECTORY = 64 * MiB
 # A table this wide is not a dataset (a 2.3 MB zip of a 1M-column CSV took minutes); records use a few.
 MAX_COLUMNS = 10_000
-PARQUET_BATCH_ROWS = 64  # small batches bound the memory a dictionary-encoded column expands into
 
 
 @dataclass

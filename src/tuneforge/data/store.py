@@ -79,10 +79,15 @@ def _write_folder(tmp: Path, path: Path, files: list[Path], meta: dict) -> None:
     (tmp / "dataset.json").write_text(_json_text(meta, indent=2), encoding="utf-8")
 
 
+def _dataset_name(name: str | None, path: Path) -> str:
+    """The name typed, checked by the name rule; or, none typed, one made from the file's name."""
+    return check_name(name, "dataset") if name is not None else name_from_file(path.stem)
+
+
 def _meta(ds_id: str, digest: str, name, loaded: LoadedDataset, mapping, stats) -> dict:
     return {
         "id": ds_id,
-        "name": name or name_from_file(loaded.path.stem),
+        "name": name,  # resolved by the caller (a typed name, or one made from the file name)
         "format": loaded.format,
         "kind": loaded.kind,
         "records": loaded.n_records,
@@ -109,7 +114,7 @@ def store_path(
     from .formats import parse_mapping
 
     path = Path(path)
-    name = check_name(name, "dataset") if name is not None else name_from_file(path.stem)
+    name = _dataset_name(name, path)
     mapping = parse_mapping(mapping)
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -155,7 +160,7 @@ def store_dataset(
 ) -> tuple[dict, bool]:
     """Store a loaded, valid dataset; returns (its metadata, whether it was new)."""
     loaded.raise_for_errors()
-    name = check_name(name, "dataset") if name is not None else name_from_file(loaded.path.stem)
+    name = _dataset_name(name, loaded.path)
     digest = content_hash(loaded.path, loaded.files, loaded.format, mapping)
     ds_id = f"ds-{digest[:12]}"
     root = datasets_root()
