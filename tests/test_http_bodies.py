@@ -168,6 +168,39 @@ def test_gateway_refuses_deep_json_and_keeps_the_connection(api):
             assert http.get("/v1/models").status_code == 200  # the same keep-alive connection still works
         r = http.post("/v1/chat/completions", content=b"x" * (9 << 20))
         assert r.status_code == 413 and r.json()["error"]["message"]
+        r = http.get("/v1/chat/completions")
+        assert r.status_code == 405 and r.headers["allow"] == "POST", (r.status_code, r.headers)
+        assert r.json()["error"]["message"] == "Method Not Allowed"
+
+
+def test_gateway_v2_bodies_over_the_limit_or_too_deep_are_refused_in_kserve_shape(api, worker):
+    """/v2 bodies travel to the worker as bytes: the gateway bounds their size (413 before a byte goes
+    on), the worker their nesting (its 400, relayed as it answered)."""
+    from platformhelp import fake_model
+    from tuneforge.platform.db import Deployment
+
+    fake_model("tiny")
+    assert api.post("/api/v1/deployments", json={"model": "tiny", "name": "m"}).status_code == 201
+    ctx = api.app.state.platform
+    with ctx.store.session() as s:
+        s.query(Deployment).filter_by(name="m").one().state = "ready"
+    forwarded = []
+    with RunningApp(worker.app) as upstream, RunningApp(api.app) as server:
+        port = upstream.port
+
+        def pick(dep_id):
+            forwarded.append(dep_id)
+            return SimpleNamespace(key="k", port=port)
+
+        ctx.extras["deployments"] = SimpleNamespace(pick=pick, mark_unreachable=lambda *a: None)
+        headers = {"Authorization": api.headers["Authorization"]}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+            for path in ("/v2/models/m/infer", "/v2/models/m/generate"):
+                r = http.post(path, content=DEEP)
+                assert r.status_code == 400 and "TUNEFORGE_MAX_DEPTH" in r.json()["error"], r.text[:300]
+            assert len(forwarded) == 2
+            r = http.post("/v2/models/m/infer", content=b"x" * (9 << 20))
+            assert r.status_code == 413 and "limit" in r.json()["error"], r.text[:300]
 
 
 @pytest.mark.parametrize(
