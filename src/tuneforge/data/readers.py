@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from tuneforge.data.json_depth import nesting_over
 from tuneforge.errors import Problem
 from tuneforge.settings import env_name, get_settings
 
@@ -203,6 +204,15 @@ class JsonLimitError(ValueError):
     pass
 
 
+# Every ASCII digit → b"0", every other byte → b" ": a run of N digits is then a plain substring search
+# (0.03 s on 7.6 MiB, where re.search("[0-9]{N}") took 0.3 s)
+_ZERO_DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+
+
+def _digits_as_zeros(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+
+
 class BoundedJson:
     """json decoding with the number size and nesting depth bounded.
 
@@ -214,6 +224,9 @@ class BoundedJson:
     def __init__(self, limits: Limits):
         self.limits = limits
         digits = limits.max_number_digits
+        # Only a text holding a longer run of digits needs the per-integer Python hook (a call per
+        # integer, twice json's own time on a body of small numbers); every other text uses C's.
+        self._long_digits = b"0" * (digits + 1)
 
         def parse_int(text: str) -> int:
             if len(text) > digits + (text[0] == "-"):
@@ -224,33 +237,24 @@ class BoundedJson:
             return int(text)
 
         self.decoder = json.JSONDecoder(parse_int=parse_int)
+        self._plain = json.JSONDecoder()
 
-    def too_deep(self, value, text: str | None = None) -> bool:
-        limit = self.limits.max_depth
-        # Cheap test first: a record with fewer brackets than the limit cannot nest that deep.
-        if text is not None and text.count("[") + text.count("{") <= limit:
-            return False
-        stack = [(value, 1)]
-        while stack:
-            item, depth = stack.pop()
-            children = item.values() if isinstance(item, dict) else item
-            if depth > limit:
-                return True
-            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-        return False
+    def too_deep(self, text: str) -> bool:
+        """Whether the JSON text nests deeper than the limit, from its characters, before parsing."""
+        return nesting_over(text, self.limits.max_depth)
 
     def depth_problem(self) -> str:
         return f"lists/objects nested more than {self.limits.max_depth} deep ({env_name('max_depth')})."
 
     def loads(self, text: str):
         """The value of one complete JSON text; JsonLimitError or JSONDecodeError when it is bad."""
-        try:
-            value = self.decoder.decode(text)
-        except RecursionError:
-            raise JsonLimitError(self.depth_problem()) from None
-        if isinstance(value, dict | list) and self.too_deep(value, text):
+        if self.too_deep(text):
             raise JsonLimitError(self.depth_problem())
-        return value
+        decoder = self.decoder if self._long_digits in _digits_as_zeros(text) else self._plain
+        try:
+            return decoder.decode(text)
+        except RecursionError:  # the scan bounds depth; kept for a recursion limit set below it
+            raise JsonLimitError(self.depth_problem()) from None
 
 
 def _gbk_hint(raw: bytes) -> str:
@@ -474,7 +478,7 @@ class Reader:
             raise FileProblem(Problem(self.json.depth_problem(), file=name, record=index)) from None
         except JsonLimitError as exc:
             raise FileProblem(Problem(str(exc), file=name, record=index)) from None
-        if isinstance(value, dict | list) and self.json.too_deep(value):
+        if isinstance(value, dict | list) and self.json.too_deep(text.buf[text.pos - size : text.pos]):
             self.sink.error(Problem(self.json.depth_problem(), file=name, record=index))
             return _FAILED
         return value

@@ -12,11 +12,15 @@ Errors are ``BodyError``s; the app's handler shapes them per protocol (OpenAI un
 from __future__ import annotations
 
 from fastapi import Request
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from tuneforge.serve import body as request_body
 from tuneforge.settings import env_name
+
+from .deps import admin, principal
 
 UPLOAD_SETTING = env_name("max_dataset_mb")  # what raises the limit of every upload
 FORM_OVERHEAD = 1 << 20  # multipart boundaries, part headers and the small fields around the files
@@ -43,29 +47,39 @@ async def read_form(request: Request, limit: int, *, max_files: int, max_fields:
     return await Request(request.scope, counting_receive).form(max_files=max_files, max_fields=max_fields)
 
 
-def _json_typed(content_type: str | None) -> bool:
-    """What FastAPI parses as JSON: no content type, application/json or application/*+json."""
+def _json_typed(content_type: str | None, strict: bool) -> bool:
+    """What FastAPI parses as JSON (its routing rule): application/json or application/*+json, and no
+    content type at all only where the route is not strict about it (FastAPI's default is strict)."""
     if not content_type:
-        return True
+        return not strict
     kind = content_type.split(";", 1)[0].strip().lower()
     return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 class BoundedJsonRoute(APIRoute):
-    """A route whose JSON body FastAPI parses reads it through the bounded reader first (the routers'
-    ``route_class``). Routes that read their own body (uploads, the gateway) have no body field and
-    are left as they are."""
+    """A route whose JSON body FastAPI parses reads it through the bounded reader (the routers'
+    ``route_class``), after the router's authentication: a caller without a valid token gets its 401
+    before a byte of a large body is read or parsed. The value parsed here is handed to FastAPI, which
+    parses no second time. Routes that read their own body (uploads, the gateway) have no body field
+    and are left as they are."""
 
     def get_route_handler(self):
         handler = super().get_route_handler()
         if self.body_field is None:
             return handler
+        strict = getattr(self, "strict_content_type", False)  # FastAPI before 0.13x: not strict
+        strict = strict.value if isinstance(strict, DefaultPlaceholder) else bool(strict)
+        # the router's own token checks; FastAPI runs them again, answered from request.state
+        checks = [d.dependency for d in self.dependencies if d.dependency in (principal, admin)]
 
         async def bounded(request: Request):
+            for check in checks:
+                await run_in_threadpool(check, request)  # a database lookup: off the event loop
             raw = await request_body.read_body(request.stream(), request.headers.get("content-length"))
-            if raw and _json_typed(request.headers.get("content-type")):
-                request_body.loads(raw)  # FastAPI parses it again; this refuses what it must not see
-            request._body = raw  # Starlette's cache of the body: what FastAPI reads next
+            if raw and _json_typed(request.headers.get("content-type"), strict):
+                # Starlette's cache of the parsed body, which FastAPI's handler reads (request.json())
+                request._json = request_body.loads(raw)
+            request._body = raw  # Starlette's cache of the body: what FastAPI reads first
             return await handler(request)
 
         return bounded

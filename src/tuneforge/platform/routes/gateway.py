@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tuneforge.serve import body as request_body
+from tuneforge.serve.openai import error_body
 
 from .. import deployments as service
 from ..auth import Principal, authenticate
@@ -40,8 +41,7 @@ class GatewayError(Exception):
 
 def _openai_error(e: GatewayError) -> JSONResponse:
     kind = {401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error"}
-    body = {"error": {"message": e.message, "type": kind.get(e.status, "invalid_request_error"),
-                      "param": e.param, "code": e.code}}  # fmt: skip
+    body = error_body(e.message, kind.get(e.status, "invalid_request_error"), e.param, e.code)
     headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
     return JSONResponse(body, status_code=e.status, headers=headers)
 
@@ -213,7 +213,7 @@ async def _relay_sse(resp: httpx.Response, dep: Deployment, error_event):
 
 
 def _openai_stream_error(message: str) -> dict:
-    return {"error": {"message": message, "type": "server_error", "param": None, "code": "worker_failed"}}
+    return error_body(message, "server_error", code="worker_failed")
 
 
 def _v2_stream_error(message: str) -> dict:
