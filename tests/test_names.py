@@ -19,6 +19,7 @@ BAD_NAMES = {
     "job-id": "job-0123456789ab",
     "token-id": "0123456789abcdef",
     "blank": "   ",
+    "padded": " memo",
 }
 
 

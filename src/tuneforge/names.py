@@ -47,6 +47,8 @@ def name_problem(name: str, max_length: int = MAX_NAME) -> str | None:
     """What is wrong with ``name`` as a name, or None when it is usable."""
     if not name.strip():
         return f"empty; give 1 to {max_length} characters"
+    if name != name.strip():  # " memo" and "memo" look the same in a listing
+        return "it starts or ends with a space; remove it"
     if len(name) > max_length:
         return f"{len(name)} characters; give at most {max_length}"
     for i, ch in enumerate(name):
