@@ -90,40 +90,36 @@ class ServingState:
         self._check_chars(total, "messages", "messages hold in all")
         return clean
 
-    def encode_chat(self, variant: ServedVariant, messages) -> list[int]:
-        """Render with the model's own saved chat template, ending with the assistant's turn."""
-        clean = self._clean_messages(messages)
+    def _render_chat(self, variant: ServedVariant, clean: list[dict]) -> list[int]:
+        """Render checked messages with the model's own saved chat template, ending with the assistant's
+        turn, and tokenize them."""
         try:
             text = variant.tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # the template's own checks (roles alternate, …) are the user's to fix
             raise BadRequest(f"the model's chat template refused these messages: {exc}", "messages") from None
         return self._encode(variant, text, "messages")
 
-    def encode_text(
-        self, variant: ServedVariant, text, raw: bool = False, param: str = "prompt"
-    ) -> list[int]:
-        """A plain prompt; wrapped as one user turn when the model has a chat template, unless raw."""
-        if not isinstance(text, str):
-            raise BadRequest(f"{param} must be a string.", param)
-        self._check_chars(len(text), param, f"{param} has")
+    def _render_text(self, variant: ServedVariant, text: str, raw: bool, param: str) -> list[int]:
+        """A checked plain prompt; wrapped as one user turn when the model has a chat template, unless raw."""
         if not raw and getattr(variant.tokenizer, "chat_template", None):
-            return self.encode_chat(variant, [{"role": "user", "content": text}])
+            return self._render_chat(variant, [{"role": "user", "content": text}])
         return self._encode(variant, text, param)
 
     async def chat_ids(self, variant: ServedVariant, messages) -> list[int]:
-        """``encode_chat`` off the event loop (the cheap checks run first, on it)."""
+        """The prompt ids of a chat: checked here (cheap, by characters, before anything is rendered),
+        rendered and tokenized off the event loop."""
         clean = self._clean_messages(messages)
-        return await asyncio.to_thread(self.encode_chat, variant, clean)
+        return await asyncio.to_thread(self._render_chat, variant, clean)
 
     async def text_ids(
         self, variant: ServedVariant, texts: list, raw: bool = False, param: str = "prompt"
     ) -> list[list[int]]:
-        """``encode_text`` of each text, off the event loop (the cheap checks run first, on it)."""
+        """The prompt ids of each text: checked here, rendered and tokenized off the event loop."""
         for text in texts:
             if not isinstance(text, str):
                 raise BadRequest(f"{param} must be a string.", param)
             self._check_chars(len(text), param, f"{param} has")
-        return await asyncio.to_thread(lambda: [self.encode_text(variant, t, raw, param) for t in texts])
+        return await asyncio.to_thread(lambda: [self._render_text(variant, t, raw, param) for t in texts])
 
     def _encode(self, variant: ServedVariant, text: str, param: str) -> list[int]:
         ids = variant.tokenizer(text, add_special_tokens=False)["input_ids"]
