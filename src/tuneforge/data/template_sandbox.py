@@ -7,8 +7,10 @@ error: out of memory". Here the same sandbox is bounded:
 - the output is counted as it is produced (``MAX_CHARS``);
 - a string or list built by ``*``, ``+``, ``~``, ``%`` or ``replace``, and any width a filter or string
   method is asked for, is checked before it is made (``MAX_CHARS``); ``**`` takes small exponents only;
-- ``range`` holds at most ``MAX_RANGE`` items, and loop iterations (over anything) and operators
-  together take at most ``MAX_STEPS`` steps per render, so nested loops end.
+- a list's item costs ``ITEM_CHARS`` characters (a pointer, at least), so a list is bounded like a string;
+- ``range`` holds at most ``MAX_RANGE`` items, and loop iterations (over anything, recursive ``loop(x)``
+  too) and operators together take at most ``MAX_STEPS`` steps per rendering (``render`` and
+  ``generate``), so nested loops end.
 Past a bound, ``TemplateBoundError`` names the template and the bound. transformers builds its
 environment per template from the class its module imported; ``install`` puts this class in its place
 (once, before any template is compiled through tuneforge).
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import functools
 import re
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator
+from jinja2.environment import Template
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from tuneforge.errors import ConfigError
@@ -42,6 +46,9 @@ _WIDE_FORMAT = re.compile(
     r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d{7,}|\d*\.(?:\*|\d{7,}))|\{[^{}]*:[^{}]*(\*|\d{7,})[^{}]*\}"
 )
 CHARS_PER_STEP = 64  # what a string or list made by an operator costs the step budget
+ITEM_CHARS = 8  # a list item is a pointer at least: ``'x'|center(30000000)|list`` took 257 MB
+# filters that make a list as long as their input, before they make it
+_LIST_FILTERS = frozenset(["list", "sort", "batch", "slice", "dictsort", "groupby", "reverse"])
 
 
 class TemplateBoundError(SecurityError, ConfigError):
@@ -61,7 +68,10 @@ def _refuse(env: BoundedSandbox, what: str) -> TemplateBoundError:
 
 
 def _size(value) -> int | None:
-    return len(value) if isinstance(value, str | list | tuple) else None
+    """What a string (its characters) or a list (ITEM_CHARS a item) costs against MAX_CHARS."""
+    if isinstance(value, str):
+        return len(value)
+    return len(value) * ITEM_CHARS if isinstance(value, list | tuple) else None
 
 
 class _Generator(CodeGenerator):
@@ -77,9 +87,9 @@ class _Generator(CodeGenerator):
 
 
 class _Counted:
-    """A ``{% for %}`` loop's iterable, counted item by item (``environment.counted``): a loop over a
-    string or a list made in the template passes no ``range``, and two nested over a 100,000-character
-    string ran for hours."""
+    """An iterable counted item by item: every ``{% for %}`` loop's and recursive ``loop(x)``'s
+    (``environment.counted``: a loop over a string or a list made in the template passes no ``range``,
+    and two nested over a 100,000-character string ran for hours), and ``range()``'s."""
 
     def __init__(self, env: BoundedSandbox, iterable):
         self.env, self.iterable = env, iterable
@@ -88,29 +98,40 @@ class _Counted:
         return len(self.iterable)
 
     def __iter__(self):
+        steps = _steps.get()  # looked up once per loop, not once per item
+        if steps is None:
+            yield from self.iterable
+            return
         for item in self.iterable:
-            self.env.step()
+            steps[0] += 1
+            if steps[0] > MAX_STEPS:
+                raise self.env.too_many_steps()
             yield item
 
 
-class _Range:
-    """range() for templates: at most MAX_RANGE items, each a counted step."""
-
-    def __init__(self, env: BoundedSandbox, bounded: range):
-        self.env, self.bounded = env, bounded
-
-    def __len__(self) -> int:
-        return len(self.bounded)
-
-    def __iter__(self):
-        for item in self.bounded:
-            self.env.step()
-            yield item
+class _BoundedTemplate(Template):
+    def generate(self, *args, **kwargs):
+        """Template.generate (transformers' return_assistant_tokens_mask path) bounded like render: its
+        own step count, in a copy of the caller's context so that the count does not leak into the
+        caller between pieces, and the output counted as it is produced."""
+        run = copy_context().run
+        run(_steps.set, [0])
+        pieces = run(super().generate, *args, **kwargs)
+        total = 0
+        while True:
+            try:
+                piece = run(next, pieces)
+            except StopIteration:
+                return
+            total += len(piece)
+            self.environment.check_chars(total, "the output")
+            yield piece
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "+", "**", "%"])
     code_generator_class = _Generator
+    template_class = _BoundedTemplate
 
     label = "the chat template"
 
@@ -142,17 +163,21 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return
         steps[0] += n
         if steps[0] > MAX_STEPS:
-            raise _refuse(self, f"more than {MAX_STEPS:,} loop iterations and operations in one rendering")
+            raise self.too_many_steps()
+
+    def too_many_steps(self) -> TemplateBoundError:
+        return _refuse(self, f"more than {MAX_STEPS:,} loop iterations and operations in one rendering")
 
     def check_chars(self, n: int, what: str) -> None:
         if n > MAX_CHARS:
             raise _refuse(self, f"{what} would make {n:,} characters or items; at most {MAX_CHARS:,}")
 
-    def make(self, n: int, what: str) -> None:
-        """A value of ``n`` characters or items about to be made: bounded, and paid for in steps, so a
-        loop making a 30-million-character string each time ends too (3,000 of them took 18 s)."""
+    def make(self, n: int, what: str, steps: int = 0) -> None:
+        """A value costing ``n`` characters (``_size``) about to be made: bounded, and paid for in steps
+        (with ``steps`` more, in one count), so a loop making a 30-million-character string each time
+        ends too (3,000 of them took 18 s)."""
         self.check_chars(n, what)
-        self.step(n // CHARS_PER_STEP)
+        self.step(steps + n // CHARS_PER_STEP)
 
     def concat(self, pieces) -> str:
         """Template.render joins the output here: counted as produced, and the step count of one
@@ -170,22 +195,40 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     # What a template can call -----------------------------------------------------------------------
 
-    def _range(self, *args) -> _Range:
+    def _range(self, *args) -> _Counted:
         bounded = range(*args)
         if len(bounded) > MAX_RANGE:
             raise _refuse(self, f"range of {len(bounded):,} items; at most {MAX_RANGE:,}")
-        return _Range(self, bounded)
+        return _Counted(self, bounded)
 
     def counted(self, iterable):
-        return iterable if isinstance(iterable, _Range) else _Counted(self, iterable)
+        return iterable if isinstance(iterable, _Counted) else _Counted(self, iterable)
 
     def join_pieces(self, values) -> str:
-        self.step()
         pieces = [str(v) for v in values]
-        self.make(sum(map(len, pieces)), "joining values with ~")
+        self.make(sum(map(len, pieces)), "joining values with ~", steps=1)
         return "".join(pieces)
 
     def call_binop(self, context, operator, left, right):
+        if operator == "+" and type(left) is str and type(right) is str:
+            # The hot path (chatml's ``'<|im_start|>' + role + …``, 10 a message): the same bound and step
+            # price as ``make`` inlined, without its calls, which made a chatml render ~3x slower.
+            size = len(left) + len(right)
+            if size > MAX_CHARS:
+                self.check_chars(size, "joining two values with +")
+            steps = _steps.get()
+            if steps is not None:
+                steps[0] += 1 + size // CHARS_PER_STEP
+                if steps[0] > MAX_STEPS:
+                    raise self.too_many_steps()
+            return left + right
+        if operator == "+":
+            size, other = _size(left), _size(right)
+            if size is not None and other is not None:
+                self.make(size + other, "joining two values with +", steps=1)
+            else:
+                self.step()
+            return super().call_binop(context, operator, left, right)
         self.step()
         ints = isinstance(left, int) and isinstance(right, int)
         if operator == "*" and ints and left.bit_length() + right.bit_length() > MAX_INT_BITS:
@@ -194,8 +237,6 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             for seq, times in ((left, right), (right, left)):
                 if _size(seq) is not None and isinstance(times, int):
                     self.make(_size(seq) * max(times, 0), f"{type(seq).__name__} * {times}")
-        elif operator == "+" and _size(left) is not None and _size(right) is not None:
-            self.make(_size(left) + _size(right), "joining two values with +")
         elif operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
             raise _refuse(self, f"** {right}: exponents are at most {MAX_EXPONENT}")
         elif operator == "**" and ints and left.bit_length() * abs(right) > MAX_INT_BITS:
@@ -210,6 +251,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         depth = _depth.get()
         if depth >= MAX_CALL_DEPTH:  # a macro calling itself: Python's RecursionError, an internal error
             raise _refuse(__self, f"calls (macros, recursive loops) nested more than {MAX_CALL_DEPTH} deep")
+        if isinstance(__obj, LoopContext) and args:  # loop(x) in a recursive loop: x is iterated too
+            args = (__self.counted(args[0]), *args[1:])
         name = getattr(__obj, "__name__", "a call")
         _check_widths(__self, name, args, kwargs)
         owner = getattr(__obj, "__self__", None)
@@ -219,6 +262,14 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             _check_replace(__self, owner, *args[:2])
         if isinstance(owner, str) and name == "join" and args:
             _check_join(__self, owner, args[0])
+        if isinstance(owner, str) and name == "expandtabs":  # each tab becomes up to tabsize spaces
+            tabsize = args[0] if args else kwargs.get("tabsize", 8)
+            if isinstance(tabsize, int):
+                __self.make(len(owner) + max(tabsize, 0) * owner.count("\t"), "expandtabs")
+        if isinstance(owner, str) and name in ("split", "rsplit"):  # a list: ITEM_CHARS an item
+            sep = args[0] if args else kwargs.get("sep")
+            items = owner.count(sep) + 1 if isinstance(sep, str) and sep else len(owner) // 2 + 1
+            __self.make(items * ITEM_CHARS, name)
         token = _depth.set(depth + 1)
         try:
             return super().call(__context, __obj, *args, **kwargs)
@@ -248,6 +299,14 @@ def _check_join(env: BoundedSandbox, separator, items) -> None:
         env.make(len(separator) * max(len(items) - 1, 0), "join")
 
 
+def _bounded_items(env: BoundedSandbox, items, what: str):
+    for count, item in enumerate(items, 1):
+        if count % 4096 == 0:  # the list so far bounded, the last 4,096 items paid for in steps
+            env.check_chars(count * ITEM_CHARS, what)
+            env.step(4096 * ITEM_CHARS // CHARS_PER_STEP)
+        yield item
+
+
 class _BoundedFilters(dict):
     """The environment's filters, each checking its integer arguments first (``|center(10**9)``)."""
 
@@ -272,6 +331,18 @@ class _BoundedFilters(dict):
                 _check_replace(env, *[str(a) if i == 0 else a for i, a in enumerate(args[first - 1 :])])
             if name == "join" and len(args) > first:
                 _check_join(env, args[first], args[first - 1])
+            if name == "indent" and isinstance(args[first - 1], str):  # the width again on every line
+                width = args[first] if len(args) > first else kwargs.get("width", 4)
+                width = len(width) if isinstance(width, str) else width
+                if isinstance(width, int):
+                    text = args[first - 1]
+                    env.make(len(text) + max(width, 0) * (text.count("\n") + 1), "|indent")
+            value = args[first - 1]
+            if name in _LIST_FILTERS and not (name == "reverse" and isinstance(value, str)):
+                if hasattr(value, "__len__"):
+                    env.make(len(value) * ITEM_CHARS, f"|{name}")
+                elif hasattr(value, "__iter__"):  # a generator (|map, |select): bounded as it is read
+                    args = (*args[: first - 1], _bounded_items(env, value, f"|{name}"), *args[first:])
             if name == "format" and isinstance(args[first - 1], str) and _WIDE_FORMAT.search(args[first - 1]):
                 raise _refuse(env, "|format with a width of millions of characters")
             return fn(*args, **kwargs)

@@ -181,7 +181,9 @@ def resolve_chat_template(tokenizer, choice: str | None, fallback: str | None = 
             choice.startswith(LLAMAFACTORY_PREFIX)
             and choice[len(LLAMAFACTORY_PREFIX) :] in LLAMAFACTORY_TEMPLATES
         ):
-            return LLAMAFACTORY_TEMPLATES[choice[len(LLAMAFACTORY_PREFIX) :]]
+            source = LLAMAFACTORY_TEMPLATES[choice[len(LLAMAFACTORY_PREFIX) :]]
+            template_sandbox.label(source, f"chat template {choice!r}")
+            return source
         if "{{" in choice or "{%" in choice:
             template_sandbox.label(choice, "the chat template given (--template or the spec's chat_template)")
             return choice
