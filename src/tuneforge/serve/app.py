@@ -3,7 +3,8 @@ its protocol's request type, call one protocol handler, shape the response.
 
 OpenAI routes answer errors as ``{"error": {message, type, param, code}}``; KServe/Triton routes as
 ``{"error": "..."}``; statuses: 400 bad request, 401 bad key, 404 unknown model, 413 body too large,
-503 queue full. No traceback ever leaves the process.
+503 queue full. No traceback ever leaves the process. ``/openapi.json`` describes the routes and their
+request types (FastAPI does not parse these bodies, so the routes name their types for it).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import logging
 from typing import TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic.json_schema import models_json_schema
 
+from tuneforge import __version__
 from tuneforge.errors import TuneforgeError
 
 from . import body as request_body
@@ -145,6 +149,22 @@ class AuthAndCount:
                 self.metrics.requests.labels(_route(path), str(status.get("code", 499))).inc()
 
 
+def json_body(model: type[RequestModel]) -> dict:
+    """The ``openapi_extra`` of a route whose body is ``model`` (FastAPI sees no body parameter)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def openapi_document(app: FastAPI, models: list[type[RequestModel]]) -> dict:
+    """FastAPI's document of the routes, with the request types the routes name in ``json_body``."""
+    document = get_openapi(title=app.title, version=__version__, routes=app.routes)
+    _, defs = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    document.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+    return document
+
+
 async def answer(request: Request, start, error, respond) -> Response:
     """``start()`` reads and validates the body and returns the handler's coroutine, which runs until
     the client leaves; its result goes through ``respond``, its error through ``error``."""
@@ -177,7 +197,14 @@ def create_app(
     state: ServingState, api_key: str | None = None, metrics: ServeMetrics | None = None
 ) -> FastAPI:
     metrics = metrics or state.metrics or ServeMetrics()
-    app = FastAPI(title="tuneforge serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="tuneforge serve", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:  # built once, on the first GET /openapi.json
+            app.openapi_schema = openapi_document(app, REQUEST_MODELS)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     app.add_middleware(AuthAndCount, api_key=api_key, metrics=metrics)
 
@@ -204,12 +231,12 @@ def create_app(
 
         return start
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
     async def chat(request: Request):
         start = typed(request, ChatCompletionRequest, openai.chat_completions)
         return await answer(request, start, openai_error, openai_response)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=json_body(CompletionRequest))
     async def completions(request: Request):
         start = typed(request, CompletionRequest, openai.completions)
         return await answer(request, start, openai_error, openai_response)
@@ -250,8 +277,8 @@ def create_app(
 
         return v2_call(ready)
 
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
+    @app.post("/v2/models/{name}/infer", openapi_extra=json_body(kserve.InferRequest))
+    @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=json_body(kserve.InferRequest))
     async def v2_infer(name: str, request: Request, version: str | None = None):
         async def start():
             header = request.headers.get("inference-header-content-length")
@@ -260,12 +287,14 @@ def create_app(
 
         return await answer(request, start, v2_error, kserve_response)
 
-    @app.post("/v2/models/{name}/generate")
+    generate_body = json_body(triton_generate.GenerateRequest)
+
+    @app.post("/v2/models/{name}/generate", openapi_extra=generate_body)
     async def v2_generate(name: str, request: Request):
         start = typed(request, triton_generate.GenerateRequest, triton_generate.generate, name)
         return await answer(request, start, v2_error, JSONResponse)
 
-    @app.post("/v2/models/{name}/generate_stream")
+    @app.post("/v2/models/{name}/generate_stream", openapi_extra=generate_body)
     async def v2_generate_stream(name: str, request: Request):
         start = typed(request, triton_generate.GenerateRequest, triton_generate.generate_stream, name)
         return await answer(request, start, v2_error, lambda events: sse(events, False))
@@ -275,6 +304,14 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+REQUEST_MODELS = [
+    ChatCompletionRequest,
+    CompletionRequest,
+    kserve.InferRequest,
+    triton_generate.GenerateRequest,
+]
 
 
 def _route(path: str) -> str:
@@ -288,4 +325,4 @@ def _route(path: str) -> str:
             if tail in ("infer", "generate", "generate_stream", "ready")
             else "/v2/models/*"
         )
-    return path if path in ("/v2", "/health", "/metrics") else "other"
+    return path if path in ("/v2", "/health", "/metrics", "/openapi.json") else "other"
