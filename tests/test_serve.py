@@ -325,6 +325,53 @@ def test_metrics_report_tokens_latency_and_load(server, client):
     assert 'tuneforge_requests_total{route="/v1/chat/completions",status="200"}' in text
 
 
+def test_worker_publishes_its_request_types_in_an_openapi_document(server):
+    """GET /openapi.json (behind the key, as every route but health) describes each route's body by the
+    type the route validates it with; a bound the document states is the bound the route enforces."""
+    assert httpx.get(server.url + "/openapi.json").status_code == 401
+    doc = httpx.get(server.url + "/openapi.json", headers=AUTH).json()
+    schemas = doc["components"]["schemas"]
+
+    def body(path: str) -> dict:
+        content = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        return schemas[content["schema"]["$ref"].removeprefix("#/components/schemas/")]
+
+    chat = body("/v1/chat/completions")
+    fields = "model messages max_tokens max_completion_tokens temperature top_p top_k stop n stream seed"
+    assert {*fields.split(), "stream_options", "logprobs", "top_logprobs"} <= set(chat["properties"])
+    assert chat["required"] == ["messages"] and chat["properties"]["temperature"]["maximum"] == 2.0
+    assert {"prompt", "max_tokens", "logprobs", "echo"} <= set(body("/v1/completions")["properties"])
+    assert body("/v2/models/{name}/infer")["required"] == ["inputs"]
+    generate = body("/v2/models/{name}/generate")
+    assert {"text_input", "parameters", "sampling_parameters", "max_tokens"} <= set(generate["properties"])
+    assert body("/v2/models/{name}/generate_stream") == generate
+    refs = {r.removeprefix("#/components/schemas/") for r in _refs(doc)}
+    assert refs and refs <= set(schemas), refs - set(schemas)
+
+    from tuneforge.serve.engine.base import BadRequest
+    from tuneforge.serve.openai_protocol import ChatCompletionRequest
+
+    ask, bounded = {"model": BASE, "messages": [{"role": "user", "content": "x"}]}, set()
+    for field, spec in chat["properties"].items():
+        for s in [spec, *spec.get("anyOf", [])]:
+            outside = [s["minimum"] - 1] if "minimum" in s else []
+            outside += [s["maximum"] + 1] if "maximum" in s else []
+            for over in outside:
+                with pytest.raises(BadRequest) as err:
+                    ChatCompletionRequest.parse({**ask, field: over})
+                assert err.value.param == field, (field, over, err.value)
+                bounded.add(field)
+    assert {"max_tokens", "temperature", "top_p", "top_k", "seed", "n", "top_logprobs"} <= bounded, bounded
+    r = httpx.post(server.url + "/v1/chat/completions", json={**ask, "top_p": 1.5}, headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "top_p", r.text
+
+
+def _refs(value) -> list[str]:
+    if isinstance(value, dict):
+        return [value["$ref"]] if "$ref" in value else [r for v in value.values() for r in _refs(v)]
+    return [r for v in value for r in _refs(v)] if isinstance(value, list) else []
+
+
 # -- hostile input ---------------------------------------------------------------------------------
 def _binary_request(header: dict, tail: bytes, declared: int | None = None):
     head = json.dumps(header).encode()

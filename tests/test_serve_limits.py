@@ -32,10 +32,10 @@ def client(server):
 
 def test_sampling_options_are_bounded_and_a_near_zero_temperature_is_greedy():
     from tuneforge.serve.engine.base import BadRequest
-    from tuneforge.serve.params import sampling_params
+    from tuneforge.serve.params import SamplingOptions, sampling_params
 
     def params(**body):
-        return sampling_params(body, 2048, 10, 16)
+        return sampling_params(SamplingOptions.parse(body), 2048, 10, 16)
 
     assert params(temperature=1e-40).temperature == 0.0 and params(temperature=1e-40).greedy
     assert params(temperature=1e-6).greedy
@@ -64,10 +64,10 @@ def test_sampling_options_are_bounded_and_a_near_zero_temperature_is_greedy():
 def test_a_refused_option_is_not_echoed_whole():
     """KServe/Triton options may come as strings: an 8 MiB one was echoed whole in the 400."""
     from tuneforge.serve.engine.base import BadRequest
-    from tuneforge.serve.params import sampling_params
+    from tuneforge.serve.params import SamplingOptions, sampling_params
 
     with pytest.raises(BadRequest) as err:
-        sampling_params({"top_k": "9" * 1_000_000}, 2048, 10, 16)
+        sampling_params(SamplingOptions.parse({"top_k": "9" * 1_000_000}), 2048, 10, 16)
     assert len(str(err.value)) < 200 and "1,000,000 characters" in str(err.value)
 
 
@@ -192,11 +192,14 @@ def test_a_kserve_shape_of_many_huge_dimensions_is_refused_at_once():
     """The element count stops at the bound: multiplied out, 10,000 dimensions of 10**99 (a 1 MB body)
     took half a minute on the event loop, and a full 8 MiB body of them half an hour."""
     from tuneforge.serve.engine.base import BadRequest
-    from tuneforge.serve.kserve import read_inputs
+    from tuneforge.serve.kserve import InferRequest, read_inputs
+
+    def inputs(tensor):
+        return read_inputs(InferRequest.parse({"inputs": [tensor]}), b"")
 
     tensor = {"name": "text_input", "datatype": "BYTES", "data": ["x"], "shape": [10**99] * 10_000}
     started = time.monotonic()
     with pytest.raises(BadRequest, match="at most 64 elements"):
-        read_inputs({"inputs": [tensor]}, b"")
+        inputs(tensor)
     assert time.monotonic() - started < 1.0
-    assert read_inputs({"inputs": [{**tensor, "shape": [10**99, 0], "data": []}]}, b"")["text_input"][2] == []
+    assert inputs({**tensor, "shape": [10**99, 0], "data": []})["text_input"][2] == []

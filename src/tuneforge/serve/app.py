@@ -1,8 +1,10 @@
-"""The serving worker's HTTP routes: parse, call one protocol handler, shape the response.
+"""The serving worker's HTTP routes: read the body (the bounded reader, ``body.py``), validate it as
+its protocol's request type, call one protocol handler, shape the response.
 
 OpenAI routes answer errors as ``{"error": {message, type, param, code}}``; KServe/Triton routes as
 ``{"error": "..."}``; statuses: 400 bad request, 401 bad key, 404 unknown model, 413 body too large,
-503 queue full. No traceback ever leaves the process.
+503 queue full. No traceback ever leaves the process. ``/openapi.json`` describes the routes and their
+request types (FastAPI does not parse these bodies, so the routes name their types for it).
 """
 
 from __future__ import annotations
@@ -11,21 +13,28 @@ import asyncio
 import hmac
 import json
 import logging
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic.json_schema import models_json_schema
 
+from tuneforge import __version__
 from tuneforge.errors import TuneforgeError
 
 from . import body as request_body
 from . import kserve, openai, triton_generate
 from .engine.base import BadRequest, GenerationFailed, QueueFull, UnknownModel
 from .metrics import CONTENT_TYPE, ServeMetrics
+from .openai_protocol import ChatCompletionRequest, CompletionRequest
+from .params import RequestModel
 from .state import ServingState
 
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = {"/health", "/v2/health/live", "/v2/health/ready"}
+Typed = TypeVar("Typed", bound=RequestModel)
 
 
 class ClientGone(Exception):
@@ -71,8 +80,9 @@ async def read_body(request: Request) -> bytes:
     return await request_body.read_body(request.stream(), request.headers.get("content-length"))
 
 
-async def read_json(request: Request) -> dict:
-    return request_body.loads_object(await read_body(request))
+async def read_typed(request: Request, model: type[Typed]) -> Typed:
+    """The body read by the bounded reader, then validated as ``model`` (a BadRequest naming the field)."""
+    return model.parse(request_body.loads_object(await read_body(request)))
 
 
 async def until_disconnect(request: Request, coro):
@@ -139,25 +149,64 @@ class AuthAndCount:
                 self.metrics.requests.labels(_route(path), str(status.get("code", 499))).inc()
 
 
+def json_body(model: type[RequestModel]) -> dict:
+    """The ``openapi_extra`` of a route whose body is ``model`` (FastAPI sees no body parameter)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def openapi_document(app: FastAPI, models: list[type[RequestModel]]) -> dict:
+    """FastAPI's document of the routes, with the request types the routes name in ``json_body``."""
+    document = get_openapi(title=app.title, version=__version__, routes=app.routes)
+    _, defs = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    document.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+    return document
+
+
+async def answer(request: Request, start, error, respond) -> Response:
+    """``start()`` reads and validates the body and returns the handler's coroutine, which runs until
+    the client leaves; its result goes through ``respond``, its error through ``error``."""
+    try:
+        result = await until_disconnect(request, await start())
+    except ClientGone:
+        return Response(status_code=499)
+    except Exception as exc:
+        return error(classify(exc))
+    return respond(result)
+
+
+def openai_response(result) -> Response:
+    return JSONResponse(result) if isinstance(result, dict) else sse(result, True)
+
+
+def kserve_response(result: tuple[dict, bytes | None]) -> Response:
+    response, blob = result
+    if blob is None:
+        return JSONResponse(response)
+    head = json.dumps(response).encode()
+    return Response(
+        head + blob,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+
+
 def create_app(
     state: ServingState, api_key: str | None = None, metrics: ServeMetrics | None = None
 ) -> FastAPI:
     metrics = metrics or state.metrics or ServeMetrics()
-    app = FastAPI(title="tuneforge serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="tuneforge serve", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:  # built once, on the first GET /openapi.json
+            app.openapi_schema = openapi_document(app, REQUEST_MODELS)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     app.add_middleware(AuthAndCount, api_key=api_key, metrics=metrics)
-
-    async def openai_call(request: Request, handler):
-        try:
-            body = await read_json(request)
-            result = await until_disconnect(request, handler(state, body))
-        except ClientGone:
-            return Response(status_code=499)
-        except Exception as exc:
-            return openai_error(classify(exc))
-        if isinstance(result, dict):
-            return JSONResponse(result)
-        return sse(result, True)
 
     @app.get("/health")
     async def health():
@@ -174,13 +223,23 @@ def create_app(
                 return item
         return openai_error(classify(UnknownModel(name, list(state.served.variants))))
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        return await openai_call(request, openai.chat_completions)
+    def typed(request: Request, model: type[RequestModel], handler, *args):
+        """``answer``'s start: the body as ``model``, handed to ``handler(state, *args, body)``."""
 
-    @app.post("/v1/completions")
+        async def start():
+            return handler(state, *args, await read_typed(request, model))
+
+        return start
+
+    @app.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
+    async def chat(request: Request):
+        start = typed(request, ChatCompletionRequest, openai.chat_completions)
+        return await answer(request, start, openai_error, openai_response)
+
+    @app.post("/v1/completions", openapi_extra=json_body(CompletionRequest))
     async def completions(request: Request):
-        return await openai_call(request, openai.completions)
+        start = typed(request, CompletionRequest, openai.completions)
+        return await answer(request, start, openai_error, openai_response)
 
     # -- KServe / Open Inference Protocol v2 ---------------------------------------------------
     @app.get("/v2")
@@ -218,49 +277,41 @@ def create_app(
 
         return v2_call(ready)
 
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
+    @app.post("/v2/models/{name}/infer", openapi_extra=json_body(kserve.InferRequest))
+    @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=json_body(kserve.InferRequest))
     async def v2_infer(name: str, request: Request, version: str | None = None):
-        try:
-            body = await read_body(request)
+        async def start():
             header = request.headers.get("inference-header-content-length")
-            response, blob = await until_disconnect(request, kserve.infer(state, name, body, header))
-        except ClientGone:
-            return Response(status_code=499)
-        except Exception as exc:
-            return v2_error(classify(exc))
-        if blob is None:
-            return JSONResponse(response)
-        head = json.dumps(response).encode()
-        return Response(
-            head + blob,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(len(head))},
-        )
+            infer_request, tail = kserve.split_body(await read_body(request), header)
+            return kserve.infer(state, name, infer_request, tail)
 
-    @app.post("/v2/models/{name}/generate")
+        return await answer(request, start, v2_error, kserve_response)
+
+    generate_body = json_body(triton_generate.GenerateRequest)
+
+    @app.post("/v2/models/{name}/generate", openapi_extra=generate_body)
     async def v2_generate(name: str, request: Request):
-        try:
-            body = await read_json(request)
-            return JSONResponse(await until_disconnect(request, triton_generate.generate(state, name, body)))
-        except ClientGone:
-            return Response(status_code=499)
-        except Exception as exc:
-            return v2_error(classify(exc))
+        start = typed(request, triton_generate.GenerateRequest, triton_generate.generate, name)
+        return await answer(request, start, v2_error, JSONResponse)
 
-    @app.post("/v2/models/{name}/generate_stream")
+    @app.post("/v2/models/{name}/generate_stream", openapi_extra=generate_body)
     async def v2_generate_stream(name: str, request: Request):
-        try:
-            body = await read_json(request)
-            return sse(await triton_generate.generate_stream(state, name, body), False)
-        except Exception as exc:
-            return v2_error(classify(exc))
+        start = typed(request, triton_generate.GenerateRequest, triton_generate.generate_stream, name)
+        return await answer(request, start, v2_error, lambda events: sse(events, False))
 
     @app.get("/metrics")
     async def prometheus():
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+REQUEST_MODELS = [
+    ChatCompletionRequest,
+    CompletionRequest,
+    kserve.InferRequest,
+    triton_generate.GenerateRequest,
+]
 
 
 def _route(path: str) -> str:
@@ -274,4 +325,4 @@ def _route(path: str) -> str:
             if tail in ("infer", "generate", "generate_stream", "ready")
             else "/v2/models/*"
         )
-    return path if path in ("/v2", "/health", "/metrics") else "other"
+    return path if path in ("/v2", "/health", "/metrics", "/openapi.json") else "other"

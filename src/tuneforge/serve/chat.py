@@ -95,11 +95,13 @@ class LocalChat:
         )
 
     async def stream(self, messages: list[dict], options: dict) -> AsyncIterator[str]:
+        from .openai_protocol import ChatCompletionRequest
         from .params import sampling_params
 
-        variant = self.state.variant(self.label)
-        ids = await self.state.chat_ids(variant, messages)
-        params = sampling_params(options, self.state.max_model_len, len(ids), self.state.default_max_tokens)
+        request = ChatCompletionRequest.parse({"model": self.label, "messages": messages, **options})
+        variant = self.state.variant(request.model)
+        ids = await self.state.chat_ids(variant, request.messages)
+        params = sampling_params(request, self.state.max_model_len, len(ids), self.state.default_max_tokens)
         stream = self.state.submit(variant, ids, params)
         try:
             async for d in stream:

@@ -8,32 +8,110 @@ the wire is checked against what is left of the body before it is used.
 
 from __future__ import annotations
 
-import asyncio
 import struct
+from typing import Annotated, Any
+
+from pydantic import Field, StrictInt, model_validator
 
 from tuneforge import __version__
 
 from .body import loads_object
 from .engine.base import BadRequest
-from .params import sampling_params, stop_list
-from .state import ServingState, collect
+from .params import (
+    Flag,
+    GenerationOptions,
+    RequestModel,
+    SamplingOptions,
+    Tokens,
+    non_empty,
+    refused,
+    sampling_params,
+    worded,
+)
+from .state import ServingState
 
 SERVER_NAME = "tuneforge"
 OUTPUT_NAME = "text_output"
 MAX_PROMPTS = 64
-OPTION_KEYS = (
-    "max_tokens",
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "seed",
-    "stop",
-    "frequency_penalty",
-    "presence_penalty",
-    "repetition_penalty",
-    "ignore_eos",
-)
+OPTION_KEYS = (*GenerationOptions.model_fields, "max_new_tokens")  # Triton's name of max_tokens
+
+
+# -- the request as types ----------------------------------------------------------------------
+class V2Parameters(GenerationOptions):
+    """A request's ``parameters`` (KServe, Triton): the generation options, and how to answer."""
+
+    max_new_tokens: Tokens | None = Field(None, description="Triton's name of max_tokens.")
+    raw: Flag = Field(False, description="Send the text as it is, not as one user turn of the chat template.")
+
+    def options(self) -> dict:
+        """The generation options this request set."""
+        return self.model_dump(include=set(OPTION_KEYS), exclude_unset=True)
+
+
+class InferParameters(V2Parameters):
+    binary_data_output: bool = Field(False, description="Answer the outputs as binary tensor data.")
+
+
+def v2_sampling(*sources: dict) -> SamplingOptions:
+    """The options of several sources, a later one winning; max_new_tokens counts where max_tokens is
+    not given."""
+    merged: dict = {}
+    for source in sources:
+        merged.update(source)
+    if "max_new_tokens" in merged:
+        merged.setdefault("max_tokens", merged["max_new_tokens"])
+        del merged["max_new_tokens"]
+    return SamplingOptions.parse(merged)
+
+
+class TensorParameters(RequestModel):
+    binary_data_size: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        None, description="This input's bytes follow the JSON header (binary tensor data extension)."
+    )
+    binary_data: bool = Field(False, description="Answer this output as binary tensor data.")
+
+
+def _numel(shape: list[int]) -> int | None:
+    """How many elements a tensor of ``shape`` holds, or None when over MAX_PROMPTS."""
+    if 0 in shape:
+        return 0
+    total = 1
+    for d in shape:  # stop at the bound: the product of thousands of 100-digit dims takes minutes
+        total *= d
+        if total > MAX_PROMPTS:
+            return None
+    return total
+
+
+class InferInput(RequestModel):
+    name: str
+    datatype: str = Field(description="BYTES for text.")
+    shape: Annotated[
+        list[Annotated[StrictInt, Field(ge=0)]], worded("{field} must be a list of non-negative integers.")
+    ]
+    data: Any = Field(None, description="The elements, flat or nested; or binary_data_size instead.")
+    parameters: TensorParameters | None = None
+
+    @model_validator(mode="after")
+    def _few_elements(self):
+        if _numel(self.shape) is None:
+            raise refused(f"input {self.name!r}: at most {MAX_PROMPTS} elements per request.")
+        return self
+
+
+class InferOutput(RequestModel):
+    name: str | None = None
+    parameters: TensorParameters | None = None
+
+
+class InferRequest(RequestModel):
+    """POST /v2/models/{name}/infer: the prompts as a BYTES input (text_input), the options in
+    ``parameters`` or as scalar inputs named after them."""
+
+    id: str | None = Field(None, description="Echoed in the answer.")
+    inputs: Annotated[list[InferInput], non_empty("inputs must be a non-empty list of tensors.")]
+    outputs: list[InferOutput] | None = None
+    parameters: InferParameters | None = None
 
 
 def server_metadata() -> dict:
@@ -53,8 +131,8 @@ def model_metadata(state: ServingState, name: str) -> dict:
 
 
 # -- the wire format ---------------------------------------------------------------------------
-def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
-    """The JSON part and the binary tail of a request."""
+def split_body(body: bytes, header_length: str | None) -> tuple[InferRequest, bytes]:
+    """The JSON part, as a type, and the binary tail of a request."""
     if header_length is None:
         raw, tail = body, b""
     else:
@@ -67,7 +145,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
                 f"Inference-Header-Content-Length is {n} but the body has {len(body)} bytes.", "headers"
             )
         raw, tail = body[:n], body[n:]
-    return loads_object(raw, "the request's JSON"), tail
+    return InferRequest.parse(loads_object(raw, "the request's JSON")), tail
 
 
 def decode_bytes_tensor(raw: bytes, name: str) -> list[bytes]:
@@ -90,21 +168,6 @@ def encode_bytes_tensor(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in items)
 
 
-def _numel(shape, name: str) -> int:
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers.", name)
-    if 0 in shape:
-        return 0
-    total = 1
-    for d in shape:  # stop at the bound: the product of thousands of 100-digit dims takes minutes
-        total *= d
-        if total > MAX_PROMPTS:
-            raise BadRequest(f"input {name!r}: at most {MAX_PROMPTS} elements per request.", name)
-    return total
-
-
 def _flatten(data) -> list:
     if isinstance(data, list):
         out = []
@@ -114,23 +177,14 @@ def _flatten(data) -> list:
     return [data]
 
 
-def read_inputs(request: dict, tail: bytes) -> dict[str, tuple[str, list, list]]:
+def read_inputs(request: InferRequest, tail: bytes) -> dict[str, tuple[str, list, list]]:
     """{name: (datatype, shape, flat values)} with binary parts cut from ``tail`` in input order."""
-    inputs = request.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise BadRequest("inputs must be a non-empty list of tensors.", "inputs")
     out, at = {}, 0
-    for i, t in enumerate(inputs):
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-            raise BadRequest(f"inputs[{i}] must be an object with a string 'name'.", "inputs")
-        name, datatype, shape = t["name"], t.get("datatype"), t.get("shape")
-        if not isinstance(datatype, str):
-            raise BadRequest(f"input {name!r}: datatype is missing.", name)
-        numel = _numel(shape, name)
-        params = t.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+    for t in request.inputs:
+        name, datatype, shape = t.name, t.datatype, t.shape
+        size = t.parameters.binary_data_size if t.parameters else None
         if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or at + size > len(tail):
+            if at + size > len(tail):
                 raise BadRequest(
                     f"input {name!r}: binary_data_size {size!r} exceeds the {len(tail) - at} bytes left.",
                     name,
@@ -141,9 +195,10 @@ def read_inputs(request: dict, tail: bytes) -> dict[str, tuple[str, list, list]]
                 raise BadRequest(f"input {name!r}: binary data is only read for BYTES tensors here.", name)
             values = decode_bytes_tensor(raw, name)
         else:
-            if "data" not in t:
+            if t.data is None:
                 raise BadRequest(f"input {name!r} has neither data nor binary_data_size.", name)
-            values = _flatten(t["data"])
+            values = _flatten(t.data)
+        numel = _numel(shape)
         if len(values) != numel:
             raise BadRequest(
                 f"input {name!r}: shape {shape} holds {numel} elements; got {len(values)}.", name
@@ -177,48 +232,29 @@ def _prompt_input(inputs: dict) -> str:
     return texts[0]
 
 
-def options(request: dict, inputs: dict) -> tuple[dict, bool]:
+def options(request: InferRequest, inputs: dict) -> tuple[SamplingOptions, bool]:
     """Generation options from ``parameters`` and from scalar inputs named after an option."""
-    params = request.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise BadRequest("parameters must be an object.", "parameters")
-    opts = {k: params[k] for k in OPTION_KEYS if k in params}
+    params = request.parameters or InferParameters()
+    from_inputs = {}
     for k in OPTION_KEYS:
         if k in inputs:
             dt, _, values = inputs[k]
             if len(values) != 1:
                 raise BadRequest(f"input {k!r} must hold one value.", k)
             v = values[0]
-            opts[k] = _text(v, k) if dt == "BYTES" else v
-    if "max_new_tokens" in opts and "max_tokens" not in opts:
-        opts["max_tokens"] = opts.pop("max_new_tokens")
-    opts.pop("max_new_tokens", None)
-    if "stop" in opts:
-        opts["stop"] = stop_list(opts["stop"])
-    raw = params.get("raw", False)
-    if not isinstance(raw, bool):
-        raise BadRequest("parameters.raw must be true or false.", "raw")
-    return opts, raw
+            from_inputs[k] = _text(v, k) if dt == "BYTES" else v
+    return v2_sampling(params.options(), from_inputs), params.raw
 
 
-def wants_binary_output(request: dict) -> bool:
-    params = request.get("parameters") or {}
-    if isinstance(params, dict) and params.get("binary_data_output"):
+def wants_binary_output(request: InferRequest) -> bool:
+    if request.parameters and request.parameters.binary_data_output:
         return True
-    for o in request.get("outputs") or []:
-        if (
-            isinstance(o, dict)
-            and isinstance(o.get("parameters"), dict)
-            and o["parameters"].get("binary_data")
-        ):
-            return True
-    return False
+    return any(o.parameters and o.parameters.binary_data for o in request.outputs or [])
 
 
-async def infer(state: ServingState, name: str, body: bytes, header_length: str | None):
+async def infer(state: ServingState, name: str, request: InferRequest, tail: bytes):
     """Returns (response JSON, binary tail or None)."""
     variant = state.variant(name)
-    request, tail = split_body(body, header_length)
     inputs = read_inputs(request, tail)
     prompt_name = _prompt_input(inputs)
     datatype, shape, values = inputs[prompt_name]
@@ -229,18 +265,12 @@ async def infer(state: ServingState, name: str, body: bytes, header_length: str 
     opts, raw = options(request, inputs)
     prompts = await state.text_ids(variant, [_text(v, prompt_name) for v in values], raw, prompt_name)
     params = [sampling_params(opts, state.max_model_len, len(p), state.default_max_tokens) for p in prompts]
-    streams = []
-    try:
-        for ids, p in zip(prompts, params, strict=True):
-            streams.append(state.submit(variant, ids, p))
-        results = await asyncio.gather(*(collect(s) for s in streams))
-    finally:
-        state.cancel(streams)
+    results = await state.collect_all(state.submit_all(variant, list(zip(prompts, params, strict=True))))
     texts = [r[0] for r in results]
     output = {"name": OUTPUT_NAME, "datatype": "BYTES", "shape": shape}
     response = {"model_name": variant.id, "model_version": "1", "outputs": [output]}
-    if "id" in request:
-        response["id"] = request["id"]
+    if "id" in request.model_fields_set:
+        response["id"] = request.id
     response["parameters"] = {
         "prompt_tokens": sum(len(p) for p in prompts),
         "completion_tokens": sum(r[1].completion_tokens for r in results),

@@ -1,19 +1,18 @@
 """OpenAI-compatible handlers: /v1/models, /v1/chat/completions, /v1/completions (no HTTP here).
 
-Each handler takes the parsed JSON body and returns either a response dict or an async iterator of
-SSE ``data:`` payloads (dicts, then the literal ``[DONE]``)."""
+Each handler takes its request as a type (``openai_protocol``) and returns either a response dict or
+an async iterator of SSE ``data:`` payloads (dicts, then the literal ``[DONE]``)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 from .engine.base import BadRequest
-from .params import count, sampling_params
-from .state import ServingState, collect, merge
+from .openai_protocol import ChatCompletionRequest, CompletionRequest
+from .params import sampling_params
+from .state import ServingState, merge
 
 DONE = "[DONE]"
 MAX_COMPLETIONS = 64  # prompts x n in one /v1/completions request
@@ -29,18 +28,6 @@ def list_models(state: ServingState) -> dict:
         item["max_model_len"] = state.max_model_len
         data.append(item)
     return {"object": "list", "data": data}
-
-
-def _submit_all(state, variant, requests: list) -> list:
-    """Submit every (prompt ids, sampling params) or none: a refusal midway cancels those already queued."""
-    streams = []
-    try:
-        for ids, params in requests:
-            streams.append(state.submit(variant, ids, params))
-    except Exception:
-        state.cancel(streams)
-        raise
-    return streams
 
 
 def _nth(params, j: int):
@@ -79,34 +66,19 @@ def _name_top(state: ServingState, entries: list[dict]) -> list[dict]:
     return entries
 
 
-def _options(body: dict) -> tuple[bool, bool]:
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest("stream must be true or false.", "stream")
-    opts = body.get("stream_options") or {}
-    if not isinstance(opts, dict):
-        raise BadRequest("stream_options must be an object.", "stream_options")
-    if body.get("tools") or body.get("functions"):
-        raise BadRequest("tools and function calling are not supported by this server.", "tools")
-    if body.get("echo") or body.get("suffix"):
-        raise BadRequest("echo and suffix are not supported by this server.", "echo")
-    return stream, bool(opts.get("include_usage", False))
-
-
-async def chat_completions(state: ServingState, body: dict):
-    variant = state.variant(body.get("model"))
-    stream, include_usage = _options(body)
-    n = count(body)
-    ids = await state.chat_ids(variant, body.get("messages"))
-    params = sampling_params(body, state.max_model_len, len(ids), state.default_max_tokens)
-    streams = _submit_all(state, variant, [(ids, _nth(params, j)) for j in range(n)])
-    rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    if stream:
-        return _chat_stream(state, streams, rid, created, variant.id, include_usage)
-    try:
-        results = await asyncio.gather(*(collect(s) for s in streams))
-    finally:
-        state.cancel(streams)
+async def chat_completions(state: ServingState, request: ChatCompletionRequest):
+    variant = state.variant(request.model)
+    n = request.n
+    ids = await state.chat_ids(variant, request.messages)
+    params = sampling_params(request, state.max_model_len, len(ids), state.default_max_tokens)
+    streams = state.submit_all(variant, [(ids, _nth(params, j)) for j in range(n)])
+    head = _head("chatcmpl", "chat.completion", variant.id)
+    if request.stream:
+        role = {"role": "assistant", "content": ""}
+        opening = [{"index": i, "delta": role, "logprobs": None, "finish_reason": None} for i in range(n)]
+        head["object"] = "chat.completion.chunk"
+        return _stream(state, streams, head, request.include_usage, _chat_delta, len(ids), opening)
+    results = await state.collect_all(streams)
     choices = []
     for i, (text, last, lps) in enumerate(results):
         choices.append(
@@ -118,53 +90,43 @@ async def chat_completions(state: ServingState, body: dict):
             }
         )
     completion = sum(r[1].completion_tokens for r in results)
-    return {
-        "id": rid,
-        "object": "chat.completion",
-        "created": created,
-        "model": variant.id,
-        "choices": choices,
-        "usage": _usage(len(ids), completion),
-    }
+    return {**head, "choices": choices, "usage": _usage(len(ids), completion)}
 
 
-async def _chat_stream(state, streams, rid, created, model, include_usage) -> AsyncIterator:
-    def chunk(choices, usage=None):
-        out = {
-            "id": rid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-        }
-        if include_usage:
-            out["usage"] = usage
-        return out
+def _head(prefix: str, kind: str, model: str) -> dict:
+    """The fields an answer (and each of its chunks) starts with."""
+    return {"id": f"{prefix}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": model}
 
-    prompt_tokens, completion = 0, 0
+
+def _chat_delta(state: ServingState, i: int, d) -> dict:
+    lp = _chat_logprobs(_name_top(state, d.logprobs)) if d.logprobs else None
+    delta = {"content": d.text} if d.text or not d.finish_reason else {}
+    return {"index": i, "delta": delta, "logprobs": lp, "finish_reason": d.finish_reason}
+
+
+def _completion_delta(state: ServingState, i: int, d) -> dict:
+    lp = _completion_logprobs(_name_top(state, d.logprobs)) if d.logprobs else None
+    return {"index": i, "text": d.text, "logprobs": lp, "finish_reason": d.finish_reason}
+
+
+async def _stream(state, streams, head: dict, include_usage: bool, choice, prompt_tokens: int, opening=None):
+    """The SSE payloads of n streams: ``opening`` choices, a chunk for each delta that carries text,
+    logprobs or the end, the usage when asked, ``[DONE]``; an error event if the engine failed."""
+
+    def chunk(choices: list, usage: dict | None = None) -> dict:
+        return {**head, "choices": choices, "usage": usage} if include_usage else {**head, "choices": choices}
+
+    completion = 0
     try:
-        yield chunk(
-            [
-                {
-                    "index": i,
-                    "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
-                for i in range(len(streams))
-            ]
-        )
+        if opening:
+            yield chunk(opening)
         async for i, d in merge(streams):
             if d.error:
-                yield {"error": {"message": d.error, "type": "server_error", "param": None, "code": None}}
+                yield error_body(d.error, "server_error")
                 return
-            lp = _chat_logprobs(_name_top(state, d.logprobs)) if d.logprobs else None
-            if d.text or lp or d.finish_reason:
-                delta = {"content": d.text} if d.text or not d.finish_reason else {}
-                yield chunk([{"index": i, "delta": delta, "logprobs": lp, "finish_reason": d.finish_reason}])
-            if d.finish_reason:
-                prompt_tokens = d.prompt_tokens
-                completion += d.completion_tokens
+            if d.text or d.logprobs or d.finish_reason:
+                yield chunk([choice(state, i, d)])
+            completion += d.completion_tokens  # the engines report it on the last delta only
         if include_usage:
             yield chunk([], _usage(prompt_tokens, completion))
         yield DONE
@@ -172,21 +134,14 @@ async def _chat_stream(state, streams, rid, created, model, include_usage) -> As
         state.cancel(streams)
 
 
-async def _prompts(state: ServingState, variant, prompt, n: int) -> list[list[int]]:
-    """A string, a list of strings, a list of token ids, or a list of lists of token ids; their count
-    is checked before any is tokenized."""
-    if isinstance(prompt, str):
-        prompt = [prompt]
-    if isinstance(prompt, list) and prompt:
-        if all(isinstance(p, int) for p in prompt):
-            prompt = [prompt]
-        if len(prompt) * n > MAX_COMPLETIONS:
-            raise BadRequest(f"at most {MAX_COMPLETIONS} completions per request (prompts x n).", "n")
-        if all(isinstance(p, str) for p in prompt):
-            return await state.text_ids(variant, prompt, raw=True)
-        if all(isinstance(p, list) for p in prompt):
-            return [state.check_token_ids(p) for p in prompt]
-    raise BadRequest("prompt must be a string, a list of strings or a list of token ids.", "prompt")
+async def _prompts(state: ServingState, variant, request: CompletionRequest) -> list[list[int]]:
+    """The prompts' ids; their count is checked before any is tokenized."""
+    prompts = request.prompts()
+    if len(prompts) * request.n > MAX_COMPLETIONS:
+        raise BadRequest(f"at most {MAX_COMPLETIONS} completions per request (prompts x n).", "n")
+    if isinstance(prompts[0], str):
+        return await state.text_ids(variant, prompts, raw=True)
+    return [state.check_token_ids(p) for p in prompts]
 
 
 def _completion_logprobs(entries: list[dict], offset0: int = 0) -> dict | None:
@@ -205,25 +160,21 @@ def _completion_logprobs(entries: list[dict], offset0: int = 0) -> dict | None:
     }
 
 
-async def completions(state: ServingState, body: dict):
-    variant = state.variant(body.get("model"))
-    stream, include_usage = _options(body)
-    n = count(body)
-    prompts = await _prompts(state, variant, body.get("prompt"), n)
+async def completions(state: ServingState, request: CompletionRequest):
+    variant = state.variant(request.model)
+    n = request.n
+    prompts = await _prompts(state, variant, request)
     params = [
-        sampling_params(body, state.max_model_len, len(ids), state.default_max_tokens) for ids in prompts
+        sampling_params(request, state.max_model_len, len(ids), state.default_max_tokens) for ids in prompts
     ]
-    streams = _submit_all(
-        state, variant, [(ids, _nth(p, j)) for ids, p in zip(prompts, params, strict=True) for j in range(n)]
+    streams = state.submit_all(
+        variant, [(ids, _nth(p, j)) for ids, p in zip(prompts, params, strict=True) for j in range(n)]
     )
-    rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    head = _head("cmpl", "text_completion", variant.id)
     prompt_tokens = sum(len(ids) * n for ids in prompts)
-    if stream:
-        return _completion_stream(state, streams, rid, created, variant.id, include_usage, prompt_tokens)
-    try:
-        results = await asyncio.gather(*(collect(s) for s in streams))
-    finally:
-        state.cancel(streams)
+    if request.stream:
+        return _stream(state, streams, head, request.include_usage, _completion_delta, prompt_tokens)
+    results = await state.collect_all(streams)
     choices = [
         {
             "index": i,
@@ -236,37 +187,10 @@ async def completions(state: ServingState, body: dict):
         for i, (text, last, lps) in enumerate(results)
     ]
     return {
-        "id": rid,
-        "object": "text_completion",
-        "created": created,
-        "model": variant.id,
+        **head,
         "choices": choices,
         "usage": _usage(prompt_tokens, sum(r[1].completion_tokens for r in results)),
     }
-
-
-async def _completion_stream(state, streams, rid, created, model, include_usage, prompt_tokens):
-    def chunk(choices, usage=None):
-        out = {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices}
-        if include_usage:
-            out["usage"] = usage
-        return out
-
-    completion = 0
-    try:
-        async for i, d in merge(streams):
-            if d.error:
-                yield {"error": {"message": d.error, "type": "server_error", "param": None, "code": None}}
-                return
-            lp = _completion_logprobs(_name_top(state, d.logprobs)) if d.logprobs else None
-            if d.text or lp or d.finish_reason:
-                yield chunk([{"index": i, "text": d.text, "logprobs": lp, "finish_reason": d.finish_reason}])
-            completion += d.completion_tokens
-        if include_usage:
-            yield chunk([], _usage(prompt_tokens, completion))
-        yield DONE
-    finally:
-        state.cancel(streams)
 
 
 def error_body(message: str, type_: str, param: str | None = None, code=None) -> dict:

@@ -18,6 +18,7 @@ from .engine.base import (
     SamplingParams,
     UnknownModel,
 )
+from .openai_protocol import ChatMessage
 
 CHARS_PER_TOKEN_BOUND = 32  # a prompt longer than this many characters per context token cannot fit
 
@@ -59,42 +60,25 @@ class ServingState:
                 param,
             )
 
-    def _clean_messages(self, messages) -> list[dict]:
-        """Checked {role, content} dicts with text content, refused by their characters if too long."""
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("messages must be a non-empty list of {role, content} objects.", "messages")
+    def _turns(self, messages: list[ChatMessage]) -> list[dict]:
+        """The {role, content} turns the chat template renders, refused by their count or characters
+        if they cannot fit the context."""
         if len(messages) > self.max_model_len:  # every message takes at least one token of the context
             raise BadRequest(
                 f"messages has {len(messages)} entries; this model's context holds {self.max_model_len} "
                 "tokens. Send fewer messages.",
                 "messages",
             )
-        clean, total = [], 0
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise BadRequest(f"messages[{i}] must be an object with a string 'role'.", "messages")
-            content = m.get("content")
-            if isinstance(content, list):  # content parts: text only
-                parts = []
-                for part in content:
-                    if not isinstance(part, dict) or part.get("type") != "text":
-                        raise BadRequest(f"messages[{i}].content: only text parts are supported.", "messages")
-                    parts.append(str(part.get("text", "")))
-                content = "".join(parts)
-            elif content is None:
-                content = ""
-            elif not isinstance(content, str):
-                raise BadRequest(f"messages[{i}].content must be a string or a list of parts.", "messages")
-            total += len(m["role"]) + len(content)
-            clean.append({"role": m["role"], "content": content})
-        self._check_chars(total, "messages", "messages hold in all")
-        return clean
+        turns = [{"role": m.role, "content": m.text} for m in messages]
+        chars = sum(len(t["role"]) + len(t["content"]) for t in turns)
+        self._check_chars(chars, "messages", "messages hold in all")
+        return turns
 
-    def _render_chat(self, variant: ServedVariant, clean: list[dict]) -> list[int]:
-        """Render checked messages with the model's own saved chat template, ending with the assistant's
+    def _render_chat(self, variant: ServedVariant, turns: list[dict]) -> list[int]:
+        """Render checked turns with the model's own saved chat template, ending with the assistant's
         turn, and tokenize them."""
         try:
-            text = variant.tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
+            text = variant.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # the template's own checks (roles alternate, …) are the user's to fix
             raise BadRequest(f"the model's chat template refused these messages: {exc}", "messages") from None
         return self._encode(variant, text, "messages")
@@ -105,19 +89,17 @@ class ServingState:
             return self._render_chat(variant, [{"role": "user", "content": text}])
         return self._encode(variant, text, param)
 
-    async def chat_ids(self, variant: ServedVariant, messages) -> list[int]:
+    async def chat_ids(self, variant: ServedVariant, messages: list[ChatMessage]) -> list[int]:
         """The prompt ids of a chat: checked here (cheap, by characters, before anything is rendered),
         rendered and tokenized off the event loop."""
-        clean = self._clean_messages(messages)
-        return await asyncio.to_thread(self._render_chat, variant, clean)
+        turns = self._turns(messages)
+        return await asyncio.to_thread(self._render_chat, variant, turns)
 
     async def text_ids(
-        self, variant: ServedVariant, texts: list, raw: bool = False, param: str = "prompt"
+        self, variant: ServedVariant, texts: list[str], raw: bool = False, param: str = "prompt"
     ) -> list[list[int]]:
         """The prompt ids of each text: checked here, rendered and tokenized off the event loop."""
         for text in texts:
-            if not isinstance(text, str):
-                raise BadRequest(f"{param} must be a string.", param)
             self._check_chars(len(text), param, f"{param} has")
         return await asyncio.to_thread(lambda: [self._render_text(variant, t, raw, param) for t in texts])
 
@@ -143,6 +125,26 @@ class ServingState:
     # -- running -------------------------------------------------------------------------------
     def submit(self, variant: ServedVariant, ids: list[int], params: SamplingParams) -> RequestStream:
         return self.engine.submit(variant.id, ids, params)
+
+    def submit_all(self, variant: ServedVariant, requests: list[tuple[list[int], SamplingParams]]) -> list:
+        """Submit every (prompt ids, sampling params) or none: a refusal midway (a full queue) cancels
+        those already queued."""
+        streams = []
+        try:
+            for ids, params in requests:
+                streams.append(self.submit(variant, ids, params))
+        except Exception:
+            self.cancel(streams)
+            raise
+        return streams
+
+    async def collect_all(self, streams: list[RequestStream]) -> list[tuple[str, Delta, list[dict]]]:
+        """The whole answer of each stream (``collect``); all are cancelled if one fails or the
+        request is cancelled (its client left)."""
+        try:
+            return await asyncio.gather(*(collect(s) for s in streams))
+        finally:
+            self.cancel(streams)
 
     def cancel(self, streams: list[RequestStream]) -> None:
         for s in streams:

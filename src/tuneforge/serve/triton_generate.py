@@ -6,64 +6,68 @@ vLLM's Triton backend takes them; the seed body of the issue sends exactly that.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+
 from .body import BodyError, loads
-from .engine.base import BadRequest
-from .kserve import OPTION_KEYS
-from .params import sampling_params, stop_list
-from .state import ServingState, collect
+from .kserve import V2Parameters, v2_sampling
+from .params import refused, sampling_params
+from .state import ServingState
 
 
-def _options(body: dict) -> tuple[dict, bool]:
-    opts: dict = {}
-    params = body.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise BadRequest("parameters must be an object.", "parameters")
-    sp = body.get("sampling_parameters")
-    if sp is not None:
-        if isinstance(sp, str):  # JSON inside JSON: the body's depth and digit bounds apply to it too
-            try:
-                sp = loads(sp.encode("utf-8", "surrogatepass"), "sampling_parameters")
-            except BodyError as exc:
-                raise BadRequest(str(exc), "sampling_parameters") from None
-        if not isinstance(sp, dict):
-            raise BadRequest(
-                "sampling_parameters must be a JSON object (or a string holding one).", "sampling_parameters"
-            )
-    for source in (params, sp or {}, body):
-        for k in OPTION_KEYS:
-            if k in source:
-                opts[k] = source[k]
-    if "max_new_tokens" in opts:
-        opts.setdefault("max_tokens", opts["max_new_tokens"])
-        opts.pop("max_new_tokens")
-    if "stop" in opts:
-        opts["stop"] = stop_list(opts["stop"])
-    raw = params.get("raw", body.get("raw", False))
-    if not isinstance(raw, bool):
-        raise BadRequest("raw must be true or false.", "raw")
-    return opts, raw
+def _text(value):
+    if not isinstance(value, str):
+        raise refused("{field} must be a string.")
+    return value
 
 
-async def _prepare(state: ServingState, name: str, body: dict):
+def _json_object(value):
+    """sampling_parameters: an object, or a string holding one (JSON inside JSON: the body's depth and
+    digit bounds apply to it too)."""
+    if isinstance(value, str):
+        try:
+            value = loads(value.encode("utf-8", "surrogatepass"), "sampling_parameters")
+        except BodyError as exc:
+            raise refused(str(exc)) from None
+    if value is not None and not isinstance(value, dict):
+        raise refused("sampling_parameters must be a JSON object (or a string holding one).")
+    return value
+
+
+class GenerateRequest(V2Parameters):
+    """POST /v2/models/{name}/generate[_stream]: the options may also come at the top level."""
+
+    text_input: Annotated[str, BeforeValidator(_text)] = Field(description="The prompt.")
+    parameters: V2Parameters | None = None
+    sampling_parameters: Annotated[V2Parameters | None, BeforeValidator(_json_object)] = Field(
+        None, description="Options as an object or as a JSON string (vLLM's Triton backend)."
+    )
+
+    def sampling(self):
+        """The options of ``parameters``, then ``sampling_parameters``, then the top level: a later one
+        wins."""
+        sources = [p.options() for p in (self.parameters, self.sampling_parameters) if p is not None]
+        return v2_sampling(*sources, self.options())
+
+    @property
+    def raw_text(self) -> bool:
+        """``raw`` of ``parameters``, else of the top level."""
+        if self.parameters is not None and "raw" in self.parameters.model_fields_set:
+            return self.parameters.raw
+        return self.raw
+
+
+async def _prepare(state: ServingState, name: str, request: GenerateRequest):
     variant = state.variant(name)
-    if not isinstance(body, dict):
-        raise BadRequest("the request must be a JSON object.", "body")
-    text = body.get("text_input")
-    if text is None:
-        raise BadRequest("text_input is missing.", "text_input")
-    opts, raw = _options(body)
-    [ids] = await state.text_ids(variant, [text], raw=raw, param="text_input")
-    params = sampling_params(opts, state.max_model_len, len(ids), state.default_max_tokens)
+    [ids] = await state.text_ids(variant, [request.text_input], raw=request.raw_text, param="text_input")
+    params = sampling_params(request.sampling(), state.max_model_len, len(ids), state.default_max_tokens)
     return variant, ids, params
 
 
-async def generate(state: ServingState, name: str, body: dict) -> dict:
-    variant, ids, params = await _prepare(state, name, body)
-    stream = state.submit(variant, ids, params)
-    try:
-        text, last, _ = await collect(stream)
-    finally:
-        state.cancel([stream])
+async def generate(state: ServingState, name: str, request: GenerateRequest) -> dict:
+    variant, ids, params = await _prepare(state, name, request)
+    [(text, last, _)] = await state.collect_all([state.submit(variant, ids, params)])
     return {
         "model_name": variant.id,
         "model_version": "1",
@@ -74,9 +78,9 @@ async def generate(state: ServingState, name: str, body: dict) -> dict:
     }
 
 
-async def generate_stream(state: ServingState, name: str, body: dict):
+async def generate_stream(state: ServingState, name: str, request: GenerateRequest):
     """Validates now (so errors are a plain 400), then returns the stream of ``data: {json}`` events."""
-    variant, ids, params = await _prepare(state, name, body)
+    variant, ids, params = await _prepare(state, name, request)
     stream = state.submit(variant, ids, params)
 
     async def events():
