@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install install-dev quickstart test lint bench clean
+.PHONY: install install-dev quickstart test lint docs bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,10 @@ $(VENV)/.installed: $(PY) pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-# Dev: + pytest, ruff and the real clients and browser driver the tests speak through (make test).
+# Dev: + pytest, ruff and the real clients and browser driver the tests speak through (make test), and
+# MkDocs with its Material theme for the docs site (make docs).
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,docs]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -38,13 +39,19 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/ruff format --check src tests bench examples
 
+# The docs site (mkdocs.yml, docs/) into site/. --strict: a dead link or anchor, or a page left out of the nav,
+# fails the build, and so `make test`. NO_MKDOCS_2_WARNING: Material otherwise prints a banner about MkDocs 2
+# on every build (the docs extra keeps mkdocs below 2).
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site/
+
 # Two workers, a test file each (module fixtures and in-file order hold): the suite's servers and workers
 # wait on each other much of the time, so two files at once use both cores.
-test: lint
+test: lint docs
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build site *.egg-info src/*.egg-info

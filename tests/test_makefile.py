@@ -1,4 +1,4 @@
-"""The README's two commands: what `make quickstart` and `make test` install (dry runs, nothing installed)."""
+"""The README's two commands: what `make quickstart` and `make test` install and run (dry runs)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,22 @@ def test_quickstart_installs_the_runtime_only(tmp_path):
 
 def test_test_installs_the_dev_extra(tmp_path):
     installs = _pip_installs(_dry_run(tmp_path, "test"))
-    assert installs == ['-q "torch==2.13.0"', "-q -e .", '-q -e ".[dev]"']
+    assert installs == ['-q "torch==2.13.0"', "-q -e .", '-q -e ".[dev,docs]"']
+
+
+def test_test_builds_the_docs_strictly_after_lint_and_before_pytest(tmp_path):
+    # A broken link in docs/ must fail `make test` before the suite's minutes are spent.
+    lines = _dry_run(tmp_path, "test")
+    steps = ("/ruff check ", "/ruff format --check ", "/mkdocs build --strict -d site/", "/pytest ")
+    where = {step: [i for i, line in enumerate(lines) if step in line] for step in steps}
+    assert all(len(found) == 1 for found in where.values()), where
+    assert [where[step][0] for step in steps] == sorted(where[step][0] for step in steps)
+
+
+def test_docs_builds_the_site_with_the_docs_extra(tmp_path):
+    lines = _dry_run(tmp_path, "docs")
+    assert _pip_installs(lines)[-1] == '-q -e ".[dev,docs]"'
+    assert lines[-1] == "NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d site/"
 
 
 def test_torch_index_picks_where_torch_comes_from(tmp_path):
