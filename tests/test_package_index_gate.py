@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from registry import index_address, require_package_index
+from tests.support.package_index import index_address, require_package_index
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from clihelp import run_cli
-from conftest import MEMO, write
+from tests.conftest import MEMO, write
+from tests.support.clihelp import run_cli
 
 
 def test_validate_json_valid_with_token_stats(capsys, tmp_path, tiny_llama):

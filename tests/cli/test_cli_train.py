@@ -12,8 +12,8 @@ import time
 import pytest
 import yaml
 
-from clihelp import run_cli
-from trainhelp import tiny_spec
+from tests.support.clihelp import run_cli
+from tests.support.trainhelp import tiny_spec
 
 
 def spec_file(tmp_path, spec: dict):

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clihelp import run_cli
-from conftest import MEMO, write
+from tests.conftest import MEMO, write
+from tests.support.clihelp import run_cli
+from tests.support.paths import FIXTURES
 from tuneforge.convert.lf_args import read_arguments
 from tuneforge.convert.llamafactory import convert_llamafactory, load_llamafactory
 from tuneforge.data.store import read_any_dataset
@@ -374,7 +375,7 @@ def test_missing_file_and_garbage_are_clear_errors(capsys, tmp_path):
 # conversations under nine of its templates, as the prompt part (masked) and answer part (trained) of each
 # turn.
 # LLaMA-Factory 0.9.5's own renderings (its encode_multiturn, the default model's tokenizer)
-LF_FIXTURE = Path(__file__).parent / "fixtures" / "llamafactory_templates.json"
+LF_FIXTURE = FIXTURES / "llamafactory_templates.json"
 FIXTURE_CONVERSATIONS = {
     "no_system": [
         {"from": "human", "value": "Give three tips for staying healthy."},

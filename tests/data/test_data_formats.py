@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from conftest import write
+from tests.conftest import write
 from tuneforge.data.load import load_records
 
 

@@ -4,7 +4,7 @@ Whatever the records, the bytes, the container or the options: exit 0 or 2, no t
 bounded memory, nothing written, and with --json exactly one JSON report whose "valid" matches the exit
 code. The default profile is small and deterministic (CI); for a long hunt:
 
-    TUNEFORGE_FUZZ_EXAMPLES=2000 .venv/bin/pytest tests/test_data_fuzz.py
+    TUNEFORGE_FUZZ_EXAMPLES=2000 .venv/bin/pytest tests/data/test_data_fuzz.py
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fuzzhelp import check_contained, snapshot
+from tests.support.fuzzhelp import check_contained, snapshot
 
 LONG = int(os.environ.get("TUNEFORGE_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(

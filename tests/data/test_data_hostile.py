@@ -12,8 +12,8 @@ import zipfile
 
 import pytest
 
-from fuzzhelp import check_contained, snapshot
-from hostile import CASES
+from tests.support.fuzzhelp import check_contained, snapshot
+from tests.support.hostile import CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -143,7 +143,7 @@ DIGITS = b'{"instruction": "a", "output": "b", "n": ' + b"7" * 5000 + b"}\n"
 
 @pytest.fixture
 def server():
-    from platformhelp import make_client
+    from tests.support.platformhelp import make_client
 
     with make_client() as client:
         yield client

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import MEMO, write
+from tests.conftest import MEMO, write
 from tuneforge.data.load import load_records, scan_records
 from tuneforge.data.store import read_stored_records, store_dataset, store_path
 from tuneforge.data.validate import build_report, validate_path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import MEMO, write
+from tests.conftest import MEMO, write
 from tuneforge.data.load import load_records
 from tuneforge.data.store import (
     find_dataset,

@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 
-from clihelp import run_cli
-from conftest import write
-from trainhelp import run, tiny_spec
+from tests.conftest import write
+from tests.support.clihelp import run_cli
+from tests.support.trainhelp import run, tiny_spec
 
 # Five examples of different lengths: batches of 2 or 4 leave a short last batch.
 FIVE = (

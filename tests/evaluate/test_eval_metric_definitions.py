@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clihelp import run_cli
-from conftest import write
-from test_convert_llamafactory import SFT_LORA, convert, lf_dir  # noqa: F401  (lf_dir is a fixture)
+from tests.conftest import write
+from tests.convert.test_convert_llamafactory import SFT_LORA, convert, lf_dir  # noqa: F401  (lf_dir is a fixture)
+from tests.support.clihelp import run_cli
+from tests.support.paths import FIXTURES
 
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "llamafactory_similarity.json").read_text())
+FIXTURE = json.loads((FIXTURES / "llamafactory_similarity.json").read_text())
 PAIRS = FIXTURE["pairs"]
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from clihelp import run_cli
-from trainhelp import run, tiny_spec
+from tests.support.clihelp import run_cli
+from tests.support.trainhelp import run, tiny_spec
 
 
 @pytest.fixture

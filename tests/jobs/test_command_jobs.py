@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from platformhelp import fake_model, make_client, store_model, upload, wait_for, wait_state
+from tests.support.platformhelp import fake_model, make_client, store_model, upload, wait_for, wait_state
 
 # The user's script: reads the mounted dataset, trains a LoRA on the mounted tiny base with plain torch,
 # writes TensorBoard scalars, then waits for the test's go-ahead before saving its adapter (so the test can

@@ -10,9 +10,9 @@ import os
 import pytest
 import torch
 
-from clihelp import run_cli
-from conftest import make_tiny_model
-from trainhelp import run, tiny_spec
+from tests.conftest import make_tiny_model
+from tests.support.clihelp import run_cli
+from tests.support.trainhelp import run, tiny_spec
 
 # The LoRA fine-tune → merged GGUF → import → serve round trip trains and serves: on demand
 # (TUNEFORGE_TEST_ECOSYSTEM=1), so `make test` fits CI's 20 minutes on a 2-core machine without AVX-512.
@@ -117,7 +117,7 @@ def fine_tune(tiny_llama, memo_data, tmp_path):
 def test_lora_fine_tune_exports_merged_imports_and_serves(capsys, fine_tune, tmp_path):
     from openai import OpenAI
 
-    from servehelp import start_server
+    from tests.support.servehelp import start_server
     from tuneforge.evaluate.generate import generate
     from tuneforge.models.inference import load_for_inference
 

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from clihelp import run_cli
-from conftest import write
+from tests.conftest import write
+from tests.support.clihelp import run_cli
 from tuneforge.models.info import sha256_file
 from tuneforge.settings import get_settings
 

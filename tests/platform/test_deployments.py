@@ -18,9 +18,9 @@ import time
 import httpx
 import pytest
 
-from conftest import make_lora_adapter, make_serving_model
-from platformhelp import wait_for
-from servehelp import stream_chat
+from tests.conftest import make_lora_adapter, make_serving_model
+from tests.support.platformhelp import wait_for
+from tests.support.servehelp import stream_chat
 
 FT = "ft:tiny-chat:demo:abc123"
 SEED_INFER = {
@@ -71,7 +71,7 @@ def _register(ctx, name: str, adapter_src, job_id: str) -> None:
 def home(tmp_path_factory):
     """A home with a tiny chat model in the store, two adapters trained on *that* folder, registered
     as ``FT`` and ``tiny-beta``."""
-    from test_platform_server import Server  # noqa: F401 (the same server helper)
+    from tests.platform.test_platform_server import Server  # noqa: F401 (the same server helper)
     from tuneforge.models.pull import import_model
     from tuneforge.platform.app import build_platform
     from tuneforge.settings import get_settings
@@ -100,7 +100,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(home):
-    from test_platform_server import Server
+    from tests.platform.test_platform_server import Server
 
     srv = Server(home)
     # Two (pretend) GPUs, and liveness probes in seconds instead of tens of seconds: a probe every 0.5 s,
@@ -579,7 +579,7 @@ def test_replicas_lease_gpus_from_the_jobs_pool_and_wait_for_one(monkeypatch):
     """The supervisor's GPU bookkeeping, ticked by hand, with workers that only write down their
     CUDA_VISIBLE_DEVICES (no model): 2 GPUs, 3 replicas → the third waits; a job cannot start either;
     a crash gives its GPU to the waiting replica; removal gives all back. No GPUs → env untouched."""
-    from platformhelp import fake_model
+    from tests.support.platformhelp import fake_model
     from tuneforge.jobs.executor import Launch, LocalExecutor
     from tuneforge.platform import deployments as service
     from tuneforge.platform import replicas
@@ -646,7 +646,7 @@ def test_replicas_lease_gpus_from_the_jobs_pool_and_wait_for_one(monkeypatch):
 @pytest.mark.usefixtures("database_url")
 def test_management_api_rows_and_events_on_both_databases():
     """The API's bookkeeping without workers (the supervisor is off), on SQLite and PostgreSQL."""
-    from platformhelp import fake_model, make_client
+    from tests.support.platformhelp import fake_model, make_client
 
     fake_model("tiny")
     with make_client() as api:
@@ -773,7 +773,7 @@ def test_relay_of_a_broken_stream_ends_in_the_protocols_error_event():
 def test_a_deployment_token_reaches_its_own_deployment_when_another_serves_the_same_id():
     """Two deployments of one model both answer to its id; the token of the older one used to get a
     403 from the newer one, which ``_match`` preferred. The caller's own deployment wins."""
-    from platformhelp import fake_model, make_client
+    from tests.support.platformhelp import fake_model, make_client
 
     fake_model("tiny")
     with make_client() as api:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from platformhelp import RunningApp, make_client
+from tests.support.platformhelp import RunningApp, make_client
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 KSERVE_DEEP = json.dumps(
@@ -176,7 +176,7 @@ def test_gateway_refuses_deep_json_and_keeps_the_connection(api):
 def test_gateway_v2_bodies_over_the_limit_or_too_deep_are_refused_in_kserve_shape(api, worker):
     """/v2 bodies travel to the worker as bytes: the gateway bounds their size (413 before a byte goes
     on), the worker their nesting (its 400, relayed as it answered)."""
-    from platformhelp import fake_model
+    from tests.support.platformhelp import fake_model
     from tuneforge.platform.db import Deployment
 
     fake_model("tiny")

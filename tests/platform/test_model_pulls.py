@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from platformhelp import make_client
+from tests.support.platformhelp import make_client
 
 
 def _wait(client, pull_id: str, timeout: float = 60.0) -> tuple[dict, set]:

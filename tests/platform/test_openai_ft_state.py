@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from platformhelp import make_client
+from tests.support.platformhelp import make_client
 from tuneforge.jobs.reconcile import Outcome
 
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import MEMO, write
-from platformhelp import fake_model, make_client, upload
+from tests.conftest import MEMO, write
+from tests.support.platformhelp import fake_model, make_client, upload
 
 pytestmark = pytest.mark.usefixtures("database_url")
 
@@ -52,7 +52,7 @@ def test_auth_matrix_over_every_route(api):
     checked = 0
     for method, path, concrete in _routes(api):
         if path == "/healthz" or path.startswith("/v2/") or path in GATEWAY:
-            continue  # the inference gateway has its own matrix (tests/test_deployments.py)
+            continue  # the inference gateway has its own matrix (tests/platform/test_deployments.py)
         if path == "/api/v1/session" and method != "GET":
             continue  # signing in takes the token in its body; signing out is never refused
         assert path.startswith(("/api/v1/", "/v1/")), path

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import MEMO
-from platformhelp import fake_model, make_client
+from tests.conftest import MEMO
+from tests.support.platformhelp import fake_model, make_client
 
 JSON = st.recursive(
     st.none()

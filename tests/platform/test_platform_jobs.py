@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MEMO
-from platformhelp import make_client, store_model, upload, wait_for, wait_state
+from tests.conftest import MEMO
+from tests.support.platformhelp import make_client, store_model, upload, wait_for, wait_state
 
 FAST = {
     "data.max_len": 64,

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from conftest import MEMO
-from platformhelp import make_client, upload, wait_for
+from tests.conftest import MEMO
+from tests.support.platformhelp import make_client, upload, wait_for
 
 
 def _dead_pid() -> int:

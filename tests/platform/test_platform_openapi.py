@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import MEMO
-from platformhelp import RunningApp, fake_model, make_client
+from tests.conftest import MEMO
+from tests.support.platformhelp import RunningApp, fake_model, make_client
 
 schemathesis = pytest.importorskip("schemathesis")
 

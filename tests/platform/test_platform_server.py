@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import MEMO, write
-from platformhelp import wait_for
+from tests.conftest import MEMO, write
+from tests.support.platformhelp import wait_for
 
 FAST = [
     "data.max_len=64",
@@ -100,7 +100,7 @@ class Server:
 
 @pytest.fixture
 def server(tiny_llama, tmp_path):
-    from platformhelp import store_model
+    from tests.support.platformhelp import store_model
 
     store_model(tiny_llama, "tiny")  # into this test's TUNEFORGE_HOME, which the server shares
     from tuneforge.settings import get_settings
@@ -266,7 +266,7 @@ def test_fifty_clients_for_thirty_seconds_lose_nothing(tmp_path, database_url):
     """Bounded here to 20 clients × 10 s on SQLite (5 s on PostgreSQL): the suite's time budget."""
     import uvicorn
 
-    from platformhelp import fake_model
+    from tests.support.platformhelp import fake_model
     from tuneforge.platform.app import create_app
 
     fake_model()

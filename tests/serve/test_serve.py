@@ -14,7 +14,7 @@ import httpx
 import pytest
 import torch
 
-from servehelp import start_server
+from tests.support.servehelp import start_server
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -563,7 +563,7 @@ def test_cli_serve_prints_ready_and_checks_the_key(serving_models, tmp_path):
     import os
     import sys
 
-    from servehelp import free_port
+    from tests.support.servehelp import free_port
 
     port = free_port()
     env = {**os.environ, "TUNEFORGE_SERVE_API_KEY": "k-env"}
@@ -632,7 +632,7 @@ def chat_greedy_http(server, model, content, max_tokens):
 @pytest.mark.gpu
 def test_vllm_engine_answers_like_transformers(serving_models):
     pytest.importorskip("vllm")
-    from servehelp import ServerThread
+    from tests.support.servehelp import ServerThread
     from tuneforge.serve.worker import WorkerConfig, build_state
 
     models = {k: str(v) for k, v in serving_models.items() if k != "base"}

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from servehelp import start_server, stream_chat
+from tests.support.servehelp import start_server, stream_chat
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -1,6 +1,6 @@
 """A fork server for running the real `tuneforge` entry point many times, fast, each in its own process.
 
-Started once (``python tests/cliserver.py``), it imports the CLI and then, for each request (one JSON
+Started once (``python tests/support/cliserver.py``), it imports the CLI and then, for each request (one JSON
 line on stdin), forks a child that sets an address-space limit (RLIMIT_AS), its environment, working
 folder and argv, redirects stdout/stderr to files and runs ``tuneforge.cli.main.main()`` to its normal
 interpreter exit. The server waits with a deadline (the child is killed past it) and answers one JSON

@@ -472,7 +472,7 @@ def _template_case(template: str) -> Callable[[Path], list[str]]:
     """Validate with a tiny tokenizer and a hostile --template."""
 
     def build(d: Path) -> list[str]:
-        from conftest import build_tokenizer
+        from tests.conftest import build_tokenizer
 
         build_tokenizer().save_pretrained(d / "tok")
         put(d, "d.jsonl", lines(GOOD))

@@ -72,7 +72,7 @@ class RunningApp:
     def __init__(self, app):
         import uvicorn
 
-        from servehelp import free_port
+        from tests.support.servehelp import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

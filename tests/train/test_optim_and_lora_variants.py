@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from clihelp import run_cli
-from trainhelp import run, tiny_spec
+from tests.support.clihelp import run_cli
+from tests.support.trainhelp import run, tiny_spec
 from tuneforge.errors import ConfigError
 from tuneforge.spec import parse_spec
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import test_console
-from clihelp import run_cli
-from conftest import MEMO
-from platformhelp import fake_model, make_client, upload
-from trainhelp import run, tiny_spec
+from tests.conftest import MEMO
+from tests.support.clihelp import run_cli
+from tests.support.platformhelp import fake_model, make_client, upload
+from tests.support.trainhelp import run, tiny_spec
+from tests.web import test_console
 from tuneforge.jobs import folder as fmt
 from tuneforge.spec import parse_spec
 from tuneforge.train.tracking import flatten
@@ -286,7 +286,7 @@ browser, console_server = test_console.browser, test_console.console_server  # t
 
 
 def test_console_job_page_links_to_the_tracker_run(console_server, browser):
-    from test_console import shot, sign_in
+    from tests.web.test_console import shot, sign_in
 
     srv = console_server
     job_id = "job-00000000a11c"

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from conftest import write
-from trainhelp import losses, run, tiny_spec
+from tests.conftest import write
+from tests.support.trainhelp import losses, run, tiny_spec
 
 
 class KeepModel(TrainerCallback):

@@ -10,8 +10,8 @@ import signal
 import pytest
 from transformers import TrainerCallback
 
-from conftest import write
-from trainhelp import run, tiny_spec
+from tests.conftest import write
+from tests.support.trainhelp import run, tiny_spec
 from tuneforge.train.run import Cancelled
 
 

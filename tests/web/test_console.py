@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import MEMO, write
-from platformhelp import make_client
+from tests.conftest import MEMO, write
+from tests.support.paths import ARTIFACTS, ROOT
+from tests.support.platformhelp import make_client
 
-WEB = Path(__file__).resolve().parents[1] / "src" / "tuneforge" / "web"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+WEB = ROOT / "src" / "tuneforge" / "web"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -138,8 +138,8 @@ def browser():
 
 @pytest.fixture
 def console_server(tiny_llama, monkeypatch):
-    from platformhelp import store_model
-    from test_platform_server import Server
+    from tests.platform.test_platform_server import Server
+    from tests.support.platformhelp import store_model
     from tuneforge.settings import get_settings
 
     store_model(tiny_llama, "tiny")
