@@ -25,7 +25,8 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+# The repository root: the helpers are tests.support.*, the fixtures tests.conftest.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 MEMO = [
     {"instruction": "Say the code word.", "input": "", "output": "banana seven"},
@@ -150,7 +151,7 @@ def load(run: Running, clients: int, seconds: float, request) -> dict:
 
 
 def api_load(database_url: str | None, args) -> dict:
-    from platformhelp import fake_model
+    from tests.support.platformhelp import fake_model
 
     with tempfile.TemporaryDirectory() as home:
         run = Running(Path(home), database_url)
@@ -179,7 +180,7 @@ def first_step_seconds(folder: Path, start: float, timeout: float = 300) -> floa
 
 
 def start_latency(args) -> dict:
-    from conftest import make_tiny_model
+    from tests.conftest import make_tiny_model
 
     direct, served = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -163,25 +163,32 @@ def memo_data(tmp_path) -> Path:
 
 # The longest files first: `make test` hands whole files to two workers in this order, so the long ones
 # run side by side instead of one of them alone at the end. Order inside a file is kept.
+# Paths from tests/ (tests/test_layout.py checks each one exists).
 LONGEST_FILES = [
-    "test_deployments.py",
-    "test_console.py",
-    "test_platform_server.py",
-    "test_command_jobs.py",
+    "platform/test_deployments.py",
+    "web/test_console.py",
+    "platform/test_platform_server.py",
+    "jobs/test_command_jobs.py",
     "test_integration_default_model.py",
-    "test_cli_train.py",
-    "test_train.py",
-    "test_gguf_export.py",
-    "test_platform_jobs.py",
-    "test_data_hostile.py",
+    "cli/test_cli_train.py",
+    "train/test_train.py",
+    "models/test_gguf_export.py",
+    "platform/test_platform_jobs.py",
+    "data/test_data_hostile.py",
 ]
+
+
+def _from_tests(path: Path) -> str:
+    """``path`` as LONGEST_FILES spells it (relpath: a file outside tests/ just ranks last)."""
+    return os.path.relpath(path, Path(__file__).parent).replace(os.sep, "/")
 
 
 def pytest_collection_modifyitems(config, items):
     import torch
 
     rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))  # stable: file order kept
+    # sort is stable: the order inside a file is kept
+    items.sort(key=lambda item: rank.get(_from_tests(item.path), len(LONGEST_FILES)))
 
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs CUDA")
@@ -195,8 +202,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def cli_server():
-    """A fork server running the real `tuneforge` entry point per request (see tests/cliserver.py)."""
-    from fuzzhelp import CliServer
+    """A fork server running the real `tuneforge` entry point per request (see tests/support/cliserver.py)."""
+    from tests.support.fuzzhelp import CliServer
 
     server = CliServer()
     yield server

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from registry import require_package_index
-from test_convert_llamafactory import CONVERTED_TEMPLATES, check_converted_template, lf_dir  # noqa: F401
+from tests.convert.test_convert_llamafactory import CONVERTED_TEMPLATES, check_converted_template, lf_dir  # noqa: F401
+from tests.support.package_index import require_package_index
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def test_twenty_lora_steps_lower_the_loss(home, tmp_path):
 
 
 def test_import_a_gguf_file(home, pulled, capsys):
-    from clihelp import run_cli
+    from tests.support.clihelp import run_cli
 
     gguf = next((pulled[0] / "cache" / "gguf").glob("*.gguf"))
     code, out, err = run_cli(capsys, "models", "import", gguf, "--name", "smol-from-gguf", "--json")

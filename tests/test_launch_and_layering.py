@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from trainhelp import run, tiny_spec
+from tests.support.trainhelp import run, tiny_spec
 from tuneforge.errors import ConfigError
 from tuneforge.spec import parse_spec
 from tuneforge.train.launch import distributed_command
@@ -111,7 +111,7 @@ def test_serving_protocol_handlers_import_neither_fastapi_nor_torch():
 
 @pytest.mark.gpu
 def test_qlora_trains_on_cuda(tiny_llama, memo_data, tmp_path):
-    from trainhelp import losses
+    from tests.support.trainhelp import losses
 
     result = run(tiny_spec(tiny_llama, memo_data, finetuning="qlora"), tmp_path / "j")
     curve = losses(result.folder)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import MEMO, write
-from platformhelp import fake_model, make_client, upload
+from tests.conftest import MEMO, write
+from tests.support.platformhelp import fake_model, make_client, upload
 
 BAD_NAMES = {
     "nul": "a\x00b",
@@ -149,7 +149,7 @@ def test_upload_errors_name_the_file_as_sent_not_the_servers_temporary_path(api)
 
 
 def test_cli_refuses_a_bad_dataset_name(tmp_path, capsys):
-    from clihelp import run_cli
+    from tests.support.clihelp import run_cli
     from tuneforge.data.store import list_datasets
 
     path = write(tmp_path / "memo.json", json.dumps(MEMO))

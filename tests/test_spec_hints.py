@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clihelp import run_cli
-from conftest import write
+from tests.conftest import write
+from tests.support.clihelp import run_cli
 from tuneforge.errors import ConfigError
 from tuneforge.spec import parse_spec
 

@@ -1,0 +1,94 @@
+"""Helpers for control-plane tests: an app per test, admin headers, a model in the store, uploads."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+
+def make_client(supervise: bool = False, token_stats: bool = False, **extras) -> TestClient:
+    from tuneforge.platform.app import create_app
+
+    app = create_app(supervise=supervise)
+    app.state.platform.extras.update(extras, token_stats=token_stats)
+    client = TestClient(app)
+    token = (app.state.platform.home / "admin.token").read_text().strip()
+    client.headers["Authorization"] = f"Bearer {token}"
+    return client
+
+
+def fake_model(name: str = "tiny") -> Path:
+    """A model record in the store (enough for the API; no weights)."""
+    from tuneforge.settings import get_settings
+
+    folder = get_settings().models_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.json").write_text(json.dumps({"name": name, "kind": "base", "source": "test"}))
+    return folder
+
+
+def store_model(folder: Path, name: str = "tiny") -> str:
+    """A real (tiny) model imported into the store, as `tuneforge models import` does."""
+    from tuneforge.models.pull import import_model
+
+    import_model(str(folder), name, lambda *a: None)
+    return name
+
+
+def upload(client: TestClient, filename: str, content: bytes | str, **fields):
+    data = content.encode() if isinstance(content, str) else content
+    return client.post("/api/v1/datasets", files=[("files", (filename, data))], data=fields)
+
+
+def wait_state(client: TestClient, job_id: str, states, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s: {job}")
+
+
+def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
+    """``predicate()``'s first truthy value, polled every 0.2 s; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class RunningApp:
+    """An ASGI app served by uvicorn on 127.0.0.1 (a free port) in a background thread: for tests that
+    need a real socket (keep-alive connections, schemathesis)."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        from tests.support.servehelp import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+
+    def __enter__(self):
+        import threading
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), 30, "uvicorn")
+        assert self.thread.is_alive(), "uvicorn did not start"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

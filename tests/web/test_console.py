@@ -1,0 +1,665 @@
+"""The web console: the session cookie (and its CSRF guard), the static files and their messages, and
+end-to-end runs in Debian's headless Chromium (Playwright) against a real `tuneforge server`.
+
+Each browser step saves a screenshot to tests/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import MEMO, write
+from tests.support.paths import ARTIFACTS, ROOT
+from tests.support.platformhelp import make_client
+
+WEB = ROOT / "src" / "tuneforge" / "web"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# -- the session cookie ---------------------------------------------------------------------------------
+
+
+def test_session_cookie_signs_in_and_guards_unsafe_methods_against_csrf():
+    with make_client() as api:
+        admin = api.headers.pop("Authorization").removeprefix("Bearer ")
+        assert api.get("/api/v1/session").status_code == 401
+        assert api.post("/api/v1/session", json={"token": "tf_nope"}).status_code == 401
+        scoped = None
+        r = api.post("/api/v1/session", json={"token": admin})
+        assert r.status_code == 201 and r.json()["scope"] == "admin"
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert admin not in r.text  # the answer never echoes the secret
+        # Safe methods: the cookie alone is enough (EventSource and downloads send nothing else).
+        assert api.get("/api/v1/jobs").status_code == 200
+        # Unsafe methods with only the cookie: what a forged cross-site form would send → refused.
+        assert api.post("/api/v1/tokens", json={"name": "x"}).status_code == 401
+        csrf = {"X-Requested-With": "tuneforge-console"}
+        made = api.post("/api/v1/tokens", json={"name": "x", "scope": "deployment:chat"}, headers=csrf)
+        assert made.status_code == 201
+        scoped = made.json()["token"]
+        # A deployment token cannot open the console.
+        assert api.post("/api/v1/session", json={"token": scoped}).status_code == 403
+        out = api.delete("/api/v1/session")
+        assert out.status_code == 204 and 'tuneforge_session=""' in out.headers["set-cookie"]
+        api.cookies.clear()
+        assert api.get("/api/v1/jobs").status_code == 401
+        # Revoking the token ends the sessions made with it.
+        api.post("/api/v1/session", json={"token": admin})
+        assert api.get("/api/v1/jobs").status_code == 200
+        token_id = admin.split("_")[1]
+        assert api.delete(f"/api/v1/tokens/{token_id}", headers=csrf).status_code == 200
+        assert api.get("/api/v1/jobs").status_code == 401
+
+
+def test_console_is_served_and_every_message_key_exists_in_both_languages():
+    with make_client() as api:
+        index = api.get("/")
+        assert index.status_code == 200 and '<script type="module" src="/js/app.js">' in index.text
+        assert (
+            api.get("/js/pages/job.js")
+            .headers["content-type"]
+            .startswith(("text/javascript", "application/javascript"))
+        )
+        assert api.get("/api/v1/nope").status_code in (401, 404)  # the API keeps its own answers
+        assert api.get("/healthz").json() == {"status": "ok"}
+    en = json.loads((WEB / "i18n" / "en.json").read_text())
+    zh = json.loads((WEB / "i18n" / "zh.json").read_text())
+    assert set(en) == set(zh)
+    assert all(zh[k] for k in zh)
+    used: set[str] = set()
+    for path in [*WEB.rglob("*.js"), WEB / "index.html"]:
+        text = path.read_text()
+        used |= set(re.findall(r"""(?:\bt\(|field\(|section\(|page\()'([a-z_]+\.[a-z0-9_.-]+)'""", text))
+        used |= set(re.findall(r"""data-i18n(?:-[a-z-]+)?="([a-z_]+\.[a-z0-9_.-]+)\"""", text))
+        used |= set(re.findall(r"""table\(\[([^\]]+)\]""", text) and re.findall(r"'([a-z]+\.[a-z_]+)'", text))
+        # No user-visible text in the markup: every element's text comes from the message files.
+        if path.name == "index.html":
+            bare = re.sub(r"<(script|title|style)[^>]*>.*?</\1>", "", text, flags=re.S)
+            assert not re.search(r">\s*[A-Za-z\u4e00-\u9fff][^<]*<", bare), "text in index.html"
+    dynamic = {k for k in used if k.split(".")[0] in {"tuneforge"}}
+    missing = sorted(k for k in used - dynamic if k not in en and not k.startswith(("data.", "header.")))
+    assert not missing, missing
+    for prefix in ("state.", "job.stream_", "newjob.section_"):
+        assert any(k.startswith(prefix) for k in en)
+
+
+def test_token_length_histogram_bins():
+    from collections import Counter
+
+    from tuneforge.data.validate import histogram
+
+    h = histogram(Counter({10: 2, 11: 1, 40: 3, 100: 1}), bins=4)
+    assert sum(h["counts"]) == 7 and len(h["edges"]) == len(h["counts"]) + 1
+    assert h["edges"][0] == 10 and h["edges"][-1] > 100 and h["counts"][0] == 3
+    assert histogram(Counter({5: 4}))["counts"] == [4]
+    assert histogram(Counter()) == {"edges": [], "counts": []}
+
+
+# -- the browser ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+        pytest.skip(f"{CHROMIUM} is absent: `apt-get install -y chromium` to run the console's browser tests")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def console_server(tiny_llama, monkeypatch):
+    from tests.platform.test_platform_server import Server
+    from tests.support.platformhelp import store_model
+    from tuneforge.settings import get_settings
+
+    store_model(tiny_llama, "tiny")
+    srv = Server(get_settings().root)
+    srv.env["TUNEFORGE_DEFAULT_MODEL"] = "tiny"  # token statistics with the tiny model's tokenizer
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, srv) -> None:
+    page.goto(srv.url + "/")
+    page.wait_for_url(re.compile(r"#/signin"))
+    page.get_by_label("Token").fill(srv.token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector("article.template")
+
+
+def points(page, series: str) -> int:
+    el = page.query_selector(f'svg.chart path[data-series="{series}"]')
+    return int(el.get_attribute("data-points")) if el else 0
+
+
+def test_console_upload_train_register_in_both_languages(console_server, browser, tmp_path):
+    srv = console_server
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    # Sign in: every page leads there without a session; a wrong token is a message, not a crash.
+    page.goto(srv.url + "/#/jobs")
+    page.wait_for_url(re.compile(r"#/signin\?next="))
+    page.get_by_label("Token").fill("tf_0000000000000000_wrongwrongwrongwrongwrong")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector(".message.error")
+    assert "invalid or missing token" in page.inner_text("#messages")
+    shot(page, "01-signin")
+    sign_in(page, srv)
+    cards = page.query_selector_all("article.template h3")
+    assert [c.inner_text() for c in cards] == [
+        "sft-lora",
+        "sft-qlora",
+        "sft-full",
+        "dpo-lora",
+        "pretrain-lora",
+    ]
+    shot(page, "02-home")
+
+    # A good dataset: stored, its stats and (from the worker) the token-length histogram.
+    good = write(tmp_path / "memo.json", MEMO * 2)
+    page.click("text=Datasets")
+    page.set_input_files("#upload-files", str(good))
+    page.get_by_label("Name", exact=True).fill("memo")
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.wait_for_url(re.compile(r"#/datasets/ds-"))
+    assert page.inner_text('[data-testid="records"]') == str(len(MEMO) * 2)
+    page.wait_for_selector("figure.histogram svg rect.bar", timeout=90_000)
+    assert page.query_selector_all("pre.masked mark")  # trained-on tokens highlighted
+    masked = page.inner_text("pre.masked")
+    trained = " ".join(m.inner_text() for m in page.query_selector_all("pre.masked mark"))
+    assert "banana seven" in trained and "Say the code word" not in trained and "Say the code word" in masked
+    shot(page, "03-dataset")
+
+    # A bad dataset: every problem with its line, nothing stored.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"instruction": "ok", "output": "fine"}\n{not json\n{"instruction": "no answer"}\n'
+        '{"instruction": "", "output": ""}\n'
+    )
+    page.click("text=Datasets")
+    page.set_input_files("#upload-files", str(bad))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.wait_for_selector(".upload-result .problems li")
+    problems = [li.inner_text() for li in page.query_selector_all(".upload-result .problems li")]
+    assert len(problems) >= 2 and any("line 2" in p or ":2" in p for p in problems), problems
+    assert "nothing was stored" in page.inner_text(".upload-result")
+    shot(page, "04-bad-upload")
+    with srv.http() as http:
+        assert [d["name"] for d in http.get("/api/v1/datasets").json()["data"]] == ["memo"]
+
+    # New job from the generated form: a 422 lands beside its field; then a valid short run.
+    page.goto(srv.url + "/#/jobs/new?template=sft-lora")
+    lr = page.locator('[data-path="train.learning_rate"]')
+    assert float(lr.input_value()) == pytest.approx(2e-4)  # the template's default, filled in
+    assert "Peak learning rate" in page.inner_text(".field:has([data-path='train.learning_rate']) .help")
+    lr.fill("-1")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_selector("#" + lr.get_attribute("id") + "-error:not(:empty)")
+    assert "greater than 0" in page.inner_text("#" + lr.get_attribute("id") + "-error")
+    for path, value in {
+        "train.learning_rate": "0.01",
+        "train.max_steps": "150",  # a few seconds: long enough to watch it grow
+        "train.logging_steps": "1",
+        "train.warmup_ratio": "0",
+        "train.save_steps": "50",
+        "data.max_len": "64",
+        "lora.dropout": "0",
+    }.items():
+        page.fill(f'[data-path="{path}"]', value)
+    page.select_option('[data-path="train.scheduler"]', "constant")
+    page.get_by_role("button", name="Show as command").click()
+    cli = page.inner_text('[data-testid="cli"]')
+    assert cli.startswith("tuneforge jobs create --template sft-lora --model tiny --dataset ds-")
+    assert "--set train.max_steps=150" in cli and "--set train.learning_rate=0.01" in cli
+    assert "max_steps: 150" in page.inner_text('[data-testid="yaml"]')
+    shot(page, "05-new-job")
+    # The first live-log connection is cut: the page must reconnect by itself to show the log.
+    cut: list[str] = []
+
+    def cut_first(route):
+        if not cut:
+            cut.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/logs\?follow=true"), cut_first)
+    # Every size the loss line takes on screen, to see it grow as the metrics arrive.
+    page.evaluate(
+        """() => { window.lossCounts = [];
+          new MutationObserver(() => {
+            const p = document.querySelector('svg.chart path[data-series="loss"]');
+            const seen = window.lossCounts;
+            if (p && seen[seen.length - 1] !== +p.dataset.points) seen.push(+p.dataset.points);
+          }).observe(document.body, {subtree: true, childList: true, attributes: true}); }"""
+    )
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r"#/jobs/job-"))
+    job_id = page.url.rsplit("/", 1)[1]
+
+    # The job page: log lines and the loss chart grow while it runs.
+    page.wait_for_function(
+        "() => (document.querySelector('pre.log') || {textContent: ''}).textContent.includes('step=')",
+        timeout=120_000,
+    )
+    page.wait_for_function(
+        "() => { const p = document.querySelector('svg.chart path[data-series=\"loss\"]');"
+        " return p && +p.dataset.points >= 2 }",
+        timeout=120_000,
+    )
+    assert cut, "the log stream was never opened"
+    shot(page, "06-job-running")
+    page.wait_for_selector(".badge.state-succeeded", timeout=180_000)
+    page.wait_for_function(
+        "() => +document.querySelector('svg.chart path[data-series=\"loss\"]').dataset.points >= 150"
+    )
+    grew = page.evaluate("window.lossCounts")
+    assert len(grew) >= 2 and grew == sorted(grew) and grew[-1] == 150, grew
+    assert points(page, "lr") >= 150
+    log_text = page.inner_text("pre.log")
+    assert "step=150" in log_text
+    timeline = page.inner_text("ol.timeline")
+    assert "queued" in timeline and "started" in timeline
+    assert not page.query_selector(".message.error"), page.inner_text("#messages")
+    shot(page, "07-job")
+
+    # Register the final model; the models page shows its lineage base → job → model.
+    page.get_by_label("Model name").fill("memo-lora")
+    page.get_by_role("button", name="Register the final model").click()
+    page.wait_for_selector("text=Registered memo-lora@1")
+    page.get_by_role("button", name="Register as model").first.click()
+    page.wait_for_selector("text=Registered memo-lora@2")
+    page.click("header nav >> text=Models")
+    lineage = page.inner_text("table:has-text('memo-lora@1')")
+    assert "tiny → " + job_id in lineage
+    shot(page, "08-models")
+
+    # The evaluation form offers the registered model; the new-job form has the command kind.
+    page.click("header nav >> text=Evaluations")
+    page.wait_for_selector("text=Run an evaluation")
+    assert "memo-lora@2" in page.inner_text("select:near(:text('Model'))")
+    page.goto(srv.url + "/#/jobs/new")
+    page.get_by_label("Kind").select_option("command")
+    page.get_by_label("Command", exact=True).fill("python train.py --steps 2")
+    assert page.get_by_label("Code (zip, optional)").is_visible()
+
+    # Chinese: the same pages, every text from zh.json.
+    page.select_option("#lang", "zh")
+    page.wait_for_selector("header nav >> text=数据集")
+    page.click("header nav >> text=任务")
+    page.wait_for_selector(".badge.state-succeeded")
+    assert page.inner_text(".badge.state-succeeded") == "已成功"
+    assert "全部任务" in page.inner_text("main")
+    shot(page, "09-jobs-zh")
+    page.goto(f"{srv.url}/#/jobs/{job_id}")
+    page.wait_for_selector("figcaption:has-text('按步的训练与验证损失')")
+    page.select_option("#lang", "en")
+    assert not errors, errors
+
+
+def insert_finished_jobs(srv, *jobs: dict) -> None:
+    """Rows of finished training jobs written straight into the console server's database."""
+    from sqlalchemy import create_engine, insert
+
+    from tuneforge.platform.db import Job
+
+    common = dict(
+        kind="train", state="succeeded", spec={"model": "tiny"}, priority=0, gpus=0, restart_policy="never",
+        max_retries=0, attempt=1, cancel_requested=False, latest_metrics={}, extra={},
+    )  # fmt: skip
+    engine = create_engine(f"sqlite:///{srv.home / 'tuneforge.db'}")
+    with engine.begin() as conn:
+        conn.execute(insert(Job), [{**common, **job} for job in jobs])
+    engine.dispose()
+
+
+def test_jobs_page_loads_fast_with_a_thousand_jobs(console_server, browser):
+    """1,000 jobs in the store; the list shows a page of 50 (cursor pagination) in well under 300 ms."""
+    srv = console_server
+    now = time.time()
+    insert_finished_jobs(
+        srv,
+        *(
+            dict(
+                id=f"job-{i:012x}",
+                folder=str(srv.home / "jobs" / f"job-{i:012x}"),
+                step=10,
+                max_steps=10,
+                latest_metrics={"loss": 1.0 + i / 1000},
+                created_at=now - i,
+            )
+            for i in range(1000)
+        ),
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, srv)
+    timings = []
+    for _ in range(5):
+        page.goto(srv.url + "/#/")
+        page.wait_for_selector("article.template")
+        ms = page.evaluate(
+            """() => new Promise((done) => {
+                 const t0 = performance.now();
+                 const seen = () => document.querySelectorAll('main tbody tr').length === 50
+                   && document.querySelector('.pager');
+                 const obs = new MutationObserver(() => {
+                   if (seen()) { obs.disconnect(); done(performance.now() - t0); }
+                 });
+                 obs.observe(document.getElementById('view'), {childList: true, subtree: true});
+                 location.hash = '#/jobs';
+               })"""
+        )
+        timings.append(ms)
+    shot(page, "10-jobs-1000")
+    median = statistics.median(timings)
+    print(f"jobs page with 1000 jobs: median {median:.0f} ms of {[round(t) for t in timings]}")
+    assert median < 300, timings
+    page.get_by_role("link", name="Older →").click()
+    page.wait_for_selector("text=Page 2")
+    first = page.inner_text("main tbody tr:first-child td:first-child")
+    assert first.startswith("job-0000000000") and first != "job-000000000000"
+
+
+def test_console_deploy_and_playground_side_by_side(console_server, browser):
+    srv = console_server
+    with srv.http() as http:
+        if "/api/v1/deployments" not in http.get("/openapi.json").json()["paths"]:
+            pytest.skip("the server has no /api/v1/deployments yet (issue 7b): runs once it is merged")
+        ds = http.post(
+            "/api/v1/datasets", files=[("files", ("memo.json", json.dumps(MEMO * 2)))], data={"name": "memo"}
+        ).json()
+        overrides = {"train.max_steps": 2, "data.max_len": 64, "train.logging_steps": 1}
+        job = http.post(
+            "/api/v1/jobs",
+            json={"template": "sft-lora", "model": "tiny", "datasets": [ds["id"]], "overrides": overrides},
+        ).json()
+        deadline = time.monotonic() + 180
+        while http.get(f"/api/v1/jobs/{job['id']}").json()["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert (
+            http.post("/api/v1/models/register", json={"job": job["id"], "name": "memo-lora"}).status_code
+            == 201
+        )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, srv)
+    for model, name in (("memo-lora@1", "memo-ft"), ("tiny", "tiny-base")):
+        page.goto(f"{srv.url}/#/deployments?model={model}")
+        page.get_by_label("Name", exact=True).fill(name)
+        page.get_by_role("button", name="Deploy", exact=True).click()
+        page.wait_for_url(re.compile(rf"#/deployments/{name}$"))
+        page.wait_for_selector(f"h1:has-text('{name}')")  # its page, not the list still on screen
+    for name in ("memo-ft", "tiny-base"):  # both start at once; each page polls while it is starting
+        page.goto(f"{srv.url}/#/deployments/{name}")
+        page.wait_for_selector(f"h1:has-text('{name}')")
+        page.wait_for_selector("h1 + div .badge.state-ready", timeout=180_000)
+    page.get_by_role("button", name="Create a token").click()
+    token = page.inner_text('[data-testid="token"]')
+    examples = page.inner_text("main")
+    assert (
+        token in examples
+        and "/v2/models/tiny-base/infer" in examples
+        and "/v2/models/tiny-base/generate" in examples
+    )
+    with httpx.Client(base_url=srv.url, timeout=60) as c:  # the shown token and the prefilled request work
+        r = c.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        )
+        assert r.status_code == 200, r.text
+    # scale from the page: the replicas line follows the second worker until it is ready
+    page.locator("form.inline input[type=number]").fill("2")
+    page.get_by_role("button", name="Scale", exact=True).click()
+    page.wait_for_selector("dd:has-text('2/2')", timeout=120_000)
+    with srv.http() as http:
+        assert len(http.get("/api/v1/deployments/tiny-base").json()["workers"]) == 2
+    shot(page, "11-deployment")
+    page.goto(f"{srv.url}/#/playground?a=memo-ft&b=tiny-base")
+    page.wait_for_selector('[data-testid="transcript-1"]')
+    page.get_by_label("Max tokens").fill("12")
+    page.get_by_label("Message", exact=True).fill("Say the code word.")
+    page.get_by_role("button", name="Send").click()
+    for i in (0, 1):
+        page.wait_for_selector(f'[data-testid="transcript-{i}"] .turn.assistant[data-done]', timeout=120_000)
+    shot(page, "12-playground")
+    for i in (0, 1):
+        turn = page.query_selector(f'[data-testid="transcript-{i}"] .turn.assistant')
+        assert turn.get_attribute("data-done") == "true", turn.inner_text()
+        assert turn.query_selector(".reply").inner_text().strip()
+
+
+def test_console_pull_and_import_show_progress_then_model_or_error(console_server, browser, tiny_llama):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, console_server)
+    page.goto(console_server.url + "/#/models")
+    page.get_by_label("Path on the server").fill(str(tiny_llama))
+    page.get_by_label("Name (optional)").fill("tiny-ui")
+    page.get_by_role("button", name="Import", exact=True).click()
+    # While the worker runs: the bar and the stage text (from the pull's progress), then the new model.
+    page.wait_for_selector(".pull-status:text-matches('Starting|Copying')")
+    page.wait_for_selector("text=Imported tiny-ui.")
+    assert page.inner_text(".pull-status") == "" and page.is_enabled("button:text-is('Import')")
+    page.wait_for_selector("table td strong:text-is('tiny-ui')")
+    # A pull that fails shows the worker's message.
+    page.get_by_label("Model name").fill("no-such-model")
+    page.get_by_role("button", name="Pull", exact=True).click()
+    error = page.wait_for_selector(".message.error")
+    assert "no model called 'no-such-model'" in error.inner_text()
+    shot(page, "models-pull")
+
+
+# The command job's script: the environment variable, its argument and the mounted dataset, in its log.
+JOB_SCRIPT = """
+import json, os, shutil, sys
+files = sorted(os.listdir("inputs/memo"))
+records = sum(len(json.load(open(os.path.join("inputs/memo", f)))) for f in files)
+print(os.environ["GREETING"], "|", sys.argv[1], "|", records, "records in", ",".join(files), flush=True)
+shutil.copytree("base", os.path.join(os.environ["TUNEFORGE_OUTPUT_DIR"], "model"))  # "its trained model"
+"""
+
+
+def test_console_command_job_with_code_dataset_and_env_runs_to_its_log(console_server, browser, tmp_path):
+    import zipfile
+
+    srv = console_server
+    with srv.http() as http:
+        ds = http.post(
+            "/api/v1/datasets", files=[("files", ("memo.json", json.dumps(MEMO)))], data={"name": "memo"}
+        ).json()
+    code = tmp_path / "code.zip"
+    with zipfile.ZipFile(code, "w") as zf:
+        zf.writestr("job.py", JOB_SCRIPT)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, srv)
+    page.goto(srv.url + "/#/jobs/new")
+    page.get_by_label("Kind").select_option("command")
+    page.get_by_label("Name", exact=True).fill("hello")
+    page.get_by_label("Command", exact=True).fill('python job.py "two words"')
+    page.get_by_label("Code (zip, optional)").set_input_files(str(code))
+    page.get_by_label("Environment").fill("GREETING=hello from the job")
+    page.get_by_label("Dataset to mount").select_option(ds["id"])
+    page.get_by_label("…at path").first.fill("inputs/memo")
+    page.get_by_label("Model to mount").select_option("tiny")
+    page.get_by_label("…at path").nth(1).fill("base")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r"#/jobs/job-"))
+    job_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_selector(".badge.state-succeeded", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('pre.log').textContent.includes('records in')", timeout=10_000
+    )
+    shot(page, "13-command-job")
+    with srv.http() as http:
+        job = http.get(f"/api/v1/jobs/{job_id}").json()
+        files = [f["path"] for f in http.get(f"/api/v1/datasets/{ds['id']}/files").json()["data"]]
+    assert job["kind"] == "command" and job["state"] == "succeeded", job
+    # The script saw the environment, its quoted argument, and the dataset's records at the path asked for.
+    log = page.inner_text("pre.log")
+    printed = f"hello from the job | two words | {ds['records']} records in {','.join(sorted(files))}"
+    assert printed in log, log
+    assert page.inner_text("dl.facts dd:first-of-type") == "command"
+    assert "python job.py two words" in page.inner_text("dl.facts")  # the Command row, not an empty Model
+    # A script's output has no final/: register the folder it wrote, with the base it mounted.
+    page.get_by_label("Model name").fill("hello-model")
+    page.get_by_label("Folder in the job").fill("output/model")
+    assert page.get_by_label("Base model", exact=True).input_value() == "tiny"  # the model it mounted
+    page.get_by_role("button", name="Register this folder").click()
+    page.wait_for_selector(".message.info:has-text('Registered hello-model@1')")
+    with srv.http() as http:
+        registered = http.get("/api/v1/models/registered/hello-model").json()
+    assert registered["job"] == job_id and registered["path"].endswith("output/model"), registered
+    assert not page.query_selector(".message.error") and not errors, errors
+
+
+def _table(page, selector: str) -> dict[str, dict[str, str]]:
+    """A table with a header row and a header cell per row: {row name: {column: text}}."""
+    return page.evaluate(
+        """(sel) => { const t = document.querySelector(sel);
+             const cols = [...t.querySelectorAll('thead th')].slice(1).map((th) => th.textContent);
+             return Object.fromEntries([...t.querySelectorAll('tbody tr')].map((tr) => [
+               tr.querySelector('th').textContent,
+               Object.fromEntries([...tr.querySelectorAll('td')].map((td, i) => [cols[i], td.textContent])),
+             ]));
+           }""",
+        selector,
+    )
+
+
+def test_console_evaluation_shows_metrics_and_predictions_when_it_ends(console_server, browser):
+    srv = console_server
+    with srv.http() as http:
+        ds = http.post(
+            "/api/v1/datasets", files=[("files", ("memo.json", json.dumps(MEMO)))], data={"name": "memo"}
+        ).json()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, srv)
+    page.click("header nav >> text=Evaluations")
+    page.wait_for_selector("text=Run an evaluation")
+    page.get_by_label("Model", exact=True).select_option("tiny")
+    page.get_by_label("Dataset", exact=True).select_option(ds["id"])
+    page.get_by_label("Compare with the base model").check()
+    page.get_by_label("Max samples").fill("2")
+    page.get_by_label("Max new tokens").fill("4")
+    page.get_by_role("button", name="Run", exact=True).click()
+    card = page.wait_for_selector("article[data-eval]")
+    eval_id = card.get_attribute("data-eval")
+    # No reload: the list follows the running evaluation until its metrics are in.
+    page.wait_for_selector(f"article[data-eval='{eval_id}'] .badge.state-succeeded", timeout=90_000)
+    with srv.http() as http:
+        ev = http.get(f"/api/v1/evaluations/{eval_id}").json()
+        preds = http.get(f"/api/v1/evaluations/{eval_id}/predictions").json()["data"]
+    assert ev["state"] == "succeeded" and set(ev["metrics"]) == {"tiny", "tiny (base)"}, ev
+    shown = _table(page, f"article[data-eval='{eval_id}'] table")
+    assert set(shown) == set(ev["metrics"])
+    for name, metrics in ev["metrics"].items():
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        assert set(shown[name]) == set(numeric) and numeric["samples"] == 2, (shown, metrics)
+        for key, value in numeric.items():
+            assert float(shown[name][key].replace(",", "")) == pytest.approx(value, rel=1e-3, abs=1e-6), key
+    page.get_by_role("button", name="Show predictions").click()
+    rows = page.wait_for_selector(f"article[data-eval='{eval_id}'] table:has(th:text-is('Reference'))")
+    cells = [
+        [td.inner_text() for td in row.query_selector_all("td")]
+        for row in rows.query_selector_all("tbody tr")
+    ]
+    assert len(cells) == len(preds) == 2
+    for (prompt, reference, prediction, base), p in zip(cells, preds, strict=True):
+        assert reference == p["reference"] and prediction == p["prediction"] and base == p["prediction_base"]
+        assert f"user: {p['prompt'][-1]['content']}" in prompt  # the messages, not their JSON
+    assert [c[1] for c in cells] == [MEMO[0]["output"], MEMO[1]["output"]]
+    shot(page, "14-evaluation")
+    assert not page.query_selector(".message.error") and not errors, errors
+
+
+def test_console_deployment_stop_start_delete(console_server, browser):
+    from tuneforge.jobs.executor import process_start_ticks
+
+    srv = console_server
+
+    def api() -> dict:
+        with srv.http() as http:
+            return http.get("/api/v1/deployments/tiny-dep").json()
+
+    with srv.http() as http:
+        assert http.post("/api/v1/deployments", json={"model": "tiny", "name": "tiny-dep"}).status_code == 201
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, srv)
+    page.goto(f"{srv.url}/#/deployments/tiny-dep")
+    page.wait_for_selector("h1 + div .badge.state-ready", timeout=120_000)
+    (first,) = [w["pid"] for w in api()["workers"]]
+    assert process_start_ticks(first) is not None
+
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.wait_for_selector("h1 + div .badge.state-stopped")
+    page.wait_for_selector("#messages :text('Stopped.')")
+    after = api()
+    assert after["state"] == "stopped" and after["workers"] == [], after
+    assert process_start_ticks(first) is None  # the worker process is gone, not only out of rotation
+    assert page.get_by_role("button", name="Start", exact=True).is_visible()
+    shot(page, "15-deployment-stopped")
+
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_selector("h1 + div .badge.state-ready", timeout=120_000)
+    (second,) = [w["pid"] for w in api()["workers"]]
+    assert second != first and process_start_ticks(second) is not None
+
+    # Delete asks first: dismissed, nothing happens; accepted, back to the list and the API says 404.
+    page.once("dialog", lambda d: d.dismiss())
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.wait_for_selector("h1 + div button:text-is('Delete'):enabled")
+    assert api()["state"] == "ready" and "Deleted." not in page.inner_text("#messages")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.wait_for_url(re.compile(r"#/deployments$"))
+    page.wait_for_selector("#messages :text('Deleted.')")
+    page.wait_for_selector("h1:text-is('Deployments')")
+    assert "tiny-dep" not in page.inner_text("main")
+    with srv.http() as http:
+        assert http.get("/api/v1/deployments/tiny-dep").status_code == 404
+    assert process_start_ticks(second) is None
+    shot(page, "16-deployment-deleted")
+    assert not page.query_selector(".message.error") and not errors, errors
