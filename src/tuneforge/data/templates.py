@@ -100,8 +100,8 @@ _CHATML = {
     "system": "<|im_start|>system\n{content}<|im_end|>\n",
 }
 # LLaMA-Factory 0.9.5's templates (its data/template.py), reproduced exactly: the text each one renders
-# equals LLaMA-Factory's own (tests/test_convert_llamafactory.py holds its renderings). The converter of
-# LLaMA-Factory configs names them; a spec chooses one as ``chat_template: llamafactory:NAME``.
+# equals LLaMA-Factory's own (tests/convert/test_convert_llamafactory.py holds its renderings). The
+# converter of LLaMA-Factory configs names them; a spec chooses one as ``chat_template: llamafactory:NAME``.
 LLAMAFACTORY_PREFIX = "llamafactory:"
 LLAMAFACTORY_TEMPLATES: dict[str, str] = {
     "default": _llamafactory(
