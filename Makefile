@@ -46,9 +46,10 @@ docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site/
 
 # Two workers, a test file each (module fixtures and in-file order hold): the suite's servers and workers
-# wait on each other much of the time, so two files at once use both cores.
+# wait on each other much of the time, so two files at once use both cores. --durations: CI's log names the
+# slowest tests, where the next minute of a 20-minute budget comes from.
 test: lint docs
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=30
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
