@@ -11,6 +11,8 @@ Errors are ``BodyError``s; the app's handler shapes them per protocol (OpenAI un
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import Request
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute
@@ -23,6 +25,7 @@ from tuneforge.settings import env_name
 from .deps import admin, principal
 
 UPLOAD_SETTING = env_name("max_dataset_mb")  # what raises the limit of every upload
+PIECE = 1 << 20  # what an upload is copied by
 FORM_OVERHEAD = 1 << 20  # multipart boundaries, part headers and the small fields around the files
 
 
@@ -45,6 +48,19 @@ async def read_form(request: Request, limit: int, *, max_files: int, max_fields:
 
     # the parser closes the parts it spooled so far when the exception passes through it
     return await Request(request.scope, counting_receive).form(max_files=max_files, max_fields=max_fields)
+
+
+async def save_part(part, target: Path, limit: int, received: int = 0, what: str = "upload") -> int:
+    """Copy one uploaded part (Starlette spools it to a temporary file past 1 MiB) to ``target`` in 1 MiB
+    pieces, counting: past ``limit`` bytes, with the ``received`` bytes of the parts before it, a 413.
+    Returns the count so far."""
+    with open(target, "wb") as out:
+        while chunk := await part.read(PIECE):
+            received += len(chunk)
+            if received > limit:
+                raise request_body.too_large(limit, what, UPLOAD_SETTING)
+            out.write(chunk)
+    return received
 
 
 def _json_typed(content_type: str | None, strict: bool) -> bool:
