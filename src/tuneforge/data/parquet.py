@@ -131,47 +131,16 @@ def _depth(arrow_type) -> int:
     return deepest
 
 
-def _leaves(arrow_type) -> int:
-    """How many Parquet leaf columns a field of this type is stored as."""
-    import pyarrow as pa
-
-    if pa.types.is_struct(arrow_type):
-        return sum(_leaves(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
-    if (
-        pa.types.is_list(arrow_type)
-        or pa.types.is_large_list(arrow_type)
-        or pa.types.is_fixed_size_list(arrow_type)
-    ):
-        return _leaves(arrow_type.value_type)
-    if pa.types.is_map(arrow_type):
-        return _leaves(arrow_type.key_type) + _leaves(arrow_type.item_type)
-    return 1
-
-
-def _dictionary_columns(schema, with_dictionary: set[int]) -> list[str]:
-    """Top-level string/binary columns written with a dictionary page in some row group: read as Arrow
-    dictionaries, so what they expand to is known before it is decoded."""
-    import pyarrow as pa
-
-    found, leaf = [], 0
-    for f in schema:
-        text = pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-        if (
-            text or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
-        ) and leaf in with_dictionary:
-            found.append(f.name)
-        leaf += _leaves(f.type)
-    return found
-
-
-def _nested_dictionary_paths(parquet_schema, with_dictionary: set[int]) -> list[str]:
-    """Paths of string/binary leaves inside list/struct columns written with a dictionary page
-    (``messages.list.element.content``): read as Arrow dictionaries too, for the same reason; decoded
-    while batching, 320 rows sharing one 7.5 MiB content took 2 GB of a 10 KB file."""
+def _dictionary_paths(parquet_schema, with_dictionary: set[int]) -> list[str]:
+    """Paths of the string/binary leaf columns written with a dictionary page in some row group, top
+    level (``output``) or inside list/struct columns (``messages.list.element.content``): read as Arrow
+    dictionaries, so what they expand to is known before it is decoded (320 rows sharing one 7.5 MiB
+    string took 2 GB of a 10 KB file). One walk over the Parquet leaves, the same index the page walk
+    found the dictionaries by; Arrow reads a named path that is no string/binary as it would anyway."""
     paths = []
     for leaf in sorted(with_dictionary):
         column = parquet_schema.column(leaf)
-        if "." in column.path and column.physical_type == "BYTE_ARRAY":
+        if column.physical_type == "BYTE_ARRAY":
             paths.append(column.path)
     return paths
 
@@ -314,8 +283,7 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
         schema = pf.schema_arrow
         if len(schema) > MAX_COLUMNS:
             raise FileProblem(too_many_columns(len(schema), name))
-        dictionaries = _dictionary_columns(schema, with_dictionary)
-        dictionaries += _nested_dictionary_paths(pf.schema, with_dictionary)
+        dictionaries = _dictionary_paths(pf.schema, with_dictionary)
         if dictionaries:
             pf = open_file(dictionaries)
     except (pa.ArrowException, OSError, ValueError, TypeError, EOFError) as exc:
