@@ -279,17 +279,6 @@ def _not_utf8(raw: bytes, exc: UnicodeDecodeError, offset: int, name: str, line:
     )
 
 
-def decode_utf8(raw: bytes, name: str, errors: list[Problem]) -> str | None:
-    """Decode UTF-8 (BOM or not); on failure say where, and whether GBK would have worked."""
-    if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        errors.append(_not_utf8(raw, exc, 0, name, raw[: exc.start].count(b"\n") + 1).problem)
-        return None
-
-
 # --------------------------------------------------------------------------------- byte sources
 
 
@@ -1108,16 +1097,6 @@ def _over_size(size: int, limits: Limits, where: str) -> Problem:
         f"{_mib(size)} is over the limit of {_mib(limits.max_bytes)} (raise {env_name('max_dataset_mb')}).",
         file=where,
     )
-
-
-def dataset_files(path: Path) -> list[Path]:
-    """The data files a folder holds, in a stable order."""
-    limits = Limits.from_settings()
-    sink = Sink(limits, [], [])
-    try:
-        return [p for p, _, _ in walk_folder(Path(path), sink, Budget(limits))]
-    except StopReading:
-        return []
 
 
 def read_rows(path: Path, max_bytes: int) -> ReadResult:
