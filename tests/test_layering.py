@@ -26,7 +26,6 @@ ALLOWED_EDGES = {
     ("tuneforge.platform.registry", "tuneforge.platform.deployments"),  # "context": deployments <-> registry
     # catalog <-> pulls: report_slots lives in ctx.extras, which "context" turns into typed fields
     ("tuneforge.platform.catalog", "tuneforge.platform.pulls"),
-    ("tuneforge.data.readers", "tuneforge.data.parquet"),  # "readers" (this branch): split next
 }
 # Modules over MAX_LINES that other slices split or shrink (path under src/tuneforge → the slice).
 ALLOWED_LONG = {
@@ -35,8 +34,7 @@ ALLOWED_LONG = {
     "platform/routes/openai_ft.py": "context",
     "spec.py": "spec",
     "cli/jobs.py": "spec",
-    "data/readers.py": "readers",  # this branch: split next
-    "data/formats.py": "readers",
+    "data/formats.py": "readers",  # this branch: next
     "convert/llamafactory.py": "readers",
 }
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 from tuneforge.errors import ConfigError, Problem
 
-from .readers import RawRow, TemporalText, short
+from .limits import short
+from .parquet import TemporalText
+from .readers import RawRow
 
 ROLE_ALIASES = {
     "system": "system",

@@ -27,7 +27,8 @@ from .formats import (
     row_signature,
     short,
 )
-from .readers import Limits, iter_rows, too_many_problems
+from .limits import Limits, too_many_problems
+from .readers import iter_rows
 
 log = logging.getLogger(__name__)
 

@@ -27,17 +27,8 @@ from collections.abc import Iterator
 from tuneforge.errors import Problem
 from tuneforge.settings import env_name
 
+from .limits import CHUNK, MAX_COLUMNS, Budget, FileProblem, Limits, mib, too_many_columns
 from .parquet_pages import BadPages, ForwardReader, TooManyPages, WalkBudget, chunk_pages, read_footer
-from .readers import (
-    CHUNK,
-    MAX_COLUMNS,
-    Budget,
-    FileProblem,
-    Limits,
-    TemporalText,
-    _mib,
-    too_many_columns,
-)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +41,20 @@ MAX_PAGES_HELD = 256 * 2**20
 DECODE_BYTES = 16 * 2**20
 # What Arrow writes, casting to string, for a timestamp or date no calendar can hold.
 OUT_OF_RANGE = "<value out of range: "
+
+
+class TemporalText(str):
+    """A Parquet timestamp, date, time or duration, as the text Arrow writes for it, remembering its
+    column and type: formats refuse it where text belongs (its text depends on the writer's unit and
+    time zone; a mis-mapped column would train on "1970-01-01 00:00:00.000")."""
+
+    column: str
+    kind: str
+
+    def __new__(cls, text: str, column: str, kind: str) -> TemporalText:
+        value = super().__new__(cls, text)
+        value.column, value.kind = column, kind
+        return value
 
 
 def _chunks(source, name: str) -> tuple[int, list[tuple[int, int, int, int]]]:
@@ -98,7 +103,7 @@ def _check_pages(source, name: str, limits: Limits, budget: Budget) -> set[int]:
             raise FileProblem(
                 Problem(
                     f"row group {g}: its pages decode to {held[g] / 2**20:,.0f} MiB held at once (the "
-                    f"largest page of each column), more than {_mib(MAX_PAGES_HELD)}. Write the file with "
+                    f"largest page of each column), more than {mib(MAX_PAGES_HELD)}. Write the file with "
                     "smaller pages (pyarrow's default data_page_size of 1 MiB is fine) or fewer columns.",
                     file=name,
                 )
@@ -106,7 +111,7 @@ def _check_pages(source, name: str, limits: Limits, budget: Budget) -> set[int]:
         if budget.read + total > limits.max_bytes:
             raise FileProblem(
                 Problem(
-                    f"its pages decode to more than the {_mib(limits.max_bytes)} a dataset may hold "
+                    f"its pages decode to more than the {mib(limits.max_bytes)} a dataset may hold "
                     f"({env_name('max_dataset_mb')}).",
                     file=name,
                 )
@@ -313,7 +318,7 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
             if batch.num_rows and size > limits.max_record_bytes * batch.num_rows:
                 raise FileProblem(
                     Problem(
-                        f"rows of more than {_mib(limits.max_record_bytes)} on average "
+                        f"rows of more than {mib(limits.max_record_bytes)} on average "
                         f"({env_name('max_record_mb')}).",
                         file=name,
                         record=index,
