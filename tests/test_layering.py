@@ -34,7 +34,6 @@ ALLOWED_LONG = {
     "platform/routes/openai_ft.py": "context",
     "spec.py": "spec",
     "cli/jobs.py": "spec",
-    "convert/llamafactory.py": "readers",
 }
 
 
