@@ -69,7 +69,8 @@ def _zip_of(members: dict[str, bytes], method) -> io.BytesIO:
 @pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
 def test_code_zip_refuses_bzip2_and_lzma(method, tmp_path):
     """A code upload is unpacked by the same rules: no member is inflated without a bound."""
-    from tuneforge.data.readers import FileProblem, Limits, unpack_zip
+    from tuneforge.data.archives import unpack_zip
+    from tuneforge.data.limits import FileProblem, Limits
 
     with pytest.raises(FileProblem, match="compression method") as err:
         unpack_zip(
@@ -80,7 +81,8 @@ def test_code_zip_refuses_bzip2_and_lzma(method, tmp_path):
 
 
 def test_code_zip_counts_the_entries_it_holds(tmp_path):
-    from tuneforge.data.readers import FileProblem, Limits, unpack_zip
+    from tuneforge.data.archives import unpack_zip
+    from tuneforge.data.limits import FileProblem, Limits
 
     buf = _zip_of({f"f{i}.py": b"" for i in range(50)}, zipfile.ZIP_STORED)
     raw = bytearray(buf.getvalue())

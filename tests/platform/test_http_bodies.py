@@ -62,7 +62,8 @@ def test_bounded_json_checks_depth_before_parsing_and_hooks_only_long_integers(m
     only where it can find something."""
     import json as json_module
 
-    from tuneforge.data.readers import BoundedJson, JsonLimitError, Limits
+    from tuneforge.data.json_stream import BoundedJson, JsonLimitError
+    from tuneforge.data.limits import Limits
     from tuneforge.serve import body
 
     parsed = []  # (text, whether the decoder converts integers with plain int, as C does)

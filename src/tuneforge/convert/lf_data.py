@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneforge.data.formats import ROLE_ALIASES
+from tuneforge.data.records import ROLE_ALIASES
 
 MAX_INFO_BYTES = 8 << 20
 

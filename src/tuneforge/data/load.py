@@ -18,16 +18,16 @@ from tuneforge.errors import ConfigError, DataError, Problem
 
 from .formats import (
     FORMATS,
-    RecordProblems,
     convert_row,
     detect_from,
     map_row,
     missing_columns,
     parse_mapping,
     row_signature,
-    short,
 )
-from .readers import Limits, iter_rows, too_many_problems
+from .limits import Limits, short, too_many_problems
+from .readers import iter_rows
+from .records import RecordProblems
 
 log = logging.getLogger(__name__)
 

@@ -27,17 +27,8 @@ from collections.abc import Iterator
 from tuneforge.errors import Problem
 from tuneforge.settings import env_name
 
+from .limits import CHUNK, MAX_COLUMNS, Budget, FileProblem, Limits, mib, too_many_columns
 from .parquet_pages import BadPages, ForwardReader, TooManyPages, WalkBudget, chunk_pages, read_footer
-from .readers import (
-    CHUNK,
-    MAX_COLUMNS,
-    Budget,
-    FileProblem,
-    Limits,
-    TemporalText,
-    _mib,
-    too_many_columns,
-)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +41,20 @@ MAX_PAGES_HELD = 256 * 2**20
 DECODE_BYTES = 16 * 2**20
 # What Arrow writes, casting to string, for a timestamp or date no calendar can hold.
 OUT_OF_RANGE = "<value out of range: "
+
+
+class TemporalText(str):
+    """A Parquet timestamp, date, time or duration, as the text Arrow writes for it, remembering its
+    column and type: formats refuse it where text belongs (its text depends on the writer's unit and
+    time zone; a mis-mapped column would train on "1970-01-01 00:00:00.000")."""
+
+    column: str
+    kind: str
+
+    def __new__(cls, text: str, column: str, kind: str) -> TemporalText:
+        value = super().__new__(cls, text)
+        value.column, value.kind = column, kind
+        return value
 
 
 def _chunks(source, name: str) -> tuple[int, list[tuple[int, int, int, int]]]:
@@ -98,7 +103,7 @@ def _check_pages(source, name: str, limits: Limits, budget: Budget) -> set[int]:
             raise FileProblem(
                 Problem(
                     f"row group {g}: its pages decode to {held[g] / 2**20:,.0f} MiB held at once (the "
-                    f"largest page of each column), more than {_mib(MAX_PAGES_HELD)}. Write the file with "
+                    f"largest page of each column), more than {mib(MAX_PAGES_HELD)}. Write the file with "
                     "smaller pages (pyarrow's default data_page_size of 1 MiB is fine) or fewer columns.",
                     file=name,
                 )
@@ -106,7 +111,7 @@ def _check_pages(source, name: str, limits: Limits, budget: Budget) -> set[int]:
         if budget.read + total > limits.max_bytes:
             raise FileProblem(
                 Problem(
-                    f"its pages decode to more than the {_mib(limits.max_bytes)} a dataset may hold "
+                    f"its pages decode to more than the {mib(limits.max_bytes)} a dataset may hold "
                     f"({env_name('max_dataset_mb')}).",
                     file=name,
                 )
@@ -131,47 +136,16 @@ def _depth(arrow_type) -> int:
     return deepest
 
 
-def _leaves(arrow_type) -> int:
-    """How many Parquet leaf columns a field of this type is stored as."""
-    import pyarrow as pa
-
-    if pa.types.is_struct(arrow_type):
-        return sum(_leaves(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
-    if (
-        pa.types.is_list(arrow_type)
-        or pa.types.is_large_list(arrow_type)
-        or pa.types.is_fixed_size_list(arrow_type)
-    ):
-        return _leaves(arrow_type.value_type)
-    if pa.types.is_map(arrow_type):
-        return _leaves(arrow_type.key_type) + _leaves(arrow_type.item_type)
-    return 1
-
-
-def _dictionary_columns(schema, with_dictionary: set[int]) -> list[str]:
-    """Top-level string/binary columns written with a dictionary page in some row group: read as Arrow
-    dictionaries, so what they expand to is known before it is decoded."""
-    import pyarrow as pa
-
-    found, leaf = [], 0
-    for f in schema:
-        text = pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-        if (
-            text or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
-        ) and leaf in with_dictionary:
-            found.append(f.name)
-        leaf += _leaves(f.type)
-    return found
-
-
-def _nested_dictionary_paths(parquet_schema, with_dictionary: set[int]) -> list[str]:
-    """Paths of string/binary leaves inside list/struct columns written with a dictionary page
-    (``messages.list.element.content``): read as Arrow dictionaries too, for the same reason; decoded
-    while batching, 320 rows sharing one 7.5 MiB content took 2 GB of a 10 KB file."""
+def _dictionary_paths(parquet_schema, with_dictionary: set[int]) -> list[str]:
+    """Paths of the string/binary leaf columns written with a dictionary page in some row group, top
+    level (``output``) or inside list/struct columns (``messages.list.element.content``): read as Arrow
+    dictionaries, so what they expand to is known before it is decoded (320 rows sharing one 7.5 MiB
+    string took 2 GB of a 10 KB file). One walk over the Parquet leaves, the same index the page walk
+    found the dictionaries by; Arrow reads a named path that is no string/binary as it would anyway."""
     paths = []
     for leaf in sorted(with_dictionary):
         column = parquet_schema.column(leaf)
-        if "." in column.path and column.physical_type == "BYTE_ARRAY":
+        if column.physical_type == "BYTE_ARRAY":
             paths.append(column.path)
     return paths
 
@@ -314,8 +288,7 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
         schema = pf.schema_arrow
         if len(schema) > MAX_COLUMNS:
             raise FileProblem(too_many_columns(len(schema), name))
-        dictionaries = _dictionary_columns(schema, with_dictionary)
-        dictionaries += _nested_dictionary_paths(pf.schema, with_dictionary)
+        dictionaries = _dictionary_paths(pf.schema, with_dictionary)
         if dictionaries:
             pf = open_file(dictionaries)
     except (pa.ArrowException, OSError, ValueError, TypeError, EOFError) as exc:
@@ -345,7 +318,7 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
             if batch.num_rows and size > limits.max_record_bytes * batch.num_rows:
                 raise FileProblem(
                     Problem(
-                        f"rows of more than {_mib(limits.max_record_bytes)} on average "
+                        f"rows of more than {mib(limits.max_record_bytes)} on average "
                         f"({env_name('max_record_mb')}).",
                         file=name,
                         record=index,

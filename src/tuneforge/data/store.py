@@ -20,8 +20,9 @@ from tuneforge.jobs.staging import TMP, make_temp_dir, staged_folder
 from tuneforge.names import check_name, looks_like_id, name_from_file
 from tuneforge.settings import env_name, get_settings
 
+from .limits import FileProblem
 from .load import LoadedDataset, scan_records
-from .readers import FileProblem, open_regular
+from .sources import open_regular
 
 
 def content_hash(path: Path, files: list[Path], fmt: str | None, mapping: dict | None) -> str:

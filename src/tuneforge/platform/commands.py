@@ -14,7 +14,8 @@ from pathlib import Path
 
 from fastapi import HTTPException
 
-from tuneforge.data.readers import FileProblem, Limits, unpack_zip
+from tuneforge.data.archives import unpack_zip
+from tuneforge.data.limits import FileProblem, Limits
 from tuneforge.errors import NotFoundError, TuneforgeError
 from tuneforge.jobs import command as cmd
 from tuneforge.settings import env_name

@@ -13,7 +13,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tuneforge.data.readers import BoundedJson, JsonLimitError, Limits
+from tuneforge.data.json_stream import BoundedJson, JsonLimitError
+from tuneforge.data.limits import Limits
 from tuneforge.errors import TuneforgeError
 
 MAX_BODY_BYTES = 8 << 20  # an inference or API request; datasets and code come as uploads

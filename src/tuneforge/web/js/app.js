@@ -47,7 +47,7 @@ async function render() {
     try {
       const mod = await load();
       const started = performance.now();
-      const node = await mod.render({ args: m.slice(1).map(decodeURIComponent), params, go });
+      const node = await mod.render({ args: m.slice(1).map(decodeURIComponent), params, go, setSignedIn });
       if (parse().path !== path) return; // navigated away meanwhile
       view.replaceChildren(node.element || node);
       cleanup = node.cleanup || null;
@@ -63,7 +63,9 @@ async function render() {
   go('/');
 }
 
-export function setSignedIn(value) { signedIn = value; }
+// Handed to the pages (the sign-in page sets it) rather than exported: a page importing the shell
+// would be an import cycle (the shell loads the pages).
+function setSignedIn(value) { signedIn = value; }
 
 async function start() {
   await setLanguage(preferredLanguage());

@@ -1,11 +1,10 @@
 // Sign in with a token: the server answers with an HttpOnly session cookie (the page never keeps it).
 import { post } from '../api.js';
-import { setSignedIn } from '../app.js';
 import { field, h, page } from '../dom.js';
 import { t } from '../i18n.js';
 import { showError } from '../messages.js';
 
-export async function render({ params, go }) {
+export async function render({ params, go, setSignedIn }) {
   const input = h('input', { type: 'password', name: 'token', autocomplete: 'current-password', required: true, spellcheck: 'false' });
   const form = h('form', { class: 'card narrow', onsubmit: async (e) => {
     e.preventDefault();
