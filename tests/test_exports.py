@@ -44,13 +44,13 @@ def test_gguf_export_runs_in_a_worker_reports_progress_and_downloads(tiny_llama,
         done = finished(api, "ft", export["id"])
         assert done["state"] == "succeeded", done
         assert done["stage"] == "write"  # the worker's progress lines reached the status
-        assert sorted(f["path"] for f in done["files"]) == ["Modelfile", "out.q8_0.gguf"]
+        assert sorted(f["path"] for f in done["files"]) == ["Modelfile", "ft-v1.q8_0.gguf"]
         base = f"/api/v1/models/ft/exports/{export['id']}"
         gguf = api.get(f"{base}/download")
         assert gguf.status_code == 200 and gguf.content[:4] == b"GGUF"
-        assert "out.q8_0.gguf" in gguf.headers["content-disposition"]
+        assert "ft-v1.q8_0.gguf" in gguf.headers["content-disposition"]
         modelfile = api.get(f"{base}/download", params={"file": "Modelfile"})
-        assert modelfile.status_code == 200 and modelfile.text.startswith("FROM ./out.q8_0.gguf")
+        assert modelfile.status_code == 200 and modelfile.text.startswith("FROM ./ft-v1.q8_0.gguf")
         assert api.get(f"{base}/download", params={"file": "../progress.jsonl"}).status_code == 404
         assert [e["id"] for e in api.get("/api/v1/models/ft/exports").json()["data"]] == [export["id"]]
         assert api.get(f"/api/v1/models/other/exports/{export['id']}").status_code == 404
@@ -71,7 +71,7 @@ def test_merged_export_registers_the_next_version(tiny_llama, tmp_path):
         assert done["registered"] == "ft@2"
         assert "config.json" in [f["path"] for f in done["files"]]
         row = api.get("/api/v1/models/registered/ft@2").json()
-        assert row["path"].endswith("/out") and row["lineage"]["merged_from"] == "ft@1"
+        assert row["path"].endswith("/ft-v1") and row["lineage"]["merged_from"] == "ft@1"
         assert row["base_model"] == "tiny"
         # the merged folder has no GGUF: a download names its file
         no_default = api.get(f"/api/v1/models/ft/exports/{done['id']}/download")
@@ -97,10 +97,11 @@ def test_export_errors_are_the_apis_and_a_failed_export_leaves_nothing(tiny_mode
         assert done["state"] == "failed" and "llama and qwen2" in done["error"], done
         assert done["files"] == []
         root = api.app.state.platform.home / "exports" / done["id"]
-        assert not (root / "out").exists()
+        assert [p.name for p in root.iterdir() if p.is_dir()] == []
         assert api.get(f"/api/v1/models/g/exports/{done['id']}/download").status_code == 409
 
 
 @pytest.fixture
 def tiny_llama(tiny_models):
     return tiny_models["llama"]
+

@@ -13,6 +13,7 @@ Bounded: one export per model at a time (a second request answers the running on
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import shutil
 import threading
@@ -79,7 +80,8 @@ class Export:
 
     @property
     def output(self) -> Path:
-        return self.folder / "out"
+        """Named after the model (``ft@2`` → ``ft-v2``): the GGUF file and the Modelfile take its name."""
+        return self.folder / re.sub(r"[^A-Za-z0-9._-]", "-", self.model.replace("@", "-v")).strip("-.")
 
     @property
     def progress_file(self) -> Path:
