@@ -3,6 +3,8 @@ worker the executor starts, polled for progress, downloaded, the merged one regi
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import make_lora_adapter
@@ -105,3 +107,27 @@ def test_export_errors_are_the_apis_and_a_failed_export_leaves_nothing(tiny_mode
 def tiny_llama(tiny_models):
     return tiny_models["llama"]
 
+
+def test_cli_remote_export_follows_the_server_and_downloads(tiny_llama, tmp_path, capsys, monkeypatch):
+    from clihelp import run_cli
+    from test_platform_server import Server
+    from tuneforge.settings import get_settings
+
+    store_model(tiny_llama, "tiny")
+    srv = Server(get_settings().root)
+    srv.start()
+    try:
+        monkeypatch.setenv("TUNEFORGE_URL", srv.url)
+        monkeypatch.setenv("TUNEFORGE_TOKEN", srv.token)
+        out = tmp_path / "gguf"
+        args = ["models", "export", "tiny", "--remote", "--format", "gguf", "--quant", "f16", "-o", out]
+        code, stdout, err = run_cli(capsys, *args, "--json")
+        assert code == 0, err
+        assert json.loads(stdout)["state"] == "succeeded"
+        assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "tiny.f16.gguf"]
+        assert (out / "tiny.f16.gguf").read_bytes()[:4] == b"GGUF"
+        # the server's refusal is the CLI's one line and exit code: a stored model has nothing to merge
+        code, _, err = run_cli(capsys, "models", "export", "tiny", "--remote", "-o", tmp_path / "m")
+        assert code == 2 and "not a LoRA adapter" in err and not (tmp_path / "m").exists()
+    finally:
+        srv.stop()
