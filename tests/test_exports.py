@@ -89,6 +89,9 @@ def test_export_errors_are_the_apis_and_a_failed_export_leaves_nothing(tiny_mode
         bad = api.post("/api/v1/models/g/exports", json={"format": "gguf", "quant": "q2"})
         assert bad.status_code == 422
         assert api.post("/api/v1/models/g/exports", json={"format": "zip"}).status_code == 422
+        # a version past the database's integer is refused before it reaches a query
+        huge = api.post("/api/v1/models/g/exports", json={"format": "gguf", "version": 2**40})
+        assert huge.status_code == 422
         started = api.post("/api/v1/models/g/exports", json={"format": "gguf"})
         assert started.status_code == 202
         store_model(tiny_models["llama"], "l")
