@@ -486,6 +486,26 @@ def test_console_pull_and_import_show_progress_then_model_or_error(console_serve
     shot(page, "models-pull")
 
 
+def test_console_export_shows_progress_then_download_links(console_server, browser):
+    """LLaMA-Factory's Export tab: model, format, quantization → the worker's stages → the files."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, console_server)
+    page.goto(console_server.url + "/#/models")
+    page.get_by_label("Model", exact=True).select_option("tiny")
+    assert page.is_disabled("#" + page.get_by_label("Register as a new version").get_attribute("id"))
+    page.get_by_label("Quantization (GGUF)").select_option("q8_0")
+    page.get_by_role("button", name="Export", exact=True).click()
+    page.wait_for_selector(".pull-status:text-matches('Starting|Loading|Writing')")
+    page.wait_for_selector("text=Exported tiny.", timeout=300_000)
+    links = page.locator(".export-files a")
+    assert sorted(links.all_inner_texts()) == ["Modelfile", "tiny.q8_0.gguf"]
+    shot(page, "models-export")
+    # the link downloads with the session cookie, as a click would
+    href = page.locator(".export-files a", has_text=".gguf").get_attribute("href")
+    got = page.request.get(console_server.url + href)
+    assert got.status == 200 and got.body()[:4] == b"GGUF"
+
+
 # The command job's script: the environment variable, its argument and the mounted dataset, in its log.
 JOB_SCRIPT = """
 import json, os, shutil, sys

@@ -100,6 +100,24 @@ class Client:
     def delete(self, path: str, **kw):
         return self.request("DELETE", path, **kw).json()
 
+    def download(self, path: str, dest: Path, params: dict | None = None) -> int:
+        """Stream a file answer into ``dest``; its size in bytes."""
+        import httpx
+
+        size = 0
+        try:
+            with self.http.stream("GET", path, params=params, timeout=None) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._raise(r)
+                with open(dest, "wb") as out:
+                    for chunk in r.iter_bytes(1 << 20):
+                        out.write(chunk)
+                        size += len(chunk)
+        except httpx.TransportError:
+            raise ServerError(f"lost the connection to the tuneforge server at {self.url}") from None
+        return size
+
     def events(self, path: str, params: dict | None = None) -> Iterator[tuple[str, dict]]:
         """Server-Sent Events of a followed resource: (event, data) until the server ends the stream."""
         import httpx

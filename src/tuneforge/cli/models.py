@@ -143,15 +143,43 @@ def export(
     base: str = typer.Option(None, help="Base model (default: the one recorded in the adapter)."),
     dtype: str = typer.Option("float32", help="With --format safetensors: float32, bfloat16 or float16."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    progress_file: Path = typer.Option(
+        None, "--progress-file", help="Append JSON lines {stage, done, total} here as it goes (throttled)."
+    ),
+    remote: bool = typer.Option(
+        False,
+        "--remote",
+        help="Export on the server (TUNEFORGE_URL): MODEL is a registered name[@version] or a stored model; "
+        "the files are downloaded into --output.",
+    ),
+    register_version: bool = typer.Option(
+        False,
+        "--register",
+        help="With --remote and --format safetensors: register the merged folder as "
+        "the model's next version on the server.",
+    ),
 ):
     """Merge a fine-tune into its base: a safetensors folder, or a GGUF file with an Ollama Modelfile."""
     from tuneforge.errors import ConfigError
 
+    if remote:
+        from .remote_export import export_remote
+
+        done = export_remote(model, output, fmt, quant, register_version, not json_out)
+        if json_out:
+            print_json(done)
+        else:
+            registered = f"; registered [bold]{done['registered']}[/]" if done.get("registered") else ""
+            console.print(f"exported {done['model']} into [bold]{output}[/]{registered}")
+        return
+    if register_version:
+        raise ConfigError("--register applies to --remote exports (the server registers the merged folder).")
+
     if fmt == "gguf":
         from tuneforge.models.gguf_export import export_gguf
 
-        with stage_progress(not json_out) as progress:
-            done = export_gguf(model, output, quant or "f16", base, progress)
+        with stage_progress(not json_out) as bar, progress_lines(progress_file) as lines:
+            done = export_gguf(model, output, quant or "f16", base, tee(bar, lines))
         if json_out:
             print_json(
                 {
@@ -176,8 +204,8 @@ def export(
         raise ConfigError("--quant applies to --format gguf only; a safetensors export takes --dtype.")
     from tuneforge.models.export import merge_adapter
 
-    with stage_progress(not json_out) as progress:
-        out = merge_adapter(Path(model), output, base, dtype, progress)
+    with stage_progress(not json_out) as bar, progress_lines(progress_file) as lines:
+        out = merge_adapter(Path(model), output, base, dtype, tee(bar, lines))
     if json_out:
         print_json({"output": str(out)})
     else:

@@ -37,7 +37,18 @@ log = logging.getLogger(__name__)
 
 def routers() -> list:
     """Every router of the control plane; deployments and the gateway append theirs here."""
-    from .routes import datasets, evaluations, health, jobs, models, openai_ft, session, templates, tokens
+    from .routes import (
+        datasets,
+        evaluations,
+        exports,
+        health,
+        jobs,
+        models,
+        openai_ft,
+        session,
+        templates,
+        tokens,
+    )
 
     return [
         health.router,
@@ -46,6 +57,7 @@ def routers() -> list:
         datasets.router,
         templates.router,
         models.router,
+        exports.router,
         jobs.router,
         evaluations.router,
         openai_ft.router,

@@ -152,6 +152,32 @@ def register_in(s: Session, job: Job, checkpoint: str | None, name: str) -> Regi
     return row
 
 
+def register_folder(
+    ctx: Platform, name: str, base: str, path: Path, checkpoint: str, source: str
+) -> RegisteredModel:
+    """The next version of ``name`` for a standalone model folder the server wrote (a merged export of
+    ``source``, a ``name@version``): the new version keeps its source's job and lineage."""
+    check_name(name, "registered model", max_length=200)
+    origin = resolve(ctx, source)
+    with ctx.store.session() as s:
+        version = (
+            s.scalar(select(func.max(RegisteredModel.version)).where(RegisteredModel.name == name)) or 0
+        ) + 1
+        row = RegisteredModel(
+            id=f"rm-{secrets.token_hex(6)}",
+            name=name,
+            version=version,
+            base_model=base,
+            job_id=origin.job_id,
+            checkpoint=checkpoint[:100],
+            path=str(path),
+            lineage={**(origin.lineage or {}), "kind": "model", "merged_from": source},
+            created_at=time.time(),
+        )
+        s.add(row)
+    return row
+
+
 def _checkpoint_metrics(root: Path, checkpoint: str) -> dict:
     # Reads the job's whole metrics.jsonl: only for a checkpoint, never for a final (the supervisor
     # registers finals inside the transaction that marks the job succeeded).

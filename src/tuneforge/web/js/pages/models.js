@@ -1,5 +1,6 @@
 // Models: base models in the store, registered fine-tunes with their lineage (base → job → model),
-// pull the default model, import one from a path on the server; both show their live progress.
+// pull the default model, import one from a path on the server, export one (GGUF + Ollama Modelfile, or
+// merged weights registered as a new version: LLaMA-Factory's Export tab); all show their live progress.
 import { get, post } from '../api.js';
 import { field, h, fill, page, section, table } from '../dom.js';
 import { formatBytes, formatNumber, formatTime, t } from '../i18n.js';
@@ -46,11 +47,14 @@ function stageText(p) {
   return `${label} ${fmt(p.done || 0)} / ${fmt(p.total)}`;
 }
 
+const pullPath = (p) => `/api/v1/models/pulls/${encodeURIComponent(p.id)}`;
+
 /**
- * A form whose submit starts a pull/import with `wait: false`, then polls its progress until it ends:
- * a bar (indeterminate while the stage has no total) and the stage text. Resolves to the model record.
+ * A form whose submit starts a background operation (a pull/import with `wait: false`, an export), then
+ * polls `poll(op)` until it ends: a bar (indeterminate while the stage has no total) and the stage text.
+ * `done` gets the finished operation.
  */
-function pullForm(children, start, done) {
+function pullForm(children, start, done, poll = pullPath) {
   const bar = h('progress', { hidden: true, 'aria-label': t('models.working') });
   const status = h('small', { class: 'help pull-status', role: 'status', 'aria-live': 'polite' });
   const button = children.find((c) => c.tagName === 'BUTTON');
@@ -68,18 +72,61 @@ function pullForm(children, start, done) {
         show(p);
         await sleep(700);
         if (!bar.isConnected) return; // the page was left: stop polling (the pull goes on)
-        p = await get(`/api/v1/models/pulls/${encodeURIComponent(p.id)}`);
+        p = await get(poll(p));
       }
       if (p.state === 'failed') throw new Error(p.error || t('models.failed'));
-      await done(p.model || {});
+      await done(p);
     } catch (err) { showError(err); } finally { bar.hidden = true; button.disabled = false; status.textContent = ''; }
   } }, ...children, bar, status);
 }
 
+const exportsPath = (name) => `/api/v1/models/${encodeURIComponent(name)}/exports`;
+
+/** The export form: model, format, quantization, register → progress → download links. */
+function exportForm(choices, reload) {
+  const format = h('select', {},
+    h('option', { value: 'gguf' }, t('models.export_gguf')), h('option', { value: 'merged' }, t('models.export_merged')));
+  const quant = h('select', {}, ['f16', 'q8_0', 'q4_0'].map((q) => h('option', { value: q }, q)));
+  const register = h('input', { type: 'checkbox', disabled: true });
+  format.addEventListener('change', () => {
+    quant.disabled = format.value !== 'gguf';
+    register.disabled = format.value !== 'merged';
+  });
+  const links = h('ul', { class: 'plain export-files' });
+  const form = pullForm([
+    field('models.ref', choices), field('models.export_format', format), field('models.export_quant', quant),
+    field('models.export_register', register, t('models.export_register_help')),
+    h('button', { type: 'submit' }, t('models.export'))],
+  () => {
+    fill(links);
+    const [name, version] = choices.value.split('@');
+    const gguf = format.value === 'gguf';
+    return [exportsPath(name), {
+      format: format.value, quant: gguf ? quant.value : null, version: version ? Number(version) : null,
+      register_version: !gguf && register.checked,
+    }];
+  },
+  async (p) => {
+    const base = `${exportsPath(p.model.split('@')[0])}/${encodeURIComponent(p.id)}/download?file=`;
+    fill(links, p.files.map((f) => h('li', {},
+      h('a', { href: base + encodeURIComponent(f.path), download: f.path.split('/').pop() }, f.path),
+      ` (${formatBytes(f.bytes)})`)));
+    showInfo(p.registered ? t('models.exported_registered', { ref: p.registered }) : t('models.exported', { name: p.model }));
+    if (p.registered) await reload();
+  },
+  (p) => `${exportsPath(p.model.split('@')[0])}/${encodeURIComponent(p.id)}`);
+  form.append(links);
+  return form;
+}
+
 export async function render() {
   const body = h('div');
+  const choices = h('select', { required: true });
   async function load() {
     const models = await get('/api/v1/models');
+    const chosen = choices.value;
+    fill(choices, [...models.registered.map((r) => r.ref), ...models.data.map((m) => m.name)]
+      .map((n) => h('option', { value: n, selected: n === chosen }, n)));
     fill(body,
       section('models.base', table(['models.name', 'models.kind', 'models.architecture', 'models.parameters', 'models.context', 'models.source', 'models.files', 'common.actions'], models.data.map(baseRow))),
       section('models.registered', table(['models.ref', 'models.lineage', 'models.datasets', 'models.method', 'models.loss', 'models.created', 'common.actions'], models.registered.map(registeredRow))));
@@ -88,11 +135,12 @@ export async function render() {
   const pullName = h('input', { type: 'text', value: 'smollm2-135m-instruct', required: true });
   const pull = pullForm([field('models.pull_name', pullName, t('models.pull_help')), h('button', { type: 'submit' }, t('models.pull'))],
     () => ['/api/v1/models/pull', { name: pullName.value, wait: false }],
-    async (info) => { showInfo(t('models.pulled', { name: info.name || pullName.value })); await load(); });
+    async (p) => { showInfo(t('models.pulled', { name: p.model?.name || pullName.value })); await load(); });
   const path = h('input', { type: 'text', required: true, placeholder: '/srv/models/my-model' });
   const importName = h('input', { type: 'text' });
   const imp = pullForm([field('models.import_path', path, t('models.import_help')), field('models.import_name', importName), h('button', { type: 'submit' }, t('models.import'))],
     () => ['/api/v1/models/import', { path: path.value, name: importName.value || null, wait: false }],
-    async (info) => { showInfo(t('models.imported', { name: info.name || path.value })); await load(); });
-  return page('models.title', body, h('div', { class: 'columns' }, section('models.pull_title', pull), section('models.import_title', imp)));
+    async (p) => { showInfo(t('models.imported', { name: p.model?.name || path.value })); await load(); });
+  return page('models.title', body, h('div', { class: 'columns' }, section('models.pull_title', pull), section('models.import_title', imp)),
+    section('models.export_title', exportForm(choices, load)));
 }

@@ -1,0 +1,136 @@
+"""Exports from the API (issue 21): a registered fine-tune → GGUF + Modelfile or a merged folder, run by a
+worker the executor starts, polled for progress, downloaded, the merged one registered as a new version."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_lora_adapter
+from platformhelp import make_client, store_model, wait_for
+
+
+def registered_adapter(api, tiny_llama, tmp_path, name: str = "ft") -> None:
+    """A LoRA adapter on the stored model ``tiny``, registered as ``name@1`` (as a job's final/ would be)."""
+    from tuneforge.platform.db import RegisteredModel
+
+    store_model(tiny_llama, "tiny")
+    adapter = make_lora_adapter(tiny_llama, tmp_path / "adapter", seed=3)
+    with api.app.state.platform.store.session() as s:
+        s.add(
+            RegisteredModel(
+                id="rm-1", name=name, version=1, base_model="tiny", checkpoint="final", path=str(adapter)
+            )
+        )
+
+
+def finished(api, name: str, export_id: str) -> dict:
+    def ended():
+        got = api.get(f"/api/v1/models/{name}/exports/{export_id}").json()
+        return got if got["state"] != "running" else None
+
+    return wait_for(ended, timeout=300, what=f"export {export_id}")
+
+
+def test_gguf_export_runs_in_a_worker_reports_progress_and_downloads(tiny_llama, tmp_path):
+    with make_client() as api:
+        registered_adapter(api, tiny_llama, tmp_path)
+        r = api.post("/api/v1/models/ft/exports", json={"format": "gguf", "quant": "q8_0"})
+        assert r.status_code == 202, r.text
+        export = r.json()
+        assert export["state"] == "running" and export["model"] == "ft@1" and export["quant"] == "q8_0"
+        # one export per model at a time: the second asks to wait for the first
+        again = api.post("/api/v1/models/ft/exports", json={"format": "gguf"})
+        assert again.status_code == 409 and export["id"] in again.json()["detail"]
+        done = finished(api, "ft", export["id"])
+        assert done["state"] == "succeeded", done
+        assert done["stage"] == "write"  # the worker's progress lines reached the status
+        assert sorted(f["path"] for f in done["files"]) == ["Modelfile", "ft-v1.q8_0.gguf"]
+        base = f"/api/v1/models/ft/exports/{export['id']}"
+        gguf = api.get(f"{base}/download")
+        assert gguf.status_code == 200 and gguf.content[:4] == b"GGUF"
+        assert "ft-v1.q8_0.gguf" in gguf.headers["content-disposition"]
+        modelfile = api.get(f"{base}/download", params={"file": "Modelfile"})
+        assert modelfile.status_code == 200 and modelfile.text.startswith("FROM ./ft-v1.q8_0.gguf")
+        assert api.get(f"{base}/download", params={"file": "../progress.jsonl"}).status_code == 404
+        assert [e["id"] for e in api.get("/api/v1/models/ft/exports").json()["data"]] == [export["id"]]
+        assert api.get(f"/api/v1/models/other/exports/{export['id']}").status_code == 404
+        # the route is an admin route like the other model routes
+        token = api.headers.pop("Authorization")
+        assert api.get(base).status_code == 401
+        api.headers["Authorization"] = token
+
+
+def test_merged_export_registers_the_next_version(tiny_llama, tmp_path):
+    with make_client() as api:
+        registered_adapter(api, tiny_llama, tmp_path)
+        body = {"format": "merged", "version": 1, "register_version": True}
+        r = api.post("/api/v1/models/ft/exports", json=body)
+        assert r.status_code == 202, r.text
+        done = finished(api, "ft", r.json()["id"])
+        assert done["state"] == "succeeded", done
+        assert done["registered"] == "ft@2"
+        assert "config.json" in [f["path"] for f in done["files"]]
+        row = api.get("/api/v1/models/registered/ft@2").json()
+        assert row["path"].endswith("/ft-v1") and row["lineage"]["merged_from"] == "ft@1"
+        assert row["base_model"] == "tiny"
+        # the merged folder has no GGUF: a download names its file
+        no_default = api.get(f"/api/v1/models/ft/exports/{done['id']}/download")
+        assert no_default.status_code == 422 and "config.json" in no_default.json()["detail"]
+
+
+def test_export_errors_are_the_apis_and_a_failed_export_leaves_nothing(tiny_models, tmp_path):
+    with make_client(max_exports=1) as api:
+        store_model(tiny_models["gpt2"], "g")
+        assert api.post("/api/v1/models/nope/exports", json={"format": "gguf"}).status_code == 404
+        merged = api.post("/api/v1/models/g/exports", json={"format": "merged"})
+        assert merged.status_code == 422 and "not a LoRA adapter" in merged.json()["detail"]
+        bad = api.post("/api/v1/models/g/exports", json={"format": "gguf", "quant": "q2"})
+        assert bad.status_code == 422
+        assert api.post("/api/v1/models/g/exports", json={"format": "zip"}).status_code == 422
+        # a version past the database's integer is refused before it reaches a query
+        huge = api.post("/api/v1/models/g/exports", json={"format": "gguf", "version": 2**40})
+        assert huge.status_code == 422
+        started = api.post("/api/v1/models/g/exports", json={"format": "gguf"})
+        assert started.status_code == 202
+        store_model(tiny_models["llama"], "l")
+        busy = api.post("/api/v1/models/l/exports", json={"format": "gguf"})  # past max_exports
+        assert busy.status_code == 503 and "g" in busy.json()["detail"]
+        done = finished(api, "g", started.json()["id"])
+        # the worker's own message: which architectures GGUF export supports
+        assert done["state"] == "failed" and "llama and qwen2" in done["error"], done
+        assert done["files"] == []
+        root = api.app.state.platform.home / "exports" / done["id"]
+        assert [p.name for p in root.iterdir() if p.is_dir()] == []
+        assert api.get(f"/api/v1/models/g/exports/{done['id']}/download").status_code == 409
+
+
+@pytest.fixture
+def tiny_llama(tiny_models):
+    return tiny_models["llama"]
+
+
+def test_cli_remote_export_follows_the_server_and_downloads(tiny_llama, tmp_path, capsys, monkeypatch):
+    from clihelp import run_cli
+    from test_platform_server import Server
+    from tuneforge.settings import get_settings
+
+    store_model(tiny_llama, "tiny")
+    srv = Server(get_settings().root)
+    srv.start()
+    try:
+        monkeypatch.setenv("TUNEFORGE_URL", srv.url)
+        monkeypatch.setenv("TUNEFORGE_TOKEN", srv.token)
+        out = tmp_path / "gguf"
+        args = ["models", "export", "tiny", "--remote", "--format", "gguf", "--quant", "f16", "-o", out]
+        code, stdout, err = run_cli(capsys, *args, "--json")
+        assert code == 0, err
+        assert json.loads(stdout)["state"] == "succeeded"
+        assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "tiny.f16.gguf"]
+        assert (out / "tiny.f16.gguf").read_bytes()[:4] == b"GGUF"
+        # the server's refusal is the CLI's one line and exit code: a stored model has nothing to merge
+        code, _, err = run_cli(capsys, "models", "export", "tiny", "--remote", "-o", tmp_path / "m")
+        assert code == 2 and "not a LoRA adapter" in err and not (tmp_path / "m").exists()
+    finally:
+        srv.stop()
