@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from conftest import make_lora_adapter
-from platformhelp import make_client, store_model, wait_for
+from tests.conftest import make_lora_adapter
+from tests.support.platformhelp import make_client, store_model, wait_for
 
 
 def registered_adapter(api, tiny_llama, tmp_path, name: str = "ft") -> None:
@@ -114,6 +114,7 @@ def tiny_llama(tiny_models):
 def test_cli_remote_export_follows_the_server_and_downloads(tiny_llama, tmp_path, capsys, monkeypatch):
     from clihelp import run_cli
     from test_platform_server import Server
+
     from tuneforge.settings import get_settings
 
     store_model(tiny_llama, "tiny")
