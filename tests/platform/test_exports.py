@@ -112,9 +112,8 @@ def tiny_llama(tiny_models):
 
 
 def test_cli_remote_export_follows_the_server_and_downloads(tiny_llama, tmp_path, capsys, monkeypatch):
-    from clihelp import run_cli
-    from test_platform_server import Server
-
+    from tests.platform.test_platform_server import Server
+    from tests.support.clihelp import run_cli
     from tuneforge.settings import get_settings
 
     store_model(tiny_llama, "tiny")
