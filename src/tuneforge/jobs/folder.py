@@ -24,7 +24,9 @@ FINAL_DIR = "final"
 TENSORBOARD_DIR = "tensorboard"
 LOSS_SVG = "loss.svg"
 EXIT_CODE_FILE = "exit_code.json"  # a command job's exit code, written by its runner (command_runner.py)
-STEP_RE = re.compile(r"^step-(\d+)$")
+STEP_PREFIX = "step-"  # checkpoints/step-N/: a complete checkpoint, renamed into place
+STEP_RE = re.compile(rf"^{STEP_PREFIX}(\d+)$")
+TRAINER_STATE = "trainer_state.json"  # in every step-N/ the trainer saved; one without it is not resumed
 
 # Events the worker writes ...
 STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_done", "eval_done"
@@ -164,13 +166,18 @@ def tail_lines(path: Path, lines: int = 40, max_bytes: int = 64 << 10) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def step_name(step: int) -> str:
+    """The folder name of the checkpoint at ``step`` (also what ``resume_from`` and ``--checkpoint`` take)."""
+    return f"{STEP_PREFIX}{step}"
+
+
 def step_checkpoints(root: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (``step-N`` with its trainer state), oldest first."""
     found = []
     folder = Path(root) / CHECKPOINTS_DIR
     for p in folder.iterdir() if folder.is_dir() else []:
         m = STEP_RE.match(p.name)
-        if m and (p / "trainer_state.json").exists():
+        if m and (p / TRAINER_STATE).exists():
             found.append((int(m.group(1)), p))
     return sorted(found)
 
