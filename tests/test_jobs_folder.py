@@ -1,10 +1,15 @@
-"""The job folder's contract (jobs/folder.py): one module spells its names."""
+"""The job folder's contract (jobs/folder.py): one module spells its names, and the supervisor follows a
+running job's report files from where it stopped reading."""
 
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
 from pathlib import Path
+
+import pytest
 
 from tuneforge.jobs import folder as fmt
 
@@ -171,3 +176,146 @@ def test_the_scan_finds_each_kind_of_literal(tmp_path):
             "event 'cancelled'",
         ]
     )
+
+
+# -- the supervisor's tick: metrics.jsonl and events.jsonl read from the last offset
+
+
+def _metric(step: int) -> bytes:
+    return (json.dumps({"step": step, "loss": round(1 / step, 6), "lr": 1e-4}) + "\n").encode()
+
+
+class _CountingReads:
+    """Counts the bytes every file object opened through os.fdopen hands out (the job folder's readers)."""
+
+    def __init__(self, monkeypatch):
+        self.bytes = 0
+        real = os.fdopen
+        counter = self
+
+        class File:
+            def __init__(self, fh):
+                self.fh = fh
+
+            def read(self, *a):
+                data = self.fh.read(*a)
+                counter.bytes += len(data)
+                return data
+
+            def readline(self, *a):
+                data = self.fh.readline(*a)
+                counter.bytes += len(data)
+                return data
+
+            def __getattr__(self, name):
+                return getattr(self.fh, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.fh.close()
+
+        monkeypatch.setattr(os, "fdopen", lambda *a, **kw: File(real(*a, **kw)))
+
+    def during(self, fn) -> int:
+        before = self.bytes
+        fn()
+        return self.bytes - before
+
+
+@pytest.fixture
+def running_job(monkeypatch):
+    """A platform with one job the executor reports as running (no process: the test writes its folder)."""
+    from tuneforge.jobs.executor import Status
+    from tuneforge.platform.app import build_platform
+    from tuneforge.platform.db import Job
+    from tuneforge.platform.jobs import create_job
+
+    platform, _ = build_platform()
+    job = create_job(platform, {"script": "unused"}, kind="scripted")
+    with platform.store.session() as s:
+        s.get(Job, job.id).state = "running"
+    monkeypatch.setattr(platform.executor, "poll", lambda job_id: Status(running=True))
+
+    def row():
+        with platform.store.session() as s:
+            return s.get(Job, job.id)
+
+    yield platform, Path(job.folder), row
+    platform.store.dispose()
+
+
+def test_the_tick_reads_only_what_a_running_job_appended(running_job, monkeypatch):
+    platform, root, row = running_job
+    (root / fmt.METRICS_FILE).write_bytes(b"".join(_metric(n) for n in range(1, 50_001)))
+    fmt.append_event(root, fmt.TRAINING, max_steps=60_000, step=0)
+    reads = _CountingReads(monkeypatch)
+
+    first = reads.during(platform.supervisor.tick)
+    assert first >= (root / fmt.METRICS_FILE).stat().st_size
+    assert row().step == 50_000 and row().max_steps == 60_000
+    assert row().latest_metrics == {"step": 50_000, "loss": 2e-05, "lr": 1e-4}
+    assert reads.during(platform.supervisor.tick) == 0  # nothing new: the 50,000 lines are not read again
+
+    # Three whole lines and half of the next: only those bytes are read, the half line waits.
+    half = _metric(50_004)
+    appended = _metric(50_001) + _metric(50_002) + _metric(50_003) + half[:10]
+    with open(root / fmt.METRICS_FILE, "ab") as fh:
+        fh.write(appended)
+    assert reads.during(platform.supervisor.tick) == len(appended)
+    assert row().step == 50_003
+    with open(root / fmt.METRICS_FILE, "ab") as fh:
+        fh.write(half[10:])
+    assert reads.during(platform.supervisor.tick) == len(half) - 10
+    assert row().step == 50_004 and row().latest_metrics["loss"] == round(1 / 50_004, 6)
+
+    # The worker's events are followed the same way: a new max_steps is picked up from the new line alone.
+    line = fmt.append_event(root, fmt.TRAINING, max_steps=70_000, step=50_004)
+    assert reads.during(platform.supervisor.tick) == len(json.dumps(line, ensure_ascii=False)) + 1
+    assert row().max_steps == 70_000
+
+
+def test_a_replaced_or_truncated_file_is_read_again_from_its_start(running_job):
+    platform, root, row = running_job
+    metrics = root / fmt.METRICS_FILE
+    metrics.write_bytes(_metric(1) + _metric(2) + (json.dumps({"step": 2, "eval_loss": 0.5}) + "\n").encode())
+    platform.supervisor.tick()
+    assert row().latest_metrics == {"step": 2, "loss": 0.5, "lr": 1e-4, "eval_loss": 0.5}
+    fresh = metrics.with_name("fresh")
+    fresh.write_bytes(_metric(1))
+    os.replace(fresh, metrics)  # another file: the eval_loss of the old one is gone
+    platform.supervisor.tick()
+    assert row().latest_metrics == {"step": 1, "loss": 1.0, "lr": 1e-4}
+    metrics.write_bytes(b"")  # truncated in place
+    platform.supervisor.tick()
+    with open(metrics, "ab") as fh:
+        fh.write(_metric(4))
+    platform.supervisor.tick()
+    assert row().latest_metrics == {"step": 4, "loss": 0.25, "lr": 1e-4}
+
+
+def test_a_tail_skips_overlong_and_non_object_lines_and_reads_in_bounded_pieces(tmp_path):
+    path = tmp_path / fmt.METRICS_FILE
+    tail = fmt.JsonlTail(path)
+    assert tail.poll() == ([], False)  # no file yet
+    huge = b"x" * (fmt.MAX_LINE + 10)
+    path.write_bytes(b'{"a": 1}\n3\n[1]\nnot json\n' + huge[: fmt.MAX_LINE // 2])
+    assert tail.poll() == ([{"a": 1}], False)
+    assert fmt.read_jsonl(path)[0] == [{"a": 1}]  # the paging reader skips the same lines
+    with open(path, "ab") as fh:  # the rest of the endless line, then a good one
+        fh.write(huge[fmt.MAX_LINE // 2 :] + b'\n{"b": 2}\n')
+    assert tail.poll() == ([{"b": 2}], False)
+    assert len(tail.partial) == 0
+    # A budget: a poll reads at most max_bytes, the next one goes on from there.
+    lines = b"".join(_metric(n) for n in range(1, 101))
+    with open(path, "ab") as fh:
+        fh.write(lines)
+    got, _ = tail.poll(max_bytes=len(lines) // 2)
+    rest, _ = tail.poll()
+    assert [m["step"] for m in got + rest] == list(range(1, 101))
+
+
+def test_a_tail_does_not_block_on_a_fifo(tmp_path):
+    os.mkfifo(tmp_path / fmt.EVENTS_FILE)
+    assert fmt.ProgressTail(tmp_path).poll() == {"step": 0, "max_steps": None, "latest_metrics": {}}

@@ -129,11 +129,18 @@ def read_jsonl(path: Path, offset: int = 0, limit: int = 1000) -> tuple[list[dic
             if not line or not line.endswith(b"\n"):
                 break
             offset += len(line)
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
+            if (record := _record(line)) is not None:
+                out.append(record)
     return out, offset
+
+
+def _record(line: bytes) -> dict | None:
+    """A line's JSON object; None for a corrupt line or one that holds no object (both are skipped)."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_all_jsonl(path: Path) -> list[dict]:
@@ -203,17 +210,98 @@ def checkpoints_with_metrics(root: Path) -> list[dict]:
     return out
 
 
-def progress(root: Path) -> dict:
-    """Latest step and metrics from the folder (the control plane shows these while a job runs)."""
-    metrics = read_all_jsonl(Path(root) / METRICS_FILE)
-    latest: dict = {}
-    for m in metrics:
-        latest.update({k: v for k, v in m.items() if v is not None})
-    max_steps = None
-    for e in read_all_jsonl(Path(root) / EVENTS_FILE):
-        if e.get("event") == TRAINING:
-            max_steps = e.get("max_steps")
-    return {"step": latest.get("step", 0), "max_steps": max_steps, "latest_metrics": latest}
+class JsonlTail:
+    """Follows one growing JSON-lines file: each ``poll`` returns only the records completed since the last.
+
+    It keeps the byte offset and the partial last line, so a supervisor that polls every half second reads
+    each byte once, not the whole file each time. A file replaced (another inode) or truncated (shorter than
+    the offset) is read again from its start, and ``poll`` says so: what the caller built from the old
+    file is stale. Lines over ``MAX_LINE`` and lines that hold no JSON object are skipped, as
+    ``read_jsonl`` skips them. ``read_jsonl`` serves pages from a given offset; this follows a file.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.offset = 0
+        self.partial = b""  # the last line, still without its newline
+        self.skipping = False  # inside a line longer than MAX_LINE: dropped up to its newline
+        self.identity: tuple[int, int] | None = None
+        self.bytes_read = 0  # over the tail's life (the tests check that a poll reads only new bytes)
+
+    def poll(self, max_bytes: int | None = None) -> tuple[list[dict], bool]:
+        """(records completed since the last poll, whether the file started over); at most ``max_bytes``
+        are read (None: up to the end), so one huge file cannot hold up its caller: the rest comes next."""
+        try:
+            fh = os.fdopen(open_regular(self.path), "rb")
+        except OSError:
+            return [], False  # not there (yet), or not a regular file: nothing to read
+        restarted = False
+        records: list[dict] = []
+        with fh:
+            st = os.fstat(fh.fileno())
+            identity = (st.st_dev, st.st_ino)
+            if self.identity is not None and (identity != self.identity or st.st_size < self.offset):
+                self.offset, self.partial, self.skipping, restarted = 0, b"", False, True
+            self.identity = identity
+            fh.seek(self.offset)
+            budget = max_bytes
+            while budget is None or budget > 0:
+                data = fh.read(self.CHUNK if budget is None else min(self.CHUNK, budget))
+                if not data:
+                    break
+                self.offset += len(data)
+                self.bytes_read += len(data)
+                budget = None if budget is None else budget - len(data)
+                self._split(data, records)
+        return records, restarted
+
+    def _split(self, data: bytes, records: list[dict]) -> None:
+        if self.skipping:
+            cut = data.find(b"\n")
+            if cut < 0:
+                return
+            data, self.skipping = data[cut + 1 :], False
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for line in lines:
+            if len(line) < MAX_LINE and (record := _record(line)) is not None:
+                records.append(record)
+        if len(self.partial) >= MAX_LINE:  # no record is this long: drop it up to its end
+            self.partial, self.skipping = b"", True
+
+
+class ProgressTail:
+    """A running job's latest step and metrics, followed through its ``metrics.jsonl`` and ``events.jsonl``.
+
+    The control plane shows these while a job runs; its supervisor polls each running job every tick, so
+    each poll reads only what the worker appended since (see JsonlTail).
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.metrics = JsonlTail(self.root / METRICS_FILE)
+        self.events = JsonlTail(self.root / EVENTS_FILE)
+        self.latest: dict = {}
+        self.max_steps = None
+
+    def poll(self, max_bytes: int | None = None) -> dict:
+        records, restarted = self.metrics.poll(max_bytes)
+        if restarted:
+            self.latest = {}
+        for m in records:
+            self.latest.update({k: v for k, v in m.items() if v is not None})
+        events, restarted = self.events.poll(max_bytes)
+        if restarted:
+            self.max_steps = None
+        for e in events:
+            if e.get("event") == TRAINING:
+                self.max_steps = e.get("max_steps")
+        return {
+            "step": self.latest.get("step", 0),
+            "max_steps": self.max_steps,
+            "latest_metrics": dict(self.latest),
+        }
 
 
 def tracker_runs(root: Path) -> list[dict]:
