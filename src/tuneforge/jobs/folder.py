@@ -228,7 +228,6 @@ class JsonlTail:
         self.partial = b""  # the last line, still without its newline
         self.skipping = False  # inside a line longer than MAX_LINE: dropped up to its newline
         self.identity: tuple[int, int] | None = None
-        self.bytes_read = 0  # over the tail's life (the tests check that a poll reads only new bytes)
 
     def poll(self, max_bytes: int | None = None) -> tuple[list[dict], bool]:
         """(records completed since the last poll, whether the file started over); at most ``max_bytes``
@@ -252,7 +251,6 @@ class JsonlTail:
                 if not data:
                     break
                 self.offset += len(data)
-                self.bytes_read += len(data)
                 budget = None if budget is None else budget - len(data)
                 self._split(data, records)
         return records, restarted
