@@ -97,7 +97,11 @@ def test_a_jobs_final_folder_is_scored_by_its_specs_metrics(tmp_path):
     (job / "final").mkdir(parents=True)
     (job / "checkpoints" / "step-4").mkdir(parents=True)
     assert job_metrics(job / "final") == "tuneforge"  # no spec: the default
+    # The spec is read as the JobSpec it is (spec.load_spec): one that is not a valid spec is no spec.
     (job / "spec.yaml").write_text(yaml.safe_dump({"model": "m", "eval": {"metrics": "llamafactory"}}))
+    assert job_metrics(job / "final") == "tuneforge"
+    spec = {"model": "m", "data": {"train": "d.jsonl"}, "eval": {"metrics": "llamafactory"}}
+    (job / "spec.yaml").write_text(yaml.safe_dump(spec))
     assert job_metrics(job / "final") == "llamafactory"
     assert job_metrics(job / "checkpoints" / "step-4") == "llamafactory"
     assert job_metrics(tmp_path) == "tuneforge" and job_metrics("smollm2-135m-instruct") == "tuneforge"

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 import yaml
 
+from tuneforge.jobs.folder import FINAL_DIR
 from tuneforge.settings import get_settings
 
 from .client import DEFAULT_URL
@@ -88,7 +89,7 @@ def quickstart(
     console.print(
         f"tuneforge chat {DEPLOYMENT} --compare {DEPLOYMENT}/{info['name']}\n"
         f"tuneforge evals create --model {DEPLOYMENT} --dataset {ds['id']} --compare-base --max-samples 8\n"
-        f"tuneforge models export {folder / 'final'} -o merged-model",
+        f"tuneforge models export {folder / FINAL_DIR} -o merged-model",
         highlight=False,
     )
     return answers

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from tuneforge.jobs import folder as fmt
 from tuneforge.spec import annotated_defaults, load_spec
 
 from .common import console, print_json, stage_progress
@@ -71,7 +72,7 @@ def train(
         soft_wrap=True,
     )
     console.print(
-        f"adapter/model: {result.folder / 'final'}   metrics: {result.folder / 'metrics.jsonl'}",
+        f"adapter/model: {result.folder / fmt.FINAL_DIR}   metrics: {result.folder / fmt.METRICS_FILE}",
         soft_wrap=True,
     )
 

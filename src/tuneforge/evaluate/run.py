@@ -13,6 +13,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.jobs.folder import CHECKPOINTS_DIR, FINAL_DIR, SPEC_FILE, STEP_RE
 from tuneforge.models.inference import LoadedModel, adapter_base, load_for_inference, saved_chat_template
 from tuneforge.settings import get_settings
+from tuneforge.spec import load_spec
 
 from .generate import generate
 from .metrics import check_metrics, text_scores
@@ -57,8 +58,6 @@ def eval_loss(
 def job_metrics(model: str | Path | None) -> str:
     """The ``eval.metrics`` the job's spec chose, when ``model`` is a job's final/ or checkpoints/step-N/
     folder (a run converted from LLaMA-Factory scores as LLaMA-Factory does); else ``tuneforge``."""
-    import yaml
-
     path = Path(str(model)).expanduser() if model else None
     if path is None or not path.is_dir():
         return "tuneforge"
@@ -69,9 +68,8 @@ def job_metrics(model: str | Path | None) -> str:
     else:
         return "tuneforge"
     try:
-        spec = yaml.safe_load((root / SPEC_FILE).read_text(encoding="utf-8")) or {}
-        return check_metrics((spec.get("eval") or {}).get("metrics") or "tuneforge")
-    except (OSError, yaml.YAMLError, AttributeError, ConfigError):
+        return load_spec(root / SPEC_FILE).eval.metrics
+    except (OSError, ConfigError):
         return "tuneforge"  # a folder without a readable spec is scored by the default
 
 

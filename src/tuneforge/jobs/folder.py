@@ -24,7 +24,9 @@ FINAL_DIR = "final"
 TENSORBOARD_DIR = "tensorboard"
 LOSS_SVG = "loss.svg"
 EXIT_CODE_FILE = "exit_code.json"  # a command job's exit code, written by its runner (command_runner.py)
-STEP_RE = re.compile(r"^step-(\d+)$")
+STEP_PREFIX = "step-"  # checkpoints/step-N/: a complete checkpoint, renamed into place
+STEP_RE = re.compile(rf"^{STEP_PREFIX}(\d+)$")
+TRAINER_STATE = "trainer_state.json"  # in every step-N/ the trainer saved; one without it is not resumed
 
 # Events the worker writes ...
 STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_done", "eval_done"
@@ -127,11 +129,18 @@ def read_jsonl(path: Path, offset: int = 0, limit: int = 1000) -> tuple[list[dic
             if not line or not line.endswith(b"\n"):
                 break
             offset += len(line)
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
+            if (record := _record(line)) is not None:
+                out.append(record)
     return out, offset
+
+
+def _record(line: bytes) -> dict | None:
+    """A line's JSON object; None for a corrupt line or one that holds no object (both are skipped)."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_all_jsonl(path: Path) -> list[dict]:
@@ -164,13 +173,18 @@ def tail_lines(path: Path, lines: int = 40, max_bytes: int = 64 << 10) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def step_name(step: int) -> str:
+    """The folder name of the checkpoint at ``step`` (also what ``resume_from`` and ``--checkpoint`` take)."""
+    return f"{STEP_PREFIX}{step}"
+
+
 def step_checkpoints(root: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (``step-N`` with its trainer state), oldest first."""
     found = []
     folder = Path(root) / CHECKPOINTS_DIR
     for p in folder.iterdir() if folder.is_dir() else []:
         m = STEP_RE.match(p.name)
-        if m and (p / "trainer_state.json").exists():
+        if m and (p / TRAINER_STATE).exists():
             found.append((int(m.group(1)), p))
     return sorted(found)
 
@@ -196,17 +210,96 @@ def checkpoints_with_metrics(root: Path) -> list[dict]:
     return out
 
 
-def progress(root: Path) -> dict:
-    """Latest step and metrics from the folder (the control plane shows these while a job runs)."""
-    metrics = read_all_jsonl(Path(root) / METRICS_FILE)
-    latest: dict = {}
-    for m in metrics:
-        latest.update({k: v for k, v in m.items() if v is not None})
-    max_steps = None
-    for e in read_all_jsonl(Path(root) / EVENTS_FILE):
-        if e.get("event") == TRAINING:
-            max_steps = e.get("max_steps")
-    return {"step": latest.get("step", 0), "max_steps": max_steps, "latest_metrics": latest}
+class JsonlTail:
+    """Follows one growing JSON-lines file: each ``poll`` returns only the records completed since the last.
+
+    It keeps the byte offset and the partial last line, so a supervisor that polls every half second reads
+    each byte once, not the whole file each time. A file replaced (another inode) or truncated (shorter than
+    the offset) is read again from its start, and ``poll`` says so: what the caller built from the old
+    file is stale. Lines over ``MAX_LINE`` and lines that hold no JSON object are skipped, as
+    ``read_jsonl`` skips them. ``read_jsonl`` serves pages from a given offset; this follows a file.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.offset = 0
+        self.partial = b""  # the last line, still without its newline
+        self.skipping = False  # inside a line longer than MAX_LINE: dropped up to its newline
+        self.identity: tuple[int, int] | None = None
+
+    def poll(self, max_bytes: int | None = None) -> tuple[list[dict], bool]:
+        """(records completed since the last poll, whether the file started over); at most ``max_bytes``
+        are read (None: up to the end), so one huge file cannot hold up its caller: the rest comes next."""
+        try:
+            fh = os.fdopen(open_regular(self.path), "rb")
+        except OSError:
+            return [], False  # not there (yet), or not a regular file: nothing to read
+        restarted = False
+        records: list[dict] = []
+        with fh:
+            st = os.fstat(fh.fileno())
+            identity = (st.st_dev, st.st_ino)
+            if self.identity is not None and (identity != self.identity or st.st_size < self.offset):
+                self.offset, self.partial, self.skipping, restarted = 0, b"", False, True
+            self.identity = identity
+            fh.seek(self.offset)
+            budget = max_bytes
+            while budget is None or budget > 0:
+                data = fh.read(self.CHUNK if budget is None else min(self.CHUNK, budget))
+                if not data:
+                    break
+                self.offset += len(data)
+                budget = None if budget is None else budget - len(data)
+                self._split(data, records)
+        return records, restarted
+
+    def _split(self, data: bytes, records: list[dict]) -> None:
+        if self.skipping:
+            cut = data.find(b"\n")
+            if cut < 0:
+                return
+            data, self.skipping = data[cut + 1 :], False
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for line in lines:
+            if len(line) < MAX_LINE and (record := _record(line)) is not None:
+                records.append(record)
+        if len(self.partial) >= MAX_LINE:  # no record is this long: drop it up to its end
+            self.partial, self.skipping = b"", True
+
+
+class ProgressTail:
+    """A running job's latest step and metrics, followed through its ``metrics.jsonl`` and ``events.jsonl``.
+
+    The control plane shows these while a job runs; its supervisor polls each running job every tick, so
+    each poll reads only what the worker appended since (see JsonlTail).
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.metrics = JsonlTail(self.root / METRICS_FILE)
+        self.events = JsonlTail(self.root / EVENTS_FILE)
+        self.latest: dict = {}
+        self.max_steps = None
+
+    def poll(self, max_bytes: int | None = None) -> dict:
+        records, restarted = self.metrics.poll(max_bytes)
+        if restarted:
+            self.latest = {}
+        for m in records:
+            self.latest.update({k: v for k, v in m.items() if v is not None})
+        events, restarted = self.events.poll(max_bytes)
+        if restarted:
+            self.max_steps = None
+        for e in events:
+            if e.get("event") == TRAINING:
+                self.max_steps = e.get("max_steps")
+        return {
+            "step": self.latest.get("step", 0),
+            "max_steps": self.max_steps,
+            "latest_metrics": dict(self.latest),
+        }
 
 
 def tracker_runs(root: Path) -> list[dict]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneforge.errors import ConfigError
+from tuneforge.jobs.folder import FINAL_DIR
 
 from .load import adapter_or_base, load_tokenizer
 from .store import check_name, resolve_model
@@ -57,7 +58,7 @@ def uses_dora(path: str | Path) -> bool:
 def adapter_display_name(adapter: Path) -> str:
     """A job's ``final/`` is named after its job folder; any other adapter folder after itself."""
     adapter = adapter.resolve()
-    return adapter.parent.name if adapter.name == "final" else adapter.name
+    return adapter.parent.name if adapter.name == FINAL_DIR else adapter.name
 
 
 def stop_token_ids(folder: Path, tokenizer) -> list[int]:

@@ -369,6 +369,8 @@ class Supervisor(Ticker):
         # raises a TuneforgeError makes the job failed with its message instead.
         self.before_success: list = []
         self._tails: dict[str, tuple[TensorBoardTail, float]] = {}  # command jobs' TensorBoard readers
+        # Running jobs' metrics and events, each read from where the last tick stopped.
+        self._progress: dict[str, fmt.ProgressTail] = {}
         self._timed_out: set[str] = set()
 
     # -- start of the control plane
@@ -395,6 +397,8 @@ class Supervisor(Ticker):
                 self._supervise(row)
             except Exception:  # one job's folder (a script can write it) must not stop the others
                 log.exception("job %s: supervising it failed; trying again next tick", row.id)
+        for job_id in self._progress.keys() - {row.id for row in running}:
+            del self._progress[job_id]  # ended: a restarted attempt starts a fresh tail
         self._schedule()
 
     def _supervise(self, row: Job) -> None:
@@ -408,7 +412,7 @@ class Supervisor(Ticker):
         code = known_exit_code(Path(row.folder), row.attempt, status.exit_code if status else None)
         if row.kind == "command":
             self._read_tensorboard(row, final=True)
-        self._copy_progress(row)
+        self._copy_progress(row, final=True)
         self._finish(row.id, outcome(Path(row.folder), code, row.cancel_requested), code)
 
     # -- a user's own command: metrics from its TensorBoard files, its time limit
@@ -443,9 +447,17 @@ class Supervisor(Ticker):
             log.info("job %s: time limit of %ss reached; stopping it", row.id, limit)
             self.ctx.executor.cancel(row.id, grace_s=self.ctx.extras.get("cancel_grace_s", 30.0))
 
-    def _copy_progress(self, row: Job) -> None:
-        p = fmt.progress(Path(row.folder))
-        if p["step"] == row.step and p["latest_metrics"] == row.latest_metrics:
+    # While a job runs a tick reads at most this much of each of its files, so a huge one (a script can
+    # write it) is caught up over several ticks rather than holding up the others; its last read is whole.
+    PROGRESS_READ_BYTES = 16 << 20
+
+    def _copy_progress(self, row: Job, final: bool = False) -> None:
+        tail = self._progress.get(row.id)
+        if tail is None or tail.root != Path(row.folder):
+            tail = self._progress[row.id] = fmt.ProgressTail(Path(row.folder))
+        p = tail.poll(None if final else self.PROGRESS_READ_BYTES)
+        max_steps = p["max_steps"] or row.max_steps
+        if (p["step"], p["latest_metrics"], max_steps) == (row.step, row.latest_metrics, row.max_steps):
             return
         with self.ctx.store.session() as s:
             r = s.get(Job, row.id)

@@ -134,7 +134,7 @@ def register_in(s: Session, job: Job, checkpoint: str | None, name: str) -> Regi
         version=version,
         base_model=spec.get("model", ""),
         job_id=job.id,
-        checkpoint=checkpoint or "final",
+        checkpoint=checkpoint or fmt.FINAL_DIR,
         path=str(path),
         lineage={
             "base_model": spec.get("model"),

@@ -6,6 +6,7 @@ With LoRA the reference model is the base with the adapter switched off, so no s
 from __future__ import annotations
 
 from tuneforge.data.templates import resolve_chat_template
+from tuneforge.jobs.folder import DATA_READY
 from tuneforge.models.load import load_tokenizer
 
 from .context import RunContext
@@ -21,7 +22,7 @@ def run(ctx: RunContext) -> dict:
     set_threads()
     tokenizer = load_tokenizer(spec.model, spec.trust_remote_code)
     tokenizer.chat_template = resolve_chat_template(tokenizer, spec.data.chat_template)
-    ctx.folder.event("data_ready", train_examples=len(ctx.train_records), val_examples=len(ctx.val_records))
+    ctx.folder.event(DATA_READY, train_examples=len(ctx.train_records), val_examples=len(ctx.val_records))
 
     model, _ = load_model(spec, ctx.runtime, packed=False)
     # The same arguments as SFT, carried over to TRL's config class where it has the field.

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR  # the trainer's checkpoint-N
 
 from tuneforge.jobs import folder as fmt  # the folder's format, shared with the control plane
 
@@ -36,7 +37,7 @@ class JobFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
         # Half-written checkpoints from a killed run are never trusted.
-        for p in self.checkpoints.glob("checkpoint-*"):
+        for p in self.checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
             shutil.rmtree(p, ignore_errors=True)
 
     def event(self, name: str, **fields) -> None:
@@ -76,7 +77,7 @@ class JobFolder:
         if which == "latest":
             return steps[-1][1] if steps else None
         for n, p in steps:
-            if f"step-{n}" == which:
+            if fmt.step_name(n) == which:
                 return p
         return None
 
@@ -177,7 +178,7 @@ class Reporter(TrainerCallback):
         self._log_at_checkpoint(control)
 
     def on_epoch_end(self, args, state, control, **kw):
-        self.folder.event("epoch_done", epoch=round(state.epoch or 0, 4), step=state.global_step)
+        self.folder.event(fmt.EPOCH_DONE, epoch=round(state.epoch or 0, 4), step=state.global_step)
         self._log_at_checkpoint(control)  # save_strategy "epoch" decides to save here
 
     @staticmethod
@@ -232,20 +233,20 @@ class Reporter(TrainerCallback):
         elif not self.bar:
             print(line, file=sys.stderr, flush=True)
         if "eval_loss" in record:
-            self.folder.event("eval_done", step=state.global_step, eval_loss=record["eval_loss"])
+            self.folder.event(fmt.EVAL_DONE, step=state.global_step, eval_loss=record["eval_loss"])
 
     def on_save(self, args, state, control, **kw):
         # The trainer has finished writing checkpoint-N (weights, optimizer, scheduler, RNG, trainer state);
         # only now does it become step-N, in one rename, so resume never trusts a half-written folder.
-        src = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        src = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if not state.is_world_process_zero or not src.exists():
             return
-        dst = self.folder.checkpoints / f"step-{state.global_step}"
+        dst = self.folder.checkpoints / fmt.step_name(state.global_step)
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(src, dst)
         self.folder.event(
-            "checkpoint_saved", step=state.global_step, path=str(dst.relative_to(self.folder.root))
+            fmt.CHECKPOINT_SAVED, step=state.global_step, path=str(dst.relative_to(self.folder.root))
         )
         for _, old in self.folder.step_checkpoints()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import ConflictError, ResourceError, TuneforgeError
-from tuneforge.jobs.folder import CANCELLED, FAILED, FINISHED, has_started
+from tuneforge.jobs import folder as fmt  # the job folder's names, shared with the control plane
 from tuneforge.settings import get_settings
 from tuneforge.spec import JobSpec, dump_spec
 
@@ -54,7 +54,7 @@ def run_training(
     train_records, val_records = load_spec_records(spec)
 
     folder = JobFolder(Path(output_dir or spec.output_dir or default_output_dir(spec)))
-    if not spec.resume_from and has_started(folder.root):
+    if not spec.resume_from and fmt.has_started(folder.root):
         raise ConflictError(
             f"{folder.root} already holds a run; continue it with --resume (resume_from: latest) or "
             "choose another --output."
@@ -65,11 +65,11 @@ def run_training(
         if spec.resume_from != "latest":
             raise ResourceError(
                 f"{folder.checkpoints}: no checkpoint {spec.resume_from}; have "
-                f"{[f'step-{n}' for n, _ in folder.step_checkpoints()]}."
+                f"{[fmt.step_name(n) for n, _ in folder.step_checkpoints()]}."
             )
         log.warning("no checkpoint to resume from in %s; starting from the beginning", folder.checkpoints)
     resolved = spec.model_copy(update={"output_dir": str(folder.root)})
-    (folder.root / "spec.yaml").write_text(dump_spec(resolved))
+    (folder.root / fmt.SPEC_FILE).write_text(dump_spec(resolved))
     stop = StopFlag()
     stop.install()
     ctx = RunContext(
@@ -78,7 +78,7 @@ def run_training(
     recipe = {"sft": sft.run, "dpo": dpo.run, "pretrain": pretrain.run}[spec.method]
     with folder.logging_to_file():
         folder.event(
-            "started",
+            fmt.STARTED,
             pid=os.getpid(),
             method=spec.method,
             finetuning=spec.finetuning,
@@ -99,23 +99,23 @@ def run_training(
             import torch
 
             if ctx.trackers:
-                ctx.trackers.finish(FAILED)
+                ctx.trackers.finish(fmt.FAILED)
             if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-                folder.event(FAILED, reason=OOM_HINT)
+                folder.event(fmt.FAILED, reason=OOM_HINT)
                 raise ResourceError(OOM_HINT) from exc
-            folder.event(FAILED, reason=f"{type(exc).__name__}: {exc}")
+            folder.event(fmt.FAILED, reason=f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            write_loss_svg(folder.read_metrics(), folder.root / "loss.svg")
+            write_loss_svg(folder.read_metrics(), folder.root / fmt.LOSS_SVG)
     if ctx.trackers:  # after final/ is written: its path and lineage go with the run
-        ctx.trackers.finish(CANCELLED if stop.reason else FINISHED)
+        ctx.trackers.finish(fmt.CANCELLED if stop.reason else fmt.FINISHED)
     if stop.reason:
-        folder.event("cancelled", reason=stop.reason, step=_last_step(folder))
+        folder.event(fmt.CANCELLED, reason=stop.reason, step=_last_step(folder))
         raise Cancelled(
             f"stopped by {stop.reason}; checkpoint saved in {folder.checkpoints}. Resume with "
-            f"`tuneforge train {folder.root / 'spec.yaml'} --resume`."
+            f"`tuneforge train {folder.root / fmt.SPEC_FILE} --resume`."
         )
-    folder.event("finished", metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    folder.event(fmt.FINISHED, metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)})
     return RunResult(folder.root, metrics)
 
 

@@ -10,6 +10,7 @@ import logging
 
 from tuneforge.data.templates import resolve_chat_template
 from tuneforge.errors import DataError
+from tuneforge.jobs.folder import DATA_READY
 from tuneforge.models.load import load_tokenizer
 
 from .collate import PackedCollator, PaddedCollator
@@ -38,7 +39,7 @@ def run(ctx: RunContext) -> dict:
         len(val_examples or []),
     )
     folder.event(
-        "data_ready",
+        DATA_READY,
         train_examples=len(train.examples),
         train_tokens=train.tokens,
         trained_tokens=train.trained_tokens,
