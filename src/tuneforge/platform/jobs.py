@@ -23,7 +23,7 @@ from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.executor import Handle, Launch
 from tuneforge.jobs.reconcile import Outcome, known_exit_code, outcome, reconcile_running
 from tuneforge.jobs.tbmetrics import TensorBoardTail
-from tuneforge.spec import TEMPLATES, JobSpec
+from tuneforge.spec import JobSpec, OverrideError, UnknownTemplate, apply_overrides, expand_template
 from tuneforge.train.tracking import missing_trackers
 
 from . import catalog
@@ -74,23 +74,16 @@ def build_spec(
         data = {"template": template, "model": model, "data": {"train": list(datasets)}}
         if validation:
             data["data"]["validation"] = validation
-    for key, value in (overrides or {}).items():
-        node, parts = data, key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SpecProblems([{"loc": ["body", "overrides", key], "msg": f"{part!r} is not a section"}])
-        node[parts[-1]] = value
-    if resources:
+    try:
+        apply_overrides(data, overrides or {})
+    except OverrideError as exc:
+        raise SpecProblems([{"loc": ["body", "overrides", exc.key], "msg": exc.problem}]) from None
+    if resources and isinstance(data.get("resources", {}), dict):  # not a dict: validation says so
         data["resources"] = {**data.get("resources", {}), **resources}
-    template = data.pop("template", None)
-    if template:
-        if template not in TEMPLATES:
-            raise SpecProblems(
-                [{"loc": ["body", "template"], "msg": f"unknown template; use one of {', '.join(TEMPLATES)}"}]
-            )
-        data.setdefault("method", TEMPLATES[template]["method"])
-        data.setdefault("finetuning", TEMPLATES[template]["finetuning"])
+    try:
+        expand_template(data)
+    except UnknownTemplate as exc:
+        raise SpecProblems([{"loc": ["body", "template"], "msg": str(exc)}]) from None
     return data
 
 

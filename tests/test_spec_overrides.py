@@ -1,0 +1,143 @@
+"""One rule for `--set` values and dotted overrides: `tuneforge train --set`, `tuneforge jobs create --set`
+and the REST API's `overrides` give the same spec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from clihelp import run_cli
+from conftest import MEMO
+from platformhelp import RunningApp, fake_model, make_client, upload
+
+# (dotted key, what a user types after `--set key=`, the value the spec holds)
+TABLE = [
+    ("train.learning_rate", "1e-4", 1e-4),  # YAML 1.1 reads an exponent without a dot as a string
+    ("train.learning_rate", "2.5E-5", 2.5e-5),
+    ("train.learning_rate", "+3e-4", 3e-4),
+    ("train.learning_rate", "0.001", 0.001),
+    ("train.weight_decay", ".5e-2", 0.005),
+    ("train.epochs", "2", 2.0),
+    ("train.max_steps", "10", 10),
+    ("train.max_steps", "", None),
+    ("data.packing", "false", False),
+    ("data.packing", "true", True),
+    ("lora.target_modules", "[q_proj, v_proj]", ["q_proj", "v_proj"]),
+    ("data.chat_template", "chatml", "chatml"),
+    ("name", "'1e5'", "1e5"),  # quoted: a string, however it looks
+    ("name", '"2.0"', "2.0"),
+    ("name", "'true'", "true"),
+    ("name", "run-1e5", "run-1e5"),
+]
+
+
+def _at(spec: dict, key: str):
+    for part in key.split("."):
+        spec = spec[part]
+    return spec
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("1e-4", 1e-4),
+        ("-2E3", -2000.0),
+        ("'1e-4'", "1e-4"),
+        ("true", True),
+        ("'true'", "true"),
+        ("8", 8),
+        ("1.5", 1.5),
+        ("", None),
+        ("null", None),
+        ("[a, 1e-3]", ["a", 1e-3]),
+        ("1e", "1e"),
+        ("v1.0", "v1.0"),
+        ("1.2.3", "1.2.3"),
+    ],
+)
+def test_parse_value_reads_yaml_scalars_with_exponent_floats_and_quoted_strings(raw, expected):
+    from tuneforge.spec import parse_value
+
+    got = parse_value(raw)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_set_errors_name_the_assignment():
+    from tuneforge.errors import ConfigError
+    from tuneforge.spec import set_dotted
+
+    for assignment, message in [
+        ("lr", "expected KEY=VALUE"),
+        ("train=1", None),
+        ("train.lr=[1", "not valid YAML"),
+        ("a..b=1", "a name between the dots"),
+    ]:
+        data = {"train": 5} if assignment.startswith("train.") else {}
+        if message is None:
+            set_dotted(data, assignment)
+            continue
+        with pytest.raises(ConfigError, match=message) as got:
+            set_dotted(data, assignment)
+        assert f"--set {assignment!r}" in str(got.value)
+    with pytest.raises(ConfigError, match=r"--set 'train.lr=1': 'train' is not a section\."):
+        set_dotted({"train": 5}, "train.lr=1")
+
+
+def test_train_cli_set_gives_the_table(capsys, tmp_path, monkeypatch):
+    """`tuneforge train SPEC --set k=v`: the spec handed to the run (the run itself is not started)."""
+    from tuneforge.train import run
+
+    seen = []
+
+    def fake_run(spec, output=None, **_):
+        seen.append(spec.model_dump(mode="json"))
+        return run.RunResult(tmp_path / "job", {})
+
+    monkeypatch.setattr(run, "run_training", fake_run)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"template": "sft-lora", "model": "m", "data": {"train": "d.json"}}))
+    wrong = []
+    for key, raw, expected in TABLE:
+        code, _, err = run_cli(capsys, "train", path, "--set", f"{key}={raw}", "--json")
+        if code != 0 or _at(seen[-1], key) != expected:
+            wrong.append((key, raw, err.strip() or _at(seen[-1], key)))
+    assert wrong == []
+
+
+def test_jobs_create_set_and_the_api_give_the_table(capsys, monkeypatch):
+    """`tuneforge jobs create --set k=v` against a running server, and the same override as JSON."""
+    fake_model("tiny")
+    with make_client() as client:
+        assert upload(client, "memo.json", json.dumps(MEMO), name="memo").status_code == 201
+        base = {"template": "sft-lora", "model": "tiny", "datasets": ["memo"]}
+        with RunningApp(client.app) as server:
+            monkeypatch.setenv("TUNEFORGE_URL", server.url)
+            monkeypatch.setenv("TUNEFORGE_TOKEN", client.headers["Authorization"].split()[1])
+            wrong = []
+            for key, raw, expected in TABLE:
+                args = ["--template", "sft-lora", "--model", "tiny", "--dataset", "memo"]
+                code, out, err = run_cli(capsys, "jobs", "create", *args, "--set", f"{key}={raw}", "--json")
+                cli = _at(json.loads(out)["spec"], key) if code == 0 else err.strip()
+                r = client.post("/api/v1/jobs", json={**base, "overrides": {key: expected}})
+                api = _at(r.json()["spec"], key) if r.status_code == 201 else r.text
+                if cli != expected or api != expected:
+                    wrong.append((key, raw, cli, api))
+    assert wrong == []
+
+
+def test_api_override_problems_point_at_the_override():
+    fake_model("tiny")
+    with make_client() as client:
+        assert upload(client, "memo.json", json.dumps(MEMO), name="memo").status_code == 201
+        base = {"template": "sft-lora", "model": "tiny", "datasets": ["memo"]}
+        r = client.post("/api/v1/jobs", json={**base, "overrides": {"train": 1, "train.seed": 2}})
+        assert r.status_code == 422
+        assert {"loc": ["body", "overrides", "train.seed"], "msg": "'train' is not a section"} in [
+            {k: p[k] for k in ("loc", "msg")} for p in r.json()["problems"]
+        ]
+        r = client.post("/api/v1/jobs", json={**base, "template": "sft-lorra"})
+        assert r.status_code == 422 and "unknown template" in r.text and "sft-lora" in r.text
+        hostile = {"spec": {"template": ["x"], "model": "tiny", "data": {"train": "memo"}}}
+        assert client.post("/api/v1/jobs", json=hostile).status_code == 422  # not a 500
