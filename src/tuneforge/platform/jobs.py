@@ -114,9 +114,9 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
             problems.append({"loc": loc, "msg": f"dataset {row.id} is {row.state}"})
             continue
         ref.path = row.id  # by id: a later upload with the same name does not change this job
-    from tuneforge.models.store import NAME_RE, models_root
+    from tuneforge.models.store import stored_model_dir
 
-    if not NAME_RE.match(spec.model) or not (models_root() / spec.model / "model.json").exists():
+    if stored_model_dir(spec.model) is None:
         problems.append(
             {"loc": ["spec", "model"], "msg": f"no model {spec.model!r} on the server: pull or import it"}
         )
