@@ -141,3 +141,73 @@ def test_api_override_problems_point_at_the_override():
         assert r.status_code == 422 and "unknown template" in r.text and "sft-lora" in r.text
         hostile = {"spec": {"template": ["x"], "model": "tiny", "data": {"train": "memo"}}}
         assert client.post("/api/v1/jobs", json=hostile).status_code == 422  # not a 500
+
+
+# -- the spec is resolved once, on the server, and the worker runs that file --------------------------------
+
+
+def test_the_server_resolves_the_spec_once_and_hands_the_worker_that_file():
+    from tuneforge.jobs import folder as fmt
+    from tuneforge.platform.db import Job
+    from tuneforge.platform.jobs import launch_for
+
+    fake_model("tiny")
+    with make_client() as client:
+        assert upload(client, "memo.json", json.dumps(MEMO), name="memo").status_code == 201
+        body = {"template": "sft-lora", "model": "tiny", "datasets": ["memo"], "overrides": {"name": "r"}}
+        job = client.post("/api/v1/jobs", json=body).json()
+        ctx = client.app.state.platform
+        root = ctx.jobs_dir / job["id"]
+        stored = job["spec"]
+        assert stored["output_dir"] == str(root) and stored["lora"]["r"] == 8  # defaults filled
+        assert stored["data"]["train"][0]["path"] == client.get("/api/v1/datasets/memo").json()["id"]
+        assert yaml.safe_load((root / fmt.SPEC_FILE).read_text()) == stored
+        with ctx.store.reading() as s:
+            row = s.get(Job, job["id"])
+        argv = launch_for(ctx, row).argv
+        assert argv[3:] == ["train", str(root / fmt.SPEC_FILE), "--resolved"]
+        assert sorted(p.name for p in root.iterdir()) == [fmt.EVENTS_FILE, fmt.SPEC_FILE]
+
+        # A job queued by an older server (no spec.yaml, no output_dir in its row) gets the file at launch.
+        (root / fmt.SPEC_FILE).unlink()
+        row.spec = {k: v for k, v in stored.items() if k != "output_dir"}
+        launch_for(ctx, row)
+        assert yaml.safe_load((root / fmt.SPEC_FILE).read_text()) == stored
+
+        client.post(f"/api/v1/jobs/{job['id']}/cancel")
+        retried = client.post(f"/api/v1/jobs/{job['id']}/retry").json()
+        assert retried["spec"]["output_dir"] == str(ctx.jobs_dir / retried["id"])
+
+
+def test_the_worker_runs_a_resolved_spec_as_it_is(capsys, tmp_path, monkeypatch):
+    from tuneforge.spec import dump_spec, parse_spec
+    from tuneforge.train import run
+
+    runs = []
+
+    def fake_run(spec, output, **kw):
+        runs.append((spec, output, kw))
+        return run.RunResult(tmp_path, {})
+
+    monkeypatch.setattr(run, "run_training", fake_run)
+    root = tmp_path / "job"
+    root.mkdir()
+    (root / "d.json").write_text("[]")  # a file beside it that a user's spec would mean
+    spec = parse_spec({"model": "m", "data": {"train": "d.json"}, "output_dir": str(root)})
+    (root / "spec.yaml").write_text(dump_spec(spec))
+    code, _, err = run_cli(capsys, "train", root / "spec.yaml", "--resolved", "--set", "resume_from=step-2")
+    assert code == 0, err
+    ran, output, kw = runs[-1]
+    assert ran.data.train[0].path == "d.json" and ran.resume_from == "step-2" and output is None
+    assert kw["spec_written"] is True
+    # A standalone run resolves the user's YAML as before: paths beside the file, spec.yaml written.
+    code, _, err = run_cli(capsys, "train", root / "spec.yaml", "-o", tmp_path / "other")
+    assert code == 0, err
+    assert runs[-1][0].data.train[0].path == str(root / "d.json") and runs[-1][2]["spec_written"] is False
+
+    other = tmp_path / "copy.yaml"
+    other.write_text(dump_spec(spec))
+    code, _, err = run_cli(capsys, "train", other, "--resolved")
+    assert code == 2 and "is not the spec.yaml of its output_dir" in err
+    code, _, err = run_cli(capsys, "train", root / "spec.yaml", "--resolved", "-o", tmp_path / "x")
+    assert code == 2 and "give no --output" in err
