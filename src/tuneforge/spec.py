@@ -1,4 +1,10 @@
-"""JobSpec: the one description of a training run (YAML for `tuneforge train`, REST body, web form)."""
+"""JobSpec: the one description of a training run (YAML for `tuneforge train`, REST body, web form), and the
+one path from a user's input to it: the template, ``--set`` values and dotted overrides, validation with
+hints, the file.
+
+Over 400 lines because the schema is most of it (every field with the description the CLI help, the
+OpenAPI document and the web form show); the input path sits beside it so that every caller uses it.
+"""
 
 from __future__ import annotations
 
@@ -325,40 +331,105 @@ def template_spec(template: str, model: str, dataset: str) -> JobSpec:
     return parse_spec({"template": template, "model": model, "data": {"train": dataset}}, "template")
 
 
-def set_dotted(data: dict, assignment: str) -> None:
-    """Apply ``train.learning_rate=1e-4`` (the value parsed as YAML) to a nested dict."""
+# -- a spec's input before validation: --set assignments, dotted overrides, the template ---------------
+
+
+class _SetValueLoader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, plus plain numbers with an exponent and no dot (``1e-4``, ``5E3``) as floats:
+    YAML 1.1 reads those as strings, and a user typing ``--set train.learning_rate=1e-4`` means a number."""
+
+
+_SetValueLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_value(raw: str):
+    """The one rule for a ``--set`` value (``tuneforge train`` and ``tuneforge jobs create``): a YAML scalar,
+    list or mapping as PyYAML reads it (``true`` a bool, ``8`` an int, ``[q_proj, v_proj]`` a list, ``1e-4``
+    a float, nothing at all None); a quoted value (``'1e-4'``) stays a string. The REST API's ``overrides``
+    are JSON values already and are used as they come."""
+    return yaml.load(raw, Loader=_SetValueLoader) if raw else None  # noqa: S506 (a SafeLoader)
+
+
+def parse_assignment(assignment: str) -> tuple[str, object]:
+    """``train.learning_rate=1e-4`` → (``train.learning_rate``, 1e-4)."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4.")
-    value = yaml.safe_load(raw) if raw else None
-    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
-        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {assignment!r}: {part!r} is not a section.")
-    node[parts[-1]] = value
+    try:
+        return key, parse_value(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML: {exc}") from None
+
+
+class OverrideError(ConfigError):
+    """A dotted key that cannot be set: ``key`` is the override, ``problem`` what is wrong with it."""
+
+    def __init__(self, key: str, problem: str):
+        self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}")
+
+
+def apply_overrides(data: dict, overrides: dict[str, object]) -> dict:
+    """Set each dotted key (``train.learning_rate``) in the nested spec dict ``data``, in order; sections
+    that are not there yet are made. Returns ``data``."""
+    for key, value in overrides.items():
+        node, parts = data, key.split(".")
+        if "" in parts:
+            raise OverrideError(key, "a dotted key needs a name between the dots, e.g. train.learning_rate")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise OverrideError(key, f"{part!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def set_dotted(data: dict, assignment: str) -> None:
+    """Apply one ``--set`` assignment (``train.learning_rate=1e-4``) to a nested spec dict."""
+    key, value = parse_assignment(assignment)
+    try:
+        apply_overrides(data, {key: value})
+    except OverrideError as exc:
+        raise ConfigError(f"--set {assignment!r}: {exc.problem}.") from None
+
+
+class UnknownTemplate(ConfigError):
+    def __init__(self, template: object):
+        super().__init__(f"unknown template {template!r}; use one of {', '.join(TEMPLATES)}")
+
+
+def expand_template(data: dict) -> dict:
+    """``template: NAME`` replaced by the method and finetuning it stands for (keys the spec sets win)."""
+    template = data.pop("template", None)
+    if template:
+        if not isinstance(template, str) or template not in TEMPLATES:
+            raise UnknownTemplate(template)
+        data.setdefault("method", TEMPLATES[template]["method"])
+        data.setdefault("finetuning", TEMPLATES[template]["finetuning"])
+    return data
 
 
 def parse_spec(data: dict, source: str = "spec") -> JobSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys to values at the top level.")
-    data = copy.deepcopy(data)
-    template = data.pop("template", None)
-    if template:
-        if template not in TEMPLATES:
-            raise ConfigError(f"{source}: unknown template {template!r}; use one of {', '.join(TEMPLATES)}.")
-        data.setdefault("method", TEMPLATES[template]["method"])
-        data.setdefault("finetuning", TEMPLATES[template]["finetuning"])
+    try:
+        data = expand_template(copy.deepcopy(data))
+    except UnknownTemplate as exc:
+        raise ConfigError(f"{source}: {exc}.") from None
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
         raise _pydantic_problems(exc, source) from None
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+def load_spec(path: str | Path, overrides: list[str] | None = None, *, resolved: bool = False) -> JobSpec:
+    """A spec file with its ``--set`` assignments applied, validated. Dataset paths relative to the file are
+    made absolute, as a user reading the file would expect; a ``resolved`` file (the one the server writes
+    into a job's folder: defaults filled, datasets by id) is taken as it is."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -366,10 +437,13 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         raise ConfigError(f"{path}: no such spec file.") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level.")
     for assignment in overrides or []:
         set_dotted(data, assignment)
     spec = parse_spec(data, str(path))
-    # Relative dataset paths are relative to the spec file, as a user reading it would expect.
+    if resolved:
+        return spec
     for ref in [*spec.data.train, *([spec.data.validation] if spec.data.validation else [])]:
         beside = path.parent / ref.path
         if not Path(ref.path).is_absolute() and beside.exists():

@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import MEMO
 from tests.support.platformhelp import make_client, store_model, upload, wait_for, wait_state
@@ -100,6 +101,7 @@ def test_job_runs_follows_registers_and_evaluates(server, monkeypatch):
     assert {"spec.yaml", "final/adapter_config.json", "metrics.jsonl", "worker.log"} <= files
     spec = server.get(f"/api/v1/jobs/{job['id']}/files/spec.yaml").text
     assert "max_steps: 4" in spec
+    assert yaml.safe_load(spec) == done["spec"]  # the worker ran the server's resolved file as it is
 
     got = wait_for(lambda: server.get(f"/api/v1/datasets/{ds['id']}").json()["token_stats"], what="tokens")
     assert got["unit"] == "tokens" and got["trained_tokens"] > 0
@@ -183,5 +185,7 @@ def test_cancel_stops_the_worker_with_a_checkpoint_then_resume(server):
         return len(started) == 2 and started[-1]
 
     assert wait_for(restarted, what="second start")["resumed_from"] == name
+    resolved = server.get(f"/api/v1/jobs/{job['id']}/files/spec.yaml").text
+    assert yaml.safe_load(resolved) == server.get(f"/api/v1/jobs/{job['id']}").json()["spec"]
     server.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert wait_state(server, job["id"], ("cancelled",), timeout=60)["attempt"] == 2

@@ -11,6 +11,7 @@ import yaml
 from rich.table import Table
 
 from tuneforge.errors import ConfigError
+from tuneforge.spec import parse_assignment
 
 from .client import Client
 from .common import console, err_console, print_json
@@ -21,22 +22,6 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 def _when(t) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
-
-
-def _overrides(assignments: list[str]) -> dict:
-    out = {}
-    for a in assignments:
-        key, sep, raw = a.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {a!r}: expected KEY=VALUE, e.g. train.learning_rate=2e-4.")
-        value = yaml.safe_load(raw) if raw else None
-        if isinstance(value, str):
-            try:
-                value = float(value) if any(c in value for c in "eE.") else value
-            except ValueError:
-                pass
-        out[key] = value
-    return out
 
 
 def _dataset_ref(client: Client, ref: str) -> str:
@@ -155,7 +140,7 @@ def create(
         "priority": priority,
         "restart_policy": restart,
         "max_retries": max_retries,
-        "overrides": _overrides(set_ or []),
+        "overrides": dict(parse_assignment(a) for a in set_ or []),
     }
     if spec:
         try:

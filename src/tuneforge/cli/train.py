@@ -30,6 +30,12 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
     print_defaults: bool = typer.Option(False, "--print-defaults", help="Print a complete annotated spec."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    resolved: bool = typer.Option(
+        False,
+        "--resolved",
+        hidden=True,
+        help="SPEC.yaml is the resolved spec the server wrote into a job folder: run it there, as it is.",
+    ),
 ):
     """Run one training job in this process (no server needed)."""
     if print_defaults:
@@ -49,7 +55,9 @@ def train(
         report_conversion(conversion)
         spec = conversion.job_spec(overrides)
     else:
-        spec = load_spec(spec_path, overrides)
+        spec = load_spec(spec_path, overrides, resolved=resolved)
+    if resolved:
+        _check_resolved(spec_path, spec.output_dir, output)
     from tuneforge.train.launch import distributed_command
 
     command = distributed_command(spec, sys.argv[sys.argv.index("train") + 1 :])
@@ -59,7 +67,7 @@ def train(
 
     from tuneforge.train.run import run_training
 
-    result = run_training(spec, output, show_bar=sys.stderr.isatty() and not json_out)
+    result = run_training(spec, output, show_bar=sys.stderr.isatty() and not json_out, spec_written=resolved)
     if json_out:
         print_json({"folder": str(result.folder), "metrics": result.metrics})
         return
@@ -75,6 +83,20 @@ def train(
         f"adapter/model: {result.folder / fmt.FINAL_DIR}   metrics: {result.folder / fmt.METRICS_FILE}",
         soft_wrap=True,
     )
+
+
+def _check_resolved(spec_path: Path | None, output_dir: str | None, output: Path | None) -> None:
+    """A resolved spec is its job folder's spec.yaml: the run writes its report beside it."""
+    from tuneforge.errors import ConfigError
+    from tuneforge.jobs.folder import SPEC_FILE
+
+    if spec_path is None or not output_dir or output is not None:
+        raise ConfigError("--resolved runs a job folder's resolved SPEC.yaml there; give no --output.")
+    if spec_path.resolve() != (Path(output_dir) / SPEC_FILE).resolve():
+        raise ConfigError(
+            f"--resolved: {spec_path} is not the {SPEC_FILE} of its output_dir {output_dir}; "
+            "run it without --resolved."
+        )
 
 
 def evaluate(

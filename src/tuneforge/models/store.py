@@ -31,6 +31,15 @@ def model_dir(name: str) -> Path:
     return models_root() / check_name(name)
 
 
+def stored_model_dir(name: str) -> Path | None:
+    """The folder of the pulled or imported model ``name``, or None: the one answer to "is this a stored
+    model?". A name the store would refuse (a path, ``..``) never is one."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        return None
+    folder = models_root() / name
+    return folder if (folder / MODEL_FILE).is_file() else None
+
+
 def list_models() -> list[dict]:
     root = models_root()
     if not root.exists():
@@ -44,8 +53,7 @@ def resolve_model(ref: str | Path) -> Path:
     if p.is_dir() and (p / "config.json").exists():
         return p
     if isinstance(ref, str) and NAME_RE.match(ref):
-        folder = models_root() / ref
-        if (folder / MODEL_FILE).exists():
+        if folder := stored_model_dir(ref):
             return folder
         from .catalog import CATALOG
 

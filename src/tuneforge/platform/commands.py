@@ -79,7 +79,7 @@ def store_code(ctx: Platform, upload: Path) -> dict:
 
 
 def _mounts(ctx: Platform, body: CommandJobCreate, problems: list[dict]) -> list[cmd.Mount]:
-    from tuneforge.models.store import NAME_RE, models_root
+    from tuneforge.models.store import stored_model_dir
 
     mounts: list[cmd.Mount] = []
     taken: list[tuple[str, list]] = [(body.output, ["body", "output"])]
@@ -110,8 +110,8 @@ def _mounts(ctx: Platform, body: CommandJobCreate, problems: list[dict]) -> list
                     continue
                 mounts.append(cmd.Mount(kind, row.id, m.path, target, alias=m.name))
             else:
-                folder = models_root() / m.name
-                if not NAME_RE.match(m.name) or not (folder / "model.json").exists():
+                folder = stored_model_dir(m.name)
+                if folder is None:
                     problems.append(
                         {
                             "loc": [*loc, "name"],

@@ -54,10 +54,9 @@ def _is_adapter(path: Path) -> bool:
 
 
 def _stored_base(name: str) -> bool:
-    from tuneforge.models.store import NAME_RE as STORE_RE
-    from tuneforge.models.store import models_root
+    from tuneforge.models.store import stored_model_dir
 
-    return bool(STORE_RE.match(name)) and (models_root() / name / "model.json").is_file()
+    return stored_model_dir(name) is not None
 
 
 def _registered(ctx: Platform, ref: str) -> RegisteredModel | None:

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 
@@ -23,7 +22,14 @@ from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.executor import Handle, Launch
 from tuneforge.jobs.reconcile import Outcome, known_exit_code, outcome, reconcile_running
 from tuneforge.jobs.tbmetrics import TensorBoardTail
-from tuneforge.spec import TEMPLATES, JobSpec
+from tuneforge.spec import (
+    JobSpec,
+    OverrideError,
+    UnknownTemplate,
+    apply_overrides,
+    dump_spec,
+    expand_template,
+)
 from tuneforge.train.tracking import missing_trackers
 
 from . import catalog
@@ -74,23 +80,16 @@ def build_spec(
         data = {"template": template, "model": model, "data": {"train": list(datasets)}}
         if validation:
             data["data"]["validation"] = validation
-    for key, value in (overrides or {}).items():
-        node, parts = data, key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SpecProblems([{"loc": ["body", "overrides", key], "msg": f"{part!r} is not a section"}])
-        node[parts[-1]] = value
-    if resources:
+    try:
+        apply_overrides(data, overrides or {})
+    except OverrideError as exc:
+        raise SpecProblems([{"loc": ["body", "overrides", exc.key], "msg": exc.problem}]) from None
+    if resources and isinstance(data.get("resources", {}), dict):  # not a dict: validation says so
         data["resources"] = {**data.get("resources", {}), **resources}
-    template = data.pop("template", None)
-    if template:
-        if template not in TEMPLATES:
-            raise SpecProblems(
-                [{"loc": ["body", "template"], "msg": f"unknown template; use one of {', '.join(TEMPLATES)}"}]
-            )
-        data.setdefault("method", TEMPLATES[template]["method"])
-        data.setdefault("finetuning", TEMPLATES[template]["finetuning"])
+    try:
+        expand_template(data)
+    except UnknownTemplate as exc:
+        raise SpecProblems([{"loc": ["body", "template"], "msg": str(exc)}]) from None
     return data
 
 
@@ -121,9 +120,9 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
             problems.append({"loc": loc, "msg": f"dataset {row.id} is {row.state}"})
             continue
         ref.path = row.id  # by id: a later upload with the same name does not change this job
-    from tuneforge.models.store import NAME_RE, models_root
+    from tuneforge.models.store import stored_model_dir
 
-    if not NAME_RE.match(spec.model) or not (models_root() / spec.model / "model.json").exists():
+    if stored_model_dir(spec.model) is None:
         problems.append(
             {"loc": ["spec", "model"], "msg": f"no model {spec.model!r} on the server: pull or import it"}
         )
@@ -160,13 +159,18 @@ def create_job(
     job_id: str | None = None,
     prepared: Path | None = None,
 ) -> Job:
-    """Queue a job; ``prepared`` is a folder already filled (a command job's code) to become its own."""
+    """Queue a job; ``prepared`` is a folder already filled (a command job's code) to become its own.
+
+    A training spec is resolved here, once: validated, defaults filled, datasets by id, the job folder as
+    its output_dir. The row keeps it and the worker runs the file written into the folder as it is."""
     job_id = job_id or new_job_id()
     root = ctx.jobs_dir / job_id
     if prepared is not None:
         prepared.rename(root)
     else:
         root.mkdir(parents=True, exist_ok=False)
+    if isinstance(spec, JobSpec):
+        spec = write_resolved_spec(root, spec)
     row = Job(
         id=job_id,
         kind=kind,
@@ -191,6 +195,13 @@ def create_job(
     fmt.append_event(root, fmt.QUEUED, job=job_id, priority=priority)
     ctx.wake()
     return row
+
+
+def write_resolved_spec(root: Path, spec: JobSpec) -> JobSpec:
+    """The spec with this job folder as its output, written there as the worker's spec.yaml."""
+    resolved = spec.model_copy(update={"output_dir": str(root)})
+    (root / fmt.SPEC_FILE).write_text(dump_spec(resolved), encoding="utf-8")
+    return resolved
 
 
 def get_job(ctx: Platform, job_id: str) -> Job:
@@ -330,10 +341,10 @@ def launch_for(ctx: Platform, row: Job) -> Launch:
     root = Path(row.folder)
     env = {"TUNEFORGE_HOME": str(ctx.home), "PYTHONUNBUFFERED": "1"}
     if row.kind == "train":
-        request = root / "request.yaml"
-        spec = {**row.spec, "output_dir": str(root)}
-        request.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
-        argv = [*WORKER, "train", str(request), "-o", str(root)]
+        spec_file = root / fmt.SPEC_FILE
+        if not spec_file.is_file():  # queued by a server from before the spec was written at creation
+            write_resolved_spec(root, JobSpec.model_validate(row.spec))
+        argv = [*WORKER, "train", str(spec_file), "--resolved"]
         if row.resume_from:
             argv += ["--set", f"resume_from={row.resume_from}"]
     elif row.kind == "eval":

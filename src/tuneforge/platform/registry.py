@@ -27,13 +27,13 @@ def check_model_folder(path: Path, base: str, where: str, cwd: Path | None = Non
     """What ``path`` is ("adapter" or "model") if it is a peft adapter on ``base`` or an HF model of the
     same architecture as ``base``; a ConfigError (→ 422) saying what was found otherwise. Reads config
     files only: the control plane never loads weights."""
-    from tuneforge.models.info import weight_files
-    from tuneforge.models.store import NAME_RE, models_root
+    from tuneforge.models.info import read_info, weight_files
+    from tuneforge.models.store import stored_model_dir
 
-    base_dir = models_root() / base
-    if not NAME_RE.match(base) or not (base_dir / "model.json").exists():
+    base_dir = stored_model_dir(base)
+    if base_dir is None:
         raise ConfigError(f"base {base!r}: no such model on the server (see GET /api/v1/models)")
-    info = json.loads((base_dir / "model.json").read_text())
+    info = read_info(base_dir)
     if (path / "adapter_config.json").is_file():
         try:
             adapter = json.loads((path / "adapter_config.json").read_text())

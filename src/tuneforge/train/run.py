@@ -40,8 +40,13 @@ def default_output_dir(spec: JobSpec) -> Path:
 
 
 def run_training(
-    spec: JobSpec, output_dir: str | Path | None = None, callbacks=(), show_bar: bool = False
+    spec: JobSpec,
+    output_dir: str | Path | None = None,
+    callbacks=(),
+    show_bar: bool = False,
+    spec_written: bool = False,
 ) -> RunResult:
+    """``spec_written``: the folder's spec.yaml is the spec the server resolved; it is not written again."""
     from . import dpo, pretrain, sft
     from .context import RunContext
     from .data import load_spec_records
@@ -69,7 +74,8 @@ def run_training(
             )
         log.warning("no checkpoint to resume from in %s; starting from the beginning", folder.checkpoints)
     resolved = spec.model_copy(update={"output_dir": str(folder.root)})
-    (folder.root / fmt.SPEC_FILE).write_text(dump_spec(resolved))
+    if not spec_written:
+        (folder.root / fmt.SPEC_FILE).write_text(dump_spec(resolved))
     stop = StopFlag()
     stop.install()
     ctx = RunContext(

@@ -36,9 +36,9 @@ def _target(ctx: Platform, ref: str) -> tuple[str, str]:
         return row.path, f"{row.name}@{row.version}"
     except NotFoundError:
         pass
-    from tuneforge.models.store import NAME_RE, models_root
+    from tuneforge.models.store import stored_model_dir
 
-    if NAME_RE.match(ref) and (models_root() / ref / "model.json").exists():
+    if stored_model_dir(ref) is not None:
         return ref, ref
     raise NotFoundError(f"no registered or base model {ref!r}")
 
