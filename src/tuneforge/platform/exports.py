@@ -112,7 +112,7 @@ class Export:
 
 def _source(ctx: Platform, name: str, version: int | None) -> tuple[str, Path, str | None, str]:
     """(ref, weights folder, base model, kind) of a registered version, else of a stored model."""
-    from tuneforge.models.store import models_root
+    from tuneforge.models.store import stored_model_dir
 
     try:
         row = registry.resolve(ctx, f"{name}@{version}" if version else name)
@@ -122,8 +122,8 @@ def _source(ctx: Platform, name: str, version: int | None) -> tuple[str, Path, s
         path = Path(row.path)
         kind = "adapter" if (path / "adapter_config.json").is_file() else "model"
         return f"{row.name}@{row.version}", path, row.base_model or None, kind
-    stored = fmt.safe_path(models_root(), name) if "/" not in name else None
-    if version or stored is None or not (stored / "model.json").is_file():
+    stored = stored_model_dir(name)
+    if version or stored is None:
         what = f"{name}@{version}" if version else name
         raise NotFoundError(
             f"no registered model or stored model {what!r} (see GET /api/v1/models and /models/registered)"
