@@ -1,6 +1,10 @@
 """The deployment supervisor: one `tuneforge serve` worker process per replica, on a free loopback port
 with its own random key, watched by one thread.
 
+Processes are the executor's (jobs/executor.py, the one supervisor of processes): a replica is a service
+it launches, polls, stops and adopts under the name ``deployment:ID/N``. What stays here is what a
+replica is beyond a process: readiness, liveness, the restart policy and the gateway's rotation.
+
 A worker is ready when its ``/v2/health/ready`` answers 200. A worker that exits is restarted with
 backoff (an event each time); one that never becomes ready three times in a row fails the deployment
 with its log tail. On a clean shutdown the workers are terminated and the deployments keep their state,
@@ -16,8 +20,13 @@ gateway's rotation; one that answers again rejoins it; after ``unresponsive_afte
 its process group is SIGKILLed and it is restarted through the crash path (event ``unresponsive``).
 
 GPUs: on a machine with GPUs each replica leases one from the job executor's pool (the one place that
-hands out GPU indices), gets it as ``CUDA_VISIBLE_DEVICES`` and gives it back when it ends; while none
-is free the replica waits (event ``waiting``) and a job that needs one waits in the queue likewise.
+hands out GPU indices) before its launch, gets it as ``CUDA_VISIBLE_DEVICES`` and the executor takes it
+back when the worker ends; while none is free the replica waits (event ``waiting``) and a job that needs
+one waits in the queue likewise.
+
+Over 400 lines on purpose: start, readiness, liveness, restart backoff and rotation are one state
+machine over the same Slot and Worker under one lock, and each step writes the same rows and events;
+cut apart, every piece would reach into the others' state.
 """
 
 from __future__ import annotations
