@@ -41,6 +41,11 @@ def wait(predicate, timeout=20.0):
     raise AssertionError("timed out")
 
 
+def written(path: Path) -> bool:
+    """The worker's open(...).write(...) creates the file before it writes: wait for the content too."""
+    return path.exists() and path.stat().st_size > 0
+
+
 def test_gpu_slots_through_cuda_visible_devices(tmp_path):
     ex = LocalExecutor(max_concurrent=4, gpu_count=3)
     code = "import os; open('gpus','w').write(os.environ['CUDA_VISIBLE_DEVICES']); import time; time.sleep(1)"
@@ -51,7 +56,7 @@ def test_gpu_slots_through_cuda_visible_devices(tmp_path):
     assert not ex.can_start(2) and ex.can_start(1)
     ex.submit(b)
     assert not ex.can_start(1) and not ex.can_start(0)  # gpus=0 means one GPU when the machine has them
-    wait(lambda: (tmp_path / "b" / "gpus").exists() and (tmp_path / "a" / "gpus").exists())
+    wait(lambda: written(tmp_path / "a" / "gpus") and written(tmp_path / "b" / "gpus"))
     assert (tmp_path / "a" / "gpus").read_text() == "0,1"
     assert (tmp_path / "b" / "gpus").read_text() == "2"
     wait(lambda: ex.poll("a").running is False)
@@ -65,7 +70,7 @@ def test_leases_for_serving_replicas_come_from_the_jobs_gpu_pool(tmp_path):
     assert not ex.can_start(2) and ex.can_start(1)
     code = "import os; open('gpus','w').write(os.environ['CUDA_VISIBLE_DEVICES']); import time; time.sleep(5)"
     ex.submit(Launch("a", script(code), tmp_path / "a", gpus=1))
-    wait(lambda: (tmp_path / "a" / "gpus").exists())
+    wait(lambda: written(tmp_path / "a" / "gpus"))
     assert (tmp_path / "a" / "gpus").read_text() == "1"  # not the leased one
     assert ex.lease_gpus("deployment:d/1", 1) is None and not ex.can_start(0)  # all held
     ex.release_gpus("deployment:d/0")
