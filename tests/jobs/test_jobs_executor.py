@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from tuneforge.jobs import folder as fmt
-from tuneforge.jobs.executor import Handle, Launch, LocalExecutor, process_start_ticks, visible_gpus_of
+from tuneforge.jobs.executor import (
+    Handle,
+    Launch,
+    LocalExecutor,
+    Status,
+    process_start_ticks,
+    visible_gpus_of,
+)
 from tuneforge.jobs.reconcile import outcome
 
 
@@ -34,6 +41,11 @@ def wait(predicate, timeout=20.0):
     raise AssertionError("timed out")
 
 
+def written(path: Path) -> bool:
+    """The worker's open(...).write(...) creates the file before it writes: wait for the content too."""
+    return path.exists() and path.stat().st_size > 0
+
+
 def test_gpu_slots_through_cuda_visible_devices(tmp_path):
     ex = LocalExecutor(max_concurrent=4, gpu_count=3)
     code = "import os; open('gpus','w').write(os.environ['CUDA_VISIBLE_DEVICES']); import time; time.sleep(1)"
@@ -44,7 +56,7 @@ def test_gpu_slots_through_cuda_visible_devices(tmp_path):
     assert not ex.can_start(2) and ex.can_start(1)
     ex.submit(b)
     assert not ex.can_start(1) and not ex.can_start(0)  # gpus=0 means one GPU when the machine has them
-    wait(lambda: (tmp_path / "b" / "gpus").exists() and (tmp_path / "a" / "gpus").exists())
+    wait(lambda: written(tmp_path / "a" / "gpus") and written(tmp_path / "b" / "gpus"))
     assert (tmp_path / "a" / "gpus").read_text() == "0,1"
     assert (tmp_path / "b" / "gpus").read_text() == "2"
     wait(lambda: ex.poll("a").running is False)
@@ -58,7 +70,7 @@ def test_leases_for_serving_replicas_come_from_the_jobs_gpu_pool(tmp_path):
     assert not ex.can_start(2) and ex.can_start(1)
     code = "import os; open('gpus','w').write(os.environ['CUDA_VISIBLE_DEVICES']); import time; time.sleep(5)"
     ex.submit(Launch("a", script(code), tmp_path / "a", gpus=1))
-    wait(lambda: (tmp_path / "a" / "gpus").exists())
+    wait(lambda: written(tmp_path / "a" / "gpus"))
     assert (tmp_path / "a" / "gpus").read_text() == "1"  # not the leased one
     assert ex.lease_gpus("deployment:d/1", 1) is None and not ex.can_start(0)  # all held
     ex.release_gpus("deployment:d/0")
@@ -107,6 +119,23 @@ def test_a_job_waits_in_the_queue_while_deployments_hold_every_gpu(monkeypatch):
         assert (Path(_row(platform, job.id).folder) / "gpus").read_text() == "1"
     finally:
         platform.store.dispose()
+
+
+def test_stop_ends_a_service_on_its_leased_gpu_and_gives_the_gpu_back(tmp_path):
+    ex = LocalExecutor(max_concurrent=1, gpu_count=2)
+    assert ex.lease_gpus("deployment:d/0", 1) == [0]
+    code = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "open('gpus.tmp','w').write(os.environ['CUDA_VISIBLE_DEVICES']); os.rename('gpus.tmp', 'gpus'); "
+        "time.sleep(60)"
+    )
+    ex.submit(Launch("deployment:d/0", script(code), tmp_path / "d", gpus=1, service=True))
+    wait(lambda: (tmp_path / "d" / "gpus").exists())
+    assert (tmp_path / "d" / "gpus").read_text() == "0"  # the GPU leased for it before its launch
+    assert ex.can_start(1) and not ex.can_start(2)  # a service holds its GPU but no job slot
+    assert ex.stop("deployment:d/0", grace_s=0.5) == Status(False, 128 + 9)  # SIGTERM ignored: SIGKILL
+    assert ex.poll("deployment:d/0") is None and ex.can_start(2)  # forgotten, its GPU back in the pool
+    assert ex.stop("deployment:d/0") is None  # stopping what is gone is a no-op
 
 
 def test_exit_codes_signals_and_cancel_escalates_to_sigkill(tmp_path):

@@ -580,12 +580,12 @@ def test_replicas_lease_gpus_from_the_jobs_pool_and_wait_for_one(monkeypatch):
     CUDA_VISIBLE_DEVICES (no model): 2 GPUs, 3 replicas → the third waits; a job cannot start either;
     a crash gives its GPU to the waiting replica; removal gives all back. No GPUs → env untouched."""
     from tests.support.platformhelp import fake_model
+    from tuneforge.jobs import executor
     from tuneforge.jobs.executor import Launch, LocalExecutor
     from tuneforge.platform import deployments as service
-    from tuneforge.platform import replicas
     from tuneforge.platform.app import build_platform
 
-    monkeypatch.setattr(replicas, "WORKER", [sys.executable, "-c", FAKE_WORKER])
+    monkeypatch.setattr(executor, "WORKER", [sys.executable, "-c", FAKE_WORKER])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "as-before")
     fake_model("tiny")
 
@@ -641,6 +641,89 @@ def test_replicas_lease_gpus_from_the_jobs_pool_and_wait_for_one(monkeypatch):
     finally:
         sup.stop()
         ctx.store.dispose()
+
+
+# A worker that only answers its health check (on the --port it is given), as `tuneforge serve` does.
+HEALTHY_WORKER = (
+    "import sys, http.server; port = int(sys.argv[sys.argv.index('--port') + 1]); "
+    "ok = lambda h: (h.send_response(200), h.end_headers()); "
+    "H = type('H', (http.server.BaseHTTPRequestHandler,), {'do_GET': ok, 'log_message': lambda *a: None}); "
+    "http.server.HTTPServer(('127.0.0.1', port), H).serve_forever()"
+)
+
+
+def test_a_replica_is_launched_adopted_and_stopped_through_the_executor(monkeypatch):
+    """The executor is the one supervisor of processes: a replica is a service it launched (not counted
+    against the jobs' limit); after a crash of the control plane a new executor's poll finds it again
+    through the supervisor's reconcile; a clean stop ends it through the executor, which forgets it."""
+    from platformhelp import fake_model
+
+    from tuneforge.jobs import executor
+    from tuneforge.jobs.executor import LocalExecutor
+    from tuneforge.platform import deployments as service
+    from tuneforge.platform.app import build_platform
+
+    monkeypatch.setattr(executor, "WORKER", [sys.executable, "-c", HEALTHY_WORKER])
+    fake_model("tiny")
+    ctx, _ = build_platform(executor=LocalExecutor(max_concurrent=1, gpu_count=0))
+    sup, pids = ctx.extras["deployments"], []
+    try:
+        dep = service.create(ctx, "tiny", name="adopted")
+        holder = f"deployment:{dep.id}/0"
+        sup.tick()
+        pids += [w["pid"] for w in sup.workers(dep.id)]
+        assert ctx.executor.poll(holder).running  # launched by the executor, under the replica's name
+        assert ctx.executor.can_start(0)  # a service: the one job slot is still free
+        _wait(lambda: (sup.tick(), service.get(ctx, "adopted").state == "ready")[1], 30, "replica ready")
+        assert "--- start on port" in sup.log_path(dep.id, 0).read_text()
+        ctx.store.dispose()  # the control plane dies: its supervisors never stop, the worker runs on
+
+        ctx, _ = build_platform(executor=LocalExecutor(max_concurrent=1, gpu_count=0))
+        sup = ctx.extras["deployments"]
+        assert ctx.executor.poll(holder) is None  # a new executor knows nothing yet
+        sup.reconcile()
+        assert ctx.executor.poll(holder).running and [w["pid"] for w in sup.workers(dep.id)] == pids
+        assert ctx.executor.can_start(0)
+        sup.stop()  # a clean shutdown: the executor stops the adopted worker and forgets it
+        assert not _alive(pids[0]) and ctx.executor.poll(holder) is None
+    finally:
+        sup.stop()
+        ctx.store.dispose()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def test_replicas_use_the_executor_interface_only():
+    """No second process supervisor: replicas.py starts, signals and reaps nothing itself and uses only
+    what the Executor interface declares (a Ray executor implements the same)."""
+    import ast
+    import inspect
+
+    from tuneforge.jobs.executor import Executor
+    from tuneforge.platform import replicas
+
+    tree = ast.parse(inspect.getsource(replicas))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not imported & {"subprocess", "multiprocessing", "pty"}
+    from_executor = {
+        a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module == "tuneforge.jobs.executor"
+        for a in n.names
+    }
+    assert from_executor <= {"Executor", "Handle", "Launch", "Status", "worker_argv"}, from_executor
+    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert not {
+        c for c in calls if c.startswith("os.") and c not in ("os.open", "os.fdopen", "os.environ.get")
+    }
+    used = {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute)
+        and ast.unparse(n.value) in ("self.ctx.executor", "executor", "self.executor")
+    }
+    assert used and used <= {m for m in dir(Executor) if not m.startswith("_")}, used - set(dir(Executor))
 
 
 @pytest.mark.usefixtures("database_url")

@@ -1,17 +1,29 @@
-"""Executors run workers: an argv + env + cwd that report through a job folder.
+"""The executor: the one supervisor of worker processes, for finite work and long-lived services.
 
-The interface is what the control plane needs (capacity, submit, poll, cancel, adopt, logs); the local
-implementation runs subprocesses on this machine, each in its own process group, with GPU slots handed
-out through ``CUDA_VISIBLE_DEVICES``. A Ray executor implements the same methods. Nothing here knows
-what a JobSpec is: a training job, an evaluation and (later) a user's own command are all a Launch.
+A worker is an argv + env + cwd that reports through its folder. Finite work (a training job, an
+evaluation, a user's command) runs until it exits; a service (a serving replica) runs until it is stopped
+and does not count against the limit of concurrent jobs. Both go through the same interface:
+
+- ``submit`` (launch) a Launch → a Handle to find it again; ``poll`` its Status (reaped and forgotten
+  once it has reported its end);
+- ``signal`` its process group; ``cancel`` (SIGTERM, SIGKILL after a grace, in the background: ``poll``
+  reports the end) or ``stop`` (the same, waited for; the worker and its GPUs are forgotten);
+- ``adopt`` a worker started by an earlier control plane (its Handle was stored);
+- ``lease_gpus`` / ``release_gpus``: one pool of GPU indices for jobs and services; a lease taken
+  under a worker's id before its launch is the GPUs that launch gets.
+
+The local implementation runs subprocesses on this machine, each in its own process group, with GPU slots
+handed out through ``CUDA_VISIBLE_DEVICES``. A Ray executor implements the same methods. Nothing here
+knows what a JobSpec or a deployment is: all of them are a Launch.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
+import signal as signals
 import subprocess
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -21,6 +33,14 @@ from pathlib import Path
 from . import folder as fmt
 
 log = logging.getLogger(__name__)
+
+# `tuneforge …` as a worker runs it: this interpreter and this installation, not whatever is on PATH.
+WORKER = [sys.executable, "-m", "tuneforge.cli.main"]
+
+
+def worker_argv(*args: str) -> list[str]:
+    """The argv of a `tuneforge ARGS` worker (train, eval, serve, models pull …)."""
+    return [*WORKER, *args]
 
 
 @dataclass
@@ -35,6 +55,10 @@ class Launch:
     # False: the worker gets ``env`` alone (+ CUDA_VISIBLE_DEVICES), not the control plane's environment.
     # A user's own command gets a clean one so the server's secrets and settings do not leak into it.
     inherit_env: bool = True
+    # A long-lived service (a serving replica): outside the limit of concurrent jobs.
+    service: bool = False
+    log: Path | None = None  # where its output goes; the folder's worker log when None
+    banner: str | None = None  # the log line that opens this start; "attempt N" when None
 
 
 @dataclass
@@ -55,20 +79,32 @@ class Executor(ABC):
     gpu_count: int = 0
 
     @abstractmethod
-    def can_start(self, gpus: int) -> bool: ...
+    def can_start(self, gpus: int) -> bool:
+        """Whether a job (not a service) asking for ``gpus`` would start now."""
 
     @abstractmethod
-    def submit(self, launch: Launch) -> Handle: ...
+    def submit(self, launch: Launch) -> Handle:
+        """Start a worker (raises OSError when it cannot be started)."""
 
     @abstractmethod
     def poll(self, job_id: str) -> Status | None:
         """None when this executor does not know the job (never started here, or forgotten)."""
 
     @abstractmethod
-    def cancel(self, job_id: str, grace_s: float = 30.0) -> None: ...
+    def signal(self, job_id: str, sig: int) -> bool:
+        """Send ``sig`` to the worker's process group; False when it is unknown or gone."""
 
     @abstractmethod
-    def adopt(self, job_id: str, handle: Handle, gpus: int = 0) -> bool:
+    def cancel(self, job_id: str, grace_s: float = 30.0) -> None:
+        """SIGTERM, SIGKILL after ``grace_s``; returns at once, ``poll`` reports the end."""
+
+    @abstractmethod
+    def stop(self, job_id: str, grace_s: float = 10.0) -> Status | None:
+        """SIGTERM, SIGKILL after ``grace_s`` (at once when 0), waited for; then the worker and its GPUs
+        (or a lease under its id) are forgotten. Its last Status; None when it was not known."""
+
+    @abstractmethod
+    def adopt(self, job_id: str, handle: Handle, gpus: int = 0, service: bool = False) -> bool:
         """Follow a worker started by an earlier control plane; False when it is gone."""
 
     def logs(self, folder: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
@@ -78,7 +114,7 @@ class Executor(ABC):
         """Stop following workers; they keep running and are adopted on the next start."""
 
     def lease_gpus(self, holder: str, count: int, pid: int | None = None) -> list[int] | None:
-        """GPU indices for a holder that is not a job (a serving replica), from the same pool as jobs;
+        """GPU indices for a holder (a serving replica about to start), from the same pool as jobs;
         None while not enough are free. An executor without local GPUs hands out none."""
         return [] if count <= 0 else None
 
@@ -135,6 +171,35 @@ def alive(handle: Handle) -> bool:
     return ticks is not None and (handle.start_ticks is None or ticks == handle.start_ticks)
 
 
+class _Group:
+    """A worker's process group as found when it was asked to end: its pid checked once, so that a
+    recycled pid is never signalled (the group's id stays taken while any member of it lives)."""
+
+    def __init__(self, pid: int, proc: subprocess.Popen | None):
+        self.pid, self.proc = pid, proc
+
+    def send(self, sig: int) -> bool:
+        return _signal_group(self.pid, sig)
+
+    def gone(self) -> bool:
+        if self.proc is not None:
+            if self.proc.poll() is None:  # reaps our child: its zombie would keep the group alive
+                return False
+        elif process_start_ticks(self.pid) is not None:
+            return False
+        # The whole group, not only its leader: a shell that dies on SIGTERM may leave a child that
+        # ignores it (a user's own script), which the SIGKILL must still reach.
+        return not _group_alive(self.pid)
+
+    def wait_gone(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.gone():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
 class LocalExecutor(Executor):
     def __init__(self, max_concurrent: int | None = None, gpu_count: int | None = None):
         self.gpu_count = detect_gpus() if gpu_count is None else gpu_count
@@ -144,8 +209,9 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen] = {}
         self._adopted: dict[str, Handle] = {}
-        # Holder → GPU indices: jobs by id, and leases of other holders (serving replicas), so that one
-        # pool decides who runs where and a job waits while deployments hold every GPU.
+        self._services: set[str] = set()  # ids of the workers above that are services, not jobs
+        # Holder → GPU indices: jobs and services by id, and leases taken for a service before its
+        # launch, so that one pool decides who runs where and a job waits while deployments hold every GPU.
         self._gpus: dict[str, list[int]] = {}
 
     # -- capacity
@@ -158,7 +224,8 @@ class LocalExecutor(Executor):
         return [g for g in range(self.gpu_count) if g not in used]
 
     def running_count(self) -> int:
-        return len(self._children) + len(self._adopted)
+        """Running jobs (services do not count against ``max_concurrent``)."""
+        return sum(1 for j in (*self._children, *self._adopted) if j not in self._services)
 
     def can_start(self, gpus: int) -> bool:
         with self._lock:
@@ -169,13 +236,16 @@ class LocalExecutor(Executor):
     # -- lifecycle
     def submit(self, launch: Launch) -> Handle:
         with self._lock:
-            slots = self._free_gpus()[: self._gpus_needed(launch.gpus)]
+            slots = self._gpus.get(launch.job_id)  # leased for it before its launch
+            if slots is None:
+                slots = self._free_gpus()[: self._gpus_needed(launch.gpus)]
             env = {**os.environ, **launch.env} if launch.inherit_env else dict(launch.env)
             if self.gpu_count or not launch.inherit_env:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
             launch.folder.mkdir(parents=True, exist_ok=True)
-            with open(launch.folder / fmt.WORKER_LOG, "ab") as out:
-                out.write(f"--- attempt {launch.attempt} at {time.strftime('%H:%M:%S')}\n".encode())
+            banner = launch.banner or f"attempt {launch.attempt}"
+            with open(launch.log or launch.folder / fmt.WORKER_LOG, "ab") as out:
+                out.write(f"--- {banner} at {time.strftime('%H:%M:%S')}\n".encode())
                 out.flush()
                 proc = subprocess.Popen(
                     launch.argv,
@@ -184,11 +254,14 @@ class LocalExecutor(Executor):
                     stderr=subprocess.STDOUT,
                     env=env,
                     cwd=str(launch.cwd or launch.folder),
-                    start_new_session=True,  # its own process group: cancel reaches torchrun's children
+                    # its own process group: a stop reaches torchrun's children, the server's Ctrl-C does not
+                    start_new_session=True,
                 )
             self._children[launch.job_id] = proc
             self._gpus[launch.job_id] = slots
-        log.info("job %s: started pid %s (gpus %s)", launch.job_id, proc.pid, slots or "none")
+            if launch.service:
+                self._services.add(launch.job_id)
+        log.info("%s: started pid %s (gpus %s)", launch.job_id, proc.pid, slots or "none")
         return Handle(proc.pid, process_start_ticks(proc.pid))
 
     def poll(self, job_id: str) -> Status | None:
@@ -212,41 +285,61 @@ class LocalExecutor(Executor):
     def _forget(self, job_id: str) -> None:
         self._children.pop(job_id, None)
         self._adopted.pop(job_id, None)
+        self._services.discard(job_id)
         self._gpus.pop(job_id, None)
 
-    def _pid(self, job_id: str) -> int | None:
+    def _group(self, job_id: str) -> _Group | None:
         with self._lock:
-            if job_id in self._children:
-                return self._children[job_id].pid
-            if job_id in self._adopted:
-                return self._adopted[job_id].pid
+            proc, handle = self._children.get(job_id), self._adopted.get(job_id)
+        if proc is not None:
+            return _Group(proc.pid, proc)
+        if handle is not None and alive(handle):
+            return _Group(handle.pid, None)
         return None
 
+    def signal(self, job_id: str, sig: int) -> bool:
+        group = self._group(job_id)
+        return group is not None and group.send(sig)
+
     def cancel(self, job_id: str, grace_s: float = 30.0) -> None:
-        pid = self._pid(job_id)
-        if pid is None:
+        group = self._group(job_id)
+        if group is None:
             return
-        _signal_group(pid, signal.SIGTERM)
+        group.send(signals.SIGTERM)
+        threading.Thread(
+            target=self._escalate, args=(job_id, group, grace_s), name=f"cancel-{job_id}", daemon=True
+        ).start()
 
-        def escalate():
-            deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline:
-                # The whole group, not only its leader: a shell that dies on SIGTERM may leave a child
-                # that ignores it (a user's own script), which the SIGKILL below must still reach.
-                if process_start_ticks(pid) is None and not _group_alive(pid):
-                    return
-                time.sleep(0.2)
-            log.warning("job %s: still running %.0fs after SIGTERM; sending SIGKILL", job_id, grace_s)
-            _signal_group(pid, signal.SIGKILL)
+    def stop(self, job_id: str, grace_s: float = 10.0) -> Status | None:
+        group = self._group(job_id)
+        if group is not None:
+            if grace_s > 0:
+                group.send(signals.SIGTERM)
+            self._escalate(job_id, group, grace_s)
+        status = self.poll(job_id)  # reaps and forgets a worker that ended
+        with self._lock:
+            self._forget(job_id)  # and one that did not, or a lease taken for it
+        return status
 
-        threading.Thread(target=escalate, name=f"cancel-{job_id}", daemon=True).start()
+    def _escalate(self, job_id: str, group: _Group, grace_s: float) -> None:
+        """After the SIGTERM: SIGKILL when the group is still there after ``grace_s``; wait for its end."""
+        if group.wait_gone(grace_s):
+            return
+        if grace_s > 0:
+            log.warning("%s: still running %.0fs after SIGTERM; sending SIGKILL", job_id, grace_s)
+        group.send(signals.SIGKILL)
+        if not group.wait_gone(10.0):
+            log.warning("%s: process group %s still there 10 s after SIGKILL", job_id, group.pid)
 
-    def adopt(self, job_id: str, handle: Handle, gpus: int = 0) -> bool:
+    def adopt(self, job_id: str, handle: Handle, gpus: int = 0, service: bool = False) -> bool:
         if not alive(handle):
             return False
         with self._lock:
             self._adopted[job_id] = handle
-            self._gpus[job_id] = self._gpus_of(handle.pid, self._gpus_needed(gpus))
+            if job_id not in self._gpus:
+                self._gpus[job_id] = self._gpus_of(handle.pid, self._gpus_needed(gpus))
+            if service:
+                self._services.add(job_id)
         return True
 
     def _gpus_of(self, pid: int, count: int) -> list[int]:
@@ -258,7 +351,8 @@ class LocalExecutor(Executor):
 
     def lease_gpus(self, holder: str, count: int, pid: int | None = None) -> list[int] | None:
         """``count`` free GPUs for ``holder`` (a serving replica), or None while not enough are free;
-        with ``pid``, the GPUs that running process was given (adoption after a restart)."""
+        what it already holds when it asks again (a worker launched or adopted under that id); with
+        ``pid``, the GPUs that running process was given (adoption after a restart)."""
         if self.gpu_count == 0 or count <= 0:
             return []
         with self._lock:
@@ -288,10 +382,13 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def _signal_group(pid: int, sig: int) -> bool:
+    """False when the group is gone (or not ours to signal)."""
     try:
         os.killpg(pid, sig)  # start_new_session made the worker its group's leader
     except ProcessLookupError:
-        pass
+        return False
     except PermissionError:
         log.warning("cannot signal process group %s", pid)
+        return False
+    return True

@@ -26,11 +26,10 @@ from pydantic import Field
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError, ResourceError
 from tuneforge.jobs import folder as fmt
-from tuneforge.jobs.executor import Launch
+from tuneforge.jobs.executor import Launch, worker_argv
 
 from . import registry
 from .context import Platform
-from .jobs import WORKER
 from .pulls import last_progress
 from .schemas import Body
 
@@ -170,7 +169,7 @@ class Exports:
             export = Export(
                 export_id, ref, body.format, quant, self.root / export_id, body.register_version, base
             )
-            argv = [*WORKER, "models", "export", "--format", FORMATS[body.format], "-o", str(export.output)]
+            argv = worker_argv("models", "export", "--format", FORMATS[body.format], "-o", str(export.output))
             argv += ["--quant", quant] if quant else []
             argv += ["--base", base] if base else []
             argv += ["--json", "--progress-file", str(export.progress_file), "--", str(path)]

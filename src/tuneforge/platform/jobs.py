@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from sqlalchemy import and_, or_, select
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError, TuneforgeError
 from tuneforge.jobs import folder as fmt
-from tuneforge.jobs.executor import Handle, Launch
+from tuneforge.jobs.executor import Handle, Launch, worker_argv
 from tuneforge.jobs.reconcile import Outcome, known_exit_code, outcome, reconcile_running
 from tuneforge.jobs.tbmetrics import TensorBoardTail
 from tuneforge.spec import (
@@ -334,8 +333,6 @@ def job_dict(row: Job) -> dict:
 
 # -- launching ------------------------------------------------------------------------------------------
 
-WORKER = [sys.executable, "-m", "tuneforge.cli.main"]
-
 
 def launch_for(ctx: Platform, row: Job) -> Launch:
     root = Path(row.folder)
@@ -344,12 +341,12 @@ def launch_for(ctx: Platform, row: Job) -> Launch:
         spec_file = root / fmt.SPEC_FILE
         if not spec_file.is_file():  # queued by a server from before the spec was written at creation
             write_resolved_spec(root, JobSpec.model_validate(row.spec))
-        argv = [*WORKER, "train", str(spec_file), "--resolved"]
+        argv = worker_argv("train", str(spec_file), "--resolved")
         if row.resume_from:
             argv += ["--set", f"resume_from={row.resume_from}"]
     elif row.kind == "eval":
         e = row.spec
-        argv = [*WORKER, "eval", e["model"], "--data", e["dataset"], "-o", str(root / "eval"), "--json"]
+        argv = worker_argv("eval", e["model"], "--data", e["dataset"], "-o", str(root / "eval"), "--json")
         if e.get("adapter"):
             argv += ["--adapter", e["adapter"]]
         if e.get("compare_base"):

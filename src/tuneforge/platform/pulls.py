@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, NotFoundError, ResourceError, TuneforgeError
+from tuneforge.jobs.executor import worker_argv
 
 from . import catalog
 from .context import Platform
-from .jobs import WORKER
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def run_worker(ctx: Platform, args: list[str], progress_file: Path | None = None
     cut = args.index("--")
     extra = ["--json"] + (["--progress-file", str(progress_file)] if progress_file else [])
     try:
-        argv = [*WORKER, *args[:cut], *extra, *args[cut:]]
+        argv = worker_argv(*args[:cut], *extra, *args[cut:])
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT)
     except ValueError as exc:  # a NUL byte in the name or path cannot be an argument
         raise ConfigError(f"not a usable model name or path: {exc}") from exc

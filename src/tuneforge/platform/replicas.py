@@ -1,6 +1,10 @@
 """The deployment supervisor: one `tuneforge serve` worker process per replica, on a free loopback port
 with its own random key, watched by one thread.
 
+Processes are the executor's (jobs/executor.py, the one supervisor of processes): a replica is a service
+it launches, polls, stops and adopts under the name ``deployment:ID/N``. What stays here is what a
+replica is beyond a process: readiness, liveness, the restart policy and the gateway's rotation.
+
 A worker is ready when its ``/v2/health/ready`` answers 200. A worker that exits is restarted with
 backoff (an event each time); one that never becomes ready three times in a row fails the deployment
 with its log tail. On a clean shutdown the workers are terminated and the deployments keep their state,
@@ -16,8 +20,13 @@ gateway's rotation; one that answers again rejoins it; after ``unresponsive_afte
 its process group is SIGKILLed and it is restarted through the crash path (event ``unresponsive``).
 
 GPUs: on a machine with GPUs each replica leases one from the job executor's pool (the one place that
-hands out GPU indices), gets it as ``CUDA_VISIBLE_DEVICES`` and gives it back when it ends; while none
-is free the replica waits (event ``waiting``) and a job that needs one waits in the queue likewise.
+hands out GPU indices) before its launch, gets it as ``CUDA_VISIBLE_DEVICES`` and the executor takes it
+back when the worker ends; while none is free the replica waits (event ``waiting``) and a job that needs
+one waits in the queue likewise.
+
+Over 400 lines on purpose: start, readiness, liveness, restart backoff and rotation are one state
+machine over the same Slot and Worker under one lock, and each step writes the same rows and events;
+cut apart, every piece would reach into the others' state.
 """
 
 from __future__ import annotations
@@ -29,8 +38,6 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,7 +46,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from tuneforge.jobs.executor import Handle, alive, process_start_ticks
+from tuneforge.jobs import folder as fmt
+from tuneforge.jobs.executor import Executor, Handle, Launch, worker_argv
 
 from . import deployments as service
 from .context import Platform
@@ -47,7 +55,6 @@ from .db import Deployment, DeploymentReplica
 from .ticker import Ticker
 
 log = logging.getLogger(__name__)
-WORKER = [sys.executable, "-m", "tuneforge.cli.main"]
 MAX_START_FAILURES = 3  # in a row without ever answering ready → the deployment fails
 READY_TIMEOUT_S = float(os.environ.get("TUNEFORGE_DEPLOY_READY_TIMEOUT", "900"))
 MAX_BACKOFF_S = 30.0
@@ -68,7 +75,8 @@ class Worker:
     port: int
     key: str
     handle: Handle
-    proc: subprocess.Popen | None = None  # None when adopted from an earlier control plane
+    executor: Executor  # runs it under ``holder``: launch, poll, stop
+    holder: str
     ready: bool = False  # in the gateway's rotation
     started: float = field(default_factory=time.monotonic)
     gpus: list[int] = field(default_factory=list)  # leased from the executor's pool
@@ -78,13 +86,21 @@ class Worker:
     next_probe: float = 0.0
     missed: int = 0  # liveness probes failed in a row
     silent_since: float | None = None  # when the first of them was sent
+    ended: int | None = None  # its exit status once the executor reported it (it reports once)
 
     def exit_code(self) -> int | None:
-        """None while it runs; its exit status (or -1 when adopted and gone) once it ended."""
-        if self.proc is not None:
-            code = self.proc.poll()
-            return None if code is None else (code if code >= 0 else 128 - code)
-        return None if alive(self.handle) else -1
+        """None while it runs; its exit status once it ended (-1 when unknown: adopted, or gone)."""
+        if self.ended is None:
+            self._ended(self.executor.poll(self.holder))
+        return self.ended
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM, SIGKILL after the grace (at once when 0), waited for; its GPUs go back to the pool."""
+        self._ended(self.executor.stop(self.holder, grace_s))
+
+    def _ended(self, status) -> None:
+        if self.ended is None and (status is None or not status.running):
+            self.ended = -1 if status is None or status.exit_code is None else status.exit_code
 
 
 @dataclass
@@ -107,26 +123,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def terminate_group(pid: int, ticks: int | None, grace_s: float = 10.0) -> None:
-    """SIGTERM to the worker's process group, SIGKILL after the grace; never a recycled pid."""
-    if not alive(Handle(pid, ticks)):
-        return
-    _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if process_start_ticks(pid) is None:
-            return
-        time.sleep(0.05)
-    _signal_group(pid, signal.SIGKILL)
 
 
 class DeploymentSupervisor(Ticker):
@@ -211,14 +207,10 @@ class DeploymentSupervisor(Ticker):
     def terminate(self, dep_id: str, forget: bool = True) -> None:
         with self._lock:
             slots = self._slots.pop(dep_id, {}) if forget else dict(self._slots.get(dep_id, {}))
-        for index, slot in slots.items():
-            w = slot.worker
-            if w is not None:
-                terminate_group(w.handle.pid, w.handle.start_ticks)
-                if w.proc is not None:
-                    w.proc.wait(timeout=5)
+        for slot in slots.values():
+            if slot.worker is not None:
+                slot.worker.stop()
                 slot.worker = None
-            self.ctx.executor.release_gpus(_holder(dep_id, index))
 
     def _retire(self, dep_id: str, index: int, slot: Slot) -> None:
         """Stop a replica scaled away, off the supervisor's thread. It is already out of the rotation
@@ -229,13 +221,10 @@ class DeploymentSupervisor(Ticker):
         w = slot.worker
         try:
             if w is not None:
-                terminate_group(w.handle.pid, w.handle.start_ticks)
-                if w.proc is not None:
-                    w.proc.wait(timeout=5)
+                w.stop()
         except Exception:
             log.exception("deployment %s: stopping replica %d", dep_id, index)
         finally:
-            self.ctx.executor.release_gpus(_holder(dep_id, index))
             with self.ctx.store.session() as s:
                 row = s.get(DeploymentReplica, (dep_id, index))
                 if row is not None:
@@ -252,28 +241,27 @@ class DeploymentSupervisor(Ticker):
         with self.ctx.store.reading() as s:
             deps = {d.id: d for d in s.scalars(select(Deployment))}
             rows = list(s.scalars(select(DeploymentReplica)))
+        executor = self.ctx.executor
         for r in rows:
             dep = deps.get(r.deployment_id)
             if r.pid is None:
                 continue
-            handle = Handle(r.pid, r.pid_ticks)
+            handle, holder = Handle(r.pid, r.pid_ticks), _holder(r.deployment_id, r.replica)
+            # Its GPU is the one in its environment: the pool must not hand it to anyone else.
+            if not executor.adopt(holder, handle, self._gpus_per_replica(), service=True):
+                continue  # gone (or its pid is another process now)
             wanted = dep is not None and dep.desired == "running" and dep.state in ("starting", "ready")
             key = self._read_key(r.deployment_id, r.replica)
-            if wanted and alive(handle) and key and r.port and self._healthy(r.port):
-                # Its GPU is the one in its environment: the pool must not hand it to anyone else.
-                gpus = self.ctx.executor.lease_gpus(
-                    _holder(dep.id, r.replica), self._gpus_per_replica(), r.pid
-                )
+            if wanted and key and r.port and self._healthy(r.port):
+                gpus = executor.lease_gpus(holder, self._gpus_per_replica())  # what adopt found it holds
                 with self._lock:
-                    w = Worker(
-                        r.replica, r.port, key, handle, None, ready=True, gpus=gpus or [], ever_ready=True
-                    )
+                    w = Worker(r.replica, r.port, key, handle, executor, holder, ready=True, gpus=gpus or [],
+                               ever_ready=True)  # fmt: skip
                     self._slots.setdefault(dep.id, {})[r.replica] = Slot(w, restarts=r.restarts)
                 self._event(dep.id, "ready", f"replica {r.replica}: adopted running worker pid {r.pid}")
                 continue
-            if alive(handle):
-                log.info("deployment %s: killing stale worker pid %s", r.deployment_id, r.pid)
-                terminate_group(r.pid, r.pid_ticks, grace_s=5)
+            log.info("deployment %s: killing stale worker pid %s", r.deployment_id, r.pid)
+            executor.stop(holder, grace_s=5)
         for dep in deps.values():
             if dep.desired == "running" and dep.state in ("starting", "ready") and dep.id not in self._slots:
                 self._set_state(dep.id, "starting")
@@ -331,7 +319,7 @@ class DeploymentSupervisor(Ticker):
                         dep.id, "ready", f"replica {i} ready on port {w.port} in {took:.1f}s", seconds=took
                     )
                 elif now - w.started > READY_TIMEOUT_S:
-                    terminate_group(w.handle.pid, w.handle.start_ticks)
+                    w.stop()  # the next tick restarts it through the crash path
         self._refresh_state(dep)
 
     def _refresh_state(self, dep: Deployment) -> None:
@@ -383,13 +371,7 @@ class DeploymentSupervisor(Ticker):
         if w.missed < self.unresponsive_after:
             return
         log.warning("deployment %s: replica %d %s for %.1fs; killing it", dep.name, w.index, problem, silent)
-        _signal_group(w.handle.pid, signal.SIGKILL)
-        if w.proc is not None:
-            w.proc.wait(timeout=10)
-        else:
-            deadline = time.monotonic() + 5
-            while alive(w.handle) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        w.stop(grace_s=0)  # SIGKILL at once: a hung worker would not act on a SIGTERM
         why = f"{problem}; no good answer for {silent:.1f}s ({w.missed} probes in a row): killed"
         self._crashed(dep, slot, 128 + signal.SIGKILL, event="unresponsive", why=why)
 
@@ -429,10 +411,10 @@ class DeploymentSupervisor(Ticker):
         gpus = self._lease_gpus(dep, slot, index)
         if gpus is None:
             return  # tried again next tick
-        root = service.folder(self.ctx, dep.id)
+        root, holder = service.folder(self.ctx, dep.id), _holder(dep.id, index)
         root.mkdir(parents=True, exist_ok=True)
         port, key = free_port(), secrets.token_urlsafe(24)
-        argv = [*WORKER, "serve", dep.base_model, "--host", "127.0.0.1", "--port", str(port)]
+        argv = worker_argv("serve", dep.base_model, "--host", "127.0.0.1", "--port", str(port))
         base_id = dep.aliases.get("__base__")
         if base_id and base_id != dep.base_model:
             argv += ["--name", base_id]
@@ -442,46 +424,23 @@ class DeploymentSupervisor(Ticker):
         for opt in ("max_batch_size", "max_model_len"):
             if dep.options.get(opt):
                 argv += [f"--{opt.replace('_', '-')}", str(dep.options[opt])]
-        env = {
-            **os.environ,
-            "TUNEFORGE_HOME": str(self.ctx.home),
-            "TUNEFORGE_SERVE_API_KEY": key,
-            "PYTHONUNBUFFERED": "1",
-        }
-        if self.ctx.executor.gpu_count:  # as jobs get theirs; a CPU-only machine's environment as is
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        # The executor's environment plus these; CUDA_VISIBLE_DEVICES from the lease on a GPU machine.
+        env = {"TUNEFORGE_HOME": str(self.ctx.home), "TUNEFORGE_SERVE_API_KEY": key, "PYTHONUNBUFFERED": "1"}
         key_file = root / f"replica-{index}.key"
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(key)
-        with open(root / f"replica-{index}.log", "ab") as out:
-            out.write(f"--- start at {time.strftime('%Y-%m-%d %H:%M:%S')} port {port}\n".encode())
-            out.flush()
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=str(root),
-                    start_new_session=True,  # its own group: stop reaches every child, Ctrl-C does not
-                )
-            except OSError as exc:
-                self.ctx.executor.release_gpus(_holder(dep.id, index))
-                self._fail(dep.id, f"could not start the worker: {exc}")
-                return
-        handle = Handle(proc.pid, process_start_ticks(proc.pid))
-        slot.worker = Worker(index, port, key, handle, proc, gpus=gpus)
+        launch = Launch(holder, argv, root, env, root, len(gpus), service=True,
+                        log=self.log_path(dep.id, index), banner=f"start on port {port}")  # fmt: skip
+        try:
+            handle = self.ctx.executor.submit(launch)
+        except OSError as exc:
+            self.ctx.executor.release_gpus(holder)
+            self._fail(dep.id, f"could not start the worker: {exc}")
+            return
+        slot.worker = Worker(index, port, key, handle, self.ctx.executor, holder, gpus=gpus)
         self._update_replica(dep.id, slot.worker, "starting", restarts=slot.restarts)
-        log.info(
-            "deployment %s: replica %d pid %d port %d gpus %s",
-            dep.name,
-            index,
-            proc.pid,
-            port,
-            gpus or "none",
-        )
+        log.info("deployment %s: replica %d pid %d port %d", dep.name, index, handle.pid, port)
 
     def _crashed(
         self, dep: Deployment, slot: Slot, code: int, event: str = "restarted", why: str | None = None
@@ -489,10 +448,7 @@ class DeploymentSupervisor(Ticker):
         w = slot.worker
         with self._lock:
             slot.worker = None
-        if w.proc is not None:
-            w.proc.wait(timeout=5)
-        self.ctx.executor.release_gpus(_holder(dep.id, w.index))
-        tail = self.log_tail(dep.id, w.index)
+        tail = fmt.tail_lines(self.log_path(dep.id, w.index), lines=30)
         why = why or f"exited with code {code}"
         if not w.ever_ready:
             slot.failures += 1
@@ -542,16 +498,6 @@ class DeploymentSupervisor(Ticker):
 
     def log_path(self, dep_id: str, index: int = 0) -> Path:
         return service.folder(self.ctx, dep_id) / f"replica-{index}.log"
-
-    def log_tail(self, dep_id: str, index: int, lines: int = 30) -> str:
-        try:
-            with open(self.log_path(dep_id, index), "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - 16384))
-                text = fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
     def _event(self, dep_id: str, event: str, message: str, **data) -> None:
         with self.ctx.store.session() as s:
