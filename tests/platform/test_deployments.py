@@ -656,8 +656,7 @@ def test_a_replica_is_launched_adopted_and_stopped_through_the_executor(monkeypa
     """The executor is the one supervisor of processes: a replica is a service it launched (not counted
     against the jobs' limit); after a crash of the control plane a new executor's poll finds it again
     through the supervisor's reconcile; a clean stop ends it through the executor, which forgets it."""
-    from platformhelp import fake_model
-
+    from tests.support.platformhelp import fake_model
     from tuneforge.jobs import executor
     from tuneforge.jobs.executor import LocalExecutor
     from tuneforge.platform import deployments as service
