@@ -16,6 +16,7 @@ from tuneforge.errors import (
     ConfigError,
     ConflictError,
     DataError,
+    ForbiddenError,
     NotFoundError,
     ResourceError,
     TuneforgeError,
@@ -91,6 +92,8 @@ def build_platform(
 def _status(exc: TuneforgeError) -> int:
     if isinstance(exc, BodyError):
         return exc.status
+    if isinstance(exc, ForbiddenError):
+        return 403
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, ConflictError):

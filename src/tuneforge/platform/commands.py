@@ -12,10 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastapi import HTTPException
-
 from tuneforge.data.readers import FileProblem, Limits, unpack_zip
-from tuneforge.errors import NotFoundError, TuneforgeError
+from tuneforge.errors import ForbiddenError, NotFoundError, TuneforgeError
 from tuneforge.jobs import command as cmd
 from tuneforge.settings import env_name
 
@@ -31,8 +29,7 @@ CODE_DIR = "code"
 
 def require_enabled(ctx: Platform) -> None:
     if not ctx.settings.allow_command_jobs:
-        raise HTTPException(
-            403,
+        raise ForbiddenError(
             f"command jobs are turned off on this server ({env_name('allow_command_jobs')}=false); "
             "submit a training spec instead, or ask the server's operator to allow them",
         )
