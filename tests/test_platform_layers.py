@@ -75,3 +75,12 @@ def test_command_jobs_turned_off_is_a_forbidden_error(tmp_path):
     with pytest.raises(ForbiddenError, match="TUNEFORGE_ALLOW_COMMAND_JOBS=false") as caught:
         commands.require_enabled(ctx)
     assert isinstance(caught.value, TuneforgeError)
+
+
+@pytest.mark.parametrize("pair", [("jobs", "commands"), ("deployments", "registry")])
+def test_platform_service_pairs_do_not_import_each_other(pair):
+    """jobs ↔ commands and deployments ↔ registry imported each other, hidden by imports inside functions."""
+    a, b = pair
+    a_imports = imports(PLATFORM / f"{a}.py")
+    b_imports = imports(PLATFORM / f"{b}.py")
+    assert not (f"tuneforge.platform.{b}" in a_imports and f"tuneforge.platform.{a}" in b_imports)

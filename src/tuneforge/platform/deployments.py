@@ -24,7 +24,7 @@ from tuneforge.names import check_name
 
 from . import registry
 from .context import Platform
-from .db import Deployment, DeploymentEvent, RegisteredModel, by_id_or_name
+from .db import Deployment, DeploymentEvent, Job, RegisteredModel, by_id_or_name
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # what `tuneforge serve` accepts as an id
@@ -314,6 +314,18 @@ def in_use(ctx: Platform, model: str) -> str | None:
         names |= {a["ref"] for a in row.adapters.values()}
         if model in names or model.split("@")[0] in {n.split("@")[0] for n in names}:
             return row.name
+    return None
+
+
+def model_in_use(ctx: Platform, name: str) -> str | None:
+    """A deployment serving a stored model (``deployment NAME``), or a queued/running job on it (its id)."""
+    deployment = in_use(ctx, name)
+    if deployment:
+        return f"deployment {deployment}"
+    with ctx.store.reading() as s:
+        for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running")))):
+            if (job.spec or {}).get("model") == name or json.dumps(job.spec).find(f'"{name}"') >= 0:
+                return job.id
     return None
 
 

@@ -1,4 +1,4 @@
-"""Request bodies of the control plane API (responses are plain dicts shaped by the route modules)."""
+"""Request bodies of the control plane API, and the error of one that does not validate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from tuneforge.errors import ConfigError
 from tuneforge.names import Name
+
+
+class SpecProblems(ConfigError):
+    """A job request that does not validate; ``problems`` carry field paths (→ 422)."""
+
+    def __init__(self, problems: list[dict]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems))
 
 
 class Body(BaseModel):

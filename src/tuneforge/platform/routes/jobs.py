@@ -84,7 +84,7 @@ def create_job(body: AnyJobCreate, ctx: Platform = Depends(platform)) -> dict:
     ``kind: command`` runs your own command (see CommandJobCreate); it needs an admin token and a server
     that allows command jobs (TUNEFORGE_ALLOW_COMMAND_JOBS)."""
     if isinstance(body, CommandJobCreate):
-        return service.job_dict(commands.submit(ctx, body))
+        return service.job_dict(service.submit_command(ctx, body))
     data = service.build_spec(
         body.spec,
         body.template,

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from tuneforge.errors import ConflictError, NotFoundError
 from tuneforge.models.store import remove_model
 
-from .. import catalog, registry
+from .. import catalog, deployments, registry
 from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..db import Model
@@ -110,9 +110,7 @@ def get_registered(ref: str, ctx: Platform = Depends(platform)) -> dict:
 
 @router.delete("/registered/{ref}")
 def delete_registered(ref: str, ctx: Platform = Depends(platform)) -> dict:
-    from ..deployments import in_use
-
-    deployment = in_use(ctx, ref)
+    deployment = deployments.in_use(ctx, ref)
     if deployment:
         raise ConflictError(f"registered model {ref} is served by deployment {deployment}; rm it first")
     return {"ref": registry.delete_registered(ctx, ref), "deleted": True}
@@ -130,7 +128,7 @@ def get_model(name: str, ctx: Platform = Depends(platform)) -> dict:
 
 @router.delete("/{name}")
 def delete_model(name: str, ctx: Platform = Depends(platform)) -> dict:
-    job = registry.model_in_use(ctx, name)
+    job = deployments.model_in_use(ctx, name)
     if job:
         what = job if job.startswith("deployment ") else f"job {job}"
         raise ConflictError(f"model {name} is used by {what}; stop/cancel and remove it first")
