@@ -32,6 +32,8 @@ from .db import Store, default_url
 from .deps import AuthFailed, CurlJsonBodies
 from .jobs import SpecProblems, Supervisor
 from .metrics import RequestMetrics
+from .pulls import Pulls
+from .replicas import DeploymentSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,8 @@ def build_platform(
     from .routes.openai_ft import register_before_success
 
     ctx.supervisor.before_success.append(register_before_success)
-    from .replicas import DeploymentSupervisor
-
-    ctx.extras["deployments"] = DeploymentSupervisor(ctx)
+    ctx.deployments = DeploymentSupervisor(ctx)
+    ctx.pulls = Pulls(ctx)
     return ctx, secret
 
 
@@ -192,20 +193,20 @@ def create_app(
 ) -> FastAPI:
     """``supervise=False`` leaves the executor idle (tests of the API alone)."""
     ctx, secret = build_platform(settings, executor)
-    ctx.extras["admin_token_created"] = secret
+    ctx.admin_token_created = secret
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         if supervise:
             ctx.supervisor.start()
-            ctx.extras["deployments"].start()
+            ctx.deployments.start()
         try:
             yield
         finally:
             from .routes.gateway import close as close_gateway
 
             if supervise:
-                ctx.extras["deployments"].stop()
+                ctx.deployments.stop()
             await close_gateway(ctx)
             ctx.supervisor.stop()
             ctx.executor.shutdown()
@@ -218,9 +219,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.platform = ctx
-    metrics = RequestMetrics(ctx)
-    ctx.extras["metrics"] = metrics
-    app.middleware("http")(metrics.middleware())
+    ctx.metrics = RequestMetrics(ctx)
+    app.middleware("http")(ctx.metrics.middleware())
     app.add_middleware(CurlJsonBodies)  # `curl -d '{...}'` with a bearer token works without -H Content-Type
     install_handlers(app)
     for router in routers():

@@ -208,9 +208,7 @@ def create(
 
 
 def wake(ctx: Platform) -> None:
-    sup = ctx.extras.get("deployments")
-    if sup is not None:
-        sup.wake()
+    ctx.deployments.wake()
 
 
 def get(ctx: Platform, name: str) -> Deployment:
@@ -235,9 +233,7 @@ def stop(ctx: Platform, name: str) -> Deployment:
         if r.state != "stopped":
             r.state = "stopped"
             add_event(s, r.id, "stopped", "stopped by request")
-    sup = ctx.extras.get("deployments")
-    if sup is not None:
-        sup.terminate(row.id)
+    ctx.deployments.terminate(row.id)
     return get(ctx, name)
 
 
@@ -248,9 +244,7 @@ def start(ctx: Platform, name: str) -> Deployment:
         if r.state in ("stopped", "failed"):
             r.desired, r.state, r.last_error = "running", "starting", None
             add_event(s, r.id, "starting", "started by request")
-    sup = ctx.extras.get("deployments")
-    if sup is not None:
-        sup.reset(row.id)
+    ctx.deployments.reset(row.id)
     wake(ctx)
     return get(ctx, name)
 
@@ -278,9 +272,7 @@ def remove(ctx: Platform, name: str) -> None:
     with ctx.store.session() as s:
         r = s.get(Deployment, row.id)
         r.desired = "stopped"
-    sup = ctx.extras.get("deployments")
-    if sup is not None:
-        sup.terminate(row.id)
+    ctx.deployments.terminate(row.id)
     with ctx.store.session() as s:
         r = s.get(Deployment, row.id)
         if r is not None:
@@ -330,9 +322,9 @@ def model_in_use(ctx: Platform, name: str) -> str | None:
 
 
 def deployment_dict(ctx: Platform, row: Deployment, base_url: str) -> dict:
-    sup = ctx.extras.get("deployments")
-    ready = sup.ready_count(row.id) if sup is not None else 0
-    requests = row.requests + (sup.pending_requests(row.id) if sup is not None else 0)
+    sup = ctx.deployments
+    ready = sup.ready_count(row.id)
+    requests = row.requests + sup.pending_requests(row.id)
     base_url = base_url.rstrip("/")
     return {
         "id": row.id,

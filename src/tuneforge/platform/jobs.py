@@ -248,7 +248,7 @@ def cancel_job(ctx: Platform, job_id: str) -> Job:
         running = row.state == "running"
     fmt.append_event(Path(row.folder), fmt.CANCEL_REQUESTED)
     if running:
-        ctx.executor.cancel(job_id, grace_s=ctx.extras.get("cancel_grace_s", 30.0))
+        ctx.executor.cancel(job_id, grace_s=ctx.cancel_grace_s)
     return row
 
 
@@ -448,7 +448,7 @@ class Supervisor(Ticker):
             self._timed_out.add(row.id)
             fmt.append_event(Path(row.folder), fmt.TIME_LIMIT, seconds=limit)
             log.info("job %s: time limit of %ss reached; stopping it", row.id, limit)
-            self.ctx.executor.cancel(row.id, grace_s=self.ctx.extras.get("cancel_grace_s", 30.0))
+            self.ctx.executor.cancel(row.id, grace_s=self.ctx.cancel_grace_s)
 
     def _copy_progress(self, row: Job) -> None:
         p = fmt.progress(Path(row.folder))

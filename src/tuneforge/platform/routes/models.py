@@ -13,7 +13,6 @@ from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..db import Model
 from ..deps import admin, platform
-from ..pulls import pulls_of
 from ..schemas import ModelImport, ModelPull, ModelRegister
 
 router = APIRouter(
@@ -46,7 +45,7 @@ PULL_ANSWERS = {202: {"description": "Started (``wait: false``): the pull, to po
 
 def _start_or_wait(ctx: Platform, args: list[str], key: tuple, name: str, wait: bool, response: Response):
     """``args`` end with the positional argument after ``--``: a name like ``--help`` stays a name."""
-    pulls = pulls_of(ctx)
+    pulls = ctx.pulls
     pull = pulls.start(key, name, args)  # one worker per model, a few at most, whether waited for or not
     if wait:
         return pulls.wait(pull)
@@ -80,13 +79,13 @@ def import_model(body: ModelImport, response: Response, ctx: Platform = Depends(
 @router.get("/pulls")
 def list_pulls(ctx: Platform = Depends(platform)) -> dict:
     """The pulls and imports since the server started (waited for or not), newest first."""
-    return {"data": pulls_of(ctx).list()}
+    return {"data": ctx.pulls.list()}
 
 
 @router.get("/pulls/{pull_id}")
 def get_pull(pull_id: str, ctx: Platform = Depends(platform)) -> dict:
     """One pull: its state, stage and progress (``done`` of ``total``)."""
-    return pulls_of(ctx).get(pull_id)
+    return ctx.pulls.get(pull_id)
 
 
 @router.post("/register", status_code=201)
