@@ -134,3 +134,28 @@ def test_the_platform_context_is_typed():
         assert (ctx.cancel_grace_s, ctx.token_stats) == (1.5, False)
     with pytest.raises(TypeError, match="no field 'cancel_grace'"):
         make_client(cancel_grace=1.0)
+
+
+def test_routes_are_thin():
+    """A route module imports no other route module; the OpenAI fine-tuning routes hold no SQL (their
+    service is ``platform/openai_ft.py``, beside jobs and registry)."""
+    routes = sorted((PLATFORM / "routes").glob("*.py"))
+    names = {f"tuneforge.platform.routes.{p.stem}" for p in routes if p.stem != "__init__"}
+    crossing = {_module(p): sorted(imports(p) & names - {_module(p)}) for p in routes}
+    assert not {m: i for m, i in crossing.items() if i}, crossing
+    assert not [m for m in imports(PLATFORM / "routes" / "openai_ft.py") if m.startswith("sqlalchemy")]
+
+
+def test_openai_fine_tuning_routes_declare_their_answers():
+    """Each /v1/files and /v1/fine_tuning route has a response model: the OpenAPI document describes
+    the answer, and an answer with a key the model lacks fails here rather than surprise a client."""
+    from fastapi.routing import APIRoute
+    from pydantic import BaseModel
+
+    from tuneforge.platform.routes import openai_ft
+
+    routes = [r for r in openai_ft.router.routes if isinstance(r, APIRoute)]
+    assert len(routes) == 10
+    # FastAPI takes `-> dict` for a response model too: a model means a pydantic one
+    models = {r.path: r.response_model for r in routes}
+    assert not [p for p, m in models.items() if not (isinstance(m, type) and issubclass(m, BaseModel))]

@@ -25,7 +25,7 @@ from tuneforge.jobs.executor import Executor, LocalExecutor
 from tuneforge.serve.body import BodyError
 from tuneforge.settings import Settings, get_settings
 
-from . import migrate, openapi
+from . import migrate, openai_ft, openapi
 from .auth import ensure_admin_token
 from .context import Platform
 from .db import Store, default_url
@@ -82,9 +82,7 @@ def build_platform(
         max_upload_bytes=settings.max_dataset_mb << 20,
     )
     ctx.supervisor = Supervisor(ctx)
-    from .routes.openai_ft import register_before_success
-
-    ctx.supervisor.before_success.append(register_before_success)
+    ctx.supervisor.before_success.append(openai_ft.register_before_success)
     ctx.deployments = DeploymentSupervisor(ctx)
     ctx.pulls = Pulls(ctx)
     return ctx, secret

@@ -11,6 +11,8 @@ Errors are ``BodyError``s; the app's handler shapes them per protocol (OpenAI un
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import Request
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute
@@ -45,6 +47,21 @@ async def read_form(request: Request, limit: int, *, max_files: int, max_fields:
 
     # the parser closes the parts it spooled so far when the exception passes through it
     return await Request(request.scope, counting_receive).form(max_files=max_files, max_fields=max_fields)
+
+
+PART_CHUNK = 1 << 20
+
+
+async def save_part(part, target: Path, limit: int, received: int = 0, what: str = "upload") -> int:
+    """Copy an uploaded part to ``target`` in pieces; ``received`` (the upload's bytes so far) plus this
+    part's, refused (413) once over ``limit``. Starlette spooled the part: this never holds it whole."""
+    with open(target, "wb") as out:
+        while chunk := await part.read(PART_CHUNK):
+            received += len(chunk)
+            if received > limit:
+                raise request_body.too_large(limit, what, UPLOAD_SETTING)
+            out.write(chunk)
+    return received
 
 
 def _json_typed(content_type: str | None, strict: bool) -> bool:

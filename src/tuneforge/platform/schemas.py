@@ -119,3 +119,126 @@ class EvaluationCreate(Body):
     compare_base: bool = Field(default=False, description="Also evaluate the base model.")
     max_samples: int | None = Field(default=None, ge=1, le=100_000)
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
+
+
+# -- the OpenAI fine-tuning API (/v1/files, /v1/fine_tuning/jobs): OpenAI's shapes --------------------------
+
+
+class Hyper(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    n_epochs: int | Literal["auto"] = "auto"
+    batch_size: int | Literal["auto"] = "auto"
+    learning_rate_multiplier: float | Literal["auto"] = "auto"
+    beta: float | Literal["auto"] = "auto"
+
+
+class FineTuneCreate(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the SDK adds fields over time (integrations, metadata, …)
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(default=None, max_length=64)
+    seed: int | None = None
+    hyperparameters: Hyper | None = None
+    method: dict[str, Any] | None = None
+    tuneforge: dict[str, Any] | None = Field(
+        default=None, description="tuneforge's own extension: {'overrides': {dotted JobSpec keys: values}}."
+    )
+
+
+class Answer(BaseModel):
+    """An answer's shape: a key the code adds without declaring it here fails the tests, not the client."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenAIFile(Answer):
+    id: str
+    object: Literal["file"]
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["processed"]
+    status_details: str | None
+
+
+class OpenAIFileList(Answer):
+    object: Literal["list"]
+    data: list[OpenAIFile]
+    has_more: bool
+
+
+class OpenAIFileDeleted(Answer):
+    id: str
+    object: Literal["file"]
+    deleted: bool
+
+
+class FineTuningError(Answer):
+    code: str
+    message: str
+    param: str | None
+
+
+class FineTuningJob(Answer):
+    id: str
+    object: Literal["fine_tuning.job"]
+    created_at: int
+    finished_at: int | None
+    model: str | None
+    fine_tuned_model: str | None
+    organization_id: str
+    result_files: list[str]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    validation_file: str | None
+    training_file: str | None
+    hyperparameters: dict[str, Any]
+    method: dict[str, Any] | None
+    trained_tokens: int | float | None
+    error: FineTuningError | None
+    seed: int | None
+    user_provided_suffix: str | None
+    estimated_finish: int | None
+    integrations: list[Any]
+    metadata: dict[str, str] | None
+
+
+class FineTuningJobList(Answer):
+    object: Literal["list"]
+    data: list[FineTuningJob]
+    has_more: bool
+
+
+class FineTuningEvent(Answer):
+    id: str
+    object: Literal["fine_tuning.job.event"]
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"]
+    data: dict[str, Any] | None
+
+
+class FineTuningEventList(Answer):
+    object: Literal["list"]
+    data: list[FineTuningEvent]
+    has_more: bool
+
+
+class FineTuningCheckpoint(Answer):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"]
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+
+
+class FineTuningCheckpointList(Answer):
+    object: Literal["list"]
+    data: list[FineTuningCheckpoint]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None

@@ -14,10 +14,10 @@ from sqlalchemy import select
 from tuneforge.data.store import read_stored_records
 from tuneforge.errors import ConfigError, NotFoundError
 from tuneforge.jobs.folder import list_files, safe_path
-from tuneforge.serve.body import loads_object, read_body, too_large
+from tuneforge.serve.body import loads_object, read_body
 
 from .. import catalog
-from ..bodies import UPLOAD_SETTING, BoundedJsonRoute, read_form
+from ..bodies import BoundedJsonRoute, read_form, save_part
 from ..context import Platform
 from ..db import Dataset
 from ..deps import admin, platform
@@ -25,7 +25,6 @@ from ..deps import admin, platform
 router = APIRouter(
     prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute
 )
-CHUNK = 1 << 20
 JSON_LIMIT = 64 << 20  # a JSON body is parsed whole: big datasets come as files
 
 UPLOAD_DOC = {
@@ -77,12 +76,7 @@ async def _receive_multipart(request: Request, upload: catalog.Upload, limit: in
             target = upload.dir / catalog.safe_filename(value.filename, index)
             while target.exists():
                 target = target.with_name(f"{index}-{target.name}")
-            with open(target, "wb") as out:
-                while chunk := await value.read(CHUNK):
-                    upload.bytes += len(chunk)
-                    if upload.bytes > limit:
-                        raise too_large(limit, "upload", UPLOAD_SETTING)
-                    out.write(chunk)
+            upload.bytes = await save_part(value, target, limit, upload.bytes)
             upload.files.append(target)
         elif key in ("name", "format", "map"):
             fields[key] = str(value)[:10_000] or None

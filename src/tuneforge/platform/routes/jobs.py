@@ -12,11 +12,10 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from tuneforge.errors import NotFoundError
 from tuneforge.jobs import folder as fmt
-from tuneforge.serve.body import too_large
 
 from .. import commands, registry
 from .. import jobs as service
-from ..bodies import UPLOAD_SETTING, BoundedJsonRoute, read_form
+from ..bodies import BoundedJsonRoute, read_form, save_part
 from ..context import Platform
 from ..deps import admin, platform
 from ..schemas import AnyJobCreate, CommandJobCreate, ResumeBody
@@ -64,13 +63,8 @@ async def upload_code(request: Request, ctx: Platform = Depends(platform)):
         part = form.get("file")
         if part is None or not hasattr(part, "read"):
             raise ConfigError("no part named 'file' in the upload: send the .zip as field 'file'")
-        target, size = tmp / "code.zip", 0
-        with open(target, "wb") as out:
-            while chunk := await part.read(1 << 20):
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit, "upload", UPLOAD_SETTING)
-                out.write(chunk)
+        target = tmp / "code.zip"
+        await save_part(part, target, limit)
         await form.close()
         return await run_in_threadpool(commands.store_code, ctx, target)
     finally:
