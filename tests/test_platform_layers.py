@@ -146,16 +146,29 @@ def test_routes_are_thin():
     assert not [m for m in imports(PLATFORM / "routes" / "openai_ft.py") if m.startswith("sqlalchemy")]
 
 
-def test_openai_fine_tuning_routes_declare_their_answers():
-    """Each /v1/files and /v1/fine_tuning route has a response model: the OpenAPI document describes
-    the answer, and an answer with a key the model lacks fails here rather than surprise a client."""
+def _answer_models(router) -> dict[str, object]:
     from fastapi.routing import APIRoute
+
+    routes = [r for r in router.routes if isinstance(r, APIRoute)]
+    return {f"{sorted(r.methods)[0]} {r.path}": r.response_model for r in routes}
+
+
+def _undeclared(models: dict[str, object]) -> list[str]:
     from pydantic import BaseModel
 
-    from tuneforge.platform.routes import openai_ft
-
-    routes = [r for r in openai_ft.router.routes if isinstance(r, APIRoute)]
-    assert len(routes) == 10
     # FastAPI takes `-> dict` for a response model too: a model means a pydantic one
-    models = {r.path: r.response_model for r in routes}
-    assert not [p for p, m in models.items() if not (isinstance(m, type) and issubclass(m, BaseModel))]
+    return [k for k, m in models.items() if not (isinstance(m, type) and issubclass(m, BaseModel))]
+
+
+def test_openai_fine_tuning_and_job_routes_declare_their_answers():
+    """Each /v1/files and /v1/fine_tuning route, and each /api/v1/jobs route answering a job, has a response
+    model: the OpenAPI document describes the answer, and an answer with a key the model lacks fails the
+    tests rather than surprise a client."""
+    from tuneforge.platform.routes import jobs, openai_ft
+
+    models = _answer_models(openai_ft.router)
+    assert len(models) == 10 and _undeclared(models) == []
+    job_routes = ["", "/{job_id}", "/{job_id}/cancel", "/{job_id}/resume", "/{job_id}/retry"]
+    models = _answer_models(jobs.router)
+    models = {k: m for k, m in models.items() if k.split(" /api/v1/jobs")[1] in job_routes}
+    assert len(models) == 7 and _undeclared(models) == [], models

@@ -242,3 +242,45 @@ class FineTuningCheckpointList(Answer):
     has_more: bool
     first_id: str | None
     last_id: str | None
+
+
+# -- the control plane's answers (/api/v1/…) ----------------------------------------------------------------
+
+
+class JobProgress(Answer):
+    step: int
+    max_steps: int | None
+
+
+class JobOut(Answer):
+    """A job as ``GET /api/v1/jobs/{id}`` answers it (``jobs.job_dict``)."""
+
+    id: str
+    kind: str = Field(description="train, eval or command.")
+    name: str | None
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    priority: int
+    gpus: int
+    restart_policy: str
+    max_retries: int
+    attempt: int
+    resume_from: str | None
+    progress: JobProgress
+    latest_metrics: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    error: dict[str, Any] | None = Field(description="{message, exit_code, log_tail} of a failed job.")
+    spec: dict[str, Any] = Field(description="The resolved JobSpec (train), evaluation or command request.")
+    labels: dict[str, str]
+
+
+class JobList(Answer):
+    data: list[JobOut]
+    next: str | None = Field(description="The cursor of the next page (``before=``); null on the last.")
+
+
+class JobDeleted(Answer):
+    id: str
+    deleted: bool
