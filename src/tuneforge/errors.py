@@ -65,6 +65,12 @@ class ConflictError(TuneforgeError):
     exit_code = 1
 
 
+class ForbiddenError(TuneforgeError):
+    """Turned off on this server, or not allowed to this caller: the fix is a setting or another token."""
+
+    exit_code = 1
+
+
 class ResourceError(TuneforgeError):
     """Out of memory, no GPU, no disk: the fix is on the machine or in the sizes asked for."""
 

@@ -595,7 +595,7 @@ def test_replicas_lease_gpus_from_the_jobs_pool_and_wait_for_one(monkeypatch):
         return json.loads(path.read_text())
 
     ctx, _ = build_platform(executor=LocalExecutor(max_concurrent=4, gpu_count=2))
-    sup = ctx.extras["deployments"]
+    sup = ctx.deployments
     try:
         dep = service.create(ctx, "tiny", name="three", replicas=3)
         sup.tick()
@@ -632,7 +632,7 @@ def test_replicas_lease_gpus_from_the_jobs_pool_and_wait_for_one(monkeypatch):
         ctx.store.dispose()
 
     ctx, _ = build_platform(executor=LocalExecutor(max_concurrent=4, gpu_count=0))
-    sup = ctx.extras["deployments"]
+    sup = ctx.deployments
     try:
         dep = service.create(ctx, "tiny", name="cpu")
         sup.tick()

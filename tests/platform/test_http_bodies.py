@@ -193,7 +193,7 @@ def test_gateway_v2_bodies_over_the_limit_or_too_deep_are_refused_in_kserve_shap
             forwarded.append(dep_id)
             return SimpleNamespace(key="k", port=port)
 
-        ctx.extras["deployments"] = SimpleNamespace(pick=pick, mark_unreachable=lambda *a: None)
+        ctx.deployments = SimpleNamespace(pick=pick, mark_unreachable=lambda *a: None)
         headers = {"Authorization": api.headers["Authorization"]}
         with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
             for path in ("/v2/models/m/infer", "/v2/models/m/generate"):

@@ -62,7 +62,7 @@ def test_job_runs_follows_registers_and_evaluates(server, monkeypatch):
     job = _create(server, **{"train.max_steps": 4, "train.save_steps": 2})
     # Token statistics and the masked preview come from a worker process, after the upload answered.
     monkeypatch.setenv("TUNEFORGE_DEFAULT_MODEL", "tiny")
-    server.app.state.platform.extras["token_stats"] = True
+    server.app.state.platform.token_stats = True
     chat = [
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "banana seven"}]}
     ]

@@ -9,11 +9,15 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 
-def make_client(supervise: bool = False, token_stats: bool = False, **extras) -> TestClient:
+def make_client(supervise: bool = False, token_stats: bool = False, **fields) -> TestClient:
+    """``fields`` set the platform context's own (``cancel_grace_s=1.0``, ``max_pulls=1``, …)."""
     from tuneforge.platform.app import create_app
 
     app = create_app(supervise=supervise)
-    app.state.platform.extras.update(extras, token_stats=token_stats)
+    for key, value in {**fields, "token_stats": token_stats}.items():
+        if not hasattr(app.state.platform, key):
+            raise TypeError(f"the platform context has no field {key!r}")
+        setattr(app.state.platform, key, value)
     client = TestClient(app)
     token = (app.state.platform.home / "admin.token").read_text().strip()
     client.headers["Authorization"] = f"Bearer {token}"

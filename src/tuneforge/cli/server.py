@@ -19,7 +19,7 @@ def server(
 
     app = create_app()
     ctx = app.state.platform
-    secret = ctx.extras.get("admin_token_created")
+    secret = ctx.admin_token_created
     if secret:
         console.print(
             f"admin token (shown once; also written to {ctx.home / 'admin.token'}, mode 0600):",

@@ -16,6 +16,7 @@ from tuneforge.errors import (
     ConfigError,
     ConflictError,
     DataError,
+    ForbiddenError,
     NotFoundError,
     ResourceError,
     TuneforgeError,
@@ -24,13 +25,16 @@ from tuneforge.jobs.executor import Executor, LocalExecutor
 from tuneforge.serve.body import BodyError
 from tuneforge.settings import Settings, get_settings
 
-from . import migrate, openapi
+from . import migrate, openai_ft, openapi
 from .auth import ensure_admin_token
 from .context import Platform
 from .db import Store, default_url
 from .deps import AuthFailed, CurlJsonBodies
+from .exports import Exports
 from .jobs import SpecProblems, Supervisor
 from .metrics import RequestMetrics
+from .pulls import Pulls
+from .replicas import DeploymentSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +95,18 @@ def build_platform(
         max_upload_bytes=settings.max_dataset_mb << 20,
     )
     ctx.supervisor = Supervisor(ctx)
-    from .routes.openai_ft import register_before_success
-
-    ctx.supervisor.before_success.append(register_before_success)
-    from .replicas import DeploymentSupervisor
-
-    ctx.extras["deployments"] = DeploymentSupervisor(ctx)
+    ctx.supervisor.before_success.append(openai_ft.register_before_success)
+    ctx.deployments = DeploymentSupervisor(ctx)
+    ctx.pulls = Pulls(ctx)
+    ctx.exports = Exports(ctx)
     return ctx, secret
 
 
 def _status(exc: TuneforgeError) -> int:
     if isinstance(exc, BodyError):
         return exc.status
+    if isinstance(exc, ForbiddenError):
+        return 403
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, ConflictError):
@@ -201,20 +205,20 @@ def create_app(
 ) -> FastAPI:
     """``supervise=False`` leaves the executor idle (tests of the API alone)."""
     ctx, secret = build_platform(settings, executor)
-    ctx.extras["admin_token_created"] = secret
+    ctx.admin_token_created = secret
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         if supervise:
             ctx.supervisor.start()
-            ctx.extras["deployments"].start()
+            ctx.deployments.start()
         try:
             yield
         finally:
             from .routes.gateway import close as close_gateway
 
             if supervise:
-                ctx.extras["deployments"].stop()
+                ctx.deployments.stop()
             await close_gateway(ctx)
             ctx.supervisor.stop()
             ctx.executor.shutdown()
@@ -227,9 +231,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.platform = ctx
-    metrics = RequestMetrics(ctx)
-    ctx.extras["metrics"] = metrics
-    app.middleware("http")(metrics.middleware())
+    ctx.metrics = RequestMetrics(ctx)
+    app.middleware("http")(ctx.metrics.middleware())
     app.add_middleware(CurlJsonBodies)  # `curl -d '{...}'` with a bearer token works without -H Content-Type
     install_handlers(app)
     for router in routers():

@@ -251,14 +251,12 @@ def token_report_in_background(ctx: Platform, ds_id: str) -> None:
     """Token statistics and the masked preview, from a worker process (tokenizers import transformers,
     which the control plane never does). Written into the row's metadata when done; a dataset is
     usable (ready) before that. Without a pulled default model the statistics stay in characters.
-    Each worker holds a tokenizer (~260 MB): a few run at once (``pulls.report_slots``), others wait."""
+    Each worker holds a tokenizer (~260 MB): a few run at once (``ctx.token_report_slots``), others wait."""
     import json as _json
     import subprocess
     import sys
 
-    from .pulls import report_slots  # pulls imports this module
-
-    store, home, slots = ctx.store, ctx.home, report_slots(ctx)
+    store, home, slots = ctx.store, ctx.home, ctx.token_report_slots
 
     def work():
         folder = home / "datasets" / ds_id

@@ -12,19 +12,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastapi import HTTPException
-
 from tuneforge.data.archives import unpack_zip
 from tuneforge.data.limits import FileProblem, Limits
-from tuneforge.errors import NotFoundError, TuneforgeError
+from tuneforge.errors import ForbiddenError, NotFoundError, TuneforgeError
 from tuneforge.jobs import command as cmd
 from tuneforge.settings import env_name
 
 from . import catalog
 from .context import Platform
 from .db import Job
-from .jobs import SpecProblems, create_job, new_job_id
-from .schemas import CommandJobCreate
+from .schemas import CommandJobCreate, SpecProblems
 
 log = logging.getLogger(__name__)
 CODE_DIR = "code"
@@ -32,8 +29,7 @@ CODE_DIR = "code"
 
 def require_enabled(ctx: Platform) -> None:
     if not ctx.settings.allow_command_jobs:
-        raise HTTPException(
-            403,
+        raise ForbiddenError(
             f"command jobs are turned off on this server ({env_name('allow_command_jobs')}=false); "
             "submit a training spec instead, or ask the server's operator to allow them",
         )
@@ -155,13 +151,13 @@ def validate(ctx: Platform, body: CommandJobCreate) -> list[cmd.Mount]:
     return mounts
 
 
-def submit(ctx: Platform, body: CommandJobCreate) -> Job:
-    """Validate, build the job folder (code unpacked, mounts linked) in a scratch place, then queue it."""
+def prepare(ctx: Platform, body: CommandJobCreate, job_id: str) -> tuple[dict, Path]:
+    """Validate, then build the job's folder (code unpacked, mounts linked) in a scratch place: the request
+    to keep and the folder, for ``jobs.submit_command`` to queue. A refused job leaves no folder behind."""
     require_enabled(ctx)
     mounts = validate(ctx, body)
     request = body.model_dump(mode="json")
     request["datasets"] = [{"name": m.name, "path": m.path} for m in mounts if m.kind == "dataset"]
-    job_id = new_job_id()
     ctx.jobs_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{job_id}-", dir=ctx.jobs_dir))
     try:
@@ -186,19 +182,7 @@ def submit(ctx: Platform, body: CommandJobCreate) -> Job:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     # The links point at absolute store paths, so the folder can move into place whole.
-    return create_job(
-        ctx,
-        request,
-        kind="command",
-        name=body.name,
-        gpus=body.gpus,
-        priority=body.priority,
-        restart_policy=body.restart_policy,
-        max_retries=body.max_retries,
-        extra={"labels": body.labels},
-        job_id=job_id,
-        prepared=scratch,
-    )
+    return request, scratch
 
 
 def read_only_paths(ctx: Platform, spec: dict) -> list[str]:

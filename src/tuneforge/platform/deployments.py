@@ -24,7 +24,7 @@ from tuneforge.names import check_name
 
 from . import registry
 from .context import Platform
-from .db import Deployment, DeploymentEvent, RegisteredModel, by_id_or_name
+from .db import Deployment, DeploymentEvent, Job, RegisteredModel, by_id_or_name
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # what `tuneforge serve` accepts as an id
@@ -207,9 +207,7 @@ def create(
 
 
 def wake(ctx: Platform) -> None:
-    sup = ctx.extras.get("deployments")
-    if sup is not None:
-        sup.wake()
+    ctx.deployments.wake()
 
 
 def get(ctx: Platform, name: str) -> Deployment:
@@ -234,9 +232,7 @@ def stop(ctx: Platform, name: str) -> Deployment:
         if r.state != "stopped":
             r.state = "stopped"
             add_event(s, r.id, "stopped", "stopped by request")
-    sup = ctx.extras.get("deployments")
-    if sup is not None:
-        sup.terminate(row.id)
+    ctx.deployments.terminate(row.id)
     return get(ctx, name)
 
 
@@ -247,9 +243,7 @@ def start(ctx: Platform, name: str) -> Deployment:
         if r.state in ("stopped", "failed"):
             r.desired, r.state, r.last_error = "running", "starting", None
             add_event(s, r.id, "starting", "started by request")
-    sup = ctx.extras.get("deployments")
-    if sup is not None:
-        sup.reset(row.id)
+    ctx.deployments.reset(row.id)
     wake(ctx)
     return get(ctx, name)
 
@@ -277,9 +271,7 @@ def remove(ctx: Platform, name: str) -> None:
     with ctx.store.session() as s:
         r = s.get(Deployment, row.id)
         r.desired = "stopped"
-    sup = ctx.extras.get("deployments")
-    if sup is not None:
-        sup.terminate(row.id)
+    ctx.deployments.terminate(row.id)
     with ctx.store.session() as s:
         r = s.get(Deployment, row.id)
         if r is not None:
@@ -316,10 +308,22 @@ def in_use(ctx: Platform, model: str) -> str | None:
     return None
 
 
+def model_in_use(ctx: Platform, name: str) -> str | None:
+    """A deployment serving a stored model (``deployment NAME``), or a queued/running job on it (its id)."""
+    deployment = in_use(ctx, name)
+    if deployment:
+        return f"deployment {deployment}"
+    with ctx.store.reading() as s:
+        for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running")))):
+            if (job.spec or {}).get("model") == name or json.dumps(job.spec).find(f'"{name}"') >= 0:
+                return job.id
+    return None
+
+
 def deployment_dict(ctx: Platform, row: Deployment, base_url: str) -> dict:
-    sup = ctx.extras.get("deployments")
-    ready = sup.ready_count(row.id) if sup is not None else 0
-    requests = row.requests + (sup.pending_requests(row.id) if sup is not None else 0)
+    sup = ctx.deployments
+    ready = sup.ready_count(row.id)
+    requests = row.requests + sup.pending_requests(row.id)
     base_url = base_url.rstrip("/")
     return {
         "id": row.id,

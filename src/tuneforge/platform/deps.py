@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from .auth import Principal, authenticate
 from .context import Platform
@@ -17,6 +19,9 @@ class AuthFailed(Exception):
 
 def platform(request: Request) -> Platform:
     return request.app.state.platform
+
+
+PlatformDep = Annotated[Platform, Depends(platform)]  # a route's ``ctx: PlatformDep``
 
 
 SESSION_COOKIE = "tuneforge_session"
@@ -88,3 +93,6 @@ def admin(request: Request) -> Principal:
     if not who.is_admin:
         raise AuthFailed(403)
     return who
+
+
+AdminDep = Annotated[Principal, Depends(admin)]

@@ -35,7 +35,6 @@ from .schemas import Body
 
 log = logging.getLogger(__name__)
 
-MAX_RUNNING = 1  # each worker holds a model (and its merged copy) in memory; extras["max_exports"] overrides
 KEEP_FINISHED = 50
 POLL_S = 0.5
 TIMEOUT_S = 3600
@@ -150,7 +149,7 @@ class Exports:
             raise ConfigError("quant applies to format gguf only")
         if body.register_version and body.format != "merged":
             raise ConfigError("register applies to format merged (a GGUF file is not served from the store)")
-        limit = int(self.ctx.extras.get("max_exports", MAX_RUNNING))
+        limit = self.ctx.max_exports
         with self.lock:
             running = [e for e in self.exports.values() if e.state == "running"]
             for other in running:
@@ -258,13 +257,3 @@ def _worker_error(export: Export) -> str:
     lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
     said = next((ln for ln in reversed(lines) if ln.startswith(("error: ", "internal error: "))), None)
     return said.removeprefix("error: ") if said else f"the export worker failed: see {export.folder}"
-
-
-def exports_of(ctx: Platform) -> Exports:
-    with _create_lock:
-        if "exports" not in ctx.extras:
-            ctx.extras["exports"] = Exports(ctx)
-        return ctx.extras["exports"]
-
-
-_create_lock = threading.Lock()

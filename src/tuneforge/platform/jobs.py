@@ -31,22 +31,15 @@ from tuneforge.spec import (
 )
 from tuneforge.train.tracking import missing_trackers
 
-from . import catalog
+from . import catalog, commands
 from .context import Platform
 from .db import Job
+from .schemas import CommandJobCreate, SpecProblems
 from .ticker import Ticker
 
 log = logging.getLogger(__name__)
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
-
-
-class SpecProblems(ConfigError):
-    """A job request that does not validate; ``problems`` carry field paths (→ 422)."""
-
-    def __init__(self, problems: list[dict]):
-        self.problems = problems
-        super().__init__("; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems))
 
 
 def new_job_id() -> str:
@@ -203,6 +196,25 @@ def write_resolved_spec(root: Path, spec: JobSpec) -> JobSpec:
     return resolved
 
 
+def submit_command(ctx: Platform, body: CommandJobCreate) -> Job:
+    """A user's own command (checked and its folder filled by ``commands.prepare``), queued."""
+    job_id = new_job_id()
+    request, folder = commands.prepare(ctx, body, job_id)
+    return create_job(
+        ctx,
+        request,
+        kind="command",
+        name=body.name,
+        gpus=body.gpus,
+        priority=body.priority,
+        restart_policy=body.restart_policy,
+        max_retries=body.max_retries,
+        extra={"labels": body.labels},
+        job_id=job_id,
+        prepared=folder,
+    )
+
+
 def get_job(ctx: Platform, job_id: str) -> Job:
     with ctx.store.reading() as s:
         row = s.get(Job, job_id)
@@ -246,7 +258,7 @@ def cancel_job(ctx: Platform, job_id: str) -> Job:
         running = row.state == "running"
     fmt.append_event(Path(row.folder), fmt.CANCEL_REQUESTED)
     if running:
-        ctx.executor.cancel(job_id, grace_s=ctx.extras.get("cancel_grace_s", 30.0))
+        ctx.executor.cancel(job_id, grace_s=ctx.cancel_grace_s)
     return row
 
 
@@ -276,10 +288,7 @@ def retry_job(ctx: Platform, job_id: str) -> Job:
     if old.state not in TERMINAL:
         raise ConflictError(f"job {job_id} is {old.state}; retry a finished job")
     if old.kind == "command":  # a fresh folder: the code unpacked again, the mounts linked again
-        from .commands import submit
-        from .schemas import CommandJobCreate
-
-        row = submit(ctx, CommandJobCreate.model_validate(old.spec))
+        row = submit_command(ctx, CommandJobCreate.model_validate(old.spec))
         with ctx.store.session() as s:
             s.get(Job, row.id).extra = {**(row.extra or {}), "retry_of": old.id}
         return get_job(ctx, row.id)
@@ -355,9 +364,7 @@ def launch_for(ctx: Platform, row: Job) -> Launch:
             argv += ["--max-samples", str(e["max_samples"])]
         argv += ["--max-new-tokens", str(e.get("max_new_tokens", 64))]
     elif row.kind == "command":
-        from .commands import launch_parts
-
-        argv, env, cwd = launch_parts(ctx, row)
+        argv, env, cwd = commands.launch_parts(ctx, row)
         return Launch(row.id, argv, root, env, cwd, row.gpus, row.attempt + 1, inherit_env=False)
     else:
         raise ConfigError(f"job {row.id}: unknown kind {row.kind!r}")
@@ -453,7 +460,7 @@ class Supervisor(Ticker):
             self._timed_out.add(row.id)
             fmt.append_event(Path(row.folder), fmt.TIME_LIMIT, seconds=limit)
             log.info("job %s: time limit of %ss reached; stopping it", row.id, limit)
-            self.ctx.executor.cancel(row.id, grace_s=self.ctx.extras.get("cancel_grace_s", 30.0))
+            self.ctx.executor.cancel(row.id, grace_s=self.ctx.cancel_grace_s)
 
     # While a job runs a tick reads at most this much of each of its files, so a huge one (a script can
     # write it) is caught up over several ticks rather than holding up the others; its last read is whole.

@@ -64,4 +64,4 @@ class RequestMetrics:
 
 
 def render(ctx) -> tuple[bytes, str]:
-    return generate_latest(ctx.extras["metrics"].registry), CONTENT_TYPE_LATEST
+    return generate_latest(ctx.metrics.registry), CONTENT_TYPE_LATEST

@@ -29,8 +29,6 @@ from .context import Platform
 
 log = logging.getLogger(__name__)
 
-MAX_RUNNING = 2  # each worker holds a model in memory while it converts; ctx.extras["max_pulls"] overrides
-MAX_REPORTS = 2  # token-report workers (a tokenizer each); ctx.extras["max_token_reports"] overrides
 KEEP_FINISHED = 50  # finished pulls remembered for their GET; older ones are forgotten
 WORKER_TIMEOUT = 3600
 
@@ -125,7 +123,7 @@ class Pulls:
 
     def start(self, key: tuple, name: str, args: list[str]) -> Pull:
         """A running pull with the same key, or a new one started in a thread."""
-        limit = int(self.ctx.extras.get("max_pulls", MAX_RUNNING))
+        limit = self.ctx.max_pulls
         with self.lock:
             running = [p for p in self.pulls.values() if p.state == "running"]
             for pull in running:
@@ -190,22 +188,3 @@ class Pulls:
         finished.sort(key=lambda p: p.started_at)
         for pull in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self.pulls[pull.id]
-
-
-def pulls_of(ctx: Platform) -> Pulls:
-    with _create_lock:
-        if "pulls" not in ctx.extras:
-            ctx.extras["pulls"] = Pulls(ctx)
-        return ctx.extras["pulls"]
-
-
-def report_slots(ctx: Platform) -> threading.BoundedSemaphore:
-    """This server's token-report workers at once (``catalog.token_report_in_background`` waits for one)."""
-    with _create_lock:
-        if "report_slots" not in ctx.extras:
-            limit = max(1, int(ctx.extras.get("max_token_reports", MAX_REPORTS)))
-            ctx.extras["report_slots"] = threading.BoundedSemaphore(limit)
-        return ctx.extras["report_slots"]
-
-
-_create_lock = threading.Lock()

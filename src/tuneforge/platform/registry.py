@@ -233,20 +233,6 @@ def job_is_registered(ctx: Platform, job_id: str) -> list[str]:
         return [f"{r.name}@{r.version}" for r in rows]
 
 
-def model_in_use(ctx: Platform, name: str) -> str | None:
-    """A queued/running job on this base model, or a deployment serving it."""
-    from .deployments import in_use
-
-    deployment = in_use(ctx, name)
-    if deployment:
-        return f"deployment {deployment}"
-    with ctx.store.reading() as s:
-        for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running")))):
-            if (job.spec or {}).get("model") == name or json.dumps(job.spec).find(f'"{name}"') >= 0:
-                return job.id
-    return None
-
-
 def _register_path(
     ctx: Platform, job_id: str, path: str | None, base: str | None, name: str
 ) -> RegisteredModel:

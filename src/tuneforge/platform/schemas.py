@@ -1,4 +1,4 @@
-"""Request bodies of the control plane API (responses are plain dicts shaped by the route modules)."""
+"""Request bodies of the control plane API, and the error of one that does not validate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from tuneforge.errors import ConfigError
 from tuneforge.names import Name
+
+
+class SpecProblems(ConfigError):
+    """A job request that does not validate; ``problems`` carry field paths (→ 422)."""
+
+    def __init__(self, problems: list[dict]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems))
 
 
 class Body(BaseModel):
@@ -110,3 +119,168 @@ class EvaluationCreate(Body):
     compare_base: bool = Field(default=False, description="Also evaluate the base model.")
     max_samples: int | None = Field(default=None, ge=1, le=100_000)
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
+
+
+# -- the OpenAI fine-tuning API (/v1/files, /v1/fine_tuning/jobs): OpenAI's shapes --------------------------
+
+
+class Hyper(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    n_epochs: int | Literal["auto"] = "auto"
+    batch_size: int | Literal["auto"] = "auto"
+    learning_rate_multiplier: float | Literal["auto"] = "auto"
+    beta: float | Literal["auto"] = "auto"
+
+
+class FineTuneCreate(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the SDK adds fields over time (integrations, metadata, …)
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(default=None, max_length=64)
+    seed: int | None = None
+    hyperparameters: Hyper | None = None
+    method: dict[str, Any] | None = None
+    tuneforge: dict[str, Any] | None = Field(
+        default=None, description="tuneforge's own extension: {'overrides': {dotted JobSpec keys: values}}."
+    )
+
+
+class Answer(BaseModel):
+    """An answer's shape: a key the code adds without declaring it here fails the tests, not the client."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenAIFile(Answer):
+    id: str
+    object: Literal["file"]
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["processed"]
+    status_details: str | None
+
+
+class OpenAIFileList(Answer):
+    object: Literal["list"]
+    data: list[OpenAIFile]
+    has_more: bool
+
+
+class OpenAIFileDeleted(Answer):
+    id: str
+    object: Literal["file"]
+    deleted: bool
+
+
+class FineTuningError(Answer):
+    code: str
+    message: str
+    param: str | None
+
+
+class FineTuningJob(Answer):
+    id: str
+    object: Literal["fine_tuning.job"]
+    created_at: int
+    finished_at: int | None
+    model: str | None
+    fine_tuned_model: str | None
+    organization_id: str
+    result_files: list[str]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    validation_file: str | None
+    training_file: str | None
+    hyperparameters: dict[str, Any]
+    method: dict[str, Any] | None
+    trained_tokens: int | float | None
+    error: FineTuningError | None
+    seed: int | None
+    user_provided_suffix: str | None
+    estimated_finish: int | None
+    integrations: list[Any]
+    metadata: dict[str, str] | None
+
+
+class FineTuningJobList(Answer):
+    object: Literal["list"]
+    data: list[FineTuningJob]
+    has_more: bool
+
+
+class FineTuningEvent(Answer):
+    id: str
+    object: Literal["fine_tuning.job.event"]
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"]
+    data: dict[str, Any] | None
+
+
+class FineTuningEventList(Answer):
+    object: Literal["list"]
+    data: list[FineTuningEvent]
+    has_more: bool
+
+
+class FineTuningCheckpoint(Answer):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"]
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+
+
+class FineTuningCheckpointList(Answer):
+    object: Literal["list"]
+    data: list[FineTuningCheckpoint]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+# -- the control plane's answers (/api/v1/…) ----------------------------------------------------------------
+
+
+class JobProgress(Answer):
+    step: int
+    max_steps: int | None
+
+
+class JobOut(Answer):
+    """A job as ``GET /api/v1/jobs/{id}`` answers it (``jobs.job_dict``)."""
+
+    id: str
+    kind: str = Field(description="train, eval or command.")
+    name: str | None
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    priority: int
+    gpus: int
+    restart_policy: str
+    max_retries: int
+    attempt: int
+    resume_from: str | None
+    progress: JobProgress
+    latest_metrics: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    error: dict[str, Any] | None = Field(description="{message, exit_code, log_tail} of a failed job.")
+    spec: dict[str, Any] = Field(description="The resolved JobSpec (train), evaluation or command request.")
+    labels: dict[str, str]
+
+
+class JobList(Answer):
+    data: list[JobOut]
+    next: str | None = Field(description="The cursor of the next page (``before=``); null on the last.")
+
+
+class JobDeleted(Answer):
+    id: str
+    deleted: bool

@@ -25,7 +25,6 @@ from ..deps import admin, platform
 router = APIRouter(
     prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute
 )
-CHUNK = 1 << 20
 JSON_LIMIT = 64 << 20  # a JSON body is parsed whole: big datasets come as files
 
 UPLOAD_DOC = {
@@ -126,7 +125,7 @@ async def upload_dataset(request: Request, ctx: Platform = Depends(platform)):
             raise ConfigError("no files in the upload: send them as multipart field 'files'")
         mapping = catalog.check_options(fields.get("format"), fields.get("map"), fields.get("name"))
         args = (ctx.store, upload, fields.get("name"), fields.get("format"), mapping, limit)
-        token_stats = ctx.extras.get("token_stats", True)
+        token_stats = ctx.token_stats
 
         def on_ready(ds_id: str) -> None:
             if token_stats:

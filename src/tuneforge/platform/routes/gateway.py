@@ -56,18 +56,18 @@ def _ctx(request: Request) -> Platform:
 
 
 def _client(ctx: Platform) -> httpx.AsyncClient:
-    client = ctx.extras.get("gateway_client")
+    client = ctx.gateway_client
     if client is None:
         client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=30.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
         )
-        ctx.extras["gateway_client"] = client
+        ctx.gateway_client = client
     return client
 
 
 async def close(ctx: Platform) -> None:
-    client = ctx.extras.pop("gateway_client", None)
+    client, ctx.gateway_client = ctx.gateway_client, None
     if client is not None:
         await client.aclose()
 
@@ -117,8 +117,7 @@ async def _target(request: Request, who: Principal, model: str | None):
     dep, model_id = hit
     if not _allowed(who, dep):
         raise GatewayError(403, f"this token's scope does not allow deployment {dep.name!r}", "forbidden")
-    sup = ctx.extras.get("deployments")
-    worker = sup.pick(dep.id) if sup is not None and dep.state == "ready" else None
+    worker = ctx.deployments.pick(dep.id) if dep.state == "ready" else None
     if worker is None:
         if dep.state in ("starting", "ready"):  # ready in the table; its worker is being restarted
             raise GatewayError(
@@ -138,7 +137,7 @@ async def _forward(request: Request, dep: Deployment, worker, path: str, body: b
     """Send to the worker and relay its answer as it comes; one retry on another replica if the
     chosen one refuses the connection (it may have just died)."""
     ctx = _ctx(request)
-    sup = ctx.extras["deployments"]
+    sup = ctx.deployments
     headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     for attempt in range(2):
         headers["authorization"] = f"Bearer {worker.key}"

@@ -18,12 +18,21 @@ from .. import jobs as service
 from ..bodies import BoundedJsonRoute, read_form, save_part
 from ..context import Platform
 from ..deps import admin, platform
-from ..schemas import AnyJobCreate, CommandJobCreate, ResumeBody
+from ..schemas import AnyJobCreate, CommandJobCreate, JobDeleted, JobList, JobOut, ResumeBody
 
 router = APIRouter(
     prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute
 )
 FOLLOW_POLL_S = 0.5
+# ``follow=true`` answers Server-Sent Events; the log without it is text
+SSE = {"text/event-stream": {"schema": {"description": "events: `event: NAME`, `data: JSON`"}}}
+FOLLOWED = {200: {"description": "A page, or (follow=true) the stream.", "content": SSE}}
+LOG_ANSWERS = {
+    200: {
+        "description": "The log from the offset, or (follow=true) the stream.",
+        "content": {"text/plain": {"schema": {"type": "string"}}, **SSE},
+    }
+}
 
 
 CODE_UPLOAD_DOC = {
@@ -71,14 +80,14 @@ async def upload_code(request: Request, ctx: Platform = Depends(platform)):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=JobOut)
 def create_job(body: AnyJobCreate, ctx: Platform = Depends(platform)) -> dict:
     """Validated before queueing: a bad spec, an unknown dataset/model or too many GPUs → 422.
 
     ``kind: command`` runs your own command (see CommandJobCreate); it needs an admin token and a server
     that allows command jobs (TUNEFORGE_ALLOW_COMMAND_JOBS)."""
     if isinstance(body, CommandJobCreate):
-        return service.job_dict(commands.submit(ctx, body))
+        return service.job_dict(service.submit_command(ctx, body))
     data = service.build_spec(
         body.spec,
         body.template,
@@ -95,7 +104,7 @@ def create_job(body: AnyJobCreate, ctx: Platform = Depends(platform)) -> dict:
     return service.job_dict(row)
 
 
-@router.get("")
+@router.get("", response_model=JobList)
 def list_jobs(
     ctx: Platform = Depends(platform),
     state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
@@ -109,27 +118,27 @@ def list_jobs(
     return {"data": [service.job_dict(r) for r in rows], "next": nxt}
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=JobOut)
 def get_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
     return service.job_dict(service.get_job(ctx, job_id))
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
     return service.job_dict(service.cancel_job(ctx, job_id))
 
 
-@router.post("/{job_id}/resume")
+@router.post("/{job_id}/resume", response_model=JobOut)
 def resume_job(job_id: str, body: ResumeBody | None = None, ctx: Platform = Depends(platform)) -> dict:
     return service.job_dict(service.resume_job(ctx, job_id, body.checkpoint if body else None))
 
 
-@router.post("/{job_id}/retry", status_code=201)
+@router.post("/{job_id}/retry", status_code=201, response_model=JobOut)
 def retry_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
     return service.job_dict(service.retry_job(ctx, job_id))
 
 
-@router.delete("/{job_id}")
+@router.delete("/{job_id}", response_model=JobDeleted)
 def delete_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
     from tuneforge.errors import ConflictError
 
@@ -173,7 +182,7 @@ def _follow(request: Request, ctx: Platform, job_id: str, read, offset: int, eve
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
-@router.get("/{job_id}/logs")
+@router.get("/{job_id}/logs", responses=LOG_ANSWERS)
 def job_logs(
     job_id: str,
     request: Request,
@@ -219,8 +228,8 @@ def _jsonl_route(name: str, filename: str):
     return route
 
 
-router.get("/{job_id}/events")(_jsonl_route("events", fmt.EVENTS_FILE))
-router.get("/{job_id}/metrics")(_jsonl_route("metrics", fmt.METRICS_FILE))
+router.get("/{job_id}/events", responses=FOLLOWED)(_jsonl_route("events", fmt.EVENTS_FILE))
+router.get("/{job_id}/metrics", responses=FOLLOWED)(_jsonl_route("metrics", fmt.METRICS_FILE))
 
 
 @router.get("/{job_id}/checkpoints")

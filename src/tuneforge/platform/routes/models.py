@@ -8,12 +8,11 @@ from sqlalchemy import select
 from tuneforge.errors import ConflictError, NotFoundError
 from tuneforge.models.store import remove_model
 
-from .. import catalog, registry
+from .. import catalog, deployments, registry
 from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..db import Model
 from ..deps import admin, platform
-from ..pulls import pulls_of
 from ..schemas import ModelImport, ModelPull, ModelRegister
 
 router = APIRouter(
@@ -46,7 +45,7 @@ PULL_ANSWERS = {202: {"description": "Started (``wait: false``): the pull, to po
 
 def _start_or_wait(ctx: Platform, args: list[str], key: tuple, name: str, wait: bool, response: Response):
     """``args`` end with the positional argument after ``--``: a name like ``--help`` stays a name."""
-    pulls = pulls_of(ctx)
+    pulls = ctx.pulls
     pull = pulls.start(key, name, args)  # one worker per model, a few at most, whether waited for or not
     if wait:
         return pulls.wait(pull)
@@ -80,13 +79,13 @@ def import_model(body: ModelImport, response: Response, ctx: Platform = Depends(
 @router.get("/pulls")
 def list_pulls(ctx: Platform = Depends(platform)) -> dict:
     """The pulls and imports since the server started (waited for or not), newest first."""
-    return {"data": pulls_of(ctx).list()}
+    return {"data": ctx.pulls.list()}
 
 
 @router.get("/pulls/{pull_id}")
 def get_pull(pull_id: str, ctx: Platform = Depends(platform)) -> dict:
     """One pull: its state, stage and progress (``done`` of ``total``)."""
-    return pulls_of(ctx).get(pull_id)
+    return ctx.pulls.get(pull_id)
 
 
 @router.post("/register", status_code=201)
@@ -110,9 +109,7 @@ def get_registered(ref: str, ctx: Platform = Depends(platform)) -> dict:
 
 @router.delete("/registered/{ref}")
 def delete_registered(ref: str, ctx: Platform = Depends(platform)) -> dict:
-    from ..deployments import in_use
-
-    deployment = in_use(ctx, ref)
+    deployment = deployments.in_use(ctx, ref)
     if deployment:
         raise ConflictError(f"registered model {ref} is served by deployment {deployment}; rm it first")
     return {"ref": registry.delete_registered(ctx, ref), "deleted": True}
@@ -130,7 +127,7 @@ def get_model(name: str, ctx: Platform = Depends(platform)) -> dict:
 
 @router.delete("/{name}")
 def delete_model(name: str, ctx: Platform = Depends(platform)) -> dict:
-    job = registry.model_in_use(ctx, name)
+    job = deployments.model_in_use(ctx, name)
     if job:
         what = job if job.startswith("deployment ") else f"job {job}"
         raise ConflictError(f"model {name} is used by {what}; stop/cancel and remove it first")
