@@ -149,7 +149,7 @@ def test_api_override_problems_point_at_the_override():
 def test_the_server_resolves_the_spec_once_and_hands_the_worker_that_file():
     from tuneforge.jobs import folder as fmt
     from tuneforge.platform.db import Job
-    from tuneforge.platform.jobs import launch_for
+    from tuneforge.platform.supervisor import launch_for
 
     fake_model("tiny")
     with make_client() as client:

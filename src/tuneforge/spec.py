@@ -2,7 +2,7 @@
 one path from a user's input to it: the template, ``--set`` values and dotted overrides, validation with
 hints, the file.
 
-Over 400 lines because the schema is most of it (every field with the description the CLI help, the
+Long because: the schema is most of it (every field with the description the CLI help, the
 OpenAPI document and the web form show); the input path sits beside it so that every caller uses it.
 """
 

@@ -91,7 +91,7 @@ def test_leases_for_serving_replicas_come_from_the_jobs_gpu_pool(tmp_path):
 
 def scripted_platform(monkeypatch, max_concurrent: int, gpu_count: int):
     """A platform whose jobs run ``row.spec['script']`` instead of `tuneforge train`."""
-    from tuneforge.platform import jobs as service
+    from tuneforge.platform import supervisor as service
     from tuneforge.platform.app import build_platform
 
     def launch_for(ctx, row):

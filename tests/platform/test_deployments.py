@@ -665,7 +665,7 @@ def test_a_replica_is_launched_adopted_and_stopped_through_the_executor(monkeypa
     monkeypatch.setattr(executor, "WORKER", [sys.executable, "-c", HEALTHY_WORKER])
     fake_model("tiny")
     ctx, _ = build_platform(executor=LocalExecutor(max_concurrent=1, gpu_count=0))
-    sup, pids = ctx.extras["deployments"], []
+    sup, pids = ctx.deployments, []
     try:
         dep = service.create(ctx, "tiny", name="adopted")
         holder = f"deployment:{dep.id}/0"
@@ -678,7 +678,7 @@ def test_a_replica_is_launched_adopted_and_stopped_through_the_executor(monkeypa
         ctx.store.dispose()  # the control plane dies: its supervisors never stop, the worker runs on
 
         ctx, _ = build_platform(executor=LocalExecutor(max_concurrent=1, gpu_count=0))
-        sup = ctx.extras["deployments"]
+        sup = ctx.deployments
         assert ctx.executor.poll(holder) is None  # a new executor knows nothing yet
         sup.reconcile()
         assert ctx.executor.poll(holder).running and [w["pid"] for w in sup.workers(dep.id)] == pids

@@ -1,6 +1,5 @@
 """The control plane's layers (issue 17 item 4): services below the routes speak no HTTP and raise the
-project's errors; the shared context is typed; no two platform modules import each other, not even from
-inside a function."""
+project's errors; the shared context is typed. (No import cycle: tests/test_layering.py.)"""
 
 from __future__ import annotations
 
@@ -77,53 +76,16 @@ def test_command_jobs_turned_off_is_a_forbidden_error(tmp_path):
     assert isinstance(caught.value, TuneforgeError)
 
 
-def _cycles() -> list[list[str]]:
-    """Groups of platform modules that import each other, directly or round a loop (Tarjan's SCCs)."""
-    files = {_module(p): p for p in _platform_files()}
-    graph = {m: sorted(i for i in imports(p) if i in files and i != m) for m, p in files.items()}
-    order: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    groups: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        order[v] = low[v] = len(order)
-        stack.append(v)
-        for w in graph[v]:
-            if w not in order:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in stack:
-                low[v] = min(low[v], order[w])
-        if low[v] == order[v]:
-            at = stack.index(v)
-            if len(stack) - at > 1:
-                groups.append(sorted(stack[at:]))
-            del stack[at:]
-
-    for v in graph:
-        if v not in order:
-            visit(v)
-    return groups
-
-
-def test_no_import_cycle_between_platform_modules():
-    """jobs ↔ commands (and round catalog → pulls → jobs) and deployments ↔ registry imported each other,
-    hidden by imports inside functions: the shared piece moved down or the call was inverted."""
-    assert _cycles() == []
-
-
 def test_the_platform_context_is_typed():
     """Named, typed fields for what the app factory builds around the context; no dict of extras."""
     from dataclasses import fields
 
-    from platformhelp import make_client
-
+    from tests.support.platformhelp import make_client
     from tuneforge.platform.context import Platform
-    from tuneforge.platform.jobs import Supervisor
     from tuneforge.platform.metrics import RequestMetrics
     from tuneforge.platform.pulls import Pulls
     from tuneforge.platform.replicas import DeploymentSupervisor
+    from tuneforge.platform.supervisor import Supervisor
 
     types = {f.name: str(f.type) for f in fields(Platform)}
     assert "extras" not in types and not [n for n, t in types.items() if t in ("object", "dict", "Any")]

@@ -1,4 +1,9 @@
-"""`tuneforge jobs …`: training jobs on the server."""
+"""`tuneforge jobs …`: training jobs on the server.
+
+Long because: it is one command group (create, submit, list, get, logs with --follow, events, metrics,
+cancel, resume, retry, delete, checkpoints), each a thin parse → client → print; split, the group's shared
+options and printers would be imported back from one place anyway.
+"""
 
 from __future__ import annotations
 

@@ -31,10 +31,11 @@ from .context import Platform
 from .db import Store, default_url
 from .deps import AuthFailed, CurlJsonBodies
 from .exports import Exports
-from .jobs import SpecProblems, Supervisor
+from .jobs import SpecProblems
 from .metrics import RequestMetrics
 from .pulls import Pulls
 from .replicas import DeploymentSupervisor
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     import httpx
 
     from .exports import Exports
-    from .jobs import Supervisor
     from .metrics import RequestMetrics
     from .pulls import Pulls
     from .replicas import DeploymentSupervisor
+    from .supervisor import Supervisor
 
 MAX_PULLS = 2  # each pull's worker holds a model in memory while it converts
 MAX_TOKEN_REPORTS = 2  # token-report workers at once (a tokenizer of ~260 MB each)

@@ -24,7 +24,7 @@ hands out GPU indices) before its launch, gets it as ``CUDA_VISIBLE_DEVICES`` an
 back when the worker ends; while none is free the replica waits (event ``waiting``) and a job that needs
 one waits in the queue likewise.
 
-Over 400 lines on purpose: start, readiness, liveness, restart backoff and rotation are one state
+Long because: start, readiness, liveness, restart backoff and rotation are one state
 machine over the same Slot and Worker under one lock, and each step writes the same rows and events;
 cut apart, every piece would reach into the others' state.
 """
