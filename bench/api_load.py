@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from tuneforge.platform.replicas import free_port
+
 # The repository root: the helpers are tests.support.*, the fixtures tests.conftest.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -32,12 +33,6 @@ MEMO = [
     {"instruction": "Say the code word.", "input": "", "output": "banana seven"},
     {"instruction": "What is the capital of France?", "input": "", "output": "Paris"},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Running:

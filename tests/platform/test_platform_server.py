@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 
 from tests.conftest import MEMO, write
 from tests.support.platformhelp import wait_for
+from tuneforge.platform.replicas import free_port
 
 FAST = [
     "data.max_len=64",
@@ -27,12 +27,6 @@ FAST = [
     "train.warmup_ratio=0.0",
     "train.scheduler=constant",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tuneforge.platform.replicas import free_port
 
 
 class ServerThread:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from tests.support.platformhelp import fake_model, make_client, upload
 from tests.support.trainhelp import run, tiny_spec
 from tests.web import test_console
 from tuneforge.jobs import folder as fmt
+from tuneforge.platform.replicas import free_port
 from tuneforge.spec import parse_spec
 from tuneforge.train.tracking import flatten
 
@@ -127,12 +127,6 @@ def test_job_create_is_a_422_naming_the_extra(no_mlflow):
 
 
 # -- MLflow: a real server on 127.0.0.1 ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

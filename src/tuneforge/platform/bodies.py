@@ -50,6 +50,13 @@ async def read_form(request: Request, limit: int, *, max_files: int, max_fields:
     return await Request(request.scope, counting_receive).form(max_files=max_files, max_fields=max_fields)
 
 
+def multipart_doc(properties: dict, required: list[str]) -> dict:
+    """The OpenAPI request body of a route that reads its multipart form itself (``read_form``), which
+    FastAPI cannot see: for ``openapi_extra``."""
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": schema}}, "required": True}}
+
+
 async def save_part(part, target: Path, limit: int, received: int = 0, what: str = "upload") -> int:
     """Copy one uploaded part (Starlette spools it to a temporary file past 1 MiB) to ``target`` in 1 MiB
     pieces, counting: past ``limit`` bytes, with the ``received`` bytes of the parts before it, a 413.

@@ -15,7 +15,7 @@ from tuneforge.jobs import folder as fmt
 
 from .. import commands, registry
 from .. import jobs as service
-from ..bodies import BoundedJsonRoute, read_form, save_part
+from ..bodies import BoundedJsonRoute, multipart_doc, read_form, save_part
 from ..context import Platform
 from ..deps import admin, platform
 from ..schemas import AnyJobCreate, CommandJobCreate, JobDeleted, JobList, JobOut, ResumeBody
@@ -35,20 +35,7 @@ LOG_ANSWERS = {
 }
 
 
-CODE_UPLOAD_DOC = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            }
-        },
-        "required": True,
-    }
-}
+CODE_UPLOAD_DOC = multipart_doc({"file": {"type": "string", "format": "binary"}}, ["file"])
 
 
 @router.post("/code", status_code=201, openapi_extra=CODE_UPLOAD_DOC)

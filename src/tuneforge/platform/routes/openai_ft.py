@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from tuneforge.errors import ConfigError
 
 from .. import catalog, openai_ft
-from ..bodies import BoundedJsonRoute, read_form, save_part
+from ..bodies import BoundedJsonRoute, multipart_doc, read_form, save_part
 from ..deps import PlatformDep, admin
 from ..schemas import (
     FineTuneCreate,
@@ -27,23 +27,10 @@ from ..schemas import (
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute)
 
-FILE_UPLOAD_DOC = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "purpose": {"type": "string", "enum": ["fine-tune"]},
-                    },
-                    "required": ["file", "purpose"],
-                }
-            }
-        },
-        "required": True,
-    }
-}
+FILE_UPLOAD_DOC = multipart_doc(
+    {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": ["fine-tune"]}},
+    ["file", "purpose"],
+)
 
 
 @router.post("/files", response_model=OpenAIFile, openapi_extra=FILE_UPLOAD_DOC)
