@@ -319,3 +319,12 @@ def test_a_tail_skips_overlong_and_non_object_lines_and_reads_in_bounded_pieces(
 def test_a_tail_does_not_block_on_a_fifo(tmp_path):
     os.mkfifo(tmp_path / fmt.EVENTS_FILE)
     assert fmt.ProgressTail(tmp_path).poll() == {"step": 0, "max_steps": None, "latest_metrics": {}}
+
+
+def test_a_line_nested_past_the_parser_is_skipped_and_the_lines_after_it_are_read(tmp_path):
+    # a script's metrics.jsonl: 200k brackets are under MAX_LINE but past json's recursion limit
+    path = tmp_path / fmt.METRICS_FILE
+    path.write_bytes(b"[" * 200_000 + b'\n{"step": 1}\n' + b'{"a": ' * 100_000 + b'\n{"step": 2}\n')
+    assert fmt.JsonlTail(path).poll() == ([{"step": 1}, {"step": 2}], False)
+    assert fmt.read_jsonl(path)[0] == [{"step": 1}, {"step": 2}]  # GET …/metrics pages: no 500
+

@@ -138,7 +138,7 @@ def _record(line: bytes) -> dict | None:
     """A line's JSON object; None for a corrupt line or one that holds no object (both are skipped)."""
     try:
         value = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: ``[[[…`` nested deeper than the parser recurses
         return None
     return value if isinstance(value, dict) else None
 
