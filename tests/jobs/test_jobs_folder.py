@@ -328,3 +328,11 @@ def test_a_line_nested_past_the_parser_is_skipped_and_the_lines_after_it_are_rea
     assert fmt.JsonlTail(path).poll() == ([{"step": 1}, {"step": 2}], False)
     assert fmt.read_jsonl(path)[0] == [{"step": 1}, {"step": 2}]  # GET …/metrics pages: no 500
 
+
+def test_safe_path_refuses_a_name_past_the_system_limits(tmp_path):
+    (tmp_path / "a").write_text("x")
+    assert fmt.safe_path(tmp_path, "a" * 5000) is None  # ENAMETOOLONG, not an OSError (a 500)
+    assert fmt.safe_path(tmp_path, "a/" * 3000) is None
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert fmt.safe_path(tmp_path, "loop/x") is None
+    assert fmt.safe_path(tmp_path, "a") == (tmp_path / "a").resolve()

@@ -326,11 +326,16 @@ def safe_path(root: Path, relative: str) -> Path | None:
     """``root/relative`` if it stays inside root (no ``..``, no absolute path, no symlink out); else None."""
     if not relative or "\x00" in relative:
         return None
-    root = Path(root).resolve()
-    candidate = (root / relative).resolve()
-    if candidate != root and root not in candidate.parents:
+    # a name past the system's limits (ENAMETOOLONG) or a symlink loop (RuntimeError before Python 3.13)
+    # names no file here either
+    try:
+        root = Path(root).resolve()
+        candidate = (root / relative).resolve()
+        if candidate != root and root not in candidate.parents:
+            return None
+        return candidate if candidate.exists() else None
+    except (OSError, RuntimeError):
         return None
-    return candidate if candidate.exists() else None
 
 
 def list_files(root: Path, limit: int = 10_000) -> list[dict]:
