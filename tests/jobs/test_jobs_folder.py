@@ -336,3 +336,15 @@ def test_safe_path_refuses_a_name_past_the_system_limits(tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     assert fmt.safe_path(tmp_path, "loop/x") is None
     assert fmt.safe_path(tmp_path, "a") == (tmp_path / "a").resolve()
+
+
+def test_nan_and_infinite_numbers_are_read_as_null(tmp_path):
+    # the trainer writes a diverged loss with Python's json.dumps: NaN; a strict JSON answer (GET …/metrics,
+    # …/checkpoints), PostgreSQL's JSON column and the console's JSON.parse all refuse it
+    path = tmp_path / fmt.METRICS_FILE
+    path.write_text('{"step": 1, "loss": NaN, "lr": Infinity, "g": -Infinity, "x": 1e999, "ok": 0.5}\n')
+    expected = [{"step": 1, "loss": None, "lr": None, "g": None, "x": None, "ok": 0.5}]
+    assert fmt.read_jsonl(path)[0] == expected
+    json.dumps(fmt.read_jsonl(path)[0], allow_nan=False)  # what Starlette's JSONResponse does
+    tail = fmt.ProgressTail(tmp_path)
+    assert tail.poll()["latest_metrics"] == {"step": 1, "ok": 0.5}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -134,10 +135,18 @@ def read_jsonl(path: Path, offset: int = 0, limit: int = 1000) -> tuple[list[dic
     return out, offset
 
 
+def _finite(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
 def _record(line: bytes) -> dict | None:
-    """A line's JSON object; None for a corrupt line or one that holds no object (both are skipped)."""
+    """A line's JSON object; None for a corrupt line or one that holds no object (both are skipped).
+
+    NaN, Infinity and a number past a float (1e999) are read as null: a diverged run's loss is written as
+    ``NaN`` (Python's json), which no strict JSON answer, PostgreSQL's JSON nor the console can carry."""
     try:
-        value = json.loads(line)
+        value = json.loads(line, parse_constant=lambda _: None, parse_float=_finite)
     except (ValueError, RecursionError):  # RecursionError: ``[[[…`` nested deeper than the parser recurses
         return None
     return value if isinstance(value, dict) else None

@@ -269,7 +269,7 @@ def list_events(ctx: Platform, ftjob: str, after: str | None, limit: int) -> dic
         items.append((e.get("time", 0), level, message, "message", None))
     start = row.started_at or row.created_at
     for m in fmt.read_all_jsonl(root / fmt.METRICS_FILE):
-        if "loss" in m:
+        if m.get("loss") is not None:  # null: a NaN loss (jobs/folder reads it so)
             data = {"step": m["step"], "train_loss": m["loss"]}
             items.append(
                 (
