@@ -106,6 +106,15 @@ def test_export_errors_are_the_apis_and_a_failed_export_leaves_nothing(tiny_mode
         assert api.get(f"/api/v1/models/g/exports/{done['id']}/download").status_code == 409
 
 
+def test_a_version_in_the_name_past_the_databases_integer_is_a_404():
+    # the body's version is bounded; ft@<20 digits> in the path reached the query (OverflowError, a 500)
+    with make_client() as api:
+        for ref in ("ft@99999999999999999999", "ft@\u00b2"):  # "²".isdigit() holds, int() refuses it
+            assert api.post(f"/api/v1/models/{ref}/exports", json={"format": "gguf"}).status_code == 404
+            assert api.get(f"/api/v1/models/registered/{ref}").status_code == 404
+            assert api.delete(f"/api/v1/models/registered/{ref}").status_code == 404
+
+
 @pytest.fixture
 def tiny_llama(tiny_models):
     return tiny_models["llama"]

@@ -50,7 +50,10 @@ class ExportRequest(Body):
         default=None, description="With gguf: f16 (default), q8_0 or q4_0."
     )
     version: int | None = Field(
-        default=None, ge=1, le=2**31 - 1, description="The registered model's version (default: the latest)."
+        default=None,
+        ge=1,
+        le=registry.MAX_VERSION,
+        description="The registered model's version (default: the latest).",
     )
     register_version: bool = Field(
         default=False,

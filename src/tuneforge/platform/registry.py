@@ -184,12 +184,17 @@ def _checkpoint_metrics(root: Path, checkpoint: str) -> dict:
     return next((c for c in fmt.checkpoints_with_metrics(root) if c["name"] == checkpoint), {})
 
 
+MAX_VERSION = 2**31 - 1  # the database's integer
+
+
 def resolve(ctx: Platform, ref: str) -> RegisteredModel:
     name, _, version = ref.partition("@")
     with ctx.store.reading() as s:
         q = select(RegisteredModel).where(RegisteredModel.name == name)
         if version:
-            if not version.isdigit():
+            # ASCII digits within the column's integer: "²".isdigit() holds but int() refuses it, and
+            # ft@99999999999999999999 overflowed the query (a 500 from every route that resolves a ref)
+            if not (version.isascii() and version.isdigit()) or int(version) > MAX_VERSION:
                 raise NotFoundError(f"no registered model {ref!r}")
             q = q.where(RegisteredModel.version == int(version))
         row = s.scalars(q.order_by(RegisteredModel.version.desc())).first()
