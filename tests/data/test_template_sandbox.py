@@ -62,6 +62,25 @@ def _render(source: str):
         ),
         # each piece small, the output past MAX_CHARS
         ("{% for i in range(2000) %}{{ 'x' * 20000 }}{% endfor %}", "the output would make"),
+        # the text of a list of one shared string: [a, a] costs 16 to build, its text twice a
+        ("{% set a = 'x'|center(20000000) %}{{ [a, a]|join|length }}", "join would make"),
+        ("{% set a = 'x'|center(20000000) %}{{ ''.join([a, a])|length }}", "join would make"),
+        ("{% set a = 'x'|center(20000000) %}{{ ('%s%s' % (a, a))|length }}", "a % format would make"),
+        ("{% set a = 'x'|center(20000000) %}{{ '{}{}'.format(a, a)|length }}", "format would make"),
+        ("{% set a = 'x'|center(20000000) %}{{ '%s'|format([a, a])|length }}", "\\|format would make"),
+        ("{% set a = 'x'|center(20000000) %}{{ [a, a]|string|length }}", "\\|string would make"),
+        ("{% set a = 'x'|center(20000000) %}{{ [a, a]|tojson|length }}", "\\|tojson would make"),
+        ("{% set a = 'x'|center(20000000) %}{{ [a, a] }}", "the text of a value would make"),
+        ("{% set a = 'x'|center(20000000) %}{{ ([a, a] ~ '')|length }}", "joining values with ~ would make"),
+        ("{% set a = [[[['x'] * 100] * 100] * 100] * 100 %}{{ a|string|length }}", "iterations"),
+        # str.format is the sandbox's wrapper: its width check never ran (100 million characters)
+        ("{{ '{:>99999999}'.format(1)|length }}", "width of millions"),
+        # joining a shared string, each time under the bound: paid for in steps
+        (
+            "{% set a = 'x'|center(1000000) %}{% for i in range(3000) %}{% set b = [a, a, a]|join %}"
+            "{% endfor %}",
+            "iterations",
+        ),
     ],
 )
 def test_a_template_past_a_bound_is_refused_quickly_and_small(source, says):

@@ -14,6 +14,9 @@ error: out of memory". Here the same sandbox is bounded:
 Past a bound, ``TemplateBoundError`` names the template and the bound. transformers builds its
 environment per template from the class its module imported; ``install`` puts this class in its place
 (once, before any template is compiled through tuneforge).
+
+Long because: every bound is a hook on the one environment class (operators, calls, filters, output,
+loops); split, each part would reach into the others' counters.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ CHARS_PER_STEP = 64  # what a string or list made by an operator costs the step 
 ITEM_CHARS = 8  # a list item is a pointer at least: ``'x'|center(30000000)|list`` took 257 MB
 # filters that make a list as long as their input, before they make it
 _LIST_FILTERS = frozenset(["list", "sort", "batch", "slice", "dictsort", "groupby", "reverse"])
+# filters that make the text of their value (str(), JSON, repr) before they do anything else
+_TEXT_FILTERS = frozenset(
+    ["string", "tojson", "pprint", "e", "escape", "forceescape", "safe", "upper", "lower", "title"]
+    + ["capitalize", "trim", "striptags", "wordwrap", "wordcount", "truncate", "center", "urlencode"]
+)
 
 
 class TemplateBoundError(SecurityError, ConfigError):
@@ -72,6 +80,28 @@ def _size(value) -> int | None:
     if isinstance(value, str):
         return len(value)
     return len(value) * ITEM_CHARS if isinstance(value, list | tuple) else None
+
+
+def _text_size(env: BoundedSandbox, *values) -> int:
+    """How many characters ``str()`` of ``values`` makes at most, counted before it is made: ``[a] * 100``
+    costs 800 to build but its text (``|string``, ``|join``, ``{{ }}``, ``%``, ``format``) is 100 × ``a``.
+    The walk stops past MAX_CHARS and pays a step per item, so a nest of shared lists ends too."""
+    total, stack, visits = 0, list(values), 0
+    while stack and total <= MAX_CHARS:
+        value = stack.pop()
+        visits += 1
+        if visits % 4096 == 0:
+            env.step(4096)
+        if isinstance(value, str):
+            total += len(value) + 4  # quotes and a separator, inside a container's text
+        elif isinstance(value, list | tuple | set | frozenset | dict):
+            total += 2
+            stack.extend(value.items() if isinstance(value, dict) else value)
+        elif isinstance(value, int):
+            total += value.bit_length() // 3 + 2
+        else:
+            total += 32  # a number, None, a bool, an object's short repr
+    return total
 
 
 class _Generator(CodeGenerator):
@@ -142,6 +172,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.optimized = False
         self.globals["range"] = self._range
         self.filters = _BoundedFilters(self, self.filters)
+        self.finalize = self._output  # {{ value }}: its text bounded before str() makes it
 
     def _parse(self, source, name, filename):
         template = super()._parse(source, name, filename)
@@ -204,7 +235,14 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def counted(self, iterable):
         return iterable if isinstance(iterable, _Counted) else _Counted(self, iterable)
 
+    def _output(self, value):
+        if not isinstance(value, str):
+            self.make(_text_size(self, value), "the text of a value")
+        return value
+
     def join_pieces(self, values) -> str:
+        if not all(type(v) is str for v in values):  # str() of a list of shared strings is their sum
+            self.make(_text_size(self, *values), "joining values with ~")
         pieces = [str(v) for v in values]
         self.make(sum(map(len, pieces)), "joining values with ~", steps=1)
         return "".join(pieces)
@@ -244,6 +282,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         elif operator == "%" and isinstance(left, str):
             if _WIDE_FORMAT.search(left):
                 raise _refuse(self, "a % format with a width of millions of characters")
+            self.make(len(left) + _text_size(self, right), "a % format")
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
@@ -255,9 +294,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             args = (__self.counted(args[0]), *args[1:])
         name = getattr(__obj, "__name__", "a call")
         _check_widths(__self, name, args, kwargs)
-        owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str) and name == "format" and _WIDE_FORMAT.search(owner):
-            raise _refuse(__self, "a format with a width of millions of characters")
+        # str.format comes wrapped by the sandbox (jinja's wrap_str_format): its string is the wrapped's
+        owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+        if isinstance(owner, str) and name == "format":
+            if _WIDE_FORMAT.search(owner):
+                raise _refuse(__self, "a format with a width of millions of characters")
+            __self.make(len(owner) + _text_size(__self, args, kwargs), "format")
         if isinstance(owner, str) and name == "replace":
             _check_replace(__self, owner, *args[:2])
         if isinstance(owner, str) and name == "join" and args:
@@ -294,9 +336,11 @@ def _check_replace(env: BoundedSandbox, text, old=None, new=None) -> None:
 
 
 def _check_join(env: BoundedSandbox, separator, items) -> None:
-    """The separators alone (``range(100000)|join('x' * 1000)`` made 100 million characters)."""
+    """The separators (``range(100000)|join('x' * 1000)`` made 100 million characters) and the items'
+    text (``[a] * 100`` of a 30-million-character ``a``)."""
     if isinstance(separator, str) and hasattr(items, "__len__"):
-        env.make(len(separator) * max(len(items) - 1, 0), "join")
+        text = _text_size(env, items) if isinstance(items, list | tuple | dict) else 0
+        env.make(len(separator) * max(len(items) - 1, 0) + text, "join")
 
 
 def _bounded_items(env: BoundedSandbox, items, what: str):
@@ -329,8 +373,8 @@ class _BoundedFilters(dict):
             _check_widths(env, f"|{name}", args[first:], kwargs)
             if name == "replace":
                 _check_replace(env, *[str(a) if i == 0 else a for i, a in enumerate(args[first - 1 :])])
-            if name == "join" and len(args) > first:
-                _check_join(env, args[first], args[first - 1])
+            if name == "join":  # the separator defaults to ""
+                _check_join(env, args[first] if len(args) > first else kwargs.get("d", ""), args[first - 1])
             if name == "indent" and isinstance(args[first - 1], str):  # the width again on every line
                 width = args[first] if len(args) > first else kwargs.get("width", 4)
                 width = len(width) if isinstance(width, str) else width
@@ -345,6 +389,10 @@ class _BoundedFilters(dict):
                     args = (*args[: first - 1], _bounded_items(env, value, f"|{name}"), *args[first:])
             if name == "format" and isinstance(args[first - 1], str) and _WIDE_FORMAT.search(args[first - 1]):
                 raise _refuse(env, "|format with a width of millions of characters")
+            if name in _TEXT_FILTERS and not isinstance(value, str):  # str() of the value, or its JSON
+                env.make(_text_size(env, value), f"|{name}")
+            elif name == "format":
+                env.make(_text_size(env, args[first - 1 :], kwargs), "|format")
             return fn(*args, **kwargs)
 
         return bounded
