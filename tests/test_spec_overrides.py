@@ -211,3 +211,16 @@ def test_the_worker_runs_a_resolved_spec_as_it_is(capsys, tmp_path, monkeypatch)
     assert code == 2 and "is not the spec.yaml of its output_dir" in err
     code, _, err = run_cli(capsys, "train", root / "spec.yaml", "--resolved", "-o", tmp_path / "x")
     assert code == 2 and "give no --output" in err
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_an_infinite_or_nan_hyperparameter_is_refused(value):
+    # passed gt=0 (inf) and reached the trainer and the job row's JSON (which PostgreSQL refuses)
+    from tuneforge.errors import ConfigError
+    from tuneforge.spec import parse_spec, set_dotted
+
+    for key in ("train.learning_rate", "train.max_grad_norm", "lora.dropout", "train.warmup_ratio"):
+        data = {"model": "m", "data": {"train": ["d.json"]}}
+        set_dotted(data, f"{key}={value}")
+        with pytest.raises(ConfigError, match=key.split(".")[1]):
+            parse_spec(data)

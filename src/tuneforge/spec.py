@@ -23,7 +23,8 @@ from tuneforge.names import Name
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no inf/nan: ``train.learning_rate: .inf`` (or JSON's Infinity) passed gt=0 and reached the trainer
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DatasetRef(Strict):
