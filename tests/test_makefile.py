@@ -16,7 +16,13 @@ def _dry_run(tmp_path: Path, *args: str) -> list[str]:
     # A copy without a .venv, so make plans the whole set-up.
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    out = subprocess.run(["make", "-n", *args], cwd=tmp_path, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["make", "--no-print-directory", "-n", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.splitlines()
 
 

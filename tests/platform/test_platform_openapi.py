@@ -58,8 +58,10 @@ def test_every_answer_matches_the_openapi_document(server):
         }
     )
     schema = schemathesis.openapi.from_url(f"{running.url}/openapi.json", config=config)
-    # pulls and imports start a worker process (a download) per example: they have their own tests
+    # pulls, imports and exports start a worker process (a download, a torch export) per example: they
+    # have their own tests (an export per example took this test from ~70 s to ~300 s)
     schema = schema.exclude(path_regex=r"^/api/v1/models/(pull|import)$")
+    schema = schema.exclude(path_regex=r"^/api/v1/models/[^/]+/exports$", method="POST")
     failures, errors, finished = [], [], None
     for event in engine.from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
