@@ -97,3 +97,13 @@ def test_progress_lines_are_throttled_and_end_on_each_stage_last_state(tmp_path)
         fh.write('{"stage": "ha')  # the worker is mid-line: the last whole line is read
     assert last_progress(path) == lines[-1]
     assert last_progress(tmp_path / "missing.jsonl") is None
+
+
+def test_a_progress_line_nested_past_the_parser_is_skipped(tmp_path):
+    """Pulls and exports read their worker's progress file: a line of 4,000 ``[`` (RecursionError in
+    json.loads) is skipped like a corrupt one and the last good stage is reported."""
+    from tuneforge.platform.pulls import last_progress
+
+    path = tmp_path / "progress.jsonl"
+    path.write_text('{"stage": "load", "done": 1, "total": 2}\n' + "[" * 4000 + "\n")
+    assert last_progress(path) == {"stage": "load", "done": 1, "total": 2}

@@ -130,7 +130,7 @@ def read_jsonl(path: Path, offset: int = 0, limit: int = 1000) -> tuple[list[dic
             if not line or not line.endswith(b"\n"):
                 break
             offset += len(line)
-            if (record := _record(line)) is not None:
+            if (record := json_record(line)) is not None:
                 out.append(record)
     return out, offset
 
@@ -140,7 +140,7 @@ def _finite(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _record(line: bytes) -> dict | None:
+def json_record(line: bytes) -> dict | None:
     """A line's JSON object; None for a corrupt line or one that holds no object (both are skipped).
 
     NaN, Infinity and a number past a float (1e999) are read as null: a diverged run's loss is written as
@@ -272,7 +272,7 @@ class JsonlTail:
             data, self.skipping = data[cut + 1 :], False
         *lines, self.partial = (self.partial + data).split(b"\n")
         for line in lines:
-            if len(line) < MAX_LINE and (record := _record(line)) is not None:
+            if len(line) < MAX_LINE and (record := json_record(line)) is not None:
                 records.append(record)
         if len(self.partial) >= MAX_LINE:  # no record is this long: drop it up to its end
             self.partial, self.skipping = b"", True

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, NotFoundError, ResourceError, TuneforgeError
+from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.executor import worker_argv
 
 from . import catalog
@@ -63,11 +64,9 @@ def last_progress(path: Path) -> dict | None:
     except OSError:
         return None
     for line in reversed(tail.splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and "stage" in value:
+        # the job folder's one line reader: a corrupt or too-deep line is skipped, not a RecursionError
+        value = fmt.json_record(line.encode())
+        if value is not None and "stage" in value:
             return value
     return None
 
