@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# Before torch loads (its OpenMP reads this once): the suite runs two test files at once on two cores,
+# each with its servers and torch workers, so OpenMP threads outnumber the cores, and threads that spin
+# while their partner is descheduled waste most of the CPU. Measured on this 2-core machine at load ~20:
+# a torch loop took 825 s (117 s CPU) spinning and 146 s (21 s CPU) with PASSIVE. Workers inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 CORPUS = [
     "Give three tips for staying healthy. Eat well, exercise, sleep.",
     "What is the capital of France? The capital of France is Paris.",
