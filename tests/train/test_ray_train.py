@@ -64,6 +64,17 @@ def test_choice_of_ray_train_needs_several_processes_inside_a_ray_program(tiny_l
     assert not ray_train.wanted(two, {"RAY_ADDRESS": "auto", "RANK": "1"})  # a rank never relaunches
 
 
+def test_a_workers_own_error_reaches_the_command_line_as_itself():
+    """A DataError on rank 1 stays a DataError (exit code 2), not Ray's WorkerGroupError (exit 1)."""
+    from ray.train import WorkerGroupError
+
+    from tuneforge.errors import DataError
+
+    bad = DataError("data.json line 4: expected output")
+    assert ray_train._worker_error(WorkerGroupError("lost", {0: RuntimeError("gloo"), 1: bad})) is bad
+    assert ray_train._worker_error(WorkerGroupError("lost", {0: RuntimeError("gloo")})) is None
+
+
 def test_a_lost_worker_restarts_the_group_from_its_checkpoint(local_ray, tiny_llama, tmp_path, monkeypatch):
     """2 Ray Train workers; rank 1 is killed after step 3; with max_failures=1 the group restarts from
     step-2 and finishes: both ranks end with the same weights, rank 0 wrote metrics, checkpoints, final/."""

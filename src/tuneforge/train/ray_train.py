@@ -79,7 +79,10 @@ def run(spec: JobSpec, root: Path, callbacks, spec_written: bool, run_training) 
     try:
         trainer.fit()
     except Exception as exc:
-        raise _worker_error(exc) from exc
+        own = _worker_error(exc)
+        if own is None:
+            raise
+        raise own from exc
     ending = fmt.ending(root) or {}
     return dict(ending.get("metrics") or {})
 
@@ -129,11 +132,11 @@ def _world_size(spec: JobSpec) -> int:
     return spec.resources.processes * spec.resources.nodes
 
 
-def _worker_error(exc: Exception) -> Exception:
-    """The workers' own error (a DataError stays a DataError for the exit code), else Ray's."""
+def _worker_error(exc: Exception) -> TuneforgeError | None:
+    """A worker's own tuneforge error behind Ray's (a DataError stays a DataError for the exit code)."""
     failures = getattr(exc, "worker_failures", None) or {}
     for _, failure in sorted(failures.items()):
         cause = getattr(failure, "cause", failure)
         if isinstance(cause, TuneforgeError):
             return cause
-    return exc
+    return None
