@@ -64,6 +64,15 @@ def test_choice_of_ray_train_needs_several_processes_inside_a_ray_program(tiny_l
     assert not ray_train.wanted(two, {"RAY_ADDRESS": "auto", "RANK": "1"})  # a rank never relaunches
 
 
+def test_inside_a_ray_job_no_torchrun_relaunch(tiny_llama, memo_data):
+    """gpus=2 relaunches under torchrun on a plain machine; inside a Ray job, Ray Train places the ranks."""
+    from tuneforge.train.launch import distributed_command
+
+    spec = parse_spec(tiny_spec(tiny_llama, memo_data, resources={"gpus": 2}))
+    assert "torch.distributed.run" in distributed_command(spec, ["spec.yaml"], env={})
+    assert distributed_command(spec, ["spec.yaml"], env={"RAY_ADDRESS": "10.0.0.1:6379"}) is None
+
+
 def test_a_workers_own_error_reaches_the_command_line_as_itself():
     """A DataError on rank 1 stays a DataError (exit code 2), not Ray's WorkerGroupError (exit 1)."""
     from ray.train import WorkerGroupError
