@@ -198,6 +198,26 @@ class Resources(Strict):
     strategy: Literal["auto", "ddp", "fsdp", "zero2", "zero3"] = Field(
         default="auto", description="Distribution strategy when more than one GPU."
     )
+    # workers and processes: the same definitions as the one-machine DDP work (wt-ddp); keep one copy.
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Training processes per node (DDP ranks). On CPU they share the cores over gloo; with "
+        "GPUs there is one per GPU, so it is resources.gpus when that is above 1.",
+    )
+    max_failures: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Under Ray Train (a multi-process run inside a Ray job): how many times a lost worker "
+        "restarts the whole group from the latest checkpoint before the run fails.",
+    )
+
+    @property
+    def processes(self) -> int:
+        """Ranks on each node."""
+        return max(self.gpus, self.workers)
 
 
 class EvalSpec(Strict):

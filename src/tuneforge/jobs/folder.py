@@ -28,6 +28,7 @@ EXIT_CODE_FILE = "exit_code.json"  # a command job's exit code, written by its r
 STEP_PREFIX = "step-"  # checkpoints/step-N/: a complete checkpoint, renamed into place
 STEP_RE = re.compile(rf"^{STEP_PREFIX}(\d+)$")
 TRAINER_STATE = "trainer_state.json"  # in every step-N/ the trainer saved; one without it is not resumed
+RAY_TRAIN_DIR = "ray-train"  # Ray Train's run state (its storage_path); the weights stay in checkpoints/
 
 # Events the worker writes ...
 STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_done", "eval_done"

@@ -15,6 +15,8 @@ import sys
 from tuneforge.errors import ConfigError
 from tuneforge.spec import JobSpec
 
+from . import ray_train
+
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -25,6 +27,8 @@ def distributed_command(spec: JobSpec, argv: list[str], env: dict | None = None)
     env = os.environ if env is None else env
     r = spec.resources
     if (r.gpus <= 1 and r.nodes <= 1) or "LOCAL_RANK" in env:
+        return None
+    if ray_train.wanted(spec, env):  # inside a Ray job: Ray Train places the processes (ray_train.py)
         return None
     cmd = [
         sys.executable,

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -111,6 +112,9 @@ class StopFlag:
         self.reason: str | None = None
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Ray Train runs a worker's recipe in a thread; Ray stops its worker group itself
+
         def handler(signum, frame):
             self.reason = signal.Signals(signum).name
             log.warning("received %s: saving a checkpoint and stopping", self.reason)

@@ -45,25 +45,30 @@ def run_training(
     callbacks=(),
     show_bar: bool = False,
     spec_written: bool = False,
+    folder_checked: bool = False,
 ) -> RunResult:
-    """``spec_written``: the folder's spec.yaml is the spec the server resolved; it is not written again."""
-    from . import dpo, pretrain, sft
+    """``spec_written``: the folder's spec.yaml is the spec the server resolved; it is not written again.
+    ``folder_checked``: a rank of a group whose launcher checked the folder (its siblings write there).
+    """
+    from . import dpo, pretrain, ray_train, sft
     from .context import RunContext
     from .data import load_spec_records
     from .model import preflight
     from .reporting import JobFolder, StopFlag, write_loss_svg
     from .tracking import Trackers
 
+    root = Path(output_dir or spec.output_dir or default_output_dir(spec))
+    if ray_train.wanted(spec):  # several processes placed by Ray: this process only drives them
+        refuse_used_folder(spec, root)
+        metrics = ray_train.run(spec, root.resolve(), callbacks, spec_written, run_training)
+        return RunResult(root.resolve(), metrics)
     # Everything that can be checked without a model is checked before the folder exists.
     runtime = preflight(spec)
     train_records, val_records = load_spec_records(spec)
 
-    folder = JobFolder(Path(output_dir or spec.output_dir or default_output_dir(spec)))
-    if not spec.resume_from and fmt.has_started(folder.root):
-        raise ConflictError(
-            f"{folder.root} already holds a run; continue it with --resume (resume_from: latest) or "
-            "choose another --output."
-        )
+    folder = JobFolder(root)
+    if not folder_checked:
+        refuse_used_folder(spec, root)
     folder.prepare()
     resume = folder.resume_path(spec.resume_from) if spec.resume_from else None
     if spec.resume_from and resume is None:
@@ -123,6 +128,14 @@ def run_training(
         )
     folder.event(fmt.FINISHED, metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)})
     return RunResult(folder.root, metrics)
+
+
+def refuse_used_folder(spec: JobSpec, root: Path) -> None:
+    if not spec.resume_from and fmt.has_started(root):
+        raise ConflictError(
+            f"{root} already holds a run; continue it with --resume (resume_from: latest) or "
+            "choose another --output."
+        )
 
 
 def _last_step(folder) -> int | None:
