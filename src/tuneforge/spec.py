@@ -198,6 +198,30 @@ class Resources(Strict):
     strategy: Literal["auto", "ddp", "fsdp", "zero2", "zero3"] = Field(
         default="auto", description="Distribution strategy when more than one GPU."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Training processes per node (DDP ranks). On CPU they share the cores over gloo; with "
+        "GPUs there is one per GPU, so it is resources.gpus when that is above 1.",
+    )
+    queue: Name | None = Field(
+        default=None, description="The server's queue the job waits in (its quota and order); none: default."
+    )
+
+    @model_validator(mode="after")
+    def _one_process_per_gpu(self):
+        if self.gpus > 1 and self.workers not in (1, self.gpus):
+            raise ValueError(
+                f"resources.workers={self.workers} with gpus={self.gpus}: a GPU run has one process per "
+                f"GPU; leave workers at 1 or set it to {self.gpus}"
+            )
+        return self
+
+    @property
+    def processes(self) -> int:
+        """Ranks on each node."""
+        return max(self.gpus, self.workers)
 
 
 class EvalSpec(Strict):

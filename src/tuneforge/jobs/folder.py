@@ -28,6 +28,8 @@ EXIT_CODE_FILE = "exit_code.json"  # a command job's exit code, written by its r
 STEP_PREFIX = "step-"  # checkpoints/step-N/: a complete checkpoint, renamed into place
 STEP_RE = re.compile(rf"^{STEP_PREFIX}(\d+)$")
 TRAINER_STATE = "trainer_state.json"  # in every step-N/ the trainer saved; one without it is not resumed
+LOGS_DIR = "logs"  # logs/rank-N.txt: each rank's own output when a job runs several (jobs/ranks.py)
+RANK_LOG = "rank-{rank}.txt"
 
 # Events the worker writes ...
 STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_done", "eval_done"
@@ -180,6 +182,11 @@ def tail_lines(path: Path, lines: int = 40, max_bytes: int = 64 << 10) -> str:
         fh.seek(max(0, size - max_bytes))
         text = fh.read(max_bytes).decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def rank_log(root: Path, rank: int) -> Path:
+    """The log of one rank of a job that runs several processes (``resources.workers``, ``--workers``)."""
+    return Path(root) / LOGS_DIR / RANK_LOG.format(rank=rank)
 
 
 def step_name(step: int) -> str:

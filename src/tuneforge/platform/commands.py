@@ -230,6 +230,8 @@ def launch_parts(ctx: Platform, row: Job) -> tuple[list[str], dict[str, str], Pa
     argv = [*RUNNER, "--folder", str(root), "--attempt", str(row.attempt + 1)]
     for path in read_only_paths(ctx, row.spec):
         argv += ["--read-only", path]
+    if (row.spec.get("workers") or 1) > 1:
+        argv += ["--workers", str(row.spec["workers"])]
     if not ctx.settings.isolate_command_mounts:
         argv += ["--not-enforced", f"turned off on this server ({env_name('isolate_command_mounts')}=false)"]
     return [*argv, "--", *row.spec["command"]], env, root / cmd.WORK_DIR

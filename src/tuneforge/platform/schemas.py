@@ -61,6 +61,13 @@ class CommandJobCreate(Body):
     output: str = Field(default="output", max_length=500, description="Where output/ appears in the code.")
     env: dict[str, str] = Field(default_factory=dict, max_length=200)
     gpus: int = Field(default=0, ge=0, le=64)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Copies of the command, ranks 0…N-1, with MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, "
+        "LOCAL_RANK set as torchrun sets them; each rank's output in logs/rank-N.txt.",
+    )
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher starts first; then older first.")
     restart_policy: Literal["never", "on-failure"] = "never"
     max_retries: int = Field(default=0, ge=0, le=20)

@@ -59,7 +59,8 @@ def run_training(
     train_records, val_records = load_spec_records(spec)
 
     folder = JobFolder(Path(output_dir or spec.output_dir or default_output_dir(spec)))
-    if not spec.resume_from and fmt.has_started(folder.root):
+    # Of several ranks, rank 0 alone checks and prepares the folder (the others would find its start).
+    if folder.main and not spec.resume_from and fmt.has_started(folder.root):
         raise ConflictError(
             f"{folder.root} already holds a run; continue it with --resume (resume_from: latest) or "
             "choose another --output."
@@ -74,7 +75,7 @@ def run_training(
             )
         log.warning("no checkpoint to resume from in %s; starting from the beginning", folder.checkpoints)
     resolved = spec.model_copy(update={"output_dir": str(folder.root)})
-    if not spec_written:
+    if not spec_written and folder.main:
         (folder.root / fmt.SPEC_FILE).write_text(dump_spec(resolved))
     stop = StopFlag()
     stop.install()
@@ -112,7 +113,8 @@ def run_training(
             folder.event(fmt.FAILED, reason=f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            write_loss_svg(folder.read_metrics(), folder.root / fmt.LOSS_SVG)
+            if folder.main:
+                write_loss_svg(folder.read_metrics(), folder.root / fmt.LOSS_SVG)
     if ctx.trackers:  # after final/ is written: its path and lineage go with the run
         ctx.trackers.finish(fmt.CANCELLED if stop.reason else fmt.FINISHED)
     if stop.reason:
