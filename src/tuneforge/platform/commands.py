@@ -16,9 +16,10 @@ from tuneforge.data.archives import unpack_zip
 from tuneforge.data.limits import FileProblem, Limits
 from tuneforge.errors import ForbiddenError, NotFoundError, TuneforgeError
 from tuneforge.jobs import command as cmd
+from tuneforge.jobs.executor import gpu_shortfall
 from tuneforge.settings import env_name
 
-from . import catalog
+from . import catalog, queues
 from .context import Platform
 from .db import Job
 from .schemas import CommandJobCreate, SpecProblems
@@ -133,13 +134,10 @@ def validate(ctx: Platform, body: CommandJobCreate) -> list[cmd.Mount]:
     for i, arg in enumerate(body.command):
         if "\x00" in arg:
             problems.append({"loc": ["body", "command", i], "msg": "NUL bytes are refused"})
-    if body.gpus > ctx.executor.gpu_count:
-        problems.append(
-            {
-                "loc": ["body", "gpus"],
-                "msg": f"asks for {body.gpus} GPU(s); this machine has {ctx.executor.gpu_count}",
-            }
-        )
+    if why := gpu_shortfall(body.gpus, ctx.executor.gpu_count):
+        problems.append({"loc": ["body", "gpus"], "msg": why})
+    if why := queues.queue_problem(ctx.settings, body.queue, body.workers, body.gpus):
+        problems.append({"loc": ["body", "queue"], "msg": why})
     mounts = _mounts(ctx, body, problems)
     if body.code:
         try:

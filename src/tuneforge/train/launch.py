@@ -30,17 +30,15 @@ def world_size() -> int:
 
 def require_gpus(spec: JobSpec, available: int | None = None) -> None:
     """ConfigError with the figures when the spec asks for more GPUs than this machine has."""
-    from tuneforge.jobs.executor import detect_gpus
+    from tuneforge.jobs.executor import detect_gpus, gpu_shortfall
 
     asked = spec.resources.gpus
     if asked == 0:
         return
-    available = detect_gpus() if available is None else available
-    if asked > available:
+    if why := gpu_shortfall(asked, detect_gpus() if available is None else available):
         raise ConfigError(
-            f"resources.gpus={asked}: asks {asked} GPU{'s' if asked > 1 else ''}, this machine has "
-            f"{available}. Lower resources.gpus (0 trains on the CPU; resources.workers runs several "
-            "CPU processes)."
+            f"resources.gpus={asked}: {why}. Lower resources.gpus (0 trains on the CPU; "
+            "resources.workers runs several CPU processes)."
         )
 
 
