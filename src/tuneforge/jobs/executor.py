@@ -137,13 +137,6 @@ def detect_gpus() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def gpu_shortfall(asked: int, available: int) -> str | None:
-    """The one wording of a job asking more GPUs than there are (None when it fits)."""
-    if asked <= available:
-        return None
-    return f"asks {asked} GPU{'s' if asked != 1 else ''}, this machine has {available}"
-
-
 def process_start_ticks(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

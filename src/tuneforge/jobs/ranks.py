@@ -34,6 +34,13 @@ PR_SET_PDEATHSIG = 1
 STOP_GRACE_S = 10.0
 
 
+def gpu_shortfall(asked: int, available: int) -> str | None:
+    """The one wording of a job asking more GPUs than this machine has (None when it fits)."""
+    if asked <= available:
+        return None
+    return f"asks {asked} GPU{'s' if asked != 1 else ''}, this machine has {available}"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on now, for rank 0's rendezvous."""
     with socket.socket() as s:

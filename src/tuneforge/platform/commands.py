@@ -16,7 +16,7 @@ from tuneforge.data.archives import unpack_zip
 from tuneforge.data.limits import FileProblem, Limits
 from tuneforge.errors import ForbiddenError, NotFoundError, TuneforgeError
 from tuneforge.jobs import command as cmd
-from tuneforge.jobs.executor import gpu_shortfall
+from tuneforge.jobs.ranks import gpu_shortfall
 from tuneforge.settings import env_name
 
 from . import catalog, queues

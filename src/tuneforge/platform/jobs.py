@@ -18,7 +18,7 @@ from sqlalchemy import and_, or_, select
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
-from tuneforge.jobs.executor import gpu_shortfall
+from tuneforge.jobs.ranks import gpu_shortfall
 from tuneforge.spec import (
     JobSpec,
     OverrideError,

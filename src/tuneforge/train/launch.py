@@ -30,7 +30,8 @@ def world_size() -> int:
 
 def require_gpus(spec: JobSpec, available: int | None = None) -> None:
     """ConfigError with the figures when the spec asks for more GPUs than this machine has."""
-    from tuneforge.jobs.executor import detect_gpus, gpu_shortfall
+    from tuneforge.jobs.executor import detect_gpus
+    from tuneforge.jobs.ranks import gpu_shortfall
 
     asked = spec.resources.gpus
     if asked == 0:
