@@ -58,8 +58,9 @@ def test_more_gpus_than_the_machine_has_are_refused_before_anything_starts(tmp_p
 
 
 def test_workers_with_gpus_is_one_process_per_gpu():
-    with pytest.raises(ConfigError, match="one process per GPU"):
-        _spec(gpus=2, workers=3)
+    for gpus in (1, 2):
+        with pytest.raises(ConfigError, match="one process per GPU"):
+            _spec(gpus=gpus, workers=3)
     assert _spec(gpus=2, workers=2).resources.processes == 2
 
 

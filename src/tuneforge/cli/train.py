@@ -70,6 +70,8 @@ def train(
     if from_llamafactory == "-" and spec.resources.processes > 1:
         raise typer.BadParameter("several workers each read the config: give it as a file, not on stdin")
     command = distributed_command(spec, argv, folder=folder)
+    if command and spec.resources.gpus == 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU workers (gloo): never N ranks on one GPU
     if command:
         console.print("launching: " + " ".join(command), highlight=False)
         os.execv(command[0], command)
