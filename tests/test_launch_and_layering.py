@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
+from tests.conftest import write
 from tests.support.trainhelp import run, tiny_spec
 from tuneforge.errors import ConfigError
 from tuneforge.spec import parse_spec
@@ -23,14 +25,43 @@ def test_single_process_runs_in_place():
 
 
 def test_multi_gpu_and_multi_node_commands():
-    cmd = distributed_command(_spec(gpus=4, strategy="fsdp"), ["s.yaml", "--set", "x=1"], env={})
-    assert cmd[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node=4", "--nnodes=1"]
+    cmd = distributed_command(
+        _spec(gpus=4, strategy="fsdp"), ["s.yaml", "--set", "x=1"], env={}, folder="/j", gpus_here=4
+    )
+    assert cmd[1:6] == ["-m", "tuneforge.jobs.ranks", "--workers=4", "--folder=/j", "--"]
     assert cmd[-6:] == ["-m", "tuneforge.cli.main", "train", "s.yaml", "--set", "x=1"]
+    cmd = distributed_command(_spec(workers=3), ["s.yaml"], env={}, folder="/j", gpus_here=0)
+    assert cmd[3:5] == ["--workers=3", "--folder=/j"]  # CPU processes (gloo)
     env = {"MASTER_ADDR": "10.0.0.1", "NODE_RANK": "1"}
-    cmd = distributed_command(_spec(gpus=8, nodes=2, strategy="zero3"), ["s.yaml"], env=env)
-    assert "--nnodes=2" in cmd and "--node_rank=1" in cmd and "--master_addr=10.0.0.1" in cmd
+    cmd = distributed_command(_spec(gpus=8, nodes=2, strategy="zero3"), ["s.yaml"], env=env, gpus_here=8)
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node=8", "--nnodes=2"]
+    assert "--node_rank=1" in cmd and "--master_addr=10.0.0.1" in cmd
     with pytest.raises(ConfigError, match="MASTER_ADDR and NODE_RANK"):
-        distributed_command(_spec(gpus=8, nodes=2), ["s.yaml"], env={})
+        distributed_command(_spec(gpus=8, nodes=2), ["s.yaml"], env={}, gpus_here=8)
+
+
+def test_more_gpus_than_the_machine_has_are_refused_before_anything_starts(tmp_path, tiny_models, memo_data):
+    """Before, gpus=2 on a CPU machine relaunched under torchrun and died in its traceback."""
+    with pytest.raises(ConfigError, match="asks 2 GPUs, this machine has 0"):
+        distributed_command(_spec(gpus=2), ["s.yaml"], env={}, gpus_here=0)
+    spec = write(tmp_path / "s.yaml", tiny_spec(tiny_models["llama"], memo_data, resources__gpus=2))
+    out = subprocess.run(
+        [sys.executable, "-m", "tuneforge.cli.main", "train", str(spec), "-o", str(tmp_path / "job")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TUNEFORGE_GPUS": "0"},
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "asks 2 GPUs, this machine has 0" in out.stdout + out.stderr
+    assert "launching" not in out.stdout + out.stderr and not (tmp_path / "job").exists()
+
+
+def test_workers_with_gpus_is_one_process_per_gpu():
+    for gpus in (1, 2):
+        with pytest.raises(ConfigError, match="one process per GPU"):
+            _spec(gpus=gpus, workers=3)
+    assert _spec(gpus=2, workers=2).resources.processes == 2
 
 
 def test_nodes_without_gpus_is_rejected():

@@ -5,12 +5,20 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tuneforge.errors import ConfigError
 
 ENV_PREFIX = "TUNEFORGE_"
+
+
+class QueueQuota(BaseModel):
+    """What the running jobs of one queue may hold together; a limit left out is no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpus: int | None = Field(default=None, ge=1, description="Worker processes (a job's resources.workers).")
+    gpus: int | None = Field(default=None, ge=0, description="GPUs (a job's resources.gpus).")
 
 
 class Settings(BaseSettings):
@@ -63,6 +71,12 @@ class Settings(BaseSettings):
         description="Whether a command job runs in a mount namespace of its own where its stored datasets "
         "and models are mounted read-only. false (or no namespaces on this machine): links and cleared "
         "write bits only, which root ignores.",
+    )
+    queues: dict[str, QueueQuota] = Field(
+        default_factory=dict,
+        description='Job queues as JSON: {"gpu": {"gpus": 2}, "cpu": {"cpus": 4}}. A job names one with '
+        "resources.queue (--queue) and starts only while its queue's running jobs stay within the quota; "
+        "inside a queue, higher priority first, then older. Jobs without a queue are held by no quota.",
     )
 
     @property

@@ -198,13 +198,15 @@ class Resources(Strict):
     strategy: Literal["auto", "ddp", "fsdp", "zero2", "zero3"] = Field(
         default="auto", description="Distribution strategy when more than one GPU."
     )
-    # workers and processes: the same definitions as the one-machine DDP work (wt-ddp); keep one copy.
     workers: int = Field(
         default=1,
         ge=1,
         le=64,
-        description="Training processes per node (DDP ranks). On CPU they share the cores over gloo; with "
-        "GPUs there is one per GPU, so it is resources.gpus when that is above 1.",
+        description="Training processes per node (DDP ranks). With gpus 0 they train on the CPU and share "
+        "its cores over gloo; with GPUs there is one per GPU (workers is 1 or resources.gpus).",
+    )
+    queue: Name | None = Field(
+        default=None, description="The server's queue the job waits in (its quota and order); none: default."
     )
     max_failures: int = Field(
         default=0,
@@ -213,6 +215,15 @@ class Resources(Strict):
         description="Under Ray Train (a multi-process run inside a Ray job): how many times a lost worker "
         "restarts the whole group from the latest checkpoint before the run fails.",
     )
+
+    @model_validator(mode="after")
+    def _one_process_per_gpu(self):
+        if self.gpus >= 1 and self.workers not in (1, self.gpus):
+            raise ValueError(
+                f"resources.workers={self.workers} with gpus={self.gpus}: a GPU run has one process per "
+                f"GPU; leave workers at 1 or set it to {self.gpus} (gpus 0: CPU workers)"
+            )
+        return self
 
     @property
     def processes(self) -> int:

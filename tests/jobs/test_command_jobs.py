@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.platformhelp import fake_model, make_client, store_model, upload, wait_for, wait_state
+from tests.support.platformhelp import (
+    cli_on,
+    fake_model,
+    make_client,
+    store_model,
+    upload,
+    wait_for,
+    wait_state,
+)
 
 # The user's script: reads the mounted dataset, trains a LoRA on the mounted tiny base with plain torch,
 # writes TensorBoard scalars, then waits for the test's go-ahead before saving its adapter (so the test can
@@ -211,22 +219,6 @@ def test_own_lora_script_streams_logs_reports_loss_and_registers_its_adapter(ser
     assert not torch.allclose(before, after, atol=1e-4)
 
 
-def cli(client, monkeypatch, *args: str):
-    """`tuneforge …` with its HTTP client talking to the test app."""
-    from typer.testing import CliRunner
-
-    from tuneforge.cli import client as cli_client
-    from tuneforge.cli.main import app
-
-    def init(self, url=None, token=None, timeout=60.0):
-        self.url, self.http = "http://testserver", client
-
-    monkeypatch.setattr(cli_client.Client, "__init__", init)
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result
-
-
 # Exits 1 on its first two attempts (a counter kept in its output folder), 0 on the third.
 FAIL_TWICE = """
 import os, sys
@@ -247,7 +239,7 @@ def test_on_failure_restarts_until_it_succeeds_and_the_time_limit_stops_it(serve
     args = ["jobs", "submit", "--name", "flaky", "--workdir", str(workdir), "--json"]
     args += ["--dataset", "advertisegen:data/AdvertiseGen", "--priority", "high", "--gpus", "0"]
     args += ["--restart-policy", "on-failure", "--max-retries", "2", "--env", "A=x=1", "--label", "k=v"]
-    job = json.loads(cli(server, monkeypatch, *args, "--", "python", "fail_twice.py", "--flag").stdout)
+    job = json.loads(cli_on(server, monkeypatch, *args, "--", "python", "fail_twice.py", "--flag").stdout)
     assert job["priority"] == 10 and job["restart_policy"] == "on-failure" and job["max_retries"] == 2
     assert job["spec"]["command"] == ["python", "fail_twice.py", "--flag"] and job["labels"] == {"k": "v"}
     root = server.app.state.platform.jobs_dir / job["id"]
@@ -263,7 +255,7 @@ def test_on_failure_restarts_until_it_succeeds_and_the_time_limit_stops_it(serve
     events = _events(server, job["id"])
     assert [e["exit_code"] for e in events if e["event"] == "exited"] == [1, 1, 0]
     assert [e["attempt"] for e in events if e["event"] == "restarting"] == [2, 3]
-    log = cli(server, monkeypatch, "jobs", "logs", job["id"]).stdout
+    log = cli_on(server, monkeypatch, "jobs", "logs", job["id"]).stdout
     assert [line for line in log.splitlines() if line.startswith("attempt")] == [
         f"attempt {n} ['--flag'] 8 records x=1" for n in (1, 2, 3)
     ]

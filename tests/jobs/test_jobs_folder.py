@@ -32,6 +32,9 @@ ALLOWED = {
     # URL paths of the HTTP API, not paths in a job folder.
     ("platform/routes/jobs.py", "/{job_id}/checkpoints"),
     ("platform/routes/openai_ft.py", "/fine_tuning/jobs/{ftjob}/checkpoints"),
+    ("platform/routes/jobs.py", "/{job_id}/logs"),
+    ("platform/routes/deployments.py", "/{name}/logs"),
+    ("cli/jobs.py", "/logs"),  # the tail of f"/api/v1/jobs/{job_id}/logs"
     # train.report_to: the name of an experiment tracker (TensorBoard), not the tensorboard/ folder.
     ("spec.py", "tensorboard"),
     # spec.py validates resume_from on its own, below jobs/ (spec may not import the folder format).

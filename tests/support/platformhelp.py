@@ -96,3 +96,19 @@ class RunningApp:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def cli_on(client: TestClient, monkeypatch, *args: str):
+    """`tuneforge …` with its HTTP client talking to the test app; the result of a command that exited 0."""
+    from typer.testing import CliRunner
+
+    from tuneforge.cli import client as cli_client
+    from tuneforge.cli.main import app
+
+    def init(self, url=None, token=None, timeout=60.0):
+        self.url, self.http = "http://testserver", client
+
+    monkeypatch.setattr(cli_client.Client, "__init__", init)
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result

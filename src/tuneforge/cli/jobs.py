@@ -133,6 +133,8 @@ def create(
     spec: Path = typer.Option(None, "--spec", help="A whole JobSpec YAML instead of --template/--model."),
     set_: list[str] = typer.Option(None, "--set", help="Override a key: --set train.learning_rate=2e-4."),
     gpus: int = typer.Option(None, "--gpus", help="GPUs for the job."),
+    workers: int = typer.Option(None, "--workers", help="Training processes (DDP) on the machine."),
+    queue: str = typer.Option(None, "--queue", help="The queue to wait in (the server's queues)."),
     priority: int = typer.Option(0, "--priority", help="Higher starts first."),
     restart: str = typer.Option("never", "--restart", help="never or on-failure."),
     max_retries: int = typer.Option(0, "--max-retries"),
@@ -163,8 +165,9 @@ def create(
         body.update(template=template, model=model, datasets=[_dataset_ref(client, d) for d in dataset])
         if validation:
             body["validation_dataset"] = _dataset_ref(client, validation)
-    if gpus is not None:
-        body["resources"] = {"gpus": gpus}
+    resources = {"gpus": gpus, "workers": workers, "queue": queue}
+    if any(v is not None for v in resources.values()):
+        body["resources"] = {k: v for k, v in resources.items() if v is not None}
     job = _queue(client, body, follow_, json_out)
     if job is not None:
         _finish(follow(client, job["id"], json_out), json_out)
@@ -196,13 +199,14 @@ def list_(
     if json_out:
         print_json(data)
         return
-    table = Table("id", "kind", "state", "model / name", "step", "loss", "created")
+    table = Table("id", "kind", "state", "queue", "model / name", "step", "loss", "created")
     for j in data:
         p, loss = j["progress"], (j.get("latest_metrics") or {}).get("loss")
         table.add_row(
             j["id"],
             j["kind"],
             j["state"],
+            j.get("queue") or "",
             str(j["spec"].get("model", "") if j["kind"] != "command" else j["name"])[-40:],
             f"{p['step']}/{p['max_steps'] or '?'}",
             f"{loss:.4f}" if loss else "",
@@ -225,13 +229,15 @@ def show(job_id: str, json_out: bool = typer.Option(False, "--json")):
 def logs(
     job_id: str,
     follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
+    rank: int = typer.Option(None, "--rank", help="One rank's own log, of a job with several workers."),
 ):
-    """The worker's output."""
+    """The worker's output (with --rank, that rank's)."""
     client = Client()
+    params = {} if rank is None else {"rank": rank}
     if not follow_:
-        sys.stdout.write(client.request("GET", f"/api/v1/jobs/{job_id}/logs").text)
+        sys.stdout.write(client.request("GET", f"/api/v1/jobs/{job_id}/logs", params=params).text)
         return
-    for event, data in client.events(f"/api/v1/jobs/{job_id}/logs"):
+    for event, data in client.events(f"/api/v1/jobs/{job_id}/logs", params=params):
         if event == "log":
             sys.stdout.write(data["data"])
             sys.stdout.flush()
@@ -383,6 +389,10 @@ def submit(
     model: list[str] = typer.Option(None, "--model", help="NAME:RELPATH — a stored model linked there."),
     output: str = typer.Option("output", "--output", help="Where the writable output folder appears."),
     gpus: int = typer.Option(0, "--gpus", help="GPU slots (CUDA_VISIBLE_DEVICES)."),
+    workers: int = typer.Option(
+        1, "--workers", help="Run N copies (ranks) with the variables torchrun sets; logs per rank."
+    ),
+    queue: str = typer.Option(None, "--queue", help="The queue to wait in (the server's queues)."),
     env: list[str] = typer.Option(None, "--env", help="K=V for the command's environment."),
     priority: str = typer.Option("normal", "--priority", help="low, normal, high or a number."),
     restart: str = typer.Option("never", "--restart-policy", help="never or on-failure."),
@@ -417,6 +427,8 @@ def submit(
         "output": output,
         "env": dict(_pairs(env, "--env", "=", "K=V")),
         "gpus": gpus,
+        "workers": workers,
+        **({"queue": queue} if queue else {}),
         "priority": _priority(priority),
         "restart_policy": restart,
         "max_retries": max_retries if max_retries is not None else (3 if restart == "on-failure" else 0),

@@ -60,7 +60,18 @@ def train(
         _check_resolved(spec_path, spec.output_dir, output)
     from tuneforge.train.launch import distributed_command
 
-    command = distributed_command(spec, sys.argv[sys.argv.index("train") + 1 :])
+    argv = sys.argv[sys.argv.index("train") + 1 :]
+    folder = output or (Path(spec.output_dir) if spec.output_dir else None)
+    if folder is None and spec.resources.processes > 1:  # every rank must write to the same folder
+        from tuneforge.train.run import default_output_dir
+
+        folder = default_output_dir(spec)
+        argv += ["--output", str(folder)]
+    if from_llamafactory == "-" and spec.resources.processes > 1:
+        raise typer.BadParameter("several workers each read the config: give it as a file, not on stdin")
+    command = distributed_command(spec, argv, folder=folder)
+    if command and spec.resources.gpus == 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU workers (gloo): never N ranks on one GPU
     if command:
         console.print("launching: " + " ".join(command), highlight=False)
         os.execv(command[0], command)

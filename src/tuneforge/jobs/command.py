@@ -11,6 +11,7 @@ The folder of a command job::
       output/           what the script may write (TUNEFORGE_OUTPUT_DIR)
       data/<name> ->    every mounted dataset by name (TUNEFORGE_DATA_DIR)
       worker.log, events.jsonl, metrics.jsonl (from the script's TensorBoard files),
+      logs/rank-N.txt   each copy's output when it runs several (--workers N)
       exit_code.json    the last attempt's exit code, written by the runner
 
 Standard library only: the control plane imports this.
@@ -33,7 +34,13 @@ OUTPUT_DIR = "output"
 DATA_DIR = "data"
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # What the control plane may not be overridden on: the job's own places.
-RESERVED_ENV = ("TUNEFORGE_OUTPUT_DIR", "TUNEFORGE_DATA_DIR", "TUNEFORGE_JOB_ID", "CUDA_VISIBLE_DEVICES")
+RESERVED_ENV = (
+    "TUNEFORGE_OUTPUT_DIR",
+    "TUNEFORGE_DATA_DIR",
+    "TUNEFORGE_JOB_ID",
+    "CUDA_VISIBLE_DEVICES",
+    *("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),  # jobs/ranks.py
+)
 
 
 def relative_path_problem(path: str) -> str | None:

@@ -4,7 +4,10 @@ waits for it and records its exit code in the job folder.
 The executor starts it in the job's working directory, in the job's clean environment::
 
     python -I -m tuneforge.jobs.command_runner --folder ROOT --attempt N \\
-        [--read-only PATH …] [--not-enforced REASON] -- COMMAND …
+        [--read-only PATH …] [--not-enforced REASON] [--workers N] -- COMMAND …
+
+With ``--workers N`` it runs N copies as the ranks of one group (``jobs/ranks.py``: the variables
+torchrun sets, one log each in ``logs/rank-N.txt``), and records the group's exit code.
 
 Read-only mounts. The job folder links the stores' datasets and models in; a link does not stop a write
 through it, and clearing write bits does not stop root (or an owner who sets them back). So the runner
@@ -34,6 +37,7 @@ import sys
 from pathlib import Path
 
 from . import folder as fmt
+from .ranks import die_with_parent, run_ranks
 
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
@@ -47,7 +51,6 @@ KEPT_FLAGS = {
     os.ST_NODIRATIME: 2048,
     os.ST_RELATIME: 1 << 21,
 }
-PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 24, 19, 21
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -113,15 +116,6 @@ def make_read_only(paths: list[str]) -> str | None:
     return None
 
 
-def _die_with_parent() -> None:
-    """In the command (after fork, before exec): a runner killed with SIGKILL takes its command along,
-    so no command keeps running unfollowed once the control plane sees the runner gone."""
-    try:
-        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def drop_escape_capabilities() -> str | None:
     """Take CAP_SYS_ADMIN and CAP_SYS_PTRACE out of this process's bounding set, so the command exec'd
     from it never has them: without the first, root cannot ``umount`` the read-only binds; without the
@@ -155,6 +149,7 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--attempt", required=True, type=int)
     parser.add_argument("--read-only", action="append", default=[])
     parser.add_argument("--not-enforced", default=None, help="skip the namespace, for this reason")
+    parser.add_argument("--workers", type=int, default=1, help="run N copies, ranks 0…N-1 (jobs/ranks.py)")
     args = parser.parse_args(argv[:cut])
     command = argv[cut + 1 :]
     if not command:
@@ -180,14 +175,16 @@ def run(argv: list[str]) -> int:
     if stopping:  # cancelled before the command started: there is nothing to run
         code = 128 + stopping[0]
     else:
-        code = _run_command(command)
+        code = _run_command(command, args.workers, args.folder)
     fmt.write_exit_code(args.folder, args.attempt, code)
     return code
 
 
-def _run_command(command: list[str]) -> int:
+def _run_command(command: list[str], workers: int, folder: Path) -> int:
     try:
-        proc = subprocess.Popen(command, preexec_fn=_die_with_parent)  # same group, cwd, env, stdio
+        if workers > 1:
+            return run_ranks(command, workers, folder)
+        proc = subprocess.Popen(command, preexec_fn=die_with_parent)  # same group, cwd, env, stdio
     except OSError as exc:
         _say(f"cannot run {command[0]!r}: {exc.strerror or exc}")
         return 127 if isinstance(exc, FileNotFoundError) else 126  # the shell's codes

@@ -29,6 +29,8 @@ STEP_PREFIX = "step-"  # checkpoints/step-N/: a complete checkpoint, renamed int
 STEP_RE = re.compile(rf"^{STEP_PREFIX}(\d+)$")
 TRAINER_STATE = "trainer_state.json"  # in every step-N/ the trainer saved; one without it is not resumed
 RAY_TRAIN_DIR = "ray-train"  # Ray Train's run state (its storage_path); the weights stay in checkpoints/
+LOGS_DIR = "logs"  # logs/rank-N.txt: each rank's own output when a job runs several (jobs/ranks.py)
+RANK_LOG = "rank-{rank}.txt"
 
 # Events the worker writes ...
 STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_done", "eval_done"
@@ -181,6 +183,11 @@ def tail_lines(path: Path, lines: int = 40, max_bytes: int = 64 << 10) -> str:
         fh.seek(max(0, size - max_bytes))
         text = fh.read(max_bytes).decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def rank_log(root: Path, rank: int) -> Path:
+    """The log of one rank of a job that runs several processes (``resources.workers``, ``--workers``)."""
+    return Path(root) / LOGS_DIR / RANK_LOG.format(rank=rank)
 
 
 def step_name(step: int) -> str:

@@ -16,9 +16,10 @@ from tuneforge.data.archives import unpack_zip
 from tuneforge.data.limits import FileProblem, Limits
 from tuneforge.errors import ForbiddenError, NotFoundError, TuneforgeError
 from tuneforge.jobs import command as cmd
+from tuneforge.jobs.ranks import gpu_shortfall
 from tuneforge.settings import env_name
 
-from . import catalog
+from . import catalog, queues
 from .context import Platform
 from .db import Job
 from .schemas import CommandJobCreate, SpecProblems
@@ -133,13 +134,10 @@ def validate(ctx: Platform, body: CommandJobCreate) -> list[cmd.Mount]:
     for i, arg in enumerate(body.command):
         if "\x00" in arg:
             problems.append({"loc": ["body", "command", i], "msg": "NUL bytes are refused"})
-    if body.gpus > ctx.executor.gpu_count:
-        problems.append(
-            {
-                "loc": ["body", "gpus"],
-                "msg": f"asks for {body.gpus} GPU(s); this machine has {ctx.executor.gpu_count}",
-            }
-        )
+    if why := gpu_shortfall(body.gpus, ctx.executor.gpu_count):
+        problems.append({"loc": ["body", "gpus"], "msg": why})
+    if why := queues.queue_problem(ctx.settings, body.queue, body.workers, body.gpus):
+        problems.append({"loc": ["body", "queue"], "msg": why})
     mounts = _mounts(ctx, body, problems)
     if body.code:
         try:
@@ -230,6 +228,8 @@ def launch_parts(ctx: Platform, row: Job) -> tuple[list[str], dict[str, str], Pa
     argv = [*RUNNER, "--folder", str(root), "--attempt", str(row.attempt + 1)]
     for path in read_only_paths(ctx, row.spec):
         argv += ["--read-only", path]
+    if (row.spec.get("workers") or 1) > 1:
+        argv += ["--workers", str(row.spec["workers"])]
     if not ctx.settings.isolate_command_mounts:
         argv += ["--not-enforced", f"turned off on this server ({env_name('isolate_command_mounts')}=false)"]
     return [*argv, "--", *row.spec["command"]], env, root / cmd.WORK_DIR

@@ -18,6 +18,7 @@ from sqlalchemy import and_, or_, select
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
+from tuneforge.jobs.ranks import gpu_shortfall
 from tuneforge.spec import (
     JobSpec,
     OverrideError,
@@ -28,7 +29,7 @@ from tuneforge.spec import (
 )
 from tuneforge.train.tracking import missing_trackers
 
-from . import catalog, commands
+from . import catalog, commands, queues
 from .context import Platform
 from .db import Job
 from .schemas import CommandJobCreate, SpecProblems
@@ -121,13 +122,11 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
     gpus = spec.resources.gpus * spec.resources.nodes
     if spec.resources.nodes > 1:
         problems.append({"loc": ["spec", "resources", "nodes"], "msg": "the local executor runs on one node"})
-    elif gpus > ctx.executor.gpu_count:
-        problems.append(
-            {
-                "loc": ["spec", "resources", "gpus"],
-                "msg": f"asks for {gpus} GPU(s); this machine has {ctx.executor.gpu_count}",
-            }
-        )
+    elif why := gpu_shortfall(gpus, ctx.executor.gpu_count):
+        problems.append({"loc": ["spec", "resources", "gpus"], "msg": why})
+    r = spec.resources
+    if why := queues.queue_problem(ctx.settings, r.queue, r.processes, r.gpus):
+        problems.append({"loc": ["spec", "resources", "queue"], "msg": why})
     if problems:
         raise SpecProblems(problems)
     return spec
@@ -320,6 +319,8 @@ def job_dict(row: Job) -> dict:
         "state": row.state,
         "priority": row.priority,
         "gpus": row.gpus,
+        "workers": queues.job_workers(row),
+        "queue": queues.job_queue(row),
         "restart_policy": row.restart_policy,
         "max_retries": row.max_retries,
         "attempt": row.attempt,

@@ -34,7 +34,9 @@ class JobCreate(Body):
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="Dotted keys of the JobSpec, e.g. {'train.learning_rate': 1e-4}."
     )
-    resources: dict[str, Any] | None = Field(default=None, description="{gpus, nodes, strategy}.")
+    resources: dict[str, Any] | None = Field(
+        default=None, description="{gpus, nodes, strategy, workers, queue}."
+    )
     restart_policy: Literal["never", "on-failure"] = Field(
         default="never", description="on-failure: restart from the latest checkpoint."
     )
@@ -61,6 +63,14 @@ class CommandJobCreate(Body):
     output: str = Field(default="output", max_length=500, description="Where output/ appears in the code.")
     env: dict[str, str] = Field(default_factory=dict, max_length=200)
     gpus: int = Field(default=0, ge=0, le=64)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Copies of the command, ranks 0…N-1, with MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, "
+        "LOCAL_RANK set as torchrun sets them; each rank's output in logs/rank-N.txt.",
+    )
+    queue: Name | None = Field(default=None, description="The queue it waits in (TUNEFORGE_QUEUES).")
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher starts first; then older first.")
     restart_policy: Literal["never", "on-failure"] = "never"
     max_retries: int = Field(default=0, ge=0, le=20)
@@ -261,6 +271,8 @@ class JobOut(Answer):
     state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     priority: int
     gpus: int
+    workers: int = Field(description="Processes (ranks); each writes logs/rank-N.txt when above 1.")
+    queue: str | None = Field(description="The queue it waits in (TUNEFORGE_QUEUES); null: none.")
     restart_policy: str
     max_retries: int
     attempt: int

@@ -18,7 +18,7 @@ from tuneforge.jobs.reconcile import Outcome, known_exit_code, outcome, reconcil
 from tuneforge.jobs.tbmetrics import TensorBoardTail
 from tuneforge.spec import JobSpec
 
-from . import catalog, commands
+from . import catalog, commands, queues
 from .context import Platform
 from .db import Job
 from .jobs import write_resolved_spec
@@ -244,11 +244,23 @@ class Supervisor(Ticker):
                     .limit(50)
                 )
             )
+        running = None
+        held: set[str | None] = set()  # queues whose head waits for its quota: their later jobs wait too
         for row in queued:
+            if self.ctx.settings.queues:
+                if running is None:
+                    with self.ctx.store.reading() as s:
+                        running = list(s.scalars(select(Job).where(Job.state == "running")))
+                queue = queues.job_queue(row)
+                if queue in held or not queues.fits(self.ctx.settings, row, running):
+                    held.add(queue)  # another queue's jobs may still start
+                    continue
             # Strict order: the head waits for its GPUs rather than be overtaken forever by small jobs.
             if not self.ctx.executor.can_start(row.gpus):
                 return
             self._start(row.id)
+            if running is not None:
+                running.append(row)
 
     def _start(self, job_id: str) -> None:
         with self.ctx.store.session() as s:

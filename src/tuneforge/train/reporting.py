@@ -37,6 +37,8 @@ class JobFolder:
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
+        if not self.main:  # rank 0 may already be writing its first checkpoint-N
+            return
         # Half-written checkpoints from a killed run are never trusted.
         for p in self.checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
             shutil.rmtree(p, ignore_errors=True)
@@ -84,7 +86,12 @@ class JobFolder:
 
     @contextlib.contextmanager
     def logging_to_file(self):
-        """INFO and up go to log.txt; the console keeps its own level. Restored afterwards."""
+        """INFO and up go to log.txt; the console keeps its own level. Restored afterwards.
+
+        Of several ranks only rank 0 writes log.txt; every rank's output is in its own logs/rank-N.txt."""
+        if not self.main:
+            yield
+            return
         handler = logging.FileHandler(self.root / fmt.LOG_FILE, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
@@ -176,10 +183,25 @@ class Reporter(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self.bar:
             self.bar.update(self.task, completed=state.global_step)
+        if args.world_size > 1:
+            self._stop_together()
         if self.stop.reason:
             control.should_save = True
             control.should_training_stop = True
         self._log_at_checkpoint(control)
+
+    def _stop_together(self) -> None:
+        """Of several ranks, all stop at the same step when any was asked to: a rank that stopped alone
+        would leave the others waiting in the next step's gradient all-reduce."""
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            return
+        flag = torch.tensor([1 if self.stop.reason else 0], device=_collective_device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and not self.stop.reason:
+            self.stop.reason = "SIGTERM"  # sent to another rank
 
     def on_epoch_end(self, args, state, control, **kw):
         self.folder.event(fmt.EPOCH_DONE, epoch=round(state.epoch or 0, 4), step=state.global_step)
@@ -243,6 +265,11 @@ class Reporter(TrainerCallback):
         # The trainer has finished writing checkpoint-N (weights, optimizer, scheduler, RNG, trainer state);
         # only now does it become step-N, in one rename, so resume never trusts a half-written folder.
         src = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if args.world_size > 1:  # every rank has written its part (its RNG state) before the rename
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
         if not state.is_world_process_zero or not src.exists():
             return
         dst = self.folder.checkpoints / fmt.step_name(state.global_step)
@@ -266,6 +293,16 @@ class Reporter(TrainerCallback):
             self.bar.stop()
         if self.writer:
             self.writer.close()
+
+
+def _collective_device():
+    """Where a tensor for a collective lives: the rank's GPU under NCCL, else the CPU (gloo)."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def write_loss_svg(metrics: list[dict], path: Path) -> None:

@@ -67,7 +67,8 @@ def run_training(
     train_records, val_records = load_spec_records(spec)
 
     folder = JobFolder(root)
-    if not folder_checked:
+    # Of several ranks, rank 0 alone checks and prepares the folder (the others would find its start).
+    if folder.main and not folder_checked:
         refuse_used_folder(spec, root)
     folder.prepare()
     resume = folder.resume_path(spec.resume_from) if spec.resume_from else None
@@ -79,7 +80,7 @@ def run_training(
             )
         log.warning("no checkpoint to resume from in %s; starting from the beginning", folder.checkpoints)
     resolved = spec.model_copy(update={"output_dir": str(folder.root)})
-    if not spec_written:
+    if not spec_written and folder.main:
         (folder.root / fmt.SPEC_FILE).write_text(dump_spec(resolved))
     stop = StopFlag()
     stop.install()
@@ -117,7 +118,8 @@ def run_training(
             folder.event(fmt.FAILED, reason=f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            write_loss_svg(folder.read_metrics(), folder.root / fmt.LOSS_SVG)
+            if folder.main:
+                write_loss_svg(folder.read_metrics(), folder.root / fmt.LOSS_SVG)
     if ctx.trackers:  # after final/ is written: its path and lineage go with the run
         ctx.trackers.finish(fmt.CANCELLED if stop.reason else fmt.FINISHED)
     if stop.reason:

@@ -117,6 +117,8 @@ def training_arguments(
     else:
         evals = {"eval_strategy": "no"}
     strategy = {}
+    if runtime.device == "cpu" and spec.resources.processes > 1:
+        strategy["ddp_backend"] = "gloo"  # CPU ranks (resources.workers); GPUs keep NCCL
     if spec.resources.strategy == "fsdp":
         strategy["fsdp"] = "full_shard auto_wrap"
     elif spec.resources.strategy in ("zero2", "zero3"):
@@ -182,6 +184,10 @@ def save_final(model, tokenizer, template: str, spec: JobSpec, out: Path) -> Non
 
     from tuneforge.models.store import resolve_model
 
+    from .launch import is_main_process
+
+    if not is_main_process():  # the ranks hold the same weights; rank 0 writes them
+        return
     base_folder = resolve_model(spec.model)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))

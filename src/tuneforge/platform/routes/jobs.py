@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from tuneforge.errors import NotFoundError
 from tuneforge.jobs import folder as fmt
 
-from .. import commands, registry
+from .. import commands, queues, registry
 from .. import jobs as service
 from ..bodies import BoundedJsonRoute, multipart_doc, read_form, save_part
 from ..context import Platform
@@ -177,12 +177,21 @@ def job_logs(
     offset: int = Query(0, ge=0),
     limit: int = Query(1 << 20, ge=1, le=8 << 20),
     follow: bool = False,
+    rank: int | None = Query(
+        None, ge=0, description="One rank's own log (logs/rank-N.txt) of a job with several workers."
+    ),
 ):
     """The worker's output from a byte offset (header X-Next-Offset), or followed as SSE."""
-    root = Path(service.get_job(ctx, job_id).folder)
+    job = service.get_job(ctx, job_id)
+    root = Path(job.folder)
+    if rank is not None and rank >= (workers := queues.job_workers(job)):
+        raise NotFoundError(f"job {job_id} has {workers} rank(s), 0…{workers - 1}; no rank {rank}")
 
     def read(at: int):
-        data, nxt = ctx.executor.logs(root, at, limit)
+        if rank is not None:
+            data, nxt = fmt.read_bytes(fmt.rank_log(root, rank), at, limit)
+        else:
+            data, nxt = ctx.executor.logs(root, at, limit)
         return (data.decode("utf-8", errors="replace") if data else ""), nxt
 
     if follow:

@@ -16,6 +16,7 @@ function logView() {
   pre.addEventListener('scroll', () => { stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8; status.dataset.paused = String(!stick); });
   return {
     pre, status,
+    clear() { pre.textContent = ''; },
     append(text) {
       pre.textContent += text;
       if (pre.textContent.length > MAX_LOG_CHARS) pre.textContent = pre.textContent.slice(-MAX_LOG_CHARS);
@@ -146,7 +147,21 @@ export async function render({ args, go }) {
   let pending = false;
   const redraw = () => { if (pending) return; pending = true; requestAnimationFrame(() => { pending = false; lossChart.draw(); lrChart.draw(); }); };
   const onState = (s) => { streamState.textContent = t(`job.stream_${s}`); };
-  stops.push(follow(`/api/v1/jobs/${enc}/logs`, 'log', { onItems: (text) => log.append(text), onState }));
+  // A job of several workers: its main output (rank 0, worker.log) or one rank's own logs/rank-N.txt.
+  let stopLog = null;
+  const followLog = (rank) => {
+    if (stopLog) stopLog();
+    log.clear();
+    const query = rank === '' ? '' : `?rank=${encodeURIComponent(rank)}`;
+    stopLog = follow(`/api/v1/jobs/${enc}/logs${query}`, 'log', { onItems: (text) => log.append(text), onState });
+  };
+  followLog('');
+  stops.push(() => stopLog && stopLog());
+  const rankPicker = job.workers > 1
+    ? h('label', {}, t('job.rank'), ' ', h('select', { 'data-testid': 'rank-picker', onchange: (e) => followLog(e.target.value) },
+      h('option', { value: '' }, t('job.rank_main')),
+      ...Array.from({ length: job.workers }, (_, r) => h('option', { value: String(r) }, `rank ${r}`))))
+    : null;
   stops.push(follow(`/api/v1/jobs/${enc}/metrics`, 'metrics', {
     onItems: (rows) => {
       for (const r of rows) {
@@ -176,7 +191,7 @@ export async function render({ args, go }) {
     h('div', { class: 'columns' },
       section('job.summary', summary),
       section('job.charts', h('figure', {}, lossChart.element, h('figcaption', {}, t('job.loss_chart'))), h('figure', {}, lrChart.element, h('figcaption', {}, t('job.lr_chart'))))),
-    section('job.log', h('div', { class: 'log-head' }, streamState, log.status), log.pre),
+    section('job.log', h('div', { class: 'log-head' }, rankPicker, streamState, log.status), log.pre),
     h('div', { class: 'columns' }, section('job.events', timeline), section('job.checkpoints', checkpoints)),
     section('job.files', files));
   return { element, cleanup: () => { stops.forEach((s) => s()); clearInterval(poll); } };
