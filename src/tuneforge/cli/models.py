@@ -238,6 +238,6 @@ def register(
         print_json(row)
     else:
         chose = checkpoint is None and not path and row["checkpoint"] != "final"
-        best = " (its best checkpoint)" if chose else ""
+        best = ", its best checkpoint" if chose else ""
         where = f"{row['job']} ({row['checkpoint']}{best}, base {row['base_model']})"
         console.print(f"registered [bold]{row['ref']}[/] from {where}")
