@@ -71,6 +71,45 @@ def test_a_worse_model_is_refused_by_the_gate_with_both_scores():
     ctx.store.dispose()
 
 
+def test_auto_after_confirms_then_rollback_gives_the_name_back():
+    """--auto-after: the tick confirms a canary whose time has come (the names swap, NAME's events follow
+    the name); rollback swaps back and removes the candidate. Rows only: no worker is started."""
+    from tuneforge.errors import ConflictError
+    from tuneforge.platform import deployments, rollouts
+    from tuneforge.platform.app import build_platform
+    from tuneforge.platform.db import Deployment
+
+    ctx, _ = build_platform()
+    live, cand = "dep-00000000000a", "dep-00000000000b"
+    canary = {"stage": "canary", "model": "c@2", "live_model": "live@1", "share": 0.1, "candidate": cand,
+              "auto_at": time.time() - 1}  # fmt: skip
+    with ctx.store.session() as s:
+        for dep_id, name, model, rollout in (
+            (live, "shop", "live@1", canary),
+            (cand, "shop-canary", "c@2", {"stage": "candidate", "of": live}),
+        ):
+            s.add(
+                Deployment(
+                    id=dep_id, name=name, model=model, base_model="tiny", adapters={}, default_model_id=name,
+                    aliases={}, state="ready", desired="stopped", replicas=1, options={},
+                    created_at=time.time(), requests=0, rollout=rollout,
+                )
+            )  # fmt: skip
+        deployments.add_event(s, live, "canary", "c@2 takes 10%")
+    rollouts.advance(ctx, deployments.list_all(ctx))
+    front = deployments.get(ctx, "shop")
+    assert front.id == cand and front.rollout["stage"] == "promoted" and front.rollout["by"] == "auto"
+    assert deployments.get(ctx, "shop-previous").id == live
+    assert [e["event"] for e in deployments.events(ctx, "shop")] == ["canary", "promoted"]
+    with pytest.raises(ConflictError, match="no canary to confirm"):
+        rollouts.confirm(ctx, "shop")
+    back = rollouts.rollback(ctx, "shop")
+    assert back.id == live and back.rollout["stage"] == "rolled_back"
+    assert [d.name for d in deployments.list_all(ctx)] == ["shop"]
+    assert [e["event"] for e in deployments.events(ctx, "shop")][-1] == "rolled_back"
+    ctx.store.dispose()
+
+
 @pytest.mark.parametrize("share", [0.1, 0.25, 0.5, 1 / 3])
 def test_the_canary_gets_its_share_of_any_run_of_requests(share):
     from tuneforge.platform.rollouts import take_canary
