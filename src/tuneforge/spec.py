@@ -119,6 +119,15 @@ class LoraSpec(Strict):
     )
 
 
+class SelectSpec(Strict):
+    metric: str = Field(
+        default="eval_loss",
+        pattern=r"^eval_[a-z0-9_]{1,60}$",
+        description="The eval metric that picks the best checkpoint (an eval_* figure in metrics.jsonl).",
+    )
+    mode: Literal["min", "max"] = Field(default="min", description="min: lower is better; max: higher.")
+
+
 class HyperParams(Strict):
     learning_rate: float | None = Field(
         default=None,
@@ -169,6 +178,11 @@ class HyperParams(Strict):
         default=None, ge=1, description="Checkpoint every N steps (default: each epoch)."
     )
     save_total_limit: int = Field(default=2, ge=1, description="Checkpoints to keep.")
+    select: SelectSpec | None = Field(
+        default=None,
+        description="Mark the best checkpoint by an eval metric (kept past save_total_limit; what "
+        "`models register JOB` takes by default). Needs evaluation data; save at the eval steps.",
+    )
     dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta (strength of the KL anchor).")
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "swanlab"]] = Field(
         default_factory=lambda: ["tensorboard"],

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from tuneforge.errors import ConfigError
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -120,3 +122,18 @@ def tee(*callbacks):
             callback(stage, done, total)
 
     return update
+
+
+def parse_seconds(value: str | None, option: str) -> float | None:
+    """90, 90s, 30m, 2h, 1d → seconds (None when not given)."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (value[:-1], value[-1]) if value[-1] in units else (value, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{option} {value!r}: use seconds or 30m, 2h, 1d.")
+    return seconds

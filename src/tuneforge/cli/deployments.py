@@ -11,7 +11,7 @@ from rich.table import Table
 from tuneforge.errors import ConfigError
 
 from .client import Client
-from .common import console, err_console, print_json
+from .common import console, err_console, parse_seconds, print_json
 
 app = typer.Typer(help="Deployments on the server: serve a model behind the gateway.", no_args_is_help=True)
 COLOURS = {"ready": "green", "failed": "red", "stopped": "dim", "starting": "yellow"}
@@ -67,8 +67,11 @@ def show(d: dict, events: list[dict] | None = None) -> None:
         ("infer", d["endpoints"]["infer"]),
         ("generate", d["endpoints"]["generate"]),
     ]
+    ro = d.get("rollout") or {}
+    if ro.get("stage") in ("evaluating", "canary", "refused", "failed"):
+        rows.append(("promotion", f"{ro['model']}: {ro['stage']}, canary share {ro.get('share', 0):.0%}"))
     for k, v in rows:
-        table.add_row(f"[bold]{k}[/]", v)
+        table.add_row(f"[bold]{k}[/]", escape(v) if k == "promotion" else v)
     console.print(table)
     if d.get("last_error"):
         # the label in red; the error text (a worker's log tail) printed as is, never as markup
@@ -196,6 +199,114 @@ def scale(
     )
     if wait and d["replicas_ready"] != replicas:
         raise typer.Exit(1)
+
+
+def _share(text: str) -> float:
+    """10% or 0.1 → the percent the API takes."""
+    try:
+        value = float(text[:-1]) if text.endswith("%") else float(text) * 100
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 100:
+        raise ConfigError(f"--canary {text!r}: a share of the traffic, e.g. 10% or 0.1")
+    return value
+
+
+def _wait_decision(client: Client, name: str, timeout: float = 3600.0) -> dict:
+    """Poll until the gate has decided and, when it passed, the canary's replica is ready."""
+    start = time.monotonic()
+    with err_console.status(f"deployment {name}: evaluating") as status:
+        while True:
+            d = client.get(f"/api/v1/deployments/{name}")
+            ro = d.get("rollout") or {}
+            stage = ro.get("stage")
+            if stage == "canary" and ro.get("candidate"):
+                cand = client.get(f"/api/v1/deployments/{ro['candidate']}")
+                if cand["state"] != "starting":
+                    return d
+            elif stage != "evaluating" or time.monotonic() - start > timeout:
+                return d
+            status.update(f"deployment {name}: {stage} ({time.monotonic() - start:.0f}s)")
+            time.sleep(0.5)
+
+
+def _scores(ro: dict) -> str:
+    scores = ro.get("scores") or {}
+    return "; ".join(
+        f"{side}: " + ", ".join(f"{k}={v}" for k, v in sorted(m.items()) if k != "samples")
+        for side, m in scores.items()
+    )
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(..., help="The live deployment."),
+    model: str = typer.Option(None, "--model", help="The candidate: MODEL@VERSION (a registered model)."),
+    dataset: str = typer.Option(None, "--on", help="The dataset both models are evaluated on."),
+    canary: str = typer.Option("10%", "--canary", help="The candidate's share of the traffic: 10% or 0.1."),
+    gate: str = typer.Option(
+        None,
+        "--gate",
+        help="METRIC>=VALUE or METRIC<=VALUE (eval_loss, perplexity, rouge-1/2/l, bleu-4); the candidate "
+        "must also do no worse than the live model on it (on eval_loss without a gate).",
+    ),
+    auto_after: str = typer.Option(None, "--auto-after", help="Take all traffic this long after: 10m, 1h."),
+    max_samples: int = typer.Option(100, "--max-samples", min=1, help="Evaluation records per model."),
+    confirm: bool = typer.Option(False, "--confirm", help="Give the running canary all of the traffic."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the gate and the canary's start."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Promote a model onto a live deployment: evaluated first, then a canary, then (--confirm) all of it."""
+    client = Client()
+    if confirm:
+        d = client.post(f"/api/v1/deployments/{name}/promote/confirm")
+        ro = d.get("rollout") or {}
+        print_json(d) if json_out else console.print(
+            f"deployment {d['name']}: {ro.get('model')} takes all traffic; {ro.get('live_model')} stays up "
+            f"for `tuneforge deployments rollback {d['name']}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    if not model or not dataset:
+        raise ConfigError("promote needs --model MODEL@VERSION and --on DATASET (or --confirm)")
+    body = {
+        "model": model,
+        "dataset": dataset,
+        "canary_percent": _share(canary),
+        "gate": gate,
+        "auto_after_s": parse_seconds(auto_after, "--auto-after"),
+        "max_samples": max_samples,
+    }
+    d = client.post(f"/api/v1/deployments/{name}/promote", json=body)
+    if wait:
+        d = _wait_decision(client, name)
+    ro = d.get("rollout") or {}
+    if json_out:
+        print_json(d)
+    elif ro.get("stage") == "evaluating":
+        console.print(f"deployment {name}: evaluating {model}; see `tuneforge deployments show {name}`")
+    elif ro.get("stage") == "canary":
+        console.print(f"{ro['decision']} ({_scores(ro)})", highlight=False, soft_wrap=True)
+        share = f"{ro['share']:.0%}"
+        after = f"; all of it in {auto_after}" if auto_after else f"; `promote {name} --confirm` gives it all"
+        line = f"canary: {model} takes {share} of {name}'s traffic{after}"
+        console.print(line, highlight=False, soft_wrap=True)
+    else:
+        why = ro.get("decision") or ro.get("reason") or ro.get("stage")
+        err_console.print(f"[red]{ro.get('stage')}[/]: {escape(str(why))}", highlight=False, soft_wrap=True)
+        if ro.get("scores"):
+            err_console.print(_scores(ro), highlight=False, soft_wrap=True)
+    if ro.get("stage") in ("refused", "failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollback(name: str = typer.Argument(...), json_out: bool = typer.Option(False, "--json")):
+    """Back to the model that served before: ends a canary or undoes the last confirmed promotion."""
+    d = Client().post(f"/api/v1/deployments/{name}/rollback")
+    line = f"deployment {d['name']}: {d['model']} serves all traffic ({_state(d)})"
+    print_json(d) if json_out else console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -19,7 +19,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.spec import parse_assignment
 
 from .client import Client
-from .common import console, err_console, print_json
+from .common import console, err_console, parse_seconds, print_json
 
 app = typer.Typer(help="Jobs on the server: create, follow, inspect, cancel, resume.", no_args_is_help=True)
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -326,18 +326,6 @@ def _priority(value: str) -> int:
         raise ConfigError(f"--priority {value!r}: use low, normal, high or a number.") from None
 
 
-def _seconds(value: str | None) -> float | None:
-    """90, 90s, 30m, 2h, 1d."""
-    if not value:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (value[:-1], value[-1]) if value[-1] in units else (value, "s")
-    try:
-        return float(number) * units[unit]
-    except ValueError:
-        raise ConfigError(f"--time-limit {value!r}: use seconds or 30m, 2h, 1d.") from None
-
-
 def zip_folder(folder: Path, target: Path) -> int:
     """The working directory as a zip (links and VCS/cache folders left out); returns the file count."""
     import os
@@ -432,7 +420,7 @@ def submit(
         "priority": _priority(priority),
         "restart_policy": restart,
         "max_retries": max_retries if max_retries is not None else (3 if restart == "on-failure" else 0),
-        "time_limit_s": _seconds(time_limit),
+        "time_limit_s": parse_seconds(time_limit, "--time-limit"),
         "labels": dict(_pairs(label, "--label", "=", "k=v")),
     }
     source = workdir or code

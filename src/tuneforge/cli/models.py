@@ -216,7 +216,9 @@ def export(
 def register(
     job: str = typer.Argument(..., help="A job on the server."),
     name: str = typer.Option(..., "--name", help="The registered model's name (versions count up)."),
-    checkpoint: str = typer.Option(None, "--checkpoint", help="step-N (default: the job's final output)."),
+    checkpoint: str = typer.Option(
+        None, "--checkpoint", help="step-N or final (default: the best checkpoint, when marked; else final)."
+    ),
     path: str = typer.Option(
         None,
         "--path",
@@ -235,5 +237,7 @@ def register(
     if json_out:
         print_json(row)
     else:
-        where = f"{row['job']} ({row['checkpoint']}, base {row['base_model']})"
+        chose = checkpoint is None and not path and row["checkpoint"] != "final"
+        best = ", its best checkpoint" if chose else ""
+        where = f"{row['job']} ({row['checkpoint']}{best}, base {row['base_model']})"
         console.print(f"registered [bold]{row['ref']}[/] from {where}")

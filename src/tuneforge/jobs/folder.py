@@ -24,6 +24,7 @@ CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
 TENSORBOARD_DIR = "tensorboard"
 LOSS_SVG = "loss.svg"
+BEST_FILE = "best.json"  # the checkpoint train.select chose: {"checkpoint": "step-N", metric, mode, value}
 EXIT_CODE_FILE = "exit_code.json"  # a command job's exit code, written by its runner (command_runner.py)
 STEP_PREFIX = "step-"  # checkpoints/step-N/: a complete checkpoint, renamed into place
 STEP_RE = re.compile(rf"^{STEP_PREFIX}(\d+)$")
@@ -36,6 +37,7 @@ RANK_LOG = "rank-{rank}.txt"
 STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_done", "eval_done"
 TRAINING = "training"  # the trainer's loop begins: carries max_steps
 TRACKER = "tracker"  # an experiment tracker's run (train.report_to): tool, run_id, url (None offline)
+BEST_CHECKPOINT = "best_checkpoint"  # train.select marked a new best checkpoint (the BEST_FILE record)
 CHECKPOINT_SAVED, FINISHED, FAILED, CANCELLED = "checkpoint_saved", "finished", "failed", "cancelled"
 # ... and those the control plane adds to the same stream.
 QUEUED, LAUNCHED, RESTARTING, RECONCILED, CANCEL_REQUESTED = (
@@ -98,6 +100,29 @@ def write_exit_code(root: Path, attempt: int, exit_code: int) -> None:
     part = target.with_name(f".{EXIT_CODE_FILE}.{os.getpid()}")
     part.write_text(json.dumps({"attempt": attempt, "exit_code": exit_code, "time": time.time()}))
     os.replace(part, target)
+
+
+def write_best(root: Path, record: dict) -> None:
+    """Mark the best checkpoint so far, atomically (the platform may read it while training goes on)."""
+    target = Path(root) / BEST_FILE
+    part = target.with_name(f".{BEST_FILE}.{os.getpid()}")
+    part.write_text(json.dumps(record))
+    os.replace(part, target)
+
+
+def read_best(root: Path) -> dict | None:
+    """The best checkpoint's record when train.select marked one and that checkpoint still exists."""
+    try:
+        with os.fdopen(open_regular(Path(root) / BEST_FILE), "rb") as fh:
+            record = json_record(fh.read(4096))
+    except OSError:
+        return None
+    name = (record or {}).get("checkpoint")
+    if not isinstance(name, str) or not STEP_RE.match(name):
+        return None
+    if not (Path(root) / CHECKPOINTS_DIR / name).is_dir():  # gone (deleted by hand): nothing to point at
+        return None
+    return record
 
 
 def read_exit_code(root: Path, attempt: int) -> int | None:

@@ -162,6 +162,8 @@ class Deployment(Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     requests: Mapped[int] = mapped_column(Integer, default=0)
+    # An eval-gated promotion's state and traffic split (rollouts.py); {} when none ever ran.
+    rollout: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 class DeploymentReplica(Base):

@@ -8,6 +8,7 @@ adapter's base is read from its JSON files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -268,6 +269,11 @@ def scale(ctx: Platform, name: str, replicas: int) -> Deployment:
 
 def remove(ctx: Platform, name: str) -> None:
     row = get(ctx, name)
+    # a promotion's candidate and the standby kept for rollback go with the deployment they serve
+    for linked in ((row.rollout or {}).get("candidate"), (row.rollout or {}).get("previous")):
+        if linked and linked != row.id:
+            with contextlib.suppress(NotFoundError):
+                remove(ctx, linked)
     with ctx.store.session() as s:
         r = s.get(Deployment, row.id)
         r.desired = "stopped"
@@ -341,6 +347,7 @@ def deployment_dict(ctx: Platform, row: Deployment, base_url: str) -> dict:
         "started_at": _iso(row.started_at),
         "last_error": row.last_error,
         "requests": requests,
+        "rollout": row.rollout or None,  # an eval-gated promotion's stage, split and scores (rollouts.py)
         "workers": sup.workers(row.id) if sup is not None else [],
         "endpoints": {
             "openai": f"{base_url}/v1",

@@ -334,6 +334,7 @@ def job_dict(row: Job) -> dict:
         "error": row.error,
         "spec": row.spec,
         "labels": (row.extra or {}).get("labels", {}),
+        "best_checkpoint": fmt.read_best(Path(row.folder)) if row.kind == "train" else None,
     }
 
 

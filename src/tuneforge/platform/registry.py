@@ -98,6 +98,10 @@ def register(
         job = s.get(Job, job_id)
         if job is None:
             raise NotFoundError(f"no job {job_id!r}")
+        if checkpoint is None:  # the best checkpoint train.select marked, when the job has one
+            checkpoint = (fmt.read_best(Path(job.folder)) or {}).get("checkpoint")
+        elif checkpoint == fmt.FINAL_DIR:
+            checkpoint = None
         return register_in(s, job, checkpoint, name)
 
 

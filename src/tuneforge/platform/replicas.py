@@ -50,6 +50,7 @@ from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.executor import Executor, Handle, Launch, worker_argv
 
 from . import deployments as service
+from . import rollouts
 from .context import Platform
 from .db import Deployment, DeploymentReplica
 from .ticker import Ticker
@@ -282,6 +283,7 @@ class DeploymentSupervisor(Ticker):
                     self.terminate(dep.id)
                 continue
             self._supervise(dep)
+        rollouts.advance(self.ctx, deps)  # promotions: decide gates, confirm canaries when due
         self._flush_requests()
 
     def _supervise(self, dep: Deployment) -> None:

@@ -115,7 +115,10 @@ class ModelImport(Body):
 
 class ModelRegister(Body):
     job: str = Field(description="The job whose output to register.")
-    checkpoint: str | None = Field(default=None, description="step-N; empty: the job's final output.")
+    checkpoint: str | None = Field(
+        default=None,
+        description="step-N or final; empty: the best checkpoint train.select marked, else the final output.",
+    )
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
     path: str | None = Field(
         default=None, max_length=500, description="A folder of the job, e.g. output/checkpoint-3000."
@@ -286,6 +289,9 @@ class JobOut(Answer):
     error: dict[str, Any] | None = Field(description="{message, exit_code, log_tail} of a failed job.")
     spec: dict[str, Any] = Field(description="The resolved JobSpec (train), evaluation or command request.")
     labels: dict[str, str]
+    best_checkpoint: dict[str, Any] | None = Field(
+        default=None, description="{checkpoint, step, metric, mode, value} when train.select marked one."
+    )
 
 
 class JobList(Answer):

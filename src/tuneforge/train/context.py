@@ -27,5 +27,10 @@ class RunContext:
 
     def reporter(self) -> Reporter:
         return Reporter(
-            self.folder, self.stop, self.spec.train.save_total_limit, self.show_bar, self.trackers
+            self.folder,
+            self.stop,
+            self.spec.train.save_total_limit,
+            self.show_bar,
+            self.trackers,
+            select=self.spec.train.select,
         )

@@ -132,8 +132,11 @@ class StopFlag:
 class Reporter(TrainerCallback):
     """Writes metrics/events/TensorBoard, turns checkpoints into atomic step-N folders, honours SIGTERM."""
 
-    def __init__(self, folder: JobFolder, stop: StopFlag, keep: int, show_bar: bool, trackers=None):
+    def __init__(
+        self, folder: JobFolder, stop: StopFlag, keep: int, show_bar: bool, trackers=None, select=None
+    ):
         self.folder, self.stop, self.keep = folder, stop, keep
+        self.select = select  # spec.SelectSpec: which eval metric marks the best checkpoint (best.json)
         self.trackers = trackers  # tracking.Trackers: MLflow/W&B/SwanLab get each metrics.jsonl record
         # Filled by trainers that count tokens (CausalLMTrainer); stays zero for TRL's DPO loop.
         self.tokens = {"seen": 0, "trained": 0}
@@ -279,8 +282,30 @@ class Reporter(TrainerCallback):
         self.folder.event(
             fmt.CHECKPOINT_SAVED, step=state.global_step, path=str(dst.relative_to(self.folder.root))
         )
+        best = self._mark_best(state.global_step)
         for _, old in self.folder.step_checkpoints()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.name != best:  # the best checkpoint outlives the rotation
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _mark_best(self, step: int) -> str | None:
+        """Mark checkpoint ``step`` best when its eval metric (logged at that step, just before the save)
+        beats the marked one; returns the best checkpoint's name."""
+        if self.select is None:
+            return None
+        root, metric = self.folder.root, self.select.metric
+        best = fmt.read_best(root)
+        logged = [m[metric] for m in self.folder.read_metrics() if m.get("step") == step and metric in m]
+        value = logged[-1] if logged else None
+        if isinstance(value, int | float):
+            better = best is None or (
+                value < best["value"] if self.select.mode == "min" else value > best["value"]
+            )
+            if better:
+                best = {"checkpoint": fmt.step_name(step), "step": step, "metric": metric,
+                        "mode": self.select.mode, "value": value}  # fmt: skip
+                fmt.write_best(root, best)
+                self.folder.event(fmt.BEST_CHECKPOINT, **best)
+        return best["checkpoint"] if best else None
 
     def on_train_end(self, args, state, control, **kw):
         if self.bar:

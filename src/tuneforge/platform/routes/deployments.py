@@ -1,4 +1,5 @@
-"""/api/v1/deployments (admin): create, list, show, scale, stop, start, delete, events, worker logs."""
+"""/api/v1/deployments (admin): create, list, show, scale, stop, start, delete, events, worker logs,
+and eval-gated promotion (promote, confirm, rollback: rollouts.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import Field
 from tuneforge.jobs import folder as fmt
 
 from .. import deployments as service
+from .. import rollouts
 from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..deps import admin, platform
@@ -45,6 +47,25 @@ class DeploymentCreate(Body):
 
 class DeploymentUpdate(Body):
     replicas: int = Field(..., ge=1, le=16, description="Worker processes: more start, the extra stop.")
+
+
+class DeploymentPromote(Body):
+    model: str = Field(..., max_length=500, description="The candidate: a registered model (name@N), a base.")
+    dataset: str = Field(..., max_length=200, description="A ready chat dataset to evaluate both models on.")
+    canary_percent: float = Field(
+        default=10, gt=0, le=100, description="The share of the deployment's traffic the candidate takes."
+    )
+    gate: str | None = Field(
+        default=None,
+        max_length=100,
+        description="METRIC>=VALUE or METRIC<=VALUE (eval_loss, perplexity, rouge-1/2/l, bleu-4); the "
+        "candidate must also do no worse than the live model on that metric (eval_loss when left out).",
+    )
+    auto_after_s: float | None = Field(
+        default=None, gt=0, le=30 * 86400, description="Take all traffic this long after the gate passed."
+    )
+    max_samples: int = Field(default=100, ge=1, le=100_000, description="Evaluation records per model.")
+    max_new_tokens: int = Field(default=32, ge=1, le=4096, description="Generated tokens per record.")
 
 
 def _base(request: Request) -> str:
@@ -91,6 +112,38 @@ def stop_deployment(name: str, request: Request, ctx: Platform = Depends(platfor
 @router.post("/{name}/start")
 def start_deployment(name: str, request: Request, ctx: Platform = Depends(platform)) -> dict:
     return service.deployment_dict(ctx, service.start(ctx, name), _base(request))
+
+
+@router.post("/{name}/promote", status_code=202)
+def promote_deployment(
+    name: str, body: DeploymentPromote, request: Request, ctx: Platform = Depends(platform)
+) -> dict:
+    """Evaluate the candidate and the live model on the dataset; if it passes the gate, it starts as
+    NAME-canary and takes ``canary_percent`` of the traffic. Follow ``rollout.stage`` and the events."""
+    row = rollouts.promote(
+        ctx,
+        name,
+        body.model,
+        body.dataset,
+        share=body.canary_percent / 100,
+        gate=body.gate,
+        auto_after_s=body.auto_after_s,
+        max_samples=body.max_samples,
+        max_new_tokens=body.max_new_tokens,
+    )
+    return service.deployment_dict(ctx, row, _base(request))
+
+
+@router.post("/{name}/promote/confirm")
+def confirm_promotion(name: str, request: Request, ctx: Platform = Depends(platform)) -> dict:
+    """The canary takes all traffic and the name; the old model stays up as NAME-previous for rollback."""
+    return service.deployment_dict(ctx, rollouts.confirm(ctx, name), _base(request))
+
+
+@router.post("/{name}/rollback")
+def rollback_deployment(name: str, request: Request, ctx: Platform = Depends(platform)) -> dict:
+    """End a canary, or give the name back to the model that served before the last confirmed promotion."""
+    return service.deployment_dict(ctx, rollouts.rollback(ctx, name), _base(request))
 
 
 @router.delete("/{name}", status_code=204)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import secrets
-import time
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query
@@ -13,8 +10,7 @@ from sqlalchemy import select
 from tuneforge.errors import NotFoundError
 from tuneforge.jobs import folder as fmt
 
-from .. import catalog, registry
-from .. import jobs as service
+from .. import evaluations as service
 from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..db import Evaluation, Job
@@ -29,22 +25,8 @@ router = APIRouter(
 )
 
 
-def _target(ctx: Platform, ref: str) -> tuple[str, str]:
-    """(what `tuneforge eval` loads, the label) for a registered model or a base model in the store."""
-    try:
-        row = registry.resolve(ctx, ref)
-        return row.path, f"{row.name}@{row.version}"
-    except NotFoundError:
-        pass
-    from tuneforge.models.store import stored_model_dir
-
-    if stored_model_dir(ref) is not None:
-        return ref, ref
-    raise NotFoundError(f"no registered or base model {ref!r}")
-
-
 def evaluation_dict(ctx: Platform, ev: Evaluation, job: Job) -> dict:
-    out = {
+    return {
         "id": ev.id,
         "model": ev.model,
         "dataset": ev.dataset,
@@ -53,41 +35,15 @@ def evaluation_dict(ctx: Platform, ev: Evaluation, job: Job) -> dict:
         "state": job.state,
         "created_at": ev.created_at,
         "error": job.error,
-        "metrics": None,
+        "metrics": service.scores(job),
     }
-    metrics = Path(job.folder) / "eval" / "metrics.json"
-    if metrics.exists():
-        out["metrics"] = json.loads(metrics.read_text()).get("models")
-    return out
 
 
 @router.post("", status_code=201)
 def create_evaluation(body: EvaluationCreate, ctx: Platform = Depends(platform)) -> dict:
-    target, label = _target(ctx, body.model)
-    ds = catalog.get_dataset_row(ctx.store, body.dataset)
-    if ds.state != "ready":
-        from tuneforge.errors import ConflictError
-
-        raise ConflictError(f"dataset {ds.id} is {ds.state}")
-    spec = {
-        "model": target,
-        "label": label,
-        "dataset": ds.id,
-        "compare_base": body.compare_base,
-        "max_samples": body.max_samples,
-        "max_new_tokens": body.max_new_tokens,
-    }
-    job = service.create_job(ctx, spec, kind="eval")
-    ev = Evaluation(
-        id=f"eval-{secrets.token_hex(6)}",
-        job_id=job.id,
-        model=label,
-        dataset=ds.id,
-        compare_base=body.compare_base,
-        created_at=time.time(),
+    ev, job = service.create(
+        ctx, body.model, body.dataset, body.compare_base, body.max_samples, body.max_new_tokens
     )
-    with ctx.store.session() as s:
-        s.add(ev)
     return evaluation_dict(ctx, ev, job)
 
 

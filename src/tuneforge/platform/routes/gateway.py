@@ -22,6 +22,7 @@ from tuneforge.serve import body as request_body
 from tuneforge.serve.openai import error_body
 
 from .. import deployments as service
+from .. import rollouts
 from ..auth import Principal, authenticate
 from ..context import Platform
 from ..db import Deployment
@@ -117,6 +118,7 @@ async def _target(request: Request, who: Principal, model: str | None):
     dep, model_id = hit
     if not _allowed(who, dep):
         raise GatewayError(403, f"this token's scope does not allow deployment {dep.name!r}", "forbidden")
+    dep, model_id = rollouts.route(ctx, deps, dep, model_id)  # a canary's share of the traffic
     worker = ctx.deployments.pick(dep.id) if dep.state == "ready" else None
     if worker is None:
         if dep.state in ("starting", "ready"):  # ready in the table; its worker is being restarted

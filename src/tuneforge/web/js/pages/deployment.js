@@ -3,6 +3,7 @@ import { del, get, patch, post } from '../api.js';
 import { badge, copyButton, h, fill, page, section } from '../dom.js';
 import { formatNumber, formatTime, t } from '../i18n.js';
 import { showError, showInfo } from '../messages.js';
+import { promotionSection } from './promotion.js';
 
 /** The OpenAI `model` for a deployment: its adapter's id when it serves one (the fine-tune), else its
  * name (the gateway routes by deployment name). */
@@ -29,6 +30,7 @@ export async function render({ args, go }) {
   const examples = h('div');
   const events = h('ol', { class: 'timeline' });
   const tokenBox = h('div', { 'aria-live': 'polite' });
+  const promotion = h('div');
   let dep = null;
   let typedReplicas = null; // what the user is typing survives the page's refreshes while it scales
   let timer = null;
@@ -68,7 +70,9 @@ export async function render({ args, go }) {
       const ev = await get(`/api/v1/deployments/${enc}/events`);
       fill(events, ev.data.map((e) => h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, e.event), ' ', h('span', { class: 'muted' }, e.message || ''))));
     } catch (err) { showError(err); }
-    const settling = dep.state === 'starting' || (dep.state === 'ready' && (dep.replicas_ready ?? 0) !== dep.replicas);
+    fill(promotion, promotionSection(dep, enc, load));
+    const promoting = ['evaluating', 'canary'].includes((dep.rollout || {}).stage); // the gate decides, the canary starts
+    const settling = promoting || dep.state === 'starting' || (dep.state === 'ready' && (dep.replicas_ready ?? 0) !== dep.replicas);
     if (settling) timer = setTimeout(() => load().catch(showError), 1500);
   }
   function scaleForm() {
@@ -95,6 +99,7 @@ export async function render({ args, go }) {
   } }, t('deployment.make_token'));
   const element = page(h('span', {}, name), head,
     h('div', { class: 'columns' }, section('deployment.details', facts), section('deployment.events', events)),
+    promotion,
     section('deployment.token', h('p', { class: 'muted' }, t('deployment.token_help')), makeToken, tokenBox),
     section('deployment.examples', examples));
   return { element, cleanup: () => clearTimeout(timer) };

@@ -132,12 +132,13 @@ export async function render({ args, go }) {
       renderFiles(fl);
       return;
     }
-    const rows = ck.data.map((c) => h('tr', {}, h('td', {}, c.name), h('td', { class: 'num' }, formatNumber(c.step)),
+    const best = job.best_checkpoint && job.best_checkpoint.checkpoint; // train.select's pick (best.json)
+    const rows = ck.data.map((c) => h('tr', {}, h('td', {}, c.name, c.name === best ? [' ', h('strong', { 'data-testid': 'best' }, t('job.best', { metric: job.best_checkpoint.metric }))] : null), h('td', { class: 'num' }, formatNumber(c.step)),
       h('td', { class: 'num' }, formatNumber(c.train_loss)), h('td', { class: 'num' }, formatNumber(c.eval_loss)),
       h('td', {}, h('button', { type: 'button', class: 'small', onclick: () => register(c.name) }, t('job.register')))));
     fill(checkpoints,
       field('job.register_name', regName, t('job.register_help')),
-      job.state === 'succeeded' ? h('p', {}, h('button', { type: 'button', class: 'primary', onclick: () => register(null) }, t('job.register_final'))) : null,
+      job.state === 'succeeded' ? h('p', {}, h('button', { type: 'button', class: 'primary', onclick: () => register('final') }, t('job.register_final'))) : null,
       table(['job.checkpoint', 'job.step', 'job.train_loss', 'job.eval_loss', 'common.actions'], rows));
     renderFiles(fl);
   }

@@ -1,0 +1,352 @@
+"""Eval-gated promotion of a model onto a live deployment: gate, canary, confirm, rollback.
+
+``promote`` queues two evaluations on the named dataset, the candidate's and the live model's. The
+deployment supervisor's tick calls ``advance``: when both have finished it decides the gate (the
+candidate passes the user's ``metric>=value`` and does no worse than the live model on that metric), starts
+the candidate as its own deployment ``NAME-canary`` (its own replicas, logs and events) and, once that is
+ready, the gateway sends it the canary's share of NAME's traffic (``route``). ``confirm`` (or the
+``auto_after_s`` time) hands it all: the candidate takes the name NAME and the old deployment stays running
+as ``NAME-previous``, so ``rollback`` is a rename back that the next request already sees. Tokens are
+scoped by name, so they follow the name.
+
+The stage and the split live in the deployment row's ``rollout`` column (a restarted control plane keeps
+them); every step is an event on NAME with the metrics that decided it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import update
+
+from tuneforge.errors import ConfigError, ConflictError, NotFoundError, TuneforgeError
+
+from . import deployments, evaluations
+from . import jobs as job_service
+from .context import Platform
+from .db import Deployment, DeploymentEvent, Job
+
+log = logging.getLogger(__name__)
+
+METRICS = ("eval_loss", "perplexity", "rouge-1", "rouge-2", "rouge-l", "bleu-4")
+LOWER_IS_BETTER = ("eval_loss", "perplexity")
+ACTIVE = ("evaluating", "canary")  # a second promote waits until these end
+GATE_RE = re.compile(r"^\s*([a-z0-9_-]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+_lock = threading.RLock()  # one transition at a time: the API's threads and the supervisor's tick
+_credit_lock = threading.Lock()  # apart: the gateway must not wait while a transition stops workers
+_credit: dict[str, float] = {}  # deployment id -> the canary's share owed so far (see take_canary)
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    op: str
+    value: float
+
+    def passes(self, score: float) -> bool:
+        return {
+            ">=": score >= self.value,
+            "<=": score <= self.value,
+            ">": score > self.value,
+            "<": score < self.value,
+        }[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+
+def parse_gate(text: str) -> Gate:
+    m = GATE_RE.match(text or "")
+    hint = f"write it as METRIC>=VALUE or METRIC<=VALUE, METRIC one of {', '.join(METRICS)}"
+    if m is None:
+        raise ConfigError(f"gate {text!r}: {hint}")
+    metric, op, value = m.group(1), m.group(2), m.group(3)
+    if metric not in METRICS:
+        raise ConfigError(f"gate {text!r}: unknown metric {metric!r}; {hint}")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"gate {text!r}: {value!r} is not a number; {hint}")
+    return Gate(metric, op, number)
+
+
+def decide(gate: Gate | None, candidate: dict, live: dict) -> tuple[bool, str]:
+    """(passed, why): the candidate must pass the gate and do no worse than the live model on its metric
+    (eval_loss when no gate is given); the message shows both scores."""
+    metric = gate.metric if gate else "eval_loss"
+    c, lv = candidate.get(metric), live.get(metric)
+    if not isinstance(c, int | float) or not isinstance(lv, int | float):
+        return False, f"the evaluation reported no {metric} (candidate {c!r}, live {lv!r})"
+    lower = metric in LOWER_IS_BETTER
+    both = f"candidate {metric}={c:.4g}, live {metric}={lv:.4g}"
+    if gate is not None and not gate.passes(c):
+        return False, f"gate {gate} failed: {both}"
+    if (c > lv) if lower else (c < lv):
+        better = "lower" if lower else "higher"
+        return False, f"the candidate does worse than the live model: {both} ({better} is better)"
+    return True, f"gate {gate or 'no worse than live'} passed: {both}"
+
+
+def _side_name(name: str, suffix: str) -> str:
+    return f"{name[: 63 - len(suffix) - 1]}-{suffix}"
+
+
+def _rollout(row: Deployment | None) -> dict:
+    return dict(row.rollout or {}) if row is not None else {}
+
+
+def _save(ctx: Platform, dep_id: str, rollout: dict, event: str, message: str, **data) -> None:
+    with ctx.store.session() as s:
+        row = s.get(Deployment, dep_id)
+        if row is None:
+            return
+        row.rollout = rollout
+        deployments.add_event(s, dep_id, event, message, **data)
+
+
+def _by_id(ctx: Platform, dep_id: str | None) -> Deployment | None:
+    if not dep_id:
+        return None
+    with ctx.store.reading() as s:
+        return s.get(Deployment, dep_id)
+
+
+# -- the steps a user takes ------------------------------------------------------------------------------
+
+
+def promote(
+    ctx: Platform,
+    name: str,
+    model: str,
+    dataset: str,
+    share: float = 0.1,
+    gate: str | None = None,
+    auto_after_s: float | None = None,
+    max_samples: int | None = 100,
+    max_new_tokens: int = 32,
+) -> Deployment:
+    """Start a promotion: queue the evaluations the gate decides on. The rest happens in ``advance``."""
+    if not 0 < share <= 1:
+        raise ConfigError(f"canary share {share!r}: a fraction above 0 and at most 1 (10% is 0.1)")
+    parsed = parse_gate(gate) if gate else None
+    with _lock:
+        row = deployments.get(ctx, name)
+        ro = _rollout(row)
+        if ro.get("stage") in ("candidate", "previous"):
+            raise ConflictError(
+                f"deployment {row.name} is a promotion's {ro['stage']}: promote onto the live deployment"
+            )
+        if ro.get("stage") in ACTIVE:
+            raise ConflictError(
+                f"deployment {row.name}: the promotion of {ro['model']} is at stage {ro['stage']}; "
+                f"`tuneforge deployments promote {row.name} --confirm` or `rollback {row.name}` it first"
+            )
+        if row.state != "ready":
+            raise ConflictError(f"deployment {row.name} is {row.state}: a canary needs it ready")
+        deployments.resolve_model(ctx, model)  # servable at all, before spending an evaluation on it
+        evaluations.target(ctx, model)
+        evaluations.target(ctx, row.model)
+        cand_job = evaluations.reuse_or_create(ctx, model, dataset, max_samples, max_new_tokens)
+        live_job = evaluations.reuse_or_create(ctx, row.model, dataset, max_samples, max_new_tokens)
+        new = {
+            "stage": "evaluating",
+            "model": model,
+            "live_model": row.model,
+            "dataset": dataset,
+            "gate": str(parsed) if parsed else None,
+            "share": share,
+            "auto_after_s": auto_after_s,
+            "evals": {"candidate": cand_job.id, "live": live_job.id},
+            "previous": ro.get("previous"),  # the standby of an earlier promotion, kept until this confirms
+            "started_at": time.time(),
+        }
+        what = f"evaluating {model} and {row.model} on {dataset}"
+        _save(ctx, row.id, new, "promote", f"{what} (gate {parsed or 'no worse than live'})", **new)
+        return deployments.get(ctx, name)
+
+
+def confirm(ctx: Platform, name: str, by: str = "user") -> Deployment:
+    """The canary takes all traffic and the name; the old deployment stays up as NAME-previous."""
+    with _lock:
+        row = deployments.get(ctx, name)
+        ro = _rollout(row)
+        if ro.get("stage") != "canary":
+            raise ConflictError(f"deployment {row.name} has no canary to confirm (stage: {ro.get('stage')})")
+        cand = _by_id(ctx, ro.get("candidate"))
+        if cand is None or cand.state != "ready":
+            state = cand.state if cand else "gone"
+            raise ConflictError(f"deployment {row.name}: the candidate is {state}; confirm once it is ready")
+        stale = _by_id(ctx, ro.get("previous"))
+        if stale is not None:  # two promotions back: no rollback reaches it any more
+            deployments.remove(ctx, stale.id)
+        previous_name = _side_name(row.name, "previous")
+        with ctx.store.session() as s:
+            old, new = s.get(Deployment, row.id), s.get(Deployment, cand.id)
+            old.name = f"{row.id}-swap"  # names are unique: free NAME before the candidate takes it
+            s.flush()
+            new.name, old.name = row.name, previous_name
+            _move_events(s, old.id, new.id)  # NAME's history stays on NAME
+            new.rollout = {**ro, "stage": "promoted", "candidate": None, "previous": old.id, "by": by}
+            old.rollout = {"stage": "previous", "of": new.id}
+            message = f"{ro['model']} takes all traffic ({by}); {row.model} stays up as {previous_name}"
+            deployments.add_event(s, new.id, "promoted", message, model=ro["model"], by=by)
+        with _credit_lock:
+            _credit.pop(row.id, None)
+        return deployments.get(ctx, name)
+
+
+def rollback(ctx: Platform, name: str) -> Deployment:
+    """Back to the model that served before: a canary ends, a confirmed promotion gives the name back."""
+    with _lock:
+        row = deployments.get(ctx, name)
+        ro = _rollout(row)
+        stage = ro.get("stage")
+        if stage in ACTIVE:
+            _end_canary(ctx, row, ro)
+            message = f"{ro['model']} withdrawn at stage {stage}; all traffic on {row.model}"
+            _save(ctx, row.id, {**ro, "stage": "rolled_back", "candidate": None}, "rolled_back", message)
+            return deployments.get(ctx, name)
+        previous = _by_id(ctx, ro.get("previous"))  # also after a later promotion was refused or failed
+        if previous is None:
+            raise ConflictError(f"deployment {row.name}: nothing to roll back to (stage: {stage})")
+        with ctx.store.session() as s:
+            new, old = s.get(Deployment, row.id), s.get(Deployment, previous.id)
+            new.name = _side_name(row.name, "withdrawn")
+            s.flush()
+            old.name = row.name
+            _move_events(s, new.id, old.id)
+            old.rollout = {**ro, "stage": "rolled_back", "previous": None}
+            new.rollout = {"stage": "withdrawn"}
+            message = f"{previous.model} serves again; {row.model} withdrawn"
+            deployments.add_event(s, old.id, "rolled_back", message, model=previous.model)
+        deployments.remove(ctx, row.id)
+        if previous.state in ("stopped", "failed"):
+            deployments.start(ctx, name)
+        return deployments.get(ctx, name)
+
+
+def _move_events(s, from_id: str, to_id: str) -> None:
+    s.execute(
+        update(DeploymentEvent).where(DeploymentEvent.deployment_id == from_id).values(deployment_id=to_id)
+    )
+
+
+def _end_canary(ctx: Platform, row: Deployment, ro: dict) -> None:
+    for job_id in (ro.get("evals") or {}).values():
+        try:
+            job_service.cancel_job(ctx, job_id)
+        except NotFoundError:
+            pass
+    cand = _by_id(ctx, ro.get("candidate"))
+    if cand is not None:
+        deployments.remove(ctx, cand.id)
+    with _credit_lock:
+        _credit.pop(row.id, None)
+
+
+# -- what the supervisor's tick and the gateway call -----------------------------------------------------
+
+
+def advance(ctx: Platform, deps: list[Deployment]) -> None:
+    """Move every active promotion one step: decide a gate whose evaluations have finished, confirm a
+    canary whose ``auto_after_s`` has passed. A step that fails ends the promotion with its reason."""
+    for row in deps:
+        ro = _rollout(row)
+        if ro.get("stage") not in ACTIVE:
+            continue
+        try:
+            with _lock:
+                _advance_one(ctx, row.id)
+        except TuneforgeError as exc:
+            _fail(ctx, row.id, str(exc))
+
+
+def _advance_one(ctx: Platform, dep_id: str) -> None:
+    row = _by_id(ctx, dep_id)
+    ro = _rollout(row)
+    if ro.get("stage") == "evaluating":
+        _decide_gate(ctx, row, ro)
+    elif ro.get("stage") == "canary":
+        cand = _by_id(ctx, ro.get("candidate"))
+        if cand is None or cand.state in ("failed", "stopped"):
+            why = cand.last_error if cand else "it was removed"
+            _fail(ctx, row.id, f"the candidate deployment is {cand.state if cand else 'gone'}: {why}")
+        elif ro.get("auto_at") and time.time() >= ro["auto_at"] and cand.state == "ready":
+            confirm(ctx, row.name, by="auto")
+
+
+def _decide_gate(ctx: Platform, row: Deployment, ro: dict) -> None:
+    with ctx.store.reading() as s:
+        jobs = {side: s.get(Job, job_id) for side, job_id in ro["evals"].items()}
+    for side, job in jobs.items():
+        if job is None or job.state in ("failed", "cancelled"):
+            why = ((job.error or {}).get("message") if job else None) or "gone"
+            raise ConflictError(f"the evaluation of the {side} model ({ro['evals'][side]}) failed: {why}")
+    if any(job.state != "succeeded" for job in jobs.values()):
+        return
+    scores = {side: next(iter((evaluations.scores(job) or {"?": {}}).values())) for side, job in jobs.items()}
+    gate = parse_gate(ro["gate"]) if ro.get("gate") else None
+    passed, why = decide(gate, scores["candidate"], scores["live"])
+    decided = {**ro, "scores": scores, "decision": why}
+    if not passed:
+        _save(ctx, row.id, {**decided, "stage": "refused"}, "refused", why, scores=scores)
+        return
+    cand = deployments.create(
+        ctx,
+        ro["model"],
+        name=_side_name(row.name, "canary"),
+        engine=row.engine,
+        replicas=1,
+        options=row.options,
+    )
+    with ctx.store.session() as s:
+        s.get(Deployment, cand.id).rollout = {"stage": "candidate", "of": row.id}
+    auto = ro.get("auto_after_s")
+    auto_at = time.time() + auto if auto else None
+    canary = {**decided, "stage": "canary", "candidate": cand.id, "auto_at": auto_at}
+    _save(ctx, row.id, canary, "gate_passed", why, scores=scores)
+    share = f"{ro['share']:.0%}"
+    _save(ctx, row.id, canary, "canary", f"{ro['model']} ({cand.name}) takes {share} of traffic once ready")
+
+
+def _fail(ctx: Platform, dep_id: str, why: str) -> None:
+    row = _by_id(ctx, dep_id)
+    if row is None:
+        return
+    ro = _rollout(row)
+    log.warning("deployment %s: promotion of %s failed: %s", row.name, ro.get("model"), why)
+    try:
+        _end_canary(ctx, row, ro)
+    finally:
+        _save(ctx, dep_id, {**ro, "stage": "failed", "candidate": None, "reason": why}, "promote_failed", why)
+
+
+def route(ctx: Platform, deps: list[Deployment], dep: Deployment, model_id: str) -> tuple[Deployment, str]:
+    """Where a request for ``dep``'s default model goes: the canary's share of them to the candidate, the
+    rest (and every other model id, and all while the candidate has no ready replica) to ``dep``."""
+    ro = _rollout(dep)
+    if ro.get("stage") != "canary" or model_id != dep.default_model_id:
+        return dep, model_id
+    cand = next((d for d in deps if d.id == ro.get("candidate")), None)
+    if cand is None or cand.state != "ready" or not ctx.deployments.ready_count(cand.id):
+        return dep, model_id
+    if not take_canary(dep.id, float(ro.get("share") or 0)):
+        return dep, model_id
+    return cand, cand.default_model_id
+
+
+def take_canary(dep_id: str, share: float) -> bool:
+    """Whether this request goes to the canary: a running credit, so over any n requests the canary gets
+    share·n of them to within one (a random draw would wander by several percent over a few hundred)."""
+    with _credit_lock:
+        credit = _credit.get(dep_id, 0.0) + share
+        hit = credit >= 1.0 - 1e-9
+        _credit[dep_id] = credit - 1.0 if hit else credit
+        return hit
