@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from tuneforge.jobs.folder import FINAL_DIR
 from tuneforge.models.info import read_info
 from tuneforge.models.pull import import_model, pull_model
 from tuneforge.models.store import list_models, remove_model, resolve_model
@@ -237,7 +238,7 @@ def register(
     if json_out:
         print_json(row)
     else:
-        chose = checkpoint is None and not path and row["checkpoint"] != "final"
+        chose = checkpoint is None and not path and row["checkpoint"] != FINAL_DIR
         best = ", its best checkpoint" if chose else ""
         where = f"{row['job']} ({row['checkpoint']}{best}, base {row['base_model']})"
         console.print(f"registered [bold]{row['ref']}[/] from {where}")
