@@ -26,19 +26,25 @@ def _dry_run(tmp_path: Path, *args: str) -> list[str]:
     return out.stdout.splitlines()
 
 
-def _pip_installs(lines: list[str]) -> list[str]:
-    pip = [line for line in lines if " -m pip install " in line and "--upgrade pip" not in line]
-    return [line.split(" install ", 1)[1] for line in pip]
+def _installs(lines: list[str]) -> list[str]:
+    """Each install step as 'pip ARGS' (torch: pip honours the machine's pip configuration) or 'uv ARGS'."""
+    steps = []
+    for line in lines:
+        if " -m pip install " in line and "--upgrade" not in line:
+            steps.append("pip " + line.split(" install ", 1)[1])
+        elif "/uv pip install " in line:
+            steps.append("uv " + line.split(" install ", 1)[1].replace("--python .venv/bin/python ", ""))
+    return steps
 
 
 def test_quickstart_installs_the_runtime_only(tmp_path):
-    installs = _pip_installs(_dry_run(tmp_path, "quickstart"))
-    assert installs == ['-q "torch==2.13.0"', "-q -e ."]
+    installs = _installs(_dry_run(tmp_path, "quickstart"))
+    assert installs == ['pip -q "torch==2.13.0"', "uv -q -e ."]
 
 
-def test_test_installs_the_dev_extra(tmp_path):
-    installs = _pip_installs(_dry_run(tmp_path, "test"))
-    assert installs == ['-q "torch==2.13.0"', "-q -e .", '-q -e ".[dev,docs]"']
+def test_test_installs_the_dev_extra_with_the_engines_the_tests_start(tmp_path):
+    installs = _installs(_dry_run(tmp_path, "test"))
+    assert installs == ['pip -q "torch==2.13.0"', "uv -q -e .", 'uv -q -e ".[dev,docs,ray,wandb,swanlab]"']
 
 
 def test_test_builds_the_docs_strictly_after_lint_and_before_pytest(tmp_path):
@@ -52,12 +58,12 @@ def test_test_builds_the_docs_strictly_after_lint_and_before_pytest(tmp_path):
 
 def test_docs_builds_the_site_with_the_docs_extra(tmp_path):
     lines = _dry_run(tmp_path, "docs")
-    assert _pip_installs(lines)[-1] == '-q -e ".[dev,docs]"'
+    assert _installs(lines)[-1] == 'uv -q -e ".[dev,docs,ray,wandb,swanlab]"'
     assert lines[-1] == "NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d site/"
 
 
 def test_torch_index_picks_where_torch_comes_from(tmp_path):
     cpu = "https://download.pytorch.org/whl/cpu"
-    installs = _pip_installs(_dry_run(tmp_path, "quickstart", f"TORCH_INDEX={cpu}"))
-    assert installs[0] == f'-q --index-url {cpu} "torch==2.13.0"'
-    assert installs[1] == "-q -e ."  # tuneforge's own dependencies still come from pip's indexes
+    installs = _installs(_dry_run(tmp_path, "quickstart", f"TORCH_INDEX={cpu}"))
+    assert installs[0] == f'pip -q --index-url {cpu} "torch==2.13.0"'
+    assert installs[1] == "uv -q -e ."  # tuneforge's own dependencies still come from PyPI
