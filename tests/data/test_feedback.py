@@ -14,7 +14,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.spec import parse_spec
 
 
-def test_prompt_completion_label_is_kto_feedback(tmp_path):
+def test_prompt_completion_label_is_kto_feedback(tmp_path, tiny_tokenizer):
     rows = [
         {"prompt": "Capital of France?", "completion": "Paris", "label": True, "system": "Be brief."},
         {"prompt": "Capital of France?", "completion": "Rome", "label": False},
@@ -30,9 +30,10 @@ def test_prompt_completion_label_is_kto_feedback(tmp_path):
         "label": True,
     }
     assert loaded.records[1]["label"] is False
-    stats = StatsBuilder()
-    for record in loaded.records:
-        stats.add(record)  # the upload's statistics read feedback records too
+    # the upload's statistics and token previews read feedback records too
+    for stats in (StatsBuilder(), StatsBuilder(tiny_tokenizer, tiny_tokenizer.chat_template)):
+        for record in loaded.records:
+            stats.add(record)
 
 
 def test_conversation_with_label_and_csv_words(tmp_path):

@@ -159,3 +159,15 @@ def test_prompts_past_max_len_fail_the_run_instead_of_training_no_step(tiny_llam
         run(spec, tmp_path / "job")
     events = [json.loads(x) for x in (tmp_path / "job" / "events.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "failed"
+
+
+def test_templates_and_fields_reach_defaults_and_schema():
+    from tuneforge.spec import JobSpec, annotated_defaults, template_spec
+
+    for template, method in (("kto-lora", "kto"), ("orpo-lora", "orpo"), ("simpo-lora", "simpo")):
+        spec = template_spec(template, model="m", dataset="d.json")
+        assert (spec.method, spec.finetuning, spec.learning_rate) == (method, "lora", 5e-5)
+    defaults = annotated_defaults()
+    hyper = JobSpec.model_json_schema()["$defs"]["HyperParams"]["properties"]
+    for field in ("kto_desirable_weight", "kto_undesirable_weight", "simpo_gamma", "cpo_alpha"):
+        assert f"  {field}:" in defaults and hyper[field]["description"]

@@ -188,6 +188,9 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
         "sft-qlora",
         "sft-full",
         "dpo-lora",
+        "kto-lora",
+        "orpo-lora",
+        "simpo-lora",
         "pretrain-lora",
     ]
     shot(page, "02-home")
