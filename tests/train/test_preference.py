@@ -143,7 +143,9 @@ def test_loss_falls_and_margin_grows(trained, method):
 
 
 def test_kto_needs_two_rows_a_batch():
-    with pytest.raises(Exception, match="batch_size ≥ 2"):
+    from tuneforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="method kto needs train.batch_size ≥ 2"):
         parse_spec({"method": "kto", "model": "m", "data": {"train": "d.json"}, "train": {"batch_size": 1}})
 
 
