@@ -132,7 +132,8 @@ class HyperParams(Strict):
     learning_rate: float | None = Field(
         default=None,
         gt=0,
-        description="Peak learning rate; default 2e-4 for LoRA/QLoRA, 2e-5 full, 5e-6 DPO full.",
+        description="Peak learning rate; default 2e-4 for LoRA/QLoRA (5e-5 for DPO, KTO, ORPO, SimPO), "
+        "2e-5 full (5e-6 for those).",
     )
     epochs: float = Field(default=3.0, gt=0, description="Passes over the training data.")
     max_steps: int | None = Field(
@@ -183,7 +184,30 @@ class HyperParams(Strict):
         description="Mark the best checkpoint by an eval metric (kept past save_total_limit; what "
         "`models register JOB` takes by default). Needs evaluation data; save at the eval steps.",
     )
-    dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta (strength of the KL anchor).")
+    dpo_beta: float = Field(
+        default=0.1,
+        gt=0,
+        description="Beta of the preference losses (LLaMA-Factory's pref_beta): DPO's and KTO's KL anchor, "
+        "ORPO's odds-ratio weight (lambda), SimPO's reward scale.",
+    )
+    kto_desirable_weight: float = Field(
+        default=1.0, gt=0, description="KTO: loss weight of desirable (label: true) examples."
+    )
+    kto_undesirable_weight: float = Field(
+        default=1.0,
+        gt=0,
+        description="KTO: loss weight of undesirable (label: false) examples; raise the rarer side's weight "
+        "so that weight × count is about equal.",
+    )
+    simpo_gamma: float = Field(
+        default=0.5, ge=0, description="SimPO: target reward margin between chosen and rejected answers."
+    )
+    cpo_alpha: float = Field(
+        default=0.0,
+        ge=0,
+        description="SimPO: weight of an added SFT (NLL) loss on the chosen answers; 0 is SimPO as published "
+        "and as LLaMA-Factory trains it.",
+    )
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "swanlab"]] = Field(
         default_factory=lambda: ["tensorboard"],
         description="Experiment trackers that get a copy of metrics.jsonl, the spec and the final model "
@@ -253,11 +277,19 @@ class EvalSpec(Strict):
     )
 
 
+# Methods that learn from preferred and rejected answers (TRL's trainers); they share DPO's defaults.
+PREFERENCE_METHODS = ("dpo", "kto", "orpo", "simpo")
+
+
 class JobSpec(Strict):
     """A complete training run."""
 
     name: Name | None = Field(default=None, description="A label for the run (the job's name).")
-    method: Literal["sft", "dpo", "pretrain"] = Field(default="sft", description="Training objective.")
+    method: Literal["sft", "dpo", "kto", "orpo", "simpo", "pretrain"] = Field(
+        default="sft",
+        description="Training objective: sft; dpo, orpo, simpo (preference pairs); kto (answers labelled "
+        "good or bad); pretrain (raw text).",
+    )
     finetuning: Literal["lora", "qlora", "full"] = Field(default="lora", description="Which weights train.")
     model: str = Field(description="A pulled/imported model name or an HF model folder.")
     trust_remote_code: bool = Field(default=False, description="Run code shipped with the model (ChatGLM…).")
@@ -285,6 +317,9 @@ class JobSpec(Strict):
         adapter_only = [k for k in ("plus_ratio", "use_dora", "use_rslora") if getattr(self.lora, k)]
         if self.finetuning == "full" and adapter_only:
             raise ValueError(f"lora.{adapter_only[0]} needs a LoRA adapter; finetuning is full")
+        if self.method == "kto" and self.train.batch_size < 2:
+            # KTO's KL estimate pairs each answer with another prompt of the same batch
+            raise ValueError("method kto needs train.batch_size ≥ 2 (its KL term uses the batch's others)")
         if self.resources.nodes > 1 and self.resources.gpus < 1:
             raise ValueError("resources.nodes > 1 needs resources.gpus ≥ 1 per node")
         return self
@@ -294,8 +329,8 @@ class JobSpec(Strict):
         if self.train.learning_rate:
             return self.train.learning_rate
         if self.finetuning == "full":
-            return 5e-6 if self.method == "dpo" else 2e-5
-        return 5e-5 if self.method == "dpo" else 2e-4
+            return 5e-6 if self.method in PREFERENCE_METHODS else 2e-5
+        return 5e-5 if self.method in PREFERENCE_METHODS else 2e-4
 
 
 TEMPLATES: dict[str, dict] = {
@@ -314,6 +349,21 @@ TEMPLATES: dict[str, dict] = {
         "method": "dpo",
         "finetuning": "lora",
         "description": "Direct preference optimisation, LoRA.",
+    },
+    "kto-lora": {
+        "method": "kto",
+        "finetuning": "lora",
+        "description": "KTO: answers labelled good or bad (prompt/completion/label), LoRA.",
+    },
+    "orpo-lora": {
+        "method": "orpo",
+        "finetuning": "lora",
+        "description": "ORPO: preference pairs, SFT and preference in one loss, no reference model, LoRA.",
+    },
+    "simpo-lora": {
+        "method": "simpo",
+        "finetuning": "lora",
+        "description": "SimPO: preference pairs, length-normalised reward and a margin, no reference, LoRA.",
     },
     "pretrain-lora": {
         "method": "pretrain",

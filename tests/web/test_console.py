@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import MEMO, write
 from tests.support.paths import ARTIFACTS, ROOT
 from tests.support.platformhelp import make_client
+from tuneforge.spec import TEMPLATES
 
 WEB = ROOT / "src" / "tuneforge" / "web"
 CHROMIUM = "/usr/bin/chromium"
@@ -183,13 +184,7 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     shot(page, "01-signin")
     sign_in(page, srv)
     cards = page.query_selector_all("article.template h3")
-    assert [c.inner_text() for c in cards] == [
-        "sft-lora",
-        "sft-qlora",
-        "sft-full",
-        "dpo-lora",
-        "pretrain-lora",
-    ]
+    assert [c.inner_text() for c in cards] == list(TEMPLATES)
     shot(page, "02-home")
 
     # A good dataset: stored, its stats and (from the worker) the token-length histogram.

@@ -30,6 +30,13 @@ PREFERENCE_COLUMNS = {
     "rejected": ("rejected", "rejected"),
     "system": (None, "system"),
 }
+# stage: kto reads alpaca columns into the kto format's keys, and kto_tag (the good/bad label) as label.
+KTO_COLUMNS = {
+    **ALPACA_COLUMNS,
+    "prompt": ("instruction", "prompt"),
+    "response": ("output", "completion"),
+    "kto_tag": (None, "label"),
+}
 SHAREGPT_TAGS = {
     "role_tag": "from",
     "content_tag": "value",
@@ -116,7 +123,7 @@ def dataset_ref(
         problems.errors.append(f"{where}: columns and tags must be objects.")
         return None
     for extra in UNSUPPORTED_COLUMNS:
-        if columns.get(extra):
+        if columns.get(extra) and not (extra == "kto_tag" and stage == "kto"):
             problems.warnings.append(f"{where}: column {extra} ({columns[extra]}) is not used by tuneforge.")
     if entry.get("num_samples"):
         ref["max_samples"] = int(entry["num_samples"])
@@ -142,6 +149,8 @@ def dataset_ref(
             )
     else:
         _sharegpt(ref, columns, tags, ranking, where, problems)
+    if stage == "kto":
+        _kto(ref, columns, formatting, where, problems)
     if not ref.get("map"):
         ref.pop("map", None)
     return ref
@@ -188,3 +197,19 @@ def _sharegpt(ref: dict, columns: dict, tags: dict, ranking: bool, where: str, p
     if columns.get("system"):
         mapping["system"] = columns["system"]
     ref["map"] = {k: v for k, v in mapping.items() if k != v}
+
+
+def _kto(ref: dict, columns: dict, formatting: str, where: str, problems: DatasetProblems) -> None:
+    """stage: kto: the record's answer (alpaca output, or the conversation's last turn) is the completion,
+    labelled good or bad by the kto_tag column."""
+    if not columns.get("kto_tag"):
+        problems.errors.append(
+            f"{where}: stage kto needs the kto_tag column (each record's true/false label); add "
+            '"kto_tag": "COLUMN" to its columns.'
+        )
+        return
+    ref["format"] = "kto"
+    if formatting == "alpaca":
+        ref["map"] = _column_map(columns, KTO_COLUMNS)
+    elif columns["kto_tag"] != "label":
+        ref["map"] = {**ref.get("map", {}), "label": columns["kto_tag"]}

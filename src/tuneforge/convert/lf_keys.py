@@ -34,6 +34,9 @@ KEYS: dict[str, str] = {
     "gradient_checkpointing": "train.gradient_checkpointing",
     "neftune_noise_alpha": "train.neftune_alpha",
     "pref_beta": "train.dpo_beta",
+    "simpo_gamma": "train.simpo_gamma",
+    "kto_chosen_weight": "train.kto_desirable_weight",
+    "kto_rejected_weight": "train.kto_undesirable_weight",
     "lora_rank": "lora.r",
     "lora_alpha": "lora.alpha",
     "lora_dropout": "lora.dropout",
@@ -95,7 +98,9 @@ REFUSED_TEMPLATES = {
     "qwen2_5": "LLaMA-Factory has no template qwen2_5 (it stops with 'Template qwen2_5 does not "
     "exist.'); Qwen2 and Qwen2.5 models take template qwen",
 }
-STAGES = {"sft": "sft", "dpo": "dpo", "pt": "pretrain"}
+STAGES = {"sft": "sft", "dpo": "dpo", "kto": "kto", "pt": "pretrain"}
+# stage: dpo with pref_loss NAME trains this method (LLaMA-Factory's preference losses tuneforge runs)
+PREF_LOSSES = {"sigmoid": "dpo", "orpo": "orpo", "simpo": "simpo"}
 OPTIMIZERS = {
     "adamw_torch": "adamw_torch",
     "adamw_torch_fused": "adamw_torch_fused",

@@ -30,6 +30,7 @@ from .lf_keys import (
     LF_DEFAULTS,
     NOT_APPLICABLE,
     OPTIMIZERS,
+    PREF_LOSSES,
     REFUSED_TEMPLATES,
     SCHEDULERS,
     STAGES,
@@ -106,8 +107,8 @@ def convert_llamafactory(
     stage = args.pop("stage", "sft")
     if stage not in STAGES:
         errors.append(
-            f"stage {stage!r}: tuneforge trains sft, dpo and pt (pretraining); "
-            "reward modelling, PPO and KTO are not tuneforge methods."
+            f"stage {stage!r}: tuneforge trains sft, dpo (pref_loss sigmoid, orpo, simpo), kto and pt "
+            "(pretraining); PPO is not a tuneforge method."
         )
     put("method", STAGES.get(stage, "sft"))
     put("eval.metrics", "llamafactory")  # its run's scores are compared with LLaMA-Factory's own
@@ -117,6 +118,7 @@ def convert_llamafactory(
             f"cutoff_len {args['cutoff_len']}: cut as LLaMA-Factory cuts (data.truncation keep_answers: a "
             "long prompt is shortened so that its answer is still trained)"
         )
+    _preference_loss(args, stage, put, errors)
     _finetuning(args, put, errors)
     _precision(args, put, out)
     _lora_targets(args, put)
@@ -213,11 +215,6 @@ def _optimizer_and_schedule(args: dict, put, errors: list[str], out: Conversion)
         errors.append(f"lr_scheduler_type {scheduler!r}: use one of {', '.join(SCHEDULERS)}.")
     if "disable_gradient_checkpointing" in args:
         put("train.gradient_checkpointing", not args.pop("disable_gradient_checkpointing"))
-    for key in ("pref_loss", "pref_ftx"):
-        if key in args:
-            value = args.pop(key)
-            if (key, value) not in (("pref_loss", "sigmoid"), ("pref_ftx", 0), ("pref_ftx", 0.0)):
-                errors.append(f"{key} {value!r}: tuneforge's DPO is the sigmoid loss without an SFT term.")
     if "loraplus_lr_embedding" in args:
         out.notes.append(
             f"loraplus_lr_embedding {args.pop('loraplus_lr_embedding')}: peft's default (1e-6) is used "
@@ -239,6 +236,20 @@ def _optimizer_and_schedule(args: dict, put, errors: list[str], out: Conversion)
             )
         else:
             out.warnings.append(f"deepspeed {config}: stage not recognised from the name; ignored")
+
+
+def _preference_loss(args: dict, stage: str, put, errors: list[str]) -> None:
+    """stage: dpo's pref_loss picks the method (orpo, simpo); pref_ftx (an added SFT loss) is not run."""
+    loss = args.pop("pref_loss", "sigmoid")
+    if loss not in PREF_LOSSES:
+        errors.append(
+            f"pref_loss {loss!r}: tuneforge trains {', '.join(PREF_LOSSES)} (stage: dpo) and stage: kto."
+        )
+    elif stage == "dpo":  # other stages do not read it (as in LLaMA-Factory)
+        put("method", PREF_LOSSES[loss])
+    ftx = args.pop("pref_ftx", 0)
+    if ftx not in (0, 0.0):
+        errors.append(f"pref_ftx {ftx!r}: tuneforge's preference losses have no added SFT term; remove it.")
 
 
 def _masking_and_template(args: dict, put, errors: list[str], out: Conversion) -> None:

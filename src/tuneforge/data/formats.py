@@ -5,6 +5,7 @@ Canonical records are plain dicts of one of three kinds:
   chat        {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...]}
   text        {"text": str}
   preference  {"prompt": [messages], "chosen": [messages], "rejected": [messages]}  (TRL's shape)
+  feedback    {"prompt": [messages], "completion": [messages], "label": bool}  (TRL's KTO shape)
 An assistant message may carry OpenAI ``tool_calls`` and a tool message its ``tool_call_id``/``name``;
 a chat record may carry the ``tools`` it was given.
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from tuneforge.errors import ConfigError, Problem
 
+from .feedback import feedback
 from .limits import short
 from .readers import RawRow
 from .records import (
@@ -55,6 +57,13 @@ FORMATS: dict[str, Format] = {
             ("preferred_output", "non_preferred_output"),
             openai_preference,
             "input.messages/preferred_output/non_preferred_output (OpenAI preference fine-tuning)",
+        ),
+        Format(  # before prompt_completion, whose keys its records also carry
+            "kto",
+            "feedback",
+            ("label", "prompt", "completion"),
+            feedback,
+            "prompt/completion/label: true|false, or messages with a label (KTO's unpaired feedback)",
         ),
         Format(
             "alpaca",
@@ -218,12 +227,18 @@ def apply_mapping(rows: list[RawRow], mapping: dict[str, str]) -> list[Problem]:
     return []
 
 
+def _near(fmt: Format, other: Format) -> bool:
+    # A feedback (KTO) record is a chat record with a label; one without it, or a chat dataset forced
+    # with --format whose records carry labels, is read as the dataset's format.
+    return other.keys[0] in fmt.keys or {fmt.kind, other.kind} == {"chat", "feedback"}
+
+
 def convert_row(row: RawRow, fmt: Format, probs: RecordProblems) -> dict | None:
     """The canonical record of one raw row, or None with its problems added to ``probs``."""
     other = _signature(row.data)
     # Formats sharing their identifying key (prompt/completion vs mapped prompt/response) are near
     # enough; anything else means records of another format slipped into this dataset.
-    if other and other != fmt.name and FORMATS[other].keys[0] not in fmt.keys:
+    if other and other != fmt.name and not _near(fmt, FORMATS[other]):
         probs.add(
             None,
             f"this record is in {other} format but the dataset is {fmt.name}; keep one format "

@@ -309,5 +309,10 @@ def tokenize_record(
         return tokenize_pretrain(tokenizer, record["text"], max_len)
     if "messages" in record:
         return tokenize_chat(tokenizer, template, record["messages"], max_len, mode)
-    # preference: the chosen conversation, for previews and statistics
-    return tokenize_chat(tokenizer, template, record["prompt"] + record["chosen"], max_len, mode)
+    return tokenize_chat(tokenizer, template, record_turns(record), max_len, mode)
+
+
+def record_turns(record: dict) -> list[dict]:
+    """The conversation a chat record is, or for previews and statistics the one a preference pair
+    (prompt + chosen) or a KTO record (prompt + completion) stands for."""
+    return record.get("messages") or record["prompt"] + (record.get("chosen") or record["completion"])

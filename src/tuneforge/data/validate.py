@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .load import LoadedDataset, RecordError, scan_records
-from .tokenize import IGNORE_INDEX, tokenize_record
+from .tokenize import IGNORE_INDEX, record_turns, tokenize_record
 
 
 def _summary(values: list[int]) -> dict:
@@ -104,15 +104,11 @@ LONG_RECORD_CHARS = 256 * 1024
 SLICE_CHARS = 64 * 1024
 
 
-def _turns(record: dict) -> list[dict]:
-    return record.get("messages") or record["prompt"] + record["chosen"]
-
-
 def _texts(record: dict):
     if "text" in record:
         yield record["text"]
         return
-    for m in _turns(record) + record.get("rejected", []):
+    for m in record_turns(record) + record.get("rejected", []):
         yield m["content"]
 
 
@@ -147,7 +143,7 @@ class StatsBuilder:
         if "text" in record:
             counts = [("text", self._role("text", record["text"]))]
         else:
-            counts = [(m["role"], self._role(m["role"], m["content"])) for m in _turns(record)]
+            counts = [(m["role"], self._role(m["role"], m["content"])) for m in record_turns(record)]
             for m in record.get("rejected", ()):
                 self._role("rejected", m["content"])
         if self.tokenizer is not None:

@@ -13,12 +13,22 @@ from tuneforge.spec import DatasetRef, JobSpec
 
 log = logging.getLogger(__name__)
 
-KIND_FOR_METHOD = {"sft": ("chat",), "dpo": ("preference",), "pretrain": ("text", "chat")}
+KIND_FOR_METHOD = {
+    "sft": ("chat",),
+    "dpo": ("preference",),
+    "kto": ("feedback", "preference"),  # TRL splits a pair into a good and a bad answer
+    "orpo": ("preference",),
+    "simpo": ("preference",),
+    "pretrain": ("text", "chat"),
+}
 
 
 NEEDS = {
     "sft": "chat data (alpaca, sharegpt, openai …)",
     "dpo": "preference data (prompt/chosen/rejected)",
+    "kto": "answers labelled good or bad (prompt/completion/label: true|false) or preference pairs",
+    "orpo": "preference data (prompt/chosen/rejected)",
+    "simpo": "preference data (prompt/chosen/rejected)",
     "pretrain": 'text data ({"text": …})',
 }
 

@@ -50,7 +50,7 @@ def run_training(
     """``spec_written``: the folder's spec.yaml is the spec the server resolved; it is not written again.
     ``folder_checked``: a rank of a group whose launcher checked the folder (its siblings write there).
     """
-    from . import dpo, pretrain, ray_train, sft
+    from . import dpo, kto, orpo, pretrain, ray_train, sft, simpo
     from .context import RunContext
     from .data import load_spec_records
     from .model import preflight
@@ -87,7 +87,14 @@ def run_training(
     ctx = RunContext(
         spec, folder, runtime, train_records, val_records, stop, resume, tuple(callbacks), show_bar
     )
-    recipe = {"sft": sft.run, "dpo": dpo.run, "pretrain": pretrain.run}[spec.method]
+    recipe = {
+        "sft": sft.run,
+        "dpo": dpo.run,
+        "kto": kto.run,
+        "orpo": orpo.run,
+        "simpo": simpo.run,
+        "pretrain": pretrain.run,
+    }[spec.method]
     with folder.logging_to_file():
         folder.event(
             fmt.STARTED,

@@ -5,7 +5,7 @@ import { badge, field, h, fill, page, section, table } from '../dom.js';
 import { formatBytes, formatNumber, formatTime, t } from '../i18n.js';
 import { errorText, problemList, showInfo } from '../messages.js';
 
-const FORMATS = ['auto', 'alpaca', 'sharegpt', 'conversations', 'openai', 'prompt_completion', 'preference', 'mapped', 'text'];
+const FORMATS = ['auto', 'alpaca', 'sharegpt', 'conversations', 'openai', 'prompt_completion', 'preference', 'kto', 'mapped', 'text'];
 
 export function datasetRow(d) {
   return h('tr', {},
