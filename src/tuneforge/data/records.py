@@ -49,6 +49,20 @@ class RecordProblems:
         return Problem(message, file=self.row.file, line=self.row.line, record=self.row.index, field=field)
 
 
+def record_turns(record: dict) -> list[dict]:
+    """The messages of a canonical chat or preference record (a preference pair's prompt and chosen)."""
+    return record.get("messages") or record["prompt"] + record["chosen"]
+
+
+def record_texts(record: dict):
+    """Every text of a canonical record, in order (a preference pair's rejected answer last)."""
+    if "text" in record:
+        yield record["text"]
+        return
+    for m in record_turns(record) + record.get("rejected", []):
+        yield m["content"]
+
+
 def _type_name(value) -> str:
     names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), type(value).__name__)

@@ -33,6 +33,7 @@ TRAINER_STATE = "trainer_state.json"  # in every step-N/ the trainer saved; one 
 STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_done", "eval_done"
 TRAINING = "training"  # the trainer's loop begins: carries max_steps
 TRACKER = "tracker"  # an experiment tracker's run (train.report_to): tool, run_id, url (None offline)
+EVAL_OVERLAP = "eval_overlap"  # the evaluation set overlaps training past data.eval_overlap.max_share
 CHECKPOINT_SAVED, FINISHED, FAILED, CANCELLED = "checkpoint_saved", "finished", "failed", "cancelled"
 # ... and those the control plane adds to the same stream.
 QUEUED, LAUNCHED, RESTARTING, RECONCILED, CANCEL_REQUESTED = (

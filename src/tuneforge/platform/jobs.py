@@ -128,6 +128,11 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
                 "msg": f"asks for {gpus} GPU(s); this machine has {ctx.executor.gpu_count}",
             }
         )
+    if not problems and spec.data.eval_overlap.strict:  # refused now, not after a wait in the queue
+        from tuneforge.train.leakage import strict_refusal
+
+        if (why := strict_refusal(spec)) is not None:
+            problems.append({"loc": ["spec", "data", "eval_overlap"], "msg": why})
     if problems:
         raise SpecProblems(problems)
     return spec

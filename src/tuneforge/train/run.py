@@ -50,6 +50,7 @@ def run_training(
     from . import dpo, pretrain, sft
     from .context import RunContext
     from .data import load_spec_records
+    from .leakage import check_eval_overlap
     from .model import preflight
     from .reporting import JobFolder, StopFlag, write_loss_svg
     from .tracking import Trackers
@@ -57,6 +58,7 @@ def run_training(
     # Everything that can be checked without a model is checked before the folder exists.
     runtime = preflight(spec)
     train_records, val_records = load_spec_records(spec)
+    overlap = check_eval_overlap(spec, train_records, val_records)  # strict: refused here
 
     folder = JobFolder(Path(output_dir or spec.output_dir or default_output_dir(spec)))
     if not spec.resume_from and fmt.has_started(folder.root):
@@ -92,6 +94,8 @@ def run_training(
             dtype=runtime.dtype_name,
             resumed_from=resume.name if resume else None,
         )
+        if overlap is not None:
+            folder.event(fmt.EVAL_OVERLAP, **overlap)
         try:
             if folder.main:  # in a multi-GPU run only rank 0 reports
                 ctx.trackers = Trackers(
