@@ -9,8 +9,11 @@ or punctuation; a CJK character is a word of its own (those scripts put no space
 Linear and bounded, for 52,000 records in seconds: records are split into words, hashed, shingled and
 permuted in numpy a batch of characters at a time (``Signatures._flush``; datasketch's own
 ``update_batch`` costs a Python call a shingle), and a signature is NUM_PERM 32-bit values. A record
-contributes its first MAX_CHARS characters; near-duplicates are looked for among the first NEAR_LIMIT
-records, exact ones among all of them (8 bytes a record).
+contributes its first MAX_CHARS characters; an exact repeat gets no signature; near-duplicates are looked
+for among the first NEAR_LIMIT distinct records, exact ones among all of them (8 bytes a record).
+
+Long because: the numpy signatures, the two checks that use them (a dataset's own duplicates, an
+evaluation set against it) and the messages that show them share their constants and record numbering.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from collections.abc import Iterable
 from functools import cache
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from tuneforge.errors import ConfigError, Problem
 
@@ -40,20 +42,31 @@ LSH_PERM = 64
 LSH_WEIGHTS = (0.05, 0.95)
 EXAMPLES = 5  # pairs of record numbers shown for each kind of duplicate
 MAX_CHARS = 200_000  # of a record's normalised text, for the near check (a 1 MB record is not slower)
-NEAR_LIMIT = 500_000  # records with a signature: 64 MB of signatures, ~1 GB of LSH tables at most
+LONG_TEXT = 65_536  # characters of one text normalised; past them a text is hashed as it is
+# Distinct records with a signature: datasketch's in-memory LSH tables take ~5 KB a record (a set per
+# bucket, 10 bands), 290 MB at 52,000 records; past this many, later records are checked exactly only.
+NEAR_LIMIT = 64_000
 WORD_CHARS = 24  # characters of a word that are hashed (longer words sharing them count as one)
 BATCH_CHARS = 1 << 19  # characters split into words and shingled at once (~40 MB of numpy arrays)
 ROWS = 1 << 14  # shingles permuted at once: ROWS x NUM_PERM x 4 bytes = 8 MiB
 _MIX = (np.uint32(0x9E3779B1), np.uint32(0x85EBCA77))  # odd: shingle = w0*m0 + w1*m1 + w2 (mod 2^32)
 _CHAR_MIX = np.random.RandomState(SEED).randint(0, 1 << 31, WORD_CHARS, dtype=np.uint32) * 2 + 1
-_A, _B = (p[:, None] for p in MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME).permutations)
 _EMPTY = np.uint32(0xFFFFFFFF)
 SEPARATOR, WORD, CJK = 0, 1, 2
 
 
+def _normal(text: str) -> str:
+    if len(text) <= LONG_TEXT:
+        return " ".join(text.lower().split())
+    # The head of a long text, and Python's hash of all of it (computed once per string object: a 1 MiB
+    # string a Parquet dictionary repeats in every row, or 200 MiB of spaces, cost no copy per record).
+    return " ".join(text[:LONG_TEXT].lower().split()) + f" \x1e{hash(text) & 0xFFFFFFFFFFFF:x}"
+
+
 def normal_text(record: dict) -> str:
-    """The record's texts in order, each lower-cased with its whitespace collapsed."""
-    return "\x1f".join(" ".join(text.lower().split()) for text in record_texts(record))
+    """The record's texts in order, each lower-cased with its whitespace collapsed (past LONG_TEXT
+    characters, the rest of a text counts through its hash: case and spaces there are not ignored)."""
+    return "\x1f".join(_normal(text) for text in record_texts(record))
 
 
 def _digest(text: str) -> int:
@@ -128,13 +141,24 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
+@cache
+def _permutations() -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's (a, b) for NUM_PERM affine32 permutations, as columns. datasketch (and the scipy it
+    imports, a second or more) is imported when a signature is first computed, not with this module."""
+    from datasketch import MinHash
+
+    a, b = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME).permutations
+    return a[:, None], b[:, None]
+
+
 def fill_signatures(out: np.ndarray, hashes: np.ndarray, owners: np.ndarray) -> None:
     """Lower ``out[owner]`` to the MinHash of each owner's ``hashes`` (owners ascending): the values
     datasketch's ``MinHash(scheme="affine32", hashfunc=identity).update_batch(hashes)`` holds."""
     mixed = _fmix32(hashes)
+    perm_a, perm_b = _permutations()
     for start in range(0, len(mixed), ROWS):
         part, who = mixed[start : start + ROWS], owners[start : start + ROWS]
-        permuted = _A * part + _B  # NUM_PERM x ROWS; uint32 arithmetic wraps: the scheme's modulo 2^32
+        permuted = perm_a * part + perm_b  # NUM_PERM x ROWS; uint32 wraps: the modulo 2^32 of affine32
         firsts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
         rows = who[firsts]
         out[rows] = np.minimum(out[rows], np.minimum.reduceat(permuted, firsts, axis=1).T)
@@ -144,9 +168,11 @@ class Signatures:
     """Exact digests and MinHash signatures of records added one at a time (a streaming read)."""
 
     def __init__(self):
-        self.digests = array("q")
-        self.word_counts = array("q")  # of each record with a signature (0: no words, no signature)
+        self.digests = array("q")  # of every record
+        self.records = array("q")  # the record each signature is of: the first record of each digest
+        self.word_counts = array("q")  # of each signature's record (0: no words, an empty signature)
         self.blocks: list[np.ndarray] = []
+        self._seen: set[int] = set()
         self._texts: list[str] = []
         self._chars = 0
         self._sig: np.ndarray | None = None
@@ -154,11 +180,19 @@ class Signatures:
     def __len__(self) -> int:
         return len(self.digests)
 
+    @property
+    def full(self) -> bool:
+        """Whether NEAR_LIMIT distinct records have a signature (later ones are checked exactly only)."""
+        return len(self._seen) >= NEAR_LIMIT
+
     def add(self, record: dict) -> None:
         text = normal_text(record)
-        self.digests.append(_digest(text))
-        if len(self.digests) > NEAR_LIMIT:
+        digest = _digest(text)
+        self.digests.append(digest)
+        if digest in self._seen or self.full:  # an exact repeat needs no signature: its first has one
             return
+        self._seen.add(digest)
+        self.records.append(len(self.digests) - 1)
         self._texts.append(text[:MAX_CHARS])
         self._chars += min(len(text), MAX_CHARS) + 1
         if self._chars >= BATCH_CHARS:
@@ -179,25 +213,29 @@ class Signatures:
 
     @property
     def matrix(self) -> np.ndarray:
-        """(records with a signature) x NUM_PERM; a record without words has an all-empty row."""
-        if self._sig is None or self._texts:
+        """One signature a row (``records`` says whose) x NUM_PERM."""
+        if self._sig is None or self._texts or self.blocks:
             self._flush()
             blocks = ([self._sig] if self._sig is not None else []) + self.blocks
-            self._sig = np.concatenate(blocks) if blocks else np.empty((0, NUM_PERM), np.uint32)
             self.blocks = []
+            self._sig = np.concatenate(blocks) if blocks else np.empty((0, NUM_PERM), np.uint32)
         return self._sig
 
+    def row_records(self) -> np.ndarray:
+        return np.frombuffer(self.records, dtype=np.int64)
+
     def kinds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(short, long): records of 1 to SHINGLE words (a single shingle: near means the same words,
-        found by sorting) and of more (found through the LSH tables)."""
-        counts = (
-            np.frombuffer(self.word_counts, dtype=np.int64) if len(self.matrix) else np.empty(0, np.int64)
-        )
+        """(short, long) rows: of 1 to SHINGLE words (a single shingle: near means the same words, found
+        by sorting) and of more (found through the LSH tables)."""
+        _ = self.matrix  # signs the records still pending
+        counts = np.frombuffer(self.word_counts, dtype=np.int64)
         return (counts > 0) & (counts <= SHINGLE), counts > SHINGLE
 
-    def lsh_minhash(self, i: int) -> LeanMinHash:
-        """Record ``i``'s signature as the LSH tables take it (its first LSH_PERM values)."""
-        return LeanMinHash(seed=SEED, hashvalues=self.matrix[i, :LSH_PERM], scheme=SCHEME)
+    def lsh_minhash(self, row: int):
+        """A row's signature as the LSH tables take it (its first LSH_PERM values), a LeanMinHash."""
+        from datasketch import LeanMinHash
+
+        return LeanMinHash(seed=SEED, hashvalues=self.matrix[row, :LSH_PERM], scheme=SCHEME)
 
 
 def _row_keys(rows: np.ndarray) -> np.ndarray:
@@ -247,7 +285,7 @@ class DuplicateFinder:
             raise ConfigError(f"the Jaccard threshold must be over 0 and at most 1; got {jaccard}.")
         self.jaccard = jaccard
         self.signatures = Signatures()
-        self.lsh: MinHashLSH | None = None
+        self.lsh = None  # datasketch's MinHashLSH over the records of more than SHINGLE words
         self.firsts: np.ndarray | None = None
         self.near: dict[int, tuple[int, float]] = {}  # record → (earlier record, estimated Jaccard)
 
@@ -262,27 +300,28 @@ class DuplicateFinder:
         if self.firsts is not None:
             return
         self.firsts = _exact_firsts(np.frombuffer(self.signatures.digests, dtype=np.int64))
-        sig = self.signatures.matrix
-        first_of_kind = self.firsts[: len(sig)] == np.arange(len(sig))
-        short, long = (first_of_kind & kind for kind in self.signatures.kinds())
+        sig, records = self.signatures.matrix, self.signatures.row_records()
+        short, long = self.signatures.kinds()
         rows = np.flatnonzero(short)
         same = _exact_firsts(_row_keys(sig[rows]))
         for k in np.flatnonzero(same != np.arange(len(rows))).tolist():
-            self.near[int(rows[k])] = (int(rows[same[k]]), 1.0)
+            self.near[int(records[rows[k]])] = (int(records[rows[same[k]]]), 1.0)
+        from datasketch import MinHashLSH
+
         self.lsh = MinHashLSH(threshold=self.jaccard, num_perm=LSH_PERM, weights=LSH_WEIGHTS)
-        for i in np.flatnonzero(long).tolist():
-            self.lsh.insert(i, self.signatures.lsh_minhash(i), check_duplication=False)
+        for row in np.flatnonzero(long).tolist():
+            self.lsh.insert(row, self.signatures.lsh_minhash(row), check_duplication=False)
         candidates: dict[int, set[int]] = {}
         for table in self.lsh.hashtables:
             for key, size in table.itemcounts().items():
                 if size > 1:
                     members = sorted(table.get(key))
-                    for before, record in zip(members, members[1:], strict=False):
-                        candidates.setdefault(record, set()).update((members[0], before))
-        for record in sorted(candidates):
-            found = _best(sig, sig[record], sorted(candidates[record]), self.jaccard)
+                    for before, row in zip(members, members[1:], strict=False):
+                        candidates.setdefault(row, set()).update((members[0], before))
+        for row in sorted(candidates):
+            found = _best(sig, sig[row], sorted(candidates[row]), self.jaccard)
             if found is not None:
-                self.near[record] = found
+                self.near[int(records[row])] = (int(records[found[0]]), found[1])
 
     def report(self) -> dict:
         """Counts and a few examples (record numbers count from 0, in reading order, as the rest of the
@@ -303,7 +342,8 @@ class DuplicateFinder:
                     {"record": i, "like": j, "jaccard": round(s, 2)}
                     for i, (j, s) in sorted(self.near.items())[:EXAMPLES]
                 ],
-                **({"checked_records": NEAR_LIMIT} if n > NEAR_LIMIT else {}),
+                # past NEAR_LIMIT distinct records, the rest are checked for exact copies only
+                **({"checked_distinct_records": NEAR_LIMIT} if self.signatures.full else {}),
             },
         }
 
@@ -322,19 +362,27 @@ class DuplicateFinder:
             np.frombuffer(evaluation.digests, dtype=np.int64),
         )
         exact = list(zip(np.flatnonzero(hit).tolist(), same.tolist(), strict=True))
-        near: list[tuple[int, int, float]] = []
-        sig, rows = self.signatures.matrix, evaluation.matrix
+        sig, train_records = self.signatures.matrix, self.signatures.row_records()
+        rows, eval_records = evaluation.matrix, evaluation.row_records()
+        short, long = (~hit[eval_records] & kind for kind in evaluation.kinds())
         train_short = np.flatnonzero(self.signatures.kinds()[0])
-        short, long = (~hit[: len(rows)] & kind for kind in evaluation.kinds())
-        found_short, at = _find(_row_keys(sig[train_short]), _row_keys(rows[short]))
-        near += [
-            (i, int(train_short[j]), 1.0) for i, j in zip(np.flatnonzero(short)[found_short], at, strict=True)
-        ]
-        for i in np.flatnonzero(long).tolist():
-            found = _best(sig, rows[i], self.lsh.query(evaluation.lsh_minhash(i)), self.jaccard)
-            if found is not None:
-                near.append((i, *found))
-        near.sort()
+        found, at = _find(_row_keys(sig[train_short]), _row_keys(rows[short]))
+        by_row = {  # eval row → (train record, Jaccard)
+            row: (int(train_records[train_short[j]]), 1.0)
+            for row, j in zip(np.flatnonzero(short)[found].tolist(), at.tolist(), strict=True)
+        }
+        for row in np.flatnonzero(long).tolist():
+            best = _best(sig, rows[row], self.lsh.query(evaluation.lsh_minhash(row)), self.jaccard)
+            if best is not None:
+                by_row[row] = (int(train_records[best[0]]), best[1])
+        # An eval record that repeats an earlier eval record has no row: it shares its first's result.
+        row_of = {record: row for row, record in enumerate(eval_records.tolist())}
+        firsts = _exact_firsts(np.frombuffer(evaluation.digests, dtype=np.int64))
+        near: list[tuple[int, int, float]] = []
+        for i in np.flatnonzero(~hit).tolist():
+            result = by_row.get(row_of.get(int(firsts[i]), -1))
+            if result is not None:
+                near.append((i, *result))
         n_eval = len(evaluation)
         overlapping = len(exact) + len(near)
         return {

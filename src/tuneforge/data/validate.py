@@ -205,15 +205,21 @@ def build_report(
     mask_mode: str = "assistant",
     progress=None,
 ) -> ValidationReport:
-    """The report of records already loaded. ``progress(done, total)``, when given, is called as
-    records are tokenized (large datasets)."""
+    """The report of records already loaded (``validate_path``'s, duplicates included).
+    ``progress(done, total)``, when given, is called as records are tokenized (large datasets)."""
+    from .dedup import DuplicateFinder
+
     report = ValidationReport(loaded)
     builder = StatsBuilder(tokenizer, template, max_len, preview, mask_mode)
+    dupes = DuplicateFinder()
     for i, r in enumerate(loaded.records):
         if progress and tokenizer is not None and i % 200 == 0:
             progress(i, len(loaded.records))
         builder.add(r)
+        dupes.add(r)
     report.stats, report.previews = builder.stats(), builder.previews
+    if loaded.ok:
+        check_duplicates(report, dupes, None, None, None, None)
     return report
 
 
