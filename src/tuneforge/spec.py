@@ -38,9 +38,31 @@ class DatasetRef(Strict):
     max_samples: int | None = Field(default=None, ge=1, description="Use at most this many records.")
 
 
+class EvalOverlapCheck(Strict):
+    """How much of the evaluation set may also be in the training set (data/dedup.py measures it)."""
+
+    max_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Warn (an eval_overlap event) when more than this share of the evaluation records is "
+        "also in the training set, exactly or as a near-duplicate.",
+    )
+    jaccard: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="Word-shingle Jaccard similarity that makes a near-duplicate.",
+    )
+    strict: bool = Field(default=False, description="Refuse the job before it starts instead of warning.")
+
+
 class DataSpec(Strict):
     train: list[DatasetRef] = Field(description="Training datasets (concatenated).")
     validation: DatasetRef | None = Field(default=None, description="A separate validation set.")
+    eval_overlap: EvalOverlapCheck = Field(
+        default_factory=EvalOverlapCheck, description="The check of the evaluation set against training."
+    )
     val_fraction: float = Field(
         default=0.0,
         ge=0.0,

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_HELP = f"Force a format: {', '.join(FORMATS)}."
 MAP_HELP = "Map columns, e.g. prompt=content,response=summary[,system=COL,query=COL,history=COL]."
+JACCARD_HELP = "Word-shingle Jaccard similarity from which two records are near-duplicates (default 0.8)."
 
 
 def shown(value) -> str:
@@ -60,7 +61,7 @@ def stats_tokenizer(model: str | None, quiet: bool):
         return None
 
 
-def _validate(path: Path, fmt, mapping, model, template, max_len, preview, quiet) -> ValidationReport:
+def _validate(path: Path, fmt, mapping, model, template, max_len, preview, quiet, jaccard, eval_path):
     from tuneforge.data.templates import resolve_chat_template
 
     def tokenizer_loader():
@@ -68,7 +69,10 @@ def _validate(path: Path, fmt, mapping, model, template, max_len, preview, quiet
         return None if tokenizer is None else (tokenizer, resolve_chat_template(tokenizer, template))
 
     with stage_progress(not quiet and _large(path)) as progress:
-        return validate_path(path, fmt, mapping, tokenizer_loader, max_len, preview, progress=progress)
+        return validate_path(
+            path, fmt, mapping, tokenizer_loader, max_len, preview, progress=progress, jaccard=jaccard,
+            eval_path=eval_path,
+        )  # fmt: skip
 
 
 def _large(path: Path) -> bool:
@@ -98,6 +102,10 @@ def print_report(report: ValidationReport) -> None:
         console.print(f"  … and {len(report.loaded.errors) - 50} more errors (see --json)")
     for p in report.loaded.warnings:
         console.print(f"  [yellow]warning[/] {shown(p)}", highlight=False, soft_wrap=True)
+    if report.eval_overlap is not None and not report.eval_overlap["overlapping"]:
+        from tuneforge.data.dedup import overlap_message
+
+        console.print(f"  [green]eval overlap[/] {overlap_message(report.eval_overlap)}", highlight=False)
     if report.loaded.errors:
         console.print(
             f"fix the {len(report.loaded.errors)} problem(s) above (all of them are listed) and "
@@ -143,11 +151,18 @@ def validate(
     template: str = typer.Option("auto", help="Chat template: auto (the model's), chatml, llama3, …"),
     max_len: int = typer.Option(1024, "--max-len", help="Count sequences longer than this."),
     preview: int = typer.Option(2, help="How many records to show rendered."),
+    jaccard: float = typer.Option(None, "--jaccard", help=JACCARD_HELP),
+    eval_path: Path = typer.Option(
+        None, "--eval", help="An evaluation set (same format): how much of it is in PATH."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
-    """Check a dataset without a server: format, problems, token statistics, masked preview."""
+    """Check a dataset without a server: format, problems, duplicates (exact and near; with --eval, the
+    evaluation set's overlap), token statistics, masked preview."""
     try:
-        report = _validate(path, format, parse_mapping(map), model, template, max_len, preview, json_out)
+        report = _validate(
+            path, format, parse_mapping(map), model, template, max_len, preview, json_out, jaccard, eval_path
+        )
     except TuneforgeError as exc:
         if not json_out:
             raise
@@ -232,3 +247,25 @@ def preview(
 def rm(ref: str):
     """Remove a stored dataset."""
     console.print(f"removed {shown(remove_dataset(ref))}", highlight=False)
+
+
+@app.command()
+def dedup(
+    ref: str = typer.Argument(..., help="A stored dataset's id or name."),
+    into: str = typer.Option(..., "--into", help="Name of the new, deduplicated dataset."),
+    jaccard: float = typer.Option(None, "--jaccard", help=JACCARD_HELP),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Store a copy of a dataset without its exact and near duplicates (the first of each is kept)."""
+    from tuneforge.data.dedup_copy import deduplicated_copy
+
+    meta, report = deduplicated_copy(ref, into, jaccard)
+    if json_out:
+        print_json({**meta, "left_out": report})
+        return
+    console.print(
+        f"stored [bold]{meta['id']}[/] ({shown(meta['name'])}, {meta['records']} records): "
+        f"{report['exact']['count']} exact and {report['near']['count']} near duplicate(s) of "
+        f"{report['records']} left out (Jaccard ≥ {report['jaccard']})",
+        highlight=False,
+    )

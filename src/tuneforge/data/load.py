@@ -8,7 +8,6 @@ keeps the records (training needs them all).
 from __future__ import annotations
 
 import logging
-from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,14 +71,13 @@ class LoadedDataset:
 
 class RecordChecks:
     """Problems that do not stop training but a person should know about, counted as records stream
-    by: memory stays at 8 bytes a record (a hash, for duplicates) whatever the records hold."""
+    by: memory stays constant whatever the records hold. (Duplicates are the validation's: dedup.py.)"""
 
     def __init__(self):
         self.index = 0
         self.empty: list[int] = []  # [count, first]
         self.odd: list[int] = []
         self.same_pair: list[int] = []
-        self.hashes = array("q")  # 64-bit hashes; a collision among 2 million is a 1 in 10^7 chance
         self.numbers = 0
         self.first_number: Problem | None = None
 
@@ -108,11 +106,6 @@ class RecordChecks:
             self.numbers += len(probs.numbers)
             if self.first_number is None:
                 self.first_number = probs.at(probs.numbers[0], "")
-        self.hashes.append(hash(_frozen(record)))
-
-    def duplicates(self) -> int:
-        hashes = sorted(self.hashes)
-        return sum(a == b for a, b in zip(hashes, hashes[1:], strict=False))
 
     def warnings(self) -> list[Problem]:
         out = []
@@ -145,19 +138,7 @@ class RecordChecks:
                     "quote them in the file if that is not what you meant."
                 )
             )
-        dupes = self.duplicates()
-        if dupes:
-            out.append(Problem(f"{dupes} duplicate record(s)."))
         return out
-
-
-def _frozen(value):
-    """A hashable copy of a canonical record (its depth is bounded by the readers)."""
-    if isinstance(value, dict):
-        return tuple((k, _frozen(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
-    return value
 
 
 def _not_alternating(messages: list[dict]) -> bool:

@@ -49,6 +49,22 @@ class RecordProblems:
         return Problem(message, file=self.row.file, line=self.row.line, record=self.row.index, field=field)
 
 
+def record_turns(record: dict) -> list[dict]:
+    """The conversation a chat record is, or for previews, statistics and duplicate checks the one a
+    preference pair (prompt + chosen), a KTO record (prompt + completion) or a GRPO prompt stands for."""
+    answer = record.get("chosen") or record.get("completion") or []
+    return record.get("messages") or record["prompt"] + answer
+
+
+def record_texts(record: dict):
+    """Every text of a canonical record, in order (a preference pair's rejected answer last)."""
+    if "text" in record:
+        yield record["text"]
+        return
+    for m in record_turns(record) + record.get("rejected", []):
+        yield m["content"]
+
+
 def _type_name(value) -> str:
     names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), type(value).__name__)

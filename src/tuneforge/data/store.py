@@ -85,7 +85,7 @@ def _dataset_name(name: str | None, path: Path) -> str:
     return check_name(name, "dataset") if name is not None else name_from_file(path.stem)
 
 
-def _meta(ds_id: str, digest: str, name, loaded: LoadedDataset, mapping, stats) -> dict:
+def _meta(ds_id: str, digest: str, name, loaded: LoadedDataset, mapping, stats, duplicates=None) -> dict:
     return {
         "id": ds_id,
         "name": name,  # resolved by the caller (a typed name, or one made from the file name)
@@ -98,6 +98,7 @@ def _meta(ds_id: str, digest: str, name, loaded: LoadedDataset, mapping, stats) 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "warnings": [p.to_dict() for p in loaded.warnings],
         "stats": stats or {},
+        **({"duplicates": duplicates} if duplicates is not None else {}),
     }
 
 
@@ -108,10 +109,11 @@ def store_path(
     mapping: dict | None = None,
     stats: dict | None = None,
     max_bytes: int | None = None,
+    source: str | None = None,
 ) -> tuple[dict, bool]:
     """Validate and store a dataset path in one streaming pass (bounded memory, whatever its size);
     returns (its metadata, whether it was new). Raises DataError with every problem when it is
-    invalid, and leaves nothing behind then."""
+    invalid, and leaves nothing behind then. Its duplicates (dedup.py) are in the metadata."""
     from .formats import parse_mapping
 
     path = Path(path)
@@ -125,11 +127,15 @@ def store_path(
         from .validate import StatsBuilder
 
         chars = StatsBuilder()
+    from .dedup import DuplicateFinder, duplicate_warnings  # numpy and datasketch, when a dataset is stored
+
+    dupes = DuplicateFinder()
     try:
         with open(tmp / "records.jsonl", "w", encoding="utf-8") as fh:
 
             def keep(record: dict) -> None:
                 fh.write(_record_line(record))
+                dupes.add(record)
                 if chars is not None:
                     chars.add(record)
 
@@ -147,7 +153,10 @@ def store_path(
         if (target / "dataset.json").exists():
             shutil.rmtree(tmp, ignore_errors=True)
             return json.loads((target / "dataset.json").read_text()), False
-        meta = _meta(ds_id, digest, name, loaded, mapping, stats)
+        duplicates = dupes.report()
+        loaded.warnings += duplicate_warnings(duplicates)
+        meta = _meta(ds_id, digest, name, loaded, mapping, stats, duplicates)
+        meta["source"] = source or meta["source"]  # what the file was made from, when it is a copy
         _write_folder(tmp, path, loaded.files, meta)
         tmp.rename(target)
     except BaseException:

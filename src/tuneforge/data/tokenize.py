@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .records import record_turns
+
 IGNORE_INDEX = -100
 
 
@@ -310,9 +312,3 @@ def tokenize_record(
     if "messages" in record:
         return tokenize_chat(tokenizer, template, record["messages"], max_len, mode)
     return tokenize_chat(tokenizer, template, record_turns(record), max_len, mode)
-
-
-def record_turns(record: dict) -> list[dict]:
-    """The conversation a chat record is, or for previews and statistics the one a preference pair
-    (prompt + chosen) or a KTO record (prompt + completion) stands for."""
-    return record.get("messages") or record["prompt"] + (record.get("chosen") or record["completion"])

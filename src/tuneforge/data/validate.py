@@ -12,8 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneforge.errors import Problem
+
 from .load import LoadedDataset, RecordError, scan_records
-from .tokenize import IGNORE_INDEX, record_turns, tokenize_record
+from .records import record_texts, record_turns
+from .tokenize import IGNORE_INDEX, tokenize_record
 
 
 def _summary(values: list[int]) -> dict:
@@ -67,6 +70,8 @@ class ValidationReport:
     loaded: LoadedDataset
     stats: dict = field(default_factory=dict)
     previews: list[list[tuple[str, bool]]] = field(default_factory=list)  # (text, trained) pieces
+    duplicates: dict | None = None  # DuplicateFinder.report() of a valid dataset
+    eval_overlap: dict | None = None  # DuplicateFinder.overlap() with the evaluation set, when one is given
 
     def to_dict(self) -> dict:
         return {
@@ -78,6 +83,8 @@ class ValidationReport:
             "errors": [p.to_dict() for p in self.loaded.errors],
             "warnings": [p.to_dict() for p in self.loaded.warnings],
             "stats": self.stats,
+            **({"duplicates": self.duplicates} if self.duplicates is not None else {}),
+            **({"eval_overlap": self.eval_overlap} if self.eval_overlap is not None else {}),
         }
 
 
@@ -102,14 +109,6 @@ def _pieces(tokenizer, ids: list[int], labels: list[int]) -> list[tuple[str, boo
 # rendered and tokenized whole with offsets: that would take about 100 bytes a token.
 LONG_RECORD_CHARS = 256 * 1024
 SLICE_CHARS = 64 * 1024
-
-
-def _texts(record: dict):
-    if "text" in record:
-        yield record["text"]
-        return
-    for m in record_turns(record) + record.get("rejected", []):
-        yield m["content"]
 
 
 class StatsBuilder:
@@ -147,7 +146,7 @@ class StatsBuilder:
             for m in record.get("rejected", ()):
                 self._role("rejected", m["content"])
         if self.tokenizer is not None:
-            if sum(len(m) for m in _texts(record)) > max(LONG_RECORD_CHARS, 8 * self.max_len):
+            if sum(len(m) for m in record_texts(record)) > max(LONG_RECORD_CHARS, 8 * self.max_len):
                 # Far longer than any sequence trained on: the exact masked rendering would hold
                 # millions of tokens with their offsets in memory. Its length is the sum of its
                 # turns (the template's few tokens aside) and it is over max_len either way.
@@ -206,15 +205,21 @@ def build_report(
     mask_mode: str = "assistant",
     progress=None,
 ) -> ValidationReport:
-    """The report of records already loaded. ``progress(done, total)``, when given, is called as
-    records are tokenized (large datasets)."""
+    """The report of records already loaded (``validate_path``'s, duplicates included).
+    ``progress(done, total)``, when given, is called as records are tokenized (large datasets)."""
+    from .dedup import DuplicateFinder
+
     report = ValidationReport(loaded)
     builder = StatsBuilder(tokenizer, template, max_len, preview, mask_mode)
+    dupes = DuplicateFinder()
     for i, r in enumerate(loaded.records):
         if progress and tokenizer is not None and i % 200 == 0:
             progress(i, len(loaded.records))
         builder.add(r)
+        dupes.add(r)
     report.stats, report.previews = builder.stats(), builder.previews
+    if loaded.ok:
+        check_duplicates(report, dupes, None, None, None, None)
     return report
 
 
@@ -228,18 +233,32 @@ def validate_path(
     mask_mode: str = "assistant",
     progress: Callable[[str, int, int], None] | None = None,
     max_bytes: int | None = None,
+    jaccard: float | None = None,
+    eval_path: str | Path | None = None,
 ) -> ValidationReport:
-    """Validate a dataset path in bounded memory, keeping no records.
+    """Validate a dataset path in bounded memory, keeping no records; with the duplicates inside it
+    (exact, and near at ``jaccard``, default dedup.DEFAULT_JACCARD) and, given ``eval_path`` (read with
+    the same format and mapping), how much of that evaluation set is in it.
 
     ``tokenizer_loader()`` returns ``(tokenizer, chat_template)`` or None; it is called only when the
     dataset is valid, and a valid dataset is then read a second time to count tokens.
     ``progress(stage, done, total)`` reports stage "read" in bytes, then "tokenize" in records.
     A bad ``fmt`` or ``mapping`` raises ConfigError before anything is read.
     """
+    from .dedup import DuplicateFinder  # numpy and datasketch: imported when a dataset is checked
+
     chars = StatsBuilder()
+    dupes = DuplicateFinder(jaccard)  # a bad threshold is refused before anything is read
+
+    def first_read(record: dict) -> None:
+        chars.add(record)
+        dupes.add(record)
+
     read_progress = (lambda done, total: progress("read", done, total)) if progress else None
-    loaded = scan_records(path, fmt, mapping, chars.add, max_bytes, read_progress)
+    loaded = scan_records(path, fmt, mapping, first_read, max_bytes, read_progress)
     report = ValidationReport(loaded, chars.stats())
+    if loaded.ok:
+        check_duplicates(report, dupes, eval_path, fmt, mapping, max_bytes)
     loaded_tokenizer = tokenizer_loader() if loaded.ok and tokenizer_loader is not None else None
     if loaded_tokenizer is None:
         return report
@@ -258,3 +277,22 @@ def validate_path(
     loaded.errors += again.errors
     report.stats, report.previews = tokens.stats(), tokens.previews
     return report
+
+
+def check_duplicates(report: ValidationReport, dupes, eval_path, fmt, mapping, max_bytes) -> None:
+    """The duplicate report and its warnings; with an evaluation set, its overlap (its reading problems
+    are the report's errors)."""
+    from .dedup import Signatures, duplicate_warnings, overlap_message
+
+    loaded = report.loaded
+    report.duplicates = dupes.report()
+    loaded.warnings += duplicate_warnings(report.duplicates)
+    if eval_path is None:
+        return
+    evaluation = Signatures()
+    read = scan_records(eval_path, fmt or loaded.format, mapping, evaluation.add, max_bytes)
+    loaded.errors += read.errors
+    if read.ok:
+        report.eval_overlap = dupes.overlap(evaluation)
+        if report.eval_overlap["overlapping"]:
+            loaded.warnings.append(Problem(overlap_message(report.eval_overlap), file=Path(eval_path).name))

@@ -38,6 +38,7 @@ STARTED, DATA_READY, EPOCH_DONE, EVAL_DONE = "started", "data_ready", "epoch_don
 TRAINING = "training"  # the trainer's loop begins: carries max_steps
 TRACKER = "tracker"  # an experiment tracker's run (train.report_to): tool, run_id, url (None offline)
 BEST_CHECKPOINT = "best_checkpoint"  # train.select marked a new best checkpoint (the BEST_FILE record)
+EVAL_OVERLAP = "eval_overlap"  # the evaluation set overlaps training past data.eval_overlap.max_share
 CHECKPOINT_SAVED, FINISHED, FAILED, CANCELLED = "checkpoint_saved", "finished", "failed", "cancelled"
 # ... and those the control plane adds to the same stream.
 QUEUED, LAUNCHED, RESTARTING, RECONCILED, CANCEL_REQUESTED = (

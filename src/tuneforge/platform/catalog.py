@@ -104,6 +104,7 @@ def dataset_dict(row: Dataset) -> dict:
         "created_at": row.created_at,
         "stats": meta.get("stats", {}),
         "warnings": meta.get("warnings", []),
+        "duplicates": meta.get("duplicates"),  # exact and near duplicates (data/dedup.py)
         "mapping": meta.get("mapping", {}),
         "problems": row.problems or [],
         "token_stats": meta.get("token_stats"),

@@ -127,6 +127,11 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
     r = spec.resources
     if why := queues.queue_problem(ctx.settings, r.queue, r.processes, r.gpus):
         problems.append({"loc": ["spec", "resources", "queue"], "msg": why})
+    if not problems and spec.data.eval_overlap.strict:  # refused now, not after a wait in the queue
+        from tuneforge.train.leakage import strict_refusal
+
+        if (why := strict_refusal(spec)) is not None:
+            problems.append({"loc": ["spec", "data", "eval_overlap"], "msg": why})
     if problems:
         raise SpecProblems(problems)
     return spec

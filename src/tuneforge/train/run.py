@@ -53,6 +53,7 @@ def run_training(
     from . import dpo, kto, orpo, pretrain, ray_train, sft, simpo
     from .context import RunContext
     from .data import load_spec_records
+    from .leakage import check_eval_overlap
     from .model import preflight
     from .reporting import JobFolder, StopFlag, write_loss_svg
     from .tracking import Trackers
@@ -65,6 +66,7 @@ def run_training(
     # Everything that can be checked without a model is checked before the folder exists.
     runtime = preflight(spec)
     train_records, val_records = load_spec_records(spec)
+    overlap = check_eval_overlap(spec, train_records, val_records)  # strict: refused here
 
     folder = JobFolder(root)
     # Of several ranks, rank 0 alone checks and prepares the folder (the others would find its start).
@@ -105,6 +107,8 @@ def run_training(
             dtype=runtime.dtype_name,
             resumed_from=resume.name if resume else None,
         )
+        if overlap is not None:
+            folder.event(fmt.EVAL_OVERLAP, **overlap)
         try:
             if folder.main:  # in a multi-GPU run only rank 0 reports
                 ctx.trackers = Trackers(

@@ -1,0 +1,48 @@
+"""The evaluation set against the training set, before a job starts: how much of it the model trains on.
+
+One check for the worker (``tuneforge train``: an ``eval_overlap`` event, or a refusal) and the control
+plane (a job refused before it is queued), so both read ``data.eval_overlap`` the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tuneforge.errors import DataError, TuneforgeError
+from tuneforge.spec import JobSpec
+
+from .data import load_spec_records
+
+log = logging.getLogger(__name__)
+
+
+def check_eval_overlap(spec: JobSpec, train: list[dict], evaluation: list[dict]) -> dict | None:
+    """The overlap report when it is past ``data.eval_overlap.max_share`` (None when it is not, or when
+    there is no evaluation set); a DataError instead when the check is strict."""
+    if not evaluation:
+        return None
+    from tuneforge.data.dedup import eval_overlap, overlap_message  # numpy, datasketch: only when needed
+
+    check = spec.data.eval_overlap
+    report = eval_overlap(train, evaluation, check.jaccard)
+    if report["overlapping"] <= check.max_share * report["eval_records"]:
+        return None
+    message = f"{overlap_message(report)} data.eval_overlap.max_share is {check.max_share}"
+    if check.strict:
+        raise DataError(
+            f"{message} and data.eval_overlap.strict is on: the job is refused. Leave those records out of "
+            "the evaluation set (with data.val_fraction, `tuneforge datasets dedup` removes the repeated "
+            "records that land on both sides), raise max_share, or turn strict off."
+        )
+    log.warning("%s: eval metrics will flatter the model.", message)
+    return report
+
+
+def strict_refusal(spec: JobSpec) -> str | None:
+    """The control plane's check of a strict spec whose datasets are stored: why it is refused, or None.
+    The records are read and split as the worker will (``load_spec_records``)."""
+    try:
+        check_eval_overlap(spec, *load_spec_records(spec))
+    except TuneforgeError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,172 @@
+"""Exact and near duplicates, the evaluation set's overlap with training, and the deduplicated copy.
+
+Planted copies of the packaged sample's records (re-cased, re-spaced, punctuation changed, a word
+replaced) are all found with their record numbers (from 0, in reading order, as every record number
+of the validation report); the sample's own 40 records have none (the false-positive count).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import resource
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tuneforge
+from tests.conftest import write
+from tuneforge.data.dedup import (
+    NUM_PERM,
+    SCHEME,
+    SEED,
+    DuplicateFinder,
+    Signatures,
+    shingle_hashes,
+    word_hashes,
+)
+from tuneforge.data.validate import validate_path
+
+SAMPLE = Path(tuneforge.__file__).parent / "samples" / "alpaca_sample.json"
+
+
+def _sample() -> list[dict]:
+    return json.loads(SAMPLE.read_text())
+
+
+def _replace_word(text: str, index: int, word: str) -> str:
+    words = text.split(" ")
+    words[index] = word
+    return " ".join(words)
+
+
+def planted() -> tuple[list[dict], dict[int, int], dict[int, int]]:
+    """(records, exact copies, near copies): copies as {record number: the original's number}."""
+    records = _sample()
+    n = len(records)
+    exact = [
+        {**records[3], "instruction": "  " + records[3]["instruction"].upper()},  # re-cased, re-spaced
+        copy.deepcopy(records[10]),
+        {k: "\n".join(v.lower().split(" ")) for k, v in records[21].items()},  # lines for spaces
+    ]
+    near = [
+        {**records[5], "output": records[5]["output"].replace(".", "!").replace(",", ";")},  # punctuation
+        {k: v.upper().replace(".", "") for k, v in records[7].items()},  # re-cased and punctuation
+        {**records[4], "output": _replace_word(records[4]["output"], 4, "check")},  # a word reworded
+        {**records[0], "output": _replace_word(records[0]["output"], -1, "nightly.")},  # the last one
+    ]
+    assert all(a != b for a, b in zip(near, (records[5], records[7], records[4], records[0]), strict=True))
+    records += exact + near
+    return (
+        records,
+        {n: 3, n + 1: 10, n + 2: 21},
+        {n + 3: 5, n + 4: 7, n + 5: 4, n + 6: 0},
+    )
+
+
+def test_planted_duplicates_are_found_with_their_record_numbers(tmp_path):
+    records, exact, near = planted()
+    report = validate_path(write(tmp_path / "planted.json", records))
+    dupes = report.to_dict()["duplicates"]
+    assert dupes["records"] == len(records) and dupes["jaccard"] == 0.8
+    assert {e["record"]: e["same_as"] for e in dupes["exact"]["examples"]} == exact
+    assert dupes["exact"]["count"] == len(exact)
+    found = {e["record"]: e["like"] for e in dupes["near"]["examples"][:4]}
+    assert dupes["near"]["count"] == len(near) and found == dict(list(near.items())[:4])
+    assert all(0.8 <= e["jaccard"] <= 1.0 for e in dupes["near"]["examples"])
+    warnings = [str(w) for w in report.loaded.warnings]
+    assert any("3 record(s) repeat an earlier one" in w and "40 = 3, 41 = 10, 42 = 21" in w for w in warnings)
+    assert any("4 record(s) are near-duplicates" in w and "43 ~ 5" in w for w in warnings)
+    # The threshold is the user's: at 0.95 the reworded copy of record 4 (Jaccard 0.88) is not one.
+    strict = validate_path(tmp_path / "planted.json", jaccard=0.95).duplicates
+    assert 45 not in {e["record"] for e in strict["near"]["examples"]} and strict["exact"]["count"] == 3
+
+
+def test_no_false_positive_on_the_packaged_sample():
+    dupes = validate_path(SAMPLE).duplicates
+    assert (dupes["records"], dupes["exact"]["count"], dupes["near"]["count"]) == (40, 0, 0)
+    # Even at a loose threshold the sample's unrelated answers are not near-duplicates.
+    assert validate_path(SAMPLE, jaccard=0.3).duplicates["near"]["count"] == 0
+
+
+def test_signatures_are_datasketchs_minhash_of_the_shingles():
+    """The numpy batch computes what datasketch's own MinHash.update_batch holds for the same shingles."""
+    from datasketch import MinHash
+
+    texts = ["The quick brown fox jumps over the lazy dog.", "一个 测试", "ok", "A b c d e f g"]
+    signatures = Signatures()
+    for text in texts:
+        signatures.add({"text": text})
+    for i, text in enumerate(texts):
+        words, _ = word_hashes(text.lower())
+        shingles, _ = shingle_hashes(words, np.zeros(len(words), dtype=np.int64))
+        expected = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME, hashfunc=lambda x: x)
+        expected.update_batch([int(h) for h in shingles])
+        assert (signatures.matrix[i] == expected.hashvalues).all(), text
+    assert len(word_hashes("今天天气很好")[0]) == 6  # each CJK character is a word
+
+
+def test_eval_overlap_share_and_examples(tmp_path):
+    sample = _sample()
+    evaluation = [
+        {k: v.upper() for k, v in sample[2].items()},  # exact once case is ignored
+        {**sample[15], "output": sample[15]["output"].replace(".", " !")},  # near
+        {"instruction": "Name the largest planet.", "input": "", "output": "Jupiter."},
+        {"instruction": "Spell cat backwards.", "input": "", "output": "tac"},
+    ]
+    report = validate_path(SAMPLE, eval_path=write(tmp_path / "eval.json", evaluation))
+    overlap = report.to_dict()["eval_overlap"]
+    assert (overlap["eval_records"], overlap["overlapping"], overlap["share"]) == (4, 2, 0.5)
+    assert overlap["exact"]["examples"] == [{"eval_record": 0, "train_record": 2}]
+    assert [(e["eval_record"], e["train_record"]) for e in overlap["near"]["examples"]] == [(1, 15)]
+    assert any("2 of 4 evaluation record(s) (50.0%)" in str(w) for w in report.loaded.warnings)
+
+
+def test_store_records_duplicates_and_dedup_writes_a_clean_copy(tmp_path, monkeypatch):
+    from tuneforge.data import dedup_copy
+    from tuneforge.data.store import datasets_root, read_stored_records, store_path
+
+    records, exact, near = planted()
+    meta, _ = store_path(write(tmp_path / "planted.json", records), "planted")
+    assert (meta["duplicates"]["exact"]["count"], meta["duplicates"]["near"]["count"]) == (3, 4)
+    assert any("near-duplicates" in w["message"] for w in meta["warnings"])
+    before = sorted(p.name for p in datasets_root().iterdir())
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(dedup_copy, "store_path", broken)
+    with pytest.raises(OSError):
+        dedup_copy.deduplicated_copy("planted", "clean")
+    assert sorted(p.name for p in datasets_root().iterdir()) == before  # nothing half-written
+    monkeypatch.undo()
+
+    clean, report = dedup_copy.deduplicated_copy("planted", "clean")
+    assert (clean["name"], clean["records"], clean["format"]) == ("clean", 40, "openai")
+    assert report["exact"]["count"] + report["near"]["count"] == 7 and meta["id"] in clean["source"]
+    stored = read_stored_records(datasets_root() / meta["id"])
+    assert read_stored_records(datasets_root() / clean["id"]) == stored[:40]
+    assert clean["duplicates"]["exact"]["count"] == clean["duplicates"]["near"]["count"] == 0
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def test_hostile_inputs_take_bounded_time():
+    """A 1 MB record of one word, and 100,000 tiny records: CPU time (not wall, the machine is shared)."""
+    start = _cpu()
+    huge = {"text": "word " * 200_000}
+    finder = DuplicateFinder()
+    for record in (huge, {"text": "other words entirely"}, huge):
+        finder.add(record)
+    report = finder.report()
+    assert report["exact"]["examples"] == [{"record": 2, "same_as": 0}] and report["near"]["count"] == 0
+    finder = DuplicateFinder()
+    for i in range(100_000):
+        finder.add({"text": f"r{i % 90_000}"})  # every record past 90,000 repeats one
+    report = finder.report()
+    assert (report["records"], report["exact"]["count"], report["near"]["count"]) == (100_000, 10_000, 0)
+    assert _cpu() - start < 30
