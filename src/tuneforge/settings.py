@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,24 @@ class Settings(BaseSettings):
         description="Whether a command job runs in a mount namespace of its own where its stored datasets "
         "and models are mounted read-only. false (or no namespaces on this machine): links and cleared "
         "write bits only, which root ignores.",
+    )
+
+    # Where jobs and serving replicas run (docs/ray.md). A Ray cluster must use token authentication.
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="local: worker processes on this machine. ray: every job and replica is a job on the "
+        "Ray cluster at TUNEFORGE_RAY_ADDRESS (needs the `ray` extra and TUNEFORGE_HOME on a volume every "
+        "node mounts at the same path).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster's job API: its dashboard's http://HOST:8265. The token is Ray's own "
+        "RAY_AUTH_TOKEN or the file RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token).",
+    )
+    ray_allow_unauthenticated: bool = Field(
+        default=False,
+        description="Start the Ray executor even when the cluster accepts job submissions without a token: "
+        "anyone who reaches its dashboard port can then run code on every node.",
     )
 
     @property

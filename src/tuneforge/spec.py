@@ -198,6 +198,14 @@ class Resources(Strict):
     strategy: Literal["auto", "ddp", "fsdp", "zero2", "zero3"] = Field(
         default="auto", description="Distribution strategy when more than one GPU."
     )
+    # Reservations on a cluster (the Ray executor's entrypoint_num_cpus / entrypoint_memory).
+    cpus: float = Field(default=1, gt=0, le=1024, description="CPUs the worker reserves on a Ray cluster.")
+    memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        le=4096,
+        description="Memory the worker reserves on a Ray cluster (none: no reservation).",
+    )
 
 
 class EvalSpec(Strict):
