@@ -59,9 +59,7 @@ class Launch:
     service: bool = False
     log: Path | None = None  # where its output goes; the folder's worker log when None
     banner: str | None = None  # the log line that opens this start; "attempt N" when None
-    # What a cluster executor reserves for it (Ray's entrypoint_num_cpus / entrypoint_memory); the local
-    # executor runs it on this machine as it is.
-    cpus: float = 1.0
+    cpus: float = 1.0  # what a cluster executor (Ray) reserves for it; the local one ignores both
     memory_mb: int | None = None
 
 
@@ -112,8 +110,7 @@ class Executor(ABC):
         """Follow a worker started by an earlier control plane; False when it is gone."""
 
     def address(self, job_id: str) -> str | None:
-        """The host where a worker's ports answer (a serving replica's): this machine for local workers;
-        a cluster executor's node once it placed the worker, None before."""
+        """Where a worker's ports answer: here; on a cluster, its node (None until it is placed)."""
         return "127.0.0.1"
 
     def logs(self, folder: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
