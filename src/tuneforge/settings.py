@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +78,24 @@ class Settings(BaseSettings):
         description='Job queues as JSON: {"gpu": {"gpus": 2}, "cpu": {"cpus": 4}}. A job names one with '
         "resources.queue (--queue) and starts only while its queue's running jobs stay within the quota; "
         "inside a queue, higher priority first, then older. Jobs without a queue are held by no quota.",
+    )
+
+    # Where jobs and serving replicas run (docs/ray.md). A Ray cluster must use token authentication.
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="local: worker processes on this machine. ray: every job and replica is a job on the "
+        "Ray cluster at TUNEFORGE_RAY_ADDRESS (needs the `ray` extra and TUNEFORGE_HOME on a volume every "
+        "node mounts at the same path).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster's job API: its dashboard's http://HOST:8265. The token is Ray's own "
+        "RAY_AUTH_TOKEN or the file RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token).",
+    )
+    ray_allow_unauthenticated: bool = Field(
+        default=False,
+        description="Start the Ray executor even when the cluster accepts job submissions without a token: "
+        "anyone who reaches its dashboard port can then run code on every node.",
     )
 
     @property

@@ -275,6 +275,14 @@ class Resources(Strict):
         description="Under Ray Train (a multi-process run inside a Ray job): how many times a lost worker "
         "restarts the whole group from the latest checkpoint before the run fails.",
     )
+    # Reservations on a cluster (the Ray executor's entrypoint_num_cpus / entrypoint_memory).
+    cpus: float = Field(default=1, gt=0, le=1024, description="CPUs the worker reserves on a Ray cluster.")
+    memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        le=4096,
+        description="Memory the worker reserves on a Ray cluster (none: no reservation).",
+    )
 
     @model_validator(mode="after")
     def _one_process_per_gpu(self):

@@ -13,8 +13,8 @@ and does not count against the limit of concurrent jobs. Both go through the sam
   under a worker's id before its launch is the GPUs that launch gets.
 
 The local implementation runs subprocesses on this machine, each in its own process group, with GPU slots
-handed out through ``CUDA_VISIBLE_DEVICES``. A Ray executor implements the same methods. Nothing here
-knows what a JobSpec or a deployment is: all of them are a Launch.
+handed out through ``CUDA_VISIBLE_DEVICES``. The Ray executor (ray_executor.py) implements the same
+methods. Nothing here knows what a JobSpec or a deployment is: all of them are a Launch.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class Launch:
     service: bool = False
     log: Path | None = None  # where its output goes; the folder's worker log when None
     banner: str | None = None  # the log line that opens this start; "attempt N" when None
+    cpus: float = 1.0  # what a cluster executor (Ray) reserves for it; the local one ignores both
+    memory_mb: int | None = None
 
 
 @dataclass
@@ -106,6 +108,10 @@ class Executor(ABC):
     @abstractmethod
     def adopt(self, job_id: str, handle: Handle, gpus: int = 0, service: bool = False) -> bool:
         """Follow a worker started by an earlier control plane; False when it is gone."""
+
+    def address(self, job_id: str) -> str | None:
+        """Where a worker's ports answer: here; on a cluster, its node (None until it is placed)."""
+        return "127.0.0.1"
 
     def logs(self, folder: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
         return fmt.read_bytes(Path(folder) / fmt.WORKER_LOG, offset, limit)

@@ -70,7 +70,8 @@ def reconcile_running(
 ) -> Reconciled:
     """A job left ``running`` by an earlier control plane: follow its worker again, or say how it ended."""
     if handle is not None and executor.adopt(job_id, handle, gpus):
-        return Reconciled(True, reason=f"re-attached to worker pid {handle.pid} after a restart")
+        worker = f"worker pid {handle.pid}" if handle.pid else f"job {job_id} on the cluster"
+        return Reconciled(True, reason=f"re-attached to {worker} after a restart")
     code = known_exit_code(root, attempt, None)
     result = outcome(root, code, False)
     return Reconciled(False, result, "its worker was gone when the control plane restarted", code)

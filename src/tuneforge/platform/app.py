@@ -80,6 +80,15 @@ def database_url(settings: Settings) -> str:
     return os.environ.get("TUNEFORGE_DATABASE_URL") or default_url(settings.root)
 
 
+def make_executor(settings: Settings) -> Executor:
+    """The executor ``TUNEFORGE_EXECUTOR`` names; ray is imported only when it is the one."""
+    if settings.executor == "ray":
+        from tuneforge.jobs.ray_cluster import connect
+
+        return connect(settings)
+    return LocalExecutor()
+
+
 def build_platform(
     settings: Settings | None = None, executor: Executor | None = None
 ) -> tuple[Platform, str | None]:
@@ -92,7 +101,7 @@ def build_platform(
     ctx = Platform(
         settings=settings,
         store=store,
-        executor=executor or LocalExecutor(),
+        executor=executor or make_executor(settings),
         max_upload_bytes=settings.max_dataset_mb << 20,
     )
     ctx.supervisor = Supervisor(ctx)

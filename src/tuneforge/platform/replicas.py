@@ -67,6 +67,7 @@ MAX_BACKOFF_S = 30.0
 # (which wait for its answer) do not wait long. The environment variables are for tests.
 PROBE_INTERVAL_S = float(os.environ.get("TUNEFORGE_DEPLOY_PROBE_INTERVAL", "3"))
 PROBE_TIMEOUT_S = float(os.environ.get("TUNEFORGE_DEPLOY_PROBE_TIMEOUT", "2"))
+READY = "/v2/health/ready"
 UNRESPONSIVE_AFTER = int(os.environ.get("TUNEFORGE_DEPLOY_UNRESPONSIVE_AFTER", "3"))
 
 
@@ -88,6 +89,11 @@ class Worker:
     missed: int = 0  # liveness probes failed in a row
     silent_since: float | None = None  # when the first of them was sent
     ended: int | None = None  # its exit status once the executor reported it (it reports once)
+
+    def url(self, path: str = "") -> str | None:
+        """Where it answers: on the host its executor placed it (None while a cluster has not yet)."""
+        host = self.executor.address(self.holder)
+        return None if host is None else f"http://{host}:{self.port}{path}"
 
     def exit_code(self) -> int | None:
         """None while it runs; its exit status once it ended (-1 when unknown: adopted, or gone)."""
@@ -253,7 +259,8 @@ class DeploymentSupervisor(Ticker):
                 continue  # gone (or its pid is another process now)
             wanted = dep is not None and dep.desired == "running" and dep.state in ("starting", "ready")
             key = self._read_key(r.deployment_id, r.replica)
-            if wanted and key and r.port and self._healthy(r.port):
+            host = executor.address(holder)
+            if wanted and key and r.port and self._healthy(host and f"http://{host}:{r.port}{READY}"):
                 gpus = executor.lease_gpus(holder, self._gpus_per_replica())  # what adopt found it holds
                 with self._lock:
                     w = Worker(r.replica, r.port, key, handle, executor, holder, ready=True, gpus=gpus or [],
@@ -312,7 +319,7 @@ class DeploymentSupervisor(Ticker):
                 if dep.id not in self._slots:  # the deployment failed
                     return
             elif not w.ready:
-                if self._healthy(w.port):
+                if self._healthy(w.url(READY)):
                     w.ready, w.ever_ready, slot.failures = True, True, 0
                     w.next_probe = time.monotonic() + self.probe_interval
                     self._update_replica(dep.id, w, "ready")
@@ -335,7 +342,7 @@ class DeploymentSupervisor(Ticker):
         now = time.monotonic()
         if w.probe is None:
             if now >= w.next_probe:
-                w.probe_sent, w.probe = now, self._probes.submit(self._probe, w.port)
+                w.probe_sent, w.probe = now, self._probes.submit(self._probe, w.url(READY))
             return
         if not w.probe.done():
             return
@@ -377,10 +384,12 @@ class DeploymentSupervisor(Ticker):
         why = f"{problem}; no good answer for {silent:.1f}s ({w.missed} probes in a row): killed"
         self._crashed(dep, slot, 128 + signal.SIGKILL, event="unresponsive", why=why)
 
-    def _probe(self, port: int) -> str | None:
+    def _probe(self, url: str | None) -> str | None:
         """None when the worker answers ready; else what went wrong (runs on the probe pool)."""
+        if url is None:
+            return "has no address (its executor lost its node)"
         try:
-            r = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=self.probe_timeout)
+            r = httpx.get(url, timeout=self.probe_timeout)
         except httpx.TimeoutException:
             return f"did not answer its health check within {self.probe_timeout:g}s"
         except httpx.HTTPError as exc:
@@ -486,9 +495,11 @@ class DeploymentSupervisor(Ticker):
         log.warning("deployment %s failed: %s", dep_id, message.splitlines()[0])
 
     # -- helpers
-    def _healthy(self, port: int) -> bool:
+    def _healthy(self, url: str | None) -> bool:
+        if url is None:  # not placed on a node yet
+            return False
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1.0).status_code == 200
+            return httpx.get(url, timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -52,7 +52,10 @@ def launch_for(ctx: Platform, row: Job) -> Launch:
         return Launch(row.id, argv, root, env, cwd, row.gpus, row.attempt + 1, inherit_env=False)
     else:
         raise ConfigError(f"job {row.id}: unknown kind {row.kind!r}")
-    return Launch(row.id, argv, root, env, root, row.gpus, row.attempt + 1)
+    res = (row.spec or {}).get("resources") or {} if row.kind == "train" else {}
+    memory_mb = int(res["memory_gb"] * 1024) if res.get("memory_gb") else None
+    return Launch(row.id, argv, root, env, root, row.gpus, row.attempt + 1,
+                  cpus=res.get("cpus", 1.0), memory_mb=memory_mb)  # fmt: skip
 
 
 class Supervisor(Ticker):
@@ -78,7 +81,8 @@ class Supervisor(Ticker):
         with self.ctx.store.reading() as s:
             running = list(s.scalars(select(Job).where(Job.state == "running")))
         for row in running:
-            handle = Handle(row.pid, row.pid_ticks) if row.pid else None
+            # pid 0: a worker that is no process here (a Ray job, found again by the job's id)
+            handle = Handle(row.pid, row.pid_ticks) if row.pid is not None else None
             result = reconcile_running(
                 self.ctx.executor, row.id, Path(row.folder), handle, row.gpus, row.attempt
             )

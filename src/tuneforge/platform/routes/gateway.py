@@ -145,7 +145,7 @@ async def _forward(request: Request, dep: Deployment, worker, path: str, body: b
         headers["authorization"] = f"Bearer {worker.key}"
         upstream = _client(ctx).build_request(
             request.method,
-            f"http://127.0.0.1:{worker.port}{path}",
+            worker.url(path) or f"http://127.0.0.1:{worker.port}{path}",
             headers=headers,
             content=body,
             params=request.query_params,
