@@ -309,5 +309,5 @@ def tokenize_record(
         return tokenize_pretrain(tokenizer, record["text"], max_len)
     if "messages" in record:
         return tokenize_chat(tokenizer, template, record["messages"], max_len, mode)
-    # preference: the chosen conversation, for previews and statistics
-    return tokenize_chat(tokenizer, template, record["prompt"] + record["chosen"], max_len, mode)
+    # preference: the chosen conversation, for previews and statistics; a GRPO prompt: the prompt alone
+    return tokenize_chat(tokenizer, template, record["prompt"] + record.get("chosen", []), max_len, mode)

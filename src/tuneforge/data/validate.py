@@ -105,7 +105,7 @@ SLICE_CHARS = 64 * 1024
 
 
 def _turns(record: dict) -> list[dict]:
-    return record.get("messages") or record["prompt"] + record["chosen"]
+    return record.get("messages") or record["prompt"] + record.get("chosen", [])  # a GRPO prompt: no answer
 
 
 def _texts(record: dict):
