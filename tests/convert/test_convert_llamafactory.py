@@ -251,13 +251,13 @@ def test_unknown_keys_warn_and_strict_refuses(lf_dir):
 
 def test_what_tuneforge_cannot_run_is_refused_all_at_once(lf_dir):
     text = SFT_LORA.replace("finetuning_type: lora", "finetuning_type: freeze").replace(
-        "stage: sft", "stage: rm"
+        "stage: sft", "stage: ppo"
     )
     text = text.replace("identity,alpaca_en_demo", "identity,hub_only,missing") + "optim: lion_8bit\n"
     with pytest.raises(ConfigError) as err:
         convert(text)
     message = str(err.value)
-    for expected in ("stage 'rm'", "freeze", "optim 'lion_8bit'", "hub_only", "'missing' is not in"):
+    for expected in ("stage 'ppo'", "freeze", "optim 'lion_8bit'", "hub_only", "'missing' is not in"):
         assert expected in message
     with pytest.raises(ConfigError, match="quantization_bit 8"):
         convert(SFT_LORA + "quantization_bit: 8\n")

@@ -95,7 +95,7 @@ REFUSED_TEMPLATES = {
     "qwen2_5": "LLaMA-Factory has no template qwen2_5 (it stops with 'Template qwen2_5 does not "
     "exist.'); Qwen2 and Qwen2.5 models take template qwen",
 }
-STAGES = {"sft": "sft", "dpo": "dpo", "pt": "pretrain"}
+STAGES = {"sft": "sft", "dpo": "dpo", "pt": "pretrain", "rm": "rm"}  # rm: a reward model on ranking pairs
 OPTIMIZERS = {
     "adamw_torch": "adamw_torch",
     "adamw_torch_fused": "adamw_torch_fused",

@@ -47,7 +47,7 @@ def run_training(
     spec_written: bool = False,
 ) -> RunResult:
     """``spec_written``: the folder's spec.yaml is the spec the server resolved; it is not written again."""
-    from . import dpo, pretrain, sft
+    from . import dpo, grpo, pretrain, rm, sft
     from .context import RunContext
     from .data import load_spec_records
     from .model import preflight
@@ -81,7 +81,9 @@ def run_training(
     ctx = RunContext(
         spec, folder, runtime, train_records, val_records, stop, resume, tuple(callbacks), show_bar
     )
-    recipe = {"sft": sft.run, "dpo": dpo.run, "pretrain": pretrain.run}[spec.method]
+    recipe = {"sft": sft.run, "dpo": dpo.run, "pretrain": pretrain.run, "rm": rm.run, "grpo": grpo.run}[
+        spec.method
+    ]
     with folder.logging_to_file():
         folder.event(
             fmt.STARTED,
