@@ -508,3 +508,33 @@ def test_a_converted_bf16_command_says_it_trains_in_bf16(lf_dir, tiny_llama, cap
     runtime = preflight(spec)
     assert runtime.dtype_name == "bfloat16"
     assert "training in bfloat16 on this CPU, as asked" in caplog.text and "picks fp32" not in caplog.text
+
+
+def test_rm_stage_converts_and_trains_a_reward_model(capsys, lf_dir, tiny_llama):
+    write(
+        lf_dir / "rm.yaml",
+        f"""
+model_name_or_path: {tiny_llama}
+stage: rm
+do_train: true
+finetuning_type: lora
+lora_target: all
+dataset: dpo_en_demo
+template: qwen
+cutoff_len: 256
+per_device_train_batch_size: 1
+learning_rate: 1.0e-4
+output_dir: saves/rm
+""",
+    )
+    conv, spec = convert((lf_dir / "rm.yaml").read_text())
+    assert (spec.method, spec.finetuning, spec.data.train[0].format) == ("rm", "lora", "preference")
+    code, out, err = run_cli(
+        capsys, "train", "--from-llamafactory", "rm.yaml", "--set", "train.max_steps=2", "--json"
+    )
+    assert code == 0, err
+    final = lf_dir / "saves" / "rm" / "final"
+    assert json.loads((final / "tuneforge.json").read_text())["method"] == "rm"
+    assert json.loads((final / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    steps = [json.loads(x) for x in (final.parent / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps if "loss" in s] == [1, 2] and "accuracy" in steps[0]

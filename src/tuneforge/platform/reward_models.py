@@ -21,7 +21,9 @@ def resolve_reward_models(ctx: Platform, spec: JobSpec) -> list[dict]:
         try:
             row = registry.resolve(ctx, reward.model)
         except NotFoundError:
-            problems.append({"loc": loc, "msg": f"no registered model {reward.model!r}: register a rm job"})
+            problems.append(
+                {"loc": loc, "msg": f"no registered model {reward.model!r}: register a job of method rm"}
+            )
             continue
         if not is_reward_model(row.path):
             problems.append(
