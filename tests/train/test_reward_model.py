@@ -96,13 +96,13 @@ def test_rm_ranks_chosen_above_rejected_and_eval_reports_it(rm_job, tmp_path):
     final = folder / "final"
     assert is_reward_model(final) and json.loads((final / "tuneforge.json").read_text())["method"] == "rm"
     results = evaluate_model(str(final), data, output=tmp_path / "eval")
-    scores = results["models"]["final"]
+    scores = results["models"]["job"]  # a job's final/ is named after its job folder
     print("eval:", scores)
     assert results["metrics"] == "pairwise" and scores["samples"] == len(PAIRS)
     assert scores["pairwise_accuracy"] >= 0.75 > 0.5  # chance is 0.5
     first_margin = next(m["margin"] for m in logged if "margin" in m)
     assert scores["mean_margin"] > 2 * max(first_margin, 0.1)  # the gap it learned, not the random head's
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["models"]["final"] == scores
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["models"]["job"] == scores
 
 
 def test_a_reward_model_is_not_served(rm_job):

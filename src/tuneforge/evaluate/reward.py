@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tuneforge.data.store import read_any_dataset
 from tuneforge.errors import ConfigError
+from tuneforge.models.inference import adapter_display_name
 from tuneforge.models.reward import load_reward_model, pairwise_accuracy
 
 
@@ -23,7 +24,7 @@ def evaluate_reward_model(
     pairs = records[:max_samples] if max_samples else records
     rm, tokenizer = load_reward_model(model)
     scores = pairwise_accuracy(rm, tokenizer, pairs, batch_size=batch_size)
-    name = Path(str(model)).name
+    name = adapter_display_name(Path(str(model)).expanduser())  # a job's final/ by its job's name
     results = {"models": {name: scores}, "output": str(output), "data": str(data), "metrics": "pairwise"}
     (output / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results
