@@ -343,6 +343,11 @@ TEMPLATES: dict[str, dict] = {
         "finetuning": "lora",
         "description": "Direct preference optimisation, LoRA.",
     },
+    "pretrain-lora": {
+        "method": "pretrain",
+        "finetuning": "lora",
+        "description": "Continual pretraining on raw text, LoRA.",
+    },
     "rm-lora": {
         "method": "rm",
         "finetuning": "lora",
@@ -352,11 +357,6 @@ TEMPLATES: dict[str, dict] = {
         "method": "grpo",
         "finetuning": "lora",
         "description": "GRPO: reinforcement learning from rewards on a prompt set, LoRA.",
-    },
-    "pretrain-lora": {
-        "method": "pretrain",
-        "finetuning": "lora",
-        "description": "Continual pretraining on raw text, LoRA.",
     },
 }
 

@@ -285,7 +285,7 @@ def test_path_traversal_in_file_routes_is_404(api, path):
 def test_templates_carry_schema_defaults_and_help(api):
     data = api.get("/api/v1/templates").json()["data"]
     names = [t["name"] for t in data]
-    assert names == ["sft-lora", "sft-qlora", "sft-full", "dpo-lora", "pretrain-lora"]
+    assert names == ["sft-lora", "sft-qlora", "sft-full", "dpo-lora", "pretrain-lora", "rm-lora", "grpo-lora"]
     full = api.get("/api/v1/templates/sft-full").json()
     assert full["finetuning"] == "full" and full["default_learning_rate"] == 2e-5
     hp = full["schema"]["$defs"]["HyperParams"]["properties"]

@@ -189,6 +189,8 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
         "sft-full",
         "dpo-lora",
         "pretrain-lora",
+        "rm-lora",
+        "grpo-lora",
     ]
     shot(page, "02-home")
 
