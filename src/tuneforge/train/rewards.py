@@ -58,10 +58,10 @@ def exact_match(completions, answer, **_) -> list[float]:
 def format_reward(regex: str):
     pattern = re.compile(regex, re.S)
 
-    def format(completions, **_) -> list[float]:  # noqa: A001 (the metric's name: rewards/format/mean)
+    def found(completions, **_) -> list[float]:
         return [float(pattern.search(completion_text(c)) is not None) for c in completions]
 
-    return format
+    return found
 
 
 def length_reward(target: int):
