@@ -154,8 +154,8 @@ class HyperParams(Strict):
     learning_rate: float | None = Field(
         default=None,
         gt=0,
-        description="Peak learning rate; default 2e-4 for LoRA/QLoRA (5e-5 for DPO, KTO, ORPO, SimPO), "
-        "2e-5 full (5e-6 for those).",
+        description="Peak learning rate; default 2e-4 for LoRA/QLoRA (5e-5 for DPO, KTO, ORPO, SimPO and "
+        "GRPO), 2e-5 full (5e-6 for those).",
     )
     epochs: float = Field(default=3.0, gt=0, description="Passes over the training data.")
     max_steps: int | None = Field(
@@ -307,18 +307,82 @@ class EvalSpec(Strict):
     )
 
 
-# Methods that learn from preferred and rejected answers (TRL's trainers); they share DPO's defaults.
-PREFERENCE_METHODS = ("dpo", "kto", "orpo", "simpo")
+# Methods that take DPO's learning-rate defaults: the preference ones (TRL's trainers) and GRPO.
+LOW_RATE_METHODS = ("dpo", "kto", "orpo", "simpo", "grpo")
+
+
+class RewardSpec(Strict):
+    """One GRPO reward; written in full or short: ``exact_match``, ``{format: REGEX}``, ``{length: N}``,
+    ``{reward_model: NAME}``."""
+
+    type: Literal["exact_match", "format", "length", "reward_model"] = Field(
+        description="exact_match: 1 when the completion's final answer (after ####, in \\boxed{} or "
+        "<answer></answer>, else its last number or its text) equals the record's answer; format: 1 when "
+        "the completion matches regex; length: 0 at target tokens, falling by 1 per target tokens away; "
+        "reward_model: the score of a registered reward model (method rm)."
+    )
+    regex: str | None = Field(default=None, max_length=500, description="format: the regex to match.")
+    target: int | None = Field(default=None, ge=1, description="length: the completion length aimed at.")
+    model: str | None = Field(default=None, description="reward_model: a reward model's name or folder.")
+    weight: float = Field(default=1.0, description="Weight of this reward in the sum GRPO ranks by.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, v):
+        if isinstance(v, str):
+            return {"type": v}
+        if isinstance(v, dict) and "type" not in v and len(keys := [k for k in v if k != "weight"]) == 1:
+            field = {"format": "regex", "length": "target", "reward_model": "model"}.get(keys[0])
+            if field:
+                return {
+                    "type": keys[0],
+                    field: v[keys[0]],
+                    **({"weight": v["weight"]} if "weight" in v else {}),
+                }
+        return v
+
+    @model_validator(mode="after")
+    def _needs(self):
+        need = {"format": "regex", "length": "target", "reward_model": "model"}.get(self.type)
+        if need and getattr(self, need) is None:
+            raise ValueError(f"reward {self.type} needs {need}, e.g. {{{self.type}: …}}")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"format regex {self.regex!r}: {exc}") from None
+        return self
+
+
+class GrpoSpec(Strict):
+    rewards: list[RewardSpec] = Field(
+        default_factory=lambda: [RewardSpec(type="exact_match")],
+        min_length=1,
+        max_length=16,
+        description="GRPO rewards, summed with their weights: exact_match, {format: REGEX}, {length: N}, "
+        "{reward_model: NAME}. Your own function: run it in a command job (see docs, methods).",
+    )
+    num_generations: int = Field(
+        default=4, ge=2, le=64, description="Completions sampled per prompt (the group compared)."
+    )
+    beta: float = Field(
+        default=0.0, ge=0.0, description="KL penalty towards the starting model (0: none, no reference pass)."
+    )
+    max_completion_length: int = Field(default=256, ge=1, le=32768, description="Tokens per completion.")
+    temperature: float = Field(default=1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    use_vllm: bool = Field(
+        default=False, description="Sample with vLLM on the training GPU (CUDA and vllm needed)."
+    )
 
 
 class JobSpec(Strict):
     """A complete training run."""
 
     name: Name | None = Field(default=None, description="A label for the run (the job's name).")
-    method: Literal["sft", "dpo", "kto", "orpo", "simpo", "pretrain"] = Field(
+    method: Literal["sft", "dpo", "kto", "orpo", "simpo", "pretrain", "rm", "grpo"] = Field(
         default="sft",
         description="Training objective: sft; dpo, orpo, simpo (preference pairs); kto (answers labelled "
-        "good or bad); pretrain (raw text).",
+        "good or bad); pretrain (raw text); rm (a reward model on preference pairs); grpo (RL with rewards).",
     )
     finetuning: Literal["lora", "qlora", "full"] = Field(default="lora", description="Which weights train.")
     model: str = Field(description="A pulled/imported model name or an HF model folder.")
@@ -328,6 +392,7 @@ class JobSpec(Strict):
     train: HyperParams = Field(default_factory=HyperParams)
     resources: Resources = Field(default_factory=Resources)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    grpo: GrpoSpec = Field(default_factory=GrpoSpec, description="GRPO's rewards and sampling (method grpo).")
     output_dir: str | None = Field(
         default=None, description="Job folder (default under $TUNEFORGE_HOME/jobs)."
     )
@@ -352,6 +417,11 @@ class JobSpec(Strict):
             raise ValueError("method kto needs train.batch_size ≥ 2 (its KL term uses the batch's others)")
         if self.resources.nodes > 1 and self.resources.gpus < 1:
             raise ValueError("resources.nodes > 1 needs resources.gpus ≥ 1 per node")
+        if self.method == "grpo" and self.train.batch_size % self.grpo.num_generations:
+            raise ValueError(
+                f"train.batch_size {self.train.batch_size} counts completions: make it a multiple of "
+                f"grpo.num_generations {self.grpo.num_generations}"
+            )
         return self
 
     @property
@@ -359,8 +429,8 @@ class JobSpec(Strict):
         if self.train.learning_rate:
             return self.train.learning_rate
         if self.finetuning == "full":
-            return 5e-6 if self.method in PREFERENCE_METHODS else 2e-5
-        return 5e-5 if self.method in PREFERENCE_METHODS else 2e-4
+            return 5e-6 if self.method in LOW_RATE_METHODS else 2e-5
+        return 5e-5 if self.method in LOW_RATE_METHODS else 2e-4
 
 
 TEMPLATES: dict[str, dict] = {
@@ -399,6 +469,16 @@ TEMPLATES: dict[str, dict] = {
         "method": "pretrain",
         "finetuning": "lora",
         "description": "Continual pretraining on raw text, LoRA.",
+    },
+    "rm-lora": {
+        "method": "rm",
+        "finetuning": "lora",
+        "description": "A reward model (a score head) on preference pairs, LoRA.",
+    },
+    "grpo-lora": {
+        "method": "grpo",
+        "finetuning": "lora",
+        "description": "GRPO: reinforcement learning from rewards on a prompt set, LoRA.",
     },
 }
 

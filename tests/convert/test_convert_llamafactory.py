@@ -251,13 +251,13 @@ def test_unknown_keys_warn_and_strict_refuses(lf_dir):
 
 def test_what_tuneforge_cannot_run_is_refused_all_at_once(lf_dir):
     text = SFT_LORA.replace("finetuning_type: lora", "finetuning_type: freeze").replace(
-        "stage: sft", "stage: rm"
+        "stage: sft", "stage: ppo"
     )
     text = text.replace("identity,alpaca_en_demo", "identity,hub_only,missing") + "optim: lion_8bit\n"
     with pytest.raises(ConfigError) as err:
         convert(text)
     message = str(err.value)
-    for expected in ("stage 'rm'", "freeze", "optim 'lion_8bit'", "hub_only", "'missing' is not in"):
+    for expected in ("stage 'ppo'", "freeze", "optim 'lion_8bit'", "hub_only", "'missing' is not in"):
         assert expected in message
     with pytest.raises(ConfigError, match="quantization_bit 8"):
         convert(SFT_LORA + "quantization_bit: 8\n")
@@ -508,3 +508,33 @@ def test_a_converted_bf16_command_says_it_trains_in_bf16(lf_dir, tiny_llama, cap
     runtime = preflight(spec)
     assert runtime.dtype_name == "bfloat16"
     assert "training in bfloat16 on this CPU, as asked" in caplog.text and "picks fp32" not in caplog.text
+
+
+def test_rm_stage_converts_and_trains_a_reward_model(capsys, lf_dir, tiny_llama):
+    write(
+        lf_dir / "rm.yaml",
+        f"""
+model_name_or_path: {tiny_llama}
+stage: rm
+do_train: true
+finetuning_type: lora
+lora_target: all
+dataset: dpo_en_demo
+template: qwen
+cutoff_len: 256
+per_device_train_batch_size: 1
+learning_rate: 1.0e-4
+output_dir: saves/rm
+""",
+    )
+    conv, spec = convert((lf_dir / "rm.yaml").read_text())
+    assert (spec.method, spec.finetuning, spec.data.train[0].format) == ("rm", "lora", "preference")
+    code, out, err = run_cli(
+        capsys, "train", "--from-llamafactory", "rm.yaml", "--set", "train.max_steps=2", "--json"
+    )
+    assert code == 0, err
+    final = lf_dir / "saves" / "rm" / "final"
+    assert json.loads((final / "tuneforge.json").read_text())["method"] == "rm"
+    assert json.loads((final / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    steps = [json.loads(x) for x in (final.parent / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps if "loss" in s] == [1, 2] and "accuracy" in steps[0]

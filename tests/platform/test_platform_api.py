@@ -286,7 +286,9 @@ def test_path_traversal_in_file_routes_is_404(api, path):
 def test_templates_carry_schema_defaults_and_help(api):
     data = api.get("/api/v1/templates").json()["data"]
     names = [t["name"] for t in data]
-    assert names == list(TEMPLATES) and {"sft-lora", "dpo-lora", "kto-lora", "pretrain-lora"} <= set(names)
+    assert names == list(TEMPLATES) and {"sft-lora", "dpo-lora", "kto-lora", "rm-lora", "grpo-lora"} <= set(
+        names
+    )
     full = api.get("/api/v1/templates/sft-full").json()
     assert full["finetuning"] == "full" and full["default_learning_rate"] == 2e-5
     hp = full["schema"]["$defs"]["HyperParams"]["properties"]

@@ -187,6 +187,14 @@ def evaluate(
     if json_out:
         print_json(results)
         return
+    if results["metrics"] == "pairwise":  # a reward model
+        text_keys = ("pairwise_accuracy", "mean_margin")
+        table = Table("model", *text_keys, "samples", title="reward model on preference pairs")
+        for name, m in results["models"].items():
+            table.add_row(name, *(f"{m[k]:.4f}" for k in text_keys), str(m["samples"]))
+        console.print(table)
+        console.print(f"metrics in {results['output']}")
+        return
     table = Table("model", "eval_loss", "perplexity", *text_keys, title=f"{results['metrics']} definitions")
     for name, m in results["models"].items():
         table.add_row(name, *(f"{m[k]:.4f}" for k in ("eval_loss", "perplexity", *text_keys)))

@@ -98,7 +98,7 @@ REFUSED_TEMPLATES = {
     "qwen2_5": "LLaMA-Factory has no template qwen2_5 (it stops with 'Template qwen2_5 does not "
     "exist.'); Qwen2 and Qwen2.5 models take template qwen",
 }
-STAGES = {"sft": "sft", "dpo": "dpo", "kto": "kto", "pt": "pretrain"}
+STAGES = {"sft": "sft", "dpo": "dpo", "kto": "kto", "pt": "pretrain", "rm": "rm"}  # rm: on ranking pairs
 # stage: dpo with pref_loss NAME trains this method (LLaMA-Factory's preference losses tuneforge runs)
 PREF_LOSSES = {"sigmoid": "dpo", "orpo": "orpo", "simpo": "simpo"}
 OPTIMIZERS = {

@@ -3,7 +3,7 @@
 Every key the config holds ends up in exactly one place: a JobSpec field (``KEYS``, in lf_keys.py
 with the other tables, and the special cases below), a one-line note for keys that do not apply here
 (``NOT_APPLICABLE``), an error for what tuneforge refuses to run as something else (freeze tuning,
-8-bit bases, reward/PPO stages), or a warning for keys it does not know (errors with ``strict``).
+8-bit bases, the PPO stage), or a warning for keys it does not know (errors with ``strict``).
 Nothing is dropped silently.
 """
 
@@ -107,8 +107,8 @@ def convert_llamafactory(
     stage = args.pop("stage", "sft")
     if stage not in STAGES:
         errors.append(
-            f"stage {stage!r}: tuneforge trains sft, dpo (pref_loss sigmoid, orpo, simpo), kto and pt "
-            "(pretraining); PPO is not a tuneforge method."
+            f"stage {stage!r}: tuneforge trains the stages {', '.join(STAGES)} (pt: pretraining; dpo "
+            "with pref_loss sigmoid, orpo or simpo); PPO is not a tuneforge method."
         )
     put("method", STAGES.get(stage, "sft"))
     put("eval.metrics", "llamafactory")  # its run's scores are compared with LLaMA-Factory's own

@@ -6,6 +6,7 @@ Canonical records are plain dicts of one of three kinds:
   text        {"text": str}
   preference  {"prompt": [messages], "chosen": [messages], "rejected": [messages]}  (TRL's shape)
   feedback    {"prompt": [messages], "completion": [messages], "label": bool}  (TRL's KTO shape)
+  prompt      {"prompt": [messages], "answer": str (optional)}  (GRPO's prompts)
 An assistant message may carry OpenAI ``tool_calls`` and a tool message its ``tool_call_id``/``name``;
 a chat record may carry the ``tools`` it was given.
 
@@ -27,6 +28,7 @@ from .records import (
     conversation,
     openai_preference,
     preference,
+    prompt_record,
     single_turn,
     text_record,
 )
@@ -108,6 +110,9 @@ FORMATS: dict[str, Format] = {
             "any columns mapped with --map prompt=COL,response=COL[,system=,query=,history=]",
         ),
         Format("text", "text", ("text",), text_record, "raw text for continual pretraining"),
+        # keys (prompt, answer); a record with a prompt alone is found by PARTIAL_KEYS' last entry, so
+        # that a pair missing its chosen side is still a preference pair with a problem
+        Format("prompt", "prompt", ("prompt", "answer"), prompt_record, "prompt, optional answer (GRPO)"),
     ]
 }
 
@@ -141,6 +146,7 @@ PARTIAL_KEYS = [
     ("completion", "prompt_completion"),
     ("response", "mapped"),
     ("text", "text"),
+    ("prompt", "prompt"),
 ]
 
 

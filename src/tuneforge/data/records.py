@@ -325,6 +325,26 @@ def preference(
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
+def prompt_record(row: dict, probs: RecordProblems) -> dict | None:
+    """A GRPO prompt: ``prompt`` (a string or messages ending with a user turn), optional ``system`` and
+    ``answer`` (the reference an exact_match reward compares the final answer with)."""
+    value = row.get("prompt")
+    if isinstance(value, list):
+        prompt = _messages(value, "prompt", probs, *_turn_keys(value))
+    else:
+        text = _text(row, "prompt", probs, fmt="prompt")
+        system = _text(row, "system", probs, required=False)
+        system_turn = [{"role": "system", "content": system}] if system else []
+        prompt = None if text is None else system_turn + [{"role": "user", "content": text}]
+    answer = _text(row, "answer", probs, required=False)
+    if prompt is None:
+        return None
+    if prompt[-1]["role"] != "user":
+        probs.add("prompt", f"the last turn is {prompt[-1]['role']}; a prompt ends with the user's turn.")
+        return None
+    return {"prompt": prompt, **({"answer": answer} if answer is not None else {})}
+
+
 def openai_preference(row: dict, probs: RecordProblems) -> dict | None:
     """OpenAI's DPO lines: {"input": {"messages": [...]}, "preferred_output": [...],
     "non_preferred_output": [...]}."""

@@ -311,4 +311,5 @@ def tokenize_record(
         return tokenize_pretrain(tokenizer, record["text"], max_len)
     if "messages" in record:
         return tokenize_chat(tokenizer, template, record["messages"], max_len, mode)
+    # a pair: the chosen conversation; KTO: prompt + completion; a GRPO prompt alone (previews, statistics)
     return tokenize_chat(tokenizer, template, record_turns(record), max_len, mode)

@@ -1,4 +1,5 @@
-"""Evaluate one model (and optionally its base) on a chat dataset: loss, perplexity, ROUGE, BLEU."""
+"""Evaluate one model (and optionally its base) on a chat dataset: loss, perplexity, ROUGE, BLEU; a reward
+model on preference pairs (evaluate/reward.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from tuneforge.data.tokenize import IGNORE_INDEX, tokenize_chat
 from tuneforge.errors import ConfigError
 from tuneforge.jobs.folder import CHECKPOINTS_DIR, FINAL_DIR, SPEC_FILE, STEP_RE
 from tuneforge.models.inference import LoadedModel, adapter_base, load_for_inference, saved_chat_template
+from tuneforge.models.reward import is_reward_model
 from tuneforge.settings import get_settings
 from tuneforge.spec import load_spec
 
 from .generate import generate
 from .metrics import check_metrics, text_scores
+from .reward import evaluate_reward_model
 
 
 def eval_loss(
@@ -105,13 +108,16 @@ def evaluate_model(
 ) -> dict:
     """``progress(stage, done, total)``, when given, hears how generation advances (the CLI draws it).
     ``metrics``: the ROUGE/BLEU definitions (evaluate/metrics.py); None: the job spec's, see job_metrics."""
+    output = Path(output or get_settings().root / "evals" / time.strftime("eval-%Y%m%d-%H%M%S"))
+    if is_reward_model(adapter or model):  # it scores text: pairwise accuracy on preference pairs
+        output.mkdir(parents=True, exist_ok=True)
+        return evaluate_reward_model(adapter or model, data, output, max_samples, batch_size, fmt, mapping)
     metrics = check_metrics(metrics or job_metrics(adapter or model))
     records, kind, fmt = read_any_dataset(str(data), fmt, mapping)
     if kind != "chat":
         raise ConfigError(f"{data}: evaluation needs chat data with answers; this is {fmt} ({kind}).")
     conversations = [r["messages"] for r in records if r["messages"][-1]["role"] == "assistant"]
     conversations = conversations[:max_samples] if max_samples else conversations
-    output = Path(output or get_settings().root / "evals" / time.strftime("eval-%Y%m%d-%H%M%S"))
     output.mkdir(parents=True, exist_ok=True)
 
     candidates = [("model", lambda: load_for_inference(model, adapter))]

@@ -16,6 +16,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.jobs.folder import FINAL_DIR
 
 from .load import adapter_or_base, load_tokenizer
+from .reward import refuse_reward_model
 from .store import check_name, resolve_model
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,8 @@ def load_for_serving(
     """
     adapters = {k: Path(str(v)).expanduser() for k, v in (adapters or {}).items()}
     ref_path = Path(str(ref)).expanduser()
+    for label, path in [(str(ref), ref_path), *adapters.items()]:
+        refuse_reward_model(path, label)
     if is_adapter(ref_path):
         adapters = {name or adapter_display_name(ref_path): ref_path, **adapters}
         ref, name = adapter_base(ref_path), None

@@ -93,6 +93,9 @@ def resolve_model(ctx: Platform, ref: str) -> Resolved:
         path = Path(row.path)
         if not path.is_dir():
             raise NotFoundError(f"registered model {row.name}@{row.version}: its files at {path} are gone")
+        from tuneforge.models.reward import refuse_reward_model
+
+        refuse_reward_model(path, f"{row.name}@{row.version}")
         alias = _model_id(row.name)
         names = {row.name: alias, f"{row.name}@{row.version}": alias}
         if _is_adapter(path):

@@ -32,6 +32,7 @@ from tuneforge.train.tracking import missing_trackers
 from . import catalog, commands, queues
 from .context import Platform
 from .db import Job
+from .reward_models import resolve_reward_models
 from .schemas import CommandJobCreate, SpecProblems
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
         problems.append(
             {"loc": ["spec", "model"], "msg": f"no model {spec.model!r} on the server: pull or import it"}
         )
+    problems += resolve_reward_models(ctx, spec)  # GRPO's reward_model rewards, by folder
     # A tracker's package missing on this server fails now, not after the job waited in the queue.
     problems += [
         {"loc": ["spec", "train", "report_to"], "msg": m} for m in missing_trackers(spec.train.report_to)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.command import WORK_DIR
+from tuneforge.models.reward import is_reward_model
 from tuneforge.names import check_name
 
 from .context import Platform
@@ -231,6 +232,7 @@ def registered_dict(row: RegisteredModel) -> dict:
         "job": row.job_id,
         "checkpoint": row.checkpoint,
         "path": row.path,
+        "kind": "reward" if is_reward_model(row.path) else "generative",  # reward: scores, cannot be served
         "lineage": row.lineage,
         "created_at": row.created_at,
     }

@@ -20,6 +20,8 @@ KIND_FOR_METHOD = {
     "orpo": ("preference",),
     "simpo": ("preference",),
     "pretrain": ("text", "chat"),
+    "rm": ("preference",),
+    "grpo": ("prompt",),
 }
 
 
@@ -30,6 +32,8 @@ NEEDS = {
     "orpo": "preference data (prompt/chosen/rejected)",
     "simpo": "preference data (prompt/chosen/rejected)",
     "pretrain": 'text data ({"text": …})',
+    "rm": "preference data (prompt/chosen/rejected)",
+    "grpo": 'prompts ({"prompt": …, "answer": …})',
 }
 
 
@@ -40,7 +44,16 @@ def _records_for(spec: JobSpec, ref: DatasetRef) -> list[dict]:
             f"method {spec.method} needs {NEEDS[spec.method]}; {ref.path} is {fmt} ({kind}). Change "
             "`method` or the dataset."
         )
-    return records[: ref.max_samples] if ref.max_samples else records
+    records = records[: ref.max_samples] if ref.max_samples else records
+    if spec.method == "grpo" and any(r.type == "exact_match" for r in spec.grpo.rewards):
+        without = [i for i, r in enumerate(records) if "answer" not in r]
+        if without:
+            raise DataError(
+                f"{ref.path}: {len(without)} record(s) have no 'answer' (first: record {without[0]}); the "
+                "exact_match reward compares each completion's final answer with it. Add the answers, map "
+                "a column with --map answer=COLUMN, or choose other grpo.rewards."
+            )
+    return records
 
 
 def load_spec_records(spec: JobSpec) -> tuple[list[dict], list[dict]]:

@@ -67,10 +67,11 @@ def preflight(spec: JobSpec) -> Runtime:
     return Runtime("cuda" if cuda else "cpu", dtype)
 
 
-def load_model(spec: JobSpec, runtime: Runtime, packed: bool):
-    """The model ready to train; returns (model, whether it takes packed rows)."""
+def load_model(spec: JobSpec, runtime: Runtime, packed: bool, score_head: bool = False):
+    """The model ready to train; returns (model, whether it takes packed rows). ``score_head``: the base
+    with one score output instead of the LM head (a reward model), its head trained beside the adapter."""
     import torch
-    from transformers import AutoModelForCausalLM, set_seed
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
 
     # Seed before the adapter is created: LoRA's initial A matrices are random.
     set_seed(spec.train.seed)
@@ -86,7 +87,8 @@ def load_model(spec: JobSpec, runtime: Runtime, packed: bool):
             bnb_4bit_compute_dtype=kwargs["dtype"],
         )
         kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    auto = AutoModelForSequenceClassification if score_head else AutoModelForCausalLM
+    model = auto.from_pretrained(str(folder), **kwargs, **({"num_labels": 1} if score_head else {}))
     if packed:
         packed = use_varlen_attention(model)
         if not packed:
@@ -96,7 +98,7 @@ def load_model(spec: JobSpec, runtime: Runtime, packed: bool):
                 type(model).__name__,
             )
     if spec.finetuning in ("lora", "qlora"):
-        model = add_lora(model, spec)
+        model = add_lora(model, spec, "SEQ_CLS" if score_head else "CAUSAL_LM")
     if spec.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
@@ -105,7 +107,8 @@ def load_model(spec: JobSpec, runtime: Runtime, packed: bool):
     return model, packed
 
 
-def add_lora(model, spec: JobSpec):
+def add_lora(model, spec: JobSpec, task_type: str = "CAUSAL_LM"):
+    """LoRA on ``model``; with task_type SEQ_CLS peft also trains and saves the score head."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if spec.finetuning == "qlora":
@@ -127,7 +130,7 @@ def add_lora(model, spec: JobSpec):
         use_dora=spec.lora.use_dora,
         use_rslora=spec.lora.use_rslora,
         modules_to_save=spec.lora.modules_to_save or None,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
     try:
         return get_peft_model(model, config)

@@ -59,18 +59,23 @@ def tokenizer_and_model(ctx: RunContext):
     return tokenizer, model
 
 
+def carried_over(base, config_cls: type) -> dict:
+    """The fields of ``base`` (the run's TrainingArguments) that TRL's ``config_cls`` also has; every TRL
+    recipe (these, rm.py, grpo.py) builds its config from them."""
+    fields = config_cls.__dataclass_fields__
+    return {
+        k: v
+        for k, v in base.to_dict().items()
+        if k in fields and not k.startswith("_") and k not in NOT_CARRIED
+    }
+
+
 def trl_config(config_cls: type, ctx: RunContext, **method_fields):
     """TRL's config for the run: the same arguments as SFT, carried over where the config has the field,
     plus the method's own (beta, weights, loss type)."""
     spec = ctx.spec
     base = training_arguments(spec, ctx.runtime, ctx.folder.checkpoints, bool(ctx.val_records), packed=False)
-    fields = config_cls.__dataclass_fields__
-    shared = {
-        k: v
-        for k, v in base.to_dict().items()
-        if k in fields and not k.startswith("_") and k not in NOT_CARRIED
-    }
-    return config_cls(**shared, max_length=spec.data.max_len, **method_fields)
+    return config_cls(**carried_over(base, config_cls), max_length=spec.data.max_len, **method_fields)
 
 
 def train_and_save(trainer_cls: type, config, ctx: RunContext, tokenizer, model) -> dict:

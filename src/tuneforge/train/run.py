@@ -50,7 +50,7 @@ def run_training(
     """``spec_written``: the folder's spec.yaml is the spec the server resolved; it is not written again.
     ``folder_checked``: a rank of a group whose launcher checked the folder (its siblings write there).
     """
-    from . import dpo, kto, orpo, pretrain, ray_train, sft, simpo
+    from . import dpo, grpo, kto, orpo, pretrain, ray_train, rm, sft, simpo
     from .context import RunContext
     from .data import load_spec_records
     from .leakage import check_eval_overlap
@@ -96,6 +96,8 @@ def run_training(
         "orpo": orpo.run,
         "simpo": simpo.run,
         "pretrain": pretrain.run,
+        "rm": rm.run,
+        "grpo": grpo.run,
     }[spec.method]
     with folder.logging_to_file():
         folder.event(
