@@ -191,7 +191,7 @@ def test_gateway_v2_bodies_over_the_limit_or_too_deep_are_refused_in_kserve_shap
 
         def pick(dep_id):
             forwarded.append(dep_id)
-            return SimpleNamespace(key="k", port=port)
+            return SimpleNamespace(key="k", port=port, url=lambda path="": f"http://127.0.0.1:{port}{path}")
 
         ctx.deployments = SimpleNamespace(pick=pick, mark_unreachable=lambda *a: None)
         headers = {"Authorization": api.headers["Authorization"]}

@@ -48,6 +48,9 @@ class RayTestCluster:
             "TRANSFORMERS_OFFLINE": "1",
             # a stopped job's SIGKILL comes this long after its SIGTERM (jobs set their own; this is Ray's)
             "RAY_JOB_STOP_WAIT_TIME_S": "10",
+            # Ray's OOM killer counts the whole machine's memory: the suite's other tests on it once took
+            # it past 95% and Ray killed this cluster's workers. The tests bound their own memory.
+            "RAY_memory_monitor_refresh_ms": "0",
         }
 
     def _node_args(self, i: int) -> list[str]:

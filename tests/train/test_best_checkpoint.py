@@ -15,7 +15,7 @@ def _save(reporter, out, step: int) -> None:
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text("{}")
     state = SimpleNamespace(global_step=step, is_world_process_zero=True)
-    reporter.on_save(SimpleNamespace(output_dir=str(out)), state, None)
+    reporter.on_save(SimpleNamespace(output_dir=str(out), world_size=1), state, None)
 
 
 @pytest.mark.parametrize(("mode", "best"), [("min", "step-4"), ("max", "step-2")])

@@ -23,7 +23,10 @@ STEPS, SAVE_EVERY, KILL_AT = 6, 2, 3
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray for the module: 2 CPUs (one a worker), a small object store, no dashboard."""
+    """One local Ray for the module: 2 CPUs (one a worker), a small object store, no dashboard, and no
+    OOM killer (it counts the whole machine: the suite's other tests once took it past 95%, and Ray
+    killed the workers; the raylet reads this from the environment it starts in)."""
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     ray.init(
         num_cpus=2,
         object_store_memory=100 * 1024 * 1024,
@@ -34,6 +37,7 @@ def local_ray():
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        os.environ.pop("RAY_memory_monitor_refresh_ms", None)
 
 
 class WeightsAndOneKill(TrainerCallback):
@@ -64,13 +68,15 @@ def test_choice_of_ray_train_needs_several_processes_inside_a_ray_program(tiny_l
     assert not ray_train.wanted(two, {"RAY_ADDRESS": "auto", "RANK": "1"})  # a rank never relaunches
 
 
-def test_inside_a_ray_job_no_torchrun_relaunch(tiny_llama, memo_data):
-    """gpus=2 relaunches under torchrun on a plain machine; inside a Ray job, Ray Train places the ranks."""
+def test_inside_a_ray_job_no_torchrun_relaunch(tiny_llama, memo_data, tmp_path):
+    """gpus=2 relaunches as two ranks on a plain machine with 2 GPUs; inside a Ray job, Ray Train places
+    the ranks (and the GPUs are the cluster's, not this machine's)."""
     from tuneforge.train.launch import distributed_command
 
     spec = parse_spec(tiny_spec(tiny_llama, memo_data, resources={"gpus": 2}))
-    assert "torch.distributed.run" in distributed_command(spec, ["spec.yaml"], env={})
-    assert distributed_command(spec, ["spec.yaml"], env={"RAY_ADDRESS": "10.0.0.1:6379"}) is None
+    here = distributed_command(spec, ["spec.yaml"], env={}, folder=tmp_path, gpus_here=2)
+    assert "tuneforge.jobs.ranks" in here and "--workers=2" in here
+    assert distributed_command(spec, ["spec.yaml"], env={"RAY_ADDRESS": "10.0.0.1:6379"}, gpus_here=0) is None
 
 
 def test_a_workers_own_error_reaches_the_command_line_as_itself():
