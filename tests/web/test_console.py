@@ -274,7 +274,7 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     page.wait_for_url(re.compile(r"#/datasets/ds-"))
     assert page.inner_text('[data-testid="records"]') == str(len(MEMO) * 2)
     page.wait_for_selector("figure.histogram svg rect.bar", timeout=90_000)
-    assert page.query_selector_all("pre.masked mark")  # trained-on tokens highlighted
+    page.wait_for_selector("pre.masked mark")  # trained-on tokens highlighted (the preview follows the stats)
     masked = page.inner_text("pre.masked")
     trained = " ".join(m.inner_text() for m in page.query_selector_all("pre.masked mark"))
     assert "banana seven" in trained and "Say the code word" not in trained and "Say the code word" in masked
@@ -451,7 +451,7 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     timeline = page.inner_text("ol.timeline")
     assert "已开始" in timeline and "已完成" in timeline and "{" not in timeline, timeline
     assert page.query_selector("ol.timeline table.kv")
-    assert page.inner_text("svg.chart text.legend[data-series='loss']") == "训练损失"
+    assert page.text_content("svg.chart text.legend[data-series='loss']") == "训练损失"
     page.select_option("#lang", "en")
     assert not errors, errors
 
