@@ -103,6 +103,25 @@ def test_console_is_served_and_every_message_key_exists_in_both_languages():
         assert any(k.startswith(prefix) for k in en)
 
 
+def test_every_jobspec_field_has_a_label_and_chinese_help():
+    """The job form's labels come from i18n/fields.json by field path; English help is the schema's
+    description (its one source), Chinese help the table's. A new JobSpec field needs its entry here."""
+    from tuneforge.spec import JobSpec, _section_model
+
+    def paths(model, prefix=""):
+        for key, field in model.model_fields.items():
+            section = _section_model(field.annotation)
+            yield from paths(section, f"{prefix}{key}.") if section else [f"{prefix}{key}"]
+
+    table = json.loads((WEB / "i18n" / "fields.json").read_text())
+    spec = set(paths(JobSpec))
+    assert not spec - set(table), f"fields without a label and Chinese help: {sorted(spec - set(table))}"
+    assert not set(table) - spec, f"entries for no JobSpec field: {sorted(set(table) - spec)}"
+    for path, entry in table.items():
+        assert entry["en"] and entry["zh"] and entry["zh_help"], path
+        assert re.search(r"[\u4e00-\u9fff]", entry["zh_help"]), f"{path}: its Chinese help has no Chinese"
+
+
 def test_token_length_histogram_bins():
     from collections import Counter
 
@@ -168,6 +187,55 @@ def points(page, series: str) -> int:
     return int(el.get_attribute("data-points")) if el else 0
 
 
+def switch_language(page, lang: str, wait_for: str) -> None:
+    """The language select, then `wait_for` (a selector of the page in that language) on screen."""
+    page.select_option("#lang", lang)
+    page.wait_for_selector(wait_for)
+
+
+# Words a Chinese page may show in Latin letters: names of products, formats and methods, and the names
+# this suite gives its data. Anything code-like (digits, _ . - / @ :), an acronym, or text inside code,
+# pre or translate="no" (records, conversations: the user's data) is not checked.
+ALLOWED_LATIN = {
+    "tuneforge", "English", "OpenAI", "KServe", "Triton", "LoRA", "QLoRA", "DoRA", "rsLoRA", "NEFTune",
+    "Ollama", "Modelfile", "safetensors", "Jinja", "Cookie", "HttpOnly", "Bearer", "Parquet", "zip", "peft",
+    "alpaca", "sharegpt", "openai", "conversations", "mapped", "text", "preference", "prompt_completion",
+    "tiny", "memo", "transformers", "vllm", "auto", "bitsandbytes", "tensorboard", "PyPI", "gguf",
+    "KiB", "MiB", "GiB", "alpha", "beta", "Ctrl+Enter",
+    # a record's keys, as a column mapping names them
+    "prompt", "response", "system", "query", "history", "chosen", "rejected", "question", "answer",
+}  # fmt: skip
+
+ENGLISH_WORDS = """() => {
+  const skip = 'code, pre, kbd, samp, script, style, [translate="no"], [data-path] option, '
+    + 'select.code option';
+  const found = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (!el || el.closest(skip) || !el.getClientRects().length) continue;
+    if (el.closest('[hidden], details:not([open]) > :not(summary)')) continue;
+    found.push(n.textContent);
+  }
+  for (const el of document.querySelectorAll('[placeholder]')) {
+    if (el.getClientRects().length) found.push(el.placeholder);
+  }
+  return found;
+}"""
+
+
+def english_words(page) -> list[str]:
+    """The words of the page in Latin letters that are neither code nor on the allow-list."""
+    words = []
+    for text in page.evaluate(ENGLISH_WORDS):
+        for word in re.findall(r"[A-Za-z][A-Za-z0-9_.+@:/'-]*", text):
+            word = word.rstrip(".:-'")
+            if re.search(r"[\d_./@:-]", word) or word.isupper() or len(word) < 2 or word in ALLOWED_LATIN:
+                continue
+            words.append(word)
+    return words
+
+
 def test_console_upload_train_register_in_both_languages(console_server, browser, tmp_path):
     srv = console_server
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -181,22 +249,27 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_selector(".message.error")
     assert "invalid or missing token" in page.inner_text("#messages")
+    assert not page.is_visible("header.top")  # `hidden` wins over its display: flex (no nav, no Sign out)
     shot(page, "01-signin")
     sign_in(page, srv)
+    # An empty store says where to begin, with links (a model is there: the dataset is next).
+    assert page.is_visible('[data-testid="first-steps"] a:text("Upload a dataset")')
     cards = page.query_selector_all("article.template h3")
     assert [c.inner_text() for c in cards] == list(TEMPLATES)
     shot(page, "02-home")
 
     # A good dataset: stored, its stats and (from the worker) the token-length histogram.
     good = write(tmp_path / "memo.json", MEMO * 2)
-    page.click("text=Datasets")
+    page.click("header nav >> text=Datasets")
+    page.wait_for_selector("td.empty a, td.empty:has-text('upload one')")
+    assert not page.is_visible("form > progress")  # no empty upload bar before an upload
     page.set_input_files("#upload-files", str(good))
     page.get_by_label("Name", exact=True).fill("memo")
     page.get_by_role("button", name="Upload", exact=True).click()
     page.wait_for_url(re.compile(r"#/datasets/ds-"))
     assert page.inner_text('[data-testid="records"]') == str(len(MEMO) * 2)
     page.wait_for_selector("figure.histogram svg rect.bar", timeout=90_000)
-    assert page.query_selector_all("pre.masked mark")  # trained-on tokens highlighted
+    page.wait_for_selector("pre.masked mark")  # trained-on tokens highlighted (the preview follows the stats)
     masked = page.inner_text("pre.masked")
     trained = " ".join(m.inner_text() for m in page.query_selector_all("pre.masked mark"))
     assert "banana seven" in trained and "Say the code word" not in trained and "Say the code word" in masked
@@ -215,6 +288,10 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     problems = [li.inner_text() for li in page.query_selector_all(".upload-result .problems li")]
     assert len(problems) >= 2 and any("line 2" in p or ":2" in p for p in problems), problems
     assert "nothing was stored" in page.inner_text(".upload-result")
+    # records counted from 1 beside 1-based lines; the form's words, not the CLI's flags
+    assert any(":3 " in p and "record 3 " in p for p in problems), problems
+    said = page.inner_text(".upload-result")
+    assert "--map" not in said and "Column mapping" in said, said
     shot(page, "04-bad-upload")
     with srv.http() as http:
         assert [d["name"] for d in http.get("/api/v1/datasets").json()["data"]] == ["memo"]
@@ -228,6 +305,13 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     page.get_by_role("button", name="Start").click()
     page.wait_for_selector("#" + lr.get_attribute("id") + "-error:not(:empty)")
     assert "greater than 0" in page.inner_text("#" + lr.get_attribute("id") + "-error")
+    # Grouped: the main settings first, the rest folded; only this template's method's keys.
+    assert page.query_selector('[data-path="train.dpo_beta"]') is None
+    assert not page.is_visible('[data-path="train.logging_steps"]')
+    page.click("summary:text('Advanced settings')")
+    # each placeholder says what its help says: "off when empty" / "auto"
+    assert page.get_attribute('[data-path="lora.plus_ratio"]', "placeholder") == "off"
+    assert page.get_attribute('[data-path="train.eval_steps"]', "placeholder") == "auto"
     for path, value in {
         "train.learning_rate": "0.01",
         "train.max_steps": "150",  # a few seconds: long enough to watch it grow
@@ -239,10 +323,21 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     }.items():
         page.fill(f'[data-path="{path}"]', value)
     page.select_option('[data-path="train.scheduler"]', "constant")
+    page.fill('[data-path="extra"]', "train.seed=7")
+    # Switching language draws the form again in Chinese with everything typed kept, and back.
+    switch_language(page, "zh", "label:has-text('学习率')")
+    assert page.input_value('[data-path="train.max_steps"]') == "150"
+    assert page.input_value('[data-path="train.scheduler"]') == "constant"
+    assert page.input_value('[data-path="extra"]') == "train.seed=7"
+    assert "峰值学习率" in page.inner_text(".field:has([data-path='train.learning_rate']) .help")
+    switch_language(page, "en", "label:has-text('Learning rate')")
+    assert page.input_value('[data-path="data.max_len"]') == "64"
+    assert page.is_visible('[data-path="lora.dropout"]')  # "Advanced" stays open
     page.get_by_role("button", name="Show as command").click()
-    cli = page.inner_text('[data-testid="cli"]')
+    cli = re.sub(r"\s*\\\n\s*", " ", page.inner_text('[data-testid="cli"]'))  # one flag a line on screen
     assert cli.startswith("tuneforge jobs create --template sft-lora --model tiny --dataset ds-")
     assert "--set train.max_steps=150" in cli and "--set train.learning_rate=0.01" in cli
+    assert "--set train.seed=7" in cli  # the extra arguments box
     assert "max_steps: 150" in page.inner_text('[data-testid="yaml"]')
     shot(page, "05-new-job")
     # The first live-log connection is cut: the page must reconnect by itself to show the log.
@@ -265,9 +360,13 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
             if (p && seen[seen.length - 1] !== +p.dataset.points) seen.push(+p.dataset.points);
           }).observe(document.body, {subtree: true, childList: true, attributes: true}); }"""
     )
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    assert page.evaluate("window.scrollY") > 300
     page.get_by_role("button", name="Start").click()
     page.wait_for_url(re.compile(r"#/jobs/job-"))
     job_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_selector(f"h1:has-text('{job_id}')")
+    assert page.evaluate("window.scrollY") == 0  # the new page from its top, not 700 px down in its log
 
     # The job page: log lines and the loss chart grow while it runs.
     page.wait_for_function(
@@ -296,11 +395,19 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     shot(page, "07-job")
 
     # Register the final model; the models page shows its lineage base → job → model.
+    page.wait_for_selector('[data-testid="next-steps"] a:text("Register the model")')
     page.get_by_label("Model name").fill("memo-lora")
     page.get_by_role("button", name="Register the final model").click()
     page.wait_for_selector("text=Registered memo-lora@1")
     page.get_by_role("button", name="Register as model").first.click()
     page.wait_for_selector("text=Registered memo-lora@2")
+    # Next steps with the registered model: evaluate, deploy, export.
+    steps = page.locator('[data-testid="next-steps"] a')
+    assert steps.all_inner_texts() == ["Evaluate", "Deploy", "Export"]
+    assert steps.nth(0).get_attribute("href") == "#/evaluations?model=memo-lora%402"
+    steps.nth(2).click()
+    page.wait_for_selector("#export select")
+    assert page.locator("#export select").first.input_value() == "memo-lora@2"
     page.click("header nav >> text=Models")
     lineage = page.inner_text("table:has-text('memo-lora@1')")
     assert "tiny → " + job_id in lineage
@@ -310,6 +417,16 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     page.click("header nav >> text=Evaluations")
     page.wait_for_selector("text=Run an evaluation")
     assert "memo-lora@2" in page.inner_text("select:near(:text('Model'))")
+    # A registered model's row: evaluate, deploy, export, delete (asked first).
+    page.click("header nav >> text=Models")
+    page.wait_for_selector("tr:has-text('memo-lora@2') .actions")
+    row = page.locator("tr", has_text="memo-lora@2")
+    actions = row.locator(".actions a, .actions button").all_inner_texts()
+    assert actions == ["Evaluate", "Deploy", "Export", "Delete"], actions
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Delete").click()
+    page.wait_for_selector("text=Deleted memo-lora@2.")
+    page.wait_for_selector("tr:has-text('memo-lora@2')", state="detached")
     page.goto(srv.url + "/#/jobs/new")
     page.get_by_label("Kind").select_option("command")
     page.get_by_label("Command", exact=True).fill("python train.py --steps 2")
@@ -325,6 +442,11 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     shot(page, "09-jobs-zh")
     page.goto(f"{srv.url}/#/jobs/{job_id}")
     page.wait_for_selector("figcaption:has-text('按步的训练与验证损失')")
+    # event names, legends and the finished event's metrics (a table, not its JSON) in Chinese
+    timeline = page.inner_text("ol.timeline")
+    assert "已开始" in timeline and "已完成" in timeline and "{" not in timeline, timeline
+    assert page.query_selector("ol.timeline table.kv")
+    assert page.text_content("svg.chart text.legend[data-series='loss']") == "训练损失"
     page.select_option("#lang", "en")
     assert not errors, errors
 
@@ -421,12 +543,20 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser):
         page.get_by_role("button", name="Deploy", exact=True).click()
         page.wait_for_url(re.compile(rf"#/deployments/{name}$"))
         page.wait_for_selector(f"h1:has-text('{name}')")  # its page, not the list still on screen
-    for name in ("memo-ft", "tiny-base"):  # both start at once; each page polls while it is starting
-        page.goto(f"{srv.url}/#/deployments/{name}")
-        page.wait_for_selector(f"h1:has-text('{name}')")
-        page.wait_for_selector("h1 + div .badge.state-ready", timeout=180_000)
+    # Both start at once; the list follows them until they are ready (no reload).
+    page.click("header nav >> text=Deployments")
+    page.wait_for_selector("main tbody .badge.state-starting, main tbody .badge.state-ready")
+    page.wait_for_function(
+        "() => document.querySelectorAll('main tbody .badge.state-ready').length === 2", timeout=180_000
+    )
+    page.goto(f"{srv.url}/#/deployments/tiny-base")
+    page.wait_for_selector("h1 + div .badge.state-ready")
     page.get_by_role("button", name="Create a token").click()
     token = page.inner_text('[data-testid="token"]')
+    # The token is shown once: switching language keeps it, with the curl filled in.
+    switch_language(page, "zh", "h2:text('部署令牌')")
+    assert page.inner_text('[data-testid="token"]') == token and token in page.inner_text("main")
+    switch_language(page, "en", "h2:text('Deployment token')")
     examples = page.inner_text("main")
     assert (
         token in examples
@@ -459,6 +589,56 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser):
         turn = page.query_selector(f'[data-testid="transcript-{i}"] .turn.assistant')
         assert turn.get_attribute("data-done") == "true", turn.inner_text()
         assert turn.query_selector(".reply").inner_text().strip()
+    # Switching language keeps the conversation and the side-by-side tick.
+    said = [page.inner_text(f'[data-testid="transcript-{i}"]') for i in (0, 1)]
+    page.get_by_label("Message", exact=True).fill("a draft")
+    switch_language(page, "zh", "h1:text('体验')")
+    assert page.is_checked('[data-testid="side-by-side"]') and page.input_value("textarea") == "a draft"
+    assert all("Say the code word." in page.inner_text(f'[data-testid="transcript-{i}"]') for i in (0, 1))
+    switch_language(page, "en", "h1:text('Playground')")
+    assert [page.inner_text(f'[data-testid="transcript-{i}"]') for i in (0, 1)] == said
+
+    # Tokens: create one for a deployment with an expiry (shown once), it calls that deployment; revoked, not.
+    page.click("header nav >> text=Tokens")
+    page.get_by_label("Name", exact=True).fill("app-one")
+    page.get_by_label("Scope").select_option("deployment:tiny-base")
+    page.get_by_label("Expires").select_option("7d")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.inner_text('[data-testid="new-token"]')
+    row = page.locator("tr", has_text="app-one")
+    assert "deployment tiny-base" in row.inner_text() and "active" in row.inner_text()
+    chat = {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    with httpx.Client(base_url=srv.url, timeout=60) as c:
+        bearer = {"Authorization": f"Bearer {secret}"}
+        assert c.post("/v1/chat/completions", headers=bearer, json=chat).is_success
+        page.once("dialog", lambda d: d.accept())
+        row.get_by_role("button", name="Revoke").click()
+        page.wait_for_selector("tr:has-text('app-one') .badge.state-revoked")
+        refused = c.post("/v1/chat/completions", headers=bearer, json=chat)
+        assert refused.status_code == 401
+    shot(page, "17-tokens")
+
+    # Every page in both languages (screenshots kept); the Chinese ones show no English outside code.
+    pages = {
+        "home": "/", "datasets": "/datasets", "dataset": f"/datasets/{ds['id']}", "models": "/models",
+        "jobs": "/jobs", "new-job": "/jobs/new", "job": f"/jobs/{job['id']}", "evaluations": "/evaluations",
+        "deployments": "/deployments", "deployment": "/deployments/tiny-base", "playground": "/playground",
+        "tokens": "/tokens",
+    }  # fmt: skip
+    english: dict[str, list[str]] = {}
+    for lang in ("en", "zh"):
+        switch_language(page, lang, f"html[lang^='{lang}']")
+        for name, path in pages.items():
+            page.goto(f"{srv.url}/#{path}")
+            page.wait_for_selector(f"#view[data-route='{path}'] h1")
+            if name == "job":
+                page.wait_for_selector("ol.timeline li")
+            assert page.evaluate("window.scrollY") == 0, name
+            page.screenshot(path=str(ARTIFACTS / f"page-{lang}-{name}.png"), full_page=True)
+            if lang == "zh" and (words := english_words(page)):
+                english[name] = sorted(set(words))
+    switch_language(page, "en", "html[lang='en']")
+    assert not english, f"English on Chinese pages: {json.dumps(english, ensure_ascii=False)}"
 
 
 def test_console_pull_and_import_show_progress_then_model_or_error(console_server, browser, tiny_llama):
@@ -600,6 +780,8 @@ def test_console_evaluation_shows_metrics_and_predictions_when_it_ends(console_s
     page.get_by_role("button", name="Run", exact=True).click()
     card = page.wait_for_selector("article[data-eval]")
     eval_id = card.get_attribute("data-eval")
+    assert page.is_disabled("button:text-is('Run')")  # one click, one evaluation, until it ends
+    assert card.inner_text().startswith("tiny × memo")  # the dataset by its name, not its id
     # No reload: the list follows the running evaluation until its metrics are in.
     page.wait_for_selector(f"article[data-eval='{eval_id}'] .badge.state-succeeded", timeout=90_000)
     with srv.http() as http:
@@ -624,7 +806,12 @@ def test_console_evaluation_shows_metrics_and_predictions_when_it_ends(console_s
         assert reference == p["reference"] and prediction == p["prediction"] and base == p["prediction_base"]
         assert f"user: {p['prompt'][-1]['content']}" in prompt  # the messages, not their JSON
     assert [c[1] for c in cells] == [MEMO[0]["output"], MEMO[1]["output"]]
+    assert page.is_enabled("button:text-is('Run')")
     shot(page, "14-evaluation")
+    # The evaluation's job page: a link to these results; nothing to register, no training curves.
+    page.goto(f"{srv.url}/#/jobs/{ev['job']}")
+    page.wait_for_selector("#view[data-route^='/jobs/job-'] a[href='#/evaluations']")
+    assert not page.query_selector("button:has-text('Register')") and not page.query_selector("svg.chart")
     assert not page.query_selector(".message.error") and not errors, errors
 
 

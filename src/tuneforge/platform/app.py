@@ -25,7 +25,7 @@ from tuneforge.jobs.executor import Executor, LocalExecutor
 from tuneforge.serve.body import BodyError
 from tuneforge.settings import Settings, get_settings
 
-from . import migrate, openai_ft, openapi
+from . import error_codes, migrate, openai_ft, openapi
 from .auth import ensure_admin_token
 from .context import Platform
 from .db import Store, default_url
@@ -144,7 +144,13 @@ def _param(extra: dict | None) -> str | None:
 
 
 def _error(
-    request: Request, status: int, message: str, extra: dict | None = None, headers: dict | None = None
+    request: Request,
+    status: int,
+    message: str,
+    extra: dict | None = None,
+    headers: dict | None = None,
+    code: str | None = None,
+    params: dict | None = None,
 ) -> JSONResponse:
     """The error in the protocol's shape, by path (documented in ``openapi.py``)."""
     headers = dict(headers or {})
@@ -167,7 +173,9 @@ def _error(
         if extra:
             body["error"].update(extra)
     else:
-        body = {"detail": message, **(extra or {})}
+        # code + params: the console says it in the user's language (platform/error_codes.py)
+        code = code or error_codes.status_code(status)
+        body = {"detail": message, "code": code, "params": params or {}, **(extra or {})}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -177,27 +185,41 @@ def install_handlers(app: FastAPI) -> None:
         message = (
             "invalid or missing token" if exc.status == 401 else "this token's scope does not allow this"
         )
-        return _error(request, exc.status, message)
+        return _error(request, exc.status, message, code="invalid_token" if exc.status == 401 else "scope")
 
     @app.exception_handler(SpecProblems)
     async def spec_problems(request: Request, exc: SpecProblems):
-        return _error(request, 422, str(exc), {"problems": exc.problems})
+        return _error(request, 422, str(exc), {"problems": exc.problems}, code="invalid_spec")
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError):
         return _error(
-            request, 422, str(exc).split("\n")[0], {"problems": [p.to_dict() for p in exc.problems]}
+            request,
+            422,
+            str(exc).split("\n")[0],
+            {"problems": [p.to_dict() for p in exc.problems]},
+            code=error_codes.code_of(exc),
+            params=error_codes.params_of(exc),
         )
 
     @app.exception_handler(TuneforgeError)
     async def tuneforge_error(request: Request, exc: TuneforgeError):
-        return _error(request, _status(exc), str(exc))
+        code, params = error_codes.code_of(exc), error_codes.params_of(exc)
+        return _error(request, _status(exc), str(exc), code=code, params=params)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        problems = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        problems = [
+            {
+                "loc": list(e["loc"]),
+                "msg": e["msg"],
+                "type": e["type"],
+                "params": error_codes.json_params(e.get("ctx")),
+            }
+            for e in exc.errors()
+        ]
         message = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
-        return _error(request, 422, message, {"problems": problems})
+        return _error(request, 422, message, {"problems": problems}, code="invalid_request")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

@@ -32,6 +32,7 @@ from tuneforge.train.tracking import missing_trackers
 from . import catalog, commands, queues
 from .context import Platform
 from .db import Job
+from .error_codes import json_params
 from .reward_models import resolve_reward_models
 from .schemas import CommandJobCreate, SpecProblems
 
@@ -89,7 +90,15 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecProblems(
-            [{"loc": ["spec", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+            [
+                {
+                    "loc": ["spec", *e["loc"]],
+                    "msg": e["msg"],
+                    "type": e["type"],
+                    "params": json_params(e.get("ctx")),
+                }
+                for e in exc.errors()
+            ]
         ) from None
     problems = []
     if spec.output_dir:

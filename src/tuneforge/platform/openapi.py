@@ -21,6 +21,8 @@ DETAIL = {
     "required": ["detail"],
     "properties": {
         "detail": {"type": "string", "description": "What is wrong and how to fix it."},
+        "code": {"type": "string", "description": "A stable name of the error (not_found, invalid_spec, …)."},
+        "params": {"type": "object", "description": "The values the code's message in any language needs."},
         "problems": {
             "type": "array",
             "items": {"type": "object"},

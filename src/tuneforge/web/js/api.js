@@ -2,11 +2,21 @@
 // cookie, the anti-CSRF header on every call, and every error turned into an ApiError with a message.
 
 export class ApiError extends Error {
-  constructor(status, message, problems = []) {
+  /** `code` and `params` (the control plane's) let the console say the error in the user's language. */
+  constructor(status, message, problems = [], code = null, params = {}) {
     super(message);
     this.status = status;
     this.problems = problems;
+    this.code = code;
+    this.params = params || {};
   }
+}
+
+/** The ApiError of an answer's JSON body (null when it had none). */
+function fromBody(status, statusText, body) {
+  const detail = body && (body.detail ?? body.error?.message);
+  const message = typeof detail === 'string' ? detail : `HTTP ${status} ${statusText || ''}`.trim();
+  return new ApiError(status, message, (body && body.problems) || [], body && body.code, body && body.params);
 }
 
 const HEADERS = { 'X-Requested-With': 'tuneforge-console' };
@@ -16,9 +26,7 @@ export function whenUnauthorized(fn) { onUnauthorized = fn; }
 async function errorOf(res) {
   let body = null;
   try { body = await res.json(); } catch { /* not JSON */ }
-  const detail = body && (body.detail ?? body.error?.message);
-  const message = typeof detail === 'string' ? detail : `HTTP ${res.status} ${res.statusText}`;
-  return new ApiError(res.status, message, (body && body.problems) || []);
+  return fromBody(res.status, res.statusText, body);
 }
 
 export async function request(method, path, body, { raw = false, signal } = {}) {
@@ -63,9 +71,7 @@ export function upload(path, form, onProgress) {
       try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
       if (xhr.status >= 200 && xhr.status < 300) return resolve(body);
       if (xhr.status === 401) onUnauthorized();
-      const detail = body && body.detail;
-      reject(new ApiError(xhr.status, typeof detail === 'string' ? detail : `HTTP ${xhr.status}`,
-        (body && body.problems) || []));
+      reject(fromBody(xhr.status, '', body));
     };
     xhr.send(form);
   });

@@ -16,10 +16,12 @@ const routes = [
   [/^\/deployments$/, () => import('./pages/deployments.js')],
   [/^\/deployments\/([^/]+)$/, () => import('./pages/deployment.js')],
   [/^\/playground$/, () => import('./pages/playground.js')],
+  [/^\/tokens$/, () => import('./pages/tokens.js')],
 ];
 
 let signedIn = false;
 let cleanup = null;
+let keep = null; // the page's state getter: a language switch re-renders the page with it
 
 function parse() {
   const raw = location.hash.replace(/^#/, '') || '/';
@@ -29,10 +31,13 @@ function parse() {
 
 export function go(path) { location.hash = `#${path}`; }
 
-async function render() {
+/** Draws the page of the current hash. `kept` is the state the same page had (a language switch): the
+ * page is drawn again from it, in the new language, with nothing the user typed or was shown lost. */
+async function render(kept = null) {
   const { path, params } = parse();
   if (!signedIn && path !== '/signin') return go(`/signin?next=${encodeURIComponent(path)}`);
   if (cleanup) { cleanup(); cleanup = null; }
+  keep = null;
   clearMessages();
   document.querySelector('header.top').hidden = !signedIn;
   for (const a of document.querySelectorAll('header nav a')) {
@@ -47,13 +52,18 @@ async function render() {
     try {
       const mod = await load();
       const started = performance.now();
-      const node = await mod.render({ args: m.slice(1).map(decodeURIComponent), params, go, setSignedIn });
+      const node = await mod.render({ args: m.slice(1).map(decodeURIComponent), params, go, setSignedIn, kept });
       if (parse().path !== path) return; // navigated away meanwhile
       view.replaceChildren(node.element || node);
       cleanup = node.cleanup || null;
+      keep = node.keep || null;
       view.dataset.renderMs = String(Math.round(performance.now() - started));
+      view.dataset.route = path; // which page is on screen (the tests wait for it)
       translate(view);
       view.focus({ preventScroll: true });
+      // A new page starts at its top (the browser kept the last page's offset: a job opened 700 px down
+      // in its log); the same page in another language stays where the user was.
+      window.scrollTo(0, kept ? kept.scrollY || 0 : 0);
     } catch (err) {
       view.replaceChildren();
       showError(err);
@@ -71,7 +81,11 @@ async function start() {
   await setLanguage(preferredLanguage());
   const select = document.getElementById('lang');
   select.value = preferredLanguage();
-  select.addEventListener('change', async () => { await setLanguage(select.value); render(); });
+  select.addEventListener('change', async () => {
+    const state = { ...(keep ? keep() : {}), scrollY: window.scrollY };
+    await setLanguage(select.value);
+    render(state);
+  });
   document.getElementById('signout').addEventListener('click', async () => {
     try { await del('/api/v1/session'); } catch (err) { showError(err); }
     signedIn = false;
@@ -79,7 +93,7 @@ async function start() {
   });
   whenUnauthorized(() => { if (signedIn) { signedIn = false; go(`/signin?next=${encodeURIComponent(parse().path)}`); } });
   try { await get('/api/v1/session'); signedIn = true; } catch { signedIn = false; }
-  window.addEventListener('hashchange', render);
+  window.addEventListener('hashchange', () => render());
   render();
 }
 

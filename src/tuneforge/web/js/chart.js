@@ -3,7 +3,8 @@
 const NS = 'http://www.w3.org/2000/svg';
 const W = 560;
 const H = 220;
-const PAD = { left: 52, right: 12, top: 12, bottom: 28 };
+// The legend has a band of its own above the plot (it covered the first points inside it).
+const PAD = { left: 52, right: 12, top: 28, bottom: 28 };
 
 function svg(tag, attrs = {}, text) {
   const el = document.createElementNS(NS, tag);
@@ -20,13 +21,14 @@ function tickLabel(v) {
 
 /**
  * A line chart of several named series: `add(name, x, y)` then `draw()` (batched by the caller).
- * `title` is the accessible name; the legend shows each series' colour.
+ * `title` is the accessible name; the legend shows each series' colour with its label (`labels`, in the
+ * user's language); `empty` is said until the first point comes.
  */
-export function lineChart(title, seriesNames) {
+export function lineChart(title, seriesNames, { labels = seriesNames, empty = '' } = {}) {
   const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'chart' });
   const label = svg('title', {}, title);
   root.append(label);
-  const series = new Map(seriesNames.map((n, i) => [n, { points: [], cls: `series-${i}` }]));
+  const series = new Map(seriesNames.map((n, i) => [n, { points: [], cls: `series-${i}`, label: labels[i] ?? n }]));
   const layer = svg('g');
   root.append(layer);
   const chart = {
@@ -39,7 +41,10 @@ export function lineChart(title, seriesNames) {
     draw() {
       layer.replaceChildren();
       const all = [...series.values()].flatMap((s) => s.points);
-      if (!all.length) return;
+      if (!all.length) {
+        if (empty) layer.append(svg('text', { x: W / 2, y: H / 2, class: 'tick empty', 'text-anchor': 'middle' }, empty));
+        return;
+      }
       let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
       let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
       if (x0 === x1) x1 = x0 + 1;
@@ -63,19 +68,19 @@ export function lineChart(title, seriesNames) {
           const [x, y] = s.points[0];
           layer.append(svg('circle', { cx: sx(x), cy: sy(y), r: 3, class: `dot ${s.cls}` }));
         }
-        layer.append(svg('rect', { x: legendX, y: PAD.top, width: 10, height: 10, class: `swatch ${s.cls}` }));
-        const text = svg('text', { x: legendX + 14, y: PAD.top + 9, class: 'legend' }, name);
+        layer.append(svg('rect', { x: legendX, y: 6, width: 10, height: 10, class: `swatch ${s.cls}` }));
+        const text = svg('text', { x: legendX + 14, y: 15, class: 'legend', 'data-series': name }, s.label);
         layer.append(text);
-        legendX += 24 + name.length * 7;
+        legendX += 24 + [...s.label].reduce((n, c) => n + (c.charCodeAt(0) > 0x2e80 ? 12 : 7), 0);
       }
     },
   };
   return chart;
 }
 
-/** A histogram from `{edges, counts}` (edges one longer than counts). */
-export function histogram(title, { edges, counts }, xLabel) {
-  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'chart' });
+/** A histogram from `{edges, counts}` (edges one longer than counts); `yLabel` names the bars' unit. */
+export function histogram(title, { edges, counts }, xLabel, yLabel = '') {
+  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'chart histogram' });
   root.append(svg('title', {}, title));
   if (!counts || !counts.length) return root;
   const max = Math.max(...counts);
@@ -95,6 +100,7 @@ export function histogram(title, { edges, counts }, xLabel) {
   for (const i of [0, Math.floor(last / 2), last]) {
     root.append(svg('text', { x: PAD.left + i * bw, y: H - 8, class: 'tick', 'text-anchor': 'middle' }, String(edges[i])));
   }
-  root.append(svg('text', { x: W - PAD.right, y: PAD.top + 8, class: 'tick', 'text-anchor': 'end' }, xLabel));
+  root.append(svg('text', { x: W - PAD.right, y: PAD.top - 10, class: 'tick', 'text-anchor': 'end' }, xLabel));
+  if (yLabel) root.append(svg('text', { x: 4, y: PAD.top - 10, class: 'tick axis-y' }, yLabel));
   return root;
 }

@@ -36,18 +36,23 @@ export function field(labelKey, input, helpText) {
   const help = helpText ? h('small', { class: 'help', id: `${input.id}-help` }, helpText) : null;
   if (help) input.setAttribute('aria-describedby', help.id);
   const error = h('small', { class: 'field-error', id: `${input.id}-error`, role: 'alert' });
-  return h('div', { class: 'field' }, h('label', { for: input.id }, labelKey.startsWith('!') ? labelKey.slice(1) : t(labelKey)), input, help, error);
+  const label = labelKey instanceof Node ? labelKey : labelKey.startsWith('!') ? labelKey.slice(1) : t(labelKey);
+  return h('div', { class: 'field' }, h('label', { for: input.id }, label), input, help, error);
 }
 
 export function badge(state) {
   return h('span', { class: `badge state-${state}` }, t(`state.${state}`));
 }
 
-export function table(headKeys, rows, { caption } = {}) {
+/** A table; a column whose cells are numbers (td.num) gets a right-aligned header over them. `empty`: what
+ * to say (and link to) when there are no rows. */
+export function table(headKeys, rows, { caption, empty } = {}) {
+  const heads = headKeys.map((k) => h('th', { scope: 'col' }, t(k)));
+  if (rows.length) [...rows[0].children].forEach((cell, i) => { if (cell.classList.contains('num') && heads[i]) heads[i].classList.add('num'); });
   return h('table', {},
     caption ? h('caption', {}, caption) : null,
-    h('thead', {}, h('tr', {}, headKeys.map((k) => h('th', { scope: 'col' }, t(k))))),
-    h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: headKeys.length, class: 'empty' }, t('common.empty')))));
+    h('thead', {}, h('tr', {}, heads)),
+    h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: headKeys.length, class: 'empty' }, empty || t('common.empty')))));
 }
 
 export function section(titleKey, ...children) {

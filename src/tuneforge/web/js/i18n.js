@@ -2,11 +2,12 @@
 
 let messages = {};
 let fallback = {};
+let fields = {}; // JobSpec field path → {en, zh, zh_help}: the form's labels and Chinese help texts
 export let lang = 'en';
 
 export async function setLanguage(code) {
   const load = async (c) => (await fetch(`/i18n/${c}.json`)).json();
-  if (!Object.keys(fallback).length) fallback = await load('en');
+  if (!Object.keys(fallback).length) [fallback, fields] = await Promise.all([load('en'), load('fields')]);
   messages = code === 'en' ? fallback : await load(code);
   lang = code;
   localStorage.setItem('tuneforge.lang', code);
@@ -24,6 +25,21 @@ export function preferredLanguage() {
 export function t(key, vars = {}) {
   const text = messages[key] ?? fallback[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (_, k) => (k in vars ? String(vars[k]) : `{${k}}`));
+}
+
+/** Whether the current language (or English) has a message for `key`. */
+export function has(key) { return key in messages || key in fallback; }
+
+/** A JobSpec field's label (`train.learning_rate` → "Learning rate" / "学习率"); the key when unknown. */
+export function fieldLabel(path) {
+  const f = fields[path] || fields[path.replace(/\.\d+\./, '.')];
+  return (f && (f[lang] || f.en)) || path.split('.').pop();
+}
+
+/** A JobSpec field's help: the schema's description in English (its one source), the table's in Chinese. */
+export function fieldHelp(path, description) {
+  const f = fields[path];
+  return lang === 'en' || !f ? description : f[`${lang}_help`] || description;
 }
 
 /** Fills data-i18n (text), data-i18n-placeholder, data-i18n-aria-label and data-i18n-title. */

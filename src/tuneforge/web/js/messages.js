@@ -1,12 +1,29 @@
 // Every API error becomes a visible message (role=alert); a message can carry the full problem list.
 import { h, fill } from './dom.js';
-import { t } from './i18n.js';
+import { has, lang, t } from './i18n.js';
 
 const box = () => document.getElementById('messages');
 
+/** The server's English text, or its `code` said in the user's language (error.CODE with its params). */
+function localized(prefix, code, params, english) {
+  if (lang === 'en' || !code || !has(`${prefix}.${code}`)) return english;
+  return t(`${prefix}.${code}`, { ...(params || {}), detail: english });
+}
+
 export function errorText(err) {
   if (err && err.status === 0) return t('error.network');
-  return err && err.message ? err.message : String(err);
+  const english = err && err.message ? err.message : String(err);
+  return err ? localized('error', err.code, err.params, english) : english;
+}
+
+/** One problem's message: pydantic's `type` (greater_than, missing, …) with its params in the user's language. */
+export function problemText(p) {
+  return consoleWords(localized('problem', p.type || p.code, p.params, p.message || p.msg || ''));
+}
+
+/** The data checks speak the CLI's options (--map, --format); the console's upload form has fields. */
+function consoleWords(text) {
+  return text.replace(/--map\b/g, `“${t('upload.map')}”`).replace(/--format\b/g, `“${t('upload.format')}”`);
 }
 
 /** A list item per problem: file:line, record, field, message (the API's dataset and 422 shapes). */
@@ -15,10 +32,11 @@ export function problemList(problems) {
     const where = [];
     if (p.file) where.push(p.line ? `${p.file}:${p.line}` : p.file);
     else if (p.line) where.push(t('problem.line', { n: p.line }));
-    if (p.record !== undefined && p.record !== null) where.push(t('problem.record', { n: p.record }));
+    // The API counts records from 0 (an index); beside 1-based lines a person reads them from 1.
+    if (Number.isInteger(p.record)) where.push(t('problem.record', { n: p.record + 1 }));
     if (p.field) where.push(t('problem.field', { name: p.field }));
     if (p.loc) where.push(p.loc.join('.'));
-    const msg = p.message || p.msg || '';
+    const msg = problemText(p);
     return h('li', {}, where.length ? h('strong', {}, where.join(' · ')) : null, where.length ? ' — ' : '', msg,
       p.hint ? h('div', { class: 'hint' }, p.hint) : null);
   }));

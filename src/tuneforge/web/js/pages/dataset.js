@@ -4,20 +4,41 @@ import { del, get } from '../api.js';
 import { histogram } from '../chart.js';
 import { badge, h, fill, page, section, table } from '../dom.js';
 import { formatBytes, formatNumber, formatTime, t } from '../i18n.js';
+import { roleName } from '../names.js';
 import { problemList, showError, showInfo } from '../messages.js';
 
 const KEYS = ['count', 'min', 'median', 'p95', 'max'];
 
+
+/** Chat turns as the playground shows them: who, then what they said. */
+function turns(messages) {
+  return (messages || []).map((m) => h('div', { class: `turn ${m.role === 'user' ? 'user' : 'assistant'}` },
+    h('span', { class: 'who' }, roleName(m.role)), h('div', {}, typeof m.content === 'string' ? m.content : JSON.stringify(m.content))));
+}
+
+/** One canonical record (chat, preference pair or raw text) in the conversation view, never its JSON. */
+export function recordView(r, n) {
+  const parts = [];
+  if (Array.isArray(r.messages)) parts.push(...turns(r.messages));
+  if (Array.isArray(r.prompt)) parts.push(...turns(r.prompt));
+  for (const key of ['chosen', 'rejected']) {
+    if (Array.isArray(r[key])) parts.push(h('div', { class: `pair ${key}` }, h('strong', {}, t(`dataset.${key}`)), turns(r[key])));
+  }
+  if (typeof r.text === 'string') parts.push(h('div', { class: 'turn assistant' }, h('span', { class: 'who' }, t('dataset.text')), h('div', {}, r.text)));
+  if (!parts.length) parts.push(h('pre', { class: 'record' }, JSON.stringify(r, null, 1))); // a shape this view does not know
+  return h('article', { class: 'record-view', translate: 'no', 'aria-label': t('dataset.record_n', { n }) }, h('span', { class: 'muted small' }, t('dataset.record_n', { n })), parts);
+}
+
 function statsView(ds) {
   const stats = ds.token_stats || ds.stats || {};
   const unit = stats.unit === 'tokens' ? t('dataset.tokens') : t('dataset.characters');
-  const rows = Object.entries(stats.per_role || {}).map(([role, s]) => h('tr', {}, h('th', { scope: 'row' }, role),
+  const rows = Object.entries(stats.per_role || {}).map(([role, s]) => h('tr', {}, h('th', { scope: 'row' }, roleName(role)),
     KEYS.map((k) => h('td', { class: 'num' }, formatNumber(s[k])))));
   if (stats.sequence) rows.push(h('tr', {}, h('th', { scope: 'row' }, t('dataset.sequence')), KEYS.map((k) => h('td', { class: 'num' }, formatNumber(stats.sequence[k])))));
   const parts = [
     h('dl', { class: 'facts' },
-      h('dt', {}, t('datasets.format')), h('dd', {}, ds.format || ''),
-      h('dt', {}, t('dataset.kind')), h('dd', {}, ds.kind || ''),
+      h('dt', {}, t('datasets.format')), h('dd', {}, h('code', {}, ds.format || '')),
+      h('dt', {}, t('dataset.kind')), h('dd', {}, h('code', {}, ds.kind || '')),
       h('dt', {}, t('datasets.records')), h('dd', { 'data-testid': 'records' }, formatNumber(ds.records)),
       h('dt', {}, t('datasets.size')), h('dd', {}, formatBytes(ds.bytes)),
       h('dt', {}, t('datasets.created')), h('dd', {}, formatTime(ds.created_at)),
@@ -28,11 +49,16 @@ function statsView(ds) {
     table(['dataset.role', 'dataset.count', 'dataset.min', 'dataset.median', 'dataset.p95', 'dataset.max'], rows),
   ];
   if (stats.histogram && stats.histogram.counts.length) {
-    parts.push(h('h3', {}, t('dataset.histogram')), h('figure', { class: 'histogram' }, histogram(t('dataset.histogram'), stats.histogram, t('dataset.tokens'))));
+    parts.push(h('h3', {}, t('dataset.histogram')), h('figure', { class: 'histogram' }, histogram(t('dataset.histogram'), stats.histogram, t('dataset.tokens'), t('dataset.records_axis'))));
   } else if (!ds.token_stats) {
     parts.push(h('p', { class: 'muted', 'data-testid': 'token-pending' }, t('dataset.tokens_pending')));
   }
-  if (ds.warnings && ds.warnings.length) parts.push(h('h3', {}, t('dataset.warnings')), problemList(ds.warnings.map((w) => (typeof w === 'string' ? { message: w } : w))));
+  if (ds.warnings && ds.warnings.length) {
+    // The data checks' own words (English; they carry no code yet): marked as not the console's text.
+    const list = problemList(ds.warnings.map((w) => (typeof w === 'string' ? { message: w } : w)));
+    list.setAttribute('translate', 'no');
+    parts.push(h('h3', {}, t('dataset.warnings')), list);
+  }
   return parts;
 }
 
@@ -45,8 +71,7 @@ function previewView(preview) {
       pieces.map((p) => (p.trained ? h('mark', { title: t('dataset.trained') }, p.text) : h('span', {}, p.text))))));
   }
   out.push(h('h3', {}, t('dataset.records_title')));
-  out.push(table(['dataset.record', 'dataset.messages'], preview.data.map((r, i) => h('tr', {}, h('td', { class: 'num' }, String(i + 1)),
-    h('td', {}, h('pre', { class: 'record' }, JSON.stringify(r, null, 1)))))));
+  out.push(h('div', { class: 'records' }, preview.data.map((r, i) => recordView(r, i + 1))));
   return out;
 }
 

@@ -11,7 +11,7 @@ export function datasetRow(d) {
   return h('tr', {},
     h('td', {}, h('a', { href: `#/datasets/${encodeURIComponent(d.id)}` }, d.name)),
     h('td', {}, badge(d.state)),
-    h('td', {}, d.format || ''),
+    h('td', {}, h('code', {}, d.format || '')),
     h('td', { class: 'num' }, formatNumber(d.records)),
     h('td', { class: 'num' }, formatBytes(d.bytes)),
     h('td', {}, formatTime(d.created_at)));
@@ -34,7 +34,7 @@ function uploadCard(onDone) {
     ondrop: (e) => { e.preventDefault(); zone.classList.remove('over'); setFiles(e.dataTransfer.files); },
   }, h('span', { id: 'drop-help' }, t('upload.drop')));
   const name = h('input', { type: 'text', name: 'name', autocomplete: 'off' });
-  const format = h('select', { name: 'format' }, FORMATS.map((f) => h('option', { value: f }, f === 'auto' ? t('upload.auto') : f)));
+  const format = h('select', { name: 'format', class: 'code' }, FORMATS.map((f) => h('option', { value: f }, f === 'auto' ? t('upload.auto') : f)));
   const map = h('input', { type: 'text', name: 'map', placeholder: 'prompt=question,response=answer', autocomplete: 'off' });
   const bar = h('progress', { max: '1', value: '0', hidden: true, 'aria-label': t('upload.progress') });
   const result = h('div', { class: 'upload-result', 'aria-live': 'polite' });
@@ -76,7 +76,7 @@ function uploadCard(onDone) {
 export async function render({ go }) {
   const { data } = await get('/api/v1/datasets');
   const list = table(['datasets.name', 'datasets.state', 'datasets.format', 'datasets.records', 'datasets.size', 'datasets.created'],
-    data.map(datasetRow));
+    data.map(datasetRow), { empty: t('datasets.empty') });
   return page('datasets.title',
     uploadCard((ds) => go(`/datasets/${encodeURIComponent(ds.id)}`)),
     section('datasets.list', list));

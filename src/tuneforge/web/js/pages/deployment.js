@@ -2,6 +2,7 @@
 import { del, get, patch, post } from '../api.js';
 import { badge, copyButton, h, fill, page, section } from '../dom.js';
 import { formatNumber, formatTime, t } from '../i18n.js';
+import { eventName } from '../names.js';
 import { showError, showInfo } from '../messages.js';
 import { promotionSection } from './promotion.js';
 
@@ -22,7 +23,7 @@ export function curlExamples(d, token = '$TOKEN') {
   ];
 }
 
-export async function render({ args, go }) {
+export async function render({ args, go, kept }) {
   const name = args[0];
   const enc = encodeURIComponent(name);
   const head = h('div');
@@ -34,7 +35,7 @@ export async function render({ args, go }) {
   let dep = null;
   let typedReplicas = null; // what the user is typing survives the page's refreshes while it scales
   let timer = null;
-  let shownToken = null;
+  let shownToken = (kept && kept.token) || null; // shown once: a language switch must not lose it
   async function load() {
     clearTimeout(timer); // one poll at a time, whoever asked for this load (a button or the poll)
     dep = await get(`/api/v1/deployments/${enc}`);
@@ -68,7 +69,8 @@ export async function render({ args, go }) {
     fill(examples, curlExamples(dep, shownToken || '$TOKEN').map(([key, text]) => h('div', {}, h('h3', {}, t(key)), h('pre', { class: 'command' }, text), copyButton(() => text))));
     try {
       const ev = await get(`/api/v1/deployments/${enc}/events`);
-      fill(events, ev.data.map((e) => h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, e.event), ' ', h('span', { class: 'muted' }, e.message || ''))));
+      // The event's name in the user's words; its message is the supervisor's log line (English, as logged).
+      fill(events, ev.data.map((e) => h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, eventName(e.event)), ' ', h('span', { class: 'muted', translate: 'no' }, e.message || ''))));
     } catch (err) { showError(err); }
     fill(promotion, promotionSection(dep, enc, load));
     const promoting = ['evaluating', 'canary'].includes((dep.rollout || {}).stage); // the gate decides, the canary starts
@@ -89,11 +91,14 @@ export async function render({ args, go }) {
     } }, count, ' ', h('button', { type: 'submit' }, t('deployment.scale')));
   }
   await load();
+  const showToken = (secret) => fill(tokenBox, h('p', { class: 'message info inline' }, t('deployment.token_once')),
+    h('pre', { class: 'command', 'data-testid': 'token' }, secret), copyButton(() => secret));
+  if (shownToken) showToken(shownToken);
   const makeToken = h('button', { type: 'button', onclick: async () => {
     try {
       const tok = await post('/api/v1/tokens', { name: `console-${name}`, scope: `deployment:${name}` });
       shownToken = tok.token;
-      fill(tokenBox, h('p', { class: 'message info inline' }, t('deployment.token_once')), h('pre', { class: 'command', 'data-testid': 'token' }, tok.token), copyButton(() => tok.token));
+      showToken(tok.token);
       await load();
     } catch (err) { showError(err); }
   } }, t('deployment.make_token'));
@@ -102,5 +107,5 @@ export async function render({ args, go }) {
     promotion,
     section('deployment.token', h('p', { class: 'muted' }, t('deployment.token_help')), makeToken, tokenBox),
     section('deployment.examples', examples));
-  return { element, cleanup: () => clearTimeout(timer) };
+  return { element, cleanup: () => clearTimeout(timer), keep: () => ({ token: shownToken }) };
 }

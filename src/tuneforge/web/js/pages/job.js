@@ -3,7 +3,8 @@
 import { follow, get, post } from '../api.js';
 import { lineChart } from '../chart.js';
 import { badge, field, h, fill, page, section, table } from '../dom.js';
-import { formatBytes, formatNumber, formatTime, t } from '../i18n.js';
+import { formatBytes, formatNumber, formatTime, has, t } from '../i18n.js';
+import { eventName, metricName } from '../names.js';
 import { showError, showInfo } from '../messages.js';
 import { progressBar } from './jobs.js';
 
@@ -40,10 +41,24 @@ function trackerRuns(trackers) {
   ]);
 }
 
-function eventText(e) {
+/** An event's fields beside its name: numbers and words inline, a nested object (the `finished` event's
+ * metrics) as a small table rather than its JSON. */
+function eventDetails(e) {
   const skip = new Set(['time', 'event', 'job']);
-  const rest = Object.entries(e).filter(([k]) => !skip.has(k)).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`);
-  return rest.join(' ');
+  const inline = [];
+  const tables = [];
+  const show = (v) => (typeof v === 'number' ? formatNumber(v) : Array.isArray(v) ? v.join(', ') : String(v));
+  for (const [k, v] of Object.entries(e)) {
+    if (skip.has(k)) continue;
+    // a field the console has no words for: as the worker wrote it (key=value, as code)
+    if (!has(`metric.${k}`) && !(v && typeof v === 'object' && !Array.isArray(v))) { inline.push(h('code', { class: 'field' }, `${k}=${show(v)}`)); continue; }
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      tables.push(h('table', { class: 'kv small' }, h('caption', {}, metricName(k)),
+        h('tbody', {}, Object.entries(v).map(([mk, mv]) => h('tr', {}, h('th', { scope: 'row' }, has(`metric.${mk}`) ? metricName(mk) : h('code', {}, mk)),
+          h('td', { class: 'num' }, typeof mv === 'number' ? formatNumber(mv) : Array.isArray(mv) ? mv.join(', ') : String(mv)))))));
+    } else inline.push(`${metricName(k)}: ${show(v)}`);
+  }
+  return [h('span', { class: 'muted' }, inline.flatMap((x, i) => (i ? [' · ', x] : [x]))), ...tables];
 }
 
 export async function render({ args, go }) {
@@ -54,8 +69,10 @@ export async function render({ args, go }) {
   const head = h('div');
   const actions = h('div', { class: 'actions' });
   const log = logView();
-  const lossChart = lineChart(t('job.loss_chart'), ['loss', 'eval_loss']);
-  const lrChart = lineChart(t('job.lr_chart'), ['lr']);
+  const lossChart = lineChart(t('job.loss_chart'), ['loss', 'eval_loss'], { labels: [metricName('loss'), metricName('eval_loss')], empty: t('job.chart_waiting') });
+  const lrChart = lineChart(t('job.lr_chart'), ['lr'], { labels: [metricName('lr')], empty: t('job.chart_waiting') });
+  const evalJob = job.kind === 'eval'; // an evaluation's job: no training curves, nothing to register
+  const nextSteps = h('div', { class: 'actions next-steps', 'data-testid': 'next-steps' });
   const timeline = h('ol', { class: 'timeline' });
   const checkpoints = h('div');
   const files = h('div');
@@ -67,11 +84,11 @@ export async function render({ args, go }) {
     const m = job.latest_metrics || {};
     fill(head, badge(job.state), ' ', progressBar(job));
     fill(summary,
-      h('dt', {}, t('jobs.kind')), h('dd', {}, job.kind),
+      h('dt', {}, t('jobs.kind')), h('dd', {}, t(`jobs.kind_${job.kind}`)),
       job.kind === 'command'
         ? [h('dt', {}, t('job.command')), h('dd', {}, h('code', {}, ((job.spec && job.spec.command) || []).join(' ')))]
         : [h('dt', {}, t('jobs.model')), h('dd', {}, (job.spec && job.spec.model) || '')],
-      h('dt', {}, t('job.attempt')), h('dd', {}, `${job.attempt} (${job.restart_policy}, ${t('newjob.max_retries')} ${job.max_retries})`),
+      h('dt', {}, t('job.attempt')), h('dd', {}, `${job.attempt} (${t(`newjob.restart_${String(job.restart_policy).replace('-', '_')}`)}, ${t('newjob.max_retries')} ${job.max_retries})`),
       h('dt', {}, t('jobs.created')), h('dd', {}, formatTime(job.created_at)),
       h('dt', {}, t('job.started')), h('dd', {}, formatTime(job.started_at)),
       h('dt', {}, t('job.finished')), h('dd', {}, formatTime(job.finished_at)),
@@ -111,11 +128,19 @@ export async function render({ args, go }) {
 
   async function loadFolder() {
     const [ck, fl] = await Promise.all([get(`/api/v1/jobs/${enc}/checkpoints`), get(`/api/v1/jobs/${enc}/files`)]);
-    const regName = h('input', { type: 'text', value: `${(job.spec && job.spec.model) || 'model'}-ft`.replace(/[^A-Za-z0-9._:-]/g, '-'), required: true });
+    if (evalJob) {
+      // An evaluation's job: its results are on the Evaluations page; there is no model to register.
+      fill(checkpoints, h('p', {}, t('job.eval_results'), ' ', h('a', { href: '#/evaluations' }, t('nav.evaluations'))));
+      renderFiles(fl);
+      return;
+    }
+    const base = String((job.spec && job.spec.model) || 'model').split('/').filter(Boolean).pop() || 'model';
+    const regName = h('input', { type: 'text', value: `${base}-ft`.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, ''), required: true });
     const register = async (checkpoint, extra = {}) => {
       try {
         const r = await post('/api/v1/models/register', { job: id, name: regName.value, checkpoint, ...extra });
         showInfo(t('job.registered', { ref: r.ref }));
+        showNextSteps(r.ref);
       } catch (err) { showError(err); }
     };
     if (job.kind === 'command') {
@@ -136,11 +161,32 @@ export async function render({ args, go }) {
     const rows = ck.data.map((c) => h('tr', {}, h('td', {}, c.name, c.name === best ? [' ', h('strong', { 'data-testid': 'best' }, t('job.best', { metric: job.best_checkpoint.metric }))] : null), h('td', { class: 'num' }, formatNumber(c.step)),
       h('td', { class: 'num' }, formatNumber(c.train_loss)), h('td', { class: 'num' }, formatNumber(c.eval_loss)),
       h('td', {}, h('button', { type: 'button', class: 'small', onclick: () => register(c.name) }, t('job.register')))));
+    regName.id = 'register-name';
     fill(checkpoints,
       field('job.register_name', regName, t('job.register_help')),
       job.state === 'succeeded' ? h('p', {}, h('button', { type: 'button', class: 'primary', onclick: () => register('final') }, t('job.register_final'))) : null,
       table(['job.checkpoint', 'job.step', 'job.train_loss', 'job.eval_loss', 'common.actions'], rows));
     renderFiles(fl);
+  }
+
+  /** Where to go from a finished job: evaluate, deploy or export its registered model (register first). */
+  function showNextSteps(ref) {
+    if (job.kind === 'eval' || job.state !== 'succeeded') { fill(nextSteps); return; }
+    const q = ref ? encodeURIComponent(ref) : null;
+    fill(nextSteps, h('strong', {}, t('job.next')),
+      ref ? h('span', { class: 'muted' }, h('code', {}, ref)) : h('a', { class: 'button primary', href: '#register' }, t('job.next_register')),
+      ref ? [h('a', { class: 'button primary', href: `#/evaluations?model=${q}` }, t('job.next_evaluate')),
+        h('a', { class: 'button', href: `#/deployments?model=${q}` }, t('job.next_deploy')),
+        h('a', { class: 'button', href: `#/models?export=${q}` }, t('job.next_export'))] : null);
+    const target = nextSteps.querySelector('a[href="#register"]');
+    if (target) target.addEventListener('click', (e) => { e.preventDefault(); const el = document.getElementById('register-name'); if (el) { el.scrollIntoView({ block: 'center' }); el.focus(); } });
+  }
+  async function registeredRef() {
+    try {
+      const models = await get('/api/v1/models');
+      const mine = models.registered.filter((r) => r.job === id);
+      return mine.length ? mine[mine.length - 1].ref : null;
+    } catch { return null; }
   }
 
   renderHead();
@@ -178,20 +224,25 @@ export async function render({ args, go }) {
     onItems: (items) => {
       for (const e of items) {
         if (e.event === 'tracker' && typeof e.tool === 'string') trackers.set(e.tool, e);
-        timeline.append(h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, e.event), ' ', h('span', { class: 'muted' }, eventText(e))));
+        timeline.append(h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, eventName(e.event)), ' ', eventDetails(e)));
       }
       refresh();
       if (items.some((e) => /checkpoint|finished|succeeded|failed|done/.test(e.event))) loadFolder().catch(showError);
     },
-    onEnd: () => { refresh().then(() => loadFolder().catch(showError)); },
+    onEnd: () => { refresh().then(async () => { loadFolder().catch(showError); showNextSteps(await registeredRef()); }); },
   }));
   const poll = setInterval(() => { if (job.state === 'running' || job.state === 'queued') refresh(); }, 3000);
   await loadFolder().catch(showError);
+  if (job.state === 'succeeded') showNextSteps(await registeredRef());
+  lossChart.draw(); lrChart.draw(); // "waiting for the first metrics" until they come
   const element = page(h('span', {}, id, job.name ? ` — ${job.name}` : ''),
     h('div', { class: 'toolbar' }, head, actions),
+    nextSteps,
     h('div', { class: 'columns' },
       section('job.summary', summary),
-      section('job.charts', h('figure', {}, lossChart.element, h('figcaption', {}, t('job.loss_chart'))), h('figure', {}, lrChart.element, h('figcaption', {}, t('job.lr_chart'))))),
+      evalJob
+        ? null
+        : section('job.charts', h('figure', {}, lossChart.element, h('figcaption', {}, t('job.loss_chart'))), h('figure', {}, lrChart.element, h('figcaption', {}, t('job.lr_chart'))))),
     section('job.log', h('div', { class: 'log-head' }, rankPicker, streamState, log.status), log.pre),
     h('div', { class: 'columns' }, section('job.events', timeline), section('job.checkpoints', checkpoints)),
     section('job.files', files));

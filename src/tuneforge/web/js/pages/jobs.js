@@ -18,7 +18,7 @@ function row(j) {
   return h('tr', {},
     h('td', {}, h('a', { href: `#/jobs/${j.id}` }, j.id), j.name ? h('div', { class: 'muted' }, j.name) : null),
     h('td', {}, badge(j.state)),
-    h('td', {}, j.kind),
+    h('td', {}, t(`jobs.kind_${j.kind}`)),
     h('td', {}, (j.spec && (j.spec.model || (j.spec.models || []).map((m) => m.name).join(', '))) || ''),
     h('td', {}, progressBar(j)),
     h('td', { class: 'num' }, loss !== undefined ? formatNumber(loss) : ''),
@@ -41,5 +41,6 @@ export async function render({ params, go }) {
     jobs.next ? h('a', { class: 'button', href: `#/jobs?${new URLSearchParams({ ...(state ? { state } : {}), before: jobs.next, page: String(pageNo + 1) })}` }, t('jobs.next')) : null);
   return page('jobs.title',
     h('div', { class: 'toolbar' }, field('jobs.filter', filter), h('a', { class: 'button primary', href: '#/jobs/new' }, t('jobs.new'))),
-    section('jobs.list', table(['jobs.id', 'jobs.state', 'jobs.kind', 'jobs.model', 'jobs.progress', 'jobs.loss', 'jobs.created'], jobs.data.map(row)), nav));
+    section('jobs.list', table(['jobs.id', 'jobs.state', 'jobs.kind', 'jobs.model', 'jobs.progress', 'jobs.loss', 'jobs.created'], jobs.data.map(row),
+      { empty: h('span', {}, t('jobs.empty'), ' ', h('a', { href: '#/jobs/new' }, t('jobs.new'))) }), nav));
 }

@@ -1,7 +1,7 @@
 // Models: base models in the store, registered fine-tunes with their lineage (base → job → model),
 // pull the default model, import one from a path on the server, export one (GGUF + Ollama Modelfile, or
 // merged weights registered as a new version: LLaMA-Factory's Export tab); all show their live progress.
-import { get, post } from '../api.js';
+import { del, get, post } from '../api.js';
 import { field, h, fill, page, section, table } from '../dom.js';
 import { formatBytes, formatNumber, formatTime, t } from '../i18n.js';
 import { showError, showInfo } from '../messages.js';
@@ -10,16 +10,19 @@ function baseRow(m) {
   const files = Object.keys(m.files || {});
   return h('tr', {},
     h('td', {}, h('strong', {}, m.name)),
-    h('td', {}, m.kind || ''),
-    h('td', {}, m.architecture || ''),
+    h('td', {}, h('code', {}, m.kind || '')),
+    h('td', {}, h('code', {}, m.architecture || '')),
     h('td', { class: 'num' }, m.parameters ? `${(m.parameters / 1e6).toFixed(1)}M` : ''),
     h('td', { class: 'num' }, formatNumber(m.context_length)),
-    h('td', {}, m.source || ''),
+    h('td', {}, h('code', {}, m.source || '')),
     h('td', {}, files.length ? h('details', {}, h('summary', {}, t('models.n_files', { n: files.length })), h('ul', { class: 'plain small' }, files.map((f) => h('li', {}, h('code', {}, f))))) : ''),
-    h('td', {}, h('a', { class: 'button small', href: `#/deployments?model=${encodeURIComponent(m.name)}` }, t('models.deploy'))));
+    h('td', {}, h('div', { class: 'actions' },
+      h('a', { class: 'button small', href: `#/deployments?model=${encodeURIComponent(m.name)}` }, t('models.deploy')),
+      h('a', { class: 'button small', href: `#/evaluations?model=${encodeURIComponent(m.name)}` }, t('models.evaluate')))));
 }
 
-function registeredRow(r) {
+function registeredRow(r, reload) {
+  const q = encodeURIComponent(r.ref);
   const lin = r.lineage || {};
   const metrics = lin.metrics || {};
   const loss = metrics.eval_loss ?? metrics.loss ?? metrics.train_loss;
@@ -27,12 +30,19 @@ function registeredRow(r) {
     h('td', {}, h('strong', {}, r.ref)),
     h('td', {}, h('span', { class: 'lineage' },
       h('code', {}, r.base_model), ' → ', h('a', { href: `#/jobs/${encodeURIComponent(r.job)}` }, r.job),
-      ` (${r.checkpoint})`, ' → ', h('code', {}, r.ref))),
+      ' (', h('code', {}, r.checkpoint), ') → ', h('code', {}, r.ref))),
     h('td', {}, (lin.datasets || []).join(', ')),
-    h('td', {}, [lin.method, lin.finetuning].filter(Boolean).join(' · ')),
+    h('td', {}, h('code', {}, [lin.method, lin.finetuning].filter(Boolean).join(' · '))),
     h('td', { class: 'num' }, loss !== undefined ? formatNumber(loss) : ''),
     h('td', {}, formatTime(r.created_at)),
-    h('td', {}, h('a', { class: 'button small', href: `#/deployments?model=${encodeURIComponent(r.ref)}` }, t('models.deploy'))));
+    h('td', {}, h('div', { class: 'actions' },
+      h('a', { class: 'button small', href: `#/evaluations?model=${q}` }, t('models.evaluate')),
+      h('a', { class: 'button small', href: `#/deployments?model=${q}` }, t('models.deploy')),
+      h('a', { class: 'button small', href: `#/models?export=${q}` }, t('models.export')),
+      h('button', { type: 'button', class: 'small danger', onclick: async () => {
+        if (!window.confirm(t('models.confirm_delete', { ref: r.ref }))) return;
+        try { await del(`/api/v1/models/registered/${q}`); showInfo(t('models.deleted', { ref: r.ref })); await reload(); } catch (err) { showError(err); }
+      } }, t('common.delete')))));
 }
 
 const BYTE_STAGES = new Set(['download', 'extract', 'read']);
@@ -119,18 +129,23 @@ function exportForm(choices, reload) {
   return form;
 }
 
-export async function render() {
+export async function render({ params }) {
   const body = h('div');
   const choices = h('select', { required: true });
+  let wanted = params.get('export'); // "Export" from a job or a model's row: that model, preselected
   async function load() {
     const models = await get('/api/v1/models');
-    const chosen = choices.value;
+    const chosen = wanted || choices.value;
+    wanted = null;
     fill(choices, [...models.registered.map((r) => r.ref), ...models.data.map((m) => m.name)]
       .map((n) => h('option', { value: n, selected: n === chosen }, n)));
+    const noBase = h('span', {}, t('models.empty_base'));
+    const noTuned = h('span', {}, t('models.empty_registered'), ' ', h('a', { href: '#/jobs/new' }, t('jobs.new')));
     fill(body,
-      section('models.base', table(['models.name', 'models.kind', 'models.architecture', 'models.parameters', 'models.context', 'models.source', 'models.files', 'common.actions'], models.data.map(baseRow))),
-      section('models.registered', table(['models.ref', 'models.lineage', 'models.datasets', 'models.method', 'models.loss', 'models.created', 'common.actions'], models.registered.map(registeredRow))));
+      section('models.base', table(['models.name', 'models.kind', 'models.architecture', 'models.parameters', 'models.context', 'models.source', 'models.files', 'common.actions'], models.data.map(baseRow), { empty: noBase })),
+      section('models.registered', table(['models.ref', 'models.lineage', 'models.datasets', 'models.method', 'models.loss', 'models.created', 'common.actions'], models.registered.map((r) => registeredRow(r, load)), { empty: noTuned })));
   }
+  const exporting = params.has('export');
   await load();
   const pullName = h('input', { type: 'text', value: 'smollm2-135m-instruct', required: true });
   const pull = pullForm([field('models.pull_name', pullName, t('models.pull_help')), h('button', { type: 'submit' }, t('models.pull'))],
@@ -141,6 +156,10 @@ export async function render() {
   const imp = pullForm([field('models.import_path', path, t('models.import_help')), field('models.import_name', importName), h('button', { type: 'submit' }, t('models.import'))],
     () => ['/api/v1/models/import', { path: path.value, name: importName.value || null, wait: false }],
     async (p) => { showInfo(t('models.imported', { name: p.model?.name || path.value })); await load(); });
-  return page('models.title', body, h('div', { class: 'columns' }, section('models.pull_title', pull), section('models.import_title', imp)),
-    section('models.export_title', exportForm(choices, load)));
+  const exportCard = section('models.export_title', exportForm(choices, load));
+  exportCard.id = 'export';
+  const element = page('models.title', body, h('div', { class: 'columns' }, section('models.pull_title', pull), section('models.import_title', imp)), exportCard);
+  // Came to export one model: its form in view (after the router's scroll to the top).
+  if (exporting) setTimeout(() => { exportCard.scrollIntoView({ block: 'start' }); choices.focus({ preventScroll: true }); }, 0);
+  return element;
 }

@@ -3,16 +3,19 @@
 // "Show as command" gives the same job as `tuneforge jobs create …` and as a YAML spec.
 import { get, post, upload } from '../api.js';
 import { copyButton, field, h, fill, page, section } from '../dom.js';
-import { t } from '../i18n.js';
-import { clearMessages, errorText, showError } from '../messages.js';
+import { fieldHelp, fieldLabel, t } from '../i18n.js';
+import { clearMessages, errorText, problemText, showError } from '../messages.js';
 
 // The spec sections the form shows (model, datasets, output and resume are asked for elsewhere).
 const SECTIONS = [
   ['train', null],
   ['lora', null],
-  ['data', ['max_len', 'val_fraction', 'packing', 'mask', 'chat_template']],
+  ['data', ['max_len', 'val_fraction', 'packing', 'mask', 'truncation', 'chat_template']],
   ['resources', ['gpus', 'strategy']],
 ];
+// What a user sets first; the rest folds under "Advanced". A method's own keys (dpo_beta, …) join these.
+const BASIC = ['train.learning_rate', 'train.epochs', 'train.max_steps', 'train.batch_size', 'train.grad_accum',
+  'data.max_len', 'lora.r', 'lora.alpha', 'lora.dropout'];
 
 function resolve(schema, node) {
   if (node && node.$ref) return resolve(schema, schema.$defs[node.$ref.split('/').pop()]);
@@ -31,7 +34,10 @@ function kindOf(schema, prop) {
   return { type, nullable, min: real[0] && (real[0].minimum ?? real[0].exclusiveMinimum), max: real[0] && (real[0].maximum ?? real[0].exclusiveMaximum) };
 }
 
-function control(path, kind, value) {
+/** An empty nullable field means "auto" or "off": the placeholder says what its help says. */
+function emptyMeans(description) { return /off when empty/i.test(description || '') ? t('newjob.off') : t('newjob.auto'); }
+
+function control(path, kind, value, description) {
   if (kind.type === 'boolean') return h('input', { type: 'checkbox', 'data-path': path, checked: !!value });
   if (kind.type === 'enum') {
     return h('select', { 'data-path': path }, kind.nullable ? h('option', { value: '' }, t('newjob.unset')) : null,
@@ -40,9 +46,9 @@ function control(path, kind, value) {
   const text = value === null || value === undefined ? '' : Array.isArray(value) ? value.join(',') : String(value);
   if (kind.type === 'integer' || kind.type === 'number') {
     return h('input', { type: 'number', step: kind.type === 'integer' ? '1' : 'any', 'data-path': path, value: text,
-      min: kind.min, max: kind.max, placeholder: kind.nullable ? t('newjob.auto') : null });
+      min: kind.min, max: kind.max, placeholder: kind.nullable ? emptyMeans(description) : null });
   }
-  return h('input', { type: 'text', 'data-path': path, value: text, placeholder: kind.nullable ? t('newjob.auto') : null });
+  return h('input', { type: 'text', 'data-path': path, value: text, placeholder: kind.nullable ? emptyMeans(description) : null });
 }
 
 function readControl(el, kind) {
@@ -52,6 +58,22 @@ function readControl(el, kind) {
   if (kind.type === 'integer' || kind.type === 'number') return Number(raw);
   if (kind.type === 'list') return kind.values.includes(raw) ? raw : raw.split(',').map((s) => s.trim()).filter(Boolean);
   return raw;
+}
+
+/** The "extra arguments" box: one dotted `key=value` a line, the value read as YAML's scalars and lists are. */
+export function extraOverrides(text) {
+  const out = {};
+  for (const line of text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))) {
+    const cut = line.indexOf('=');
+    if (cut < 1) throw new Error(t('newjob.extra_bad', { line }));
+    const raw = line.slice(cut + 1).trim();
+    let value;
+    try { value = JSON.parse(raw); } catch {
+      value = /^\[.*\]$/.test(raw) ? raw.slice(1, -1).split(',').map((x) => x.trim()).filter(Boolean) : raw;
+    }
+    out[line.slice(0, cut).trim()] = value;
+  }
+  return out;
 }
 
 function same(a, b) { return JSON.stringify(a ?? null) === JSON.stringify(b ?? null); }
@@ -96,7 +118,7 @@ function placeErrors(form, problems) {
     const input = form.querySelector(`[data-path="${CSS.escape(key)}"]`);
     const slot = input && form.querySelector(`#${CSS.escape(input.id)}-error`);
     if (slot) {
-      slot.textContent = p.msg || p.message;
+      slot.textContent = problemText(p);
       input.setAttribute('aria-invalid', 'true');
       first = first || input;
     } else unplaced.push(p);
@@ -157,7 +179,7 @@ async function commandForm(datasets, models) {
   return form;
 }
 
-export async function render({ params }) {
+export async function render({ params, kept }) {
   const [templates, models, datasets] = await Promise.all([get('/api/v1/templates'), get('/api/v1/models'), get('/api/v1/datasets?state=ready')]);
   const names = templates.data.map((x) => x.name);
   const kindSel = h('select', { 'data-path': 'kind' }, h('option', { value: 'train' }, t('newjob.kind_train')), h('option', { value: 'command' }, t('newjob.kind_command')));
@@ -173,7 +195,11 @@ export async function render({ params }) {
   const restart = h('select', { 'data-path': 'restart_policy' }, h('option', { value: 'never' }, t('newjob.restart_never')), h('option', { value: 'on-failure' }, t('newjob.restart_on_failure')));
   const retries = h('input', { type: 'number', min: '0', max: '20', value: '0', 'data-path': 'max_retries' });
   const priority = h('input', { type: 'number', min: '-1000', max: '1000', value: '0', 'data-path': 'priority' });
-  const generated = h('div');
+  const basicBox = h('div', { class: 'grid' });
+  const advancedBox = h('div');
+  const extra = h('textarea', { rows: '3', 'data-path': 'extra', spellcheck: 'false', placeholder: 'train.neftune_alpha=5\nlora.target_modules=[q_proj,v_proj]' });
+  const advanced = h('details', { class: 'advanced' }, h('summary', {}, t('newjob.advanced')), advancedBox,
+    h('div', { class: 'card' }, field('newjob.extra', extra, t('newjob.extra_help'))));
   const preview = h('div', { class: 'as-command', hidden: true });
   let controls = [];
   let current = null;
@@ -181,25 +207,53 @@ export async function render({ params }) {
   function build() {
     current = templates.data.find((x) => x.name === templateSel.value);
     const schema = current.schema;
+    const methods = (resolve(schema, schema.properties.method) || {}).enum || [];
+    // Another method's keys (dpo_beta on SFT) are not this template's: not shown.
+    const foreign = (key) => methods.some((m) => m !== current.method && key.startsWith(`${m}_`));
     controls = [];
+    const basic = [];
     const cards = SECTIONS.map(([sec, only]) => {
       if (sec === 'lora' && current.finetuning === 'full') return null;
       const node = resolve(schema, schema.properties[sec]);
-      const keys = only || Object.keys(node.properties);
-      const inputs = keys.map((key) => {
+      const keys = (only || Object.keys(node.properties)).filter((key) => node.properties[key] && !foreign(key)
+        && !(current.method === 'pretrain' && sec === 'data' && key === 'mask'));
+      const inputs = keys.flatMap((key) => {
         const prop = node.properties[key];
         const kind = kindOf(schema, prop);
         const path = `${sec}.${key}`;
         const fallback = sec === 'train' && key === 'learning_rate' ? current.default_learning_rate : undefined;
         const value = (current.defaults[sec] || {})[key] ?? fallback ?? prop.default;
-        const el = control(path, kind, value);
+        const el = control(path, kind, value, prop.description);
         controls.push({ path, kind, el, initial: readControl(el, kind) });
-        const help = [prop.description, value !== undefined && value !== null ? t('newjob.default', { v: Array.isArray(value) ? value.join(',') : value }) : null].filter(Boolean).join(' ');
-        return field(`!${key}`, el, help);
+        const help = [fieldHelp(path, prop.description), value !== undefined && value !== null ? t('newjob.default', { v: Array.isArray(value) ? value.join(',') : value }) : null].filter(Boolean).join(' ');
+        const label = h('span', {}, fieldLabel(path), ' ', h('code', { class: 'key' }, key));
+        const one = field(label, el, help);
+        if (BASIC.includes(path) || key.startsWith(`${current.method}_`)) { basic.push(one); return []; }
+        return [one];
       });
-      return h('fieldset', { class: 'card' }, h('legend', {}, t(`newjob.section_${sec}`)), h('div', { class: 'grid' }, inputs));
+      return inputs.length ? h('fieldset', { class: 'card' }, h('legend', {}, t(`newjob.section_${sec}`)), h('div', { class: 'grid' }, inputs)) : null;
     });
-    fill(generated, cards);
+    fill(basicBox, basic);
+    fill(advancedBox, cards);
+  }
+
+  /** What the user has typed or picked, by field: kept across a language switch (the page is drawn again). */
+  function values() {
+    const out = {};
+    for (const el of holder.querySelectorAll('[data-path]')) {
+      if (el.type === 'file' || el.tagName === 'FIELDSET') continue;
+      out[el.dataset.path] = el.type === 'checkbox' ? el.checked : el.value;
+    }
+    out._train_datasets = [...dsBoxes.querySelectorAll('input:checked')].map((i) => i.value);
+    return out;
+  }
+  function restore(saved) {
+    for (const el of holder.querySelectorAll('[data-path]')) {
+      const v = saved[el.dataset.path];
+      if (v === undefined || el.type === 'file' || el.tagName === 'FIELDSET') continue;
+      if (el.type === 'checkbox') el.checked = v; else el.value = v;
+    }
+    for (const box of dsBoxes.querySelectorAll('input[type=checkbox]')) box.checked = (saved._train_datasets || []).includes(box.value);
   }
 
   function request() {
@@ -210,6 +264,7 @@ export async function render({ params }) {
       if (c.path.startsWith('resources.')) { if (!same(v, c.initial)) resources[c.path.split('.')[1]] = v; continue; }
       if (!same(v, c.initial)) overrides[c.path] = v;
     }
+    Object.assign(overrides, extraOverrides(extra.value));
     const body = {
       template: templateSel.value, model: modelSel.value,
       datasets: [...dsBoxes.querySelectorAll('input:checked')].map((i) => i.value),
@@ -228,7 +283,8 @@ export async function render({ params }) {
     if (b.resources && b.resources.gpus !== undefined) args.push('--gpus', String(b.resources.gpus));
     if (b.restart_policy !== 'never') args.push('--restart', b.restart_policy, '--max-retries', String(b.max_retries));
     if (b.priority) args.push('--priority', String(b.priority));
-    const command = args.map(shellQuote).join(' ');
+    // One flag a line: a long command wraps between flags, never inside one.
+    const command = args.map(shellQuote).join(' ').replace(/ (--[a-z])/g, ' \\\n  $1');
     const spec = { template: b.template, model: b.model, data: { train: b.datasets.map((path) => ({ path })) } };
     if (b.validation_dataset) spec.data.validation = { path: b.validation_dataset };
     for (const [k, v] of Object.entries(b.overrides)) {
@@ -247,6 +303,7 @@ export async function render({ params }) {
   }
 
   templateSel.addEventListener('change', build);
+  if (kept && kept.values && kept.values.template) templateSel.value = kept.values.template;
   build();
   const trainForm = h('form', { novalidate: true, onsubmit: async (e) => {
     e.preventDefault();
@@ -265,19 +322,34 @@ export async function render({ params }) {
     field('newjob.model', modelSel, t('newjob.model_help')),
     dsBoxes,
     field('newjob.validation', valSel, t('newjob.validation_help')))),
-  generated,
+  section('newjob.main', basicBox),
+  advanced,
   section('newjob.policy', h('div', { class: 'grid' },
     field('newjob.restart', restart, t('newjob.restart_help')),
     field('newjob.max_retries', retries),
     field('newjob.priority', priority, t('newjob.priority_help')))),
   h('div', { class: 'actions' },
-    h('button', { type: 'button', onclick: showCommand }, t('newjob.show_command')),
+    h('button', { type: 'button', onclick: () => { try { showCommand(); } catch (err) { showError(err); } } }, t('newjob.show_command')),
     h('button', { type: 'submit', class: 'primary' }, t('newjob.start'))),
   preview);
   const holder = h('div', {}, trainForm);
-  kindSel.addEventListener('change', async () => {
+  const showKind = async () => {
     if (kindSel.value === 'command') fill(holder, section('newjob.command_title', await commandForm(datasets.data, models.data)));
     else fill(holder, trainForm);
-  });
-  return page('newjob.title', h('div', { class: 'card' }, field('newjob.kind', kindSel, t('newjob.kind_help'))), holder);
+  };
+  kindSel.addEventListener('change', showKind);
+  if (kept && kept.values) {
+    kindSel.value = kept.values.kind || 'train';
+    await showKind();
+    restore(kept.values);
+    advanced.open = !!kept.advanced;
+  }
+  // Nothing to train yet: say what comes first, with links (the form alone said "required").
+  const missing = [
+    models.data.length ? null : h('li', {}, h('a', { href: '#/models' }, t('newjob.need_model'))),
+    datasets.data.length ? null : h('li', {}, h('a', { href: '#/datasets' }, t('newjob.need_dataset'))),
+  ].filter(Boolean);
+  const first = missing.length ? h('div', { class: 'message info inline', 'data-testid': 'first-steps' }, h('p', {}, t('newjob.first_steps')), h('ol', {}, missing)) : null;
+  const element = page('newjob.title', first, h('div', { class: 'card' }, field('newjob.kind', kindSel, t('newjob.kind_help'))), holder);
+  return { element, keep: () => ({ values: { ...values(), kind: kindSel.value }, advanced: advanced.open }) };
 }

@@ -44,31 +44,46 @@ export async function streamChat(body, onDelta, signal) {
 
 function pane(deployments, selected, index) {
   const select = h('select', { 'data-testid': `deployment-${index}` }, deployments.map((d) => h('option', { value: d.name, selected: d.name === selected }, `${d.name} (${d.model})`)));
-  const transcript = h('div', { class: 'transcript', 'aria-live': 'polite', 'data-testid': `transcript-${index}` });
+  const transcript = h('div', { class: 'transcript', translate: 'no', 'aria-live': 'polite', 'data-testid': `transcript-${index}` });
   const history = [];
   return {
     element: h('div', { class: 'pane' }, field('playground.deployment', select), transcript),
     select, transcript, history,
     reset() { history.length = 0; fill(transcript); },
     modelId() { return requestModel(deployments.find((x) => x.name === select.value) || { name: select.value }); },
+    /** One turn on screen; `who` is the deployment that answered (kept with the message). */
+    turn(role, text, who) {
+      const out = h('div', { class: 'reply' }, text);
+      const node = h('div', { class: `turn ${role}` }, h('span', { class: 'who' }, role === 'user' ? t('playground.you') : who), out);
+      transcript.append(node);
+      return { node, out };
+    },
   };
 }
 
-export async function render({ params }) {
+export async function render({ params, kept }) {
   let deployments = [];
   try { deployments = (await get('/api/v1/deployments')).data.filter((d) => d.state === 'ready'); } catch (err) { if (err.status !== 404) throw err; }
   if (!deployments.length) {
     return page('playground.title', section('playground.chat', h('p', { class: 'muted' }, t('playground.none'), ' ', h('a', { href: '#/deployments' }, t('nav.deployments')))));
   }
-  const a = params.get('a') || deployments[0].name;
-  const b = params.get('b') || (deployments.find((d) => d.name !== a) || deployments[0]).name;
+  const k = kept || {};
+  const a = k.a || params.get('a') || deployments[0].name;
+  const b = k.b || params.get('b') || (deployments.find((d) => d.name !== a) || deployments[0]).name;
   const panes = [pane(deployments, a, 0), pane(deployments, b, 1)];
-  const side = h('input', { type: 'checkbox', checked: params.has('b'), 'data-testid': 'side-by-side' });
-  const temperature = h('input', { type: 'number', min: '0', max: '2', step: '0.1', value: '0.7' });
-  const topP = h('input', { type: 'number', min: '0', max: '1', step: '0.05', value: '1' });
-  const maxTokens = h('input', { type: 'number', min: '1', max: '4096', value: '128' });
-  const system = h('input', { type: 'text', placeholder: t('playground.system_placeholder') });
+  const side = h('input', { type: 'checkbox', checked: k.side ?? params.has('b'), 'data-testid': 'side-by-side' });
+  const temperature = h('input', { type: 'number', min: '0', max: '2', step: '0.1', value: k.temperature ?? '0.7' });
+  const topP = h('input', { type: 'number', min: '0', max: '1', step: '0.05', value: k.topP ?? '1' });
+  const maxTokens = h('input', { type: 'number', min: '1', max: '4096', value: k.maxTokens ?? '128' });
+  const system = h('input', { type: 'text', placeholder: t('playground.system_placeholder'), value: k.system ?? '' });
   const message = h('textarea', { rows: '3', required: true });
+  message.value = k.message ?? '';
+  // The conversation drawn again from its history (a language switch re-renders the page from state).
+  (k.histories || []).forEach((list, i) => list.forEach((m) => {
+    panes[i].history.push(m);
+    const { node } = panes[i].turn(m.role, m.content, m.who);
+    node.dataset.done = 'true';
+  }));
   const send = h('button', { type: 'submit', class: 'primary' }, t('playground.send'));
   const stop = h('button', { type: 'button', disabled: true }, t('playground.stop'));
   const clear = h('button', { type: 'button', onclick: () => panes.forEach((p) => p.reset()) }, t('playground.clear'));
@@ -81,11 +96,11 @@ export async function render({ params }) {
 
   async function ask(p, text) {
     p.history.push({ role: 'user', content: text });
-    p.transcript.append(h('div', { class: 'turn user' }, h('span', { class: 'who' }, t('playground.you')), h('div', {}, text)));
-    const out = h('div', { class: 'reply' });
-    const turn = h('div', { class: 'turn assistant' }, h('span', { class: 'who' }, p.select.value), out);
-    p.transcript.append(turn);
-    const messages = system.value ? [{ role: 'system', content: system.value }, ...p.history] : [...p.history];
+    p.turn('user', text);
+    const who = p.select.value;
+    const { node: turn, out } = p.turn('assistant', '', who);
+    const messages = (system.value ? [{ role: 'system', content: system.value }, ...p.history] : [...p.history])
+      .map((m) => ({ role: m.role, content: m.content }));
     let answer = '';
     try {
       await streamChat({ model: p.modelId(), messages, temperature: Number(temperature.value), top_p: Number(topP.value), max_tokens: Number(maxTokens.value) },
@@ -95,7 +110,7 @@ export async function render({ params }) {
       if (err.name !== 'AbortError') turn.append(h('div', { class: 'message error inline' }, err.status === undefined && !err.message ? t('error.network') : errorText(err)));
       turn.dataset.done = 'error';
     }
-    p.history.push({ role: 'assistant', content: answer });
+    p.history.push({ role: 'assistant', content: answer, who });
   }
 
   const form = h('form', { onsubmit: async (e) => {
@@ -117,5 +132,10 @@ export async function render({ params }) {
     field('playground.side_by_side', side, t('playground.side_help')),
     field('playground.temperature', temperature), field('playground.top_p', topP), field('playground.max_tokens', maxTokens),
     field('playground.system', system));
-  return page('playground.title', section('playground.settings', settings), panesBox, form);
+  const keep = () => ({
+    a: panes[0].select.value, b: panes[1].select.value, side: side.checked, temperature: temperature.value,
+    topP: topP.value, maxTokens: maxTokens.value, system: system.value, message: message.value,
+    histories: panes.map((p) => p.history.map((m) => ({ ...m }))),
+  });
+  return { element: page('playground.title', section('playground.settings', settings), panesBox, form), keep };
 }
