@@ -201,7 +201,7 @@ ALLOWED_LATIN = {
     "Ollama", "Modelfile", "safetensors", "Jinja", "Cookie", "HttpOnly", "Bearer", "Parquet", "zip", "peft",
     "alpaca", "sharegpt", "openai", "conversations", "mapped", "text", "preference", "prompt_completion",
     "tiny", "memo", "transformers", "vllm", "auto", "bitsandbytes", "tensorboard", "PyPI", "gguf",
-    "KiB", "MiB", "GiB", "alpha", "beta", "Ctrl+Enter",
+    "KiB", "MiB", "GiB", "alpha", "beta", "Ctrl+Enter", "SimPO", "perplexity",
     # a record's keys, as a column mapping names them
     "prompt", "response", "system", "query", "history", "chosen", "rejected", "question", "answer",
 }  # fmt: skip
