@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 from typing import Literal
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -348,8 +349,8 @@ class RewardSpec(Strict):
             raise ValueError(f"reward {self.type} needs {need}, e.g. {{{self.type}: …}}")
         if self.regex is not None:
             try:
-                re.compile(self.regex)
-            except re.error as exc:
+                regex.compile(self.regex, regex.V0)  # the engine the reward runs it with (train/rewards.py)
+            except regex.error as exc:
                 raise ValueError(f"format regex {self.regex!r}: {exc}") from None
         return self
 
