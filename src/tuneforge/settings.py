@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from tuneforge.errors import ConfigError
+from tuneforge.names import Name
 
 ENV_PREFIX = "TUNEFORGE_"
 
@@ -74,7 +75,7 @@ class Settings(BaseSettings):
         "and models are mounted read-only. false (or no namespaces on this machine): links and cleared "
         "write bits only, which root ignores.",
     )
-    queues: dict[str, QueueQuota] = Field(
+    queues: dict[Name, QueueQuota] = Field(  # a job names its queue by the name rule: so must the server
         default_factory=dict,
         description='Job queues as JSON: {"gpu": {"gpus": 2}, "cpu": {"cpus": 4}}. A job names one with '
         "resources.queue (--queue) and starts only while its queue's running jobs stay within the quota; "
