@@ -15,7 +15,6 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -349,8 +348,8 @@ class RewardSpec(Strict):
             raise ValueError(f"reward {self.type} needs {need}, e.g. {{{self.type}: …}}")
         if self.regex is not None:
             try:
-                regex.compile(self.regex, regex.V0)  # the engine the reward runs it with (train/rewards.py)
-            except regex.error as exc:
+                re.compile(self.regex)
+            except re.error as exc:
                 raise ValueError(f"format regex {self.regex!r}: {exc}") from None
         return self
 

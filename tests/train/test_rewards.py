@@ -13,5 +13,5 @@ def test_a_catastrophic_format_regex_scores_0_within_its_bound_and_the_next_comp
     spec = RewardSpec.model_validate({"format": r"^(a|aa)+$"})
     started = time.monotonic()
     assert format_reward(spec.regex)(["a" * 60 + "b", "aaaa"]) == [0.0, 1.0]
-    assert time.monotonic() - started < 8 * FORMAT_TIMEOUT_S
+    assert time.monotonic() - started < 10 + 4 * FORMAT_TIMEOUT_S
     assert "took over" in caplog.text and "scored 0" in caplog.text

@@ -8,18 +8,13 @@ HTTP never names code to import.
 
 from __future__ import annotations
 
-import logging
 import re
-
-import regex
 
 from tuneforge.spec import RewardSpec
 
-log = logging.getLogger(__name__)
-# A user's format regex meets every completion: one that backtracks catastrophically ((a|aa)+$ on 40
-# a's takes minutes in `re`) would hold the job and its GPU for ever. The `regex` engine (transformers
-# needs it too) stops a search after this long; the completion then scores 0, as one that did not match.
-FORMAT_TIMEOUT_S = 0.25
+from .bounded_search import BoundedSearch
+
+FORMAT_TIMEOUT_S = 0.5  # a completion's search; past it the completion scores 0 (bounded_search.py)
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 FINAL_MARKERS = (
@@ -64,22 +59,11 @@ def exact_match(completions, answer, **_) -> list[float]:
     return [float(same_answer(completion_text(c), a or "")) for c, a in zip(completions, answer, strict=True)]
 
 
-def format_reward(pattern_text: str):
-    pattern = regex.compile(pattern_text, regex.S | regex.V0)
-
-    def matches(text: str) -> bool:
-        try:
-            return pattern.search(text, timeout=FORMAT_TIMEOUT_S) is not None
-        except TimeoutError:
-            log.warning(
-                "format reward: the regex %r took over %ss on a completion of %d characters; scored 0 "
-                "(rewrite it without nested repeats such as (a|aa)+)",
-                pattern_text, FORMAT_TIMEOUT_S, len(text),
-            )  # fmt: skip
-            return False
+def format_reward(regex: str):
+    pattern = BoundedSearch(regex, FORMAT_TIMEOUT_S)
 
     def found(completions, **_) -> list[float]:
-        return [float(matches(completion_text(c))) for c in completions]
+        return [float(pattern.search(completion_text(c))) for c in completions]
 
     return found
 
