@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from tuneforge.errors import ConfigError
+from tuneforge.names import Name
 
 ENV_PREFIX = "TUNEFORGE_"
 
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
         "and models are mounted read-only. false (or no namespaces on this machine): links and cleared "
         "write bits only, which root ignores.",
     )
-    queues: dict[str, QueueQuota] = Field(
+    queues: dict[Name, QueueQuota] = Field(  # a job names its queue by the name rule: so must the server
         default_factory=dict,
         description='Job queues as JSON: {"gpu": {"gpus": 2}, "cpu": {"cpus": 4}}. A job names one with '
         "resources.queue (--queue) and starts only while its queue's running jobs stay within the quota; "
@@ -135,3 +137,12 @@ def get_settings() -> Settings:
             name = env_name(str(err["loc"][0])) if err.get("loc") else "a TUNEFORGE_ setting"
             lines.append(f"{name}={err.get('input')!r}: {err['msg'].lower()}.")
         raise ConfigError("bad setting " + " ".join(lines)) from None
+    except SettingsError as exc:
+        # A JSON setting (TUNEFORGE_QUEUES) that is not JSON: pydantic-settings names the field only, in
+        # its own words, and the JSON error is its cause.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = env_name(field.group(1)) if field else "a TUNEFORGE_ setting"
+        raise ConfigError(
+            f"bad setting {name}: not valid JSON ({exc.__cause__ or exc}). Quote names with double quotes, "
+            f'e.g. {name}=\'{{"gpu": {{"gpus": 2}}}}\'.'
+        ) from None

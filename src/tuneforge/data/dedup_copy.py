@@ -18,13 +18,29 @@ from .dedup import DuplicateFinder
 from .store import datasets_root, find_dataset, store_path
 
 # The format that reads a kind's canonical records back as they are (formats.py).
-CANONICAL_FORMAT = {"chat": "openai", "preference": "preference", "text": "text"}
+# Every kind FORMATS stores has one (tests/data/test_dedup_copy.py holds the two lists together).
+CANONICAL_FORMAT = {
+    "chat": "openai",
+    "preference": "preference",
+    "text": "text",
+    "feedback": "kto",
+    "prompt": "prompt",
+}
 
 
 def _stored_records(folder: Path):
     with open(folder / "records.jsonl", encoding="utf-8") as fh:
         for line in fh:
             yield json.loads(line)
+
+
+def _readable(kind: str, record: dict) -> dict:
+    """A canonical record in the shape its kind's canonical format reads back: the kto format reads a
+    conversation with a label, not the canonical prompt/completion message lists."""
+    if kind != "feedback":
+        return record
+    tools = {"tools": record["tools"]} if "tools" in record else {}
+    return {"messages": [*record["prompt"], *record["completion"]], "label": record["label"], **tools}
 
 
 def deduplicated_copy(ref: str, into: str, jaccard: float | None = None) -> tuple[dict, dict]:
@@ -44,7 +60,7 @@ def deduplicated_copy(ref: str, into: str, jaccard: float | None = None) -> tupl
         with open(path, "w", encoding="utf-8") as fh:
             for kept, record in zip(keep, _stored_records(folder), strict=True):
                 if kept:
-                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    fh.write(json.dumps(_readable(meta["kind"], record), ensure_ascii=False) + "\n")
         source = f"{meta['id']} without its duplicates (tuneforge datasets dedup, Jaccard {finder.jaccard})"
         new, _ = store_path(path, into, CANONICAL_FORMAT[meta["kind"]], source=source)
     finally:

@@ -52,7 +52,7 @@ def ray_token() -> str | None:
 def _get(address: str, headers: dict[str, str]) -> int:
     try:
         return httpx.get(address + PROBE_PATH, headers=headers, timeout=15).status_code
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL (http://[::1) is no HTTPError
         raise ConfigError(
             f"{env_name('ray_address')}={address}: cannot reach the Ray cluster's job API "
             f"({type(exc).__name__}: {exc}). Set it to the dashboard's http://HOST:PORT (8265 by default)."

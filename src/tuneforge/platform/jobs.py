@@ -27,6 +27,7 @@ from tuneforge.spec import (
     dump_spec,
     expand_template,
 )
+from tuneforge.train.data import kind_problem
 from tuneforge.train.tracking import missing_trackers
 
 from . import catalog, commands, queues
@@ -117,6 +118,9 @@ def validate_spec(ctx: Platform, data: dict) -> JobSpec:
             continue
         if row.state != "ready":
             problems.append({"loc": loc, "msg": f"dataset {row.id} is {row.state}"})
+            continue
+        if row.kind and (why := kind_problem(spec.method, row.id, row.kind, row.format)):
+            problems.append({"loc": loc, "msg": why})  # refused now, not after a wait in the queue
             continue
         ref.path = row.id  # by id: a later upload with the same name does not change this job
     from tuneforge.models.store import stored_model_dir

@@ -232,6 +232,18 @@ def rollback(ctx: Platform, name: str) -> Deployment:
         return deployments.get(ctx, name)
 
 
+def remove(ctx: Platform, name: str) -> None:
+    """Delete a deployment. A promotion under way ends first: its evaluations are cancelled (else they run
+    to the end for nobody) and its canary removed; under the transition lock, so the tick cannot start a
+    canary for a deployment being deleted (it would serve on, owned by no deployment)."""
+    with _lock:
+        row = deployments.get(ctx, name)
+        ro = _rollout(row)
+        if ro.get("stage") in ACTIVE:
+            _end_canary(ctx, row, ro)
+        deployments.remove(ctx, row.id)
+
+
 def _move_events(s, from_id: str, to_id: str) -> None:
     s.execute(
         update(DeploymentEvent).where(DeploymentEvent.deployment_id == from_id).values(deployment_id=to_id)

@@ -25,6 +25,8 @@ from .jobs import write_resolved_spec
 from .ticker import Ticker
 
 log = logging.getLogger(__name__)
+SCHEDULE_PAGE = 50  # queued jobs the schedule reads at a time
+SCHEDULE_PAGES = 40  # with queues: how far past held queues it reads in one tick (2,000 jobs)
 
 
 def launch_for(ctx: Platform, row: Job) -> Launch:
@@ -239,32 +241,40 @@ class Supervisor(Ticker):
                 return
 
     def _schedule(self) -> None:
-        with self.ctx.store.reading() as s:
-            queued = list(
-                s.scalars(
-                    select(Job)
-                    .where(Job.state == "queued")
-                    .order_by(Job.priority.desc(), Job.created_at.asc())
-                    .limit(50)
-                )
-            )
         running = None
         held: set[str | None] = set()  # queues whose head waits for its quota: their later jobs wait too
-        for row in queued:
-            if self.ctx.settings.queues:
-                if running is None:
-                    with self.ctx.store.reading() as s:
-                        running = list(s.scalars(select(Job).where(Job.state == "running")))
-                queue = queues.job_queue(row)
-                if queue in held or not queues.fits(self.ctx.settings, row, running):
-                    held.add(queue)  # another queue's jobs may still start
-                    continue
-            # Strict order: the head waits for its GPUs rather than be overtaken forever by small jobs.
-            if not self.ctx.executor.can_start(row.gpus):
+        passed = 0  # queued jobs passed over (held by their queue): the next page starts after them
+        # With queues, a page of held queues' jobs must not hide the other queues' jobs behind it (starved
+        # while the held queue has 50 waiting): read on, a page at a time, up to SCHEDULE_PAGES pages.
+        for _ in range(SCHEDULE_PAGES if self.ctx.settings.queues else 1):
+            with self.ctx.store.reading() as s:
+                queued = list(
+                    s.scalars(
+                        select(Job)
+                        .where(Job.state == "queued")
+                        .order_by(Job.priority.desc(), Job.created_at.asc(), Job.id.asc())
+                        .offset(passed)
+                        .limit(SCHEDULE_PAGE)
+                    )
+                )
+            for row in queued:
+                if self.ctx.settings.queues:
+                    if running is None:
+                        with self.ctx.store.reading() as s:
+                            running = list(s.scalars(select(Job).where(Job.state == "running")))
+                    queue = queues.job_queue(row)
+                    if queue in held or not queues.fits(self.ctx.settings, row, running):
+                        held.add(queue)  # another queue's jobs may still start
+                        passed += 1
+                        continue
+                # Strict order: the head waits for its GPUs rather than be overtaken forever by small jobs.
+                if not self.ctx.executor.can_start(row.gpus):
+                    return
+                self._start(row.id)
+                if running is not None:
+                    running.append(row)
+            if len(queued) < SCHEDULE_PAGE:
                 return
-            self._start(row.id)
-            if running is not None:
-                running.append(row)
 
     def _start(self, job_id: str) -> None:
         with self.ctx.store.session() as s:

@@ -37,13 +37,19 @@ NEEDS = {
 }
 
 
+def kind_problem(method: str, dataset: str, kind: str, fmt: str | None) -> str | None:
+    """Why ``method`` cannot train on ``dataset`` of this kind (None when it can): the worker's check, and
+    the control plane's before the job waits in the queue."""
+    if kind in KIND_FOR_METHOD[method]:
+        return None
+    needs = NEEDS[method]
+    return f"method {method} needs {needs}; {dataset} is {fmt} ({kind}). Change `method` or the dataset."
+
+
 def _records_for(spec: JobSpec, ref: DatasetRef) -> list[dict]:
     records, kind, fmt = read_any_dataset(ref.path, ref.format, ref.map)
-    if kind not in KIND_FOR_METHOD[spec.method]:
-        raise ConfigError(
-            f"method {spec.method} needs {NEEDS[spec.method]}; {ref.path} is {fmt} ({kind}). Change "
-            "`method` or the dataset."
-        )
+    if why := kind_problem(spec.method, ref.path, kind, fmt):
+        raise ConfigError(why)
     records = records[: ref.max_samples] if ref.max_samples else records
     if spec.method == "grpo" and any(r.type == "exact_match" for r in spec.grpo.rewards):
         without = [i for i, r in enumerate(records) if "answer" not in r]

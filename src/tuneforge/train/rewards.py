@@ -12,6 +12,10 @@ import re
 
 from tuneforge.spec import RewardSpec
 
+from .bounded_search import BoundedSearch
+
+FORMAT_TIMEOUT_S = 0.5  # a completion's search; past it the completion scores 0 (bounded_search.py)
+
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 FINAL_MARKERS = (
     re.compile(r"<answer>(.*?)</answer>", re.S),
@@ -56,10 +60,10 @@ def exact_match(completions, answer, **_) -> list[float]:
 
 
 def format_reward(regex: str):
-    pattern = re.compile(regex, re.S)
+    pattern = BoundedSearch(regex, FORMAT_TIMEOUT_S)
 
     def found(completions, **_) -> list[float]:
-        return [float(pattern.search(completion_text(c)) is not None) for c in completions]
+        return [float(pattern.search(completion_text(c))) for c in completions]
 
     return found
 

@@ -148,7 +148,8 @@ def rollback_deployment(name: str, request: Request, ctx: Platform = Depends(pla
 
 @router.delete("/{name}", status_code=204)
 def delete_deployment(name: str, ctx: Platform = Depends(platform)) -> Response:
-    service.remove(ctx, name)
+    """Stop and delete it; a promotion under way ends first (its evaluations cancelled, its canary gone)."""
+    rollouts.remove(ctx, name)
     return Response(status_code=204)
 
 

@@ -1,0 +1,33 @@
+"""``datasets dedup`` of every kind the store holds: KTO feedback and GRPO prompt sets too, each copy read
+back by its kind's canonical format as the records it was made from."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import write
+from tuneforge.data.dedup_copy import CANONICAL_FORMAT, deduplicated_copy
+from tuneforge.data.formats import FORMATS
+from tuneforge.data.store import datasets_root, read_stored_records, store_path
+
+
+def test_every_stored_kind_has_a_canonical_format():
+    assert {f.kind for f in FORMATS.values()} == set(CANONICAL_FORMAT)
+    assert all(FORMATS[CANONICAL_FORMAT[f.kind]].kind == f.kind for f in FORMATS.values())
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        lambda i: {"system": "Brief.", "prompt": f"q {i % 3}?", "completion": "yes", "label": i % 3 == 0},
+        lambda i: {"prompt": f"what is {i % 3} plus one?", "answer": str(i % 3 + 1)},
+    ],
+    ids=["kto", "grpo-prompts"],
+)
+def test_dedup_copies_feedback_and_prompt_sets(tmp_path, record):
+    meta, _ = store_path(write(tmp_path / "set.json", [record(i) for i in range(6)]), "set")
+    clean, report = deduplicated_copy("set", "clean")
+    assert (clean["name"], clean["kind"], clean["records"]) == ("clean", meta["kind"], 3)
+    assert report["exact"]["count"] == 3
+    stored = read_stored_records(datasets_root() / meta["id"])
+    assert read_stored_records(datasets_root() / clean["id"]) == stored[:3]
