@@ -121,6 +121,19 @@ def test_a_training_job_runs_on_ray_and_finishes(api, plane):
     print("the job's log on Ray begins:\n" + "\n".join(log.splitlines()[:3]))
 
 
+def test_a_two_worker_job_trains_across_both_nodes(api, plane):
+    """resources.workers=2 on the two 1-CPU nodes: the entrypoint drives a Ray Train group and reserves
+    nothing itself (reserving its CPU would leave one for two workers, and the job would wait for ever)."""
+    overrides = {**FAST, "resources.workers": 2}
+    body = {"template": "sft-lora", "model": "tiny", "datasets": ["memo"], "overrides": overrides}
+    job = api.post("/api/v1/jobs", json=body).json()
+    done = wait_state(api, job["id"], ("succeeded", "failed"), timeout=240)
+    assert done["state"] == "succeeded", _log(api, job["id"])
+    assert done["progress"] == {"step": 2, "max_steps": 2}
+    assert plane.executor.client.get_job_info(job["id"]).status.value == "SUCCEEDED"
+    assert "world_size=2" in _log(api, job["id"])  # Ray Train's group of two
+
+
 def test_a_command_job_logs_while_running_and_cancel_stops_it_on_ray(api, plane):
     script = (
         "import os, time; print('token leaked:', 'RAY_AUTH_TOKEN' in os.environ, flush=True); time.sleep(120)"

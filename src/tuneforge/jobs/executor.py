@@ -55,12 +55,12 @@ class Launch:
     # False: the worker gets ``env`` alone (+ CUDA_VISIBLE_DEVICES), not the control plane's environment.
     # A user's own command gets a clean one so the server's secrets and settings do not leak into it.
     inherit_env: bool = True
-    # A long-lived service (a serving replica): outside the limit of concurrent jobs.
-    service: bool = False
+    service: bool = False  # a long-lived service (a serving replica): outside the concurrent-job limit
     log: Path | None = None  # where its output goes; the folder's worker log when None
     banner: str | None = None  # the log line that opens this start; "attempt N" when None
     cpus: float = 1.0  # what a cluster executor (Ray) reserves for it; the local one ignores both
     memory_mb: int | None = None
+    processes: int = 1  # training processes it starts; > 1 on Ray: a Ray Train driver (ray_executor.py)
 
 
 @dataclass

@@ -110,9 +110,7 @@ class RayExecutor(Executor):
                 submission_id=rid,
                 runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(self.stop_wait_s)}},
                 metadata={ATTEMPT_KEY: str(launch.attempt), LOG_KEY: str(log_file)},
-                entrypoint_num_cpus=launch.cpus,
-                entrypoint_num_gpus=launch.gpus,
-                entrypoint_memory=launch.memory_mb << 20 if launch.memory_mb else None,
+                **_entrypoint_reservation(launch),
             )
         except (RuntimeError, ConnectionError) as exc:  # the SDK's errors: HTTP status or no connection
             raise OSError(f"Ray refused the job: {str(exc).splitlines()[0]}") from None
@@ -246,3 +244,15 @@ def entrypoint(launch: Launch, log_file: Path) -> str:
     return (
         f"cd {cwd} && {prelude}exec env {' '.join(env)} {' '.join(argv)} >> {shlex.quote(str(log_file))} 2>&1"
     )
+
+
+def _entrypoint_reservation(launch: Launch) -> dict:
+    """What the job's entrypoint reserves on the cluster: the spec's CPUs, GPUs and memory, or nothing for
+    the driver of a Ray Train group (its workers reserve their own; see ``Launch.processes``)."""
+    if launch.processes > 1:
+        return {"entrypoint_num_cpus": 0, "entrypoint_num_gpus": 0}
+    return {
+        "entrypoint_num_cpus": launch.cpus,
+        "entrypoint_num_gpus": launch.gpus,
+        "entrypoint_memory": launch.memory_mb << 20 if launch.memory_mb else None,
+    }

@@ -56,8 +56,9 @@ def launch_for(ctx: Platform, row: Job) -> Launch:
         raise ConfigError(f"job {row.id}: unknown kind {row.kind!r}")
     res = (row.spec or {}).get("resources") or {} if row.kind == "train" else {}
     memory_mb = int(res["memory_gb"] * 1024) if res.get("memory_gb") else None
+    processes = max(res.get("gpus", 0), res.get("workers", 1)) * res.get("nodes", 1)
     return Launch(row.id, argv, root, env, root, row.gpus, row.attempt + 1,
-                  cpus=res.get("cpus", 1.0), memory_mb=memory_mb)  # fmt: skip
+                  cpus=res.get("cpus", 1.0), memory_mb=memory_mb, processes=processes)  # fmt: skip
 
 
 class Supervisor(Ticker):

@@ -39,6 +39,10 @@ def wanted(spec: JobSpec, env: Mapping[str, str] | None = None) -> bool:
     return r.processes * r.nodes > 1 and bool(env.get("RAY_ADDRESS")) and "RANK" not in env
 
 
+# What a Ray Train worker takes from its driver's environment (see train_worker).
+WORKER_ENV = ("TUNEFORGE_HOME", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_WAIT_POLICY")
+
+
 def run(spec: JobSpec, root: Path, callbacks, spec_written: bool, run_training) -> dict:
     """Train ``spec`` in the job folder ``root`` on a Ray Train worker group; the driver trains nothing.
 
@@ -67,6 +71,7 @@ def run(spec: JobSpec, root: Path, callbacks, spec_written: bool, run_training) 
             "callbacks": list(callbacks),
             "spec_written": spec_written,
             "events_offset": _size(root / fmt.EVENTS_FILE),
+            "env": {k: os.environ[k] for k in WORKER_ENV if k in os.environ},
         },
         scaling_config=ScalingConfig(num_workers=_world_size(spec), use_gpu=r.gpus > 0),
         run_config=RunConfig(
@@ -92,6 +97,12 @@ def train_worker(run_training, config: dict) -> None:
     checkpoint this launch saved."""
     import ray.train
 
+    from tuneforge.settings import get_settings
+
+    # A worker on another node starts in that node's environment, not the driver's: the driver's home
+    # (where the model, the data and the job folder are) and hub settings come with the config.
+    os.environ.update(config.get("env", {}))
+    get_settings.cache_clear()
     spec = JobSpec.model_validate(config["spec"])
     rank = ray.train.get_context().get_world_rank()
     restart_step = latest_saved_since(Path(config["root"]), config["events_offset"])
