@@ -15,13 +15,17 @@ UV := $(VENV)/bin/uv pip install -q --python $(PY)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip uv
+	$(PIP) install -q --upgrade pip
+
+# Its own target: a venv made before uv was used here gets it too.
+$(VENV)/bin/uv: $(PY)
+	$(PIP) install -q --upgrade uv
 
 # Runtime: what `tuneforge` needs to train, serve and run the server (make quickstart). torch through pip
 # (it honours the pip configuration a machine may keep its torch build in); the rest through uv, which
 # keeps that torch and installs the other packages in parallel: the dev install below took pip over 25
 # minutes on a loaded 2-core machine and uv 70 s.
-$(VENV)/.installed: $(PY) pyproject.toml
+$(VENV)/.installed: $(VENV)/bin/uv pyproject.toml
 	$(PIP) install -q$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(UV) -e .
 	touch $@
