@@ -18,14 +18,13 @@ from tuneforge.models.reward import load_reward_model
 
 from .context import RunContext
 from .model import load_model
-from .preference import carried_over
+from .preference import carried_over, train_and_save
 from .rewards import reward_functions
-from .trainer import save_final, set_threads, train_to_end, training_arguments
+from .trainer import set_threads, training_arguments
 
 
 def run(ctx: RunContext) -> dict:
     import torch
-    from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     spec, grpo = ctx.spec, ctx.spec.grpo
@@ -54,18 +53,6 @@ def run(ctx: RunContext) -> dict:
         use_vllm=grpo.use_vllm,
         vllm_mode="colocate",
     )
-    reporter = ctx.reporter()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=funcs,
-        reward_processing_classes=processors,
-        args=args,
-        processing_class=tokenizer,
-        train_dataset=Dataset.from_list(ctx.train_records),
-        eval_dataset=Dataset.from_list(ctx.val_records) if ctx.val_records else None,
-        callbacks=[reporter, *ctx.callbacks],
+    return train_and_save(
+        GRPOTrainer, args, ctx, tokenizer, model, reward_funcs=funcs, reward_processing_classes=processors
     )
-    metrics = train_to_end(trainer, reporter, ctx)
-    if not ctx.stop.reason:
-        save_final(trainer.model, tokenizer, tokenizer.chat_template, spec, ctx.folder.final)
-    return metrics

@@ -78,8 +78,9 @@ def trl_config(config_cls: type, ctx: RunContext, **method_fields):
     return config_cls(**carried_over(base, config_cls), max_length=spec.data.max_len, **method_fields)
 
 
-def train_and_save(trainer_cls: type, config, ctx: RunContext, tokenizer, model) -> dict:
-    """Train with TRL's trainer, reporting into the job folder; final/ unless the run was stopped."""
+def train_and_save(trainer_cls: type, config, ctx: RunContext, tokenizer, model, **trainer_fields) -> dict:
+    """Train with TRL's trainer, reporting into the job folder; final/ unless the run was stopped. Every
+    TRL recipe ends here (these, rm.py, grpo.py: ``trainer_fields`` are a trainer's own, GRPO's rewards)."""
     from datasets import Dataset
 
     reporter = ctx.reporter()
@@ -90,6 +91,7 @@ def train_and_save(trainer_cls: type, config, ctx: RunContext, tokenizer, model)
         train_dataset=Dataset.from_list(ctx.train_records),
         eval_dataset=Dataset.from_list(ctx.val_records) if ctx.val_records else None,
         callbacks=[reporter, *ctx.callbacks],
+        **trainer_fields,
     )
     if len(trainer.train_dataset) == 0:  # TRL drops a row whose prompt fills max_length
         reporter.close()

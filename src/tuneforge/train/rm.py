@@ -15,12 +15,11 @@ from tuneforge.models.load import load_tokenizer
 
 from .context import RunContext
 from .model import load_model
-from .preference import carried_over
-from .trainer import save_final, set_threads, train_to_end, training_arguments
+from .preference import carried_over, train_and_save
+from .trainer import set_threads, training_arguments
 
 
 def run(ctx: RunContext) -> dict:
-    from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     spec = ctx.spec
@@ -32,16 +31,5 @@ def run(ctx: RunContext) -> dict:
     model, _ = load_model(spec, ctx.runtime, packed=False, score_head=True)
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at each row's last real token
     base = training_arguments(spec, ctx.runtime, ctx.folder.checkpoints, bool(ctx.val_records), packed=False)
-    reporter = ctx.reporter()
-    trainer = RewardTrainer(
-        model=model,
-        args=RewardConfig(**carried_over(base, RewardConfig), max_length=spec.data.max_len),
-        processing_class=tokenizer,
-        train_dataset=Dataset.from_list(ctx.train_records),
-        eval_dataset=Dataset.from_list(ctx.val_records) if ctx.val_records else None,
-        callbacks=[reporter, *ctx.callbacks],
-    )
-    metrics = train_to_end(trainer, reporter, ctx)
-    if not ctx.stop.reason:
-        save_final(trainer.model, tokenizer, tokenizer.chat_template, spec, ctx.folder.final)
-    return metrics
+    config = RewardConfig(**carried_over(base, RewardConfig), max_length=spec.data.max_len)
+    return train_and_save(RewardTrainer, config, ctx, tokenizer, model)
