@@ -12,17 +12,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneforge.errors import (
-    ConfigError,
-    ConflictError,
-    DataError,
-    ForbiddenError,
-    NotFoundError,
-    ResourceError,
-    TuneforgeError,
-)
+from tuneforge.errors import DataError, TuneforgeError
 from tuneforge.jobs.executor import Executor, LocalExecutor
-from tuneforge.serve.body import BodyError
 from tuneforge.settings import Settings, get_settings
 
 from . import error_codes, migrate, openai_ft, openapi
@@ -112,22 +103,6 @@ def build_platform(
     return ctx, secret
 
 
-def _status(exc: TuneforgeError) -> int:
-    if isinstance(exc, BodyError):
-        return exc.status
-    if isinstance(exc, ForbiddenError):
-        return 403
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, ConflictError):
-        return 409
-    if isinstance(exc, DataError | ConfigError):
-        return 422
-    if isinstance(exc, ResourceError):
-        return 503
-    return 500
-
-
 def _openai(path: str) -> bool:
     return path.startswith("/v1/")
 
@@ -205,7 +180,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(TuneforgeError)
     async def tuneforge_error(request: Request, exc: TuneforgeError):
         code, params = error_codes.code_of(exc), error_codes.params_of(exc)
-        return _error(request, _status(exc), str(exc), code=code, params=params)
+        return _error(request, error_codes.status_of(exc), str(exc), code=code, params=params)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):

@@ -18,15 +18,16 @@ from tuneforge.errors import (
 )
 from tuneforge.serve.body import BodyError
 
-# Most specific first: DataError and ConfigError share no base but TuneforgeError.
-_BY_CLASS: list[tuple[type, str]] = [
-    (BodyError, "bad_body"),
-    (ForbiddenError, "forbidden"),
-    (NotFoundError, "not_found"),
-    (ConflictError, "conflict"),
-    (DataError, "invalid_data"),
-    (ConfigError, "invalid_config"),
-    (ResourceError, "no_resource"),
+# A library error's HTTP status and code, most specific first (DataError and ConfigError share no base but
+# TuneforgeError). A body error carries its own status (413, 400).
+_BY_CLASS: list[tuple[type, int | None, str]] = [
+    (BodyError, None, "bad_body"),
+    (ForbiddenError, 403, "forbidden"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (DataError, 422, "invalid_data"),
+    (ConfigError, 422, "invalid_config"),
+    (ResourceError, 503, "no_resource"),
 ]
 _BY_STATUS = {
     401: "unauthorized",
@@ -41,7 +42,14 @@ def code_of(exc: TuneforgeError) -> str:
     own = getattr(exc, "code", None)
     if isinstance(own, str) and own:
         return own
-    return next((code for cls, code in _BY_CLASS if isinstance(exc, cls)), "error")
+    return next((code for cls, _, code in _BY_CLASS if isinstance(exc, cls)), "error")
+
+
+def status_of(exc: TuneforgeError) -> int:
+    """The HTTP status the control plane answers a library error with (500: a bug)."""
+    if isinstance(exc, BodyError):
+        return exc.status
+    return next((status for cls, status, _ in _BY_CLASS if isinstance(exc, cls)), 500)
 
 
 def status_code(status: int) -> str:
