@@ -143,9 +143,12 @@ async def _forward(request: Request, dep: Deployment, worker, path: str, body: b
     headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     for attempt in range(2):
         headers["authorization"] = f"Bearer {worker.key}"
+        url = worker.url(path)
+        if url is None:  # not placed by its executor yet (a cluster): never guess a host
+            raise GatewayError(503, f"deployment {dep.name!r} has no placed replica yet; retry")
         upstream = _client(ctx).build_request(
             request.method,
-            worker.url(path) or f"http://127.0.0.1:{worker.port}{path}",
+            url,
             headers=headers,
             content=body,
             params=request.query_params,
