@@ -141,11 +141,21 @@ def _ready(http, name="ftdemo", timeout=180.0) -> dict:
         assert d["state"] != "failed", d
         return d if d["state"] == "ready" else None
 
-    return _wait(check, timeout, f"deployment {name} ready")
+    return _wait(check, timeout, f"deployment {name} ready", http=http, name=name)
 
 
-def _wait(predicate, timeout=180.0, what="condition"):
-    return wait_for(predicate, timeout, what)
+def _wait(predicate, timeout=180.0, what="condition", http=None, name=None):
+    """``wait_for``; given the deployment, a timeout says what it was doing (its state, workers and
+    events), so that a failure on a loaded CI machine can be read from the log alone."""
+    try:
+        return wait_for(predicate, timeout, what)
+    except AssertionError as exc:
+        if http is None:
+            raise
+        d = _dep(http, name)
+        seen = {k: d.get(k) for k in ("state", "replicas", "replicas_ready", "workers", "last_error")}
+        events = [(e["event"], e["message"]) for e in _events(http, name)]
+        raise AssertionError(f"{exc}\n{name}: {seen}\nevents: {events}") from None
 
 
 def _events(http, name="ftdemo") -> list[dict]:
@@ -529,7 +539,7 @@ def test_a_hung_worker_leaves_the_rotation_at_once_and_is_replaced(server):
         ws = {w["replica"]: w for w in d["workers"] if w["ready"]}
         return ws if len(ws) >= need_ready else None
 
-    ws = _wait(workers, 180, "two ready replicas")
+    ws = _wait(workers, 180, "two ready replicas", http=http, name="live")
     a, b = ws[0]["pid"], ws[1]["pid"]
     # One GPU each from the pool, as CUDA_VISIBLE_DEVICES; CPU-only torch serves on the CPU regardless.
     assert sorted([ws[0]["gpus"], ws[1]["gpus"]]) == [[0], [1]]
@@ -550,7 +560,7 @@ def test_a_hung_worker_leaves_the_rotation_at_once_and_is_replaced(server):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(b, signal.SIGCONT)  # b recovers before its 4th miss: back in rotation, not restarted
-    _wait(lambda: (workers(1) or {}).get(1), 15, "replica 1 back in rotation")
+    _wait(lambda: (workers(1) or {}).get(1), 15, "replica 1 back in rotation", http=http, name="live")
     for _ in range(4):  # a is still stopped: round robin over b alone, no request waits on a
         assert ask().status_code == 200
     killed = _wait(
@@ -558,7 +568,7 @@ def test_a_hung_worker_leaves_the_rotation_at_once_and_is_replaced(server):
     )
     assert len(killed) == 1 and killed[0]["message"].startswith(f"replica 0 (pid {a}) did not answer")
     assert "killed" in killed[0]["message"] and not _alive(a)
-    ws = _wait(workers, 120, "replica 0 restarted")
+    ws = _wait(workers, 120, "replica 0 restarted", http=http, name="live")
     assert ws[0]["pid"] != a and ws[0]["restarts"] == 1 and ws[0]["gpus"] == _visible_gpus(ws[0]["pid"])
     assert ws[1]["pid"] == b and ws[1]["restarts"] == 0
     messages = [e["message"] for e in _events(http, "live")]
@@ -800,7 +810,10 @@ def test_scale_up_and_down_while_serving(server):
         assert http.patch("/api/v1/deployments/scaled", json={"replicas": 0}).status_code == 422
         r = http.patch("/api/v1/deployments/scaled", json={"replicas": 2})
         assert r.status_code == 200 and r.json()["replicas"] == 2
-        two = _wait(lambda: (d := _dep(http, "scaled"))["replicas_ready"] == 2 and d, what="2 replicas ready")
+        two = _wait(
+            lambda: (d := _dep(http, "scaled"))["replicas_ready"] == 2 and d,
+            what="2 replicas ready", http=http, name="scaled",
+        )  # fmt: skip
         pids = sorted(w["pid"] for w in two["workers"])
         assert len(set(pids)) == 2
         for _ in range(4):  # round robin over both
