@@ -653,6 +653,43 @@ def test_replicas_lease_gpus_from_the_jobs_pool_and_wait_for_one(monkeypatch):
         ctx.store.dispose()
 
 
+def test_a_replica_launched_while_its_deployment_is_deleted_is_stopped_and_gives_its_gpu_back(monkeypatch):
+    """The API's DELETE (terminate, on its own thread) can land while the supervisor launches a replica.
+    The worker used to be kept in the slot terminate had already taken away: it ran untracked and held
+    its GPU for ever, so a later deployment's second replica waited for a GPU without end."""
+    from tests.support.platformhelp import fake_model
+    from tuneforge.jobs import executor
+    from tuneforge.jobs.executor import LocalExecutor
+    from tuneforge.platform import deployments as service
+    from tuneforge.platform.app import build_platform
+
+    monkeypatch.setattr(executor, "WORKER", [sys.executable, "-c", FAKE_WORKER])
+    fake_model("tiny")
+    ctx, _ = build_platform(executor=LocalExecutor(max_concurrent=4, gpu_count=2))
+    sup, launched = ctx.deployments, []
+    real_submit = ctx.executor.submit
+
+    def submit_then_delete(launch):
+        handle = real_submit(launch)
+        launched.append(handle.pid)
+        service.remove(ctx, "gone")  # the DELETE lands while the supervisor is in _spawn
+        return handle
+
+    try:
+        dep = service.create(ctx, "tiny", name="gone")
+        monkeypatch.setattr(ctx.executor, "submit", submit_then_delete)
+        sup.tick()
+        assert len(launched) == 1 and not sup.workers(dep.id)
+        assert not _alive(launched[0]), "the launched worker must be stopped, not left running"
+        assert ctx.executor.can_start(2) and ctx.executor.poll(f"deployment:{dep.id}/0") is None
+    finally:
+        sup.stop()
+        ctx.store.dispose()
+        for pid in launched:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
 # A worker that only answers its health check (on the --port it is given), as `tuneforge serve` does.
 HEALTHY_WORKER = (
     "import sys, http.server; port = int(sys.argv[sys.argv.index('--port') + 1]); "

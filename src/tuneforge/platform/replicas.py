@@ -449,7 +449,17 @@ class DeploymentSupervisor(Ticker):
             self.ctx.executor.release_gpus(holder)
             self._fail(dep.id, f"could not start the worker: {exc}")
             return
-        slot.worker = Worker(index, port, key, handle, self.ctx.executor, holder, gpus=gpus)
+        worker = Worker(index, port, key, handle, self.ctx.executor, holder, gpus=gpus)
+        # A stop or delete by request (terminate, on the API's thread) may have taken this slot away while
+        # the worker was launched; kept in a slot nobody tracks it would run and hold its GPU for ever.
+        # Checked and assigned under the lock terminate takes slots with: one of the two stops it.
+        with self._lock:
+            live = self._slots.get(dep.id, {}).get(index) is slot
+            if live:
+                slot.worker = worker
+        if not live:
+            worker.stop(grace_s=0)
+            return
         self._update_replica(dep.id, slot.worker, "starting", restarts=slot.restarts)
         log.info("deployment %s: replica %d pid %d port %d", dep.name, index, handle.pid, port)
 
