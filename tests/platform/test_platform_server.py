@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import MEMO, write
 from tests.support.platformhelp import wait_for
 from tuneforge.jobs import folder as fmt
-from tuneforge.platform.replicas import free_port
+from tuneforge.jobs.ranks import free_port
 
 FAST = [
     "data.max_len=64",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tuneforge.platform.replicas import free_port
+from tuneforge.jobs.ranks import free_port
 
 
 class ServerThread:

@@ -18,7 +18,7 @@ from tests.support.platformhelp import fake_model, make_client, upload
 from tests.support.trainhelp import run, tiny_spec
 from tests.web import test_console
 from tuneforge.jobs import folder as fmt
-from tuneforge.platform.replicas import free_port
+from tuneforge.jobs.ranks import free_port
 from tuneforge.spec import parse_spec
 from tuneforge.train.tracking import flatten
 

@@ -164,17 +164,15 @@ def control_plane():  # yields (client, whether this quickstart started the serv
         return
     except ServerError:
         pass
-    import socket
     import threading
 
     import uvicorn
 
+    from tuneforge.jobs.ranks import free_port
     from tuneforge.platform.app import create_app
 
     app = create_app()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="quickstart-server", daemon=True)
     thread.start()

@@ -42,7 +42,7 @@ def gpu_shortfall(asked: int, available: int) -> str | None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now, for rank 0's rendezvous."""
+    """A TCP port nothing listens on now: rank 0's rendezvous, a replica's or a local server's port."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

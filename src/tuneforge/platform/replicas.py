@@ -37,7 +37,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from sqlalchemy import select
 
 from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.executor import Executor, Handle, Launch, worker_argv
+from tuneforge.jobs.ranks import free_port
 
 from . import deployments as service
 from . import rollouts
@@ -124,12 +124,6 @@ class Slot:
 def _holder(dep_id: str, index: int) -> str:
     """A replica's name in the executor's GPU pool (job ids never look like this)."""
     return f"deployment:{dep_id}/{index}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DeploymentSupervisor(Ticker):
