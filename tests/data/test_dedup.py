@@ -142,7 +142,7 @@ def test_store_records_duplicates_and_dedup_writes_a_clean_copy(tmp_path, monkey
     assert sorted(p.name for p in datasets_root().iterdir()) == before  # nothing half-written
     monkeypatch.undo()
 
-    clean, report = dedup_copy.deduplicated_copy("planted", "clean")
+    clean, report, _ = dedup_copy.deduplicated_copy("planted", "clean")
     assert (clean["name"], clean["records"], clean["format"]) == ("clean", 40, "openai")
     assert report["exact"]["count"] + report["near"]["count"] == 7 and meta["id"] in clean["source"]
     stored = read_stored_records(datasets_root() / meta["id"])

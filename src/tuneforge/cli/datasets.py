@@ -259,12 +259,15 @@ def dedup(
     """Store a copy of a dataset without its exact and near duplicates (the first of each is kept)."""
     from tuneforge.data.dedup_copy import deduplicated_copy
 
-    meta, report = deduplicated_copy(ref, into, jaccard)
+    meta, report, new = deduplicated_copy(ref, into, jaccard)
     if json_out:
-        print_json({**meta, "left_out": report})
+        print_json({**meta, "left_out": report, "stored": new})
         return
+    # The store keeps content once: the same records already stored are that dataset, not a new one
+    # named ``into`` (said, so that nobody looks for ``into`` afterwards).
+    what = "stored" if new else f"nothing new stored ({into!r} not created): the same records are stored as"
     console.print(
-        f"stored [bold]{meta['id']}[/] ({shown(meta['name'])}, {meta['records']} records): "
+        f"{what} [bold]{meta['id']}[/] ({shown(meta['name'])}, {meta['records']} records): "
         f"{report['exact']['count']} exact and {report['near']['count']} near duplicate(s) of "
         f"{report['records']} left out (Jaccard ≥ {report['jaccard']})",
         highlight=False,

@@ -43,8 +43,10 @@ def _readable(kind: str, record: dict) -> dict:
     return {"messages": [*record["prompt"], *record["completion"]], "label": record["label"], **tools}
 
 
-def deduplicated_copy(ref: str, into: str, jaccard: float | None = None) -> tuple[dict, dict]:
-    """(the new dataset's metadata, the duplicate report of ``ref`` that decided what was left out).
+def deduplicated_copy(ref: str, into: str, jaccard: float | None = None) -> tuple[dict, dict, bool]:
+    """(the copy's metadata, the duplicate report of ``ref`` that decided what was left out, whether the
+    copy is new). Not new: the store already holds those very records (a dedup run twice, or a dataset
+    without duplicates); its metadata is that dataset's, under its own name, not ``into``.
 
     Kept: the first record of each group of exact duplicates, and a record unless it is a
     near-duplicate of an earlier one."""
@@ -62,7 +64,7 @@ def deduplicated_copy(ref: str, into: str, jaccard: float | None = None) -> tupl
                 if kept:
                     fh.write(json.dumps(_readable(meta["kind"], record), ensure_ascii=False) + "\n")
         source = f"{meta['id']} without its duplicates (tuneforge datasets dedup, Jaccard {finder.jaccard})"
-        new, _ = store_path(path, into, CANONICAL_FORMAT[meta["kind"]], source=source)
+        copy, new = store_path(path, into, CANONICAL_FORMAT[meta["kind"]], source=source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return new, report
+    return copy, report, new
