@@ -46,6 +46,18 @@ def test_a_command_job_with_two_workers_sees_the_rank_variables_and_writes_two_l
         assert cli_on(client, monkeypatch, "jobs", "logs", job["id"], "--rank", "1").stdout == rank1.text
 
 
+def test_rank_0_of_a_one_worker_job_is_its_log():
+    """A one-worker job writes no rank logs: ``?rank=0`` answers its log (it answered an empty page)."""
+    with make_client(supervise=True) as client:
+        body = {"kind": "command", "name": "one", "command": [sys.executable, "-c", "print('only me')"]}
+        job = wait_state(client, client.post("/api/v1/jobs", json=body).json()["id"], ("succeeded", "failed"))
+        whole = client.get(f"/api/v1/jobs/{job['id']}/logs")
+        rank0 = client.get(f"/api/v1/jobs/{job['id']}/logs", params={"rank": 0})
+        assert "only me" in whole.text and rank0.text == whole.text
+        assert rank0.headers["X-Next-Offset"] == whole.headers["X-Next-Offset"]
+        assert client.get(f"/api/v1/jobs/{job['id']}/logs", params={"rank": 1}).status_code == 404
+
+
 def test_a_queue_quota_holds_the_second_job_queued_while_other_queues_run(monkeypatch):
     monkeypatch.setenv("TUNEFORGE_QUEUES", '{"small": {"cpus": 1}, "big": {"cpus": 4}}')
     monkeypatch.setenv("TUNEFORGE_MAX_CONCURRENT_JOBS", "4")

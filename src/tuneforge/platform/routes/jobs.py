@@ -186,9 +186,11 @@ def job_logs(
     root = Path(job.folder)
     if rank is not None and rank >= (workers := queues.job_workers(job)):
         raise NotFoundError(f"job {job_id} has {workers} rank(s), 0…{workers - 1}; no rank {rank}")
+    # Rank logs exist only when a job runs several processes; a one-worker job's rank 0 is its log.
+    own_log = rank is not None and workers > 1
 
     def read(at: int):
-        if rank is not None:
+        if own_log:
             data, nxt = fmt.read_bytes(fmt.rank_log(root, rank), at, limit)
         else:
             data, nxt = ctx.executor.logs(root, at, limit)
