@@ -142,7 +142,13 @@ def connect(settings: Settings) -> RayExecutor:
     if "://" not in address:
         address = "http://" + address
     headers = check_auth(address, ray_token(), settings.ray_allow_unauthenticated)
-    executor = RayExecutor(address, headers)
+    try:
+        executor = RayExecutor(address, headers)
+    except OSError as exc:  # it answered the auth check, then not (a timeout, a dropped connection)
+        raise ConfigError(
+            f"{env_name('ray_address')}={address}: the Ray cluster's job API did not answer "
+            f"({type(exc).__name__}: {exc}); check the dashboard's health and start again."
+        ) from None
     settings.root.mkdir(parents=True, exist_ok=True)
     nodes = check_storage(executor, settings.root)
     executor.gpu_count = max((n["gpus"] for n in nodes), default=0)

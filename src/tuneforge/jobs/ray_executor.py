@@ -46,12 +46,29 @@ ATTEMPT_KEY = "tuneforge_attempt"  # in the Ray job's metadata: which attempt of
 LOG_KEY = "tuneforge_log"  # and the log file its output goes to
 _RUNNING = {"PENDING", "RUNNING"}
 _BAD_ID = re.compile(r"[^A-Za-z0-9_.-]")
+# Each request to Ray's job API ends within this. Ray's client sets no timeout: a dashboard that takes
+# the connection and never answers would hold the supervisor's tick (every job's and replica's poll)
+# or the control plane's start-up for ever. A timeout is an OSError, which the callers treat as Ray
+# being away for a moment.
+REQUEST_TIMEOUT_S = 30.0
 
 
 def ray_job_id(job_id: str) -> str:
     """The Ray submission id of a launch: the job id itself (``job-…``); a replica's ``:`` and ``/``
     (Ray puts the id in a URL path) become ``-``."""
     return _BAD_ID.sub("-", job_id)
+
+
+def _bounded_client(js, address: str, headers: dict[str, str], timeout_s: float):
+    """Ray's JobSubmissionClient whose every request (its version check at construction too) carries
+    ``timeout_s``; its requests otherwise wait for an answer without end."""
+
+    class BoundedClient(js.JobSubmissionClient):
+        def _do_request(self, method, endpoint, **kwargs):
+            kwargs.setdefault("timeout", timeout_s)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return BoundedClient(address, headers=headers)
 
 
 @dataclass
@@ -75,7 +92,7 @@ class RayExecutor(Executor):
         self.gpu_count = gpu_count  # the most GPUs one node has: what a job may ask for
         self.max_concurrent = max_concurrent
         self.stop_wait_s = stop_wait_s
-        self.client = js.JobSubmissionClient(self.dashboard, headers=dict(headers or {}))
+        self.client = _bounded_client(js, self.dashboard, dict(headers or {}), REQUEST_TIMEOUT_S)
         self._lock = threading.Lock()
         self._followed: dict[str, _Followed] = {}
 
@@ -180,7 +197,7 @@ class RayExecutor(Executor):
                 return
         try:
             self.client.stop_job(ray_job_id(job_id))
-        except (RuntimeError, ConnectionError) as exc:
+        except (RuntimeError, OSError) as exc:  # requests' errors (a timeout too) are OSErrors
             log.warning("%s: Ray did not take the stop: %s", job_id, exc)
 
     def stop(self, job_id: str, grace_s: float = 10.0) -> Status | None:
