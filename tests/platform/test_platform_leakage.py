@@ -8,7 +8,7 @@ from tests.conftest import MEMO
 from tests.support.platformhelp import fake_model, make_client, upload
 
 
-def test_upload_reports_duplicates_and_strict_overlap_is_refused_before_queueing():
+def test_upload_reports_duplicates_and_strict_overlap_is_refused_before_queueing(monkeypatch):
     with make_client() as api:
         fake_model()
         recased = {**MEMO[1], "instruction": MEMO[1]["instruction"].upper()}
@@ -25,3 +25,9 @@ def test_upload_reports_duplicates_and_strict_overlap_is_refused_before_queueing
         assert "1 of 2 evaluation record(s) (50.0%)" in problem["msg"] and "strict is on" in problem["msg"]
         assert api.get("/api/v1/jobs").json()["data"] == []
         assert api.post("/api/v1/jobs", json=body).status_code == 201  # not strict: it warns when it starts
+        # Past IN_REQUEST_RECORDS the request does not read the records: the worker refuses at its start.
+        from tuneforge.train import leakage
+
+        monkeypatch.setattr(leakage, "IN_REQUEST_RECORDS", 6)  # train 5 + eval 2 records
+        later = api.post("/api/v1/jobs", json={**body, "overrides": {"data.eval_overlap.strict": True}})
+        assert later.status_code == 201, later.text
