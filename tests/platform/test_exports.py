@@ -143,3 +143,36 @@ def test_cli_remote_export_follows_the_server_and_downloads(tiny_llama, tmp_path
         assert code == 2 and "not a LoRA adapter" in err and not (tmp_path / "m").exists()
     finally:
         srv.stop()
+
+
+def test_a_restarted_server_lists_finished_exports_fails_the_interrupted_and_keeps_the_newest(monkeypatch):
+    """Exports used to live only in memory: after a restart their files (GGUFs as large as the model)
+    stayed on disk, unlisted and never removed. Now their records come back: a finished export is listed
+    and downloads again, one that was running is failed without its partial output, a folder without a
+    record is removed, and only the newest KEEP_FINISHED finished exports keep their files."""
+    from tuneforge.platform import exports
+    from tuneforge.settings import get_settings
+
+    monkeypatch.setattr(exports, "KEEP_FINISHED", 3)  # the failed one counts
+    root = get_settings().root / "exports"
+
+    def planted(n: int, state: str) -> exports.Export:
+        e = exports.Export(f"exp-{n:012x}", "ft@1", "gguf", "f16", root / f"exp-{n:012x}", False, None,
+                           state=state, started_at=1000.0 + n)  # fmt: skip
+        e.output.mkdir(parents=True)
+        (e.output / "ft-v1.f16.gguf").write_bytes(b"GGUF" + bytes(8))
+        e.save()
+        return e
+
+    oldest, older, newest = planted(1, "succeeded"), planted(2, "succeeded"), planted(3, "succeeded")
+    interrupted = planted(4, "running")
+    stray = root / "exp-00000000ffff"
+    stray.mkdir()  # a crash between the folder and its record
+    with make_client() as api:
+        listed = api.get("/api/v1/models/ft/exports").json()["data"]
+        assert [e["id"] for e in listed] == [interrupted.id, newest.id, older.id]
+        assert listed[0]["state"] == "failed" and "server stopped during the export" in listed[0]["error"]
+        assert not interrupted.output.exists() and not stray.exists() and not oldest.folder.exists()
+        got = api.get(f"/api/v1/models/ft/exports/{newest.id}/download")
+        assert got.status_code == 200 and got.content.startswith(b"GGUF")
+        assert api.get(f"/api/v1/models/ft/exports/{oldest.id}").status_code == 404

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -97,17 +98,20 @@ def write_exit_code(root: Path, attempt: int, exit_code: int) -> None:
     The runner writes it before it exits, so a control plane that re-attached to the job after a restart
     (and so is not the runner's parent) still learns the code.
     """
-    target = Path(root) / EXIT_CODE_FILE
-    part = target.with_name(f".{EXIT_CODE_FILE}.{os.getpid()}")
-    part.write_text(json.dumps({"attempt": attempt, "exit_code": exit_code, "time": time.time()}))
-    os.replace(part, target)
+    write_json_atomic(
+        Path(root) / EXIT_CODE_FILE, {"attempt": attempt, "exit_code": exit_code, "time": time.time()}
+    )
 
 
 def write_best(root: Path, record: dict) -> None:
     """Mark the best checkpoint so far, atomically (the platform may read it while training goes on)."""
-    target = Path(root) / BEST_FILE
-    part = target.with_name(f".{BEST_FILE}.{os.getpid()}")
-    part.write_text(json.dumps(record))
+    write_json_atomic(Path(root) / BEST_FILE, record)
+
+
+def write_json_atomic(target: Path, data) -> None:
+    """``data`` as JSON at ``target``, replaced whole: a reader (or a crash) sees the old file or the new."""
+    part = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+    part.write_text(json.dumps(data))
     os.replace(part, target)
 
 

@@ -5,13 +5,18 @@ through the executor (the launcher jobs use; it counts against the same capacity
 reports like a pull: the worker appends ``{stage, done, total}`` lines to a progress file that a GET
 reads (``pulls.last_progress``). Its output is written under ``$TUNEFORGE_HOME/exports/<id>/out/``,
 which appears only when complete (the exporters stage it), so a failed export leaves no partial folder.
-Like pulls, exports live in memory: a restarted server forgets them; their folders stay on disk.
+Each export's record is ``export.json`` beside it, so a restarted server still lists and serves the
+finished ones; one that was running when the server stopped is failed (its worker's output is not
+trusted) and its partial output removed.
 
-Bounded: one export per model at a time (a second request answers the running one) and a few at once.
+Bounded: one export per model at a time (a second request answers the running one) and a few at once;
+the newest KEEP_FINISHED finished exports are kept, the files of older ones deleted (GGUF files are as
+large as the model), at start-up as well as when a new export starts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -36,6 +41,8 @@ from .schemas import Body
 log = logging.getLogger(__name__)
 
 KEEP_FINISHED = 50
+RECORD = "export.json"
+_EXPORT_ID = re.compile(r"exp-[0-9a-f]{12}")
 POLL_S = 0.5
 TIMEOUT_S = 3600
 FORMATS = {"gguf": "gguf", "merged": "safetensors"}  # the API's name → `models export --format`
@@ -87,6 +94,21 @@ class Export:
     @property
     def progress_file(self) -> Path:
         return self.folder / "progress.jsonl"
+
+    def save(self) -> None:
+        """Its record beside its files, replaced whole (a crash leaves the old one or the new one)."""
+        fields = ("id", "model", "format", "quant", "register", "base", "state", "stage", "done", "total",
+                  "error", "registered", "started_at", "finished_at")  # fmt: skip
+        fmt.write_json_atomic(self.folder / RECORD, {k: getattr(self, k) for k in fields})
+
+    @classmethod
+    def load(cls, folder: Path) -> Export | None:
+        """The export a record describes; None for a folder without a readable one."""
+        try:
+            data = json.loads((folder / RECORD).read_text())
+            return cls(folder=folder, **{k: data[k] for k in data if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError):
+            return None
 
     def as_dict(self) -> dict:
         if self.state == "running":
@@ -140,6 +162,28 @@ class Exports:
         self.lock = threading.Lock()
         self.exports: dict[str, Export] = {}
         self.root = ctx.home / "exports"
+        self._recover()
+
+    def _recover(self) -> None:
+        """The exports of earlier runs, from their records: finished ones are listed again; one that was
+        running lost its follower and is failed; folders without a record (a crash before it was
+        written) are removed; then the newest KEEP_FINISHED are kept."""
+        for folder in sorted(self.root.glob("exp-*")) if self.root.is_dir() else []:
+            if not _EXPORT_ID.fullmatch(folder.name):
+                continue  # not one of ours
+            export = Export.load(folder)
+            if export is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            if export.state == "running":
+                self.ctx.executor.cancel(export.id, grace_s=5)  # an adopted worker, if it still runs
+                export.state, export.finished_at = "failed", time.time()
+                export.error = "the server stopped during the export; start it again"
+                shutil.rmtree(export.output, ignore_errors=True)
+                export.save()
+            self.exports[export.id] = export
+        with self.lock:
+            self._forget_old()
 
     def start(self, name: str, body: ExportRequest) -> Export:
         ref, path, base, kind = _source(self.ctx, name, body.version)
@@ -176,6 +220,8 @@ class Exports:
             argv += ["--base", base] if base else []
             argv += ["--json", "--progress-file", str(export.progress_file), "--", str(path)]
             env = {"TUNEFORGE_HOME": str(self.ctx.home)}
+            export.folder.mkdir(parents=True)
+            export.save()
             self.ctx.executor.submit(Launch(export_id, argv, export.folder, env=env))
             self.exports[export_id] = export
             self._forget_old()
@@ -239,6 +285,7 @@ class Exports:
             export.finished_at = time.time()
         if error:
             shutil.rmtree(export.output, ignore_errors=True)  # never a partial export to download
+        export.save()
 
     def _register(self, export: Export) -> str:
         name = export.model.partition("@")[0]
@@ -252,6 +299,7 @@ class Exports:
         finished.sort(key=lambda e: e.started_at)
         for export in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self.exports[export.id]
+            shutil.rmtree(export.folder, ignore_errors=True)  # no longer listed: its files would only pile up
 
 
 def _worker_error(export: Export) -> str:
