@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from tuneforge.platform.replicas import free_port
+from tuneforge.jobs.ranks import free_port
 
 # The repository root: the helpers are tests.support.*, the fixtures tests.conftest.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from tuneforge.platform.replicas import free_port
+from tuneforge.jobs.ranks import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
