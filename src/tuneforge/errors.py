@@ -77,6 +77,12 @@ class ResourceError(TuneforgeError):
     exit_code = 1
 
 
+class Cancelled(TuneforgeError):
+    """A training run was asked to stop (SIGTERM, or its Ray driver's request) and saved a checkpoint."""
+
+    exit_code = 143
+
+
 class MissingExtraError(ConfigError):
     """An optional dependency is missing; says which extra installs it."""
 

@@ -121,17 +121,64 @@ def test_a_training_job_runs_on_ray_and_finishes(api, plane):
     print("the job's log on Ray begins:\n" + "\n".join(log.splitlines()[:3]))
 
 
-def test_a_two_worker_job_trains_across_both_nodes(api, plane):
+def _train_worker_on_second_node(cluster):
+    """The Ray Train worker process on the cluster's second node (its raylet's node-manager port)."""
+    import psutil
+
+    port = str(cluster._node_ports[6])  # node 1's --node-manager-port (tests/support/raycluster.py)
+    for p in cluster.processes():
+        try:
+            if "RayTrainWorker" in " ".join(p.cmdline()) and port in " ".join(p.parent().cmdline()):
+                return p
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_a_two_worker_job_on_both_nodes_survives_a_lost_worker_and_cancels_with_a_checkpoint(api, plane):
     """resources.workers=2 on the two 1-CPU nodes: the entrypoint drives a Ray Train group and reserves
-    nothing itself (reserving its CPU would leave one for two workers, and the job would wait for ever)."""
-    overrides = {**FAST, "resources.workers": 2}
+    nothing itself (reserving its CPU would leave one for two workers, and the job would wait for ever).
+    The worker on the second node is SIGKILLed once a checkpoint exists (as when its node goes away):
+    with max_failures=1 Ray Train restarts the group from that checkpoint. Then a cancel: Ray sends
+    SIGTERM to the driver only; its request file makes both workers save a checkpoint at the step they
+    are at and stop together (they used to be killed without one)."""
+    import signal
+
+    from tuneforge.jobs import folder as fmt
+
+    overrides = {**FAST, "resources.workers": 2, "resources.max_failures": 1, "train.max_steps": 400,
+                 "train.save_steps": 4}  # fmt: skip
     body = {"template": "sft-lora", "model": "tiny", "datasets": ["memo"], "overrides": overrides}
     job = api.post("/api/v1/jobs", json=body).json()
-    done = wait_state(api, job["id"], ("succeeded", "failed"), timeout=240)
-    assert done["state"] == "succeeded", _log(api, job["id"])
-    assert done["progress"] == {"step": 2, "max_steps": 2}
-    assert plane.executor.client.get_job_info(job["id"]).status.value == "SUCCEEDED"
+    folder = plane.home / "jobs" / job["id"]
+
+    def events() -> list[dict]:
+        return fmt.read_all_jsonl(folder / fmt.EVENTS_FILE)
+
+    wait_for(lambda: fmt.step_checkpoints(folder), 240, "a first checkpoint")
+    worker = _train_worker_on_second_node(plane.cluster)
+    assert worker is not None, [" ".join(p.cmdline())[:80] for p in plane.cluster.processes()]
+    worker.send_signal(signal.SIGKILL)
+
+    def training_again():  # the restarted group has saved a checkpoint of its own
+        started = [i for i, e in enumerate(events()) if e["event"] == fmt.STARTED]
+        later = events()[started[-1] :] if len(started) == 2 else []
+        return any(e["event"] == fmt.CHECKPOINT_SAVED for e in later)
+
+    wait_for(training_again, 300, "the restarted group's first checkpoint")
+    assert api.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200
+    done = wait_state(api, job["id"], ("cancelled", "succeeded", "failed"), timeout=120)
+    assert done["state"] == "cancelled", _log(api, job["id"])
+    story = [{k: e[k] for k in ("event", "resumed_from", "step", "reason") if k in e} for e in events()]
+    print(
+        "events:", *[e for e in story if e["event"] not in ("data_ready", "training", "epoch_done")], sep="\n"
+    )
+    resumed = [e["resumed_from"] for e in story if e["event"] == fmt.STARTED]
+    assert len(resumed) == 2 and resumed[0] is None and resumed[1].startswith("step-"), resumed
     assert "world_size=2" in _log(api, job["id"])  # Ray Train's group of two
+    [stopped] = [e for e in story if e["event"] == fmt.CANCELLED]
+    assert stopped["step"] < 400 and (folder / fmt.CHECKPOINTS_DIR / fmt.step_name(stopped["step"])).is_dir()
+    assert not (folder / fmt.STOP_REQUEST).exists()
 
 
 def test_a_command_job_logs_while_running_and_cancel_stops_it_on_ray(api, plane):

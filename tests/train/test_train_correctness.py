@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from tests.conftest import write
 from tests.support.trainhelp import run, tiny_spec
-from tuneforge.train.run import Cancelled
+from tuneforge.errors import Cancelled
 
 
 def _metrics(folder) -> list[dict]:

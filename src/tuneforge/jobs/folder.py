@@ -2,6 +2,9 @@
 
 The training worker (``train/reporting.py``) writes these files and the control plane reads them; both
 take the names from here so they cannot drift. Only the standard library is imported.
+
+Long because: it is the one module that names the folder's files and reads and writes them
+(tests/jobs/test_jobs_folder.py holds every other module to it); cut apart, the names would drift again.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ STEP_PREFIX = "step-"  # checkpoints/step-N/: a complete checkpoint, renamed int
 STEP_RE = re.compile(rf"^{STEP_PREFIX}(\d+)$")
 TRAINER_STATE = "trainer_state.json"  # in every step-N/ the trainer saved; one without it is not resumed
 RAY_TRAIN_DIR = "ray-train"  # Ray Train's run state (its storage_path); the weights stay in checkpoints/
+STOP_REQUEST = "stop-requested"  # a Ray Train driver's SIGTERM, for its workers (train/ray_train.py)
 LOGS_DIR = "logs"  # logs/rank-N.txt: each rank's own output when a job runs several (jobs/ranks.py)
 RANK_LOG = "rank-{rank}.txt"
 

@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from tuneforge.errors import ResourceError, TuneforgeError
+from tuneforge.errors import Cancelled, ResourceError, TuneforgeError
 from tuneforge.jobs import folder as fmt
 from tuneforge.spec import JobSpec
 
@@ -63,6 +63,7 @@ def run(spec: JobSpec, root: Path, callbacks, spec_written: bool, run_training) 
     r = spec.resources
     if not ray.is_initialized():
         ray.init()  # RAY_ADDRESS says which cluster
+    _stop_workers_on_sigterm(root)
     trainer = TorchTrainer(
         functools.partial(train_worker, run_training),
         train_loop_config={
@@ -88,8 +89,41 @@ def run(spec: JobSpec, root: Path, callbacks, spec_written: bool, run_training) 
         if own is None:
             raise
         raise own from exc
+    finally:
+        (root / fmt.STOP_REQUEST).unlink(missing_ok=True)
     ending = fmt.ending(root) or {}
+    if ending.get("event") == fmt.CANCELLED:  # stopped on request, after the workers' checkpoint
+        raise _cancelled(ending, root)
     return dict(ending.get("metrics") or {})
+
+
+def _stop_workers_on_sigterm(root: Path) -> None:
+    """A stopped Ray job's driver gets SIGTERM (then SIGKILL after the job's stop grace); its workers are
+    Ray's processes and get nothing. The driver writes the job folder's stop request, which each worker
+    reads at its next step: they save a checkpoint, stop together and return, as a signalled local run
+    does. Installed after ray.init, whose own handler exits at once."""
+    import signal
+    import threading
+
+    request = root / fmt.STOP_REQUEST
+    request.unlink(missing_ok=True)  # an earlier launch's: this one was not asked to stop
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        log.warning(
+            "received %s: asking the workers to save a checkpoint and stop", signal.Signals(signum).name
+        )
+        request.write_text(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _cancelled(ending: dict, root: Path) -> Cancelled:
+    return Cancelled(
+        f"stopped by {ending.get('reason') or 'request'}; checkpoint saved in {root / fmt.CHECKPOINTS_DIR}. "
+        f"Resume with `tuneforge train {root / fmt.SPEC_FILE} --resume`."
+    )
 
 
 def train_worker(run_training, config: dict) -> None:
@@ -109,13 +143,19 @@ def train_worker(run_training, config: dict) -> None:
     if restart_step is not None:  # the group was restarted after a lost worker
         log.warning("rank %d: restarted by Ray Train; resuming from %s", rank, fmt.step_name(restart_step))
         spec = spec.model_copy(update={"resume_from": fmt.step_name(restart_step)})
-    run_training(
-        spec,
-        config["root"],
-        callbacks=tuple(config["callbacks"]),
-        spec_written=config["spec_written"] or rank != 0 or restart_step is not None,
-        folder_checked=True,
-    )
+    try:
+        run_training(
+            spec,
+            config["root"],
+            callbacks=tuple(config["callbacks"]),
+            spec_written=config["spec_written"] or rank != 0 or restart_step is not None,
+            folder_checked=True,
+            stop_on_request=True,
+        )
+    except Cancelled:
+        # Stopped on the driver's request, checkpoint saved (rank 0 wrote the event): a normal end for Ray
+        # Train. Raised, it would count as a failure and Ray Train would start the group again.
+        log.info("rank %d: stopped on request", rank)
 
 
 def latest_saved_since(root: Path, offset: int) -> int | None:

@@ -113,14 +113,24 @@ class JobFolder:
 
 
 class StopFlag:
-    """SIGTERM asks the run to checkpoint and stop at the next step boundary."""
+    """SIGTERM asks the run to checkpoint and stop at the next step boundary. A Ray Train worker runs its
+    recipe in a thread, where no signal arrives: its driver's request file (``STOP_REQUEST`` in the job
+    folder, written by ray_train.py on the driver's SIGTERM) asks instead."""
 
-    def __init__(self):
+    def __init__(self, request_file: Path | None = None):
         self.reason: str | None = None
+        self.request_file = request_file
+
+    def check(self) -> str | None:
+        """The reason to stop, if asked (the request file is looked at once a step: a stat)."""
+        if self.reason is None and self.request_file is not None and self.request_file.exists():
+            self.reason = "SIGTERM"  # the driver's
+            log.warning("the run's driver was asked to stop: saving a checkpoint and stopping")
+        return self.reason
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
-            return  # Ray Train runs a worker's recipe in a thread; Ray stops its worker group itself
+            return  # a Ray Train worker: the request file asks instead (check)
 
         def handler(signum, frame):
             self.reason = signal.Signals(signum).name
@@ -186,6 +196,7 @@ class Reporter(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self.bar:
             self.bar.update(self.task, completed=state.global_step)
+        self.stop.check()
         if args.world_size > 1:
             self._stop_together()
         if self.stop.reason:

@@ -8,18 +8,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.errors import ConflictError, ResourceError, TuneforgeError
+from tuneforge.errors import Cancelled, ConflictError, ResourceError
 from tuneforge.jobs import folder as fmt  # the job folder's names, shared with the control plane
 from tuneforge.settings import get_settings
 from tuneforge.spec import JobSpec, dump_spec
 
 log = logging.getLogger(__name__)
-
-
-class Cancelled(TuneforgeError):
-    """The run was asked to stop (SIGTERM); it saved a checkpoint first."""
-
-    exit_code = 143
 
 
 @dataclass
@@ -46,9 +40,11 @@ def run_training(
     show_bar: bool = False,
     spec_written: bool = False,
     folder_checked: bool = False,
+    stop_on_request: bool = False,
 ) -> RunResult:
     """``spec_written``: the folder's spec.yaml is the spec the server resolved; it is not written again.
     ``folder_checked``: a rank of a group whose launcher checked the folder (its siblings write there).
+    ``stop_on_request``: a Ray Train worker, which no signal reaches: the driver's request file stops it.
     """
     from . import dpo, grpo, kto, orpo, pretrain, ray_train, rm, sft, simpo
     from .context import RunContext
@@ -84,7 +80,7 @@ def run_training(
     resolved = spec.model_copy(update={"output_dir": str(folder.root)})
     if not spec_written and folder.main:
         (folder.root / fmt.SPEC_FILE).write_text(dump_spec(resolved))
-    stop = StopFlag()
+    stop = StopFlag(folder.root / fmt.STOP_REQUEST if stop_on_request else None)
     stop.install()
     ctx = RunContext(
         spec, folder, runtime, train_records, val_records, stop, resume, tuple(callbacks), show_bar
