@@ -222,3 +222,88 @@ def test_pre_tokenizer_names_llama_cpp_reads():
     qwen2 = [split, {"type": "ByteLevel", "use_regex": False}]
     assert _pre_tokenizer_name({"type": "Sequence", "pretokenizers": qwen2}) == "qwen2"
     assert _pre_tokenizer_name({"type": "Whitespace"}) is None  # written as 'default', with a warning
+
+
+# Renders a template with Go's text/template, the engine Ollama runs TEMPLATE with, for each conversation
+# given on stdin ({"template", "conversations": [[{role, content}]]}); prints the renderings as JSON.
+GO_RENDER = """package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"text/template"
+)
+
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+func main() {
+	var in struct {
+		Template      string      `json:"template"`
+		Conversations [][]Message `json:"conversations"`
+	}
+	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+		panic(err)
+	}
+	t := template.Must(template.New("modelfile").Parse(in.Template))
+	out := []string{}
+	for _, messages := range in.Conversations {
+		var b bytes.Buffer
+		if err := t.Execute(&b, map[string]any{"Messages": messages}); err != nil {
+			panic(err)
+		}
+		out = append(out, b.String())
+	}
+	json.NewEncoder(os.Stdout).Encode(out)
+}
+"""
+
+
+def test_the_modelfile_template_renders_in_go_as_the_models_chat_template(tiny_tokenizer, tmp_path):
+    """The TEMPLATE is Go text/template source that Ollama executes; Ollama cannot run here, Go can. For
+    varied conversations (with and without a system prompt, multi-turn, multi-line, ending on an
+    assistant turn), Go's rendering equals the model's own Jinja chat template with the generation
+    prompt, given the SYSTEM default where the conversation has no system message (as Ollama does)."""
+    import shutil
+    import subprocess
+
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("Go is not installed (apt-get install golang-go)")
+    from tuneforge.models.ollama import CHATML_TEMPLATE
+
+    default = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    conversations = [
+        [{"role": "user", "content": "Hi there"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"},
+         {"role": "assistant", "content": "4"}, {"role": "user", "content": "And 3+3?"}],
+        [{"role": "user", "content": "Two lines:\nfirst\n  second {{ not a template }}"},
+         {"role": "assistant", "content": "Seen."}, {"role": "user", "content": "<b>tags</b> & \"quotes\""}],
+        [{"role": "user", "content": "Say yes."}, {"role": "assistant", "content": "yes"}],
+    ]  # fmt: skip
+    (tmp_path / "main.go").write_text(GO_RENDER)
+    env = {"HOME": str(tmp_path), "GOCACHE": str(tmp_path / "cache"), "GOPATH": str(tmp_path / "gopath"),
+           "PATH": "/usr/bin:/bin", "GOFLAGS": "-mod=mod", "GO111MODULE": "off"}  # fmt: skip
+    # Ollama makes SYSTEM the first message of a conversation that has none: Go gets that conversation.
+    ollama_sees = [
+        c if c[0]["role"] == "system" else [{"role": "system", "content": default}, *c] for c in conversations
+    ]
+    request = json.dumps({"template": CHATML_TEMPLATE, "conversations": ollama_sees})
+    out = subprocess.run([go, "run", str(tmp_path / "main.go")], input=request, capture_output=True,
+                         text=True, env=env, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rendered = json.loads(out.stdout)
+    saved = tiny_tokenizer.chat_template
+    try:
+        tiny_tokenizer.chat_template = SMOLLM2_TEMPLATE
+        for messages, got in zip(conversations, rendered, strict=True):  # the template adds its own default
+            last_user = messages[-1]["role"] == "user"
+            want = tiny_tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=last_user
+            )
+            assert got == want, (messages, got, want)
+    finally:
+        tiny_tokenizer.chat_template = saved

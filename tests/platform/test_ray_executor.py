@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -175,7 +176,10 @@ def test_a_two_worker_job_on_both_nodes_survives_a_lost_worker_and_cancels_with_
     )
     resumed = [e["resumed_from"] for e in story if e["event"] == fmt.STARTED]
     assert len(resumed) == 2 and resumed[0] is None and resumed[1].startswith("step-"), resumed
-    assert "world_size=2" in _log(api, job["id"])  # Ray Train's group of two
+    log = _log(api, job["id"])
+    assert "world_size=2" in log  # Ray Train's group of two
+    digests = dict(re.findall(r"rank (\d) of 2: trainable weights sha256 (\w+)", log))
+    assert digests.keys() == {"0", "1"} and len(set(digests.values())) == 1, digests  # equal weights
     [stopped] = [e for e in story if e["event"] == fmt.CANCELLED]
     assert stopped["step"] < 400 and (folder / fmt.CHECKPOINTS_DIR / fmt.step_name(stopped["step"])).is_dir()
     assert not (folder / fmt.STOP_REQUEST).exists()
