@@ -449,6 +449,7 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     assert page.text_content("svg.chart text.legend[data-series='loss']") == "训练损失"
     assert not page.query_selector("figure[data-chart]:not([hidden])")  # SFT has no method charts
     check_method_charts(page, srv)
+    check_method_forms(page, srv)
     page.select_option("#lang", "en")
     assert not errors, errors
 
@@ -507,6 +508,26 @@ def check_method_charts(page, srv) -> None:
     legends = page.locator("figure[data-chart='reward_functions'] text.legend").all_text_contents()
     assert legends == ["total reward", "exact match", "length"], legends
     shot(page, "18-job-grpo-en")
+
+
+def check_method_forms(page, srv) -> None:
+    """The new-job form of a preference or GRPO template shows that method's own settings up front (the
+    preference losses' beta is train.dpo_beta), and no other method's."""
+    forms = {  # template: (fields shown, fields absent)
+        "kto-lora": (["train.dpo_beta", "train.kto_desirable_weight"], ["train.cpo_alpha", "grpo.beta"]),
+        "simpo-lora": (["train.dpo_beta", "train.simpo_gamma", "train.cpo_alpha"], ["grpo.beta"]),
+        "grpo-lora": (["grpo.num_generations", "grpo.beta"], ["train.dpo_beta"]),
+        "sft-lora": ([], ["train.dpo_beta", "train.cpo_alpha", "grpo.num_generations"]),
+    }  # fmt: skip
+    on_screen = "(t) => (document.querySelector(`select[data-path='template']`) || {}).value === t"
+    for template, (shown, absent) in forms.items():
+        page.goto(f"{srv.url}/#/jobs/new?template={template}")
+        page.wait_for_function(on_screen, arg=template)
+        for path in shown:
+            assert page.is_visible(f"[data-path='{path}']"), (template, path)
+        for path in absent:
+            assert page.query_selector(f"[data-path='{path}']") is None, (template, path)
+    shot(page, "19-new-grpo-job")
 
 
 def insert_finished_jobs(srv, *jobs: dict) -> None:
