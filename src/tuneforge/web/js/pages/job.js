@@ -1,5 +1,6 @@
 // A job: live log (SSE; autoscroll that pauses when you scroll up), live loss and learning-rate charts
-// (and the method's own: rewards, KL, … see method_charts.js), events timeline, checkpoints with "register as model", files, cancel / resume / retry.
+// (and the method's own: rewards, KL, … see method_charts.js), events timeline, checkpoints with
+// "register as model", files, cancel / resume / retry.
 import { follow, get, post } from '../api.js';
 import { lineChart } from '../chart.js';
 import { badge, field, h, fill, page, section, table } from '../dom.js';
