@@ -180,6 +180,7 @@ LONGEST_FILES = [
     "train/test_train.py",
     "models/test_gguf_export.py",
     "platform/test_platform_jobs.py",
+    "platform/test_method_jobs.py",
     "data/test_data_hostile.py",
 ]
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import MEMO, write
-from tests.support.paths import ARTIFACTS, ROOT
+from tests.support.paths import ARTIFACTS, FIXTURES, ROOT
 from tests.support.platformhelp import make_client
 from tuneforge.spec import TEMPLATES
 
@@ -447,8 +447,87 @@ def test_console_upload_train_register_in_both_languages(console_server, browser
     assert "已开始" in timeline and "已完成" in timeline and "{" not in timeline, timeline
     assert page.query_selector("ol.timeline table.kv")
     assert page.text_content("svg.chart text.legend[data-series='loss']") == "训练损失"
+    assert not page.query_selector("figure[data-chart]:not([hidden])")  # SFT has no method charts
+    check_method_charts(page, srv)
+    check_method_forms(page, srv)
     page.select_option("#lang", "en")
     assert not errors, errors
+
+
+# What the method charts of each kind of job show (web/js/method_charts.js): {chart: legends}, in Chinese.
+METHOD_CHARTS = {
+    "kto": {"rewards": ["选中回答奖励", "拒绝回答奖励", "奖励差距"], "kl": ["KL 散度"]},
+    "grpo": {
+        "kl": ["KL 散度"],
+        "reward_functions": ["总奖励", "精确匹配", "长度"],
+        "length": ["平均长度", "最短", "最长"],
+    },
+    "rm": {"rewards": ["平均奖励", "奖励差距"], "accuracy": ["准确率"]},
+}
+
+
+# {chart: [[legend, points of its line], …]} of the method charts on screen
+SHOWN_CHARTS = """() => Object.fromEntries([...document.querySelectorAll('figure[data-chart]:not([hidden])')]
+  .map((f) => [f.dataset.chart, [...f.querySelectorAll('text.legend')].map((t) => [t.textContent,
+    +f.querySelector(`path[data-series="${t.dataset.series}"]`).dataset.points])]))"""
+
+
+def check_method_charts(page, srv) -> None:
+    """Finished KTO, GRPO and reward-model jobs whose folders hold the metrics.jsonl those recipes wrote on a
+    tiny model (tests/fixtures/method_metrics/; tests/platform/test_method_jobs.py checks a real run logs
+    these names): each job page charts its method's metrics, every point, legends in the page's language,
+    and the Chinese page has no English."""
+    from tuneforge.jobs.folder import METRICS_FILE
+
+    jobs = {}
+    for i, method in enumerate(METHOD_CHARTS):
+        job_id = f"job-{0xE7000 + i:012x}"
+        folder = srv.home / "jobs" / job_id
+        folder.mkdir(parents=True)
+        recorded = (FIXTURES / "method_metrics" / f"{method}.jsonl").read_text()
+        (folder / METRICS_FILE).write_text(recorded)
+        jobs[method] = (job_id, [json.loads(line) for line in recorded.splitlines()])
+    insert_finished_jobs(srv, *(dict(id=j, folder=str(srv.home / "jobs" / j), step=rows[-1]["step"],
+                                     max_steps=rows[-1]["step"], spec={"model": "tiny", "method": m},
+                                     created_at=time.time()) for m, (j, rows) in jobs.items()))  # fmt: skip
+    for method, (job_id, rows) in jobs.items():
+        page.goto(f"{srv.url}/#/jobs/{job_id}")
+        steps = len([r for r in rows if "loss" in r])
+        # attached: a flat line (a KL of 0) has no height, which Playwright calls invisible
+        drawn = f"#view[data-route='/jobs/{job_id}'] figure[data-chart] path[data-points='{steps}']"
+        page.wait_for_selector(drawn, state="attached")
+        charts = page.evaluate(SHOWN_CHARTS)
+        legends = {chart: [label for label, _ in shown] for chart, shown in charts.items()}
+        assert legends == METHOD_CHARTS[method], charts
+        assert all(n == steps for shown in charts.values() for _, n in shown), charts
+        assert not english_words(page), (method, english_words(page))
+        shot(page, f"18-job-{method}-zh")
+    switch_language(page, "en", "html[lang='en']")
+    page.goto(f"{srv.url}/#/jobs/{jobs['grpo'][0]}")
+    page.wait_for_selector("figure:not([hidden]) figcaption:text-is('GRPO reward per function by step')")
+    legends = page.locator("figure[data-chart='reward_functions'] text.legend").all_text_contents()
+    assert legends == ["total reward", "exact match", "length"], legends
+    shot(page, "18-job-grpo-en")
+
+
+def check_method_forms(page, srv) -> None:
+    """The new-job form of a preference or GRPO template shows that method's own settings up front (the
+    preference losses' beta is train.dpo_beta), and no other method's."""
+    forms = {  # template: (fields shown, fields absent)
+        "kto-lora": (["train.dpo_beta", "train.kto_desirable_weight"], ["train.cpo_alpha", "grpo.beta"]),
+        "simpo-lora": (["train.dpo_beta", "train.simpo_gamma", "train.cpo_alpha"], ["grpo.beta"]),
+        "grpo-lora": (["grpo.num_generations", "grpo.beta"], ["train.dpo_beta"]),
+        "sft-lora": ([], ["train.dpo_beta", "train.cpo_alpha", "grpo.num_generations"]),
+    }  # fmt: skip
+    on_screen = "(t) => (document.querySelector(`select[data-path='template']`) || {}).value === t"
+    for template, (shown, absent) in forms.items():
+        page.goto(f"{srv.url}/#/jobs/new?template={template}")
+        page.wait_for_function(on_screen, arg=template)
+        for path in shown:
+            assert page.is_visible(f"[data-path='{path}']"), (template, path)
+        for path in absent:
+            assert page.query_selector(f"[data-path='{path}']") is None, (template, path)
+    shot(page, "19-new-grpo-job")
 
 
 def insert_finished_jobs(srv, *jobs: dict) -> None:

@@ -245,8 +245,30 @@ def logs(
             err_console.print(f"job {job_id}: {data['state']}")
 
 
+# Beside the loss, the figures that say how a preference, reward-model or GRPO run goes, where the job logged
+# them (each GRPO reward function's mean too); --keys shows any others, --json all of them.
+METHOD_COLUMNS = ("rewards/margins", "rewards/accuracies", "accuracy", "margin", "kl", "reward")
+
+
+def _metric_columns(rows: list[dict]) -> list[str]:
+    logged = dict.fromkeys(k for r in rows for k in r)
+    base = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s")
+    functions = [k for k in logged if k.startswith("rewards/") and k.endswith("/mean")]
+    lengths = ["completions/mean_length"]
+    return [k for k in (*base, *METHOD_COLUMNS, *functions, *lengths) if k in logged]
+
+
 @app.command()
-def metrics(job_id: str, json_out: bool = typer.Option(False, "--json")):
+def metrics(
+    job_id: str,
+    keys: str = typer.Option(
+        None,
+        "--keys",
+        help="Columns, comma-separated, e.g. step,loss,rewards/chosen (default: the loss and the method's "
+        "main figures).",
+    ),
+    json_out: bool = typer.Option(False, "--json"),
+):
     """Logged metrics (one row per logged step)."""
     client, rows, offset = Client(), [], 0
     while True:
@@ -255,19 +277,22 @@ def metrics(job_id: str, json_out: bool = typer.Option(False, "--json")):
         if not page["data"]:
             break
         offset = page["next_offset"]
+    columns = _metric_columns(rows)
+    if keys:
+        columns = [k.strip() for k in keys.split(",") if k.strip()]
+        logged = dict.fromkeys(k for r in rows for k in r)
+        if unknown := [k for k in columns if k not in logged]:
+            said = ", ".join(logged) or "nothing yet"
+            raise ConfigError(f"--keys: job {job_id} logged no {', '.join(unknown)}; it logged {said}.")
+        rows = [{k: r[k] for k in columns if k in r} for r in rows]
     if json_out:
         print_json(rows)
         return
-    keys = [
-        k
-        for k in ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s")
-        if any(k in r for r in rows)
-    ]
-    table = Table(*keys)
+    table = Table(*columns)
     for r in rows:
-        if not any(k in r for k in keys if k not in ("step", "epoch")):
+        if not any(k in r for k in columns if k not in ("step", "epoch")):
             continue  # the trainer's closing summary (train_runtime, train_loss): `jobs show` has it
-        table.add_row(*(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys))
+        table.add_row(*(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in columns))
     console.print(table)
 
 

@@ -5,10 +5,11 @@ const W = 560;
 const H = 220;
 // The legend has a band of its own above the plot (it covered the first points inside it).
 const PAD = { left: 52, right: 12, top: 28, bottom: 28 };
+const COLOURS = 6; // series-0 … series-5 in style.css
 
 function svg(tag, attrs = {}, text) {
   const el = document.createElementNS(NS, tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  for (const [k, v] of Object.entries(attrs)) if (v !== null) el.setAttribute(k, v);
   if (text !== undefined) el.textContent = text;
   return el;
 }
@@ -22,17 +23,22 @@ function tickLabel(v) {
 /**
  * A line chart of several named series: `add(name, x, y)` then `draw()` (batched by the caller).
  * `title` is the accessible name; the legend shows each series' colour with its label (`labels`, in the
- * user's language); `empty` is said until the first point comes.
+ * user's language); `empty` is said until the first point comes. `addSeries` declares one more series
+ * once it is known (a GRPO job's reward functions come with its metrics); a `code` label is a name as the
+ * spec spells it, shown as it is (translate="no").
  */
 export function lineChart(title, seriesNames, { labels = seriesNames, empty = '' } = {}) {
   const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'chart' });
   const label = svg('title', {}, title);
   root.append(label);
-  const series = new Map(seriesNames.map((n, i) => [n, { points: [], cls: `series-${i}`, label: labels[i] ?? n }]));
+  const series = new Map();
   const layer = svg('g');
   root.append(layer);
   const chart = {
     element: root,
+    addSeries(name, label = name, { code = false } = {}) {
+      if (!series.has(name)) series.set(name, { points: [], cls: `series-${series.size % COLOURS}`, label, code });
+    },
     add(name, x, y) {
       if (typeof y === 'number' && Number.isFinite(y)) series.get(name).points.push([x, y]);
     },
@@ -69,12 +75,13 @@ export function lineChart(title, seriesNames, { labels = seriesNames, empty = ''
           layer.append(svg('circle', { cx: sx(x), cy: sy(y), r: 3, class: `dot ${s.cls}` }));
         }
         layer.append(svg('rect', { x: legendX, y: 6, width: 10, height: 10, class: `swatch ${s.cls}` }));
-        const text = svg('text', { x: legendX + 14, y: 15, class: 'legend', 'data-series': name }, s.label);
+        const text = svg('text', { x: legendX + 14, y: 15, class: 'legend', 'data-series': name, translate: s.code ? 'no' : null }, s.label);
         layer.append(text);
         legendX += 24 + [...s.label].reduce((n, c) => n + (c.charCodeAt(0) > 0x2e80 ? 12 : 7), 0);
       }
     },
   };
+  seriesNames.forEach((n, i) => chart.addSeries(n, labels[i] ?? n));
   return chart;
 }
 

@@ -1,11 +1,13 @@
-// A job: live log (SSE; autoscroll that pauses when you scroll up), live loss and learning-rate charts,
-// events timeline, checkpoints with "register as model", files, cancel / resume / retry.
+// A job: live log (SSE; autoscroll that pauses when you scroll up), live loss and learning-rate charts
+// (and the method's own: rewards, KL, … see method_charts.js), events timeline, checkpoints with
+// "register as model", files, cancel / resume / retry.
 import { follow, get, post } from '../api.js';
 import { lineChart } from '../chart.js';
 import { badge, field, h, fill, page, section, table } from '../dom.js';
 import { formatBytes, formatNumber, formatTime, has, t } from '../i18n.js';
 import { eventName, metricName } from '../names.js';
 import { showError, showInfo } from '../messages.js';
+import { methodCharts } from '../method_charts.js';
 import { progressBar } from './jobs.js';
 
 const MAX_LOG_CHARS = 400_000; // keep the page light on very long logs: the head is dropped
@@ -71,6 +73,7 @@ export async function render({ args, go }) {
   const log = logView();
   const lossChart = lineChart(t('job.loss_chart'), ['loss', 'eval_loss'], { labels: [metricName('loss'), metricName('eval_loss')], empty: t('job.chart_waiting') });
   const lrChart = lineChart(t('job.lr_chart'), ['lr'], { labels: [metricName('lr')], empty: t('job.chart_waiting') });
+  const methodChart = methodCharts();
   const evalJob = job.kind === 'eval'; // an evaluation's job: no training curves, nothing to register
   const nextSteps = h('div', { class: 'actions next-steps', 'data-testid': 'next-steps' });
   const timeline = h('ol', { class: 'timeline' });
@@ -192,7 +195,7 @@ export async function render({ args, go }) {
   renderHead();
   // Charts are redrawn at most once per animation frame, however many points one message brings.
   let pending = false;
-  const redraw = () => { if (pending) return; pending = true; requestAnimationFrame(() => { pending = false; lossChart.draw(); lrChart.draw(); }); };
+  const redraw = () => { if (pending) return; pending = true; requestAnimationFrame(() => { pending = false; lossChart.draw(); lrChart.draw(); methodChart.draw(); }); };
   const onState = (s) => { streamState.textContent = t(`job.stream_${s}`); };
   // A job of several workers: its main output (rank 0, worker.log) or one rank's own logs/rank-N.txt.
   let stopLog = null;
@@ -216,6 +219,7 @@ export async function render({ args, go }) {
         if ('loss' in r) lossChart.add('loss', r.step, r.loss);
         if ('eval_loss' in r) lossChart.add('eval_loss', r.step, r.eval_loss);
         if ('lr' in r || 'learning_rate' in r) lrChart.add('lr', r.step, r.lr ?? r.learning_rate);
+        methodChart.add(r);
       }
       redraw();
     },
@@ -242,7 +246,7 @@ export async function render({ args, go }) {
       section('job.summary', summary),
       evalJob
         ? null
-        : section('job.charts', h('figure', {}, lossChart.element, h('figcaption', {}, t('job.loss_chart'))), h('figure', {}, lrChart.element, h('figcaption', {}, t('job.lr_chart'))))),
+        : section('job.charts', h('figure', {}, lossChart.element, h('figcaption', {}, t('job.loss_chart'))), h('figure', {}, lrChart.element, h('figcaption', {}, t('job.lr_chart'))), methodChart.figures)),
     section('job.log', h('div', { class: 'log-head' }, rankPicker, streamState, log.status), log.pre),
     h('div', { class: 'columns' }, section('job.events', timeline), section('job.checkpoints', checkpoints)),
     section('job.files', files));

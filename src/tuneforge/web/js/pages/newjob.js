@@ -11,11 +11,19 @@ const SECTIONS = [
   ['train', null],
   ['lora', null],
   ['data', ['max_len', 'val_fraction', 'packing', 'mask', 'truncation', 'chat_template']],
+  // GRPO only; grpo.rewards (a list of rewards) goes in the extra box: grpo.rewards=[exact_match, {length: 24}]
+  ['grpo', ['num_generations', 'beta', 'max_completion_length', 'temperature', 'use_vllm']],
   ['resources', ['gpus', 'strategy']],
 ];
 // What a user sets first; the rest folds under "Advanced". A method's own keys (dpo_beta, …) join these.
 const BASIC = ['train.learning_rate', 'train.epochs', 'train.max_steps', 'train.batch_size', 'train.grad_accum',
-  'data.max_len', 'lora.r', 'lora.alpha', 'lora.dropout'];
+  'data.max_len', 'lora.r', 'lora.alpha', 'lora.dropout', 'grpo.num_generations', 'grpo.max_completion_length', 'grpo.beta'];
+// The train keys of the preference methods and the methods that read them (dpo_beta is the beta of each of
+// their losses: train/kto.py, orpo.py, simpo.py); any other `<method>_` key is that method's alone.
+const METHOD_KEYS = {
+  dpo_beta: ['dpo', 'kto', 'orpo', 'simpo'], kto_desirable_weight: ['kto'], kto_undesirable_weight: ['kto'],
+  simpo_gamma: ['simpo'], cpo_alpha: ['simpo'],
+};
 
 function resolve(schema, node) {
   if (node && node.$ref) return resolve(schema, schema.$defs[node.$ref.split('/').pop()]);
@@ -208,12 +216,13 @@ export async function render({ params, kept }) {
     current = templates.data.find((x) => x.name === templateSel.value);
     const schema = current.schema;
     const methods = (resolve(schema, schema.properties.method) || {}).enum || [];
-    // Another method's keys (dpo_beta on SFT) are not this template's: not shown.
-    const foreign = (key) => methods.some((m) => m !== current.method && key.startsWith(`${m}_`));
+    // Another method's keys (dpo_beta on SFT) are not this template's: not shown; this method's are basic.
+    const mine = (key) => (METHOD_KEYS[key] || []).includes(current.method) || key.startsWith(`${current.method}_`);
+    const foreign = (key) => !mine(key) && (key in METHOD_KEYS || methods.some((m) => key.startsWith(`${m}_`)));
     controls = [];
     const basic = [];
     const cards = SECTIONS.map(([sec, only]) => {
-      if (sec === 'lora' && current.finetuning === 'full') return null;
+      if ((sec === 'lora' && current.finetuning === 'full') || (sec === 'grpo' && current.method !== 'grpo')) return null;
       const node = resolve(schema, schema.properties[sec]);
       const keys = (only || Object.keys(node.properties)).filter((key) => node.properties[key] && !foreign(key)
         && !(current.method === 'pretrain' && sec === 'data' && key === 'mask'));
@@ -228,7 +237,7 @@ export async function render({ params, kept }) {
         const help = [fieldHelp(path, prop.description), value !== undefined && value !== null ? t('newjob.default', { v: Array.isArray(value) ? value.join(',') : value }) : null].filter(Boolean).join(' ');
         const label = h('span', {}, fieldLabel(path), ' ', h('code', { class: 'key' }, key));
         const one = field(label, el, help);
-        if (BASIC.includes(path) || key.startsWith(`${current.method}_`)) { basic.push(one); return []; }
+        if (BASIC.includes(path) || (sec === 'train' && mine(key))) { basic.push(one); return []; }
         return [one];
       });
       return inputs.length ? h('fieldset', { class: 'card' }, h('legend', {}, t(`newjob.section_${sec}`)), h('div', { class: 'grid' }, inputs)) : null;
