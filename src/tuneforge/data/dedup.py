@@ -27,6 +27,7 @@ import numpy as np
 
 from tuneforge.errors import ConfigError, Problem
 
+from .problem_codes import message, problem
 from .records import record_texts
 
 NUM_PERM = 128  # the estimate of a Jaccard of 0.85 has a standard deviation of 0.03
@@ -421,34 +422,25 @@ def eval_overlap(train: Iterable[dict], evaluation: Iterable[dict], jaccard: flo
 
 
 def _pairs(examples: list[dict], a: str, b: str, sign: str) -> str:
-    return ", ".join(f"{e[a]} {sign} {e[b]}" for e in examples)
+    """Example pairs for a message: the report's indices (from 0) said as record numbers (from 1)."""
+    return ", ".join(f"{e[a] + 1} {sign} {e[b] + 1}" for e in examples)
 
 
 def duplicate_warnings(report: dict) -> list[Problem]:
-    """The warnings a validation shows for a ``DuplicateFinder.report()`` (record numbers from 0)."""
+    """The warnings a validation shows for a ``DuplicateFinder.report()``."""
     out = []
     exact, near = report["exact"], report["near"]
     if exact["count"]:
-        out.append(
-            Problem(
-                f"{exact['count']} record(s) repeat an earlier one once case and spaces are ignored "
-                f"(record = earlier record: {_pairs(exact['examples'], 'record', 'same_as', '=')}); "
-                "`tuneforge datasets dedup` writes a copy without them."
-            )
-        )
+        pairs = _pairs(exact["examples"], "record", "same_as", "=")
+        out.append(problem("exact_duplicates", count=exact["count"], pairs=pairs))
     if near["count"]:
-        out.append(
-            Problem(
-                f"{near['count']} record(s) are near-duplicates of an earlier one (word-shingle Jaccard ≥ "
-                f"{report['jaccard']}; record ~ earlier record: "
-                f"{_pairs(near['examples'], 'record', 'like', '~')})."
-            )
-        )
+        pairs = _pairs(near["examples"], "record", "like", "~")
+        out.append(problem("near_duplicates", count=near["count"], jaccard=report["jaccard"], pairs=pairs))
     return out
 
 
-def overlap_message(overlap: dict) -> str:
-    """One line on how much of an evaluation set is in the training set."""
+def overlap_params(overlap: dict) -> dict:
+    """The params of the ``eval_overlap`` problem: how much of an evaluation set is in the training set."""
     parts = []
     if overlap["exact"]["count"]:
         shown = _pairs(overlap["exact"]["examples"], "eval_record", "train_record", "=")
@@ -456,9 +448,14 @@ def overlap_message(overlap: dict) -> str:
     if overlap["near"]["count"]:
         shown = _pairs(overlap["near"]["examples"], "eval_record", "train_record", "~")
         parts.append(f"{overlap['near']['count']} near, Jaccard ≥ {overlap['jaccard']} ({shown})")
-    return (
-        f"{overlap['overlapping']} of {overlap['eval_records']} evaluation record(s) "
-        f"({overlap['share']:.1%}) are also in the training set"
-        + (": " + "; ".join(parts) if parts else "")
-        + "."
-    )
+    return {
+        "overlapping": overlap["overlapping"],
+        "eval_records": overlap["eval_records"],
+        "share": f"{overlap['share']:.1%}",
+        "details": ": " + "; ".join(parts) if parts else "",
+    }
+
+
+def overlap_message(overlap: dict) -> str:
+    """One line on how much of an evaluation set is in the training set."""
+    return message("eval_overlap", **overlap_params(overlap))
