@@ -533,7 +533,7 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser, tmp
         ).json()
         # a dataset with a warning of each kind the checks give (duplicates, an empty answer, a number)
         odd = [*MEMO[:2], MEMO[0], {"instruction": "Nil", "output": ""}, {"instruction": "2+2", "output": 4}]
-        warned = http.post("/api/v1/datasets", files=[("files", ("odd.json", json.dumps(odd)))]).json()
+        warned = http.post("/api/v1/datasets", files=[("files", ("memo-odd.json", json.dumps(odd)))]).json()
         kinds = {w["code"] for w in warned["warnings"]}
         assert kinds == {"exact_duplicates", "empty_answers", "numbers_as_text"}, warned["warnings"]
         overrides = {"train.max_steps": 2, "data.max_len": 64, "train.logging_steps": 1}

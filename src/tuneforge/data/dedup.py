@@ -325,8 +325,8 @@ class DuplicateFinder:
                 self.near[int(records[row])] = (int(records[found[0]]), found[1])
 
     def report(self) -> dict:
-        """Counts and a few examples (record numbers count from 0, in reading order, as the rest of the
-        validation report does)."""
+        """Counts and a few examples (record numbers count from 1, in reading order, as the rest of the
+        validation report does and as lines do)."""
         self._index()
         dupes = np.flatnonzero(self.firsts != np.arange(len(self.firsts)))
         n = len(self.signatures)
@@ -335,12 +335,14 @@ class DuplicateFinder:
             "jaccard": self.jaccard,
             "exact": {
                 "count": int(len(dupes)),
-                "examples": [{"record": int(i), "same_as": int(self.firsts[i])} for i in dupes[:EXAMPLES]],
+                "examples": [
+                    {"record": int(i) + 1, "same_as": int(self.firsts[i]) + 1} for i in dupes[:EXAMPLES]
+                ],
             },
             "near": {
                 "count": len(self.near),
                 "examples": [
-                    {"record": i, "like": j, "jaccard": round(s, 2)}
+                    {"record": i + 1, "like": j + 1, "jaccard": round(s, 2)}
                     for i, (j, s) in sorted(self.near.items())[:EXAMPLES]
                 ],
                 # past NEAR_LIMIT distinct records, the rest are checked for exact copies only
@@ -394,12 +396,12 @@ class DuplicateFinder:
             "share": round(overlapping / n_eval, 4) if n_eval else 0.0,
             "exact": {
                 "count": len(exact),
-                "examples": [{"eval_record": i, "train_record": j} for i, j in exact[:EXAMPLES]],
+                "examples": [{"eval_record": i + 1, "train_record": j + 1} for i, j in exact[:EXAMPLES]],
             },
             "near": {
                 "count": len(near),
                 "examples": [
-                    {"eval_record": i, "train_record": j, "jaccard": round(s, 2)}
+                    {"eval_record": i + 1, "train_record": j + 1, "jaccard": round(s, 2)}
                     for i, j, s in near[:EXAMPLES]
                 ],
             },
@@ -422,8 +424,7 @@ def eval_overlap(train: Iterable[dict], evaluation: Iterable[dict], jaccard: flo
 
 
 def _pairs(examples: list[dict], a: str, b: str, sign: str) -> str:
-    """Example pairs for a message: the report's indices (from 0) said as record numbers (from 1)."""
-    return ", ".join(f"{e[a] + 1} {sign} {e[b] + 1}" for e in examples)
+    return ", ".join(f"{e[a]} {sign} {e[b]}" for e in examples)
 
 
 def duplicate_warnings(report: dict) -> list[Problem]:

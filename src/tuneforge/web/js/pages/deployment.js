@@ -1,7 +1,7 @@
 // One deployment: state, URL, prefilled curl examples, a deployment token shown once, scale, stop/start/delete.
 import { del, get, patch, post } from '../api.js';
 import { badge, copyButton, h, fill, page, section } from '../dom.js';
-import { formatNumber, formatTime, has, t } from '../i18n.js';
+import { formatNumber, formatTime, t } from '../i18n.js';
 import { eventName } from '../names.js';
 import { localized, showError, showInfo } from '../messages.js';
 import { promotionSection } from './promotion.js';
@@ -70,12 +70,11 @@ export async function render({ args, go, kept }) {
     try {
       const ev = await get(`/api/v1/deployments/${enc}/events`);
       // The event's name and message in the user's words (its code and params, platform/event_codes.py); an
-      // event without a code keeps the server's English, marked as not the console's text.
+      // event without a code (a promotion's) keeps the server's English, marked as not the console's text.
       fill(events, ev.data.map((e) => {
-        const said = e.code && has(`deployment_event.${e.code}`);
         const message = localized('deployment_event', e.code, e.params, e.message || '');
         return h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, eventName(e.event)), ' ',
-          h('span', said ? { class: 'muted' } : { class: 'muted', translate: 'no' }, message));
+          h('span', e.code ? { class: 'muted' } : { class: 'muted', translate: 'no' }, message));
       }));
     } catch (err) { showError(err); }
     fill(promotion, promotionSection(dep, enc, load));
