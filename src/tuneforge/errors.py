@@ -19,13 +19,16 @@ class ConfigError(TuneforgeError):
 
 @dataclass
 class Problem:
-    """One thing wrong with an input, with where it is and how to fix it."""
+    """One thing wrong with an input, with where it is and how to fix it. ``record`` counts from 1, as
+    ``line`` does; ``code`` and ``params`` say the message in any language (data/problem_codes.py)."""
 
     message: str
     file: str | None = None
     line: int | None = None
     record: int | None = None
     field: str | None = None
+    code: str | None = None
+    params: dict | None = None
 
     def where(self) -> str:
         parts = [self.file or ""]

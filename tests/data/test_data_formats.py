@@ -191,7 +191,7 @@ def test_missing_and_wrong_type_fields_all_reported(tmp_path):
         {"instruction": ["not", "text"], "output": "c"},
     ]
     loaded = load_records(write(tmp_path / "a.json", rows), fmt="alpaca")
-    assert [(e.record, e.field) for e in loaded.errors] == [(1, "output"), (3, "instruction")]
+    assert [(e.record, e.field) for e in loaded.errors] == [(2, "output"), (4, "instruction")]
     assert "expected 'output' (string) in alpaca record" in loaded.errors[0].message
     assert "--map output=COLUMN" in loaded.errors[0].message
 
@@ -202,9 +202,9 @@ def test_unknown_role_and_no_assistant_turn(tmp_path):
         {"messages": [{"role": "user", "content": "a"}]},
     ]
     loaded = load_records(write(tmp_path / "m.json", rows))
-    assert loaded.errors[0].record == 0 and loaded.errors[0].field == "messages[1].role"
+    assert loaded.errors[0].record == 1 and loaded.errors[0].field == "messages[1].role"
     assert "unknown role 'robot'" in loaded.errors[0].message
-    assert loaded.errors[1].record == 1 and "no assistant turn" in loaded.errors[1].message
+    assert loaded.errors[1].record == 2 and "no assistant turn" in loaded.errors[1].message
 
 
 def test_empty_file_empty_list_and_top_level_object(tmp_path):

@@ -41,8 +41,11 @@ def test_numbers_are_text_in_every_format_with_a_warning(tmp_path):
     assert [m["content"] for m in messages(chat)[0]] == ["7", "4.5"]
     assert text.records == [{"text": "12"}]
     for loaded, n, field in ((alpaca, 1, "output"), (chat, 2, "messages[0].content"), (text, 1, "text")):
-        warning = [str(w) for w in loaded.warnings if "numbers" in w.message]
-        assert len(warning) == 1 and warning[0].startswith(f"{n} value(s)") and field in warning[0], warning
+        # located at the first number: record 1 (counted from 1, as lines are), its field
+        warning = [w for w in loaded.warnings if "numbers" in w.message]
+        assert len(warning) == 1 and warning[0].message.startswith(f"{n} value(s)"), warning
+        assert (warning[0].record, warning[0].field) == (1, field), warning
+        assert warning[0].code == "numbers_as_text" and warning[0].params == {"count": n}
 
 
 def test_booleans_and_infinity_are_not_text(tmp_path):
@@ -60,7 +63,7 @@ def test_null_history_turn_is_an_error_not_the_text_none(tmp_path):
     loaded = load_records(
         jsonl(tmp_path / "h.jsonl", {"instruction": "q", "output": "a", "history": [["hi", None]]})
     )
-    assert [(e.field, e.record) for e in loaded.errors] == [("history[0][1]", 0)]
+    assert [(e.field, e.record) for e in loaded.errors] == [("history[0][1]", 1)]
     assert loaded.records == []
 
 
@@ -74,7 +77,7 @@ def test_identical_chosen_and_rejected_warns(tmp_path):
     assert loaded.errors == [] and len(loaded.records) == 3
     warning = [w.message for w in loaded.warnings if "same chosen and rejected" in w.message]
     assert warning == [
-        "2 preference pair(s) have the same chosen and rejected answer (first: record 0); they teach nothing."
+        "2 preference pair(s) have the same chosen and rejected answer (first: record 1); they teach nothing."
     ]
 
 
@@ -266,7 +269,7 @@ def test_a_record_the_chat_template_refuses_is_a_located_error(tmp_path, tiny_to
     )
     report = validate_path(path, tokenizer_loader=lambda: (tiny_tokenizer, template))
     assert not report.loaded.ok
-    assert [(e.line, e.record) for e in report.loaded.errors] == [(2, 1)]
+    assert [(e.line, e.record) for e in report.loaded.errors] == [(2, 2)]
     assert "system messages are not supported" in report.loaded.errors[0].message
 
 

@@ -1,8 +1,8 @@
 """Exact and near duplicates, the evaluation set's overlap with training, and the deduplicated copy.
 
 Planted copies of the packaged sample's records (re-cased, re-spaced, punctuation changed, a word
-replaced) are all found with their record numbers (from 0, in reading order, as every record number
-of the validation report); the sample's own 40 records have none (the false-positive count).
+replaced) are all found with their record numbers (from 1, in reading order, as every record number
+of the validation report, and as lines); the sample's own 40 records have none (the false-positive count).
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def planted() -> tuple[list[dict], dict[int, int], dict[int, int]]:
     records += exact + near
     return (
         records,
-        {n: 3, n + 1: 10, n + 2: 21},
-        {n + 3: 5, n + 4: 7, n + 5: 4, n + 6: 0},
+        {n + 1: 4, n + 2: 11, n + 3: 22},
+        {n + 4: 6, n + 5: 8, n + 6: 5, n + 7: 1},
     )
 
 
@@ -76,11 +76,11 @@ def test_planted_duplicates_are_found_with_their_record_numbers(tmp_path):
     assert dupes["near"]["count"] == len(near) and found == dict(list(near.items())[:4])
     assert all(0.8 <= e["jaccard"] <= 1.0 for e in dupes["near"]["examples"])
     warnings = [str(w) for w in report.loaded.warnings]
-    assert any("3 record(s) repeat an earlier one" in w and "40 = 3, 41 = 10, 42 = 21" in w for w in warnings)
-    assert any("4 record(s) are near-duplicates" in w and "43 ~ 5" in w for w in warnings)
-    # The threshold is the user's: at 0.95 the reworded copy of record 4 (Jaccard 0.88) is not one.
+    assert any("3 record(s) repeat an earlier one" in w and "41 = 4, 42 = 11, 43 = 22" in w for w in warnings)
+    assert any("4 record(s) are near-duplicates" in w and "44 ~ 6" in w for w in warnings)
+    # The threshold is the user's: at 0.95 the reworded copy of record 5 (Jaccard 0.88) is not one.
     strict = validate_path(tmp_path / "planted.json", jaccard=0.95).duplicates
-    assert 45 not in {e["record"] for e in strict["near"]["examples"]} and strict["exact"]["count"] == 3
+    assert 46 not in {e["record"] for e in strict["near"]["examples"]} and strict["exact"]["count"] == 3
 
 
 def test_no_false_positive_on_the_packaged_sample():
@@ -118,8 +118,8 @@ def test_eval_overlap_share_and_examples(tmp_path):
     report = validate_path(SAMPLE, eval_path=write(tmp_path / "eval.json", evaluation))
     overlap = report.to_dict()["eval_overlap"]
     assert (overlap["eval_records"], overlap["overlapping"], overlap["share"]) == (4, 2, 0.5)
-    assert overlap["exact"]["examples"] == [{"eval_record": 0, "train_record": 2}]
-    assert [(e["eval_record"], e["train_record"]) for e in overlap["near"]["examples"]] == [(1, 15)]
+    assert overlap["exact"]["examples"] == [{"eval_record": 1, "train_record": 3}]
+    assert [(e["eval_record"], e["train_record"]) for e in overlap["near"]["examples"]] == [(2, 16)]
     assert any("2 of 4 evaluation record(s) (50.0%)" in str(w) for w in report.loaded.warnings)
 
 
@@ -163,7 +163,7 @@ def test_hostile_inputs_take_bounded_time():
     for record in (huge, {"text": "other words entirely"}, huge):
         finder.add(record)
     report = finder.report()
-    assert report["exact"]["examples"] == [{"record": 2, "same_as": 0}] and report["near"]["count"] == 0
+    assert report["exact"]["examples"] == [{"record": 3, "same_as": 1}] and report["near"]["count"] == 0
     finder = DuplicateFinder()
     for i in range(100_000):
         finder.add({"text": f"r{i % 90_000}"})  # every record past 90,000 repeats one

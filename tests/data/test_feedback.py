@@ -68,9 +68,9 @@ def test_record_without_boolean_label_is_located(tmp_path):
     assert loaded.format == "kto"
     messages = [str(e) for e in loaded.errors]
     assert len(messages) == 3, messages
-    assert "record 1 field 'label'" in messages[0] and "got nothing" in messages[0]
-    assert "record 2 field 'label'" in messages[1] and "got string 'yes'" in messages[1]
-    assert "record 3 field 'label'" in messages[2] and "got int 1" in messages[2]
+    assert "record 2 field 'label'" in messages[0] and "got nothing" in messages[0]
+    assert "record 3 field 'label'" in messages[1] and "got string 'yes'" in messages[1]
+    assert "record 4 field 'label'" in messages[2] and "got int 1" in messages[2]
     assert all("Add label: true|false" in m for m in messages)
 
 

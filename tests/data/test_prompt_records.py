@@ -72,7 +72,7 @@ def test_exact_match_needs_answers_before_any_model_loads(tmp_path):
     from tuneforge.train.data import load_spec_records
 
     data = _lines(tmp_path / "p.jsonl", [{"prompt": "a", "answer": "1"}, {"prompt": "b"}, {"prompt": "c"}])
-    with pytest.raises(DataError, match=r"2 record\(s\) have no 'answer' \(first: record 1\)"):
+    with pytest.raises(DataError, match=r"2 record\(s\) have no 'answer' \(first: record 2\)"):
         load_spec_records(parse_spec(_grpo(data)))
     train, _ = load_spec_records(parse_spec(_grpo(data, rewards=[{"length": 16}])))
     assert len(train) == 3

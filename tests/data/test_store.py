@@ -33,7 +33,7 @@ def test_store_is_content_addressed(tmp_path):
 
 def test_invalid_dataset_stores_nothing(tmp_path):
     bad = write(tmp_path / "bad.json", [{"instruction": "a"}])
-    with pytest.raises(DataError, match="record 0"):
+    with pytest.raises(DataError, match="record 1 "):
         store_dataset(load_records(bad))
     root = get_settings().datasets_dir
     assert not root.exists() or list(root.iterdir()) == []

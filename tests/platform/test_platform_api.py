@@ -220,8 +220,10 @@ def test_bad_datasets_are_422_with_locations_and_nothing_stored(api, name):
     assert problems and all(p["message"] for p in problems)
     if name in ("broken.jsonl", "wrongtype.jsonl"):
         assert any(p.get("line") for p in problems), problems
-    if name == "missing.json":
-        assert any(p.get("record") == 1 and p.get("field") == "output" for p in problems), problems
+    if name == "missing.json":  # the second record, counted from 1 as lines are; its code and params
+        missing = [p for p in problems if p.get("record") == 2 and p.get("field") == "output"]
+        assert missing and missing[0]["code"] == "missing_field", problems
+        assert missing[0]["params"] == {"key": "output", "format": "alpaca"}, problems
     home = api.app.state.platform.home
     assert list((home / "datasets").iterdir()) == []  # no dataset, no temporary upload left
     assert api.get("/api/v1/datasets").json()["data"] == []
@@ -261,7 +263,8 @@ def test_large_upload_validates_in_background(api):
         if got["state"] != "validating":
             break
         time.sleep(0.05)
-    assert got["state"] == "invalid" and got["problems"][0]["record"] == 1
+    assert got["state"] == "invalid" and got["problems"][0]["record"] == 2  # from 1, as lines are
+    assert got["problems"][0]["code"] == "missing_field"  # kept in the stored report
     assert [d["name"] for d in api.get("/api/v1/datasets", params={"state": "ready"}).json()["data"]] == [
         "bg"
     ]

@@ -13,7 +13,7 @@ def test_upload_reports_duplicates_and_strict_overlap_is_refused_before_queueing
         fake_model()
         recased = {**MEMO[1], "instruction": MEMO[1]["instruction"].upper()}
         ds = upload(api, "train.json", json.dumps([*MEMO, recased]), name="train").json()
-        assert ds["duplicates"]["exact"]["examples"] == [{"record": 4, "same_as": 1}]
+        assert ds["duplicates"]["exact"]["examples"] == [{"record": 5, "same_as": 2}]
         assert any("1 record(s) repeat an earlier one" in w["message"] for w in ds["warnings"])
         unrelated = {"instruction": "Name a primary colour.", "input": "", "output": "Red"}
         upload(api, "eval.json", json.dumps([MEMO[0], unrelated]), name="eval")

@@ -36,8 +36,8 @@ def test_overlap_warns_in_the_events_and_strict_refuses(tiny_llama, tmp_path):
     assert len(events) == 1
     event = events[0]
     assert (event["eval_records"], event["overlapping"], event["share"]) == (4, 2, 0.5)
-    assert event["exact"]["examples"] == [{"eval_record": 0, "train_record": 0}]
-    assert [(e["eval_record"], e["train_record"]) for e in event["near"]["examples"]] == [(1, 2)]
+    assert event["exact"]["examples"] == [{"eval_record": 1, "train_record": 1}]
+    assert [(e["eval_record"], e["train_record"]) for e in event["near"]["examples"]] == [(2, 3)]
 
     strict = {**spec, "data": {**spec["data"], "eval_overlap": {"strict": True}}}
     with pytest.raises(DataError, match=r"2 of 4 evaluation record\(s\) \(50.0%\).*strict is on"):

@@ -202,8 +202,9 @@ ALLOWED_LATIN = {
     "alpaca", "sharegpt", "openai", "conversations", "mapped", "text", "preference", "prompt_completion",
     "tiny", "memo", "transformers", "vllm", "auto", "bitsandbytes", "tensorboard", "PyPI", "gguf",
     "KiB", "MiB", "GiB", "alpha", "beta", "Ctrl+Enter", "SimPO", "perplexity",
-    # a record's keys, as a column mapping names them
+    # a record's keys, as a column mapping names them, and alpaca's
     "prompt", "response", "system", "query", "history", "chosen", "rejected", "question", "answer",
+    "instruction", "input", "output", "Jaccard",
 }  # fmt: skip
 
 ENGLISH_WORDS = """() => {
@@ -593,7 +594,15 @@ def test_jobs_page_loads_fast_with_a_thousand_jobs(console_server, browser):
     assert first.startswith("job-0000000000") and first != "job-000000000000"
 
 
-def test_console_deploy_and_playground_side_by_side(console_server, browser):
+# One problem of each common kind: invalid JSON, a missing field, a field of the wrong type, a record that
+# is not an object.
+BAD_UPLOAD = (
+    '{"instruction": "ok", "output": "fine"}\n{not json\n{"instruction": "no answer"}\n'
+    '{"instruction": "x", "output": true}\n[1, 2]\n'
+)
+
+
+def test_console_deploy_and_playground_side_by_side(console_server, browser, tmp_path):
     srv = console_server
     with srv.http() as http:
         if "/api/v1/deployments" not in http.get("/openapi.json").json()["paths"]:
@@ -601,6 +610,11 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser):
         ds = http.post(
             "/api/v1/datasets", files=[("files", ("memo.json", json.dumps(MEMO * 2)))], data={"name": "memo"}
         ).json()
+        # a dataset with a warning of each kind the checks give (duplicates, an empty answer, a number)
+        odd = [*MEMO[:2], MEMO[0], {"instruction": "Nil", "output": ""}, {"instruction": "2+2", "output": 4}]
+        warned = http.post("/api/v1/datasets", files=[("files", ("memo-odd.json", json.dumps(odd)))]).json()
+        kinds = {w["code"] for w in warned["warnings"]}
+        assert kinds == {"exact_duplicates", "empty_answers", "numbers_as_text"}, warned["warnings"]
         overrides = {"train.max_steps": 2, "data.max_len": 64, "train.logging_steps": 1}
         job = http.post(
             "/api/v1/jobs",
@@ -700,6 +714,7 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser):
     # Every page in both languages (screenshots kept); the Chinese ones show no English outside code.
     pages = {
         "home": "/", "datasets": "/datasets", "dataset": f"/datasets/{ds['id']}", "models": "/models",
+        "dataset-warnings": f"/datasets/{warned['id']}",
         "jobs": "/jobs", "new-job": "/jobs/new", "job": f"/jobs/{job['id']}", "evaluations": "/evaluations",
         "deployments": "/deployments", "deployment": "/deployments/tiny-base", "playground": "/playground",
         "tokens": "/tokens",
@@ -712,6 +727,15 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser):
             page.wait_for_selector(f"#view[data-route='{path}'] h1")
             if name == "job":
                 page.wait_for_selector("ol.timeline li")
+            if name == "dataset-warnings":
+                page.wait_for_selector("ul.problems li")
+            if name == "deployment":  # its events (created … scaled), from their codes
+                page.wait_for_selector("ol.timeline li:nth-child(4)")
+            if name == "datasets":  # a bad upload's problems, one of each common kind
+                bad = write(tmp_path / f"bad-{lang}.jsonl", BAD_UPLOAD)
+                page.set_input_files("#upload-files", str(bad))
+                page.get_by_role("button", name={"en": "Upload", "zh": "上传"}[lang], exact=True).click()
+                page.wait_for_selector(".upload-result .problems li:nth-child(4)")
             assert page.evaluate("window.scrollY") == 0, name
             page.screenshot(path=str(ARTIFACTS / f"page-{lang}-{name}.png"), full_page=True)
             if lang == "zh" and (words := english_words(page)):

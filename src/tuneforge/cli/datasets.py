@@ -130,7 +130,7 @@ def print_report(report: ValidationReport) -> None:
                 f"{stats['over_max_len']} sequence(s) exceed --max-len {stats['max_len']} and would be "
                 f"truncated; {stats['trained_tokens']} tokens are trained on."
             )
-    for i, pieces in enumerate(report.previews):
+    for i, pieces in enumerate(report.previews, start=1):  # records counted from 1, as lines are
         console.print(f"[bold]record {i}[/] as the model sees it ([green]green[/] or ⟦…⟧ = trained on):")
         text = Text()
         for piece, trained in pieces:

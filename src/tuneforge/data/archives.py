@@ -19,6 +19,7 @@ from tuneforge.errors import Problem
 from tuneforge.settings import env_name
 
 from .limits import READ_ERRORS, Budget, FileProblem, Limits, MiB, Sink, StopReading, mib, why_unreadable
+from .problem_codes import problem
 from .sources import SUPPORTED_SUFFIXES, counted_chunks, skippable
 
 # A zip's central directory is parsed whole by zipfile; no honest archive of max_files entries needs more.
@@ -37,19 +38,20 @@ def _zip_directory(fh, name: str, limits: Limits) -> None:
     try:
         end = zipfile._EndRecData(fh)  # the end-of-directory record (zip64 aware); stable since Python 2
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise FileProblem(Problem(f"not a readable zip archive: {why_unreadable(exc)}", file=name)) from None
+        raise FileProblem(problem("not_a_zip", file=name, reason=why_unreadable(exc))) from None
     if not end:
-        raise FileProblem(Problem("not a readable zip archive: File is not a zip file", file=name))
+        raise FileProblem(problem("not_a_zip", file=name, reason="File is not a zip file"))
     entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
     if entries > limits.max_files:
-        raise FileProblem(
-            Problem(
-                f"holds {entries} entries: over the limit of {limits.max_files} ({env_name('max_files')}).",
-                file=name,
-            )
-        )
+        raise FileProblem(_too_many_entries(entries, name, limits))
     if size > MAX_ZIP_DIRECTORY:
-        raise FileProblem(Problem(f"zip directory of {mib(size)}: not a dataset archive.", file=name))
+        raise FileProblem(problem("zip_directory_too_large", file=name, size=mib(size)))
+
+
+def _too_many_entries(entries: int, name: str, limits: Limits) -> Problem:
+    return problem(
+        "zip_too_many_entries", file=name, count=entries, max=limits.max_files, env=env_name("max_files")
+    )
 
 
 def _open_zip(fh, name: str, limits: Limits) -> zipfile.ZipFile:
@@ -61,16 +63,11 @@ def _open_zip(fh, name: str, limits: Limits) -> zipfile.ZipFile:
         zf = zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         # a non-UTF-8 name flagged UTF-8 raises UnicodeDecodeError, a ValueError
-        raise FileProblem(Problem(f"not a readable zip archive: {why_unreadable(exc)}", file=name)) from None
+        raise FileProblem(problem("not_a_zip", file=name, reason=why_unreadable(exc))) from None
     entries = len(zf.infolist())
     if entries > limits.max_files:
         zf.close()
-        raise FileProblem(
-            Problem(
-                f"holds {entries} entries: over the limit of {limits.max_files} ({env_name('max_files')}).",
-                file=name,
-            )
-        )
+        raise FileProblem(_too_many_entries(entries, name, limits))
     return zf
 
 
@@ -85,12 +82,7 @@ def _method_problem(m: zipfile.ZipInfo, where: str) -> Problem | None:
     if m.compress_type in _ZIP_METHODS:
         return None
     method = _METHOD_NAMES.get(m.compress_type, f"method {m.compress_type}")
-    return Problem(
-        f"compression method {method}: not read (only deflate, the default of zip, 7-Zip, Windows and "
-        "macOS, and uncompressed entries are). Re-create the archive with deflate, e.g. "
-        "`zip -r data.zip FOLDER`.",
-        file=where,
-    )
+    return problem("zip_method", file=where, method=method)
 
 
 # ------------------------------------------------------------------------------------- a dataset zip
@@ -105,23 +97,19 @@ def zip_rows(
         members = [m for m in zf.infolist() if not m.is_dir()]
         unsafe = [m.filename for m in members if not _safe_member(m.filename)]
         for member in unsafe:
-            sink.error(
-                Problem(
-                    "zip entry would land outside the dataset folder; rejected. "
-                    "Re-create the archive with relative paths.",
-                    file=f"{name}:{member}",
-                )
-            )
+            sink.error(problem("zip_outside", file=f"{name}:{member}"))
         if unsafe:
             return
         declared = sum(m.file_size for m in members)
         if declared > limits.max_bytes:
             sink.error(
-                Problem(
-                    f"unpacks to {mib(declared)}, over the limit of {mib(limits.max_bytes)} "
-                    f"({env_name('max_dataset_mb')}).",
+                problem(
+                    "zip_unpacks_over",
                     file=name,
-                )
+                    size=mib(declared),
+                    max=mib(limits.max_bytes),
+                    env=env_name("max_dataset_mb"),
+                )  # fmt: skip
             )
             return
         for m in sorted(members, key=lambda m: m.filename):
@@ -130,10 +118,10 @@ def zip_rows(
                 continue
             where = f"{name}:{m.filename}"
             if p.suffix.lower() not in SUPPORTED_SUFFIXES:
-                sink.warning(Problem("ignored: not .json/.jsonl/.csv/.parquet.", file=where))
+                sink.warning(problem("zip_ignored", file=where))
                 continue
             if stat.S_ISLNK(m.external_attr >> 16):
-                sink.error(Problem("zip entry is a symbolic link; refused.", file=where))
+                sink.error(problem("zip_symlink", file=where))
                 continue
             method = _method_problem(m, where)
             if method is not None:
@@ -144,7 +132,7 @@ def zip_rows(
             except (*READ_ERRORS, ValueError) as exc:
                 # RuntimeError: encrypted; NotImplementedError: a compression method zipfile lacks;
                 # ValueError: a name that is not the UTF-8 its flag claims
-                sink.error(Problem(f"cannot be read: {why_unreadable(exc)}", file=where))
+                sink.error(problem("unreadable", file=where, reason=why_unreadable(exc)))
                 continue
             with member:
                 yield from member_rows(member, m.filename)
@@ -170,11 +158,7 @@ def _file_and_folder(members: list[zipfile.ZipInfo], name: str) -> None:
         at = bisect.bisect_left(paths, path + "/")
         if path in folders or (at < len(paths) and paths[at].startswith(path + "/")):
             raise FileProblem(
-                Problem(
-                    f"zip entry {m.filename!r} is a file and also a folder of other entries; refused. "
-                    "Rename one of them and re-create the archive.",
-                    file=f"{name}:{m.filename}",
-                )
+                problem("zip_file_and_folder", file=f"{name}:{m.filename}", entry=repr(m.filename))
             )
 
 
@@ -190,24 +174,17 @@ def unpack_zip(fh, name: str, dest: Path, limits: Limits) -> int:
         for m in members:
             where = f"{name}:{m.filename}"
             if not _safe_member(m.filename):
-                raise FileProblem(
-                    Problem(
-                        "zip entry would land outside the folder; rejected. "
-                        "Re-create the archive with relative paths.",
-                        file=where,
-                    )
-                )
+                raise FileProblem(problem("zip_outside_code", file=where))
             if stat.S_ISLNK(m.external_attr >> 16):
-                raise FileProblem(Problem("zip entry is a symbolic link; refused.", file=where))
+                raise FileProblem(problem("zip_symlink", file=where))
             method = _method_problem(m, where)
             if method is not None and not m.is_dir():
                 raise FileProblem(method)
         _file_and_folder(members, name)
         if sum(m.file_size for m in members) > limits.max_bytes:
             raise FileProblem(
-                Problem(
-                    f"unpacks to more than {mib(limits.max_bytes)} ({env_name('max_dataset_mb')}).",
-                    file=name,
+                problem(
+                    "zip_unpacks_more", file=name, max=mib(limits.max_bytes), env=env_name("max_dataset_mb")
                 )
             )
         for m in members:
@@ -223,9 +200,9 @@ def unpack_zip(fh, name: str, dest: Path, limits: Limits) -> int:
             except StopReading as exc:
                 raise FileProblem(exc.problem) from None
             except FileExistsError:
-                raise FileProblem(Problem("zip entry appears twice; refused.", file=where)) from None
+                raise FileProblem(problem("zip_entry_twice", file=where)) from None
             except (*READ_ERRORS, ValueError) as exc:
-                raise FileProblem(Problem(f"cannot be read: {why_unreadable(exc)}", file=where)) from None
+                raise FileProblem(problem("unreadable", file=where, reason=why_unreadable(exc))) from None
             mode = (m.external_attr >> 16) & 0o777
             if mode & 0o100:  # keep the executable bit of scripts (run.sh)
                 target.chmod(0o755)

@@ -27,6 +27,7 @@ import numpy as np
 
 from tuneforge.errors import ConfigError, Problem
 
+from .problem_codes import message, problem
 from .records import record_texts
 
 NUM_PERM = 128  # the estimate of a Jaccard of 0.85 has a standard deviation of 0.03
@@ -324,8 +325,8 @@ class DuplicateFinder:
                 self.near[int(records[row])] = (int(records[found[0]]), found[1])
 
     def report(self) -> dict:
-        """Counts and a few examples (record numbers count from 0, in reading order, as the rest of the
-        validation report does)."""
+        """Counts and a few examples (record numbers count from 1, in reading order, as the rest of the
+        validation report does and as lines do)."""
         self._index()
         dupes = np.flatnonzero(self.firsts != np.arange(len(self.firsts)))
         n = len(self.signatures)
@@ -334,12 +335,14 @@ class DuplicateFinder:
             "jaccard": self.jaccard,
             "exact": {
                 "count": int(len(dupes)),
-                "examples": [{"record": int(i), "same_as": int(self.firsts[i])} for i in dupes[:EXAMPLES]],
+                "examples": [
+                    {"record": int(i) + 1, "same_as": int(self.firsts[i]) + 1} for i in dupes[:EXAMPLES]
+                ],
             },
             "near": {
                 "count": len(self.near),
                 "examples": [
-                    {"record": i, "like": j, "jaccard": round(s, 2)}
+                    {"record": i + 1, "like": j + 1, "jaccard": round(s, 2)}
                     for i, (j, s) in sorted(self.near.items())[:EXAMPLES]
                 ],
                 # past NEAR_LIMIT distinct records, the rest are checked for exact copies only
@@ -393,12 +396,12 @@ class DuplicateFinder:
             "share": round(overlapping / n_eval, 4) if n_eval else 0.0,
             "exact": {
                 "count": len(exact),
-                "examples": [{"eval_record": i, "train_record": j} for i, j in exact[:EXAMPLES]],
+                "examples": [{"eval_record": i + 1, "train_record": j + 1} for i, j in exact[:EXAMPLES]],
             },
             "near": {
                 "count": len(near),
                 "examples": [
-                    {"eval_record": i, "train_record": j, "jaccard": round(s, 2)}
+                    {"eval_record": i + 1, "train_record": j + 1, "jaccard": round(s, 2)}
                     for i, j, s in near[:EXAMPLES]
                 ],
             },
@@ -425,30 +428,20 @@ def _pairs(examples: list[dict], a: str, b: str, sign: str) -> str:
 
 
 def duplicate_warnings(report: dict) -> list[Problem]:
-    """The warnings a validation shows for a ``DuplicateFinder.report()`` (record numbers from 0)."""
+    """The warnings a validation shows for a ``DuplicateFinder.report()``."""
     out = []
     exact, near = report["exact"], report["near"]
     if exact["count"]:
-        out.append(
-            Problem(
-                f"{exact['count']} record(s) repeat an earlier one once case and spaces are ignored "
-                f"(record = earlier record: {_pairs(exact['examples'], 'record', 'same_as', '=')}); "
-                "`tuneforge datasets dedup` writes a copy without them."
-            )
-        )
+        pairs = _pairs(exact["examples"], "record", "same_as", "=")
+        out.append(problem("exact_duplicates", count=exact["count"], pairs=pairs))
     if near["count"]:
-        out.append(
-            Problem(
-                f"{near['count']} record(s) are near-duplicates of an earlier one (word-shingle Jaccard ≥ "
-                f"{report['jaccard']}; record ~ earlier record: "
-                f"{_pairs(near['examples'], 'record', 'like', '~')})."
-            )
-        )
+        pairs = _pairs(near["examples"], "record", "like", "~")
+        out.append(problem("near_duplicates", count=near["count"], jaccard=report["jaccard"], pairs=pairs))
     return out
 
 
-def overlap_message(overlap: dict) -> str:
-    """One line on how much of an evaluation set is in the training set."""
+def overlap_params(overlap: dict) -> dict:
+    """The params of the ``eval_overlap`` problem: how much of an evaluation set is in the training set."""
     parts = []
     if overlap["exact"]["count"]:
         shown = _pairs(overlap["exact"]["examples"], "eval_record", "train_record", "=")
@@ -456,9 +449,14 @@ def overlap_message(overlap: dict) -> str:
     if overlap["near"]["count"]:
         shown = _pairs(overlap["near"]["examples"], "eval_record", "train_record", "~")
         parts.append(f"{overlap['near']['count']} near, Jaccard ≥ {overlap['jaccard']} ({shown})")
-    return (
-        f"{overlap['overlapping']} of {overlap['eval_records']} evaluation record(s) "
-        f"({overlap['share']:.1%}) are also in the training set"
-        + (": " + "; ".join(parts) if parts else "")
-        + "."
-    )
+    return {
+        "overlapping": overlap["overlapping"],
+        "eval_records": overlap["eval_records"],
+        "share": f"{overlap['share']:.1%}",
+        "details": ": " + "; ".join(parts) if parts else "",
+    }
+
+
+def overlap_message(overlap: dict) -> str:
+    """One line on how much of an evaluation set is in the training set."""
+    return message("eval_overlap", **overlap_params(overlap))

@@ -29,11 +29,7 @@ def _label(row: dict, probs: RecordProblems) -> bool | None:
         return LABEL_WORDS[value.strip().lower()]
     missing = value is None or (isinstance(value, float) and value != value)  # NaN: an empty CSV/Parquet cell
     got = "nothing" if missing else f"{type_name(value)} {short(value)}"
-    probs.add(
-        "label",
-        f"expected 'label' true or false (is the completion a good answer?) in kto record; got {got}. "
-        "Add label: true|false to the record, or map another column with --map label=COLUMN.",
-    )
+    probs.add("label", "bad_label", got=got)
     return None
 
 
@@ -50,7 +46,7 @@ def feedback(row: dict, probs: RecordProblems) -> dict | None:
         return None
     messages = chat["messages"]
     if messages[-1]["role"] != "assistant" or not any(m["role"] == "user" for m in messages[:-1]):
-        probs.add(key, "the last turn must be the assistant's answer (the completion), after a user turn.")
+        probs.add(key, "completion_not_last")
         return None
     record = {"prompt": messages[:-1], "completion": messages[-1:], "label": label}
     if "tools" in chat:

@@ -22,6 +22,7 @@ from tuneforge.errors import ConfigError, Problem
 
 from .feedback import feedback
 from .limits import short
+from .problem_codes import message, problem
 from .readers import RawRow
 from .records import (
     RecordProblems,
@@ -162,11 +163,13 @@ def detect_from(signatures: Counter, keys) -> str:
     a ConfigError naming the keys seen otherwise."""
     name, _ = signatures.most_common(1)[0] if signatures else (None, 0)
     if name is None:
-        raise ConfigError(
-            f"could not detect the dataset format from its keys {shown_keys(keys)}. Pass --format "
-            f"({', '.join(FORMATS)}) or map columns, e.g. --map prompt=content,response=summary."
-        )
+        raise ConfigError(message("format_undetected", **undetected_params(keys)))
     return name
+
+
+def undetected_params(keys) -> dict:
+    """The params of ``format_undetected``: the keys seen, the formats to choose from."""
+    return {"keys": shown_keys(keys), "formats": ", ".join(FORMATS)}
 
 
 def row_signature(row: dict) -> str | None:
@@ -214,7 +217,7 @@ def missing_columns(mapping: dict[str, str], seen: set[str], columns) -> list[Pr
     """A problem for each mapped column that no record had (``seen``); ``columns`` are some of the
     columns records did have, to choose from."""
     return [
-        Problem(f"--map names column {short(c)}, which no record has; columns are {shown_keys(columns)}.")
+        problem("mapped_column_missing", column=short(c), columns=shown_keys(columns))
         for c in dict.fromkeys(mapping.values())
         if c not in seen
     ]
@@ -245,11 +248,7 @@ def convert_row(row: RawRow, fmt: Format, probs: RecordProblems) -> dict | None:
     # Formats sharing their identifying key (prompt/completion vs mapped prompt/response) are near
     # enough; anything else means records of another format slipped into this dataset.
     if other and other != fmt.name and not _near(fmt, FORMATS[other]):
-        probs.add(
-            None,
-            f"this record is in {other} format but the dataset is {fmt.name}; keep one format "
-            "per dataset (or pass --format).",
-        )
+        probs.add(None, "mixed_formats", other=other, format=fmt.name)
         return None
     record = fmt.convert(row.data, probs)
     return record if record is not None and probs.count == 0 else None

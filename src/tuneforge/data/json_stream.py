@@ -15,11 +15,19 @@ from tuneforge.settings import env_name
 
 from .json_depth import nesting_over
 from .limits import CHUNK, FileProblem, Limits, Sink, short, too_long
-from .sources import BOM_HINT, not_utf8
+from .problem_codes import message, problem
+from .sources import not_utf8
 
 
 class JsonLimitError(ValueError):
-    pass
+    """A number or a nesting over the limits: the problem ``code`` (data/problem_codes.py) and params."""
+
+    def __init__(self, code: str, **params):
+        super().__init__(message(code, **params))
+        self.code, self.params = code, params
+
+    def at(self, name: str, line: int | None = None, record: int | None = None) -> Problem:
+        return problem(self.code, file=name, line=line, record=record, **self.params)
 
 
 # Every ASCII digit → b"0", every other byte → b" ": a run of N digits is then a plain substring search
@@ -49,8 +57,10 @@ class BoundedJson:
         def parse_int(text: str) -> int:
             if len(text) > digits + (text[0] == "-"):
                 raise JsonLimitError(
-                    f"a number with {len(text.lstrip('-'))} digits; at most {digits} "
-                    f"({env_name('max_number_digits')})."
+                    "number_too_long",
+                    digits=len(text.lstrip("-")),
+                    max=digits,
+                    env=env_name("max_number_digits"),
                 )
             return int(text)
 
@@ -61,18 +71,18 @@ class BoundedJson:
         """Whether the JSON text nests deeper than the limit, from its characters, before parsing."""
         return nesting_over(text, self.limits.max_depth)
 
-    def depth_problem(self) -> str:
-        return f"lists/objects nested more than {self.limits.max_depth} deep ({env_name('max_depth')})."
+    def too_deep_error(self) -> JsonLimitError:
+        return JsonLimitError("too_deep", max=self.limits.max_depth, env=env_name("max_depth"))
 
     def loads(self, text: str):
         """The value of one complete JSON text; JsonLimitError or JSONDecodeError when it is bad."""
         if self.too_deep(text):
-            raise JsonLimitError(self.depth_problem())
+            raise self.too_deep_error()
         decoder = self.decoder if self._long_digits in _digits_as_zeros(text) else self._plain
         try:
             return decoder.decode(text)
         except RecursionError:  # the scan bounds depth; kept for a recursion limit set below it
-            raise JsonLimitError(self.depth_problem()) from None
+            raise self.too_deep_error() from None
 
 
 def json_type(value) -> str:
@@ -93,7 +103,7 @@ def array_values(
     text = _JsonText(chunks, name, limits)
     first = text.peek()
     if first == "":
-        sink.error(Problem("empty file.", file=name))
+        sink.error(problem("empty_file", file=name))
         return
     if first != "[":
         _not_a_list(text, name, bounded, sink)
@@ -112,16 +122,16 @@ def array_values(
         if sep == ",":
             text.pos += 1
             if text.peek() == "]":
-                raise FileProblem(text.problem("Expecting value"))
+                raise FileProblem(text.invalid("Expecting value"))
             continue
         if sep == "]":
             text.pos += 1
             break
         raise FileProblem(
-            text.problem("Expecting ',' delimiter" if sep else "Expecting ',' delimiter or ']'")
+            text.invalid("Expecting ',' delimiter" if sep else "Expecting ',' delimiter or ']'")
         )
     if text.peek() != "":
-        raise FileProblem(text.problem("Extra data"))
+        raise FileProblem(text.invalid("Extra data"))
 
 
 _FAILED = object()
@@ -133,14 +143,14 @@ def _element(text: _JsonText, name: str, index: int, bounded: BoundedJson, sink:
         value, size = text.decode(bounded.decoder)
     except FileProblem as exc:
         if exc.problem.record is None and exc.problem.line is None:
-            exc.problem.record = index
+            exc.problem.record = index + 1
         raise
     except RecursionError:
-        raise FileProblem(Problem(bounded.depth_problem(), file=name, record=index)) from None
+        raise FileProblem(bounded.too_deep_error().at(name, record=index + 1)) from None
     except JsonLimitError as exc:
-        raise FileProblem(Problem(str(exc), file=name, record=index)) from None
+        raise FileProblem(exc.at(name, record=index + 1)) from None
     if isinstance(value, dict | list) and bounded.too_deep(text.buf[text.pos - size : text.pos]):
-        sink.error(Problem(bounded.depth_problem(), file=name, record=index))
+        sink.error(bounded.too_deep_error().at(name, record=index + 1))
         return _FAILED
     return value
 
@@ -152,23 +162,17 @@ def _not_a_list(text: _JsonText, name: str, bounded: BoundedJson, sink: Sink) ->
         value = _FAILED
     after = text.peek()
     if after:
-        problem = text.problem("Extra data")
-        if after == "{":
-            problem.message += " It looks like JSON Lines: rename it to .jsonl."
-        sink.error(problem)
+        sink.error(text.invalid("Extra data", lines_hint=after == "{"))
         return
     if not isinstance(value, dict):
         kind = "something else" if value is _FAILED else json_type(value)
-        sink.error(Problem(f"expected a list of records; got {kind}.", file=name))
+        sink.error(problem("expected_list", file=name, got=kind))
         return
     lists = [k for k, v in value.items() if isinstance(v, list)]
-    hint = f" If the records are under {short(lists[0])}, extract that list." if len(lists) == 1 else ""
-    sink.error(
-        Problem(
-            "expected a list of records at the top level; got an object. Wrap a single record in [ ]." + hint,
-            file=name,
-        )
-    )
+    if len(lists) == 1:
+        sink.error(problem("top_level_object_list", file=name, key=short(lists[0])))
+    else:
+        sink.error(problem("top_level_object", file=name))
 
 
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
@@ -223,12 +227,14 @@ class _JsonText:
             if not self._more():
                 return ""
 
-    def problem(self, msg: str, pos: int | None = None) -> Problem:
+    def invalid(self, msg: str, pos: int | None = None, lines_hint: bool = False) -> Problem:
+        """Invalid JSON at ``pos``; ``lines_hint``: the text after the first value looks like JSON Lines."""
         pos = self.pos if pos is None else pos
         line = self.line_base + self.buf.count("\n", 0, pos)
         column = pos - self.buf.rfind("\n", 0, pos)
-        hint = BOM_HINT if self.buf.startswith("\ufeff", pos) else ""
-        return Problem(f"invalid JSON: {msg} (column {column}).{hint}", file=self.name, line=line)
+        code = "invalid_json_bom" if self.buf.startswith("\ufeff", pos) else "invalid_json"
+        code = "invalid_json_lines" if lines_hint else code
+        return problem(code, file=self.name, line=line, reason=msg, column=column)
 
     def decode(self, decoder: json.JSONDecoder):
         """(value, its length in characters) at the cursor, which moves past it."""
@@ -242,7 +248,7 @@ class _JsonText:
                 except json.JSONDecodeError as exc:
                     cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 16
                     if self.eof or not cut:
-                        raise FileProblem(self.problem(exc.msg, exc.pos)) from None
+                        raise FileProblem(self.invalid(exc.msg, exc.pos)) from None
                 else:
                     # A number at the very end of the buffer may continue in the next chunk.
                     if end < len(self.buf) or self.eof:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from tuneforge.errors import Problem
 from tuneforge.settings import env_name, get_settings
 
+from .problem_codes import problem
+
 CHUNK = 1 << 20
 MiB = 2**20
 # A table this wide is not a dataset (a 2.3 MB zip of a 1M-column CSV took minutes); records use a few.
@@ -82,7 +84,7 @@ class Sink:
     def error(self, problem: Problem) -> None:
         self.errors.append(problem)
         if len(self.errors) >= self.limits.max_problems:
-            raise StopReading(Problem(too_many_problems(len(self.errors))))
+            raise StopReading(too_many_problems(len(self.errors)))
 
     def warning(self, problem: Problem) -> None:
         if len(self.warnings) < self.limits.max_problems:
@@ -90,23 +92,18 @@ class Sink:
 
 
 def too_many_columns(n: int, name: str) -> Problem:
-    return Problem(
-        f"{n:,} columns: more than the {MAX_COLUMNS:,} a dataset file may have. Keep the columns the "
-        "records need (e.g. prompt and response) and drop the others.",
-        file=name,
-    )
+    return problem("too_many_columns", file=name, count=f"{n:,}", max=f"{MAX_COLUMNS:,}")
 
 
-def too_many_problems(n: int) -> str:
-    return f"stopped reading after {n} problems ({env_name('max_problems')}); fix these and validate again."
+def too_many_problems(n: int) -> Problem:
+    return problem("too_many_problems", count=n, env=env_name("max_problems"))
 
 
 def too_long(name: str, line: int | None, limits: Limits, what: str = "line") -> Problem:
-    return Problem(
-        f"{what} longer than {mib(limits.max_record_bytes)} ({env_name('max_record_mb')}); "
-        "split the record or raise the limit.",
-        file=name,
-        line=line,
+    """``what`` (line, record, CSV row, CSV field) is longer than a record may be."""
+    code = what.lower().replace(" ", "_") + "_too_long"
+    return problem(
+        code, file=name, line=line, max=mib(limits.max_record_bytes), env=env_name("max_record_mb")
     )
 
 
@@ -121,10 +118,11 @@ class Budget:
         self.read += n
         if self.read > self.limits.max_bytes:
             raise StopReading(
-                Problem(
-                    f"more than {mib(self.limits.max_bytes)} of data read: over the limit "
-                    f"({env_name('max_dataset_mb')}).",
+                problem(
+                    "data_over_limit",
                     file=where,
+                    max=mib(self.limits.max_bytes),
+                    env=env_name("max_dataset_mb"),
                 )
             )
         if self.progress is not None:
@@ -134,10 +132,8 @@ class Budget:
         self.records += 1
         if self.records > self.limits.max_records:
             raise StopReading(
-                Problem(
-                    f"more than {self.limits.max_records} records: over the limit "
-                    f"({env_name('max_records')}).",
-                    file=where,
+                problem(
+                    "too_many_records", file=where, max=self.limits.max_records, env=env_name("max_records")
                 )
             )
 
@@ -145,10 +141,7 @@ class Budget:
         self.files += 1
         if self.files > self.limits.max_files:
             raise StopReading(
-                Problem(
-                    f"more than {self.limits.max_files} files: over the limit ({env_name('max_files')}).",
-                    file=where,
-                )
+                problem("too_many_files", file=where, max=self.limits.max_files, env=env_name("max_files"))
             )
 
 

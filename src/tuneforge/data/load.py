@@ -23,8 +23,10 @@ from .formats import (
     missing_columns,
     parse_mapping,
     row_signature,
+    undetected_params,
 )
 from .limits import Limits, short, too_many_problems
+from .problem_codes import problem
 from .readers import iter_rows
 from .records import RecordProblems
 
@@ -36,11 +38,12 @@ KEYS_SHOWN_ROWS = 50  # records whose keys an error about detection lists
 
 class RecordError(DataError):
     """Raised by an ``on_record`` callback for a record it cannot use (a chat template that refuses
-    it, say); ``scan_records`` reports it at the record's file, line and index."""
+    it, say); ``scan_records`` reports it at the record's file, line and number, as the problem
+    ``code`` (data/problem_codes.py) with its ``params``."""
 
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
+    def __init__(self, code: str, field: str | None = None, **params):
+        super().__init__(problem(code, **params).message)
+        self.code, self.field, self.params = code, field, params
 
 
 @dataclass
@@ -89,7 +92,7 @@ class RecordChecks:
             slot += [1, i]
 
     def add(self, record: dict, probs: RecordProblems | None = None) -> None:
-        i = self.index
+        i = self.index + 1  # a person's record number, counted from 1 as lines are
         self.index += 1
         messages = record.get("messages")
         if messages is not None:
@@ -105,39 +108,19 @@ class RecordChecks:
         if probs is not None and probs.numbers:
             self.numbers += len(probs.numbers)
             if self.first_number is None:
-                self.first_number = probs.at(probs.numbers[0], "")
+                self.first_number = probs.at(probs.numbers[0], "numbers_as_text", count=1)
 
     def warnings(self) -> list[Problem]:
         out = []
-        if self.empty:
-            out.append(
-                Problem(
-                    f"{self.empty[0]} record(s) have an empty assistant answer (first: record "
-                    f"{self.empty[1]}); they teach the model to answer with nothing."
-                )
-            )
-        if self.odd:
-            out.append(
-                Problem(
-                    f"{self.odd[0]} record(s) do not alternate user/assistant turns (first: "
-                    f"record {self.odd[1]}); some chat templates reject that."
-                )
-            )
-        if self.same_pair:
-            out.append(
-                Problem(
-                    f"{self.same_pair[0]} preference pair(s) have the same chosen and rejected answer "
-                    f"(first: record {self.same_pair[1]}); they teach nothing."
-                )
-            )
-        if self.numbers:
-            where = self.first_number.where() if self.first_number else ""
-            out.append(
-                Problem(
-                    f"{self.numbers} value(s) were numbers and are used as text (first: {where}); "
-                    "quote them in the file if that is not what you meant."
-                )
-            )
+        for code, slot in (("empty_answers", self.empty), ("not_alternating", self.odd),
+                           ("same_answers", self.same_pair)):  # fmt: skip
+            if slot:
+                out.append(problem(code, count=slot[0], first=slot[1]))
+        if self.numbers and self.first_number is not None:
+            # located at the first number: its file, line, record and field say where it is
+            first = self.first_number
+            out.append(problem("numbers_as_text", file=first.file, line=first.line, record=first.record,
+                               field=first.field, count=self.numbers))  # fmt: skip
         return out
 
 
@@ -177,8 +160,8 @@ def _detect(path: Path, mapping: dict, limits: Limits) -> tuple[str | None, Prob
         return None, None, keys
     try:
         return detect_from(votes, keys), None, keys
-    except ConfigError as exc:
-        return None, Problem(str(exc), file=path.name), keys
+    except ConfigError:
+        return None, problem("format_undetected", file=path.name, **undetected_params(keys)), keys
 
 
 def scan_records(
@@ -225,21 +208,21 @@ def scan_records(
             try:
                 on_record(record)
             except RecordError as exc:  # what the consumer found wrong with this record, located here
-                probs.add(exc.field, str(exc))
+                probs.add(exc.field, exc.code, **exc.params)
                 record = None
         if record is not None:
             checks.add(record, probs)
             out.count += 1
         if len(out.errors) >= limits.max_problems:
             reading.close()
-            out.errors.append(Problem(too_many_problems(len(out.errors))))
+            out.errors.append(too_many_problems(len(out.errors)))
             break
     if rows and mapping:
         out.errors[:0] = missing_columns(mapping, seen_columns, columns)
     if detect_problem is not None:
         out.errors.append(detect_problem)
     if not out.errors and not out.count:
-        out.errors.append(Problem("no records: the dataset is empty.", file=path.name))
+        out.errors.append(problem("empty_dataset", file=path.name))
     out.warnings += checks.warnings()
     return out
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from tuneforge.errors import Problem
 from tuneforge.settings import env_name
 
 from .limits import CHUNK, MAX_COLUMNS, Budget, FileProblem, Limits, mib, too_many_columns
 from .parquet_pages import BadPages, ForwardReader, TooManyPages, WalkBudget, chunk_pages, read_footer
+from .problem_codes import problem
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,8 @@ def _chunks(source, name: str) -> tuple[int, list[tuple[int, int, int, int]]]:
     for g, ranges in enumerate(footer.groups):
         if len(ranges) != footer.leaves:
             raise FileProblem(
-                Problem(
-                    f"row group {g} lists {len(ranges)} column chunks for {footer.leaves} columns: a "
-                    "damaged footer.",
-                    file=name,
+                problem(
+                    "parquet_damaged_footer", file=name, group=g, chunks=len(ranges), columns=footer.leaves
                 )
             )
         for c, (start, length) in enumerate(ranges):
@@ -100,20 +98,17 @@ def _check_pages(source, name: str, limits: Limits, budget: Budget) -> set[int]:
         held[g] += pages.largest + pages.dictionary
         total += pages.total
         if held[g] > MAX_PAGES_HELD:
+            size = f"{held[g] / 2**20:,.0f} MiB"
             raise FileProblem(
-                Problem(
-                    f"row group {g}: its pages decode to {held[g] / 2**20:,.0f} MiB held at once (the "
-                    f"largest page of each column), more than {mib(MAX_PAGES_HELD)}. Write the file with "
-                    "smaller pages (pyarrow's default data_page_size of 1 MiB is fine) or fewer columns.",
-                    file=name,
-                )
+                problem("parquet_pages_held", file=name, group=g, size=size, max=mib(MAX_PAGES_HELD))
             )
         if budget.read + total > limits.max_bytes:
             raise FileProblem(
-                Problem(
-                    f"its pages decode to more than the {mib(limits.max_bytes)} a dataset may hold "
-                    f"({env_name('max_dataset_mb')}).",
+                problem(
+                    "parquet_pages_too_large",
                     file=name,
+                    max=mib(limits.max_bytes),
+                    env=env_name("max_dataset_mb"),
                 )
             )
     source.seek(0)
@@ -233,14 +228,16 @@ def _plain(batch, name: str, first_row: int):
             bad = pc.starts_with(column, OUT_OF_RANGE).fill_null(False)
             if pc.any(bad).as_py():
                 row = first_row + pc.index(bad, True).as_py()
+                stored = column[row - first_row].as_py().removeprefix(OUT_OF_RANGE).rstrip(">")
                 raise FileProblem(
-                    Problem(
-                        f"column {field_name!r} holds a {kind} value outside any calendar (stored as "
-                        f"{column[row - first_row].as_py().removeprefix(OUT_OF_RANGE).rstrip('>')}); "
-                        "fix the value or drop the column.",
+                    problem(
+                        "parquet_out_of_calendar",
                         file=name,
-                        record=row,
-                    )
+                        record=row + 1,
+                        column=repr(field_name),
+                        kind=kind,
+                        value=stored,
+                    )  # fmt: skip
                 )
             temporal[field_name] = kind
         columns.append(column)
@@ -267,9 +264,9 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
     try:
         with_dictionary = _check_pages(source, name, limits, budget)
     except TooManyPages as exc:
-        raise FileProblem(Problem(f"refused: {_message(exc)}.", file=name)) from None
+        raise FileProblem(problem("parquet_refused", file=name, reason=_message(exc))) from None
     except (BadPages, OSError, ValueError) as exc:
-        raise FileProblem(Problem(f"not a readable Parquet file: {_message(exc)}", file=name)) from None
+        raise FileProblem(problem("not_parquet", file=name, reason=_message(exc))) from None
 
     def open_file(read_dictionary=None):
         source.seek(0)
@@ -292,21 +289,22 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
         if dictionaries:
             pf = open_file(dictionaries)
     except (pa.ArrowException, OSError, ValueError, TypeError, EOFError) as exc:
-        raise FileProblem(Problem(f"not a readable Parquet file: {_message(exc)}", file=name)) from None
+        raise FileProblem(problem("not_parquet", file=name, reason=_message(exc))) from None
     if meta.num_rows > limits.max_records:
         raise FileProblem(
-            Problem(
-                f"holds {meta.num_rows} rows: over the limit of {limits.max_records} "
-                f"({env_name('max_records')}).",
+            problem(
+                "too_many_rows",
                 file=name,
-            )
+                count=meta.num_rows,
+                max=limits.max_records,
+                env=env_name("max_records"),
+            )  # fmt: skip
         )
     deepest = max((_depth(f.type) for f in schema), default=0)
     if deepest > limits.max_depth:
         raise FileProblem(
-            Problem(
-                f"columns nested {deepest} deep: more than {limits.max_depth} ({env_name('max_depth')}).",
-                file=name,
+            problem(
+                "parquet_too_deep", file=name, depth=deepest, max=limits.max_depth, env=env_name("max_depth")
             )
         )
     index = 0
@@ -317,32 +315,34 @@ def iter_parquet_rows(source, name: str, limits: Limits, budget: Budget) -> Iter
             budget.take_bytes(size, name)
             if batch.num_rows and size > limits.max_record_bytes * batch.num_rows:
                 raise FileProblem(
-                    Problem(
-                        f"rows of more than {mib(limits.max_record_bytes)} on average "
-                        f"({env_name('max_record_mb')}).",
+                    problem(
+                        "parquet_rows_too_long",
                         file=name,
-                        record=index,
-                    )
+                        record=index + 1,
+                        max=mib(limits.max_record_bytes),
+                        env=env_name("max_record_mb"),
+                    )  # fmt: skip
                 )
             for offset, length in _slices(per_row, batch.num_rows, DECODE_BYTES):
                 plain, temporal = _plain(batch.slice(offset, length), name, index)
                 try:
                     rows = _rows(plain, temporal)
                 except (OverflowError, ValueError, pa.ArrowException) as exc:
-                    raise FileProblem(
-                        Problem(
-                            f"rows {index}–{index + length - 1} cannot be converted: {_message(exc)}",
+                    raise FileProblem(  # rows counted from 1, as records are
+                        problem(
+                            "parquet_rows_unconvertible",
                             file=name,
-                            record=index,
-                        )
+                            record=index + 1,
+                            first=index + 1,
+                            last=index + length,
+                            reason=_message(exc),
+                        )  # fmt: skip
                     ) from None
                 del plain
                 yield from rows
                 index += length
     except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
-        raise FileProblem(
-            Problem(f"not a readable Parquet file: {_message(exc)}", file=name, record=index)
-        ) from None
+        raise FileProblem(problem("not_parquet", file=name, record=index + 1, reason=_message(exc))) from None
 
 
 def _message(exc: BaseException) -> str:

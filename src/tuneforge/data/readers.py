@@ -42,8 +42,8 @@ from .limits import (
     why_unreadable,
 )
 from .parquet import iter_parquet_rows
+from .problem_codes import problem
 from .sources import (
-    BOM_HINT,
     SUPPORTED_SUFFIXES,
     counted_chunks,
     cr_lines_as_lf,
@@ -86,9 +86,7 @@ class Reader:
         self.budget.take_record(name)
         if isinstance(data, dict):
             return RawRow(data, name, index, line)
-        self.sink.error(
-            Problem(f"expected an object; got {json_type(data)}.", file=name, line=line, record=index)
-        )
+        self.sink.error(problem("not_an_object", file=name, line=line, record=index + 1, got=json_type(data)))
         return None
 
     # JSON Lines ------------------------------------------------------------------------------------
@@ -114,19 +112,17 @@ class Reader:
             try:
                 item = self.json.loads(text)
             except json.JSONDecodeError as exc:
-                hint = BOM_HINT if text.startswith("\ufeff", exc.pos) else ""
-                self.sink.error(
-                    Problem(f"invalid JSON: {exc.msg} (column {exc.colno}).{hint}", file=name, line=lineno)
-                )
+                code = "invalid_json_bom" if text.startswith("\ufeff", exc.pos) else "invalid_json"
+                self.sink.error(problem(code, file=name, line=lineno, reason=exc.msg, column=exc.colno))
             except JsonLimitError as exc:
-                self.sink.error(Problem(str(exc), file=name, line=lineno, record=index))
+                self.sink.error(exc.at(name, line=lineno, record=index + 1))
             else:
                 row = self.row(item, name, index, lineno)
                 if row is not None:
                     yield row
             index += 1
         if not seen:
-            self.sink.error(Problem("empty file.", file=name))
+            self.sink.error(problem("empty_file", file=name))
 
     # JSON ------------------------------------------------------------------------------------------
 
@@ -184,13 +180,7 @@ class Reader:
                     start_line = reader.line_num + 1
                     continue
                 if len(cells) > len(header):
-                    self.sink.error(
-                        Problem(
-                            "more cells than header columns; quote fields holding commas.",
-                            file=name,
-                            line=start_line,
-                        )
-                    )
+                    self.sink.error(problem("too_many_cells", file=name, line=start_line))
                 else:
                     cells += [None] * (len(header) - len(cells))
                     row = self.row(dict(zip(header, cells, strict=True)), name, index, start_line)
@@ -202,9 +192,11 @@ class Reader:
             message = str(exc)
             if "field larger than field limit" in message:
                 raise FileProblem(too_long(name, reader.line_num, self.limits, "CSV field")) from None
-            raise FileProblem(Problem(f"invalid CSV: {message}", file=name, line=reader.line_num)) from None
+            raise FileProblem(
+                problem("invalid_csv", file=name, line=reader.line_num, reason=message)
+            ) from None
         if header is None:
-            self.sink.error(Problem("empty CSV: no header row.", file=name))
+            self.sink.error(problem("empty_csv", file=name))
 
     # Parquet ---------------------------------------------------------------------------------------
 
@@ -238,7 +230,7 @@ class Reader:
             raise
         except READ_ERRORS as exc:
             # A zip member that opens but fails to read (bad CRC, damaged deflate data, …).
-            self.sink.error(Problem(f"cannot be read: {why_unreadable(exc)}", file=name))
+            self.sink.error(problem("unreadable", file=name, reason=why_unreadable(exc)))
 
 
 # -------------------------------------------------------------------------------------------- entry
@@ -273,15 +265,15 @@ def _dataset_rows(reader: Reader, path: Path, files: list[Path]) -> Iterator[Raw
         st = os.stat(path)  # follows a symlink given as the dataset itself: its target is what is read
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
-            sink.error(Problem("no such file or folder.", file=str(path)))
+            sink.error(problem("no_such_path", file=str(path)))
         else:
-            sink.error(Problem(f"cannot open: {why_unreadable(exc)}.", file=str(path)))
+            sink.error(problem("cannot_open", file=str(path), reason=why_unreadable(exc)))
         return
     if stat.S_ISDIR(st.st_mode):
         entries = walk_folder(path, sink, budget)
         if not entries:
             if not sink.errors:
-                sink.error(Problem("folder holds no .json, .jsonl, .csv or .parquet files.", file=str(path)))
+                sink.error(problem("no_data_files", file=str(path)))
             return
         size = sum(size for _, _, size in entries)
         budget.total_hint = size
@@ -300,12 +292,7 @@ def _dataset_rows(reader: Reader, path: Path, files: list[Path]) -> Iterator[Raw
         return
     suffix = path.suffix.lower()
     if suffix != ".zip" and suffix not in SUPPORTED_SUFFIXES:
-        sink.error(
-            Problem(
-                "unsupported file type; use .json, .jsonl, .csv, .parquet, a folder or a .zip of them.",
-                file=path.name,
-            )
-        )
+        sink.error(problem("unsupported_file", file=path.name))
         return
     fh, size = open_regular(path, str(path))
     with fh:
@@ -321,9 +308,12 @@ def _dataset_rows(reader: Reader, path: Path, files: list[Path]) -> Iterator[Raw
 
 
 def _over_size(size: int, limits: Limits, where: str) -> Problem:
-    return Problem(
-        f"{mib(size)} is over the limit of {mib(limits.max_bytes)} (raise {env_name('max_dataset_mb')}).",
+    return problem(
+        "dataset_too_large",
         file=where,
+        size=mib(size),
+        max=mib(limits.max_bytes),
+        env=env_name("max_dataset_mb"),
     )
 
 
@@ -333,5 +323,5 @@ def read_rows(path: Path, max_bytes: int) -> ReadResult:
     limits = Limits.from_settings(max_bytes)
     out.rows = list(iter_rows(Path(path), limits, out.errors, out.warnings, out.files))
     if not out.rows and not out.errors:
-        out.errors.append(Problem("no records: the dataset is empty.", file=Path(path).name))
+        out.errors.append(problem("empty_dataset", file=Path(path).name))
     return out

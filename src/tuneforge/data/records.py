@@ -15,6 +15,7 @@ from tuneforge.errors import Problem
 
 from .limits import short
 from .parquet import TemporalText
+from .problem_codes import problem
 from .readers import RawRow
 
 ROLE_ALIASES = {
@@ -41,12 +42,14 @@ class RecordProblems:
         self.row, self.sink, self.count = row, sink, 0
         self.numbers: list[str] = []  # fields whose number was taken as text
 
-    def add(self, field: str | None, message: str) -> None:
+    def add(self, field: str | None, code: str, **params) -> None:
+        """The problem ``code`` (data/problem_codes.py) with its params, at this row's ``field``."""
         self.count += 1
-        self.sink.append(self.at(field, message))
+        self.sink.append(self.at(field, code, **params))
 
-    def at(self, field: str | None, message: str) -> Problem:
-        return Problem(message, file=self.row.file, line=self.row.line, record=self.row.index, field=field)
+    def at(self, field: str | None, code: str, **params) -> Problem:
+        row = self.row
+        return problem(code, file=row.file, line=row.line, record=row.index + 1, field=field, **params)
 
 
 def record_turns(record: dict) -> list[dict]:
@@ -86,23 +89,21 @@ def _as_text(value, field: str, probs: RecordProblems) -> str | None:
     and durations, whose text depends on the writer's unit and time zone."""
     if isinstance(value, TemporalText):
         probs.add(
-            field,
-            f"expected a string; got a {value.kind} from Parquet column {value.column!r} "
-            f"({short(str(value))}). Map a text column, or cast this one to string when writing the file.",
+            field, "parquet_temporal", kind=value.kind, column=repr(value.column), value=short(str(value))
         )
         return None
     if isinstance(value, str):
         if not value.isascii() and not _encodable(value):
-            probs.add(field, "text holds a lone surrogate escape (\\ud800–\\udfff); it is not valid Unicode.")
+            probs.add(field, "lone_surrogate")
             return None
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
-            probs.add(field, f"expected a string; got the number {value}.")
+            probs.add(field, "number_not_finite", value=str(value))
             return None
         probs.numbers.append(field)
         return str(value)
-    probs.add(field, f"expected a string; got {_type_name(value)}.")
+    probs.add(field, "not_text", got=_type_name(value))
     return None
 
 
@@ -110,11 +111,7 @@ def _text(row: dict, key: str, probs: RecordProblems, *, required: bool = True, 
     value = row.get(key)
     if value is None or (isinstance(value, float) and value != value):  # missing or NaN (CSV/Parquet)
         if required:
-            probs.add(
-                key,
-                f"expected {key!r} (string) in {fmt} record; got nothing. Add the field or map "
-                f"another column with --map {key}=COLUMN.",
-            )
+            probs.add(key, "missing_field", key=key, format=fmt)
         return None
     return _as_text(value, key, probs)
 
@@ -127,7 +124,7 @@ def _history(row: dict, key: str, probs: RecordProblems) -> list[dict]:
         return []
     messages: list[dict] = []
     if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
-        probs.add(key, "expected history as a list of [question, answer] pairs.")
+        probs.add(key, "bad_history")
         return []
     for i, (q, a) in enumerate(value):
         question = _as_text(q, f"{key}[{i}][0]", probs)
@@ -169,10 +166,7 @@ def _content(turn: dict, where: str, content_key: str, role: str, probs: RecordP
             kind = part.get("type") if isinstance(part, dict) else None
             if kind != "text" or not isinstance(part.get("text"), str):
                 shown = short(kind) if kind is not None else _type_name(part)
-                probs.add(
-                    f"{field}[{p}]",
-                    f"only text parts ({{'type': 'text', 'text': ...}}) can be trained on; got {shown}.",
-                )
+                probs.add(f"{field}[{p}]", "non_text_part", got=shown)
                 return None
             texts.append(part["text"])
         return "".join(texts)
@@ -183,36 +177,36 @@ def _tool_calls(value, where: str, probs: RecordProblems) -> list | None:
     """OpenAI tool calls: [{"type": "function", "function": {"name": str, "arguments": str|object}}]."""
     field = f"{where}.tool_calls"
     if not isinstance(value, list) or not value:
-        probs.add(field, "expected a non-empty list of tool calls.")
+        probs.add(field, "no_tool_calls")
         return None
     for c, call in enumerate(value):
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            probs.add(f"{field}[{c}]", "expected {'function': {'name': ..., 'arguments': ...}}.")
+            probs.add(f"{field}[{c}]", "bad_tool_call")
             return None
     if not _encodable(json.dumps(value, ensure_ascii=False)):
-        probs.add(field, "holds a lone surrogate escape (\\ud800–\\udfff); it is not valid Unicode.")
+        probs.add(field, "lone_surrogate")
         return None
     return value
 
 
 def _messages(value, key: str, probs: RecordProblems, role_key: str, content_key: str) -> list[dict] | None:
     if not isinstance(value, list):
-        probs.add(key, f"expected a list of turns; got {_type_name(value)}.")
+        probs.add(key, "turns_not_list", got=_type_name(value))
         return None
     if not value:
-        probs.add(key, "empty conversation.")
+        probs.add(key, "empty_conversation")
         return None
     out = []
     for t, turn in enumerate(value):
         where = f"{key}[{t}]"
         if not isinstance(turn, dict):
-            probs.add(where, f"expected an object per turn; got {_type_name(turn)}.")
+            probs.add(where, "turn_not_object", got=_type_name(turn))
             return None
         role = turn.get(role_key)
         if not isinstance(role, str) or role not in ROLE_ALIASES:
             known = ", ".join(sorted(ROLE_ALIASES))
-            probs.add(f"{where}.{role_key}", f"unknown role {short(role)}; use one of {known}.")
+            probs.add(f"{where}.{role_key}", "unknown_role", role=short(role), known=known)
             return None
         canonical = ROLE_ALIASES[role]
         content = _content(turn, where, content_key, canonical, probs)
@@ -236,7 +230,7 @@ def conversation(key: str, role_key: str, content_key: str):
 
     def convert(row: dict, probs: RecordProblems) -> dict | None:
         if key not in row:
-            probs.add(key, f"expected {key!r} (a list of turns); got nothing.")
+            probs.add(key, "missing_turns", key=key)
             return None
         messages = _messages(row[key], key, probs, role_key, content_key)
         if messages is None:
@@ -245,13 +239,13 @@ def conversation(key: str, role_key: str, content_key: str):
         if system and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system})
         if not any(m["role"] == "assistant" for m in messages):
-            probs.add(key, "conversation has no assistant turn: nothing to train on.")
+            probs.add(key, "no_assistant_turn")
             return None
         record = {"messages": messages}
         tools = row.get("tools")
         if tools is not None:
             if not isinstance(tools, list) or not _encodable(json.dumps(tools, ensure_ascii=False)):
-                probs.add("tools", f"expected a list of tool definitions; got {_type_name(tools)}.")
+                probs.add("tools", "bad_tools", got=_type_name(tools))
                 return None
             record["tools"] = tools
         return record
@@ -289,11 +283,7 @@ def preference(
         if value is not None and not isinstance(value, bool):
             text = _as_text(value, key, probs)
             return None if text is None else [{"role": "assistant", "content": text}]
-        probs.add(
-            key,
-            f"expected {key!r} as a string, a message or a list of messages; got "
-            f"{'nothing' if value is None else _type_name(value)}.",
-        )
+        probs.add(key, "bad_preference_side", key=key, got="nothing" if value is None else _type_name(value))
         return None
 
     chosen, rejected = side(chosen_key), side(rejected_key)
@@ -315,12 +305,12 @@ def preference(
             n += 1
         prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
     else:
-        probs.add(prompt_key, f"expected {prompt_key!r} as a string or a list of messages.")
+        probs.add(prompt_key, "bad_prompt", key=prompt_key)
         return None
     if chosen is None or rejected is None or prompt is None:
         return None
     if not prompt:
-        probs.add(prompt_key, "preference pair has no prompt.")
+        probs.add(prompt_key, "no_prompt")
         return None
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
@@ -340,7 +330,7 @@ def prompt_record(row: dict, probs: RecordProblems) -> dict | None:
     if prompt is None:
         return None
     if prompt[-1]["role"] != "user":
-        probs.add("prompt", f"the last turn is {prompt[-1]['role']}; a prompt ends with the user's turn.")
+        probs.add("prompt", "prompt_ends_with", role=prompt[-1]["role"])
         return None
     return {"prompt": prompt, **({"answer": answer} if answer is not None else {})}
 
@@ -351,7 +341,7 @@ def openai_preference(row: dict, probs: RecordProblems) -> dict | None:
     source = row.get("input")
     if not isinstance(source, dict) or not isinstance(source.get("messages"), list):
         got = "an object without a 'messages' list" if isinstance(source, dict) else _type_name(source)
-        probs.add("input", f"expected {{'messages': [...]}} (OpenAI's preference format); got {got}.")
+        probs.add("input", "openai_preference_input", got=got)
         return None
     pair = {"input.messages": source["messages"], **row}
     return preference(pair, probs, "preferred_output", "non_preferred_output", "input.messages")

@@ -13,40 +13,28 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from tuneforge.errors import Problem
-
 from .limits import CHUNK, Budget, FileProblem, Limits, Sink, why_unreadable
+from .problem_codes import problem
 
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 
-# A byte-order mark anywhere but at the very start: usually files joined with `cat`, each with its own.
-BOM_HINT = (
-    " It is a byte-order mark (BOM, bytes EF BB BF) inside the file, as left by joining files with "
-    '`cat`; save each part without a BOM (UTF-8, not "UTF-8 with BOM") or delete it.'
-)
 
-
-def _gbk_hint(raw: bytes) -> str:
+def _is_gbk(raw: bytes) -> bool:
     for cut in range(4):  # a chunk may end inside a two-byte GBK character
         try:
             raw[: len(raw) - cut].decode("gbk")
-            return " It decodes as GBK: convert it with `iconv -f GBK -t UTF-8 IN > OUT`."
+            return True
         except UnicodeDecodeError:
             continue
-    return " Save it as UTF-8."
+    return False
 
 
 def not_utf8(raw: bytes, exc: UnicodeDecodeError, offset: int, name: str, line: int) -> FileProblem:
     """The problem of bytes that are not UTF-8: where, and whether GBK would have worked."""
     data = exc.object if isinstance(exc.object, bytes) else raw
     bad = data[exc.start] if exc.start < len(data) else 0
-    return FileProblem(
-        Problem(
-            f"not UTF-8 (invalid byte 0x{bad:02x} at offset {offset + exc.start}).{_gbk_hint(data)}",
-            file=name,
-            line=line,
-        )
-    )
+    code = "not_utf8_gbk" if _is_gbk(data) else "not_utf8"
+    return FileProblem(problem(code, file=name, line=line, byte=f"{bad:02x}", offset=offset + exc.start))
 
 
 # ------------------------------------------------------------------------------------- bytes and lines
@@ -135,11 +123,11 @@ def open_regular(path: Path, name: str) -> tuple[object, int]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise FileProblem(Problem(f"cannot open: {why_unreadable(exc)}.", file=name)) from None
+        raise FileProblem(problem("cannot_open", file=name, reason=why_unreadable(exc))) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise FileProblem(Problem(f"{_file_kind(st.st_mode)}, not a regular file; refused.", file=name))
+            raise FileProblem(problem("not_regular_file", file=name, kind=_file_kind(st.st_mode)))
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=0), st.st_size
     except BaseException:
@@ -167,7 +155,7 @@ def walk_folder(root: Path, sink: Sink, budget: Budget) -> list[tuple[Path, str,
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            sink.error(Problem(f"cannot list: {why_unreadable(exc)}.", file=str(folder)))
+            sink.error(problem("cannot_list", file=str(folder), reason=why_unreadable(exc)))
             continue
         for entry in entries:
             budget.take_file(str(root))
@@ -180,12 +168,10 @@ def walk_folder(root: Path, sink: Sink, budget: Budget) -> list[tuple[Path, str,
                 if entry.is_symlink():
                     target = os.path.realpath(path)
                     if not _inside(target, real_root):
-                        sink.error(
-                            Problem("symbolic link leading outside the dataset folder; refused.", file=name)
-                        )
+                        sink.error(problem("link_outside", file=name))
                         continue
                     if os.path.isdir(target):
-                        sink.warning(Problem("symbolic link to a folder; not followed.", file=name))
+                        sink.warning(problem("link_to_folder", file=name))
                         continue
                     st = os.stat(target)
                 elif entry.is_dir(follow_symlinks=False):
@@ -194,12 +180,12 @@ def walk_folder(root: Path, sink: Sink, budget: Budget) -> list[tuple[Path, str,
                 else:
                     st = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                sink.error(Problem(f"cannot read: {why_unreadable(exc)}.", file=name))
+                sink.error(problem("unreadable", file=name, reason=why_unreadable(exc)))
                 continue
             if path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
             if not stat.S_ISREG(st.st_mode):
-                sink.error(Problem(f"{_file_kind(st.st_mode)}, not a regular file; refused.", file=name))
+                sink.error(problem("not_regular_file", file=name, kind=_file_kind(st.st_mode)))
                 continue
             found.append((path, name, st.st_size))
     return sorted(found, key=lambda entry: entry[1])

@@ -15,13 +15,14 @@ import shutil
 import time
 from pathlib import Path
 
-from tuneforge.errors import DataError, NotFoundError, Problem
+from tuneforge.errors import DataError, NotFoundError
 from tuneforge.jobs.staging import TMP, make_temp_dir, staged_folder
 from tuneforge.names import check_name, looks_like_id, name_from_file
 from tuneforge.settings import env_name, get_settings
 
 from .limits import FileProblem
 from .load import LoadedDataset, scan_records
+from .problem_codes import problem
 from .sources import open_regular
 
 
@@ -142,9 +143,8 @@ def store_path(
             loaded = scan_records(path, fmt, mapping, keep, max_bytes)
         loaded.raise_for_errors()
         if not loaded.ok:
-            raise DataError(
-                f"{path}: no records: the dataset is empty.", [Problem("no records: the dataset is empty.")]
-            )
+            empty = problem("empty_dataset")
+            raise DataError(f"{path}: {empty.message}", [empty])
         if chars is not None:
             stats = chars.stats()
         digest = content_hash(path, loaded.files, loaded.format, mapping)

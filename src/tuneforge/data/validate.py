@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneforge.errors import Problem
-
 from .load import LoadedDataset, RecordError, scan_records
+from .problem_codes import problem
 from .records import record_texts, record_turns
 from .tokenize import IGNORE_INDEX, tokenize_record
 
@@ -176,7 +175,7 @@ class StatsBuilder:
             raise  # the template itself is at fault, not this record: say it once, stop
         except (TemplateError, ValueError) as exc:  # a template that refuses this conversation
             reason = " ".join(str(exc).split())[:300]
-            raise RecordError(f"the chat template refuses this record: {reason}") from None
+            raise RecordError("template_refuses", reason=reason) from None
 
     def stats(self) -> dict:
         if not self.seen:
@@ -282,7 +281,7 @@ def validate_path(
 def check_duplicates(report: ValidationReport, dupes, eval_path, fmt, mapping, max_bytes) -> None:
     """The duplicate report and its warnings; with an evaluation set, its overlap (its reading problems
     are the report's errors)."""
-    from .dedup import Signatures, duplicate_warnings, overlap_message
+    from .dedup import Signatures, duplicate_warnings, overlap_params
 
     loaded = report.loaded
     report.duplicates = dupes.report()
@@ -295,4 +294,5 @@ def check_duplicates(report: ValidationReport, dupes, eval_path, fmt, mapping, m
     if read.ok:
         report.eval_overlap = dupes.overlap(evaluation)
         if report.eval_overlap["overlapping"]:
-            loaded.warnings.append(Problem(overlap_message(report.eval_overlap), file=Path(eval_path).name))
+            where = Path(eval_path).name
+            loaded.warnings.append(problem("eval_overlap", file=where, **overlap_params(report.eval_overlap)))

@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from tuneforge.data.formats import FORMATS, parse_mapping
+from tuneforge.data.problem_codes import problem
 from tuneforge.data.store import datasets_root, find_dataset, list_datasets, store_path
 from tuneforge.errors import ConfigError, ConflictError, DataError, NotFoundError
 from tuneforge.jobs.staging import UPLOAD, make_temp_dir, remove_stale
@@ -181,8 +182,18 @@ class Upload:
                 return None
             return text.replace(f"{self.dir}{os.sep}", "").replace(str(self.dir), "the upload")
 
-        problems = [dataclasses.replace(p, message=cut(p.message), file=cut(p.file)) for p in exc.problems]
+        problems = [
+            dataclasses.replace(
+                p, message=cut(p.message), file=cut(p.file), params=_cut_params(p.params, cut)
+            )
+            for p in exc.problems
+        ]
         return DataError(cut(str(exc)), problems)
+
+
+def _cut_params(params: dict | None, cut) -> dict | None:
+    """A problem's params with the temporary folder cut out, as from its message."""
+    return {k: cut(v) if isinstance(v, str) else v for k, v in params.items()} if params else params
 
 
 def safe_filename(name: object, index: int) -> str:
@@ -344,7 +355,7 @@ def fail_interrupted_validations(store: Store, settings) -> None:
     with store.session() as s:
         for row in s.scalars(select(Dataset).where(Dataset.state == "validating")):
             row.state = "invalid"
-            row.problems = [{"message": "the server stopped while this upload was validated; upload again."}]
+            row.problems = [problem("upload_interrupted").to_dict()]
 
 
 # -- models ---------------------------------------------------------------------------------------

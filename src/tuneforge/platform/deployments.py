@@ -23,7 +23,7 @@ from tuneforge.errors import ConfigError, ConflictError, NotFoundError
 from tuneforge.models.inference import uses_dora
 from tuneforge.names import check_name
 
-from . import registry
+from . import event_codes, registry
 from .context import Platform
 from .db import Deployment, DeploymentEvent, Job, RegisteredModel, by_id_or_name
 
@@ -150,8 +150,19 @@ def _derive_name(ctx: Platform, ref: str) -> str:
     return name
 
 
-def add_event(s, dep_id: str, event: str, message: str = "", **data) -> None:
+def add_event(s, dep_id: str, event: str, message: str = "", code: str | None = None, **data) -> None:
+    """An event of the deployment; with ``code`` (platform/event_codes.py) its message is built from the code
+    and ``data`` (its params), and the console can say it in the user's language."""
+    if code is not None:
+        message, data = event_codes.message(code, data), {**data, "code": code}
     s.add(DeploymentEvent(deployment_id=dep_id, time=time.time(), event=event, message=message, data=data))
+
+
+def _event_dict(e: DeploymentEvent) -> dict:
+    """An event as the API answers it: its data's fields, and its ``code`` and ``params`` (those fields)."""
+    params = {k: v for k, v in (e.data or {}).items() if k != "code"}
+    code = (e.data or {}).get("code")
+    return {"time": e.time, "event": e.event, "message": e.message, **params, "code": code, "params": params}
 
 
 def create(
@@ -204,8 +215,8 @@ def create(
             raise ConflictError(f"a deployment named {name!r} exists; pick another --name or rm it")
         s.add(row)
         s.flush()
-        add_event(s, row.id, "created", f"{model} as {name}", model=model)
-        add_event(s, row.id, "starting", f"starting {replicas} replica(s)")
+        add_event(s, row.id, "created", code="created", model=model, name=name)
+        add_event(s, row.id, "starting", code="starting", replicas=replicas)
     wake(ctx)
     return row
 
@@ -235,7 +246,7 @@ def stop(ctx: Platform, name: str) -> Deployment:
         r.desired = "stopped"
         if r.state != "stopped":
             r.state = "stopped"
-            add_event(s, r.id, "stopped", "stopped by request")
+            add_event(s, r.id, "stopped", code="stopped_by_request")
     ctx.deployments.terminate(row.id)
     return get(ctx, name)
 
@@ -246,7 +257,7 @@ def start(ctx: Platform, name: str) -> Deployment:
         r = s.get(Deployment, row.id)
         if r.state in ("stopped", "failed"):
             r.desired, r.state, r.last_error = "running", "starting", None
-            add_event(s, r.id, "starting", "started by request")
+            add_event(s, r.id, "starting", code="started_by_request")
     ctx.deployments.reset(row.id)
     wake(ctx)
     return get(ctx, name)
@@ -264,7 +275,7 @@ def scale(ctx: Platform, name: str, replicas: int) -> Deployment:
     if replicas != row.replicas:
         with ctx.store.session() as s:
             r = s.get(Deployment, row.id)
-            add_event(s, r.id, "scaled", f"replicas {r.replicas} → {replicas}", replicas=replicas)
+            add_event(s, r.id, "scaled", code="scaled", before=r.replicas, replicas=replicas)
             r.replicas = replicas
         wake(ctx)
     return get(ctx, name)
@@ -293,7 +304,7 @@ def events(ctx: Platform, name: str) -> list[dict]:
     with ctx.store.reading() as s:
         q = select(DeploymentEvent).where(DeploymentEvent.deployment_id == row.id)
         rows = list(s.scalars(q.order_by(DeploymentEvent.id)))
-    return [{"time": e.time, "event": e.event, "message": e.message, **(e.data or {})} for e in rows]
+    return [_event_dict(e) for e in rows]
 
 
 def folder(ctx: Platform, dep_id: str) -> Path:

@@ -230,8 +230,10 @@ class DeploymentSupervisor(Ticker):
                 row = s.get(DeploymentReplica, (dep_id, index))
                 if row is not None:
                     s.delete(row)
-            pid = f" (pid {w.handle.pid})" if w else ""
-            self._event(dep_id, "scaled", f"replica {index} removed{pid}")
+            if w is not None:
+                self._event(dep_id, "scaled", "replica_removed", replica=index, pid=w.handle.pid)
+            else:
+                self._event(dep_id, "scaled", "replica_removed_unstarted", replica=index)
 
     def reset(self, dep_id: str) -> None:
         """A (re)start by request: forget past failures."""
@@ -260,14 +262,14 @@ class DeploymentSupervisor(Ticker):
                     w = Worker(r.replica, r.port, key, handle, executor, holder, ready=True, gpus=gpus or [],
                                ever_ready=True)  # fmt: skip
                     self._slots.setdefault(dep.id, {})[r.replica] = Slot(w, restarts=r.restarts)
-                self._event(dep.id, "ready", f"replica {r.replica}: adopted running worker pid {r.pid}")
+                self._event(dep.id, "ready", "replica_adopted", replica=r.replica, pid=r.pid)
                 continue
             log.info("deployment %s: killing stale worker pid %s", r.deployment_id, r.pid)
             executor.stop(holder, grace_s=5)
         for dep in deps.values():
             if dep.desired == "running" and dep.state in ("starting", "ready") and dep.id not in self._slots:
                 self._set_state(dep.id, "starting")
-                self._event(dep.id, "starting", "control plane restarted: starting its workers again")
+                self._event(dep.id, "starting", "control_plane_restarted")
 
     # -- every tick
     def tick(self) -> None:
@@ -318,9 +320,8 @@ class DeploymentSupervisor(Ticker):
                     w.next_probe = time.monotonic() + self.probe_interval
                     self._update_replica(dep.id, w, "ready")
                     took = time.monotonic() - w.started
-                    self._event(
-                        dep.id, "ready", f"replica {i} ready on port {w.port} in {took:.1f}s", seconds=took
-                    )
+                    seconds = round(took, 1)
+                    self._event(dep.id, "ready", "replica_ready", replica=i, port=w.port, seconds=seconds)
                 elif now - w.started > READY_TIMEOUT_S:
                     w.stop()  # the next tick restarts it through the crash path
         self._refresh_state(dep)
@@ -352,11 +353,7 @@ class DeploymentSupervisor(Ticker):
                     w.ready = True
                 self._update_replica(dep.id, w, "ready")
                 if w.missed:
-                    self._event(
-                        dep.id, "ready",
-                        f"replica {w.index} answers again after {silent:.1f}s: back in rotation",
-                        replica=w.index,
-                    )  # fmt: skip
+                    self._event(dep.id, "ready", "replica_back", replica=w.index, seconds=round(silent, 1))
             w.missed, w.silent_since = 0, None
             return
         w.missed += 1
@@ -366,11 +363,8 @@ class DeploymentSupervisor(Ticker):
             with self._lock:
                 w.ready = False
             self._update_replica(dep.id, w, "unhealthy")
-            self._event(
-                dep.id, "unhealthy",
-                f"replica {w.index} (pid {w.handle.pid}) {problem}: out of rotation",
-                replica=w.index,
-            )  # fmt: skip
+            pid = w.handle.pid
+            self._event(dep.id, "unhealthy", "replica_unhealthy", replica=w.index, pid=pid, problem=problem)
         if w.missed < self.unresponsive_after:
             return
         log.warning("deployment %s: replica %d %s for %.1fs; killing it", dep.name, w.index, problem, silent)
@@ -402,12 +396,8 @@ class DeploymentSupervisor(Ticker):
         if gpus is None:
             if not slot.waiting_gpu:
                 slot.waiting_gpu = True
-                self._event(
-                    dep.id, "waiting",
-                    f"replica {index} waits for a GPU: all {self.ctx.executor.gpu_count} are held by "
-                    "jobs and deployments",
-                    replica=index,
-                )  # fmt: skip
+                total = self.ctx.executor.gpu_count
+                self._event(dep.id, "waiting", "replica_waiting_gpu", replica=index, gpus=total)
             return None
         slot.waiting_gpu = False
         return gpus
@@ -475,14 +465,12 @@ class DeploymentSupervisor(Ticker):
         backoff = min(MAX_BACKOFF_S, 2.0 ** max(0, slot.failures + min(slot.restarts, 4) - 1) / 2)
         slot.next_start = time.monotonic() + backoff
         self._update_replica(dep.id, w, "restarting", restarts=slot.restarts)
+        exited = why == f"exited with code {code}"  # the default why: said by its own code, in any language
         self._event(
-            dep.id,
-            event,
-            f"replica {w.index} (pid {w.handle.pid}) {why}; restarting in {backoff:.1f}s",
-            replica=w.index,
-            exit_code=code,
-            restarts=slot.restarts,
-        )
+            dep.id, event, "replica_exited" if exited else "replica_unresponsive",
+            replica=w.index, pid=w.handle.pid, seconds=round(backoff, 1), exit_code=code,
+            restarts=slot.restarts, **({} if exited else {"why": why}),
+        )  # fmt: skip
         with self.ctx.store.session() as s:
             row = s.get(Deployment, dep.id)
             if row is not None:
@@ -495,7 +483,7 @@ class DeploymentSupervisor(Ticker):
             if row is None:
                 return
             row.state, row.last_error = "failed", message
-            service.add_event(s, dep_id, "failed", message.splitlines()[0])
+            service.add_event(s, dep_id, "failed", code="failed", reason=message.splitlines()[0])
         log.warning("deployment %s failed: %s", dep_id, message.splitlines()[0])
 
     # -- helpers
@@ -516,10 +504,11 @@ class DeploymentSupervisor(Ticker):
     def log_path(self, dep_id: str, index: int = 0) -> Path:
         return service.folder(self.ctx, dep_id) / f"replica-{index}.log"
 
-    def _event(self, dep_id: str, event: str, message: str, **data) -> None:
+    def _event(self, dep_id: str, event: str, code: str, **params) -> None:
+        """``code`` and its params: platform/event_codes.py."""
         with self.ctx.store.session() as s:
             if s.get(Deployment, dep_id) is not None:
-                service.add_event(s, dep_id, event, message, **data)
+                service.add_event(s, dep_id, event, code=code, **params)
 
     def _set_state(self, dep_id: str, state: str, started: bool = False) -> None:
         with self.ctx.store.session() as s:

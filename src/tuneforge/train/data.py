@@ -55,9 +55,9 @@ def _records_for(spec: JobSpec, ref: DatasetRef) -> list[dict]:
         without = [i for i, r in enumerate(records) if "answer" not in r]
         if without:
             raise DataError(
-                f"{ref.path}: {len(without)} record(s) have no 'answer' (first: record {without[0]}); the "
-                "exact_match reward compares each completion's final answer with it. Add the answers, map "
-                "a column with --map answer=COLUMN, or choose other grpo.rewards."
+                f"{ref.path}: {len(without)} record(s) have no 'answer' (first: record {without[0] + 1}); "
+                "the exact_match reward compares each completion's final answer with it. Add the answers, "
+                "map a column with --map answer=COLUMN, or choose other grpo.rewards."
             )
     return records
 

@@ -155,6 +155,8 @@ def delete_deployment(name: str, ctx: Platform = Depends(platform)) -> Response:
 
 @router.get("/{name}/events")
 def deployment_events(name: str, ctx: Platform = Depends(platform)) -> dict:
+    """Its events, oldest first: time, event, the English message, and the message's ``code`` and
+    ``params`` (platform/event_codes.py) to say it in another language."""
     return {"data": service.events(ctx, name)}
 
 

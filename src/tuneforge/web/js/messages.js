@@ -4,8 +4,8 @@ import { has, lang, t } from './i18n.js';
 
 const box = () => document.getElementById('messages');
 
-/** The server's English text, or its `code` said in the user's language (error.CODE with its params). */
-function localized(prefix, code, params, english) {
+/** The server's English text, or its `code` said in the user's language (PREFIX.CODE with its params). */
+export function localized(prefix, code, params, english) {
   if (lang === 'en' || !code || !has(`${prefix}.${code}`)) return english;
   return t(`${prefix}.${code}`, { ...(params || {}), detail: english });
 }
@@ -16,9 +16,23 @@ export function errorText(err) {
   return err ? localized('error', err.code, err.params, english) : english;
 }
 
-/** One problem's message: pydantic's `type` (greater_than, missing, …) with its params in the user's language. */
+// Params whose values come from a fixed set of names (a JSON type, Python's JSON decoder's reasons): said
+// in the user's words where the message files know them.
+const NAMED_PARAMS = { got: 'json_type', reason: 'json_error' };
+
+/** One problem's message in the user's language: pydantic's `type` (greater_than, missing, …) or a data
+ * check's `code` (data/problem_codes.py), with its params. */
 export function problemText(p) {
-  return consoleWords(localized('problem', p.type || p.code, p.params, p.message || p.msg || ''));
+  const params = { ...(p.params || {}) };
+  for (const [key, prefix] of Object.entries(NAMED_PARAMS)) {
+    if (typeof params[key] === 'string' && has(`${prefix}.${params[key]}`)) params[key] = t(`${prefix}.${params[key]}`);
+  }
+  return consoleWords(localized('problem', p.type || p.code, params, p.message || p.msg || ''));
+}
+
+/** A message with its `backticked` parts (a command to type) as code. */
+function withCode(text) {
+  return text.split('`').map((part, i) => (i % 2 ? h('code', {}, part) : part));
 }
 
 /** The data checks speak the CLI's options (--map, --format); the console's upload form has fields. */
@@ -32,12 +46,12 @@ export function problemList(problems) {
     const where = [];
     if (p.file) where.push(p.line ? `${p.file}:${p.line}` : p.file);
     else if (p.line) where.push(t('problem.line', { n: p.line }));
-    // The API counts records from 0 (an index); beside 1-based lines a person reads them from 1.
-    if (Number.isInteger(p.record)) where.push(t('problem.record', { n: p.record + 1 }));
+    if (Number.isInteger(p.record)) where.push(t('problem.record', { n: p.record })); // from 1, as lines are
     if (p.field) where.push(t('problem.field', { name: p.field }));
     if (p.loc) where.push(p.loc.join('.'));
     const msg = problemText(p);
-    return h('li', {}, where.length ? h('strong', {}, where.join(' · ')) : null, where.length ? ' — ' : '', msg,
+    // A problem without a code (stored before codes existed) is the server's English: not the console's text.
+    return h('li', p.code || p.type ? {} : { translate: 'no' }, where.length ? h('strong', {}, where.join(' · ')) : null, where.length ? ' — ' : '', withCode(msg),
       p.hint ? h('div', { class: 'hint' }, p.hint) : null);
   }));
 }

@@ -54,10 +54,8 @@ function statsView(ds) {
     parts.push(h('p', { class: 'muted', 'data-testid': 'token-pending' }, t('dataset.tokens_pending')));
   }
   if (ds.warnings && ds.warnings.length) {
-    // The data checks' own words (English; they carry no code yet): marked as not the console's text.
-    const list = problemList(ds.warnings.map((w) => (typeof w === 'string' ? { message: w } : w)));
-    list.setAttribute('translate', 'no');
-    parts.push(h('h3', {}, t('dataset.warnings')), list);
+    // each warning said from its code and params (data/problem_codes.py) in the user's language
+    parts.push(h('h3', {}, t('dataset.warnings')), problemList(ds.warnings.map((w) => (typeof w === 'string' ? { message: w } : w))));
   }
   return parts;
 }

@@ -3,7 +3,7 @@ import { del, get, patch, post } from '../api.js';
 import { badge, copyButton, h, fill, page, section } from '../dom.js';
 import { formatNumber, formatTime, t } from '../i18n.js';
 import { eventName } from '../names.js';
-import { showError, showInfo } from '../messages.js';
+import { localized, showError, showInfo } from '../messages.js';
 import { promotionSection } from './promotion.js';
 
 /** The OpenAI `model` for a deployment: its adapter's id when it serves one (the fine-tune), else its
@@ -69,8 +69,13 @@ export async function render({ args, go, kept }) {
     fill(examples, curlExamples(dep, shownToken || '$TOKEN').map(([key, text]) => h('div', {}, h('h3', {}, t(key)), h('pre', { class: 'command' }, text), copyButton(() => text))));
     try {
       const ev = await get(`/api/v1/deployments/${enc}/events`);
-      // The event's name in the user's words; its message is the supervisor's log line (English, as logged).
-      fill(events, ev.data.map((e) => h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, eventName(e.event)), ' ', h('span', { class: 'muted', translate: 'no' }, e.message || ''))));
+      // The event's name and message in the user's words (its code and params, platform/event_codes.py); an
+      // event without a code (a promotion's) keeps the server's English, marked as not the console's text.
+      fill(events, ev.data.map((e) => {
+        const message = localized('deployment_event', e.code, e.params, e.message || '');
+        return h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, eventName(e.event)), ' ',
+          h('span', e.code ? { class: 'muted' } : { class: 'muted', translate: 'no' }, message));
+      }));
     } catch (err) { showError(err); }
     fill(promotion, promotionSection(dep, enc, load));
     const promoting = ['evaluating', 'canary'].includes((dep.rollout || {}).stage); // the gate decides, the canary starts
