@@ -148,3 +148,15 @@ def use_varlen_attention(model) -> bool:
         return False
     model.set_attn_implementation(attention.register())
     return True
+
+
+def trainable_digest(model) -> str:
+    """sha256 of the trainable parameters, by name, as float32 bytes: equal on ranks in step."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        if param.requires_grad:
+            digest.update(name.removeprefix("module.").encode())
+            digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

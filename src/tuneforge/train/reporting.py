@@ -323,6 +323,8 @@ class Reporter(TrainerCallback):
             self.bar.stop()
             self.bar = None
         if args.world_size > 1 and model is not None:
+            from .model import trainable_digest
+
             # DDP keeps the ranks' weights equal; a digest on each rank's log shows that it did (a rank
             # restarted from another checkpoint, or one that skipped a step, would differ).
             log.info("rank %d of %d: trainable weights sha256 %s", args.process_index, args.world_size,
@@ -334,18 +336,6 @@ class Reporter(TrainerCallback):
             self.bar.stop()
         if self.writer:
             self.writer.close()
-
-
-def trainable_digest(model) -> str:
-    """sha256 of the trainable parameters, by name, as float32 bytes: equal on ranks in step."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, param in sorted(model.named_parameters()):
-        if param.requires_grad:
-            digest.update(name.removeprefix("module.").encode())
-            digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _collective_device():
