@@ -197,3 +197,32 @@ def test_each_page_is_an_index_range_without_a_sort(filled):
         plan = _plan(store, paging.newest_first(query, table, 50, cursor))
         assert index in plan, plan
         assert "TEMP B-TREE" not in plan and "Sort" not in plan and "SCAN jobs" not in plan, plan
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_page_of_jobs_and_a_job_cost_one_query_each(filled):
+    """No query per row, and none for the caller's token once it was read (auth.TOKEN_CACHE_S); a
+    revoked token still fails on its next request."""
+    from sqlalchemy import event
+
+    client, store = filled
+    selects: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    client.get("/api/v1/jobs")  # the token is read here
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        assert len(client.get("/api/v1/jobs", params={"limit": 100}).json()["data"]) == 100
+        assert len(selects) == 1, selects
+        assert client.get("/api/v1/jobs/job-a00007").status_code == 200
+        assert len(selects) == 2, selects
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    other = client.post("/api/v1/tokens", json={"name": "other"}).json()
+    headers = {"Authorization": f"Bearer {other['token']}"}
+    assert client.get("/api/v1/jobs/job-a00007", headers=headers).status_code == 200
+    assert client.delete(f"/api/v1/tokens/{other['id']}").status_code == 200
+    assert client.get("/api/v1/jobs/job-a00007", headers=headers).status_code == 401
