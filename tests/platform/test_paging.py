@@ -226,3 +226,28 @@ def test_a_page_of_jobs_and_a_job_cost_one_query_each(filled):
     assert client.get("/api/v1/jobs/job-a00007", headers=headers).status_code == 200
     assert client.delete(f"/api/v1/tokens/{other['id']}").status_code == 200
     assert client.get("/api/v1/jobs/job-a00007", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_dataset_list_in_step_with_the_store_takes_no_write_lock(filled):
+    """The list syncs the index with the store on disk; when nothing changed it only reads (on SQLite a
+    write transaction queued every list behind every writer)."""
+    from sqlalchemy import event
+
+    from tests.support.platformhelp import upload
+
+    client, store = filled
+    upload(client, "memo.json", '[{"instruction": "a", "input": "", "output": "b"}]', name="memo")
+    assert [d["name"] for d in client.get("/api/v1/datasets").json()["data"]] == ["memo"]
+    writes: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith(("BEGIN IMMEDIATE", "INSERT", "UPDATE", "DELETE")):
+            writes.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        assert [d["name"] for d in client.get("/api/v1/datasets").json()["data"]] == ["memo"]
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert writes == []
