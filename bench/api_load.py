@@ -1,17 +1,22 @@
-"""Control-plane load: latency and throughput of `GET /api/v1/jobs` with 10,000 jobs in the database and
-of job creation, on SQLite and (when a URL is given) PostgreSQL; and the time from `jobs create` to the
+"""Control-plane load: latency of `GET /api/v1/jobs` (the first page, a `?state=` page, pages walked by
+cursor) and of `GET /api/v1/jobs/{id}` with 10,000 jobs in the database and 50 clients, and of job
+creation, on SQLite and (when a URL is given) PostgreSQL; and the time from `jobs create` to the
 worker's first training step against `tuneforge train` run directly (target: under 1.2x + 1 s).
 
-    python bench/api_load.py [--jobs 10000] [--clients 8] [--seconds 10] [--postgres URL] [--start-runs 3]
+    python bench/api_load.py [--jobs 10000] [--clients 50] [--seconds 10] [--postgres URL] [--start-runs 3]
 
-The server is the real app on uvicorn on 127.0.0.1 in this process; clients are httpx threads.
-The start-latency part trains a tiny random model (the worker's import and load time dominate).
+The server is the real app on uvicorn on 127.0.0.1 in this process; the clients are httpx threads in a
+process of their own (in the server's process their own Python time would queue behind the server's for
+the one interpreter lock, and count as the server's). Each client sends its next request when its last
+one is answered (closed loop). Target (issue 20): p99 <= 200 ms for list and get at 10,000 jobs and 50
+clients. The CPU model, the load average and the database are printed beside the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import secrets
 import statistics
@@ -24,10 +29,12 @@ from pathlib import Path
 
 import httpx
 
-from tuneforge.jobs.ranks import free_port
-
 # The repository root: the helpers are tests.support.*, the fixtures tests.conftest.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.dedup_check import cpu_model  # noqa: E402
+from tuneforge.jobs.ranks import free_port  # noqa: E402
+
 os.environ.setdefault("TQDM_DISABLE", "1")
 MEMO = [
     {"instruction": "Say the code word.", "input": "", "output": "banana seven"},
@@ -71,7 +78,8 @@ class Running:
         self.thread.join(timeout=10)
 
 
-def fill_jobs(ctx, n: int) -> None:
+def fill_jobs(ctx, n: int) -> list[str]:
+    """``n`` jobs inserted in one statement (not through the API); their ids."""
     from tuneforge.platform.db import Job
 
     now = time.time()
@@ -106,40 +114,114 @@ def fill_jobs(ctx, n: int) -> None:
     ]
     with ctx.store.session() as s:
         s.execute(Job.__table__.insert(), rows)
+    return [r["id"] for r in rows]
 
 
-def load(run: Running, clients: int, seconds: float, request) -> dict:
+def _client_load(url: str, token: str, clients: int, seconds: float, what: str, ids: list, out) -> None:
+    """In the clients' process: ``clients`` threads, each sending ``what`` requests back to back."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def request(c: httpx.Client, i: int, n: int, cursor: list) -> httpx.Response:
+        if what == "get":
+            return c.get(f"/api/v1/jobs/{ids[(i * 7919 + n) % len(ids)]}")
+        if what == "list_state":
+            return c.get("/api/v1/jobs", params={"state": "failed"})
+        if what == "list_walk":  # page after page by cursor, from the first again after the last
+            r = c.get("/api/v1/jobs", params={"before": cursor[0]} if cursor[0] else {})
+            cursor[0] = r.json().get("next") if r.status_code == 200 else None
+            return r
+        return c.get("/api/v1/jobs")
+
+    # Clients are made and connected before the clock starts: 50 httpx clients cost seconds on a busy
+    # machine (an SSL context each), time the threads started first would otherwise have to themselves.
+    conns = [httpx.Client(base_url=url, headers=headers, timeout=120) for _ in range(clients)]
+    for c in conns:
+        c.get("/healthz")
+    go = threading.Barrier(clients + 1)
+    stop = [0.0]
+
+    def worker(i: int) -> None:
+        mine, cursor, n, c = [], [None], 0, conns[i]
+        go.wait()
+        while time.monotonic() < stop[0]:
+            t = time.perf_counter()
+            r = request(c, i, n, cursor)
+            mine.append(time.perf_counter() - t)
+            n += 1
+            if r.status_code >= 400:
+                with lock:
+                    errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    started = time.monotonic()
+    stop[0] = started + seconds
+    go.wait()
+    for t in threads:
+        t.join()
+    for c in conns:
+        c.close()
+    elapsed = time.monotonic() - started
+    lat = sorted(latencies)
+    out.put(
+        {
+            "requests": len(lat),
+            "errors": errors[0],
+            "rps": round(len(lat) / elapsed, 1),
+            "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
+            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
+        }
+    )
+
+
+def load(run: Running, clients: int, seconds: float, what: str, ids: list | None = None) -> dict:
+    """``what`` (list, list_state, list_walk, get) from a process of clients of its own (spawned, so it
+    shares nothing with the server's threads)."""
+    mp = multiprocessing.get_context("spawn")
+    out = mp.Queue()
+    proc = mp.Process(target=_client_load, args=(run.url, run.token, clients, seconds, what, ids or [], out))
+    proc.start()
+    result = out.get(timeout=seconds + 600)
+    proc.join()
+    return result
+
+
+def create_load(run: Running, clients: int, seconds: float, body: dict) -> dict:
+    """Job creation from threads in this process (it writes job folders; one figure, not the target)."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
-    def worker(i):
+    def worker():
         with run.client() as c:
             mine = []
-            n = 0
             while time.monotonic() < stop:
                 t = time.perf_counter()
-                r = request(c, i, n)
+                r = c.post("/api/v1/jobs", json=body)
                 mine.append(time.perf_counter() - t)
-                n += 1
                 if r.status_code >= 400:
                     errors[0] += 1
             with lock:
                 latencies.extend(mine)
 
     started = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - started
     lat = sorted(latencies)
     return {
         "requests": len(lat),
         "errors": errors[0],
-        "rps": round(len(lat) / elapsed, 1),
+        "rps": round(len(lat) / (time.monotonic() - started), 1),
         "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
         "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
     }
@@ -154,15 +236,21 @@ def api_load(database_url: str | None, args) -> dict:
             fake_model()
             with run.client() as c:
                 c.post("/api/v1/datasets", json={"name": "memo", "records": MEMO}).raise_for_status()
-            fill_jobs(run.ctx, args.jobs)
-            listing = load(run, args.clients, args.seconds, lambda c, i, n: c.get("/api/v1/jobs"))
-            body = {"template": "sft-lora", "model": "tiny", "datasets": ["memo"]}
-            creating = load(
-                run, args.clients, args.seconds, lambda c, i, n: c.post("/api/v1/jobs", json=body)
-            )
+            ids = fill_jobs(run.ctx, args.jobs)
+            engine = run.ctx.store.engine
+            with engine.connect():  # the dialect learns the server's version on the first connection
+                version = ".".join(map(str, engine.dialect.server_version_info or ()))
+            print(f"database: {engine.dialect.name} {version}", flush=True)
+            result = {
+                f"{what}": load(run, args.clients, args.seconds, what, ids)
+                for what in ("list", "list_state", "list_walk", "get")
+            }
+            if not args.skip_create:
+                body = {"template": "sft-lora", "model": "tiny", "datasets": ["memo"]}
+                result["create"] = create_load(run, min(args.clients, 8), args.seconds, body)
         finally:
             run.stop()
-    return {"list_jobs": listing, "create_job": creating}
+    return result
 
 
 def first_step_seconds(folder: Path, start: float, timeout: float = 300) -> float:
@@ -233,14 +321,19 @@ def start_latency(args) -> dict:
     }
 
 
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=10_000)
-    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--clients", type=int, default=50)
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--postgres", default=os.environ.get("TUNEFORGE_TEST_POSTGRES_URL"))
     p.add_argument("--start-runs", type=int, default=3)
     p.add_argument("--skip-start", action="store_true")
+    p.add_argument("--skip-create", action="store_true", help="Only the reads (list and get).")
     args = p.parse_args()
     backends = {"sqlite": None}
     if args.postgres:
@@ -254,6 +347,7 @@ def main() -> None:
         backends["postgresql"] = (
             make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
         )
+    print(f"machine: {cpu_model()} ({os.cpu_count()} cores), load average {_load()} at the start", flush=True)
     try:
         for label, url in backends.items():
             result = api_load(url, args)
@@ -267,6 +361,7 @@ def main() -> None:
         if args.postgres:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    print(f"load average {_load()} at the end of the reads", flush=True)
     if not args.skip_start:
         r = start_latency(args)
         print(

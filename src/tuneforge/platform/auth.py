@@ -11,7 +11,9 @@ import hmac
 import os
 import re
 import secrets
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +81,55 @@ def create_token(store: Store, name: str, scope: str, expires_in: float | None =
     return row, f"tf_{token_id}_{secret}"
 
 
+# A token row read once answers for this long: every request of every client used to cost a database
+# round trip through the ORM (about a tenth of a 50-job list page's time). The secret is still checked
+# against the row's hash and the expiry against the clock on every request; a revocation through this
+# server drops the entry at once, so only a change made elsewhere (another control plane on the same
+# PostgreSQL, a hand edit) can take up to this long to be seen.
+TOKEN_CACHE_S = 5.0
+
+
+@dataclass
+class _Known:
+    secret_hash: str
+    principal: Principal | None  # None: revoked
+    expires_at: float | None
+    read_at: float
+
+
+_known: weakref.WeakKeyDictionary[Store, dict[str, _Known]] = weakref.WeakKeyDictionary()
+_known_lock = threading.Lock()
+_revocations = [0]  # counts _forget calls: a row read before a revocation committed is not kept
+
+
+def _token_row(store: Store, token_id: str) -> _Known | None:
+    now = time.monotonic()
+    with _known_lock:
+        known = _known.setdefault(store, {}).get(token_id)
+        generation = _revocations[0]
+    if known is not None and now - known.read_at < TOKEN_CACHE_S:
+        return known
+    with store.reading() as s:
+        row = s.get(Token, token_id)
+        if row is None:
+            return None
+        who = None if row.revoked_at is not None else Principal(row.id, row.name, row.scope)
+        known = _Known(row.secret_hash, who, row.expires_at, now)
+    with _known_lock:
+        cache = _known.setdefault(store, {})
+        if len(cache) > 10_000:  # only ids with a row get here; a bound all the same
+            cache.clear()
+        if generation == _revocations[0]:
+            cache[token_id] = known
+    return known
+
+
+def _forget(store: Store, token_id: str) -> None:
+    with _known_lock:
+        _revocations[0] += 1
+        _known.get(store, {}).pop(token_id, None)
+
+
 def authenticate(store: Store, header: str | None) -> Principal | None:
     """The principal behind an ``Authorization`` header, or None for any kind of failure."""
     if not header or not header.startswith("Bearer "):
@@ -87,17 +138,15 @@ def authenticate(store: Store, header: str | None) -> Principal | None:
     if not m:
         return None
     token_id, secret = m.groups()
-    with store.reading() as s:
-        row = s.get(Token, token_id)
-        if row is None:
-            _hash(secret)  # the same work either way
-            return None
-        if not hmac.compare_digest(row.secret_hash, _hash(secret)):
-            return None
-        now = time.time()
-        if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
-            return None
-        return Principal(row.id, row.name, row.scope)
+    known = _token_row(store, token_id)
+    if known is None:
+        _hash(secret)  # the same work either way
+        return None
+    if not hmac.compare_digest(known.secret_hash, _hash(secret)):
+        return None
+    if known.principal is None or (known.expires_at is not None and known.expires_at <= time.time()):
+        return None
+    return known.principal
 
 
 def revoke_token(store: Store, ref: str) -> Token:
@@ -107,7 +156,8 @@ def revoke_token(store: Store, ref: str) -> Token:
             raise NotFoundError(f"no token {ref!r}; see `tuneforge tokens list`.")
         if row.revoked_at is None:
             row.revoked_at = time.time()
-        return row
+    _forget(store, row.id)  # after the commit: a request racing the revocation reads the row again
+    return row
 
 
 def list_tokens(store: Store) -> list[Token]:

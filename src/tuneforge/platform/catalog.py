@@ -74,9 +74,20 @@ def _files_bytes(folder: Path) -> int:
     return total
 
 
+def _in_step(rows: list[Dataset], on_disk: dict[str, dict]) -> bool:
+    """Whether the index already holds exactly the store's datasets as ready rows (what the sync makes)."""
+    ready = {r.id: r for r in rows if r.state == "ready"}
+    return ready.keys() == on_disk.keys() and all(ready[i].meta == m for i, m in on_disk.items())
+
+
 @_once_more_on_conflict
 def sync_datasets(store: Store) -> None:
     on_disk = {m["id"]: m for m in list_datasets()}
+    # Nearly every list finds the index in step: checked without the write lock a session takes on
+    # SQLite, which queued every dataset list behind every writer (and the other lists behind it).
+    with store.reading() as s:
+        if _in_step(list(s.scalars(select(Dataset))), on_disk):
+            return
     with store.session() as s:
         rows = {r.id: r for r in s.scalars(select(Dataset))}
         for ds_id, meta in on_disk.items():

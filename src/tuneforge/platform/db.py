@@ -64,6 +64,7 @@ class Dataset(Base):
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     problems: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    __table_args__ = (Index("ix_datasets_created", "created_at", "id"),)  # the newest-first pages
 
 
 class Model(Base):
@@ -103,6 +104,9 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_queue", "state", "priority", "created_at"),
         Index("ix_jobs_created", "created_at", "id"),
+        # the filtered newest-first pages (migration 0006, platform/paging.py)
+        Index("ix_jobs_state_created", "state", "created_at", "id"),
+        Index("ix_jobs_kind_created", "kind", "created_at", "id"),
     )
 
 
@@ -128,6 +132,7 @@ class Evaluation(Base):
     dataset: Mapped[str] = mapped_column(String(200))
     compare_base: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    __table_args__ = (Index("ix_evaluations_created", "created_at", "id"),)  # the newest-first pages
 
 
 class File(Base):

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
-from tuneforge.errors import ConfigError, ConflictError, NotFoundError
+from tuneforge.errors import ConflictError, NotFoundError
 from tuneforge.jobs import folder as fmt
 from tuneforge.jobs.ranks import gpu_shortfall
 from tuneforge.spec import (
@@ -30,7 +30,7 @@ from tuneforge.spec import (
 from tuneforge.train.data import kind_problem
 from tuneforge.train.tracking import missing_trackers
 
-from . import catalog, commands, queues
+from . import catalog, commands, paging, queues
 from .context import Platform
 from .db import Job
 from .error_codes import json_params
@@ -238,26 +238,17 @@ def get_job(ctx: Platform, job_id: str) -> Job:
     return row
 
 
-def cursor(row: Job) -> str:
-    return f"{row.created_at!r}_{row.id}"
-
-
-def list_jobs(ctx: Platform, state: str | None, limit: int, before: str | None, kind: str | None = None):
-    """Newest first; ``before`` is the cursor of the last job of the previous page."""
+def list_jobs(
+    ctx: Platform, state: str | None, limit: int, before: str | None, kind: str | None = None
+) -> tuple[list[Job], str | None]:
+    """A page of jobs, newest first, and the cursor of the next page (``paging``)."""
     with ctx.store.reading() as s:
-        q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        q = select(Job)
         if state:
             q = q.where(Job.state == state)
         if kind:
             q = q.where(Job.kind == kind)
-        if before:
-            stamp, _, last_id = before.partition("_")
-            try:
-                at = float(stamp)
-            except ValueError:
-                raise ConfigError(f"before={before!r}: not a cursor from a previous page") from None
-            q = q.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < last_id)))
-        return list(s.scalars(q))
+        return paging.page(list(s.scalars(paging.newest_first(q, Job, limit, before))), limit)
 
 
 def cancel_job(ctx: Platform, job_id: str) -> Job:

@@ -16,11 +16,12 @@ from tuneforge.errors import ConfigError, NotFoundError
 from tuneforge.jobs.folder import list_files, safe_path
 from tuneforge.serve.body import loads_object, read_body
 
-from .. import catalog
+from .. import catalog, paging
 from ..bodies import BoundedJsonRoute, read_form, save_part
 from ..context import Platform
 from ..db import Dataset
 from ..deps import admin, platform
+from ..paging import BEFORE_DOC, MAX_CURSOR
 
 router = APIRouter(
     prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Depends(admin)], route_class=BoundedJsonRoute
@@ -144,13 +145,20 @@ async def upload_dataset(request: Request, ctx: Platform = Depends(platform)):
 
 
 @router.get("")
-def list_datasets(ctx: Platform = Depends(platform), state: str | None = None) -> dict:
+def list_datasets(
+    ctx: Platform = Depends(platform),
+    state: str | None = None,
+    limit: int = Query(500, ge=1, le=500),
+    before: str | None = Query(None, max_length=MAX_CURSOR, description=BEFORE_DOC),
+) -> dict:
+    """Newest first, a page at a time: follow ``next`` (as ``before=``) until it is null."""
     catalog.sync_datasets(ctx.store)
+    q = select(Dataset).where(Dataset.state != "moved")
+    if state:
+        q = q.where(Dataset.state == state)
     with ctx.store.reading() as s:
-        q = select(Dataset).where(Dataset.state != "moved").order_by(Dataset.created_at.desc())
-        if state:
-            q = q.where(Dataset.state == state)
-        return {"data": [catalog.dataset_dict(r) for r in s.scalars(q)]}
+        rows, nxt = paging.page(list(s.scalars(paging.newest_first(q, Dataset, limit, before))), limit)
+        return {"data": [catalog.dataset_dict(r) for r in rows], "next": nxt}
 
 
 def _row(ctx: Platform, ref: str) -> Dataset:

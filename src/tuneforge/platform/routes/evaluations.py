@@ -11,10 +11,12 @@ from tuneforge.errors import NotFoundError
 from tuneforge.jobs import folder as fmt
 
 from .. import evaluations as service
+from .. import paging
 from ..bodies import BoundedJsonRoute
 from ..context import Platform
 from ..db import Evaluation, Job
 from ..deps import admin, platform
+from ..paging import BEFORE_DOC, MAX_CURSOR
 from ..schemas import EvaluationCreate
 
 router = APIRouter(
@@ -57,17 +59,17 @@ def _get(ctx: Platform, eval_id: str) -> tuple[Evaluation, Job]:
 
 
 @router.get("")
-def list_evaluations(ctx: Platform = Depends(platform), limit: int = Query(50, ge=1, le=500)) -> dict:
+def list_evaluations(
+    ctx: Platform = Depends(platform),
+    limit: int = Query(50, ge=1, le=500),
+    before: str | None = Query(None, max_length=MAX_CURSOR, description=BEFORE_DOC),
+) -> dict:
+    """Newest first, a page at a time: follow ``next`` (as ``before=``) until it is null."""
+    query = select(Evaluation, Job).join(Job, Job.id == Evaluation.job_id)
     with ctx.store.reading() as s:
-        rows = list(
-            s.execute(
-                select(Evaluation, Job)
-                .join(Job, Job.id == Evaluation.job_id)
-                .order_by(Evaluation.created_at.desc())
-                .limit(limit)
-            ).all()
-        )
-    return {"data": [evaluation_dict(ctx, ev, job) for ev, job in rows]}
+        rows = list(s.execute(paging.newest_first(query, Evaluation, limit, before)).all())
+    rows, nxt = paging.page(rows, limit, anchor=lambda row: row[0])
+    return {"data": [evaluation_dict(ctx, ev, job) for ev, job in rows], "next": nxt}
 
 
 @router.get("/{eval_id}")

@@ -18,6 +18,7 @@ from .. import jobs as service
 from ..bodies import BoundedJsonRoute, multipart_doc, read_form, save_part
 from ..context import Platform
 from ..deps import admin, platform
+from ..paging import BEFORE_DOC, MAX_CURSOR
 from ..schemas import AnyJobCreate, CommandJobCreate, JobDeleted, JobList, JobOut, ResumeBody
 
 router = APIRouter(
@@ -97,11 +98,10 @@ def list_jobs(
     state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
     kind: str | None = Query(None, pattern="^(train|eval|command)$"),
     limit: int = Query(50, ge=1, le=500),
-    before: str | None = Query(None, max_length=100, description="The `next` cursor of the previous page."),
+    before: str | None = Query(None, max_length=MAX_CURSOR, description=BEFORE_DOC),
 ) -> dict:
-    """Newest first."""
-    rows = service.list_jobs(ctx, state, limit, before, kind)
-    nxt = service.cursor(rows[-1]) if len(rows) == limit else None
+    """Newest first, a page at a time: follow ``next`` (as ``before=``) until it is null."""
+    rows, nxt = service.list_jobs(ctx, state, limit, before, kind)
     return {"data": [service.job_dict(r) for r in rows], "next": nxt}
 
 
