@@ -1,0 +1,97 @@
+"""Token statistics of many records counted by worker processes while the reader goes on.
+
+Rendering chat templates is Python and holds one core; with a pool the reading process parses records
+while workers render and tokenize earlier ones, so validating a large dataset uses both cores of a
+2-core machine (no more are needed for the gain; more are used when there are). Each worker counts a
+chunk into a StatsBuilder of its own, which the reader merges in the order the chunks were read, so the
+statistics, previews and refused records are those of counting record by record.
+
+Bounded memory: at most two chunks per worker are in flight, the reader waits for the oldest before
+sending more. Error locations: a worker returns the refused records' places in its chunk; the caller
+turns them into numbers in the stream (``validate_path`` locates them with a third read).
+
+Workers are forked from the reader (with the tokenizer already loaded, nothing to import again or
+pickle); where fork is not available, or for a dataset of a few chunks, the reader counts alone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from .load import RecordError
+
+MAX_WORKERS = 4
+_builder = None  # the worker's StatsBuilder settings, set by fork
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _init() -> None:
+    # One tokenizer thread per worker: the workers are the parallelism (and tokenizers' own threads,
+    # forked in use, would deadlock).
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def _count(records: list[dict]):
+    part = _builder.fresh()
+    refused = [(i, str(why), why.field) for i, why in part.add_many(records)]
+    part.tokenizer = None  # what comes back is counts, not the tokenizer
+    return part, refused
+
+
+class StatsPool:
+    """``submit`` chunks in stream order, then ``finish``: the refused records by number in the stream.
+    Counts into ``builder`` (a StatsBuilder with a tokenizer)."""
+
+    def __init__(self, builder, workers: int):
+        global _builder
+        self.builder, self.refused, self.streamed = builder, {}, 0
+        self.pending: deque[tuple[int, Future]] = deque()
+        self.workers = workers
+        self.pool = None
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            _builder = builder
+            ctx = multiprocessing.get_context("fork")
+            self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init)
+
+    def submit(self, records: list[dict]) -> None:
+        start, self.streamed = self.streamed, self.streamed + len(records)
+        if self.pool is None:
+            self._merge(start, self.builder.add_many(records))
+            return
+        if len(self.pending) >= 2 * self.workers:
+            self._collect()
+        self.pending.append((start, self.pool.submit(_count, list(records))))
+
+    def _collect(self) -> None:
+        start, future = self.pending.popleft()
+        part, refused = future.result()
+        self.builder.merge(part)
+        self._merge(start, [(i, RecordError(message, field)) for i, message, field in refused])
+
+    def _merge(self, start: int, refused) -> None:
+        for i, why in refused:
+            self.refused[start + i] = why
+
+    def finish(self) -> dict[int, RecordError]:
+        try:
+            while self.pending:
+                self._collect()
+        finally:
+            self.close()
+        return self.refused
+
+    def close(self) -> None:
+        if self.pool is not None:
+            for _, future in self.pending:
+                future.cancel()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
