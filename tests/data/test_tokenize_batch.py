@@ -121,7 +121,7 @@ def test_worker_processes_give_the_statistics_and_locations_of_one_process(
     rows[5]["system"] = rows[41]["system"] = "be brief"  # refused by the template, in two chunks
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    monkeypatch.setattr(v, "TOKENIZE_BATCH", 4)  # 15 chunks: the pool is used
+    monkeypatch.setattr(sp, "TOKENIZE_BATCH", 4)  # 15 chunks: the pool is used
     monkeypatch.setattr(sp, "cores", lambda: 2)
     forked = []
     real_init = sp.StatsPool.__init__

@@ -19,11 +19,17 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from .load import RecordError
+from .records import record_texts
 
 MAX_WORKERS = 4
+# Records sent to a worker at once: so many, or fewer holding so many characters (a chunk is copied to a
+# worker and a few are in flight: bounded memory whatever the records' sizes).
+TOKENIZE_BATCH = 512
+TOKENIZE_CHARS = 2 << 20
 _builder = None  # the worker's StatsBuilder settings, set by fork
 
 
@@ -95,3 +101,40 @@ class StatsPool:
                 future.cancel()
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+
+
+class Chunk:
+    """Records gathered for one worker (or one batch call of the reader's)."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+        self.chars = 0
+
+    def add(self, record: dict) -> bool:
+        """Whether the chunk is full with ``record``."""
+        self.records.append(record)
+        self.chars += sum(len(t) for t in record_texts(record))
+        return len(self.records) >= TOKENIZE_BATCH or self.chars >= TOKENIZE_CHARS
+
+    def take(self) -> list[dict]:
+        out, self.records, self.chars = self.records, [], 0
+        return out
+
+
+def pool_for(builder, records: int) -> StatsPool:
+    """Workers for a dataset of more than a few chunks counted with a tokenizer (forking costs more than
+    it gains for fewer); the reader alone otherwise."""
+    big = builder.tokenizer is not None and records > 4 * TOKENIZE_BATCH
+    return StatsPool(builder, min(MAX_WORKERS, cores()) if big else 1)
+
+
+def refuse_callback(refused: dict[int, RecordError]) -> Callable[[dict], None]:
+    """An ``on_record`` callback raising, for the n-th record streamed, the refusal found for it."""
+    streamed = [0]
+
+    def refuse(record: dict) -> None:
+        streamed[0] += 1
+        if streamed[0] - 1 in refused:
+            raise refused[streamed[0] - 1]
+
+    return refuse

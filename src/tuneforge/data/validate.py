@@ -16,6 +16,7 @@ from tuneforge.errors import Problem
 
 from .load import LoadedDataset, RecordError, scan_records
 from .records import record_texts, record_turns
+from .stats_pool import Chunk, pool_for, refuse_callback
 from .tokenize import IGNORE_INDEX
 from .tokenize_batch import count_tokens_many, tokenize_many
 
@@ -266,14 +267,15 @@ def build_report(
     builder = StatsBuilder(tokenizer, template, max_len, preview, mask_mode)
     dupes = DuplicateFinder()
     records = loaded.records
-    pool = _pool(builder, len(records))
+    pool = pool_for(builder, len(records))
     try:
-        for start in range(0, len(records), TOKENIZE_BATCH):
-            if progress and tokenizer is not None:
-                progress(start, len(records))
-            pool.submit(records[start : start + TOKENIZE_BATCH])
-            for r in records[start : start + TOKENIZE_BATCH]:
-                dupes.add(r)
+        chunk = Chunk()
+        for i, r in enumerate(records, start=1):
+            dupes.add(r)
+            if chunk.add(r) or i == len(records):
+                if progress and tokenizer is not None:
+                    progress(i - len(chunk.records), len(records))
+                pool.submit(chunk.take())
         refused = pool.finish()
     finally:
         pool.close()
@@ -327,18 +329,16 @@ def validate_path(
     tokenizer, template = loaded_tokenizer
     tokens = StatsBuilder(tokenizer, template, max_len, preview, mask_mode)
     total = loaded.n_records
-    pending: list[dict] = []
-    pool = _pool(tokens, total)
+    pending = Chunk()
+    pool = pool_for(tokens, total)
 
     def flush() -> None:
         if progress:
             progress("tokenize", pool.streamed, total)
-        pool.submit(pending)
-        pending.clear()
+        pool.submit(pending.take())
 
     def add(record: dict) -> None:
-        pending.append(record)
-        if len(pending) >= TOKENIZE_BATCH:
+        if pending.add(record):
             flush()
 
     # The same bytes again: their reading problems were all reported by the first read; what is new is
@@ -353,32 +353,10 @@ def validate_path(
     if refused and not again.errors:
         # Records are tokenized in batches, after the reader has moved on: a third read locates the
         # refused ones (file, line, record) as the reader reports any problem; only when there are some.
-        loaded.errors += scan_records(path, loaded.format, mapping, _refuse(refused), max_bytes).errors
+        located = scan_records(path, loaded.format, mapping, refuse_callback(refused), max_bytes)
+        loaded.errors += located.errors
     report.stats, report.previews = tokens.stats(), tokens.previews
     return report
-
-
-TOKENIZE_BATCH = 512  # records held at once for the tokenizer's batch calls (bounded memory)
-
-
-def _pool(builder: StatsBuilder, records: int):
-    """Worker processes for a dataset of more than a few batches (forking costs more for fewer)."""
-    from .stats_pool import MAX_WORKERS, StatsPool, cores
-
-    big = builder.tokenizer is not None and records > 4 * TOKENIZE_BATCH
-    return StatsPool(builder, min(MAX_WORKERS, cores()) if big else 1)
-
-
-def _refuse(refused: dict[int, RecordError]) -> Callable[[dict], None]:
-    """A callback raising, for the n-th record streamed, the refusal found for it."""
-    streamed = [0]
-
-    def refuse(record: dict) -> None:
-        streamed[0] += 1
-        if streamed[0] - 1 in refused:
-            raise refused[streamed[0] - 1]
-
-    return refuse
 
 
 def check_duplicates(report: ValidationReport, dupes, eval_path, fmt, mapping, max_bytes) -> None:
