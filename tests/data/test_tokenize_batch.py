@@ -114,6 +114,7 @@ def test_worker_processes_give_the_statistics_and_locations_of_one_process(
 
     import tuneforge.data.stats_pool as sp
     import tuneforge.data.validate as v
+    from tuneforge.settings import get_settings
 
     rows = [
         {"instruction": f"Question {i}: " + "why " * (i % 7), "output": f"Answer {i}."} for i in range(60)
@@ -122,7 +123,6 @@ def test_worker_processes_give_the_statistics_and_locations_of_one_process(
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setattr(sp, "TOKENIZE_BATCH", 4)  # 15 chunks: the pool is used
-    monkeypatch.setattr(sp, "cores", lambda: 2)
     forked = []
     real_init = sp.StatsPool.__init__
 
@@ -132,8 +132,9 @@ def test_worker_processes_give_the_statistics_and_locations_of_one_process(
 
     monkeypatch.setattr(sp.StatsPool, "__init__", init)
     reports = []
-    for workers in (2, 1):
-        monkeypatch.setattr(sp, "MAX_WORKERS", workers)
+    for workers in ("2", "1"):
+        monkeypatch.setenv("TUNEFORGE_VALIDATE_WORKERS", workers)
+        get_settings.cache_clear()
         reports.append(v.validate_path(path, tokenizer_loader=lambda: (tiny_tokenizer, REFUSING)))
     pooled, alone = reports
     assert forked == [True, False]
@@ -141,3 +142,38 @@ def test_worker_processes_give_the_statistics_and_locations_of_one_process(
     assert pooled.stats["sequence"]["count"] == 58
     assert [(e.line, e.record) for e in pooled.loaded.errors] == [(6, 5), (42, 41)]
     assert [e.to_dict() for e in pooled.loaded.errors] == [e.to_dict() for e in alone.loaded.errors]
+
+
+def test_a_worker_that_dies_is_a_clear_error(tiny_tokenizer):
+    import os
+    import signal
+
+    import tuneforge.data.stats_pool as sp
+    from tuneforge.errors import ResourceError
+
+    pool = sp.StatsPool(StatsBuilder(tiny_tokenizer, REFUSING), workers=2)
+    try:
+        pool.submit([RECORDS[0]])
+        for pid in list(pool.pool._processes):  # an OOM kill, as the kernel does it
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ResourceError, match="TUNEFORGE_VALIDATE_WORKERS=1"):
+            pool.submit([RECORDS[0]])
+            pool.finish()
+    finally:
+        pool.close()
+
+
+def test_a_template_past_a_bound_stops_at_the_first_record(tiny_tokenizer, monkeypatch):
+    """Not after rendering the whole batch: a template that takes seconds to hit its bound once would take
+    a batch's worth of those."""
+    import tuneforge.data.tokenize_batch as tb
+    from tuneforge.data.template_sandbox import TemplateBoundError, install
+
+    install()
+    rendered = []
+    real = tb.assistant_spans
+    monkeypatch.setattr(tb, "assistant_spans", lambda *a: rendered.append(1) or real(*a))
+    hostile = "{% for i in range(10 ** 9) %}x{% endfor %}"
+    with pytest.raises(TemplateBoundError):
+        tokenize_many(tiny_tokenizer, hostile, RECORDS[:3], None)
+    assert len(rendered) == 1

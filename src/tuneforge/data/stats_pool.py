@@ -21,6 +21,10 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from tuneforge.errors import ResourceError
+from tuneforge.settings import env_name, get_settings
 
 from .load import RecordError
 from .records import record_texts
@@ -53,6 +57,13 @@ def _count(records: list[dict]):
     return part, refused
 
 
+def _died() -> ResourceError:
+    return ResourceError(
+        "a worker process counting tokens died (killed, most likely for memory); validate again with more "
+        f"memory free, or with {env_name('validate_workers')}=1 to count in one process."
+    )
+
+
 class StatsPool:
     """``submit`` chunks in stream order, then ``finish``: the refused records by number in the stream.
     Counts into ``builder`` (a StatsBuilder with a tokenizer)."""
@@ -75,11 +86,17 @@ class StatsPool:
             return
         if len(self.pending) >= 2 * self.workers:
             self._collect()
-        self.pending.append((start, self.pool.submit(_count, list(records))))
+        try:
+            self.pending.append((start, self.pool.submit(_count, list(records))))
+        except BrokenProcessPool:  # the pool knew already
+            raise _died() from None
 
     def _collect(self) -> None:
         start, future = self.pending.popleft()
-        part, refused = future.result()
+        try:
+            part, refused = future.result()
+        except BrokenProcessPool:
+            raise _died() from None
         self.builder.merge(part)
         self._merge(start, [(i, RecordError(message, field)) for i, message, field in refused])
 
@@ -122,10 +139,11 @@ class Chunk:
 
 
 def pool_for(builder, records: int) -> StatsPool:
-    """Workers for a dataset of more than a few chunks counted with a tokenizer (forking costs more than
-    it gains for fewer); the reader alone otherwise."""
+    """Workers (``TUNEFORGE_VALIDATE_WORKERS``) for a dataset of more than a few chunks counted with a
+    tokenizer (forking costs more than it gains for fewer); the reader alone otherwise."""
     big = builder.tokenizer is not None and records > 4 * TOKENIZE_BATCH
-    return StatsPool(builder, min(MAX_WORKERS, cores()) if big else 1)
+    workers = get_settings().validate_workers or min(MAX_WORKERS, cores())
+    return StatsPool(builder, workers if big else 1)
 
 
 def refuse_callback(refused: dict[int, RecordError]) -> Callable[[dict], None]:

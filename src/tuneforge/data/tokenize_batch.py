@@ -14,7 +14,10 @@ tokenized alone and cut), and raw pretraining text.
 
 from __future__ import annotations
 
+from jinja2 import TemplateError
+
 from .records import record_turns
+from .template_sandbox import TemplateBoundError
 from .tokenize import (
     Tokenized,
     assistant_spans,
@@ -23,6 +26,8 @@ from .tokenize import (
     tokenize_chat,
     tokenize_record,
 )
+
+REFUSALS = (TemplateError, ValueError)  # what a template raises for a conversation it will not render
 
 # Texts per batch call: enough to amortise the call, few enough that the offsets held (~100 bytes a
 # token) stay small next to the records.
@@ -45,7 +50,9 @@ def tokenize_many(
     truncation: str = "keep_head",
 ) -> list[Tokenized | Exception]:
     """``tokenize_record`` (``tokenize_chat`` with ``truncation``) of each record, in order; a record the
-    template refuses gets the exception rendering it raised in its place, for the caller to locate."""
+    template refuses (a jinja TemplateError or ValueError) gets that exception in its place, for the
+    caller to locate. Anything else, a template past a bound of the sandbox included, is raised at once,
+    as record by record: a hostile template stops at its first record, not at a whole batch's."""
     out: list[Tokenized | Exception | None] = [None] * len(records)
     batch: list[tuple[int, str, list]] = []  # (index, rendered text, spans) waiting for the batch call
     for i, record in enumerate(records):
@@ -55,7 +62,9 @@ def tokenize_many(
             continue
         try:
             text, spans = assistant_spans(tokenizer, template, messages, mode)
-        except Exception as exc:  # the caller tells a refusal from a bound (tokenize.py's callers do)
+        except REFUSALS as exc:
+            if isinstance(exc, TemplateBoundError):
+                raise
             out[i] = exc
             continue
         if fits_whole(text, max_len):
@@ -75,7 +84,9 @@ def _one(tokenizer, template, record, messages, max_len, mode, truncation) -> To
         if messages is None:
             return tokenize_record(tokenizer, template, record, max_len, mode)
         return tokenize_chat(tokenizer, template, messages, max_len, mode, truncation)
-    except Exception as exc:
+    except REFUSALS as exc:
+        if isinstance(exc, TemplateBoundError):
+            raise
         return exc
 
 
