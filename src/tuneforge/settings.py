@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     max_problems: int = Field(
         default=1000, gt=0, description="Reading stops after this many problems (all are reported)."
     )
+    validate_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Worker processes counting tokens when a dataset of over 2,048 records is validated "
+        "with a tokenizer: 0 is one per core (at most 4), 1 counts in the reading process alone.",
+    )
 
     allow_command_jobs: bool = Field(
         default=True,

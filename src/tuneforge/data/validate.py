@@ -15,7 +15,9 @@ from pathlib import Path
 from .load import LoadedDataset, RecordError, scan_records
 from .problem_codes import problem
 from .records import record_texts, record_turns
-from .tokenize import IGNORE_INDEX, tokenize_record
+from .stats_pool import Chunk, pool_for, refuse_callback
+from .tokenize import IGNORE_INDEX
+from .tokenize_batch import count_tokens_many, tokenize_many
 
 
 def _summary(values: list[int]) -> dict:
@@ -122,6 +124,21 @@ class StatsBuilder:
         self.trained = self.over = self.seen = self.estimated = 0
         self.previews: list[list[tuple[str, bool]]] = []
 
+    def fresh(self) -> StatsBuilder:
+        """An empty builder with the same settings (a worker's, see stats_pool)."""
+        return StatsBuilder(self.tokenizer, self.template, self.max_len, self.preview, self.mask_mode)
+
+    def merge(self, other: StatsBuilder) -> None:
+        """Add the counts of ``other``, which counted the records after this one's."""
+        for role, counts in other.per_role.items():
+            self.per_role.setdefault(role, Counter()).update(counts)
+        self.sequence.update(other.sequence)
+        self.trained += other.trained
+        self.over += other.over
+        self.estimated += other.estimated
+        self.seen += other.seen
+        self.previews += other.previews[: max(0, self.preview - len(self.previews))]
+
     def count(self, text: str) -> int:
         if self.tokenizer is None:
             return len(text)
@@ -132,50 +149,81 @@ class StatsBuilder:
             for i in range(0, len(text), SLICE_CHARS)
         )
 
-    def _role(self, role: str, text: str) -> int:
-        n = self.count(text)
-        self.per_role.setdefault(role, Counter())[n] += 1
-        return n
+    def _counts(self, texts: list[str]) -> list[int]:
+        """``count`` of each text; the short ones (nearly all) in batch calls."""
+        if self.tokenizer is None:
+            return [len(t) for t in texts]
+        short = iter(count_tokens_many(self.tokenizer, [t for t in texts if len(t) <= SLICE_CHARS]))
+        return [next(short) if len(t) <= SLICE_CHARS else self.count(t) for t in texts]
 
     def add(self, record: dict) -> None:
-        if "text" in record:
-            counts = [("text", self._role("text", record["text"]))]
-        else:
-            counts = [(m["role"], self._role(m["role"], m["content"])) for m in record_turns(record)]
-            for m in record.get("rejected", ()):
-                self._role("rejected", m["content"])
-        if self.tokenizer is not None:
-            if sum(len(m) for m in record_texts(record)) > max(LONG_RECORD_CHARS, 8 * self.max_len):
+        """Count one record; RecordError when the chat template refuses it."""
+        for _, refusal in self.add_many([record]):
+            raise refusal
+
+    def add_many(self, records: list[dict]) -> list[tuple[int, RecordError]]:
+        """Count records in order, as ``add`` one by one would; returns (index in ``records``, why) of each
+        the chat template refuses (its turns are counted, its sequence is not)."""
+        turns, texts = [], []
+        for record in records:
+            if "text" in record:
+                mine = [("text", record["text"])]
+            else:
+                mine = [(m["role"], m["content"]) for m in record_turns(record)]
+                mine += [("rejected", m["content"]) for m in record.get("rejected", ())]
+            turns.append(mine)
+            texts += [text for _, text in mine]
+        counts = iter(self._counts(texts))
+        per_record = []
+        for mine in turns:
+            counted = [(role, next(counts)) for role, _ in mine]
+            for role, n in counted:
+                self.per_role.setdefault(role, Counter())[n] += 1
+            per_record.append([(role, n) for role, n in counted if role != "rejected"])
+        if self.tokenizer is None:
+            self.seen += len(records)
+            return []
+        whole = [
+            i
+            for i, r in enumerate(records)
+            if sum(len(m) for m in record_texts(r)) <= max(LONG_RECORD_CHARS, 8 * self.max_len)
+        ]
+        tokenized = dict(zip(whole, self._tokenize([records[i] for i in whole]), strict=True))
+        refused = []
+        for i, record in enumerate(records):
+            tok = tokenized.get(i)
+            if isinstance(tok, RecordError):
+                refused.append((i, tok))
+                continue
+            if tok is None:
                 # Far longer than any sequence trained on: the exact masked rendering would hold
                 # millions of tokens with their offsets in memory. Its length is the sum of its
                 # turns (the template's few tokens aside) and it is over max_len either way.
-                n = sum(c for _, c in counts)
-                trained = n if "text" in record else sum(c for role, c in counts if role == "assistant")
+                counts_here = per_record[i]
+                n = sum(c for _, c in counts_here)
+                trained = n if "text" in record else sum(c for role, c in counts_here if role == "assistant")
                 self.sequence[n] += 1
                 self.trained += trained
                 self.over += n > self.max_len
                 self.estimated += 1
             else:
-                tok = self._tokenize(record)
                 self.sequence[len(tok.input_ids)] += 1
                 self.trained += tok.trained
                 self.over += len(tok.input_ids) > self.max_len
                 if self.seen < self.preview:
                     self.previews.append(_pieces(self.tokenizer, tok.input_ids, tok.labels))
-        self.seen += 1
+            self.seen += 1
+        return refused
 
-    def _tokenize(self, record: dict):
-        from jinja2 import TemplateError
-
-        from .template_sandbox import TemplateBoundError
-
-        try:
-            return tokenize_record(self.tokenizer, self.template, record, None, self.mask_mode)
-        except TemplateBoundError:
-            raise  # the template itself is at fault, not this record: say it once, stop
-        except (TemplateError, ValueError) as exc:  # a template that refuses this conversation
-            reason = " ".join(str(exc).split())[:300]
-            raise RecordError("template_refuses", reason=reason) from None
+    def _tokenize(self, records: list[dict]) -> list:
+        """Each record's Tokenized, or the RecordError saying why the chat template refuses it."""
+        out = []
+        for result in tokenize_many(self.tokenizer, self.template, records, None, self.mask_mode):
+            if isinstance(result, Exception):
+                reason = " ".join(str(result).split())[:300]
+                result = RecordError("template_refuses", reason=reason)
+            out.append(result)
+        return out
 
     def stats(self) -> dict:
         if not self.seen:
@@ -211,11 +259,21 @@ def build_report(
     report = ValidationReport(loaded)
     builder = StatsBuilder(tokenizer, template, max_len, preview, mask_mode)
     dupes = DuplicateFinder()
-    for i, r in enumerate(loaded.records):
-        if progress and tokenizer is not None and i % 200 == 0:
-            progress(i, len(loaded.records))
-        builder.add(r)
-        dupes.add(r)
+    records = loaded.records
+    pool = pool_for(builder, len(records))
+    try:
+        chunk = Chunk()
+        for i, r in enumerate(records, start=1):
+            dupes.add(r)
+            if chunk.add(r) or i == len(records):
+                if progress and tokenizer is not None:
+                    progress(i - len(chunk.records), len(records))
+                pool.submit(chunk.take())
+        refused = pool.finish()
+    finally:
+        pool.close()
+    for _, why in sorted(refused.items())[:1]:
+        raise why
     report.stats, report.previews = builder.stats(), builder.previews
     if loaded.ok:
         check_duplicates(report, dupes, None, None, None, None)
@@ -264,16 +322,32 @@ def validate_path(
     tokenizer, template = loaded_tokenizer
     tokens = StatsBuilder(tokenizer, template, max_len, preview, mask_mode)
     total = loaded.n_records
+    pending = Chunk()
+    pool = pool_for(tokens, total)
+
+    def flush() -> None:
+        if progress:
+            progress("tokenize", pool.streamed, total)
+        pool.submit(pending.take())
 
     def add(record: dict) -> None:
-        if progress and tokens.seen % 200 == 0:
-            progress("tokenize", tokens.seen, total)
-        tokens.add(record)
+        if pending.add(record):
+            flush()
 
     # The same bytes again: their reading problems were all reported by the first read; what is new is
     # a record the chat template refuses.
-    again = scan_records(path, loaded.format, mapping, add, max_bytes)
+    try:
+        again = scan_records(path, loaded.format, mapping, add, max_bytes)
+        flush()
+        refused = pool.finish()  # the number of a record in the stream → why the template refuses it
+    finally:
+        pool.close()
     loaded.errors += again.errors
+    if refused and not again.errors:
+        # Records are tokenized in batches, after the reader has moved on: a third read locates the
+        # refused ones (file, line, record) as the reader reports any problem; only when there are some.
+        located = scan_records(path, loaded.format, mapping, refuse_callback(refused), max_bytes)
+        loaded.errors += located.errors
     report.stats, report.previews = tokens.stats(), tokens.previews
     return report
 

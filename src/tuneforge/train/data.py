@@ -7,9 +7,12 @@ import random
 from dataclasses import dataclass, field
 
 from tuneforge.data.store import read_any_dataset
-from tuneforge.data.tokenize import tokenize_chat, tokenize_pretrain
+from tuneforge.data.tokenize import tokenize_pretrain
+from tuneforge.data.tokenize_batch import tokenize_many
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.spec import DatasetRef, JobSpec
+
+from . import token_cache
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +100,32 @@ class TokenizedSplit:
 
 
 def tokenize_records(records: list[dict], tokenizer, template: str, spec: JobSpec) -> TokenizedSplit:
+    """The examples of ``records``; from the tokenized cache when a job before tokenized the same."""
+    settings = {"max_len": spec.data.max_len, "mask": spec.data.mask, "truncation": spec.data.truncation}
+    key = token_cache.cache_key(records, tokenizer, template, settings)
+    cached = token_cache.load(key)
+    if cached is not None:
+        log.info("%d examples from the tokenized cache (%s)", len(cached.examples), key[:12])
+        out = TokenizedSplit(cached.examples, cached.truncated, cached.dropped)
+    else:
+        out = _tokenize(records, tokenizer, template, spec)
+        token_cache.store(key, token_cache.CachedExamples(out.examples, out.truncated, out.dropped))
+    if out.truncated:
+        log.warning("%d sequence(s) longer than max_len=%d were truncated", out.truncated, spec.data.max_len)
+    if out.dropped:
+        log.warning(
+            "%d example(s) had no trained tokens within max_len=%d and were dropped",
+            out.dropped,
+            spec.data.max_len,
+        )
+    return out
+
+
+def _tokenize(records: list[dict], tokenizer, template: str, spec: JobSpec) -> TokenizedSplit:
     out = TokenizedSplit()
     max_len = spec.data.max_len
+    chats = [r for r in records if "text" not in r]
+    tokenized = iter(tokenize_many(tokenizer, template, chats, max_len, spec.data.mask, spec.data.truncation))
     for r in records:
         if "text" in r:
             # Continual pretraining: long documents are split into max_len chunks, not thrown away.
@@ -108,16 +135,12 @@ def tokenize_records(records: list[dict], tokenizer, template: str, spec: JobSpe
                 if len(chunk) > 1:
                     out.examples.append({"input_ids": chunk, "labels": list(chunk)})
             continue
-        tok = tokenize_chat(tokenizer, template, r["messages"], max_len, spec.data.mask, spec.data.truncation)
+        tok = next(tokenized)
+        if isinstance(tok, Exception):
+            raise tok
         out.truncated += tok.truncated
         if tok.trained == 0:
             out.dropped += 1
             continue
         out.examples.append({"input_ids": tok.input_ids, "labels": tok.labels})
-    if out.truncated:
-        log.warning("%d sequence(s) longer than max_len=%d were truncated", out.truncated, max_len)
-    if out.dropped:
-        log.warning(
-            "%d example(s) had no trained tokens within max_len=%d and were dropped", out.dropped, max_len
-        )
     return out
