@@ -52,7 +52,7 @@ def _init() -> None:
 
 def _count(records: list[dict]):
     part = _builder.fresh()
-    refused = [(i, str(why), why.field) for i, why in part.add_many(records)]
+    refused = [(i, why.code, why.field, why.params) for i, why in part.add_many(records)]
     part.tokenizer = None  # what comes back is counts, not the tokenizer
     return part, refused
 
@@ -98,7 +98,7 @@ class StatsPool:
         except BrokenProcessPool:
             raise _died() from None
         self.builder.merge(part)
-        self._merge(start, [(i, RecordError(message, field)) for i, message, field in refused])
+        self._merge(start, [(i, RecordError(code, field, **params)) for i, code, field, params in refused])
 
     def _merge(self, start: int, refused) -> None:
         for i, why in refused:
