@@ -265,7 +265,8 @@ def dedup(
         return
     # The store keeps content once: the same records already stored are that dataset, not a new one
     # named ``into`` (said, so that nobody looks for ``into`` afterwards).
-    what = "stored" if new else f"nothing new stored ({into!r} not created): the same records are stored as"
+    not_new = f"nothing new stored ('{shown(into)}' not created): the same records are stored as"
+    what = "stored" if new else not_new
     console.print(
         f"{what} [bold]{meta['id']}[/] ({shown(meta['name'])}, {meta['records']} records): "
         f"{report['exact']['count']} exact and {report['near']['count']} near duplicate(s) of "
