@@ -217,3 +217,5 @@ def test_hostile_export_records_neither_crash_start_up_nor_reach_outside_exports
         assert (outside / "ft-v1" / "secret.txt").read_text() == "keep" and link.is_symlink()
         assert api.get(f"/api/v1/models/ft/exports/{link.name}/download?file=secret.txt").status_code == 404
         assert not any(folder.exists() for folder in bad)
+        gone = api.get(f"/api/v1/models/ft/exports/{bad[0].name}")  # it said a restart forgets exports
+        assert gone.status_code == 404 and "newest 50 finished exports" in gone.text, gone.text

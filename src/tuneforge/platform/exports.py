@@ -249,8 +249,8 @@ class Exports:
             export = self.exports.get(export_id)
         if export is None or export.model.partition("@")[0] != name:
             raise NotFoundError(
-                f"no export {export_id!r} of {name!r} (a server restart forgets exports; their files stay "
-                f"under {self.root})"
+                f"no export {export_id!r} of {name!r} (only the newest {KEEP_FINISHED} finished exports are "
+                f"kept; GET /api/v1/models/{name}/exports lists them)"
             )
         return export
 
