@@ -52,3 +52,6 @@ def test_a_copy_whose_records_are_stored_already_says_so_through_the_cli(tmp_pat
     said = " ".join(out.output.split())  # as Rich wrapped it
     assert out.exit_code == 0 and "nothing new stored ('again2' not created)" in said, said
     assert f"the same records are stored as {first['id']} (clean" in said
+    # --into is the user's string, printed as itself: "[/]" raised Rich's MarkupError (a traceback)
+    out = CliRunner().invoke(app, ["datasets", "dedup", "set", "--into", "[/][bold]x"])
+    assert out.exit_code == 0 and "('[/][bold]x' not created)" in " ".join(out.output.split()), out.output

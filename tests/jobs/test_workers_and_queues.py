@@ -56,6 +56,12 @@ def test_rank_0_of_a_one_worker_job_is_its_log():
         assert "only me" in whole.text and rank0.text == whole.text
         assert rank0.headers["X-Next-Offset"] == whole.headers["X-Next-Offset"]
         assert client.get(f"/api/v1/jobs/{job['id']}/logs", params={"rank": 1}).status_code == 404
+        # An offset past the file, even past a C long, is an empty page (seek raised: a 500)
+        for offset in (2**63 - 1, 10**30):
+            page = client.get(f"/api/v1/jobs/{job['id']}/logs", params={"rank": 0, "offset": offset})
+            assert page.status_code == 200 and page.text == "", page.text
+            events = client.get(f"/api/v1/jobs/{job['id']}/events", params={"offset": offset})
+            assert events.status_code == 200, events.text
 
 
 def test_a_queue_quota_holds_the_second_job_queued_while_other_queues_run(monkeypatch):

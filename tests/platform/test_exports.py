@@ -4,6 +4,7 @@ worker the executor starts, polled for progress, downloaded, the merged one regi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,45 @@ def test_a_restarted_server_lists_finished_exports_fails_the_interrupted_and_kee
         got = api.get(f"/api/v1/models/ft/exports/{newest.id}/download")
         assert got.status_code == 200 and got.content.startswith(b"GGUF")
         assert api.get(f"/api/v1/models/ft/exports/{oldest.id}").status_code == 404
+
+
+def test_hostile_export_records_neither_crash_start_up_nor_reach_outside_exports(tmp_path):
+    """Records are files anyone with the home can write: a wrong type (a string started_at broke
+    start-up's sort), a model whose output is the folder itself (its removal took the record's folder and
+    the save after it crashed start-up), a record naming another id, and an exp-… symlink to a folder
+    outside (listed, served, and its output deleted) must leave start-up working and outside files alone."""
+    from tuneforge.platform import exports
+    from tuneforge.settings import get_settings
+
+    root = get_settings().root / "exports"
+
+    def planted(n: int, **changes) -> Path:
+        folder = root / f"exp-{n:012x}"
+        e = exports.Export(folder.name, "ft@1", "gguf", "f16", folder, False, None, started_at=1000.0 + n)
+        e.output.mkdir(parents=True)
+        (e.output / "ft-v1.f16.gguf").write_bytes(b"GGUF")
+        e.save()
+        record = json.loads((folder / exports.RECORD).read_text())
+        (folder / exports.RECORD).write_text(json.dumps({**record, **changes}))
+        return folder
+
+    good = planted(1, state="succeeded")
+    bad = [planted(2, started_at="yesterday"), planted(3, model="..", state="running"),
+           planted(4, model=5), planted(5, folder="/etc")]  # fmt: skip
+    (bad[-1] / exports.RECORD).write_bytes(b"\xff\xfe" + bytes(10))  # and one not UTF-8
+    other = planted(6, id="exp-000000000001", state="succeeded")  # claims the good one's id
+    outside = tmp_path / "outside"
+    (outside / "ft-v1").mkdir(parents=True)
+    (outside / "ft-v1" / "secret.txt").write_text("keep")
+    (outside / exports.RECORD).write_text(json.dumps({**json.loads((good / exports.RECORD).read_text()),
+                                                      "state": "running"}))  # fmt: skip
+    link = root / "exp-00000000abcd"
+    link.symlink_to(outside)
+    with make_client() as api:
+        listed = api.get("/api/v1/models/ft/exports").json()["data"]
+        assert sorted(e["id"] for e in listed) == [good.name, other.name]
+        assert (outside / "ft-v1" / "secret.txt").read_text() == "keep" and link.is_symlink()
+        assert api.get(f"/api/v1/models/ft/exports/{link.name}/download?file=secret.txt").status_code == 404
+        assert not any(folder.exists() for folder in bad)
+        gone = api.get(f"/api/v1/models/ft/exports/{bad[0].name}")  # it said a restart forgets exports
+        assert gone.status_code == 404 and "newest 50 finished exports" in gone.text, gone.text

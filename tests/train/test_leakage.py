@@ -3,6 +3,8 @@ a refusal before the job folder exists."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import MEMO, write
@@ -48,3 +50,31 @@ def test_overlap_warns_in_the_events_and_strict_refuses(tiny_llama, tmp_path):
     check = {"strict": True, "max_share": 0.5}
     allowed = parse_spec({**spec, "data": {**spec["data"], "eval_overlap": check}})
     assert check_eval_overlap(allowed, *load_spec_records(allowed)) is None
+
+
+@pytest.mark.parametrize("records", ["many", -5, None, True])
+def test_a_dataset_count_that_is_not_a_count_leaves_the_strict_check_to_the_worker(
+    records, tmp_path, monkeypatch
+):
+    """The request reads records only when dataset.json bounds them: a string count made the bound a
+    TypeError (a 500), a negative one let a dataset of any size be read inside the request."""
+    from tuneforge.data import store
+    from tuneforge.spec import JobSpec
+    from tuneforge.train import leakage
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"records": records}))
+    monkeypatch.setattr(store, "find_dataset", lambda ref: tmp_path)
+
+    def read_in_request(spec):
+        raise AssertionError("the records were read inside the request")
+
+    monkeypatch.setattr(leakage, "load_spec_records", read_in_request)
+    spec = JobSpec.model_validate(
+        tiny_spec(
+            "tiny",
+            "train",
+            data__validation={"path": "eval", "max_samples": 3},
+            data__eval_overlap={"strict": True},
+        )  # fmt: skip
+    )
+    assert leakage.strict_refusal(spec) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.trainhelp import tiny_spec
+from tuneforge.jobs import folder as fmt
 from tuneforge.spec import parse_spec
 from tuneforge.train import ray_train
 
@@ -41,3 +42,28 @@ def test_a_workers_own_error_reaches_the_command_line_as_itself():
     bad = DataError("data.json line 4: expected output")
     assert ray_train._worker_error(WorkerGroupError("lost", {0: RuntimeError("gloo"), 1: bad})) is bad
     assert ray_train._worker_error(WorkerGroupError("lost", {0: RuntimeError("gloo")})) is None
+
+
+def test_the_drivers_stop_request_never_raises_nor_writes_through_a_symlink(tmp_path):
+    """The SIGTERM handler wrote the request with write_text: a symlink in its place was followed (the
+    target overwritten) and a folder gone raised inside whatever the driver was running."""
+    import os
+    import signal
+
+    root, target = tmp_path / "job", tmp_path / "elsewhere.txt"
+    root.mkdir()
+    target.write_text("keep")
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        ray_train._stop_workers_on_sigterm(root)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert (root / fmt.STOP_REQUEST).read_text() == "SIGTERM"
+        (root / fmt.STOP_REQUEST).unlink()
+        (root / fmt.STOP_REQUEST).symlink_to(target)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert target.read_text() == "keep"
+        (root / fmt.STOP_REQUEST).unlink()
+        root.rmdir()
+        os.kill(os.getpid(), signal.SIGTERM)  # no FileNotFoundError out of the handler
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -35,6 +36,15 @@ def print_json(obj) -> None:
     except UnicodeEncodeError:  # a lone surrogate (an undecodable file name): \u escapes print it
         text = json.dumps(obj, indent=2, default=str)
     sys.stdout.write(text + "\n")
+
+
+def shown(value) -> str:
+    """A user-supplied string for the console: Rich markup escaped (a role or file named "[/]" must
+    print as itself, not raise MarkupError), control characters and undecodable bytes made visible."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() or c in "\t\n" else repr(c)[1:-1] for c in text)
+    return escape(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 BYTE_STAGES = {"download", "extract", "read"}

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -24,7 +23,7 @@ from tuneforge.data.validate import ValidationReport, validate_path
 from tuneforge.errors import ConfigError, DataError, Problem, TuneforgeError
 from tuneforge.settings import get_settings
 
-from .common import console, err_console, print_json, stage_progress
+from .common import console, err_console, print_json, shown, stage_progress
 
 app = typer.Typer(help="Datasets: validate locally, store, inspect.", no_args_is_help=True)
 log = logging.getLogger(__name__)
@@ -32,15 +31,6 @@ log = logging.getLogger(__name__)
 FORMAT_HELP = f"Force a format: {', '.join(FORMATS)}."
 MAP_HELP = "Map columns, e.g. prompt=content,response=summary[,system=COL,query=COL,history=COL]."
 JACCARD_HELP = "Word-shingle Jaccard similarity from which two records are near-duplicates (default 0.8)."
-
-
-def shown(value) -> str:
-    """A user-supplied string for the console: Rich markup escaped (a role or file named "[/]" must
-    print as itself, not raise MarkupError), control characters and undecodable bytes made visible."""
-    text = str(value)
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() or c in "\t\n" else repr(c)[1:-1] for c in text)
-    return escape(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def stats_tokenizer(model: str | None, quiet: bool):
@@ -265,7 +255,8 @@ def dedup(
         return
     # The store keeps content once: the same records already stored are that dataset, not a new one
     # named ``into`` (said, so that nobody looks for ``into`` afterwards).
-    what = "stored" if new else f"nothing new stored ({into!r} not created): the same records are stored as"
+    not_new = f"nothing new stored ('{shown(into)}' not created): the same records are stored as"
+    what = "stored" if new else not_new
     console.print(
         f"{what} [bold]{meta['id']}[/] ({shown(meta['name'])}, {meta['records']} records): "
         f"{report['exact']['count']} exact and {report['near']['count']} near duplicate(s) of "

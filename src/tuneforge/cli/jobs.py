@@ -19,7 +19,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.spec import parse_assignment
 
 from .client import Client
-from .common import console, err_console, parse_seconds, print_json
+from .common import console, err_console, parse_seconds, print_json, shown
 
 app = typer.Typer(help="Jobs on the server: create, follow, inspect, cancel, resume.", no_args_is_help=True)
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -248,12 +248,14 @@ def logs(
 # Beside the loss, the figures that say how a preference, reward-model or GRPO run goes, where the job logged
 # them (each GRPO reward function's mean too); --keys shows any others, --json all of them.
 METHOD_COLUMNS = ("rewards/margins", "rewards/accuracies", "accuracy", "margin", "kl", "reward")
+MAX_FUNCTIONS = 8
 
 
 def _metric_columns(rows: list[dict]) -> list[str]:
     logged = dict.fromkeys(k for r in rows for k in r)
     base = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s")
-    functions = [k for k in logged if k.startswith("rewards/") and k.endswith("/mean")]
+    # a few: a metrics file with thousands of such keys would make a table no terminal shows (--keys has any)
+    functions = [k for k in logged if k.startswith("rewards/") and k.endswith("/mean")][:MAX_FUNCTIONS]
     lengths = ["completions/mean_length"]
     return [k for k in (*base, *METHOD_COLUMNS, *functions, *lengths) if k in logged]
 
@@ -282,17 +284,18 @@ def metrics(
         columns = [k.strip() for k in keys.split(",") if k.strip()]
         logged = dict.fromkeys(k for r in rows for k in r)
         if unknown := [k for k in columns if k not in logged]:
-            said = ", ".join(logged) or "nothing yet"
+            said = ", ".join([*list(logged)[:50], *(["…"] if len(logged) > 50 else [])]) or "nothing yet"
             raise ConfigError(f"--keys: job {job_id} logged no {', '.join(unknown)}; it logged {said}.")
         rows = [{k: r[k] for k in columns if k in r} for r in rows]
     if json_out:
         print_json(rows)
         return
-    table = Table(*columns)
+    table = Table(*map(shown, columns))  # names and values are the job's: "[/]" in one raised MarkupError
     for r in rows:
         if not any(k in r for k in columns if k not in ("step", "epoch")):
             continue  # the trainer's closing summary (train_runtime, train_loss): `jobs show` has it
-        table.add_row(*(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in columns))
+        cells = (f"{r[k]:.4g}" if isinstance(r.get(k), float) else shown(r.get(k, "")) for k in columns)
+        table.add_row(*cells)
     console.print(table)
 
 

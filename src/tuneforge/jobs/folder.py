@@ -158,6 +158,8 @@ def read_jsonl(path: Path, offset: int = 0, limit: int = 1000) -> tuple[list[dic
     except OSError:
         return out, offset
     with fh:
+        if offset >= os.fstat(fh.fileno()).st_size:  # nothing yet; a client's offset past a C long made
+            return out, offset  # seek raise (a 500)
         fh.seek(offset)
         while len(out) < limit:
             line = fh.readline(MAX_LINE)
@@ -201,6 +203,8 @@ def read_bytes(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes
     except OSError:
         return b"", offset
     with fh:
+        if offset >= os.fstat(fh.fileno()).st_size:  # as read_jsonl: never a seek past a C long
+            return b"", offset
         fh.seek(max(0, offset))
         data = fh.read(limit)
     return data, offset + len(data)

@@ -16,7 +16,6 @@ large as the model), at start-up as well as when a new export starts.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -46,6 +45,14 @@ _EXPORT_ID = re.compile(r"exp-[0-9a-f]{12}")
 POLL_S = 0.5
 TIMEOUT_S = 3600
 FORMATS = {"gguf": "gguf", "merged": "safetensors"}  # the API's name → `models export --format`
+RECORD_MAX = 64 << 10  # an export's record is a few hundred bytes; the worker's error is clipped below
+_STATES = ("running", "succeeded", "failed")
+_NUM, _OPT_STR, _OPT_NUM = (int, float), (str, type(None)), (int, float, type(None))
+_RECORD_TYPES = {
+    "model": str, "format": str, "quant": _OPT_STR, "register": bool, "base": _OPT_STR, "state": str,
+    "stage": _OPT_STR, "done": _OPT_NUM, "total": _OPT_NUM, "error": _OPT_STR, "registered": _OPT_STR,
+    "started_at": _NUM, "finished_at": _OPT_NUM,
+}  # fmt: skip
 
 
 class ExportRequest(Body):
@@ -103,12 +110,19 @@ class Export:
 
     @classmethod
     def load(cls, folder: Path) -> Export | None:
-        """The export a record describes; None for a folder without a readable one."""
-        try:
-            data = json.loads((folder / RECORD).read_text())
-            return cls(folder=folder, **{k: data[k] for k in data if k in cls.__dataclass_fields__})
-        except (OSError, ValueError, TypeError):
+        """The export a record describes; None for a folder without a readable one.
+
+        The record is read like any file a worker's folder may hold: bounded, never through a symlink,
+        each field of its own type (a wrong type would fail later, in start-up's sort or a GET), and its
+        id is the folder's name (a record cannot make one export answer for another)."""
+        data, _ = fmt.read_bytes(folder / RECORD, 0, RECORD_MAX)
+        record = fmt.json_record(data)
+        if record is None or any(not isinstance(record.get(k), t) for k, t in _RECORD_TYPES.items()):
             return None
+        if record["format"] not in FORMATS or record["state"] not in _STATES:
+            return None
+        export = cls(id=folder.name, folder=folder, **{k: record[k] for k in _RECORD_TYPES})
+        return export if export.output != folder else None  # a model named "" or "..": its output is here
 
     def as_dict(self) -> dict:
         if self.state == "running":
@@ -169,8 +183,10 @@ class Exports:
         running lost its follower and is failed; folders without a record (a crash before it was
         written) are removed; then the newest KEEP_FINISHED are kept."""
         for folder in sorted(self.root.glob("exp-*")) if self.root.is_dir() else []:
-            if not _EXPORT_ID.fullmatch(folder.name):
-                continue  # not one of ours
+            if not _EXPORT_ID.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
+                # not one of ours; a symlink would list, serve and delete files outside exports/
+                log.warning("exports: %s is not an export folder; left alone", folder)
+                continue
             export = Export.load(folder)
             if export is None:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -233,8 +249,8 @@ class Exports:
             export = self.exports.get(export_id)
         if export is None or export.model.partition("@")[0] != name:
             raise NotFoundError(
-                f"no export {export_id!r} of {name!r} (a server restart forgets exports; their files stay "
-                f"under {self.root})"
+                f"no export {export_id!r} of {name!r} (only the newest {KEEP_FINISHED} finished exports are "
+                f"kept; GET /api/v1/models/{name}/exports lists them)"
             )
         return export
 
@@ -307,4 +323,6 @@ def _worker_error(export: Export) -> str:
     data, _ = fmt.read_bytes(export.folder / fmt.WORKER_LOG, 0, 1 << 20)
     lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
     said = next((ln for ln in reversed(lines) if ln.startswith(("error: ", "internal error: "))), None)
-    return said.removeprefix("error: ") if said else f"the export worker failed: see {export.folder}"
+    if said is None:
+        return f"the export worker failed: see {export.folder}"
+    return said.removeprefix("error: ")[:4000]  # the record stays far below RECORD_MAX

@@ -44,8 +44,10 @@ def check_eval_overlap(spec: JobSpec, train: list[dict], evaluation: list[dict])
 IN_REQUEST_RECORDS = 10_000
 
 
-def _records_to_read(spec: JobSpec) -> int:
-    """How many records the check would read, from the stored datasets' metadata (not their records)."""
+def _records_to_read(spec: JobSpec) -> int | None:
+    """How many records the check would read, from the stored datasets' metadata (not their records);
+    None when a dataset's count is not known (not a stored dataset, or a ``records`` that is not a count):
+    then nothing bounds the read, so the request leaves the check to the worker."""
     import json
 
     from tuneforge.data.store import find_dataset
@@ -53,9 +55,11 @@ def _records_to_read(spec: JobSpec) -> int:
     total = 0
     for ref in [*spec.data.train, *([spec.data.validation] if spec.data.validation else [])]:
         try:
-            count = json.loads((find_dataset(ref.path) / "dataset.json").read_text())["records"]
-        except (TuneforgeError, OSError, ValueError, KeyError):
-            return 0  # not a stored dataset: reading it says what is wrong
+            count = json.loads((find_dataset(ref.path) / "dataset.json").read_text()).get("records")
+        except (TuneforgeError, OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            return None  # a string made min() below a 500; a negative one let any size be read here
         total += min(count, ref.max_samples or count)
     return total
 
@@ -63,9 +67,12 @@ def _records_to_read(spec: JobSpec) -> int:
 def strict_refusal(spec: JobSpec) -> str | None:
     """The control plane's check of a strict spec whose datasets are stored: why it is refused, or None.
     The records are read and split as the worker will (``load_spec_records``). Datasets of more than
-    IN_REQUEST_RECORDS records are left to the worker's own check when it starts (None here)."""
-    if _records_to_read(spec) > IN_REQUEST_RECORDS:
-        log.info("data.eval_overlap.strict: over %d records, checked when the job starts", IN_REQUEST_RECORDS)
+    IN_REQUEST_RECORDS records, or of a count not known, are left to the worker's own check when it starts
+    (None here)."""
+    count = _records_to_read(spec)
+    if count is None or count > IN_REQUEST_RECORDS:
+        log.info("data.eval_overlap.strict: over %d records (or not counted), checked when the job starts",
+                 IN_REQUEST_RECORDS)  # fmt: skip
         return None
     try:
         check_eval_overlap(spec, *load_spec_records(spec))

@@ -111,10 +111,16 @@ def _stop_workers_on_sigterm(root: Path) -> None:
         return
 
     def handler(signum, frame):
-        log.warning(
-            "received %s: asking the workers to save a checkpoint and stop", signal.Signals(signum).name
-        )
-        request.write_text(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        log.warning("received %s: asking the workers to save a checkpoint and stop", name)
+        # Raised here, an error would surface wherever the driver was (inside Ray's fit): a folder gone or
+        # a symlink put in the request's place only loses the checkpoint (Ray kills after the grace).
+        try:
+            fd = fmt.open_regular(request, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(name)
+        except OSError as exc:
+            log.warning("could not write the stop request %s (%s): Ray stops the workers", request, exc)
 
     signal.signal(signal.SIGTERM, handler)
 

@@ -51,8 +51,11 @@ export function lineChart(title, seriesNames, { labels = seriesNames, empty = ''
         if (empty) layer.append(svg('text', { x: W / 2, y: H / 2, class: 'tick empty', 'text-anchor': 'middle' }, empty));
         return;
       }
-      let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
-      let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+      // a loop, not Math.min(...all): spread arguments past ~100,000 points throw RangeError (a long job)
+      let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+      for (const [x, y] of all) {
+        x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+      }
       if (x0 === x1) x1 = x0 + 1;
       if (y0 === y1) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
       const sx = (x) => PAD.left + ((x - x0) / (x1 - x0)) * (W - PAD.left - PAD.right);

@@ -19,6 +19,9 @@ const GROUPS = [
   ['length', ['completions/mean_length', 'completions/min_length', 'completions/max_length']],
 ];
 const REWARD_FUNCTION = /^rewards_(.+)_mean$/; // GRPO: rewards/<function>/mean
+// A spec names a few reward functions; a metrics file with thousands of such keys (a script's own logging)
+// would draw a legend no chart holds and a path each: the first few are charted (as `jobs metrics` shows).
+const MAX_FUNCTIONS = 8;
 const plain = (key) => key.replaceAll('/', '_');
 
 /** A GRPO reward function's metric name (train/rewards.py: the reward type, then _2, _3 … when it repeats)
@@ -35,7 +38,7 @@ export function methodCharts() {
   const groups = GROUPS.map(([id, names]) => {
     const title = t(`job.chart_${id}`);
     const chart = lineChart(title, names, { labels: names.map(metricName) });
-    const group = { chart, figure: h('figure', { hidden: true, 'data-chart': id }, chart.element, h('figcaption', {}, title)), points: 0 };
+    const group = { chart, figure: h('figure', { hidden: true, 'data-chart': id }, chart.element, h('figcaption', {}, title)), points: 0, functions: 0 };
     for (const name of names) byKey.set(plain(name), [group, name]);
     return group;
   });
@@ -47,10 +50,11 @@ export function methodCharts() {
         if (typeof value !== 'number') continue;
         const k = plain(key);
         let found = byKey.get(k);
-        const fn = !found && k.match(REWARD_FUNCTION);
+        const fn = !found && perFunction.functions < MAX_FUNCTIONS && k.match(REWARD_FUNCTION);
         if (fn) {
           const { label, code } = rewardFunctionLabel(fn[1]);
           perFunction.chart.addSeries(key, label, { code });
+          perFunction.functions += 1;
           found = [perFunction, key];
           byKey.set(k, found);
         }
