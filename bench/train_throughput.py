@@ -1,10 +1,15 @@
 """Training throughput: tuneforge vs the plain transformers Trainer + peft (and LLaMA-Factory if it installs).
 
 Same model (SmolLM2-135M-Instruct), same data, same hyperparameters, same seed, in one run. Prints
-non-padding tokens/s for each, the ratios, the eval loss each reaches after the same epochs on the
-same held-out records, and MFU against a matmul peak measured in this run. Medians over --runs.
+the machine (CPU model, threads) and each system's versions, then non-padding tokens/s for each, the
+ratios, the peak resident memory of each training (every run in a fresh process), the eval loss each
+reaches after the same epochs on the same held-out records, and MFU against a matmul peak measured in
+this run. Medians over --runs.
 
-    python bench/train_throughput.py [--train 64] [--eval 32] [--runs 3] [--llamafactory]
+    python bench/train_throughput.py [--data FILE] [--train 64] [--eval 32] [--runs 3] [--llamafactory]
+
+--data: a JSON array or JSONL file of alpaca records (instruction/input/output); the first --train
+records train and the next --eval are held out. Without it, Python docstrings (bench_data.py).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -38,6 +45,53 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
         a @ b
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (read after training, before the eval loads more)."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def machine() -> str:
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"machine: {model.group(1) if model else platform.processor()}; {os.cpu_count()} CPUs, "
+        f"{allowed} allowed, torch threads {torch.get_num_threads()}; load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+
+
+def versions(lf_venv: Path | None) -> str:
+    from importlib.metadata import version
+
+    own = ", ".join(f"{p} {version(p)}" for p in ("tuneforge", "torch", "transformers", "peft"))
+    line = f"versions: {own}; python {platform.python_version()}"
+    python = lf_venv / "bin" / "python" if lf_venv else None
+    if python and python.exists():
+        code = "from importlib.metadata import version as v; print(', '.join(p + ' ' + v(p) for p in "
+        code += "('llamafactory', 'torch', 'transformers', 'peft')))"
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+        line += f"; LLaMA-Factory venv: {out.stdout.strip() or 'unreadable'}"
+    return line
+
+
+def load_records(path: Path, n_train: int, n_eval: int) -> tuple[list[dict], list[dict]]:
+    """(train, eval) alpaca records from a JSON array or JSONL file: the first n_train, then n_eval."""
+    text = path.read_text()
+    try:
+        records = json.loads(text)
+    except ValueError:
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "output" in r for r in records):
+        raise SystemExit(f"{path}: expected alpaca records (instruction/input/output), a JSON array or JSONL")
+    if len(records) < n_train + n_eval:
+        raise SystemExit(f"{path}: {len(records)} records; --train {n_train} + --eval {n_eval} need more")
+    return records[:n_train], records[n_train : n_train + n_eval]
 
 
 def tokenized(tokenizer, records):
@@ -104,9 +158,11 @@ def run_baseline(folder: Path, examples, eval_convs, workdir: Path) -> dict:
         data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
     )
     metrics = trainer.train().metrics
+    peak = peak_rss_mb()
     model.eval()
     return {
         "runtime": metrics["train_runtime"],
+        "peak_mb": peak,
         "eval_loss": eval_loss(LoadedModel(model, tok, [], "baseline"), eval_convs),
     }
 
@@ -133,8 +189,10 @@ def run_tuneforge(train_path: Path, eval_convs, workdir: Path) -> dict:
         }
     )
     result = run_training(spec, workdir)
+    peak = peak_rss_mb()
     return {
         "runtime": result.metrics["train_runtime"],
+        "peak_mb": peak,
         "eval_loss": eval_loss(load_for_inference(result.folder / "final"), eval_convs),
     }
 
@@ -190,10 +248,13 @@ def run_llamafactory(folder: Path, train_path: Path, eval_convs, workdir: Path, 
     cfg_path = workdir / "lf.yaml"  # its JSON config reader is broken in 0.9.5; YAML works
     cfg_path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "DISABLE_VERSION_CHECK": "1"}
-    proc = subprocess.run([str(cli), "train", str(cfg_path)], env=env, capture_output=True, text=True)
+    log_path = workdir / "lf.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(cli), "train", str(cfg_path)], env=env, stdout=log, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)  # its peak, with the processes it waited for
     results = workdir / "lf-out" / "train_results.json"
-    if proc.returncode != 0 or not results.exists():
-        print("LLaMA-Factory run failed:\n" + proc.stdout[-1500:] + proc.stderr[-1500:], file=sys.stderr)
+    if status != 0 or not results.exists():
+        print("LLaMA-Factory run failed:\n" + log_path.read_text()[-3000:], file=sys.stderr)
         return None
     from tuneforge.evaluate.generate import LoadedModel, load_for_inference
     from tuneforge.evaluate.run import eval_loss
@@ -203,20 +264,55 @@ def run_llamafactory(folder: Path, train_path: Path, eval_convs, workdir: Path, 
     base_tok = load_for_inference(MODEL).tokenizer
     return {
         "runtime": json.loads(results.read_text())["train_runtime"],
+        "peak_mb": usage.ru_maxrss / 1024,
         "eval_loss": eval_loss(LoadedModel(lm.model, base_tok, [], "llamafactory"), eval_convs),
     }
 
 
+def run_one(name: str, work: Path, lf_venv: Path) -> dict | None:
+    """One system's run in this (fresh) process, so its peak memory is its own."""
+    from transformers import AutoTokenizer
+
+    from tuneforge.models.store import resolve_model
+    from tuneforge.train.trainer import set_threads
+
+    set_threads()
+    folder = resolve_model(MODEL)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    train_path = work.parent / "train.json"
+    _, eval_convs = tokenized(tok, json.loads((work.parent / "eval.json").read_text()))
+    if name == "baseline":
+        examples, _ = tokenized(tok, json.loads(train_path.read_text()))
+        return run_baseline(folder, examples, eval_convs, work)
+    if name == "tuneforge":
+        return run_tuneforge(train_path, eval_convs, work)
+    return run_llamafactory(folder, train_path, eval_convs, work, lf_venv)
+
+
+def in_child(name: str, work: Path, lf_venv: Path) -> dict | None:
+    cmd = [sys.executable, __file__, "--one", name, str(work), "--lf-venv", str(lf_venv)]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    last = (out.stdout.strip().splitlines() or ["null"])[-1]
+    if out.returncode != 0:
+        print(f"{name} run failed (exit {out.returncode})", file=sys.stderr)
+        return None
+    return json.loads(last)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=None, help="alpaca records, JSON array or JSONL")
     ap.add_argument("--train", type=int, default=64, help="training records per run")
     ap.add_argument("--eval", type=int, default=32, help="held-out records for eval loss")
     ap.add_argument("--runs", type=int, default=3, help="runs per system (median reported)")
     ap.add_argument("--llamafactory", action="store_true", help="also run LLaMA-Factory (own virtualenv)")
     ap.add_argument("--lf-venv", type=Path, default=Path(tempfile.gettempdir()) / "tuneforge-bench-lf")
+    ap.add_argument("--one", nargs=2, metavar=("SYSTEM", "WORKDIR"), help=argparse.SUPPRESS)
     opts = ap.parse_args()
+    if opts.one:
+        print(json.dumps(run_one(opts.one[0], Path(opts.one[1]), opts.lf_venv)))
+        return
 
-    import torch
     from bench_data import bench_records
     from transformers import AutoTokenizer
 
@@ -228,46 +324,40 @@ def main() -> None:
     info, _ = pull_model(MODEL)
     folder = resolve_model(MODEL)
     tok = AutoTokenizer.from_pretrained(str(folder))
-    train_recs, eval_recs = bench_records(tok, opts.train, opts.eval)
+    if opts.data:
+        train_recs, eval_recs = load_records(opts.data, opts.train, opts.eval)
+    else:
+        train_recs, eval_recs = bench_records(tok, opts.train, opts.eval)
     examples, _ = tokenized(tok, train_recs)
     _, eval_convs = tokenized(tok, eval_recs)
     tokens = sum(len(e["input_ids"]) for e in examples) * HP["epochs"]
     lens = sorted(len(e["input_ids"]) for e in examples)
+    print(machine())
+    print(versions(opts.lf_venv if opts.llamafactory else None))
     print(
-        f"data: {len(examples)} train records, {tokens} tokens, lengths {lens[0]}–{lens[-1]} "
-        f"(median {lens[len(lens) // 2]}); {len(eval_convs)} eval records; "
-        f"torch threads {torch.get_num_threads()}"
+        f"data: {opts.data or 'python docstrings'}: {len(examples)} train records, {tokens} tokens, "
+        f"lengths {lens[0]}–{lens[-1]} (median {lens[len(lens) // 2]}); {len(eval_convs)} eval records",
+        flush=True,
     )
 
     work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-"))
-    train_path = work / "train.json"
-    train_path.write_text(json.dumps(train_recs))
+    (work / "train.json").write_text(json.dumps(train_recs))
+    (work / "eval.json").write_text(json.dumps(eval_recs))
     peak = matmul_peak_gflops()
     results: dict[str, list[dict]] = {"tuneforge": [], "baseline": [], "llamafactory": []}
     for i in range(opts.runs):
         # Alternate the order so drift in machine speed hits both alike.
         order = ["baseline", "tuneforge"] if i % 2 == 0 else ["tuneforge", "baseline"]
-        for name in order:
-            d = work / f"{name}-{i}"
-            r = (
-                run_baseline(folder, examples, eval_convs, d)
-                if name == "baseline"
-                else run_tuneforge(train_path, eval_convs, d)
-            )
+        for name in order + (["llamafactory"] if opts.llamafactory else []):
+            r = in_child(name, work / f"{name}-{i}", opts.lf_venv)
+            if r is None:
+                continue
             results[name].append(r)
             print(
-                f"run {i + 1} {name}: {tokens / r['runtime']:.1f} tokens/s, eval_loss {r['eval_loss']:.4f}",
+                f"run {i + 1} {name}: {tokens / r['runtime']:.1f} tokens/s, peak {r['peak_mb']:.0f} MB, "
+                f"eval_loss {r['eval_loss']:.4f}",
                 flush=True,
             )
-        if opts.llamafactory:
-            r = run_llamafactory(folder, train_path, eval_convs, work / f"lf-{i}", opts.lf_venv)
-            if r:
-                results["llamafactory"].append(r)
-                print(
-                    f"run {i + 1} llamafactory: {tokens / r['runtime']:.1f} tokens/s, eval_loss "
-                    f"{r['eval_loss']:.4f}",
-                    flush=True,
-                )
 
     peak_after = matmul_peak_gflops()
     n_params = info["parameters"]
@@ -276,22 +366,31 @@ def main() -> None:
     def tps(name):
         return statistics.median(tokens / r["runtime"] for r in results[name])
 
+    def mem(name):
+        return statistics.median(r["peak_mb"] for r in results[name])
+
+    def loss(name):
+        return statistics.median(r["eval_loss"] for r in results[name])
+
     tf, base = tps("tuneforge"), tps("baseline")
     mfu = lambda t: 100 * t * flops_per_token / (peak * 1e9)  # noqa: E731
-    print(f"\nmatmul peak fp32: {peak:.1f} GFLOP/s (after: {peak_after:.1f})")
+    print(f"\nmatmul peak fp32: {peak:.1f} GFLOP/s (after: {peak_after:.1f}); {machine()}")
     print(f"train_tokens_per_s tuneforge={tf:.1f} baseline={base:.1f} ratio={tf / base:.2f}")
     print(
-        f"eval_loss tuneforge={statistics.median(r['eval_loss'] for r in results['tuneforge']):.4f} "
-        f"baseline={statistics.median(r['eval_loss'] for r in results['baseline']):.4f}"
+        f"peak_rss_mb tuneforge={mem('tuneforge'):.0f} baseline={mem('baseline'):.0f} ratio="
+        f"{mem('tuneforge') / mem('baseline'):.2f}"
     )
+    print(f"eval_loss tuneforge={loss('tuneforge'):.4f} baseline={loss('baseline'):.4f}")
     print(
         f"mfu tuneforge={mfu(tf):.1f}% baseline={mfu(base):.1f}% "
         f"(4·N FLOPs per token, N={n_params / 1e6:.1f}M)"
     )
     if results["llamafactory"]:
-        lf = tps("llamafactory")
-        lf_loss = statistics.median(r["eval_loss"] for r in results["llamafactory"])
-        print(f"train_tokens_per_s llamafactory={lf:.1f} ratio={tf / lf:.2f} (eval_loss {lf_loss:.4f})")
+        lf, lf_mem = tps("llamafactory"), mem("llamafactory")
+        print(
+            f"train_tokens_per_s llamafactory={lf:.1f} ratio={tf / lf:.2f}; peak_rss_mb llamafactory="
+            f"{lf_mem:.0f} ratio={mem('tuneforge') / lf_mem:.2f} (eval_loss {loss('llamafactory'):.4f})"
+        )
     elif opts.llamafactory:
         print("llamafactory: not available (did not install or run here)")
 

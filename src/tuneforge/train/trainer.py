@@ -14,15 +14,17 @@ from tuneforge.data.templates import END_OF_TURN_MARKERS
 from tuneforge.data.tokenize import IGNORE_INDEX
 from tuneforge.spec import JobSpec
 
+from .chunked_loss import head_skipped, linear_cross_entropy_sum, plain_output_head
 from .model import Runtime
 from .optim import trainer_arguments, use_lora_plus
 
 
 class CausalLMTrainer(Trainer):
-    """HF Trainer whose loss computes logits only where a label is trained.
+    """HF Trainer whose loss computes logits only where a label is trained, a chunk of rows at a time.
 
-    On a 135M model the output layer is a fifth of the compute; prompt tokens never need their logits.
-    It also counts the tokens it trains on, for tokens/s.
+    On a 135M model the output layer is a fifth of the compute; prompt tokens never need their logits,
+    and the full [tokens × vocab] logits of a step were the largest tensors of its peak memory (see
+    chunked_loss). It also counts the tokens it trains on, for tokens/s.
     """
 
     loss_is_scaled_for_ga = True
@@ -32,25 +34,18 @@ class CausalLMTrainer(Trainer):
         self.tokens = token_counter
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        # ZeRO-3 and FSDP hold the head's weight sharded outside its own forward: the full logits there.
+        sharded = bool(self.args.deepspeed or self.args.fsdp)
+        self.head = plain_output_head(base) if self.keeps_logits and not sharded else None
         self._eval_sums: torch.Tensor | None = None  # [token-loss sum, token count] while evaluating
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         targets = labels[:, 1:]  # position p predicts token p+1
         keep = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(-1)
-        if self.keeps_logits:
-            outputs = model(**inputs, logits_to_keep=keep)
-            logits = outputs.logits
-        else:
-            outputs = model(**inputs)
-            logits = outputs.logits[:, :-1][:, keep]
         picked = targets[:, keep]
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)),
-            picked.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
+        loss_of = self._chunked_head_loss if self.head is not None else self._full_logits_loss
+        loss, outputs = loss_of(model, inputs, keep, picked)
         n_trained = (picked != IGNORE_INDEX).sum()
         if model.training:
             mask = inputs.get("attention_mask")
@@ -67,6 +62,30 @@ class CausalLMTrainer(Trainer):
         else:
             loss = loss / n_trained.clamp(min=1)
         return (loss, outputs) if return_outputs else loss
+
+    def _chunked_head_loss(self, model, inputs, keep, picked):
+        with head_skipped(self.head):
+            outputs = model(**inputs, logits_to_keep=keep)
+        hidden = outputs.logits  # [batch, kept, dim]: the head was skipped
+        trained = picked != IGNORE_INDEX
+        loss = linear_cross_entropy_sum(hidden[trained], self.head.weight, self.head.bias, picked[trained])
+        return loss, type(outputs)(**{k: v for k, v in outputs.items() if k != "logits"})
+
+    def _full_logits_loss(self, model, inputs, keep, picked):
+        """Models whose head this loss cannot apply itself (see chunked_loss.plain_output_head)."""
+        if self.keeps_logits:
+            outputs = model(**inputs, logits_to_keep=keep)
+            logits = outputs.logits
+        else:
+            outputs = model(**inputs)
+            logits = outputs.logits[:, :-1][:, keep]
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)),
+            picked.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        return loss, outputs
 
     def _get_num_items_in_batch(self, batch_samples: list, device) -> torch.Tensor | None:
         """Trained tokens in the accumulation window, for every model.
