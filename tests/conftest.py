@@ -170,21 +170,17 @@ def memo_data(tmp_path) -> Path:
 # The longest files first: `make test` hands whole files to two workers in this order, so the long ones
 # run side by side instead of one of them alone at the end. Order inside a file is kept.
 # Paths from tests/ (tests/test_layout.py checks each one exists).
-LONGEST_FILES = [  # the seconds: what each took in the last CI run
-    "platform/test_ray_executor.py",  # ~300 s: a two-node Ray cluster, Ray Train with a lost worker
-    "web/test_console.py",  # ~280 s
-    "platform/test_deployments.py",  # ~230 s
-    "test_integration_default_model.py",  # ~170 s
+LONGEST_FILES = [
+    "platform/test_deployments.py",
+    "web/test_console.py",
     "platform/test_platform_server.py",
-    "platform/test_promote.py",
-    "train/test_tracking.py",
-    "train/test_workers.py",
-    "platform/test_method_jobs.py",
     "jobs/test_command_jobs.py",
+    "test_integration_default_model.py",
     "cli/test_cli_train.py",
     "train/test_train.py",
     "models/test_gguf_export.py",
     "platform/test_platform_jobs.py",
+    "platform/test_method_jobs.py",
     "data/test_data_hostile.py",
 ]
 
