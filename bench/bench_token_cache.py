@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_validate import N_RECORDS, write_dataset  # noqa: E402
+from dedup_check import cpu_model  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     from tuneforge.spec import parse_spec
     from tuneforge.train.data import tokenize_records
 
-    print(f"cpu={platform.processor() or platform.machine()} cores={os.cpu_count()} load={os.getloadavg()}")
+    print(f"cpu={cpu_model()!r} cores={os.cpu_count()} load={os.getloadavg()}")
     tokenizer = load_tokenizer(args.model)
     template = resolve_chat_template(tokenizer, "auto")
     names = ["one_by_one", "batched_first_job", "cached_second_job"]

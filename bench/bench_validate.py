@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_data import docstring_records  # noqa: E402
+from dedup_check import cpu_model  # noqa: E402
 
 N_RECORDS = 52_000
 
@@ -101,7 +101,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=N_RECORDS)
     ap.add_argument("--baseline-src", default=None, help="src folder of the code to compare with")
     args = ap.parse_args()
-    print(f"cpu={platform.processor() or platform.machine()} cores={os.cpu_count()} load={os.getloadavg()}")
+    workers = os.environ.get("TUNEFORGE_VALIDATE_WORKERS") or "default (one per core, at most 4)"
+    print(f"cpu={cpu_model()!r} cores={os.cpu_count()} validate_workers={workers} load={os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         path = write_dataset_in_child(Path(tmp), args.format, args.records)
         size_mb = path.stat().st_size / 2**20

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from dedup_check import cpu_model  # noqa: E402
+
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -56,11 +58,9 @@ def peak_rss_mb() -> float:
 def machine() -> str:
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
-        f"machine: {model.group(1) if model else platform.processor()}; {os.cpu_count()} CPUs, "
+        f"machine: {cpu_model()}; {os.cpu_count()} CPUs, "
         f"{allowed} allowed, torch threads {torch.get_num_threads()}; load average "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )

@@ -653,6 +653,15 @@ def test_replicas_lease_gpus_from_the_jobs_pool_and_wait_for_one(monkeypatch):
         ctx.store.dispose()
 
 
+def _shut_down(sup, ctx, pids) -> None:
+    """The supervisor and the store of a test's platform, and any worker of ``pids`` still alive."""
+    sup.stop()
+    ctx.store.dispose()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def test_a_replica_launched_while_its_deployment_is_deleted_is_stopped_and_gives_its_gpu_back(monkeypatch):
     """The API's DELETE (terminate, on its own thread) can land while the supervisor launches a replica.
     The worker used to be kept in the slot terminate had already taken away: it ran untracked and held
@@ -683,11 +692,7 @@ def test_a_replica_launched_while_its_deployment_is_deleted_is_stopped_and_gives
         assert not _alive(launched[0]), "the launched worker must be stopped, not left running"
         assert ctx.executor.can_start(2) and ctx.executor.poll(f"deployment:{dep.id}/0") is None
     finally:
-        sup.stop()
-        ctx.store.dispose()
-        for pid in launched:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        _shut_down(sup, ctx, launched)
 
 
 # A worker that only answers its health check (on the --port it is given), as `tuneforge serve` does.
@@ -733,11 +738,7 @@ def test_a_replica_is_launched_adopted_and_stopped_through_the_executor(monkeypa
         sup.stop()  # a clean shutdown: the executor stops the adopted worker and forgets it
         assert not _alive(pids[0]) and ctx.executor.poll(holder) is None
     finally:
-        sup.stop()
-        ctx.store.dispose()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        _shut_down(sup, ctx, pids)
 
 
 def test_replicas_use_the_executor_interface_only():

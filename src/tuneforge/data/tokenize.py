@@ -316,12 +316,18 @@ def tokenize_pretrain(tokenizer, text: str, max_len: int | None) -> Tokenized:
     return Tokenized(ids, list(ids), truncated)
 
 
+def chat_messages(record: dict) -> list[dict] | None:
+    """The conversation a record is tokenized as; None for raw text. A pair: the chosen conversation;
+    KTO: prompt + completion; a GRPO prompt alone (previews, statistics)."""
+    if "text" in record:
+        return None
+    return record["messages"] if "messages" in record else record_turns(record)
+
+
 def tokenize_record(
     tokenizer, template: str, record: dict, max_len: int | None, mode: str = "assistant"
 ) -> Tokenized:
-    if "text" in record:
+    messages = chat_messages(record)
+    if messages is None:
         return tokenize_pretrain(tokenizer, record["text"], max_len)
-    if "messages" in record:
-        return tokenize_chat(tokenizer, template, record["messages"], max_len, mode)
-    # a pair: the chosen conversation; KTO: prompt + completion; a GRPO prompt alone (previews, statistics)
-    return tokenize_chat(tokenizer, template, record_turns(record), max_len, mode)
+    return tokenize_chat(tokenizer, template, messages, max_len, mode)

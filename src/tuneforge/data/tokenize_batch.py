@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from jinja2 import TemplateError
 
-from .records import record_turns
 from .template_sandbox import TemplateBoundError
 from .tokenize import (
     Tokenized,
     assistant_spans,
+    chat_messages,
     fits_whole,
     label_spans,
     tokenize_chat,
@@ -32,13 +32,6 @@ REFUSALS = (TemplateError, ValueError)  # what a template raises for a conversat
 # Texts per batch call: enough to amortise the call, few enough that the offsets held (~100 bytes a
 # token) stay small next to the records.
 BATCH_TEXTS = 256
-
-
-def chat_messages(record: dict) -> list[dict] | None:
-    """The conversation ``tokenize_record`` renders for this record; None for raw text."""
-    if "text" in record:
-        return None
-    return record["messages"] if "messages" in record else record_turns(record)
 
 
 def tokenize_many(
