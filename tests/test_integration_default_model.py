@@ -1,8 +1,9 @@
-"""The real default model: pulled from PyPI, it answers, and 20 LoRA steps lower its loss."""
+"""The real default model: pulled from PyPI (its GGUF converted; `models import FILE.gguf` is the same
+conversion, tested on a tiny GGUF in tests/models/test_gguf_export.py), it answers, and 10 LoRA steps
+lower its loss."""
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_pulled_model_record_and_answer(home, pulled):
     assert len(answer.split()) >= 5
 
 
-def test_twenty_lora_steps_lower_the_loss(home, tmp_path):
+def test_ten_lora_steps_lower_the_loss(home, tmp_path):
     from tuneforge.data.load import load_records
     from tuneforge.evaluate.run import eval_loss
     from tuneforge.models.inference import load_for_inference
@@ -66,11 +67,12 @@ def test_twenty_lora_steps_lower_the_loss(home, tmp_path):
 
     samples = Path(str(resources.files("tuneforge") / "samples"))
     # Rows of 128 tokens, 2 a step (the sample's own 4 × 512 took 6 minutes on a 2-core CPU without
-    # AVX-512): a quarter of the sample's tokens a step, at a rate that still moves the loss in 20 steps.
+    # AVX-512): a quarter of the sample's tokens a step, at a rate that moves the loss in 10 steps (eval
+    # loss 2.51 → 2.15 here, against the 0.1 asked).
     spec = load_spec(
         samples / "sample_spec.yaml",
         [
-            "train.max_steps=20",
+            "train.max_steps=10",
             "data.val_fraction=0",
             "train.save_steps=100",
             "data.max_len=128",
@@ -80,22 +82,11 @@ def test_twenty_lora_steps_lower_the_loss(home, tmp_path):
     )
     result = run_training(spec, tmp_path / "job")
     # The loss on 8 of the records, cut at 128 tokens as trained: all 40 at up to 1,024 tokens, on two
-    # models, cost about as many token passes as the 20 training steps.
+    # models, cost more token passes than the training steps.
     conversations = [r["messages"] for r in load_records(samples / "alpaca_sample.json").records][:8]
     before = eval_loss(load_for_inference("smollm2-135m-instruct"), conversations, max_len=128)
     after = eval_loss(load_for_inference(result.folder / "final"), conversations, max_len=128)
     assert after < before - 0.1, (before, after)
-
-
-def test_import_a_gguf_file(home, pulled, capsys):
-    from tests.support.clihelp import run_cli
-
-    gguf = next((pulled[0] / "cache" / "gguf").glob("*.gguf"))
-    code, out, err = run_cli(capsys, "models", "import", gguf, "--name", "smol-from-gguf", "--json")
-    assert code == 0, err
-    info = json.loads(out)
-    assert info["architecture"] == "LlamaForCausalLM" and info["parameters"] == pulled[1]["parameters"]
-    assert info["source"].startswith("gguf:") and info["chat_template"]
 
 
 @pytest.mark.parametrize("name", CONVERTED_TEMPLATES)

@@ -59,6 +59,12 @@ def test_gguf_round_trips_through_transformers(capsys, tiny_models, tmp_path, ar
     text = "<|im_start|>user\nWhat is the capital of France? 今天天气很好<|im_end|>\n"
     assert tok(text).input_ids == original(text).input_ids
     assert tok.chat_template == original.chat_template and tok.eos_token == "<|im_end|>"
+    if (arch, quant) == ("llama", "q8_0"):  # a quantized file imports as a stored model (`models import`)
+        code, out, err = run_cli(capsys, "models", "import", done["gguf"], "--name", "from-gguf", "--json")
+        assert code == 0, err
+        info = json.loads(out)
+        assert info["architecture"] == "LlamaForCausalLM" and info["source"].startswith("gguf:")
+        assert info["parameters"] == want.num_parameters() and info["chat_template"] is True
 
 
 def test_smollm2_shaped_llama_keeps_rope_base_and_tied_output(capsys, tiny_tokenizer, tmp_path):

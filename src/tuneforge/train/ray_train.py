@@ -10,6 +10,9 @@ Each Ray Train worker runs ``run_training`` as a torchrun rank would: Ray Train 
 ``WORLD_SIZE``, ``LOCAL_RANK`` and the torch process group (gloo on CPU, NCCL on GPUs), HF Trainer
 does DDP over it, and rank 0 writes the job folder (metrics, ``checkpoints/step-N``, ``final/``) as
 always, so resume and register are unchanged. The job folder must be on storage every node mounts.
+Each worker also writes its own log lines to ``logs/rank-N.txt`` (as the local launcher's ranks do):
+Ray forwards a worker's output to the driver's log only as it gets to it, and a node's last lines can be
+lost when the driver ends first (a cancel).
 
 Failure handling is Ray Train's: ``FailureConfig(max_failures=resources.max_failures)`` restarts the
 whole group when a worker is lost, and the restarted group resumes from the newest step-N this launch
@@ -145,6 +148,7 @@ def train_worker(run_training, config: dict) -> None:
     get_settings.cache_clear()
     spec = JobSpec.model_validate(config["spec"])
     rank = ray.train.get_context().get_world_rank()
+    _log_to_rank_file(Path(config["root"]), rank)
     restart_step = latest_saved_since(Path(config["root"]), config["events_offset"])
     if restart_step is not None:  # the group was restarted after a lost worker
         log.warning("rank %d: restarted by Ray Train; resuming from %s", rank, fmt.step_name(restart_step))
@@ -162,6 +166,19 @@ def train_worker(run_training, config: dict) -> None:
         # Stopped on the driver's request, checkpoint saved (rank 0 wrote the event): a normal end for Ray
         # Train. Raised, it would count as a failure and Ray Train would start the group again.
         log.info("rank %d: stopped on request", rank)
+
+
+def _log_to_rank_file(root: Path, rank: int) -> None:
+    """This worker's log records also into the job folder's ``logs/rank-N.txt`` (appended: a restarted
+    group's worker goes on in the same file)."""
+    path = fmt.rank_log(root, rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)  # every library's records that reach the root
+    ours = logging.getLogger("tuneforge")
+    if ours.getEffectiveLevel() > logging.INFO:  # our progress lines are INFO
+        ours.setLevel(logging.INFO)
 
 
 def latest_saved_since(root: Path, offset: int) -> int | None:
