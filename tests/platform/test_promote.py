@@ -236,5 +236,12 @@ def test_promote_canary_restart_confirm_rollback(server, tmp_path: Path):
         assert step in kinds, (step, kinds)
     gate = next(e for e in _events(http, "shop") if e["event"] == "gate_passed")
     assert set(gate["scores"]) == {"candidate", "live"} and "eval_loss" in gate["scores"]["live"]
+    # every step said with a code of the table (the console's languages), its English built from it
+    from tuneforge.platform import event_codes
+
+    said = {e["code"]: e for e in _events(http, "shop")}
+    assert set(said) <= set(event_codes.MESSAGES), sorted(set(said) - set(event_codes.MESSAGES))
+    assert {"promote_evaluating", "gate_failed", "gate_passed_no_worse", "canary_started"} <= set(said)
+    assert said["canary_started"]["message"] == "tiny-beta@1 (shop-canary) takes 50% of traffic once ready"
     server.cli("deployments", "rm", "shop")
     assert http.get("/api/v1/deployments").json()["data"] == []
