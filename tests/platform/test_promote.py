@@ -59,15 +59,30 @@ def test_a_worse_model_is_refused_by_the_gate_with_both_scores():
     rollouts.advance(ctx, deployments.list_all(ctx))
     ro = deployments.get(ctx, "shop").rollout
     assert ro["stage"] == "refused"
-    assert "candidate eval_loss=2.75, live eval_loss=2.5" in ro["decision"] and "worse" in ro["decision"]
+    # the English for the CLI, and its code and params (numbers) for the console's languages
+    assert ro["decision"] == (
+        "the candidate does worse than the live model: candidate eval_loss=2.75, live eval_loss=2.5 "
+        "(lower is better)"
+    )
+    both = {"metric": "eval_loss", "candidate": 2.75, "live": 2.5}
+    assert (ro["decision_code"], ro["decision_params"]) == ("gate_worse_lower_better", both)
     refused = [e for e in deployments.events(ctx, "shop") if e["event"] == "refused"]
     assert refused and refused[0]["message"] == ro["decision"] and refused[0]["scores"] == scores
+    assert refused[0]["code"] == "gate_worse_lower_better" and refused[0]["params"]["candidate"] == 2.75
     assert [d.name for d in deployments.list_all(ctx)] == ["shop"]  # no canary started
     # a gate the candidate passes, but the live model does better on its metric: still refused
-    passed, why = rollouts.decide(rollouts.parse_gate("rouge-l>=30"), scores["live"], scores["candidate"])
-    assert not passed and "rouge-l=30" in why and "rouge-l=31" in why
-    ok, why = rollouts.decide(rollouts.parse_gate("eval_loss<=2.6"), scores["live"], scores["candidate"])
-    assert ok and "passed" in why
+    d = rollouts.decide(rollouts.parse_gate("rouge-l>=30"), scores["live"], scores["candidate"])
+    assert not d.passed and d.code == "gate_worse_higher_better"
+    assert (d.params["candidate"], d.params["live"]) == (30.0, 31.0) and "rouge-l=30" in d.message
+    d = rollouts.decide(rollouts.parse_gate("eval_loss<=2.6"), scores["live"], scores["candidate"])
+    assert d.passed and d.code == "gate_passed" and d.params["gate"] == "eval_loss<=2.6"
+    assert d.message == "gate eval_loss<=2.6 passed: candidate eval_loss=2.5, live eval_loss=2.75"
+    # the scores keep four significant digits and stay numbers; a big one is said without ".0"
+    d = rollouts.decide(None, {"eval_loss": 6.731775}, {"eval_loss": 7.051539})
+    assert (d.passed, d.code) == (True, "gate_passed_no_worse") and d.params["candidate"] == 6.732
+    assert d.message == "gate no worse than live passed: candidate eval_loss=6.732, live eval_loss=7.052"
+    d = rollouts.decide(rollouts.parse_gate("perplexity<=2000"), {"perplexity": 1154.6}, {"perplexity": 1e3})
+    assert "candidate perplexity=1155, live perplexity=1000 (lower is better)" in d.message
     ctx.store.dispose()
 
 
@@ -100,13 +115,28 @@ def test_auto_after_confirms_then_rollback_gives_the_name_back():
     front = deployments.get(ctx, "shop")
     assert front.id == cand and front.rollout["stage"] == "promoted" and front.rollout["by"] == "auto"
     assert deployments.get(ctx, "shop-previous").id == live
+    promoted = deployments.events(ctx, "shop")[-1]
     assert [e["event"] for e in deployments.events(ctx, "shop")] == ["canary", "promoted"]
+    assert (promoted["code"], promoted["message"]) == (
+        "promoted_auto", "c@2 takes all traffic (auto); live@1 stays up as shop-previous"
+    )  # fmt: skip
     with pytest.raises(ConflictError, match="no canary to confirm"):
         rollouts.confirm(ctx, "shop")
     back = rollouts.rollback(ctx, "shop")
     assert back.id == live and back.rollout["stage"] == "rolled_back"
     assert [d.name for d in deployments.list_all(ctx)] == ["shop"]
-    assert [e["event"] for e in deployments.events(ctx, "shop")][-1] == "rolled_back"
+    said = deployments.events(ctx, "shop")[-1]
+    assert (said["event"], said["code"], said["message"]) == (
+        "rolled_back", "rolled_back", "live@1 serves again; c@2 withdrawn"
+    )  # fmt: skip
+    # a canary whose candidate is gone ends the promotion, with the reason as English and as a code
+    with ctx.store.session() as s:
+        s.get(Deployment, live).rollout = {**canary, "auto_at": None}
+    rollouts.advance(ctx, deployments.list_all(ctx))
+    ro = deployments.get(ctx, "shop").rollout
+    assert (ro["stage"], ro["reason"]) == ("failed", "the candidate deployment was removed")
+    assert (ro["reason_code"], ro["reason_params"]) == ("candidate_removed", {})
+    assert deployments.events(ctx, "shop")[-1]["code"] == "candidate_removed"
     ctx.store.dispose()
 
 
@@ -206,5 +236,12 @@ def test_promote_canary_restart_confirm_rollback(server, tmp_path: Path):
         assert step in kinds, (step, kinds)
     gate = next(e for e in _events(http, "shop") if e["event"] == "gate_passed")
     assert set(gate["scores"]) == {"candidate", "live"} and "eval_loss" in gate["scores"]["live"]
+    # every step said with a code of the table (the console's languages), its English built from it
+    from tuneforge.platform import event_codes
+
+    said = {e["code"]: e for e in _events(http, "shop")}
+    assert set(said) <= set(event_codes.MESSAGES), sorted(set(said) - set(event_codes.MESSAGES))
+    assert {"promote_evaluating", "gate_failed", "gate_passed_no_worse", "canary_started"} <= set(said)
+    assert said["canary_started"]["message"] == "tiny-beta@1 (shop-canary) takes 50% of traffic once ready"
     server.cli("deployments", "rm", "shop")
     assert http.get("/api/v1/deployments").json()["data"] == []

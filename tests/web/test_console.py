@@ -602,6 +602,37 @@ BAD_UPLOAD = (
 )
 
 
+REFUSED_ZH = "未通过门槛 eval_loss<=0.001：候选模型 eval_loss=6.732，线上模型 eval_loss=7.052"
+
+
+def _record_refused_promotion(name: str, candidate: str, dataset: str) -> str:
+    """A promotion onto deployment ``name`` as the supervisor records its refusal (the gate's decision and
+    the ``promote`` and ``refused`` events; rollouts.py) without running its two evaluations. The decision's
+    English."""
+    from sqlalchemy import select
+
+    from tuneforge.platform import deployments
+    from tuneforge.platform.app import database_url
+    from tuneforge.platform.db import Deployment, Store
+    from tuneforge.platform.gate import decide, parse_gate
+    from tuneforge.settings import get_settings
+
+    scores = {"candidate": {"eval_loss": 6.731775, "perplexity": 838.6342, "rouge-l": 0.0},
+              "live": {"eval_loss": 7.051539, "perplexity": 1154.6345, "rouge-l": 0.0}}  # fmt: skip
+    gate = "eval_loss<=0.001"
+    d = decide(parse_gate(gate), scores["candidate"], scores["live"])
+    store = Store(database_url(get_settings()))
+    with store.session() as s:
+        row = s.scalars(select(Deployment).where(Deployment.name == name)).one()
+        asked = {"model": candidate, "live_model": row.model, "dataset": dataset, "gate": gate, "share": 0.1}
+        deployments.add_event(s, row.id, "promote", code="promote_evaluating", **asked)
+        deployments.add_event(s, row.id, "refused", code=d.code, **d.params, scores=scores)
+        row.rollout = {**asked, "stage": "refused", "scores": scores, "decision": d.message,
+                       "decision_code": d.code, "decision_params": d.params}  # fmt: skip
+    store.dispose()
+    return d.message
+
+
 def test_console_deploy_and_playground_side_by_side(console_server, browser, tmp_path):
     srv = console_server
     with srv.http() as http:
@@ -711,7 +742,9 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser, tmp
         assert refused.status_code == 401
     shot(page, "17-tokens")
 
-    # Every page in both languages (screenshots kept); the Chinese ones show no English outside code.
+    # Every page in both languages (screenshots kept); the Chinese ones show no English outside code. The
+    # deployment page shows a promotion the gate refused: its decision and events from their codes.
+    decision = _record_refused_promotion("tiny-base", candidate="memo-lora@1", dataset="memo")
     pages = {
         "home": "/", "datasets": "/datasets", "dataset": f"/datasets/{ds['id']}", "models": "/models",
         "dataset-warnings": f"/datasets/{warned['id']}",
@@ -729,8 +762,11 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser, tmp
                 page.wait_for_selector("ol.timeline li")
             if name == "dataset-warnings":
                 page.wait_for_selector("ul.problems li")
-            if name == "deployment":  # its events (created … scaled), from their codes
+            if name == "deployment":  # its events (created … scaled, promote, refused), from their codes
                 page.wait_for_selector("ol.timeline li:nth-child(4)")
+                said = page.inner_text('[data-testid="decision"] > span')
+                assert said == {"en": decision, "zh": REFUSED_ZH}[lang], said
+                assert said in page.inner_text("ol.timeline")  # the refused event says it the same way
             if name == "datasets":  # a bad upload's problems, one of each common kind
                 bad = write(tmp_path / f"bad-{lang}.jsonl", BAD_UPLOAD)
                 page.set_input_files("#upload-files", str(bad))

@@ -56,6 +56,43 @@ def test_every_problem_raised_in_data_has_a_code_in_the_table():
     assert not codes - set(problem_codes.MESSAGES), sorted(codes - set(problem_codes.MESSAGES))
 
 
+STEPS = ("add_event", "_save", "_fail")  # what records a promotion's event in rollouts.py
+
+
+def _strings(node) -> set[str]:
+    """A literal string, or those of either branch of ``A if … else B``."""
+    if isinstance(node, ast.IfExp):
+        return _strings(node.body) | _strings(node.orelse)
+    return {node.value} if isinstance(node, ast.Constant) and isinstance(node.value, str) else set()
+
+
+def _codes_given_in(path) -> set[str]:
+    """The literal codes a module passes as ``code=…`` or assigns to ``code``."""
+    codes = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.keyword) and node.arg == "code":
+            codes |= _strings(node.value)
+        elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "code" for t in node.targets):
+            codes |= _strings(node.value)
+    return codes
+
+
+def test_every_promotion_step_and_decision_has_a_code_in_the_table():
+    """rollouts.py and gate.py say each step, decision and failure as a code of platform/event_codes.py (the
+    console says it in the user's language); no English sentence of their own."""
+    platform = ROOT / "src" / "tuneforge" / "platform"
+    codes = _codes_given_in(platform / "rollouts.py") | _codes_given_in(platform / "gate.py")
+    assert len(codes) >= 20, sorted(codes)  # the walk sees the steps, decisions and failures
+    assert not codes - set(event_codes.MESSAGES), sorted(codes - set(event_codes.MESSAGES))
+    steps = [
+        node
+        for node in ast.walk(ast.parse((platform / "rollouts.py").read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in STEPS
+    ]
+    without = [c.lineno for c in steps if not any(k.arg == "code" for k in c.keywords)]
+    assert len(steps) >= 8 and not without, f"rollouts.py: events without a code at lines {without}"
+
+
 @pytest.mark.parametrize(
     "prefix, table",
     [("problem", problem_codes.MESSAGES), ("deployment_event", event_codes.MESSAGES)],

@@ -1,7 +1,7 @@
 """Eval-gated promotion of a model onto a live deployment: gate, canary, confirm, rollback.
 
 ``promote`` queues two evaluations on the named dataset, the candidate's and the live model's. The
-deployment supervisor's tick calls ``advance``: when both have finished it decides the gate (the
+deployment supervisor's tick calls ``advance``: when both have finished it decides the gate (gate.py: the
 candidate passes the user's ``metric>=value`` and does no worse than the live model on that metric), starts
 the candidate as its own deployment ``NAME-canary`` (its own replicas, logs and events) and, once that is
 ready, the gateway sends it the canary's share of NAME's traffic (``route``). ``confirm`` (or the
@@ -10,88 +10,34 @@ as ``NAME-previous``, so ``rollback`` is a rename back that the next request alr
 scoped by name, so they follow the name.
 
 The stage and the split live in the deployment row's ``rollout`` column (a restarted control plane keeps
-them); every step is an event on NAME with the metrics that decided it.
+them); every step is an event on NAME with the metrics that decided it, and a code with its params
+(platform/event_codes.py: the English, and the console's words in the user's language). The gate's
+decision and a failure's reason are kept in the rollout too: as English (``decision``, ``reason``: the CLI
+prints them) and as ``decision_code``/``decision_params`` and ``reason_code``/``reason_params``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 import time
-from dataclasses import dataclass
 
 from sqlalchemy import update
 
 from tuneforge.errors import ConfigError, ConflictError, NotFoundError, TuneforgeError
 
-from . import deployments, evaluations
+from . import deployments, evaluations, event_codes
 from . import jobs as job_service
 from .context import Platform
 from .db import Deployment, DeploymentEvent, Job
+from .gate import decide, parse_gate, significant
 
 log = logging.getLogger(__name__)
 
-METRICS = ("eval_loss", "perplexity", "rouge-1", "rouge-2", "rouge-l", "bleu-4")
-LOWER_IS_BETTER = ("eval_loss", "perplexity")
 ACTIVE = ("evaluating", "canary")  # a second promote waits until these end
-GATE_RE = re.compile(r"^\s*([a-z0-9_-]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 _lock = threading.RLock()  # one transition at a time: the API's threads and the supervisor's tick
 _credit_lock = threading.Lock()  # apart: the gateway must not wait while a transition stops workers
 _credit: dict[str, float] = {}  # deployment id -> the canary's share owed so far (see take_canary)
-
-
-@dataclass(frozen=True)
-class Gate:
-    metric: str
-    op: str
-    value: float
-
-    def passes(self, score: float) -> bool:
-        return {
-            ">=": score >= self.value,
-            "<=": score <= self.value,
-            ">": score > self.value,
-            "<": score < self.value,
-        }[self.op]
-
-    def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.value:g}"
-
-
-def parse_gate(text: str) -> Gate:
-    m = GATE_RE.match(text or "")
-    hint = f"write it as METRIC>=VALUE or METRIC<=VALUE, METRIC one of {', '.join(METRICS)}"
-    if m is None:
-        raise ConfigError(f"gate {text!r}: {hint}")
-    metric, op, value = m.group(1), m.group(2), m.group(3)
-    if metric not in METRICS:
-        raise ConfigError(f"gate {text!r}: unknown metric {metric!r}; {hint}")
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise ConfigError(f"gate {text!r}: {value!r} is not a number; {hint}")
-    return Gate(metric, op, number)
-
-
-def decide(gate: Gate | None, candidate: dict, live: dict) -> tuple[bool, str]:
-    """(passed, why): the candidate must pass the gate and do no worse than the live model on its metric
-    (eval_loss when no gate is given); the message shows both scores."""
-    metric = gate.metric if gate else "eval_loss"
-    c, lv = candidate.get(metric), live.get(metric)
-    if not isinstance(c, int | float) or not isinstance(lv, int | float):
-        return False, f"the evaluation reported no {metric} (candidate {c!r}, live {lv!r})"
-    lower = metric in LOWER_IS_BETTER
-    both = f"candidate {metric}={c:.4g}, live {metric}={lv:.4g}"
-    if gate is not None and not gate.passes(c):
-        return False, f"gate {gate} failed: {both}"
-    if (c > lv) if lower else (c < lv):
-        better = "lower" if lower else "higher"
-        return False, f"the candidate does worse than the live model: {both} ({better} is better)"
-    return True, f"gate {gate or 'no worse than live'} passed: {both}"
 
 
 def _side_name(name: str, suffix: str) -> str:
@@ -102,13 +48,19 @@ def _rollout(row: Deployment | None) -> dict:
     return dict(row.rollout or {}) if row is not None else {}
 
 
-def _save(ctx: Platform, dep_id: str, rollout: dict, event: str, message: str, **data) -> None:
+def _save(ctx: Platform, dep_id: str, rollout: dict, event: str, *, code: str, **params) -> None:
+    """The rollout, and the event of the step with its ``code`` and params (platform/event_codes.py)."""
     with ctx.store.session() as s:
         row = s.get(Deployment, dep_id)
         if row is None:
             return
         row.rollout = rollout
-        deployments.add_event(s, dep_id, event, message, **data)
+        deployments.add_event(s, dep_id, event, code=code, **params)
+
+
+def _said(key: str, code: str, params: dict) -> dict:
+    """A decision or reason as the rollout keeps it: the English (the CLI prints it), its code and params."""
+    return {key: event_codes.message(code, params), f"{key}_code": code, f"{key}_params": params}
 
 
 def _by_id(ctx: Platform, dep_id: str | None) -> Deployment | None:
@@ -167,8 +119,8 @@ def promote(
             "previous": ro.get("previous"),  # the standby of an earlier promotion, kept until this confirms
             "started_at": time.time(),
         }
-        what = f"evaluating {model} and {row.model} on {dataset}"
-        _save(ctx, row.id, new, "promote", f"{what} (gate {parsed or 'no worse than live'})", **new)
+        code = "promote_evaluating" if parsed else "promote_evaluating_no_gate"
+        _save(ctx, row.id, new, "promote", code=code, **new)
         return deployments.get(ctx, name)
 
 
@@ -195,8 +147,10 @@ def confirm(ctx: Platform, name: str, by: str = "user") -> Deployment:
             _move_events(s, old.id, new.id)  # NAME's history stays on NAME
             new.rollout = {**ro, "stage": "promoted", "candidate": None, "previous": old.id, "by": by}
             old.rollout = {"stage": "previous", "of": new.id}
-            message = f"{ro['model']} takes all traffic ({by}); {row.model} stays up as {previous_name}"
-            deployments.add_event(s, new.id, "promoted", message, model=ro["model"], by=by)
+            deployments.add_event(
+                s, new.id, "promoted", code="promoted_auto" if by == "auto" else "promoted_by_user",
+                model=ro["model"], by=by, live_model=row.model, previous=previous_name,
+            )  # fmt: skip
         with _credit_lock:
             _credit.pop(row.id, None)
         return deployments.get(ctx, name)
@@ -210,8 +164,9 @@ def rollback(ctx: Platform, name: str) -> Deployment:
         stage = ro.get("stage")
         if stage in ACTIVE:
             _end_canary(ctx, row, ro)
-            message = f"{ro['model']} withdrawn at stage {stage}; all traffic on {row.model}"
-            _save(ctx, row.id, {**ro, "stage": "rolled_back", "candidate": None}, "rolled_back", message)
+            code = "withdrawn_evaluating" if stage == "evaluating" else "withdrawn_canary"
+            rolled = {**ro, "stage": "rolled_back", "candidate": None}
+            _save(ctx, row.id, rolled, "rolled_back", code=code, model=ro["model"], live_model=row.model)
             return deployments.get(ctx, name)
         previous = _by_id(ctx, ro.get("previous"))  # also after a later promotion was refused or failed
         if previous is None:
@@ -224,8 +179,8 @@ def rollback(ctx: Platform, name: str) -> Deployment:
             _move_events(s, new.id, old.id)
             old.rollout = {**ro, "stage": "rolled_back", "previous": None}
             new.rollout = {"stage": "withdrawn"}
-            message = f"{previous.model} serves again; {row.model} withdrawn"
-            deployments.add_event(s, old.id, "rolled_back", message, model=previous.model)
+            deployments.add_event(s, old.id, "rolled_back", code="rolled_back", model=previous.model,
+                                  withdrawn=row.model)  # fmt: skip
         deployments.remove(ctx, row.id)
         if previous.state in ("stopped", "failed"):
             deployments.start(ctx, name)
@@ -277,7 +232,7 @@ def advance(ctx: Platform, deps: list[Deployment]) -> None:
             with _lock:
                 _advance_one(ctx, row.id)
         except TuneforgeError as exc:
-            _fail(ctx, row.id, str(exc))
+            _fail(ctx, row.id, code="promote_failed", reason=str(exc))
 
 
 def _advance_one(ctx: Platform, dep_id: str) -> None:
@@ -287,9 +242,12 @@ def _advance_one(ctx: Platform, dep_id: str) -> None:
         _decide_gate(ctx, row, ro)
     elif ro.get("stage") == "canary":
         cand = _by_id(ctx, ro.get("candidate"))
-        if cand is None or cand.state in ("failed", "stopped"):
-            why = cand.last_error if cand else "it was removed"
-            _fail(ctx, row.id, f"the candidate deployment is {cand.state if cand else 'gone'}: {why}")
+        if cand is None:
+            _fail(ctx, row.id, code="candidate_removed")
+        elif cand.state == "failed":
+            _fail(ctx, row.id, code="candidate_failed", reason=cand.last_error)
+        elif cand.state == "stopped":
+            _fail(ctx, row.id, code="candidate_stopped")
         elif ro.get("auto_at") and time.time() >= ro["auto_at"] and cand.state == "ready":
             confirm(ctx, row.name, by="auto")
 
@@ -299,16 +257,19 @@ def _decide_gate(ctx: Platform, row: Deployment, ro: dict) -> None:
         jobs = {side: s.get(Job, job_id) for side, job_id in ro["evals"].items()}
     for side, job in jobs.items():
         if job is None or job.state in ("failed", "cancelled"):
-            why = ((job.error or {}).get("message") if job else None) or "gone"
-            raise ConflictError(f"the evaluation of the {side} model ({ro['evals'][side]}) failed: {why}")
+            # the job's own English error, else its state (cancelled) or "removed"
+            why = ((job.error or {}).get("message") if job else None) or (job.state if job else "removed")
+            code = "eval_failed_candidate" if side == "candidate" else "eval_failed_live"
+            _fail(ctx, row.id, code=code, job=ro["evals"][side], reason=why)
+            return
     if any(job.state != "succeeded" for job in jobs.values()):
         return
     scores = {side: next(iter((evaluations.scores(job) or {"?": {}}).values())) for side, job in jobs.items()}
     gate = parse_gate(ro["gate"]) if ro.get("gate") else None
-    passed, why = decide(gate, scores["candidate"], scores["live"])
-    decided = {**ro, "scores": scores, "decision": why}
-    if not passed:
-        _save(ctx, row.id, {**decided, "stage": "refused"}, "refused", why, scores=scores)
+    d = decide(gate, scores["candidate"], scores["live"])
+    decided = {**ro, "scores": scores, **_said("decision", d.code, d.params)}
+    if not d.passed:
+        _save(ctx, row.id, {**decided, "stage": "refused"}, "refused", code=d.code, **d.params, scores=scores)
         return
     cand = deployments.create(
         ctx,
@@ -323,21 +284,23 @@ def _decide_gate(ctx: Platform, row: Deployment, ro: dict) -> None:
     auto = ro.get("auto_after_s")
     auto_at = time.time() + auto if auto else None
     canary = {**decided, "stage": "canary", "candidate": cand.id, "auto_at": auto_at}
-    _save(ctx, row.id, canary, "gate_passed", why, scores=scores)
-    share = f"{ro['share']:.0%}"
-    _save(ctx, row.id, canary, "canary", f"{ro['model']} ({cand.name}) takes {share} of traffic once ready")
+    _save(ctx, row.id, canary, "gate_passed", code=d.code, **d.params, scores=scores)
+    said = {"model": ro["model"], "name": cand.name, "percent": significant(ro["share"] * 100)}
+    _save(ctx, row.id, canary, "canary", code="canary_started", **said)
 
 
-def _fail(ctx: Platform, dep_id: str, why: str) -> None:
+def _fail(ctx: Platform, dep_id: str, *, code: str, **params) -> None:
+    """End the promotion: the reason is ``code`` with its params (platform/event_codes.py)."""
     row = _by_id(ctx, dep_id)
     if row is None:
         return
     ro = _rollout(row)
-    log.warning("deployment %s: promotion of %s failed: %s", row.name, ro.get("model"), why)
+    failed = {**ro, "stage": "failed", "candidate": None, **_said("reason", code, params)}
+    log.warning("deployment %s: promotion of %s failed: %s", row.name, ro.get("model"), failed["reason"])
     try:
         _end_canary(ctx, row, ro)
     finally:
-        _save(ctx, dep_id, {**ro, "stage": "failed", "candidate": None, "reason": why}, "promote_failed", why)
+        _save(ctx, dep_id, failed, "promote_failed", code=code, **params)
 
 
 def route(ctx: Platform, deps: list[Deployment], dep: Deployment, model_id: str) -> tuple[Deployment, str]:

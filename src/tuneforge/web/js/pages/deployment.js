@@ -3,8 +3,8 @@ import { del, get, patch, post } from '../api.js';
 import { badge, copyButton, h, fill, page, section } from '../dom.js';
 import { formatNumber, formatTime, t } from '../i18n.js';
 import { eventName } from '../names.js';
-import { localized, showError, showInfo } from '../messages.js';
-import { promotionSection } from './promotion.js';
+import { showError, showInfo } from '../messages.js';
+import { eventMessage, promotionSection } from './promotion.js';
 
 /** The OpenAI `model` for a deployment: its adapter's id when it serves one (the fine-tune), else its
  * name (the gateway routes by deployment name). */
@@ -70,9 +70,9 @@ export async function render({ args, go, kept }) {
     try {
       const ev = await get(`/api/v1/deployments/${enc}/events`);
       // The event's name and message in the user's words (its code and params, platform/event_codes.py); an
-      // event without a code (a promotion's) keeps the server's English, marked as not the console's text.
+      // event stored before codes existed keeps the server's English, marked as not the console's text.
       fill(events, ev.data.map((e) => {
-        const message = localized('deployment_event', e.code, e.params, e.message || '');
+        const message = eventMessage(e.code, e.params, e.message);
         return h('li', {}, h('time', {}, formatTime(e.time)), ' ', h('strong', {}, eventName(e.event)), ' ',
           h('span', e.code ? { class: 'muted' } : { class: 'muted', translate: 'no' }, message));
       }));

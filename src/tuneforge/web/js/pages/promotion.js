@@ -2,13 +2,35 @@
 // the gate) with confirm and rollback, and a form to promote a registered model (evaluated first).
 import { post } from '../api.js';
 import { field, h, section } from '../dom.js';
-import { t } from '../i18n.js';
-import { showError, showInfo } from '../messages.js';
+import { formatNumber, t } from '../i18n.js';
+import { localized, showError, showInfo } from '../messages.js';
+
+// The params of a promotion's codes that are numbers (both scores, the canary's percent): said as the
+// console says numbers. Other events' numbers (ports, pids) are shown as they are.
+const NUMBER_PARAMS = ['candidate', 'live', 'percent'];
+
+/** A deployment event's (or a promotion's decision's) message in the user's language: its `code` and
+ * `params` (platform/event_codes.py), else the server's English. */
+export function eventMessage(code, params, english) {
+  const said = { ...(params || {}) };
+  for (const key of NUMBER_PARAMS) if (typeof said[key] === 'number') said[key] = formatNumber(said[key]);
+  return localized('deployment_event', code, said, english || '');
+}
 
 function scores(ro) {
   const s = ro.scores || {};
   return Object.entries(s).map(([side, m]) => h('div', {}, h('strong', {}, t(`promotion.${side}`)), ' ',
-    Object.entries(m).filter(([k]) => k !== 'samples').map(([k, v]) => `${k}=${v}`).join(', ')));
+    Object.entries(m).filter(([k]) => k !== 'samples').map(([k, v]) => `${k}=${formatNumber(v)}`).join(', ')));
+}
+
+/** Why the promotion stands where it does: a failure's reason, else the gate's decision. One kept before
+ * codes existed is the server's English, marked as not the console's text. */
+function decision(ro) {
+  const [code, params, english] = ro.stage === 'failed' && ro.reason
+    ? [ro.reason_code, ro.reason_params, ro.reason] : [ro.decision_code, ro.decision_params, ro.decision];
+  if (!english) return null;
+  return [h('dt', {}, t('promotion.decision')), h('dd', { 'data-testid': 'decision' },
+    h('span', code ? {} : { translate: 'no' }, eventMessage(code, params, english)), scores(ro))];
 }
 
 /** `reload()` redraws the page; the card asks for it after every action. */
@@ -22,7 +44,7 @@ export function promotionSection(dep, enc, reload) {
     h('dt', {}, t('promotion.model')), h('dd', {}, h('code', {}, ro.model || '')),
     h('dt', {}, t('promotion.stage')), h('dd', {}, t(`promotion.stage_${ro.stage}`),
       ro.stage === 'canary' ? ` (${Math.round((ro.share || 0) * 100)}%)` : ''),
-    ro.decision || ro.reason ? [h('dt', {}, t('promotion.decision')), h('dd', {}, ro.decision || ro.reason, scores(ro))] : null) : null;
+    decision(ro)) : null;
   const model = h('input', { required: true, maxlength: '500', placeholder: 'name@2' });
   const dataset = h('input', { required: true, maxlength: '200' });
   const share = h('input', { type: 'number', min: '1', max: '100', value: '10' });
