@@ -245,3 +245,22 @@ def test_promote_canary_restart_confirm_rollback(server, tmp_path: Path):
     assert said["canary_started"]["message"] == "tiny-beta@1 (shop-canary) takes 50% of traffic once ready"
     server.cli("deployments", "rm", "shop")
     assert http.get("/api/v1/deployments").json()["data"] == []
+
+
+def test_the_cli_says_why_a_promotion_failed_after_its_gate_passed(capsys, monkeypatch):
+    """The rollout keeps the gate's decision ("passed") beside the failure: the CLI said the decision."""
+    from tests.support.clihelp import run_cli
+    from tuneforge.cli import deployments as cli
+
+    failed = {"stage": "failed", "decision": "gate eval_loss<=9 passed: …", "reason": "the canary exited"}
+
+    class Answers:
+        def post(self, path, json=None):
+            return {"name": "shop", "rollout": {"stage": "evaluating"}}
+
+        def get(self, path):
+            return {"name": "shop", "rollout": failed}
+
+    monkeypatch.setattr(cli, "Client", Answers)
+    code, _, err = run_cli(capsys, "deployments", "promote", "shop", "--model", "c@2", "--on", "gate")
+    assert code == 1 and "failed: the canary exited" in err and "passed" not in err, err

@@ -293,7 +293,9 @@ def promote(
         line = f"canary: {model} takes {share} of {name}'s traffic{after}"
         console.print(line, highlight=False, soft_wrap=True)
     else:
-        why = ro.get("decision") or ro.get("reason") or ro.get("stage")
+        # a promotion that failed after its gate passed keeps the gate's decision: the failure is the reason
+        first = ("reason", "decision") if ro.get("stage") == "failed" else ("decision", "reason")
+        why = next((ro[k] for k in first if ro.get(k)), ro.get("stage"))
         err_console.print(f"[red]{ro.get('stage')}[/]: {escape(str(why))}", highlight=False, soft_wrap=True)
         if ro.get("scores"):
             err_console.print(_scores(ro), highlight=False, soft_wrap=True)
