@@ -210,15 +210,15 @@ class Server:
         return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
     def engine_threads(self) -> str:
-        """The threads tuneforge's engine decodes with, per batch size (its /metrics gauge)."""
+        """The threads and weight layout tuneforge's engine chose, per forward size (its /metrics)."""
         try:
             text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=10).text
         except httpx.HTTPError as exc:
             return f"? ({exc})"
         found = [
-            line.removeprefix("tuneforge_engine_threads")
+            line.removeprefix("tuneforge_engine_").replace("packed_weights", "packed")
             for line in text.splitlines()
-            if line.startswith("tuneforge_engine_threads{")
+            if line.startswith(("tuneforge_engine_threads{", "tuneforge_engine_packed_weights{"))
         ]
         return ", ".join(found) or "? (no tuneforge_engine_threads in /metrics)"
 

@@ -54,6 +54,7 @@ class NoMetrics:
     def observe_inter_token(self, variant: str, seconds: float) -> None: ...
     def observe_finished(self, variant: str, prompt: int, completion: int, reason: str) -> None: ...
     def set_load(self, stats: EngineStats) -> None: ...
+    def set_step_setting(self, bucket: int, threads: int, packed: bool) -> None: ...
 
 
 @dataclass
@@ -104,8 +105,10 @@ class TransformersEngine:
                 "transformers engine serves models that do (Llama, Qwen2, Mistral, Gemma, GPT-2, …)."
             )
         self.packed_layers = 0
+        self.layout = packed_linear.LayoutSwitch()
         if self.config.pack_weights and self.device.type == "cpu":
-            self.packed_layers = packed_linear.pack_linears(self.model, self.config.max_batch_size)
+            rows_hint = self.config.max_batch_size
+            self.packed_layers = packed_linear.pack_linears(self.model, rows_hint, self.layout)
             log.info("packed %d linear layers for oneDNN", self.packed_layers)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -202,12 +205,16 @@ class TransformersEngine:
 
     # -- the engine thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        if self.config.threads or self.device.type != "cpu":
-            torch.set_num_threads(self.config.threads or torch.get_num_threads())
+        if self.device.type != "cpu":
+            if self.config.threads:
+                torch.set_num_threads(self.config.threads)
             self.tuner = None
         else:
             allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            self.tuner = ThreadTuner(max(1, min(torch.get_num_threads(), allowed or 1)))
+            most = min(torch.get_num_threads(), allowed or 1)
+            threads = [self.config.threads] if self.config.threads else [1, most]
+            layouts = (True, False) if self.packed_layers else (True,)
+            self.tuner = ThreadTuner(threads, layouts, self.layout.set)
         with torch.inference_mode():
             while not self._stopping:
                 self._beat = time.monotonic()
@@ -284,7 +291,7 @@ class TransformersEngine:
             s.pos = n
         mask = self.cache.prepare_prefill(first, lengths)
         self._running.extend(seqs)
-        logits = self._forward(ids.to(self.device), mask, pos.to(self.device), seqs)
+        logits = self._timed_forward(ids.to(self.device), mask, pos.to(self.device), seqs)
         self._emit(seqs, logits)
 
     def _decode_step(self) -> None:
@@ -295,13 +302,23 @@ class TransformersEngine:
         for s in seqs:
             s.pos += 1
         mask = self.cache.prepare_decode(len(seqs))
-        if self.tuner:
-            self.tuner.before_step()
-        started = time.perf_counter()
-        logits = self._forward(ids, mask, pos, seqs)
-        if self.tuner:
-            self.tuner.after_step(len(seqs), time.perf_counter() - started)
+        logits = self._timed_forward(ids, mask, pos, seqs)
         self._emit(seqs, logits)
+
+    def _timed_forward(self, input_ids, mask, position_ids, seqs: list[_Seq]):
+        """A forward under the tuner's setting for its rows (threads, weight layout), timed for it."""
+        rows = input_ids.numel()
+        if self.tuner is None:
+            return self._forward(input_ids, mask, position_ids, seqs)
+        self.tuner.before_step(rows)
+        started = time.perf_counter()
+        logits = self._forward(input_ids, mask, position_ids, seqs)
+        decided = self.tuner.after_step(rows, time.perf_counter() - started)
+        if decided is not None:
+            bucket = self.tuner.bucket(rows)
+            log.info("forwards of %d rows run on %d threads, packed=%s", bucket, *decided)
+            self.metrics.set_step_setting(bucket, decided.threads, decided.packed)
+        return logits
 
     def _emit(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
         tokens, infos, errors = choose_tokens(
