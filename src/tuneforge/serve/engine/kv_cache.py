@@ -92,6 +92,19 @@ class SlotKVCache:
         allowed |= torch.eye(width, dtype=torch.bool, device=self.device)[None]
         return self._additive(allowed[:, None])
 
+    def prepare_chunk(self, row: int, start: int, end: int) -> torch.Tensor:
+        """Row ``row`` takes prompt tokens ``start..end-1`` into those columns, after its earlier chunks
+        (chunked prefill: no padding, one row); returns the 4D mask, causal across all chunks so far."""
+        self.ensure_capacity(end)
+        if start == 0:
+            self.valid[row] = False
+        self.valid[row, start:end] = True
+        self.ends[row] = end
+        self._mode = ("prefill", slice(row, row + 1), slice(start, end), end)
+        queries = torch.arange(start, end, device=self.device)[:, None]
+        keys = torch.arange(end, device=self.device)[None]
+        return self._additive(((keys <= queries) & self.valid[row, :end])[None, None])
+
     def prepare_decode(self, n_rows: int) -> torch.Tensor:
         """Rows ``0..n_rows-1`` each append one token at their own end; returns the 4D mask."""
         ends = self.ends[:n_rows]
