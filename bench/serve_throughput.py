@@ -3,7 +3,7 @@
 (the baseline).
 
     .venv/bin/python bench/serve_throughput.py [--levels 1,4,16,32] [--requests 32] [--repeats 3]
-    .venv/bin/python bench/serve_throughput.py --quick          # a smoke run: 1 level, 4 requests
+    .venv/bin/python bench/serve_throughput.py --quick   # a smoke run: levels 1 and 4, 4 requests, 1 run
 
 The load, per level of N clients: ``--requests`` varied prompts (32 distinct ones), shared by N clients;
 client i starts ``i * --stagger`` seconds after the first, and each client sends its next prompt as
