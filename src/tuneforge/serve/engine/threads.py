@@ -5,9 +5,9 @@ Threads: on a machine whose cores are shared with other busy processes, torch's 
 each other at every op: measured here (2 cores, load ~11), one decode step of SmolLM2-135M took 110 ms
 with 1 thread and 1,800 ms with 2 — while on idle cores 2 threads are the faster choice.
 
-Layout: oneDNN's packed weights (packed_linear.py) win at 16 rows and more, but at one row plain MKL
-on the unpacked weight is faster: measured here (2-core EPYC, loaded), a batch-1 decode step took
-176 ms with MKL against 222 ms packed (medians of 60 interleaved steps, 1 thread; 2 threads alike).
+Layout: oneDNN's packed weights (packed_linear.py) win at many rows, plain MKL on the unpacked weight
+at one: measured here (2-core EPYC without AVX-512, load ~6, 1 thread, interleaved steps), a decode
+step of one request took 76 ms with MKL against 95 ms packed, one of 16 requests 186 against 131 ms.
 
 Neither choice is right on every machine, batch size and load, so the engine times its own steps. The
 first steps of each batch bucket (1, 2, 4, …) calibrate: each candidate runs ``ROUNDS`` steps,
