@@ -248,7 +248,9 @@ def main() -> None:
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--port", type=int, default=18480)
     ap.add_argument("--repeats", type=int, default=3, help="Alternating runs per level (medians).")
-    ap.add_argument("--quick", action="store_true", help="Smoke run: levels 1,4, 4 requests, 1 repeat.")
+    ap.add_argument(
+        "--quick", action="store_true", help="Smoke run: 4 requests, 1 repeat, levels 1,4 unless given."
+    )
     ap.add_argument(
         "--baseline-threads",
         type=int,
@@ -266,7 +268,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help="Both servers' dtype (float32 | bfloat16).")
     args = ap.parse_args()
     if args.quick:
-        args.levels, args.requests, args.repeats = "1,4", 4, 1
+        args.requests, args.repeats = 4, 1
+        args.levels = "1,4" if args.levels == ap.get_default("levels") else args.levels
     levels = [int(x) for x in args.levels.split(",")]
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from tuneforge.models.store import resolve_model
