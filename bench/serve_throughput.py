@@ -1,30 +1,37 @@
-"""Serving throughput: concurrent streaming chat clients against `tuneforge serve` and, in the same
-run, `transformers serve --continuous-batching` on the same model (the baseline).
+"""Serving throughput under the issue's load: closed-loop staggered streaming chat clients against
+`tuneforge serve` and, in the same run, `transformers serve --continuous-batching` on the same model
+(the baseline).
 
-    .venv/bin/python bench/serve_throughput.py [--levels 1,4,16,32] [--max-tokens 64]
+    .venv/bin/python bench/serve_throughput.py [--levels 1,4,16,32] [--requests 32] [--repeats 3]
+    .venv/bin/python bench/serve_throughput.py --quick   # a smoke run: levels 1 and 4, 4 requests, 1 run
 
+The load, per level of N clients: ``--requests`` varied prompts (32 distinct ones), shared by N clients;
+client i starts ``i * --stagger`` seconds after the first, and each client sends its next prompt as
+soon as its previous answer finished (closed loop), so arrivals keep coming while other streams run.
 Both servers run side by side; each level alternates them (--repeats times) so load changes on a
-shared machine hit both, and the medians are compared. Each level starts N clients at once; each
-streams greedy chat completions of fixed, varied prompts (several rounds at low N so every level
-sends at least 4 requests). Prints output tokens/s (content
-chunks received per wall second), p50/p99 time to first token, p50 inter-token latency, the
-server's peak resident memory (VmHWM), and tuneforge/baseline ratios. Every server gets one warm-up
-request first (transformers' paged cache is allocated on the first request).
+shared machine hit both, and the medians are compared. Prints the CPU model, the torch threads each
+server decodes with (tuneforge: what its engine chose per batch size, from /metrics), output
+tokens/s (content chunks received per wall second), p50/p99 time to first token, p50 inter-token
+latency, each server's peak resident memory (VmHWM) and the tuneforge/baseline ratios. Every server
+gets one warm-up request first (transformers' paged cache is allocated on the first request).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+from dedup_check import cpu_model
 
 PROMPTS = [
     "Give three tips for staying healthy.",
@@ -43,6 +50,24 @@ PROMPTS = [
     "Suggest three names for a pet dog.",
     "How many days are in a leap year, and why?",
     "Write a polite email declining a meeting.",
+    "Hi!",
+    "Explain, step by step and with an example for each step, how a bill becomes a law in a parliamentary "
+    "democracy, and say where it most often fails.",
+    "What is 17 times 23?",
+    "Compare trains and planes for a 500 km trip: cost, time, comfort and emissions.",
+    "Write a haiku about autumn.",
+    "My laptop will not turn on. What should I check first?",
+    "Name the planets of the solar system in order from the sun.",
+    "Write a Python function that reverses a string, and explain it.",
+    "What is the difference between weather and climate?",
+    "Give a two-sentence summary of the French Revolution.",
+    "Plan a three-day trip to Rome for someone who loves history and food, with one museum a day and "
+    "places to eat near each.",
+    "What does a CPU do?",
+    "Suggest a name for a bakery.",
+    "How can I improve my sleep?",
+    "Tell me a fun fact about octopuses.",
+    "Why do we have leap seconds?",
 ]
 
 
@@ -51,6 +76,29 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+async def closed_loop(
+    clients: int, prompts: list[str], send: Callable[[str], Awaitable], stagger_s: float
+) -> tuple[list, float]:
+    """Send every prompt once through ``clients`` closed-loop clients: client i starts ``i * stagger_s``
+    after the first and sends its next prompt (the next one nobody took yet) as soon as its previous
+    answer finished. Returns the answers in prompt order and the wall seconds of the whole level."""
+    todo = iter(enumerate(prompts))  # shared: each prompt goes to whichever client is free first
+    results: list = [None] * len(prompts)
+
+    async def client(i: int) -> None:
+        await asyncio.sleep(i * stagger_s)
+        for k, prompt in todo:
+            results[k] = await send(prompt)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return results, time.perf_counter() - start
+
+
+def level_prompts(requests: int) -> list[str]:
+    return list(itertools.islice(itertools.cycle(PROMPTS), requests))
 
 
 async def one_request(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int, headers: dict):
@@ -79,24 +127,16 @@ async def one_request(client: httpx.AsyncClient, model: str, prompt: str, max_to
     return stamps[0] - start, [b - a for a, b in zip(stamps, stamps[1:], strict=False)], len(stamps)
 
 
-async def run_level(url: str, model: str, clients: int, max_tokens: int, headers: dict) -> dict:
-    rounds = max(1, 4 // clients)
+async def run_level(
+    url: str, model: str, clients: int, requests: int, max_tokens: int, headers: dict, stagger_s: float
+) -> dict:
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
 
-        async def worker(i: int):
-            out = []
-            for r in range(rounds):
-                out.append(
-                    await one_request(
-                        client, model, PROMPTS[(i + r * clients) % len(PROMPTS)], max_tokens, headers
-                    )
-                )
-            return out
+        async def send(prompt: str):
+            return await one_request(client, model, prompt, max_tokens, headers)
 
-        start = time.perf_counter()
-        results = [x for batch in await asyncio.gather(*(worker(i) for i in range(clients))) for x in batch]
-        wall = time.perf_counter() - start
+        results, wall = await closed_loop(clients, level_prompts(requests), send, stagger_s)
     ttft = [r[0] for r in results]
     itl = [g for r in results for g in r[1]]
     tokens = sum(r[2] for r in results)
@@ -154,8 +194,10 @@ class Server:
         asyncio.run(one_request_standalone(self.url, self.model, max_tokens, self.headers))  # warm-up
         print(f"   ready and warm after {time.perf_counter() - started:.1f}s", flush=True)
 
-    def run(self, clients: int, max_tokens: int) -> None:
-        row = asyncio.run(run_level(self.url, self.model, clients, max_tokens, self.headers))
+    def run(self, clients: int, requests: int, max_tokens: int, stagger_s: float) -> None:
+        row = asyncio.run(
+            run_level(self.url, self.model, clients, requests, max_tokens, self.headers, stagger_s)
+        )
         self.runs.setdefault(clients, []).append(row)
         print(
             f"{self.name:>12} clients={clients:<3} tok/s={row['tok_s']:6.1f}  TTFT p50={row['ttft_p50']:.2f}s"
@@ -166,6 +208,19 @@ class Server:
     def median(self, clients: int) -> dict:
         rows = self.runs[clients]
         return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+    def engine_threads(self) -> str:
+        """The threads and weight layout tuneforge's engine chose, per forward size (its /metrics)."""
+        try:
+            text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=10).text
+        except httpx.HTTPError as exc:
+            return f"? ({exc})"
+        found = [
+            line.removeprefix("tuneforge_engine_").replace("packed_weights", "packed")
+            for line in text.splitlines()
+            if line.startswith(("tuneforge_engine_threads{", "tuneforge_engine_packed_weights{"))
+        ]
+        return ", ".join(found) or "? (no tuneforge_engine_threads in /metrics)"
 
     def stop(self) -> float:
         rss = peak_rss_mb(self.proc.pid) if self.proc else float("nan")
@@ -186,11 +241,16 @@ async def one_request_standalone(url, model, max_tokens, headers):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct", help="A stored model name or folder.")
-    ap.add_argument("--levels", default="1,4,16,32")
+    ap.add_argument("--levels", default="1,4,16,32", help="Client counts, comma-separated.")
+    ap.add_argument("--requests", type=int, default=32, help="Requests per level (varied prompts).")
+    ap.add_argument("--stagger", type=float, default=0.1, help="Seconds between two clients' starts.")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--port", type=int, default=18480)
-    ap.add_argument("--repeats", type=int, default=2, help="Alternating runs per level (medians).")
+    ap.add_argument("--repeats", type=int, default=3, help="Alternating runs per level (medians).")
+    ap.add_argument(
+        "--quick", action="store_true", help="Smoke run: 4 requests, 1 repeat, levels 1,4 unless given."
+    )
     ap.add_argument(
         "--baseline-threads",
         type=int,
@@ -205,7 +265,11 @@ def main() -> None:
         help="--cb-num-blocks for transformers serve (0: its default, 60%% of RAM). 256 pages of 256 tokens "
         "hold the 32 x 2048 tokens tuneforge may hold.",
     )
+    ap.add_argument("--dtype", default="float32", help="Both servers' dtype (float32 | bfloat16).")
     args = ap.parse_args()
+    if args.quick:
+        args.requests, args.repeats = 4, 1
+        args.levels = "1,4" if args.levels == ap.get_default("levels") else args.levels
     levels = [int(x) for x in args.levels.split(",")]
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from tuneforge.models.store import resolve_model
@@ -217,13 +281,15 @@ def main() -> None:
     servers = [
         Server(
             "tuneforge",
-            ours_cmd + ["--max-batch-size", "32"],
+            ours_cmd + ["--max-batch-size", "32", "--dtype", args.dtype],
             f"http://127.0.0.1:{args.port}",
             Path(args.model).name,
             "/v2/health/ready",
             {"Authorization": f"Bearer {key}"},
         )
     ]
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    base_threads = str(args.baseline_threads) if args.baseline_threads else f"torch default ({allowed} CPUs)"
     if not args.skip_baseline:
         base_port = args.port + 1
         base_cmd = [
@@ -232,7 +298,7 @@ def main() -> None:
             folder,
             "--continuous-batching",
             "--dtype",
-            "float32",
+            args.dtype,
         ]
         base_cmd += ["--host", "127.0.0.1", "--port", str(base_port)]
         if args.baseline_blocks:
@@ -241,7 +307,8 @@ def main() -> None:
         servers.append(
             Server("transformers", base_cmd, f"http://127.0.0.1:{base_port}", folder, "/health", {}, env)
         )
-    rss = {}
+    print(f"CPU: {cpu_model()} ({allowed} CPUs allowed); load average {os.getloadavg()[0]:.2f}", flush=True)
+    rss, threads = {}, "?"
     try:
         for s in servers:
             s.start(args.max_tokens)
@@ -249,12 +316,19 @@ def main() -> None:
         for n in levels:
             for _ in range(args.repeats):
                 for s in servers:
-                    s.run(n, args.max_tokens)
+                    s.run(n, args.requests, args.max_tokens, args.stagger)
+        threads = servers[0].engine_threads()
     finally:
         for s in servers:
             rss[s.name] = s.stop()
     ours, base = servers[0], servers[1] if len(servers) > 1 else None
-    print(f"\nmedians of {args.repeats} alternating runs per level; peak RSS over the whole run")
+    print(
+        f"\nCPU: {cpu_model()}; load average at the end {os.getloadavg()[0]:.2f}\n"
+        f"load per level: {args.requests} requests, closed loop, clients started {args.stagger}s apart, "
+        f"{args.max_tokens} greedy tokens, {args.dtype}\n"
+        f"threads: tuneforge {threads}; transformers {base_threads}\n"
+        f"medians of {args.repeats} alternating runs per level; peak RSS over the whole run"
+    )
     print(
         "| clients | tuneforge tok/s | transformers tok/s | ratio | TTFT p50/p99 (tf) "
         "| TTFT p50/p99 (hf) | ITL p50 tf/hf |"
@@ -275,8 +349,11 @@ def main() -> None:
     )
     if base:
         for n in levels:
-            a, b = ours.median(n)["tok_s"], base.median(n)["tok_s"]
-            print(f"serve_tok_s clients={n} tuneforge={a:.1f} baseline={b:.1f} ratio={a / b:.2f}")
+            a, b = ours.median(n), base.median(n)
+            print(
+                f"serve_tok_s clients={n} tuneforge={a['tok_s']:.1f} baseline={b['tok_s']:.1f} "
+                f"ratio={a['tok_s'] / b['tok_s']:.2f} ttft_p99_ratio={a['ttft_p99'] / b['ttft_p99']:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -320,6 +320,7 @@ def test_metrics_report_tokens_latency_and_load(server, client):
         "tuneforge_queue_depth",
         "tuneforge_running_batch_size",
         "tuneforge_kv_cache_usage_ratio",
+        "tuneforge_engine_threads",  # what the step tuner chose (bench/serve_throughput.py prints it)
     ):
         assert name in text, name
     assert 'tuneforge_requests_total{route="/v1/chat/completions",status="200"}' in text
@@ -695,26 +696,36 @@ def test_vllm_engine_answers_like_transformers(serving_models):
             assert r.usage.completion_tokens >= 1
 
 
-def test_thread_tuner_keeps_the_faster_thread_count_and_follows_a_change():
+def test_step_tuner_calibrates_each_batch_size_at_once_and_follows_a_change():
+    """Threads and weight layout are measured per batch bucket in its first steps (not at step 16 and
+    then every few hundred): MKL wins at one row and packed weights at 16 here, both on 2 threads;
+    on busy cores (2 threads 15x slower) a bucket pays at most one slow step per 2-thread candidate."""
     import torch
 
-    from tuneforge.serve.engine.threads import ThreadTuner
+    from tuneforge.serve.engine.threads import MAX_INTERVAL, ThreadTuner
 
     before = torch.get_num_threads()
+    layout = {"packed": None}
     try:
-        tuner = ThreadTuner(2)
-        cost = {1: 0.1, 2: 1.8}  # shared cores: one thread is faster
-        slow_steps = 0
-        for _ in range(3000):
-            tuner.before_step()
-            slow_steps += torch.get_num_threads() == 2
-            tuner.after_step(1, cost[torch.get_num_threads()])
-        assert tuner.current == 1 and slow_steps < 10
-        cost = {1: 0.1, 2: 0.05}  # the other load went away
-        for _ in range(5000):
-            tuner.before_step()
-            tuner.after_step(1, cost[torch.get_num_threads()])
-        assert tuner.current == 2
+        tuner = ThreadTuner([1, 2], (True, False), lambda packed: layout.update(packed=packed))
+
+        def run(steps: int, batch: int, cost) -> int:
+            slow = 0
+            for _ in range(steps):
+                tuner.before_step(batch)
+                threads = torch.get_num_threads()
+                slow += threads == 2
+                tuner.after_step(batch, batch * cost(threads, layout["packed"], batch))
+            return slow
+
+        idle = lambda t, packed, batch: (0.06 if t == 1 else 0.04) * (1.2 if packed == (batch == 1) else 1)  # noqa: E731
+        run(8, 1, idle)  # 2 threads x 2 layouts x 2 rounds
+        run(8, 16, idle)
+        assert tuner.choices() == {1: (2, False), 16: (2, True)}
+        busy = lambda t, packed, batch: 0.1 if t == 1 else 1.8  # noqa: E731
+        tuner = ThreadTuner([1, 2], (True, False), lambda packed: layout.update(packed=packed))
+        assert run(3000, 1, busy) <= 2 + 3000 // 256 and tuner.choices()[1].threads == 1
+        assert run(2 * MAX_INTERVAL, 1, idle) and tuner.choices()[1] == (2, False), "the load went away"
     finally:
         torch.set_num_threads(before)
 

@@ -51,6 +51,12 @@ def serve(
     max_queue: int = typer.Option(
         256, "--max-queue", min=0, help="Waiting requests beyond the batch (503 above)."
     ),
+    max_prefill_tokens: int = typer.Option(
+        128,
+        "--max-prefill-tokens",
+        min=16,
+        help="Prompt tokens prefilled between two decode steps; longer prompts are prefilled in chunks.",
+    ),
     max_tokens: int = typer.Option(512, "--default-max-tokens", min=1, help="Answer length when not asked."),
     threads: int = typer.Option(
         None, "--threads", min=1, help="CPU threads for the engine (default: all allowed)."
@@ -76,6 +82,7 @@ def serve(
         max_batch_size=max_batch_size,
         max_model_len=max_model_len,
         max_queue=max_queue,
+        max_prefill_tokens=max_prefill_tokens,
         default_max_tokens=max_tokens,
         threads=threads,
         dtype=dtype,

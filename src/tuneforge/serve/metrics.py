@@ -48,6 +48,18 @@ class ServeMetrics:
         self.kv_used = Gauge("tuneforge_kv_cache_used_tokens", "Tokens held in the KV cache.", registry=r)
         self.kv_capacity = Gauge("tuneforge_kv_cache_capacity_tokens", "KV cache size in tokens.", registry=r)
         self.kv_usage = Gauge("tuneforge_kv_cache_usage_ratio", "KV cache use, 0 to 1.", registry=r)
+        self.engine_threads = Gauge(
+            "tuneforge_engine_threads",
+            "CPU threads the engine measured fastest for forwards of this many rows (a power of 2).",
+            ["rows"],
+            registry=r,
+        )
+        self.engine_packed = Gauge(
+            "tuneforge_engine_packed_weights",
+            "1 where oneDNN-packed weights were measured faster than MKL's for this many rows.",
+            ["rows"],
+            registry=r,
+        )
 
     # -- engine hooks (called from the engine thread; prometheus_client is thread-safe) -----------
     def observe_first_token(self, model: str, seconds: float) -> None:
@@ -67,6 +79,10 @@ class ServeMetrics:
         self.kv_used.set(stats.kv_used_tokens)
         self.kv_capacity.set(stats.kv_capacity_tokens)
         self.kv_usage.set(stats.kv_used_tokens / max(1, stats.kv_capacity_tokens))
+
+    def set_step_setting(self, bucket: int, threads: int, packed: bool) -> None:
+        self.engine_threads.labels(str(bucket)).set(threads)
+        self.engine_packed.labels(str(bucket)).set(int(packed))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

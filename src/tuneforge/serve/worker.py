@@ -25,6 +25,7 @@ class WorkerConfig:
     max_batch_size: int = 32
     max_model_len: int = 2048
     max_queue: int = 256
+    max_prefill_tokens: int = 128  # engine/transformers_engine.py EngineConfig
     default_max_tokens: int = 512
     threads: int | None = None
     dtype: str = "auto"  # models/precision.py
@@ -61,6 +62,7 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
                 max_batch_size=config.max_batch_size,
                 max_model_len=config.max_model_len,
                 max_queue=config.max_queue,
+                max_prefill_tokens=config.max_prefill_tokens,
                 threads=config.threads,
             ),
             metrics,

@@ -1,61 +1,120 @@
-"""Pick the CPU thread count for decode steps by measuring, and keep measuring.
+"""Pick how each decode step runs on the CPU — thread count and weight layout — by measuring, per batch
+size, from the first steps on, and keep measuring.
 
-On a machine whose cores are shared with other busy processes, torch's OpenMP threads wait on each
-other at every op: measured here (2 cores, load ~11), one decode step of SmolLM2-135M took 110 ms
-with 1 thread and 1,800 ms with 2 — while on idle cores 2 threads are the faster choice. Neither
-setting is right everywhere, and the load changes while a server runs, so the engine times its own
-decode steps: now and then one step runs with the other candidate, and the faster one (for batches
-of that size) is kept. A probe that loses waits twice as long before the next, so a setting that is
-15x slower costs one step in thousands (a probe step costs up to 15 normal ones: at most a few %).
+Threads: on a machine whose cores are shared with other busy processes, torch's OpenMP threads wait on
+each other at every op: measured here (2 cores, load ~11), one decode step of SmolLM2-135M took 110 ms
+with 1 thread and 1,800 ms with 2 — while on idle cores 2 threads are the faster choice.
+
+Layout: oneDNN's packed weights (packed_linear.py) win at many rows, plain MKL on the unpacked weight
+at one: measured here (2-core EPYC without AVX-512, load ~6, 1 thread, interleaved steps), a decode
+step of one request took 76 ms with MKL against 95 ms packed, one of 16 requests 186 against 131 ms.
+
+Neither choice is right on every machine, batch size and load, so the engine times its own steps. The
+first steps of each batch bucket (1, 2, 4, …) calibrate: each candidate runs ``ROUNDS`` steps,
+interleaved, and a candidate already twice as slow as the best is dropped after its first step (the
+busy-machine case costs one slow step per bucket, not several). The fastest (per row, best of its
+steps) is kept; then now and then one step probes another candidate, and a probe that loses waits
+twice as long before the next (a setting 15x slower costs one step in thousands).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
 import torch
 
-# Start on one thread: on busy cores the other choice is ~15x slower, on idle ones ~1.5x faster, so
-# the safe start loses little; a probe (one step) then finds out.
-FIRST_PROBE = 16
+ROUNDS = 2  # calibration steps per candidate and bucket (best of them: a new shape's first call is slow)
+DROP_ABOVE = 2.0  # a candidate this many times slower than the best so far stops calibrating
 MIN_INTERVAL, MAX_INTERVAL = 256, 8192
 
 
+class Setting(NamedTuple):
+    threads: int
+    packed: bool  # oneDNN-packed weights (True) or MKL on the plain ones
+
+
+@dataclass
+class _Bucket:
+    todo: list[Setting]  # calibration steps still to run, in order
+    best: dict[Setting, float] = field(default_factory=dict)  # seconds per row, best sample
+    choice: Setting | None = None
+    ema: float = 0.0  # seconds per row of ``choice``
+    steps: int = 0
+    interval: int = MIN_INTERVAL
+    next_probe: int = MIN_INTERVAL
+    probe_turn: int = 0
+
+
 class ThreadTuner:
-    def __init__(self, allowed: int):
-        self.candidates = sorted({1, max(1, allowed)})
-        self.current = self.candidates[0]
-        self.ema: dict[tuple[int, int], float] = {}
-        self.interval = MIN_INTERVAL
-        self.next_probe = FIRST_PROBE
-        self.steps = 0
-        self.probing: int | None = None
-        torch.set_num_threads(self.current)
+    def __init__(
+        self,
+        threads: list[int],
+        layouts: tuple[bool, ...] = (True,),
+        apply_layout: Callable[[bool], None] | None = None,
+    ):
+        # The safe candidate first: the fewest threads (never the 15x case), the first layout.
+        self.candidates = [Setting(t, p) for t in sorted(set(threads)) for p in layouts]
+        self._apply_layout = apply_layout or (lambda packed: None)
+        self.buckets: dict[int, _Bucket] = {}
+        self.now: Setting | None = None  # what the coming step runs with
+        self._set(self.candidates[0])
 
     @staticmethod
-    def _bucket(batch: int) -> int:
-        return 1 << (batch - 1).bit_length()  # 1, 2, 4, 8, …: steps of similar cost
+    def bucket(batch: int) -> int:
+        return 1 << (batch - 1).bit_length()  # 1, 2, 4, 8, …: steps of similar cost per row
 
-    def before_step(self) -> None:
-        if len(self.candidates) == 1:
-            return
-        self.steps += 1
-        if self.steps >= self.next_probe:
-            self.probing = next(c for c in self.candidates if c != self.current)
-            torch.set_num_threads(self.probing)
+    def _set(self, setting: Setting) -> None:
+        if self.now is None or setting.threads != self.now.threads:
+            torch.set_num_threads(setting.threads)
+        if self.now is None or setting.packed != self.now.packed:
+            self._apply_layout(setting.packed)
+        self.now = setting
 
-    def after_step(self, batch: int, seconds: float) -> None:
-        if len(self.candidates) == 1:
-            return
-        bucket = self._bucket(batch)
-        threads = self.probing or self.current
-        old = self.ema.get((threads, bucket))
-        self.ema[(threads, bucket)] = seconds if old is None or self.probing else 0.8 * old + 0.2 * seconds
-        if self.probing is None:
-            return
-        mine = self.ema.get((self.current, bucket))
-        if mine is not None and seconds < mine:
-            self.current, self.interval = self.probing, MIN_INTERVAL  # the other one is faster now
+    def choices(self) -> dict[int, Setting]:
+        """The setting each calibrated bucket runs with (metrics, logs)."""
+        return {k: b.choice for k, b in sorted(self.buckets.items()) if b.choice is not None}
+
+    def before_step(self, batch: int) -> None:
+        """Switch to the setting this step of ``batch`` rows runs with."""
+        b = self.buckets.get(self.bucket(batch))
+        if b is None:
+            b = self.buckets[self.bucket(batch)] = _Bucket(todo=self.candidates * ROUNDS)
+        if b.todo:
+            self._set(b.todo[0])
+        elif len(self.candidates) > 1 and b.steps >= b.next_probe:
+            others = [c for c in self.candidates if c != b.choice]
+            self._set(others[b.probe_turn % len(others)])
+            b.probe_turn += 1
         else:
-            self.interval = min(self.interval * 2, MAX_INTERVAL)
-        self.probing = None
-        self.next_probe = self.steps + self.interval
-        torch.set_num_threads(self.current)
+            self._set(b.choice)
+
+    def after_step(self, batch: int, seconds: float) -> Setting | None:
+        """Record the step's time; returns the bucket's setting when this step (re)decided it."""
+        b = self.buckets[self.bucket(batch)]
+        b.steps += 1
+        per_row = seconds / batch
+        ran = self.now
+        if b.todo:
+            b.todo.pop(0)
+            b.best[ran] = min(per_row, b.best.get(ran, per_row))
+            fastest = min(b.best.values())
+            b.todo = [c for c in b.todo if b.best.get(c, fastest) <= DROP_ABOVE * fastest]
+            if b.todo:
+                return None
+            b.choice = min(b.best, key=b.best.__getitem__)
+            b.ema = b.best[b.choice]
+            b.next_probe = b.steps + b.interval
+            return b.choice
+        if ran == b.choice:
+            b.ema = 0.8 * b.ema + 0.2 * per_row
+            return None
+        # a probe
+        changed = per_row < b.ema
+        if changed:
+            b.choice, b.ema, b.interval = ran, per_row, MIN_INTERVAL
+        else:
+            b.interval = min(b.interval * 2, MAX_INTERVAL)
+        b.next_probe = b.steps + b.interval
+        return b.choice if changed else None

@@ -1,10 +1,17 @@
 """The ``transformers`` engine: any HF causal LM (CPU or GPU) with continuous batching.
 
-One thread owns the model. Between two decode steps it drops cancelled requests, admits waiting ones
-(prefilled together, left-padded, straight into free rows of the slot cache), then runs one decode
-step for every running request at once. A short request therefore never waits for a long one, and a
-client that leaves frees its row before the next step. Requests for different LoRA adapters share
-the base weights and one batch through peft's ``adapter_names``.
+One thread owns the model. Between two decode steps it drops cancelled requests and prefills at most
+``max_prefill_tokens`` prompt tokens: whole waiting prompts that fit (prefilled together, left-padded,
+straight into free rows of the slot cache), or the next chunk of one prompt too long for that budget
+(chunked prefill: a 2,000-token prompt arriving stalls the running streams for a budget's worth of
+prefill per step, not for its whole prompt). Then it runs one decode step for every running request at
+once. A short request therefore never waits for a long one, and a client that leaves frees its row
+before the next step. Requests for different LoRA adapters share the base weights and one batch
+through peft's ``adapter_names``.
+
+Long because: the scheduler (admission, chunked prefill, decode, finishing) is one loop over shared
+rows of the slot cache; split, its invariants (running rows 0..n-1, the chunked prompt's row at n)
+would be spread over modules.
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ class EngineConfig:
     max_batch_size: int = 32
     max_model_len: int = 2048
     max_queue: int = 256
-    max_prefill_tokens: int = 2048  # prompt tokens prefilled between two decode steps, at most
+    # Prompt tokens prefilled between two decode steps, at most (padding included); a longer prompt is
+    # prefilled in chunks of this size, one chunk per step. Larger: faster TTFT of bursts, longer stalls.
+    max_prefill_tokens: int = 128
     threads: int | None = None
     pack_weights: bool = True  # oneDNN-packed fp32 linear layers on CPU (packed_linear.py)
 
@@ -54,6 +63,7 @@ class NoMetrics:
     def observe_inter_token(self, variant: str, seconds: float) -> None: ...
     def observe_finished(self, variant: str, prompt: int, completion: int, reason: str) -> None: ...
     def set_load(self, stats: EngineStats) -> None: ...
+    def set_step_setting(self, bucket: int, threads: int, packed: bool) -> None: ...
 
 
 @dataclass
@@ -68,6 +78,7 @@ class _Seq:
     arrived: float = field(default_factory=time.perf_counter)
     generated: list[int] = field(default_factory=list)
     pos: int = 0  # position id of the next token
+    prefilled: int = 0  # prompt tokens in the cache so far (chunked prefill)
     last_token_at: float = 0.0
 
 
@@ -104,13 +115,17 @@ class TransformersEngine:
                 "transformers engine serves models that do (Llama, Qwen2, Mistral, Gemma, GPT-2, …)."
             )
         self.packed_layers = 0
+        self.layout = packed_linear.LayoutSwitch()
         if self.config.pack_weights and self.device.type == "cpu":
-            self.packed_layers = packed_linear.pack_linears(self.model, self.config.max_batch_size)
+            rows_hint = self.config.max_batch_size
+            self.packed_layers = packed_linear.pack_linears(self.model, rows_hint, self.layout)
             log.info("packed %d linear layers for oneDNN", self.packed_layers)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._waiting: collections.deque[_Seq] = collections.deque()
         self._running: list[_Seq] = []  # index == cache row
+        self._chunked: _Seq | None = None  # a prompt being prefilled in chunks; its row: len(_running)
+        self._chunked_row = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._beat = time.monotonic()  # the engine thread's last loop turn or decoder layer
@@ -194,7 +209,7 @@ class TransformersEngine:
     def stats(self) -> EngineStats:
         n = len(self._running)
         return EngineStats(
-            running=n,
+            running=n + (self._chunked is not None),
             waiting=len(self._waiting),
             kv_used_tokens=sum(len(s.prompt_ids) + len(s.generated) for s in self._running),
             kv_capacity_tokens=self.config.max_batch_size * self.max_model_len,
@@ -202,24 +217,31 @@ class TransformersEngine:
 
     # -- the engine thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        if self.config.threads or self.device.type != "cpu":
-            torch.set_num_threads(self.config.threads or torch.get_num_threads())
+        if self.device.type != "cpu":
+            if self.config.threads:
+                torch.set_num_threads(self.config.threads)
             self.tuner = None
         else:
             allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            self.tuner = ThreadTuner(max(1, min(torch.get_num_threads(), allowed or 1)))
+            most = min(torch.get_num_threads(), allowed or 1)
+            threads = [self.config.threads] if self.config.threads else [1, most]
+            layouts = (True, False) if self.packed_layers else (True,)
+            self.tuner = ThreadTuner(threads, layouts, self.layout.set)
         with torch.inference_mode():
             while not self._stopping:
                 self._beat = time.monotonic()
                 try:
                     self._drop_cancelled()
-                    admitted = self._admit()
-                    if admitted:
-                        self._prefill(admitted)
+                    if self._chunked is None:
+                        admitted = self._admit()
+                        if admitted:
+                            self._prefill(admitted)
+                    if self._chunked is not None:
+                        self._prefill_chunk()
                     if self._running:
                         self._decode_step()
                     self.metrics.set_load(self.stats())
-                    if not self._running and not self._waiting:
+                    if not self._running and not self._waiting and self._chunked is None:
                         self._wake.wait(timeout=0.5)
                         self._wake.clear()
                 except Exception as exc:  # a failed step must not take the worker down with it
@@ -232,6 +254,13 @@ class TransformersEngine:
         for i in range(len(self._running)):
             self.cache.release_row(i)
         self._running.clear()
+        self._drop_chunked(message)
+
+    def _drop_chunked(self, error: str | None = None) -> None:
+        seq, self._chunked = self._chunked, None
+        if seq is not None:
+            self.cache.release_row(self._chunked_row)
+            seq.stream.push(Delta(finish_reason="abort", prompt_tokens=len(seq.prompt_ids), error=error))
 
     def _drop_cancelled(self) -> None:
         with self._lock:
@@ -239,10 +268,15 @@ class TransformersEngine:
                 self._waiting = collections.deque(s for s in self._waiting if not s.stream.cancelled)
         for seq in [s for s in self._running if s.stream.cancelled]:
             self._finish(seq, "abort")
+        if self._chunked is not None and self._chunked.stream.cancelled:
+            self._drop_chunked()
 
     def _admit(self) -> list[_Seq]:
-        """Waiting requests (FIFO) that fit in free rows, the prefill budget and the context."""
+        """Waiting requests (FIFO) whose whole prompts fit in free rows, the prefill budget (padded) and
+        the context; or, when the first waiting prompt alone exceeds the budget, it starts a chunked
+        prefill (``_chunked``) and nothing is returned."""
         free = self.config.max_batch_size - len(self._running)
+        budget = self.config.max_prefill_tokens
         chosen: list[_Seq] = []
         width = 0
         with self._lock:
@@ -250,8 +284,10 @@ class TransformersEngine:
                 seq = self._waiting[0]
                 new_width = max(width, len(seq.prompt_ids))
                 fits_len = all(new_width + s.params.max_tokens <= self.max_model_len for s in [*chosen, seq])
-                fits_budget = new_width * (len(chosen) + 1) <= max(self.config.max_prefill_tokens, new_width)
-                if chosen and not (fits_len and fits_budget):
+                if not chosen and len(seq.prompt_ids) > budget:
+                    self._chunked, self._chunked_row = self._waiting.popleft(), len(self._running)
+                    break
+                if not (fits_len and new_width * (len(chosen) + 1) <= budget):
                     break
                 chosen.append(self._waiting.popleft())
                 width = new_width
@@ -284,8 +320,28 @@ class TransformersEngine:
             s.pos = n
         mask = self.cache.prepare_prefill(first, lengths)
         self._running.extend(seqs)
-        logits = self._forward(ids.to(self.device), mask, pos.to(self.device), seqs)
+        logits = self._timed_forward(ids.to(self.device), mask, pos.to(self.device), seqs)
         self._emit(seqs, logits)
+
+    def _prefill_chunk(self) -> None:
+        """The next ``max_prefill_tokens`` of the chunked prompt, into its row (right after the running
+        rows: moved down when running requests finished); the last chunk makes it a running request."""
+        seq, row = self._chunked, len(self._running)
+        if self._chunked_row != row:
+            self.cache.move_row(self._chunked_row, row)
+            self.cache.release_row(self._chunked_row)
+            self._chunked_row = row
+        start = seq.prefilled
+        end = min(len(seq.prompt_ids), start + self.config.max_prefill_tokens)
+        mask = self.cache.prepare_chunk(row, start, end)
+        ids = torch.tensor([seq.prompt_ids[start:end]], device=self.device)
+        pos = torch.arange(start, end, device=self.device)[None]
+        logits = self._timed_forward(ids, mask, pos, [seq])
+        seq.prefilled = seq.pos = end
+        if end == len(seq.prompt_ids):
+            self._chunked = None
+            self._running.append(seq)
+            self._emit([seq], logits)
 
     def _decode_step(self) -> None:
         seqs = list(self._running)
@@ -295,13 +351,23 @@ class TransformersEngine:
         for s in seqs:
             s.pos += 1
         mask = self.cache.prepare_decode(len(seqs))
-        if self.tuner:
-            self.tuner.before_step()
-        started = time.perf_counter()
-        logits = self._forward(ids, mask, pos, seqs)
-        if self.tuner:
-            self.tuner.after_step(len(seqs), time.perf_counter() - started)
+        logits = self._timed_forward(ids, mask, pos, seqs)
         self._emit(seqs, logits)
+
+    def _timed_forward(self, input_ids, mask, position_ids, seqs: list[_Seq]):
+        """A forward under the tuner's setting for its rows (threads, weight layout), timed for it."""
+        rows = input_ids.numel()
+        if self.tuner is None:
+            return self._forward(input_ids, mask, position_ids, seqs)
+        self.tuner.before_step(rows)
+        started = time.perf_counter()
+        logits = self._forward(input_ids, mask, position_ids, seqs)
+        decided = self.tuner.after_step(rows, time.perf_counter() - started)
+        if decided is not None:
+            bucket = self.tuner.bucket(rows)
+            log.info("forwards of %d rows run on %d threads, packed=%s", bucket, *decided)
+            self.metrics.set_step_setting(bucket, decided.threads, decided.packed)
+        return logits
 
     def _emit(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
         tokens, infos, errors = choose_tokens(
