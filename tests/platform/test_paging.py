@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import select, text
 
-from tests.support.platformhelp import make_client
+from tests.support.platformhelp import job_row, make_client
 from tuneforge.platform import paging
 from tuneforge.platform.db import Dataset, Evaluation, Job
 
@@ -22,22 +22,11 @@ def _jobs(n: int, start: float, prefix: str) -> list[dict]:
     its creation time, so the id has to break ties; few are evals and none runs (PostgreSQL's planner
     takes a filter's own index only for a value that is rare, as running jobs are among thousands)."""
     return [
-        dict(
-            id=f"job-{prefix}{i:05d}",
+        job_row(
+            f"job-{prefix}{i:05d}",
             kind="eval" if i % 30 == 0 else "train",
             state=("succeeded", "failed", "queued")[i % 3],
-            spec={"model": "tiny"},
-            priority=0,
-            gpus=0,
-            restart_policy="never",
-            max_retries=0,
-            attempt=1,
-            folder="/nonexistent",
-            cancel_requested=False,
-            step=0,
-            latest_metrics={},
             created_at=start + (i - i % 2 * (i % 3 == 0)),
-            extra={},
         )
         for i in range(n)
     ]

@@ -239,7 +239,7 @@ def create_app(
     )
     app.state.platform = ctx
     ctx.metrics = RequestMetrics(ctx)
-    app.middleware("http")(ctx.metrics.middleware())
+    app.add_middleware(ctx.metrics.middleware)
     app.add_middleware(CurlJsonBodies)  # `curl -d '{...}'` with a bearer token works without -H Content-Type
     install_handlers(app)
     for router in routers():

@@ -124,6 +124,18 @@ def _token_row(store: Store, token_id: str) -> _Known | None:
     return known
 
 
+def answers_at_once(store: Store, header: str | None) -> bool:
+    """Whether ``authenticate`` answers ``header`` without the database (a malformed header, or a token
+    whose row was read less than TOKEN_CACHE_S ago): the request dependencies then call it on the event
+    loop, and hand only a database read to a worker thread."""
+    m = TOKEN_RE.match(header[7:].strip()) if header and header.startswith("Bearer ") else None
+    if m is None:
+        return True
+    with _known_lock:
+        known = _known.get(store, {}).get(m.group(1))
+    return known is not None and time.monotonic() - known.read_at < TOKEN_CACHE_S
+
+
 def _forget(store: Store, token_id: str) -> None:
     with _known_lock:
         _revocations[0] += 1

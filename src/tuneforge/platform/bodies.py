@@ -16,7 +16,6 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from tuneforge.serve import body as request_body
@@ -97,7 +96,7 @@ class BoundedJsonRoute(APIRoute):
 
         async def bounded(request: Request):
             for check in checks:
-                await run_in_threadpool(check, request)  # a database lookup: off the event loop
+                await check(request)
             raw = await request_body.read_body(request.stream(), request.headers.get("content-length"))
             if raw and _json_typed(request.headers.get("content-type"), strict):
                 # Starlette's cache of the parsed body, which FastAPI's handler reads (request.json())

@@ -45,20 +45,37 @@ class RequestMetrics:
         )
         self.registry.register(JobsCollector(ctx))
 
-    def middleware(self):
-        async def measure(request, call_next):
+    def middleware(self, app):
+        """ASGI middleware counting and timing each HTTP request (``app.add_middleware(ctx.metrics.
+        middleware)``). Plain ASGI: Starlette's ``BaseHTTPMiddleware`` runs every request in a task of its
+        own and passes the answer through a memory stream, about a tenth of a small request's CPU. The
+        latency is to the answer's first byte (the status line), so a followed log does not count as one
+        long request."""
+
+        async def measure(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
             start = time.perf_counter()
-            status = 500
-            try:
-                response = await call_next(request)
-                status = response.status_code
-                return response
-            finally:
-                route = request.scope.get("route")
+            answered = False
+
+            def record(status: int) -> None:
                 # The route's template, never the raw path: ids would make unbounded label sets.
-                name = getattr(route, "path", "unmatched")
-                self.requests.labels(request.method, name, str(status)).inc()
-                self.latency.labels(request.method, name).observe(time.perf_counter() - start)
+                name = getattr(scope.get("route"), "path", "unmatched")
+                self.requests.labels(scope["method"], name, str(status)).inc()
+                self.latency.labels(scope["method"], name).observe(time.perf_counter() - start)
+
+            async def send_measured(message):
+                nonlocal answered
+                if message["type"] == "http.response.start" and not answered:
+                    answered = True
+                    record(message["status"])
+                await send(message)
+
+            try:
+                await app(scope, receive, send_measured)
+            finally:
+                if not answered:  # an exception no handler turned into an answer: the server's 500
+                    record(500)
 
         return measure
 

@@ -23,10 +23,10 @@ from tuneforge.serve.openai import error_body
 
 from .. import deployments as service
 from .. import rollouts
-from ..auth import Principal, authenticate
+from ..auth import Principal
 from ..context import Platform
 from ..db import Deployment
-from ..deps import credentials
+from ..deps import caller
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["gateway"])
@@ -75,7 +75,7 @@ async def close(ctx: Platform) -> None:
 
 async def _who(request: Request) -> Principal:
     # The console's session cookie counts as a bearer token here too (same CSRF rule as the API).
-    who = await run_in_threadpool(authenticate, _ctx(request).store, credentials(request))
+    who = await caller(request)
     if who is None:
         raise GatewayError(401, "invalid or missing token", "invalid_api_key")
     return who

@@ -19,6 +19,7 @@ from ..bodies import BoundedJsonRoute, multipart_doc, read_form, save_part
 from ..context import Platform
 from ..deps import admin, platform
 from ..paging import BEFORE_DOC, MAX_CURSOR
+from ..read_threads import in_read_thread
 from ..schemas import AnyJobCreate, CommandJobCreate, JobDeleted, JobList, JobOut, ResumeBody
 
 router = APIRouter(
@@ -92,8 +93,13 @@ def create_job(body: AnyJobCreate, ctx: Platform = Depends(platform)) -> dict:
     return service.job_dict(row)
 
 
+# The two reads every console and script polls are ``async def`` with their database work in one worker
+# thread (read_threads): a plain ``def`` route costs FastAPI two thread hops (the route, then the
+# answer's validation), in a pool of 40 threads that contend for the interpreter lock.
+
+
 @router.get("", response_model=JobList)
-def list_jobs(
+async def list_jobs(
     ctx: Platform = Depends(platform),
     state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
     kind: str | None = Query(None, pattern="^(train|eval|command)$"),
@@ -101,13 +107,17 @@ def list_jobs(
     before: str | None = Query(None, max_length=MAX_CURSOR, description=BEFORE_DOC),
 ) -> dict:
     """Newest first, a page at a time: follow ``next`` (as ``before=``) until it is null."""
-    rows, nxt = service.list_jobs(ctx, state, limit, before, kind)
-    return {"data": [service.job_dict(r) for r in rows], "next": nxt}
+
+    def read() -> dict:
+        rows, nxt = service.list_jobs(ctx, state, limit, before, kind)
+        return {"data": [service.job_dict(r) for r in rows], "next": nxt}
+
+    return await in_read_thread(read)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
-    return service.job_dict(service.get_job(ctx, job_id))
+async def get_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
+    return await in_read_thread(lambda: service.job_dict(service.get_job(ctx, job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
