@@ -56,7 +56,9 @@ def test_register_takes_the_best_checkpoint_by_default_and_final_on_request(tmp_
             root, {"checkpoint": "step-4", "step": 4, "metric": "eval_loss", "mode": "min", "value": 2}
         )
         with ctx.store.session() as s:
-            s.add(Job(id="job-0000000000aa", kind="train", state="succeeded", spec={"model": "tiny"},
+            # a job that wrote best.json selects by a metric (the job list opens best.json only then)
+            spec = {"model": "tiny", "train": {"select": "eval_loss"}}
+            s.add(Job(id="job-0000000000aa", kind="train", state="succeeded", spec=spec,
                       folder=str(root), created_at=time.time(), extra={}))  # fmt: skip
         job = api.get("/api/v1/jobs/job-0000000000aa").json()
         assert job["best_checkpoint"]["checkpoint"] == "step-4"
