@@ -173,9 +173,12 @@ def _log_to_rank_file(root: Path, rank: int) -> None:
     group's worker goes on in the same file)."""
     path = fmt.rank_log(root, rank)
     path.parent.mkdir(parents=True, exist_ok=True)
+    root_logger = logging.getLogger()
+    if any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in root_logger.handlers):
+        return  # a worker process reused for a second launch: its lines would be written twice
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)  # every library's records that reach the root
+    root_logger.addHandler(handler)  # every library's records that reach the root
     ours = logging.getLogger("tuneforge")
     if ours.getEffectiveLevel() > logging.INFO:  # our progress lines are INFO
         ours.setLevel(logging.INFO)
