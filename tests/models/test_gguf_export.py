@@ -44,7 +44,7 @@ def export(capsys, model, out, *extra) -> dict:
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("quant", ["f16", "q8_0"])
-def test_gguf_round_trips_through_transformers(capsys, tiny_models, tmp_path, arch, quant):
+def test_gguf_round_trips_through_transformers(capsys, monkeypatch, tiny_models, tmp_path, arch, quant):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     done = export(capsys, tiny_models[arch], tmp_path / "out", "--quant", quant)
@@ -60,8 +60,17 @@ def test_gguf_round_trips_through_transformers(capsys, tiny_models, tmp_path, ar
     assert tok(text).input_ids == original(text).input_ids
     assert tok.chat_template == original.chat_template and tok.eos_token == "<|im_end|>"
     if (arch, quant) == ("llama", "q8_0"):  # a quantized file imports as a stored model (`models import`)
+        import gguf
+
+        parses, maps = [], []
+        real_reader, real_map = gguf.GGUFReader, gguf.get_tensor_name_map
+        monkeypatch.setattr(gguf, "GGUFReader", lambda *a, **k: parses.append(a) or real_reader(*a, **k))
+        monkeypatch.setattr(gguf, "get_tensor_name_map", lambda *a: maps.append(a) or real_map(*a))
         code, out, err = run_cli(capsys, "models", "import", done["gguf"], "--name", "from-gguf", "--json")
         assert code == 0, err
+        # the check, the config, the tokenizer and the weights share one parse of the file and one
+        # tensor-name table (models/gguf_reads.py: they were 5 parses and a table per module)
+        assert len(parses) == 1 and len(maps) == 1, (len(parses), len(maps))
         info = json.loads(out)
         assert info["architecture"] == "LlamaForCausalLM" and info["source"].startswith("gguf:")
         assert info["parameters"] == want.num_parameters() and info["chat_template"] is True

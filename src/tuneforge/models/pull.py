@@ -16,6 +16,7 @@ from tuneforge.names import name_from_file
 from tuneforge.settings import get_settings
 
 from .catalog import CATALOG, PypiGGUF
+from .gguf_reads import shared_gguf_reads
 from .info import MODEL_FILE, describe_folder, read_info, weight_files, write_info
 from .store import check_name, model_dir, staged_model
 
@@ -107,10 +108,11 @@ def convert_gguf(gguf: Path, out: Path, dtype: str = "float32") -> object:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype)
-        )
+        with shared_gguf_reads():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype)
+            )
     except (ValueError, KeyError, OSError) as exc:
         raise ConfigError(f"{gguf}: transformers cannot read this GGUF ({exc}).") from exc
     # A GGUF-loaded model refuses save_pretrained while it remembers its quantizer; the weights are
@@ -174,12 +176,13 @@ def import_model(
     path = Path(text).expanduser()
     name = check_name(name or _name_from(text))
     if path.is_file() and path.suffix.lower() == ".gguf":
-        check_gguf(path)
-        with staged_model(name) as tmp:
-            progress("convert", None, None)
-            tokenizer = convert_gguf(path, tmp)
-            info = describe_folder(tmp, name, f"gguf:{path.resolve()}", tokenizer)
-            write_info(tmp, info)
+        with shared_gguf_reads():  # the check's parse serves the conversion
+            check_gguf(path)
+            with staged_model(name) as tmp:
+                progress("convert", None, None)
+                tokenizer = convert_gguf(path, tmp)
+                info = describe_folder(tmp, name, f"gguf:{path.resolve()}", tokenizer)
+                write_info(tmp, info)
         return info
     if path.is_dir():
         if not (path / "config.json").exists():
