@@ -58,7 +58,7 @@ docs: $(VENV)/.installed-dev
 # wait on each other much of the time, so two files at once use both cores. --durations: CI's log names the
 # slowest tests, where the next minute of a 20-minute budget comes from.
 test: lint docs
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=30
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py

@@ -167,21 +167,31 @@ def memo_data(tmp_path) -> Path:
     return write(tmp_path / "memo.json", MEMO * 2)
 
 
-# The longest files first: `make test` hands whole files to two workers in this order, so the long ones
-# run side by side instead of one of them alone at the end. Order inside a file is kept.
-# Paths from tests/ (tests/test_layout.py checks each one exists).
+# The longest files first: `make test` hands whole files to two workers in this order (with xdist's
+# own reordering, by number of tests, turned off in the Makefile: it put these nine-test files last), so
+# the long ones run side by side instead of one of them alone at the end. Order inside a file is kept.
+# Paths from tests/ (tests/test_layout.py checks each one exists); seconds of a loaded full run.
 LONGEST_FILES = [
-    "platform/test_deployments.py",
-    "web/test_console.py",
-    "platform/test_platform_server.py",
-    "jobs/test_command_jobs.py",
-    "test_integration_default_model.py",
-    "cli/test_cli_train.py",
-    "train/test_train.py",
+    "web/test_console.py",  # 646
+    "test_integration_default_model.py",  # 516
+    "platform/test_deployments.py",  # 415
+    "platform/test_ray_executor.py",  # 253
+    "cli/test_cli_train.py",  # 158
+    "data/test_data_hostile.py",  # 146
+    "platform/test_platform_jobs.py",  # 133
+    "platform/test_promote.py",  # 128
+    "train/test_workers.py",  # 122
+    "platform/test_exports.py",  # 107
+    "train/test_tracking.py",  # 103
+    "serve/test_serve.py",  # 96
+    "platform/test_platform_server.py",  # 83
+    "platform/test_platform_api.py",  # 78
+    "platform/test_method_jobs.py",  # 71
     "models/test_gguf_export.py",
-    "platform/test_platform_jobs.py",
-    "platform/test_method_jobs.py",
-    "data/test_data_hostile.py",
+    "train/test_train.py",
+    "platform/test_platform_fuzz.py",
+    "platform/test_platform_openapi.py",
+    "jobs/test_command_jobs.py",
 ]
 
 
