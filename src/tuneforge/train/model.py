@@ -99,6 +99,9 @@ def load_model(spec: JobSpec, runtime: Runtime, packed: bool, score_head: bool =
             )
     if spec.finetuning in ("lora", "qlora"):
         model = add_lora(model, spec, "SEQ_CLS" if score_head else "CAUSAL_LM")
+    from .swiglu import use_lean_swiglu
+
+    use_lean_swiglu(model)  # less kept for backward, same arithmetic (swiglu.py)
     if spec.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
