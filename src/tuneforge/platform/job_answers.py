@@ -16,6 +16,7 @@ by JobOut and written by pydantic's JSON serializer; a page is those rows inside
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -41,17 +42,26 @@ _JOB_OUT = TypeAdapter(JobOut)
 
 def job_page(ctx: Platform, state: str | None, limit: int, before: str | None, kind: str | None) -> bytes:
     """A page of jobs, newest first, as ``JobList``'s JSON (``paging``'s keyset cursor)."""
-    q = _RAW
-    if state:
-        q = q.where(_JOBS.c.state == state)
-    if kind:
-        q = q.where(_JOBS.c.kind == kind)
+    query = _page_query(state is not None, kind is not None, before is not None)
+    params = {**paging.page_params(limit, before), "state": state, "kind": kind}
     with ctx.store.rows() as c:
-        rows = c.execute(paging.newest_first(q, _JOBS.c, limit, before)).all()
+        rows = c.execute(query, params).all()
     rows, nxt = paging.page(rows, limit)
     answers = _answers(ctx.answers, rows)
     # JobList's envelope as pydantic writes it: no spaces, the cursor a plain ASCII string (base64url)
     return b'{"data":[%s],"next":%s}' % (b",".join(answers), json.dumps(nxt).encode())
+
+
+@functools.cache
+def _page_query(by_state: bool, by_kind: bool, after_cursor: bool):
+    """The page's statement, built once for each filter (a new one each request was a twentieth of a
+    page's CPU: SQLAlchemy works out a statement's cache key anew for each new object)."""
+    query = _RAW
+    if by_state:
+        query = query.where(_JOBS.c.state == bindparam("state", type_=_JOBS.c.state.type))
+    if by_kind:
+        query = query.where(_JOBS.c.kind == bindparam("kind", type_=_JOBS.c.kind.type))
+    return paging.prepared_newest_first(query, _JOBS.c, after_cursor)
 
 
 def job_answer(ctx: Platform, job_id: str) -> bytes:
