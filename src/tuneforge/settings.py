@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         default=64,
         ge=0,
         description="Memory, in MiB, for the control plane's encoded job answers, kept per version of each "
-        "job's row so a list page does not encode its rows again (about 5 KB a job; 0 keeps none).",
+        "job's row so a list page does not encode its rows again (about 6 KB a job; 0 keeps none).",
     )
 
     allow_command_jobs: bool = Field(
