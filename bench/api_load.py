@@ -13,7 +13,8 @@ clients. The CPU model, the load average and the database are printed beside the
 reads the server's CPU time per request (`server_cpu_ms`: this process's CPU time over the load, which
 other work on the machine does not inflate the way it inflates latency; with one server process p99 is
 about clients x server_cpu_ms / the cores it gets). The rows are what real ones hold (whole resolved
-specs, metrics, failed jobs' log tails), since a list answers them whole.
+specs, metrics, failed jobs' log tails), since a list answers them whole; after the reads, how many job
+answers came from the server's answer cache (platform/job_answers.py) and the memory it held.
 """
 
 from __future__ import annotations
@@ -255,6 +256,12 @@ def api_load(database_url: str | None, args) -> dict:
                 f"{what}": load(run, args.clients, args.seconds, what, ids)
                 for what in ("list", "list_state", "list_walk", "get")
             }
+            cache = run.ctx.answers  # each job's answer, encoded once per version of its row
+            print(
+                f"answer_cache {engine.dialect.name}: hits={cache.hits} misses={cache.misses} "
+                f"jobs_kept={len(cache)} mib={cache.bytes / 2**20:.1f} of {cache.max_bytes / 2**20:.0f}",
+                flush=True,
+            )
             if not args.skip_create:
                 body = {"template": "sft-lora", "model": "tiny", "datasets": ["memo"]}
                 result["create"] = create_load(run, min(args.clients, 8), args.seconds, body)

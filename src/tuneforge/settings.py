@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         description="Worker processes counting tokens when a dataset of over 2,048 records is validated "
         "with a tokenizer: 0 is one per core (at most 4), 1 counts in the reading process alone.",
     )
+    answer_cache_mb: int = Field(
+        default=64,
+        ge=0,
+        description="Memory, in MiB, for the control plane's encoded job answers, kept per version of each "
+        "job's row so a list page does not encode its rows again (about 6 KB a job; 0 keeps none).",
+    )
 
     allow_command_jobs: bool = Field(
         default=True,

@@ -17,6 +17,7 @@ from tuneforge.jobs.executor import Executor, LocalExecutor
 from tuneforge.settings import Settings, get_settings
 
 from . import error_codes, migrate, openai_ft, openapi
+from .answer_cache import AnswerCache
 from .auth import ensure_admin_token
 from .context import Platform
 from .db import Store, default_url
@@ -94,6 +95,7 @@ def build_platform(
         store=store,
         executor=executor or make_executor(settings),
         max_upload_bytes=settings.max_dataset_mb << 20,
+        answers=AnswerCache(settings.answer_cache_mb << 20),
     )
     ctx.supervisor = Supervisor(ctx)
     ctx.supervisor.before_success.append(openai_ft.register_before_success)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tuneforge.jobs.executor import Executor
 from tuneforge.settings import Settings
 
+from .answer_cache import AnswerCache
 from .db import Store
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class Platform:
     )
     max_exports: int = MAX_EXPORTS  # model exports running at once; more are refused (503)
     admin_token_created: str | None = None  # the admin token made on this start, to print once
+    # each job's encoded answer per version of its row (job_answers): the list and get reads
+    answers: AnswerCache = field(default_factory=AnswerCache, repr=False)
     # Built by the app factory right after this object (each holds it): set before any route runs.
     supervisor: Supervisor = field(init=False, repr=False)
     deployments: DeploymentSupervisor = field(init=False, repr=False)

@@ -31,7 +31,7 @@ from tuneforge.spec import (
 from tuneforge.train.data import kind_problem
 from tuneforge.train.tracking import missing_trackers
 
-from . import catalog, commands, paging, queues
+from . import catalog, commands, queues
 from .context import Platform
 from .db import Job
 from .error_codes import json_params
@@ -231,8 +231,8 @@ def submit_command(ctx: Platform, body: CommandJobCreate) -> Job:
     )
 
 
-# The reads behind GET /api/v1/jobs and /jobs/{id}: Core rows from prepared statements, as named tuples
-# with the columns as attributes (job_dict and the job-folder routes read them like a Job). Not ORM
+# A job as the routes read it (the list and get answers are job_answers'): a Core row from a prepared
+# statement, as a named tuple with the columns as attributes (read like a Job). Not ORM
 # instances, whose identity map and instance state were a fifth of a 50-job page's server CPU, and not
 # SQLAlchemy's Row, whose attribute access costs ten times a named tuple's (25 per job in job_dict).
 _JOBS = Job.__table__
@@ -247,20 +247,6 @@ def get_job(ctx: Platform, job_id: str) -> JobRow:
     if row is None:
         raise NotFoundError(f"no job {job_id!r}")
     return JobRow._make(row)
-
-
-def list_jobs(
-    ctx: Platform, state: str | None, limit: int, before: str | None, kind: str | None = None
-) -> tuple[list[JobRow], str | None]:
-    """A page of jobs (read-only rows), newest first, and the cursor of the next page (``paging``)."""
-    q = select(_JOBS)
-    if state:
-        q = q.where(_JOBS.c.state == state)
-    if kind:
-        q = q.where(_JOBS.c.kind == kind)
-    with ctx.store.rows() as c:
-        rows = [JobRow._make(r) for r in c.execute(paging.newest_first(q, _JOBS.c, limit, before)).all()]
-    return paging.page(rows, limit)
 
 
 def cancel_job(ctx: Platform, job_id: str) -> Job:
@@ -334,11 +320,20 @@ def delete_job(ctx: Platform, job_id: str) -> None:
     shutil.rmtree(row.folder, ignore_errors=True)
 
 
-def _selects_best(row: Job | JobRow) -> bool:
+def selects_best(row: Job | JobRow) -> bool:
     return row.kind == "train" and bool(((row.spec or {}).get("train") or {}).get("select"))
 
 
-def job_dict(row: Job | JobRow) -> dict:
+_READ_BEST = object()
+
+
+def job_dict(row: Job | JobRow, best=_READ_BEST) -> dict:
+    """The answer's fields. ``job_answers`` keeps each encoded answer while the row is the same: anything
+    read here besides the row (now only best.json, passed in as ``best`` when already read) must be part
+    of the version it compares there, or lists would answer it stale."""
+    if best is _READ_BEST:
+        # only train.select writes the file: a job without it is not worth an open() per listed row
+        best = fmt.read_best(Path(row.folder)) if selects_best(row) else None
     return {
         "id": row.id,
         "kind": row.kind,
@@ -361,8 +356,7 @@ def job_dict(row: Job | JobRow) -> dict:
         "error": row.error,
         "spec": row.spec,
         "labels": (row.extra or {}).get("labels", {}),
-        # only train.select writes the file: a job without it is not worth an open() per listed row
-        "best_checkpoint": fmt.read_best(Path(row.folder)) if _selects_best(row) else None,
+        "best_checkpoint": best,
     }
 
 

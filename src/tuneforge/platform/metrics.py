@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
 from .db import Job
@@ -31,6 +31,25 @@ class JobsCollector:
         )
 
 
+class AnswerCacheCollector:
+    """The job answers served from ``ctx.answers`` and made anew, and the memory it holds (job_answers)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def collect(self):
+        cache = self.ctx.answers
+        answers = CounterMetricFamily(
+            "tuneforge_answer_cache_answers",
+            "Job answers of lists and gets: from the cache (hit) or made anew (miss).",
+            labels=["result"],
+        )
+        answers.add_metric(["hit"], cache.hits)
+        answers.add_metric(["miss"], cache.misses)
+        yield answers
+        yield GaugeMetricFamily("tuneforge_answer_cache_bytes", "Memory the cache counts.", value=cache.bytes)
+
+
 class RequestMetrics:
     def __init__(self, ctx):
         self.registry = CollectorRegistry()
@@ -44,6 +63,7 @@ class RequestMetrics:
             registry=self.registry,
         )
         self.registry.register(JobsCollector(ctx))
+        self.registry.register(AnswerCacheCollector(ctx))
 
     def middleware(self, app):
         """ASGI middleware counting and timing each HTTP request (``app.add_middleware(ctx.metrics.

@@ -17,7 +17,7 @@ import json
 import math
 import re
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Integer, Select, bindparam, tuple_
 
 from tuneforge.errors import ConfigError
 
@@ -58,11 +58,27 @@ def newest_first(query: Select, table, limit: int, before: str | None) -> Select
     ``(created_at, id)`` (with the filtered column first for each filtered list): the row-value
     comparison is one index range on SQLite and PostgreSQL alike, where ``a < x OR (a = x AND …)`` is not.
     """
-    query = query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
-    if before:
-        at, row_id = decode(before)
+    return prepared_newest_first(query, table, before is not None).params(**page_params(limit, before))
+
+
+def prepared_newest_first(query: Select, table, after_cursor: bool) -> Select:
+    """``newest_first`` with the limit and the cursor as bound parameters that ``page_params`` fills: a
+    statement a hot list builds once, so SQLAlchemy works out its cache key once, not on each request."""
+    rows = bindparam("page_rows", type_=Integer)
+    query = query.order_by(table.created_at.desc(), table.id.desc()).limit(rows)
+    if after_cursor:
+        at = bindparam("before_at", type_=table.created_at.type)
+        row_id = bindparam("before_id", type_=table.id.type)
         query = query.where(tuple_(table.created_at, table.id) < tuple_(at, row_id))
     return query
+
+
+def page_params(limit: int, before: str | None) -> dict:
+    """The values of ``prepared_newest_first``'s parameters: a cursor is decoded (a 422 if not ours)."""
+    if before is None:
+        return {"page_rows": limit + 1}
+    at, row_id = decode(before)
+    return {"page_rows": limit + 1, "before_at": at, "before_id": row_id}
 
 
 def page(rows: list, limit: int, anchor=lambda row: row) -> tuple[list, str | None]:

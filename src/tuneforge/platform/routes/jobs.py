@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from tuneforge.errors import NotFoundError
 from tuneforge.jobs import folder as fmt
 
-from .. import commands, queues, registry
+from .. import commands, job_answers, queues, registry
 from .. import jobs as service
 from ..bodies import BoundedJsonRoute, multipart_doc, read_form, save_part
 from ..context import Platform
@@ -105,19 +105,17 @@ async def list_jobs(
     kind: str | None = Query(None, pattern="^(train|eval|command)$"),
     limit: int = Query(50, ge=1, le=500),
     before: str | None = Query(None, max_length=MAX_CURSOR, description=BEFORE_DOC),
-) -> dict:
+) -> Response:
     """Newest first, a page at a time: follow ``next`` (as ``before=``) until it is null."""
-
-    def read() -> dict:
-        rows, nxt = service.list_jobs(ctx, state, limit, before, kind)
-        return {"data": [service.job_dict(r) for r in rows], "next": nxt}
-
-    return await in_read_thread(read)
+    # the JSON response_model describes, written by job_answers (each row's encoded once per version)
+    page = await in_read_thread(lambda: job_answers.job_page(ctx, state, limit, before, kind))
+    return Response(page, media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: str, ctx: Platform = Depends(platform)) -> dict:
-    return await in_read_thread(lambda: service.job_dict(service.get_job(ctx, job_id)))
+async def get_job(job_id: str, ctx: Platform = Depends(platform)) -> Response:
+    job = await in_read_thread(lambda: job_answers.job_answer(ctx, job_id))
+    return Response(job, media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
