@@ -77,7 +77,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(engine, monke
     try:
         whole = asyncio.run(_answer(engine, long_prompt, greedy))
     finally:
-        engine.config.max_prefill_tokens = BUDGET
+        engine.budget.base = BUDGET
     assert whole == chunked
 
 
@@ -91,7 +91,9 @@ def test_a_cancelled_chunked_prompt_frees_its_row(engine, monkeypatch):
         engine.cancel(seq.stream)
 
     async def scenario():
-        stream = engine.submit(base, list(range(3, 3 + 4 * BUDGET)), SamplingParams(max_tokens=4))
+        # longer than the budget's cap (nothing else runs, so the budget is the cap)
+        prompt = [3 + i % 90 for i in range(engine.budget.cap + BUDGET)]
+        stream = engine.submit(base, prompt, SamplingParams(max_tokens=4))
         deltas = [d async for d in stream]
         monkeypatch.setattr(engine, "_prefill_chunk", plain_chunk)
         after = await _answer(engine, [5, 6, 7], SamplingParams(max_tokens=3, ignore_eos=True))
