@@ -26,3 +26,13 @@ def test_the_budget_grows_only_within_its_stall_bound():
     budget.observe_prefill(tokens=10, seconds=6.0)  # prefill got slow: the moving average follows
     assert budget.token_s == pytest.approx(0.8 * 0.01 + 0.2 * 0.6)
     assert budget.tokens(running=4, waiting=1) == 16  # base, whatever the timings say
+
+
+def test_prompts_admitted_together_are_split_where_padding_costs_more_than_a_forward():
+    from tuneforge.serve.engine.prefill_budget import padding_groups
+
+    assert padding_groups([]) == []
+    assert padding_groups([12, 14, 13]) == [[1, 2, 0]]  # alike: one forward, longest first
+    # one long prompt among short ones: padding them to 60 would cost 5 x 46 tokens, a forward 16
+    assert padding_groups([14, 60, 13, 14, 12, 14], forward_tokens=16) == [[1], [0, 3, 5, 2, 4]]
+    assert padding_groups([14, 60, 13], forward_tokens=1000) == [[1, 0, 2]]  # forwards dear: never split

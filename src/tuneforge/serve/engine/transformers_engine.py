@@ -36,7 +36,7 @@ from . import attention, packed_linear
 from .base import BadRequest, Delta, EngineStats, QueueFull, RequestStream, SamplingParams
 from .detokenize import IncrementalText
 from .kv_cache import SlotKVCache
-from .prefill_budget import PrefillBudget
+from .prefill_budget import PrefillBudget, padding_groups
 from .prefix_cache import PrefixCache, PrefixEntry
 from .sampling import choose_tokens
 from .threads import ThreadTuner
@@ -244,8 +244,9 @@ class TransformersEngine:
                     self._drop_cancelled()
                     if self._chunked is None:
                         admitted = self._admit()
-                        if admitted:
-                            self._prefill(admitted)
+                        lengths = [len(s.prompt_ids) - s.cached for s in admitted]
+                        for group in padding_groups(lengths):
+                            self._prefill([admitted[i] for i in group])
                     if self._chunked is not None:
                         self._prefill_chunk()
                     if self._running:
