@@ -266,6 +266,12 @@ def main() -> None:
         "hold the 32 x 2048 tokens tuneforge may hold.",
     )
     ap.add_argument("--dtype", default="float32", help="Both servers' dtype (float32 | bfloat16).")
+    ap.add_argument(
+        "--tf-arg",
+        action="append",
+        default=[],
+        help="More `tuneforge serve` options, e.g. --tf-arg=--prefix-cache-tokens=0.",
+    )
     args = ap.parse_args()
     if args.quick:
         args.requests, args.repeats = 4, 1
@@ -281,7 +287,7 @@ def main() -> None:
     servers = [
         Server(
             "tuneforge",
-            ours_cmd + ["--max-batch-size", "32", "--dtype", args.dtype],
+            ours_cmd + ["--max-batch-size", "32", "--dtype", args.dtype, *args.tf_arg],
             f"http://127.0.0.1:{args.port}",
             Path(args.model).name,
             "/v2/health/ready",

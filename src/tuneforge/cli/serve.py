@@ -55,7 +55,14 @@ def serve(
         128,
         "--max-prefill-tokens",
         min=16,
-        help="Prompt tokens prefilled between two decode steps; longer prompts are prefilled in chunks.",
+        help="Prompt tokens prefilled between two decode steps at least (up to 8x more when few requests "
+        "decode or many wait); longer prompts are prefilled in chunks.",
+    ),
+    prefix_cache_tokens: int = typer.Option(
+        1024,
+        "--prefix-cache-tokens",
+        min=0,
+        help="K/V of shared prompt prefixes (a system prompt) kept for reuse, in tokens; 0: off.",
     ),
     max_tokens: int = typer.Option(512, "--default-max-tokens", min=1, help="Answer length when not asked."),
     threads: int = typer.Option(
@@ -83,6 +90,7 @@ def serve(
         max_model_len=max_model_len,
         max_queue=max_queue,
         max_prefill_tokens=max_prefill_tokens,
+        prefix_cache_tokens=prefix_cache_tokens,
         default_max_tokens=max_tokens,
         threads=threads,
         dtype=dtype,

@@ -54,6 +54,18 @@ class ServeMetrics:
             ["rows"],
             registry=r,
         )
+        self.prefix_hits = Counter(
+            "tuneforge_prefix_cache_hits",
+            "Requests whose prompt prefix K/V came from the prefix cache.",
+            ["model"],
+            registry=r,
+        )
+        self.prefix_hit_tokens = Counter(
+            "tuneforge_prefix_cache_hit_tokens",
+            "Prompt tokens not prefilled: prefix cache hits.",
+            ["model"],
+            registry=r,
+        )
         self.engine_packed = Gauge(
             "tuneforge_engine_packed_weights",
             "1 where oneDNN-packed weights were measured faster than MKL's for this many rows.",
@@ -83,6 +95,10 @@ class ServeMetrics:
     def set_step_setting(self, bucket: int, threads: int, packed: bool) -> None:
         self.engine_threads.labels(str(bucket)).set(threads)
         self.engine_packed.labels(str(bucket)).set(int(packed))
+
+    def observe_prefix_hit(self, model: str, tokens: int) -> None:
+        self.prefix_hits.labels(model).inc()
+        self.prefix_hit_tokens.labels(model).inc(tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

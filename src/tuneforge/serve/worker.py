@@ -26,6 +26,7 @@ class WorkerConfig:
     max_model_len: int = 2048
     max_queue: int = 256
     max_prefill_tokens: int = 128  # engine/transformers_engine.py EngineConfig
+    prefix_cache_tokens: int = 1024  # engine/prefix_cache.py (0: off)
     default_max_tokens: int = 512
     threads: int | None = None
     dtype: str = "auto"  # models/precision.py
@@ -63,6 +64,7 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
                 max_model_len=config.max_model_len,
                 max_queue=config.max_queue,
                 max_prefill_tokens=config.max_prefill_tokens,
+                prefix_cache_tokens=config.prefix_cache_tokens,
                 threads=config.threads,
             ),
             metrics,

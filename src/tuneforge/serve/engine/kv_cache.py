@@ -3,8 +3,9 @@
 Each running request owns one row ("slot") of per-layer key/value buffers. Rows are kept compact
 (running requests are rows ``0..n-1``): a finished request's row is overwritten by the last one, so
 a decode step reads one contiguous slice and never gathers. Columns are token positions in the
-row; a row's prompt is written left-padded into columns ``0..P-1`` when it is admitted, and each
-decode step writes one column per row at that row's own end. ``valid`` marks the columns holding
+row; a row's prompt is written left-padded into columns ``0..P-1`` when it is admitted (after the
+columns of a prefix copied from the prefix cache, when it has one), and each decode step writes one
+column per row at that row's own end. ``valid`` marks the columns holding
 real tokens, which becomes the attention mask, so rows of different lengths share one forward.
 
 Why not ``DynamicCache``: it concatenates the whole cache on every step (a full copy per layer per
@@ -76,34 +77,53 @@ class SlotKVCache:
         valid[:, : self.capacity] = self.valid
         self.valid, self.capacity = valid, new
 
-    def prepare_prefill(self, first_row: int, lengths: list[int]) -> torch.Tensor:
-        """Rows ``first_row..`` take left-padded prompts of ``lengths``; returns the 4D attention mask."""
-        width = max(lengths)
-        self.ensure_capacity(width)
+    def prepare_prefill(
+        self, first_row: int, lengths: list[int], cached: list[int] | None = None
+    ) -> torch.Tensor:
+        """Rows ``first_row..`` take prompt tokens of ``lengths`` after ``cached`` tokens already in their
+        first columns (a prefix from the prefix cache, earlier chunks; default none); returns the 4D mask.
+
+        The forward's columns are ``C..C+W-1`` (C = max(cached), W = max(lengths)); each row's new tokens
+        are right-aligned there (left padding), so a row with a shorter prefix has a gap of invalid
+        columns between its prefix and its tokens: ``valid`` masks it, position ids carry the positions.
+        """
+        cached = cached or [0] * len(lengths)
+        start, width = max(cached), max(lengths)
+        end = start + width
+        self.ensure_capacity(end)
         rows = slice(first_row, first_row + len(lengths))
         self.valid[rows] = False
-        for i, n in enumerate(lengths):
-            self.valid[first_row + i, width - n : width] = True
-            self.ends[first_row + i] = width
-        self._mode = ("prefill", rows, slice(0, width), width)
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-        allowed = causal[None] & self.valid[rows, None, :width]
+        for i, (n, c) in enumerate(zip(lengths, cached, strict=True)):
+            self.valid[first_row + i, :c] = True
+            self.valid[first_row + i, end - n : end] = True
+            self.ends[first_row + i] = end
+        self._mode = ("prefill", rows, slice(start, end), end)
+        queries = torch.arange(start, end, device=self.device)[:, None]
+        keys = torch.arange(end, device=self.device)[None]
+        allowed = (keys <= queries)[None] & self.valid[rows, None, :end]
         # A padding query row would see no key at all (NaN in softmax): let it see itself.
-        allowed |= torch.eye(width, dtype=torch.bool, device=self.device)[None]
+        allowed |= (keys == queries)[None]
         return self._additive(allowed[:, None])
 
     def prepare_chunk(self, row: int, start: int, end: int) -> torch.Tensor:
         """Row ``row`` takes prompt tokens ``start..end-1`` into those columns, after its earlier chunks
         (chunked prefill: no padding, one row); returns the 4D mask, causal across all chunks so far."""
-        self.ensure_capacity(end)
-        if start == 0:
-            self.valid[row] = False
-        self.valid[row, start:end] = True
-        self.ends[row] = end
-        self._mode = ("prefill", slice(row, row + 1), slice(start, end), end)
-        queries = torch.arange(start, end, device=self.device)[:, None]
-        keys = torch.arange(end, device=self.device)[None]
-        return self._additive(((keys <= queries) & self.valid[row, :end])[None, None])
+        return self.prepare_prefill(row, [end - start], [start])
+
+    def write_prefix(
+        self, row: int, keys: list[torch.Tensor], values: list[torch.Tensor], length: int
+    ) -> None:
+        """Copy a cached prefix's first ``length`` K/V columns into columns ``0..length-1`` of ``row``
+        (call after ``prepare_prefill``/``prepare_chunk``, which sized the buffers and marked them valid)."""
+        for store, source in ((self.keys, keys), (self.values, values)):
+            for t, s in zip(store, source, strict=True):
+                t[row, :, :length] = s[:, :length]
+
+    def read_prefix(self, row: int, length: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The K/V of the first ``length`` tokens of ``row`` (its valid columns in order: a row may have a
+        gap after a cached prefix), as new tensors [kv_heads, length, head_dim] per layer."""
+        cols = self.valid[row].nonzero().squeeze(1)[:length]
+        return [t[row][:, cols].clone() for t in self.keys], [t[row][:, cols].clone() for t in self.values]
 
     def prepare_decode(self, n_rows: int) -> torch.Tensor:
         """Rows ``0..n_rows-1`` each append one token at their own end; returns the 4D mask."""

@@ -1,13 +1,15 @@
 """The ``transformers`` engine: any HF causal LM (CPU or GPU) with continuous batching.
 
-One thread owns the model. Between two decode steps it drops cancelled requests and prefills at most
-``max_prefill_tokens`` prompt tokens: whole waiting prompts that fit (prefilled together, left-padded,
-straight into free rows of the slot cache), or the next chunk of one prompt too long for that budget
-(chunked prefill: a 2,000-token prompt arriving stalls the running streams for a budget's worth of
-prefill per step, not for its whole prompt). Then it runs one decode step for every running request at
-once. A short request therefore never waits for a long one, and a client that leaves frees its row
-before the next step. Requests for different LoRA adapters share the base weights and one batch
-through peft's ``adapter_names``.
+One thread owns the model. Between two decode steps it drops cancelled requests and prefills at most a
+budget of prompt tokens (prefill_budget.py: ``max_prefill_tokens`` and more when few streams decode or
+many requests wait): whole waiting prompts that fit (prefilled together, left-padded, straight into free
+rows of the slot cache), or the next chunk of one prompt too long for that budget (chunked prefill: a
+2,000-token prompt arriving stalls the running streams for a budget's worth of prefill per step, not for
+its whole prompt). A prompt that starts like an earlier one (a shared system prompt) gets that prefix's
+K/V copied into its row and prefills only the rest (prefix_cache.py). Then it runs one decode step for
+every running request at once. A short request therefore never waits for a long one, and a client that
+leaves frees its row before the next step. Requests for different LoRA adapters share the base weights
+and one batch through peft's ``adapter_names``.
 
 Long because: the scheduler (admission, chunked prefill, decode, finishing) is one loop over shared
 rows of the slot cache; split, its invariants (running rows 0..n-1, the chunked prompt's row at n)
@@ -34,6 +36,8 @@ from . import attention, packed_linear
 from .base import BadRequest, Delta, EngineStats, QueueFull, RequestStream, SamplingParams
 from .detokenize import IncrementalText
 from .kv_cache import SlotKVCache
+from .prefill_budget import PrefillBudget, padding_groups
+from .prefix_cache import PrefixCache, PrefixEntry
 from .sampling import choose_tokens
 from .threads import ThreadTuner
 
@@ -51,9 +55,10 @@ class EngineConfig:
     max_batch_size: int = 32
     max_model_len: int = 2048
     max_queue: int = 256
-    # Prompt tokens prefilled between two decode steps, at most (padding included); a longer prompt is
-    # prefilled in chunks of this size, one chunk per step. Larger: faster TTFT of bursts, longer stalls.
+    # Prompt tokens prefilled between two decode steps (padding included) whatever the timings say: the
+    # base of the budget policy (prefill_budget.py); a longer prompt is prefilled in chunks of the budget.
     max_prefill_tokens: int = 128
+    prefix_cache_tokens: int = 1024  # K/V of shared prompt prefixes kept, in tokens (0: off; prefix_cache.py)
     threads: int | None = None
     pack_weights: bool = True  # oneDNN-packed fp32 linear layers on CPU (packed_linear.py)
 
@@ -64,6 +69,7 @@ class NoMetrics:
     def observe_finished(self, variant: str, prompt: int, completion: int, reason: str) -> None: ...
     def set_load(self, stats: EngineStats) -> None: ...
     def set_step_setting(self, bucket: int, threads: int, packed: bool) -> None: ...
+    def observe_prefix_hit(self, variant: str, tokens: int) -> None: ...
 
 
 @dataclass
@@ -79,6 +85,8 @@ class _Seq:
     generated: list[int] = field(default_factory=list)
     pos: int = 0  # position id of the next token
     prefilled: int = 0  # prompt tokens in the cache so far (chunked prefill)
+    cached: int = 0  # leading prompt tokens whose K/V come from the prefix cache
+    prefix: PrefixEntry | None = None  # their entry, until copied into the row
     last_token_at: float = 0.0
 
 
@@ -131,6 +139,8 @@ class TransformersEngine:
         self._beat = time.monotonic()  # the engine thread's last loop turn or decoder layer
         self._beat_in_layers(model_cfg.num_hidden_layers)
         self.peak_running = 0  # the largest batch decoded so far (tests and logs)
+        self.budget = PrefillBudget(self.config.max_prefill_tokens)
+        self.prefix_cache = PrefixCache(self.config.prefix_cache_tokens)
         self.tuner: ThreadTuner | None = None
 
     def _beat_in_layers(self, num_layers: int) -> None:
@@ -234,8 +244,9 @@ class TransformersEngine:
                     self._drop_cancelled()
                     if self._chunked is None:
                         admitted = self._admit()
-                        if admitted:
-                            self._prefill(admitted)
+                        lengths = [len(s.prompt_ids) - s.cached for s in admitted]
+                        for group in padding_groups(lengths):
+                            self._prefill([admitted[i] for i in group])
                     if self._chunked is not None:
                         self._prefill_chunk()
                     if self._running:
@@ -276,21 +287,26 @@ class TransformersEngine:
         the context; or, when the first waiting prompt alone exceeds the budget, it starts a chunked
         prefill (``_chunked``) and nothing is returned."""
         free = self.config.max_batch_size - len(self._running)
-        budget = self.config.max_prefill_tokens
         chosen: list[_Seq] = []
-        width = 0
+        width = start = 0  # the forward's new tokens per row, and the columns before them (prefixes)
         with self._lock:
+            budget = self.budget.tokens(len(self._running), len(self._waiting))
             while self._waiting and len(chosen) < free:
                 seq = self._waiting[0]
-                new_width = max(width, len(seq.prompt_ids))
-                fits_len = all(new_width + s.params.max_tokens <= self.max_model_len for s in [*chosen, seq])
-                if not chosen and len(seq.prompt_ids) > budget:
+                seq.prefix, seq.cached = self.prefix_cache.lookup(seq.variant.id, seq.prompt_ids)
+                new_width = max(width, len(seq.prompt_ids) - seq.cached)
+                new_start = max(start, seq.cached)
+                fits_len = all(
+                    new_start + new_width + s.params.max_tokens <= self.max_model_len for s in [*chosen, seq]
+                )
+                if not chosen and new_width > budget:
                     self._chunked, self._chunked_row = self._waiting.popleft(), len(self._running)
+                    seq.prefilled = seq.cached
                     break
                 if not (fits_len and new_width * (len(chosen) + 1) <= budget):
                     break
                 chosen.append(self._waiting.popleft())
-                width = new_width
+                width, start = new_width, new_start
         return chosen
 
     def _forward(self, input_ids, mask, position_ids, seqs: list[_Seq]):
@@ -308,20 +324,39 @@ class TransformersEngine:
 
     def _prefill(self, seqs: list[_Seq]) -> None:
         first = len(self._running)
-        lengths = [len(s.prompt_ids) for s in seqs]
+        cached = [s.cached for s in seqs]
+        lengths = [len(s.prompt_ids) - c for s, c in zip(seqs, cached, strict=True)]
         width = max(lengths)
         pad = self.served.variants[self.served.base_id].tokenizer.pad_token_id or 0
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
         pos = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, (s, c, n) in enumerate(zip(seqs, cached, lengths, strict=True)):
+            ids[i, width - n :] = torch.tensor(s.prompt_ids[c:])
+            pos[i, width - n :] = torch.arange(c, c + n)
+            s.pos = c + n
+        mask = self.cache.prepare_prefill(first, lengths, cached)
         for i, s in enumerate(seqs):
-            n = len(s.prompt_ids)
-            ids[i, width - n :] = torch.tensor(s.prompt_ids)
-            pos[i, width - n :] = torch.arange(n)
-            s.pos = n
-        mask = self.cache.prepare_prefill(first, lengths)
+            self._copy_prefix(first + i, s)
         self._running.extend(seqs)
-        logits = self._timed_forward(ids.to(self.device), mask, pos.to(self.device), seqs)
+        logits = self._timed_forward(ids.to(self.device), mask, pos.to(self.device), seqs, prefill=True)
+        for i, s in enumerate(seqs):
+            self._learn_prefix(first + i, s)
         self._emit(seqs, logits)
+
+    def _copy_prefix(self, row: int, seq: _Seq) -> None:
+        """Its cached prefix's K/V into ``row`` (prepared for it), counted as a hit."""
+        entry, seq.prefix = seq.prefix, None
+        if entry is not None:
+            self.cache.write_prefix(row, entry.keys, entry.values, seq.cached)
+            self.prefix_cache.use(entry, seq.cached)
+            self.metrics.observe_prefix_hit(seq.variant.id, seq.cached)
+
+    def _learn_prefix(self, row: int, seq: _Seq) -> None:
+        """Keep the K/V of the prefix ``seq`` (just prefilled into ``row``) shares with recent prompts."""
+        length = self.prefix_cache.worth_learning(seq.variant.id, seq.prompt_ids, seq.cached)
+        if length:
+            keys, values = self.cache.read_prefix(row, length)
+            self.prefix_cache.store(seq.variant.id, seq.prompt_ids[:length], keys, values)
 
     def _prefill_chunk(self) -> None:
         """The next ``max_prefill_tokens`` of the chunked prompt, into its row (right after the running
@@ -332,14 +367,17 @@ class TransformersEngine:
             self.cache.release_row(self._chunked_row)
             self._chunked_row = row
         start = seq.prefilled
-        end = min(len(seq.prompt_ids), start + self.config.max_prefill_tokens)
+        budget = self.budget.tokens(len(self._running), len(self._waiting))
+        end = min(len(seq.prompt_ids), start + budget)
         mask = self.cache.prepare_chunk(row, start, end)
+        self._copy_prefix(row, seq)  # before the first chunk: columns 0..start-1
         ids = torch.tensor([seq.prompt_ids[start:end]], device=self.device)
         pos = torch.arange(start, end, device=self.device)[None]
-        logits = self._timed_forward(ids, mask, pos, [seq])
+        logits = self._timed_forward(ids, mask, pos, [seq], prefill=True)
         seq.prefilled = seq.pos = end
         if end == len(seq.prompt_ids):
             self._chunked = None
+            self._learn_prefix(row, seq)
             self._running.append(seq)
             self._emit([seq], logits)
 
@@ -354,15 +392,22 @@ class TransformersEngine:
         logits = self._timed_forward(ids, mask, pos, seqs)
         self._emit(seqs, logits)
 
-    def _timed_forward(self, input_ids, mask, position_ids, seqs: list[_Seq]):
-        """A forward under the tuner's setting for its rows (threads, weight layout), timed for it."""
+    def _timed_forward(self, input_ids, mask, position_ids, seqs: list[_Seq], prefill: bool = False):
+        """A forward under the tuner's setting for its rows (threads, weight layout), timed for it and for
+        the prefill budget."""
         rows = input_ids.numel()
-        if self.tuner is None:
-            return self._forward(input_ids, mask, position_ids, seqs)
-        self.tuner.before_step(rows)
+        if self.tuner is not None:
+            self.tuner.before_step(rows)
         started = time.perf_counter()
         logits = self._forward(input_ids, mask, position_ids, seqs)
-        decided = self.tuner.after_step(rows, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        if prefill:
+            self.budget.observe_prefill(rows, seconds)
+        else:
+            self.budget.observe_decode(seconds)
+        if self.tuner is None:
+            return logits
+        decided = self.tuner.after_step(rows, seconds)
         if decided is not None:
             bucket = self.tuner.bucket(rows)
             log.info("forwards of %d rows run on %d threads, packed=%s", bucket, *decided)
