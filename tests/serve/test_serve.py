@@ -524,7 +524,8 @@ def test_a_stuck_engine_thread_makes_the_worker_not_ready(server, monkeypatch):
         go.wait(20)
         original()
 
-    monkeypatch.setattr(transformers_engine, "STALL_S", 0.5)
+    # Well above the idle loop's 0.5 s beat: at 0.5 s a loaded machine made the first probe 503 at times.
+    monkeypatch.setattr(transformers_engine, "STALL_S", 2.0)
     monkeypatch.setattr(engine, "_decode_step", blocked_step)
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as http:
         assert http.get("/v2/health/ready").status_code == 200
