@@ -2,7 +2,8 @@
 
 ``validate_path`` streams a dataset twice at most: once to read and check it (character statistics),
 and, when it is valid and a tokenizer is wanted, once more to count tokens. Lengths are kept as
-counts of each length, so memory does not grow with the number of records.
+counts of each length, so memory does not grow with the number of records. With a tokenizer, the
+duplicate check of the first read's signatures runs in a thread while the workers tokenize.
 """
 
 from __future__ import annotations
