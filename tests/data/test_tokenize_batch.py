@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from tuneforge.data.templates import CHAT_TEMPLATES, LLAMAFACTORY_TEMPLATES
@@ -177,3 +179,32 @@ def test_a_template_past_a_bound_stops_at_the_first_record(tiny_tokenizer, monke
     with pytest.raises(TemplateBoundError):
         tokenize_many(tiny_tokenizer, hostile, RECORDS[:3], None)
     assert len(rendered) == 1
+
+
+@pytest.mark.parametrize(
+    "template",
+    [*CHAT_TEMPLATES.values(), *LLAMAFACTORY_TEMPLATES.values()],
+    ids=[*CHAT_TEMPLATES, *(f"lf-{k}" for k in LLAMAFACTORY_TEMPLATES)],
+)
+def test_turn_lengths_from_the_conversation_equal_each_turn_alone(tiny_tokenizer, template, monkeypatch):
+    """The per-role lengths are each turn's own token count, as before, though only the turns a template
+    did not write as given (llama3 trims them) and a pair's rejected answer are tokenized alone."""
+    import tuneforge.data.validate as v
+    from tuneforge.data.records import record_texts, record_turns
+
+    alone_texts: list[str] = []
+    real = v.count_tokens_many
+    monkeypatch.setattr(v, "count_tokens_many", lambda tok, xs: alone_texts.extend(xs) or real(tok, xs))
+    records = [r for r in RECORDS if "text" not in r]
+    builder = StatsBuilder(tiny_tokenizer, template)
+    builder.add_many(records)
+    expected: dict = {}
+    for r in records:
+        roles = [m["role"] for m in record_turns(r)]
+        for role, text in zip([*roles, "rejected"], record_texts(r), strict=False):
+            n = len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
+            expected.setdefault(role, []).append(n)
+    assert builder.per_role == {role: Counter(ns) for role, ns in expected.items()}
+    trims = "| trim" in template
+    assert (len(alone_texts) > 1) == trims, alone_texts  # the rejected answer only, unless trimmed
+    assert "That one." in alone_texts

@@ -14,6 +14,8 @@ tokenized alone and cut), and raw pretraining text.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+
 from jinja2 import TemplateError
 
 from .template_sandbox import TemplateBoundError
@@ -46,7 +48,22 @@ def tokenize_many(
     template refuses (a jinja TemplateError or ValueError) gets that exception in its place, for the
     caller to locate. Anything else, a template past a bound of the sandbox included, is raised at once,
     as record by record: a hostile template stops at its first record, not at a whole batch's."""
+    return _tokenize_many(tokenizer, template, records, max_len, mode, truncation, count_turns=False)[0]
+
+
+def tokenize_counting_turns(
+    tokenizer, template: str, records: list[dict], mode: str = "assistant"
+) -> tuple[list[Tokenized | Exception], list[list[int | None] | None]]:
+    """``tokenize_many`` of whole records (no max_len) and, for each record tokenized in a batch call, the
+    length of each of its messages read off the conversation's tokens (``turn_lengths``); None for a
+    record tokenized another way. Counting the turns from the tokens the conversation already has saves
+    a second tokenizer pass over every text (it was 45% of the tokenizer's time validating alpaca data)."""
+    return _tokenize_many(tokenizer, template, records, None, mode, "keep_head", count_turns=True)
+
+
+def _tokenize_many(tokenizer, template, records, max_len, mode, truncation, count_turns: bool):
     out: list[Tokenized | Exception | None] = [None] * len(records)
+    lengths: list[list[int | None] | None] = [None] * len(records)
     batch: list[tuple[int, str, list]] = []  # (index, rendered text, spans) waiting for the batch call
     for i, record in enumerate(records):
         messages = chat_messages(record)
@@ -67,9 +84,37 @@ def tokenize_many(
     for start in range(0, len(batch), BATCH_TEXTS):
         part = batch[start : start + BATCH_TEXTS]
         enc = tokenizer([t for _, t, _ in part], add_special_tokens=False, return_offsets_mapping=True)
-        for (i, _, spans), ids, offsets in zip(part, enc["input_ids"], enc["offset_mapping"], strict=True):
+        for (i, text, spans), ids, offsets in zip(part, enc["input_ids"], enc["offset_mapping"], strict=True):
             out[i] = label_spans(ids, offsets, spans, max_len)
-    return out  # type: ignore[return-value]
+            if count_turns:
+                lengths[i] = turn_lengths(text, offsets, chat_messages(records[i]))
+    return out, lengths  # type: ignore[return-value]
+
+
+def turn_lengths(text: str, offsets, messages: list[dict]) -> list[int | None]:
+    """How many of the rendered conversation's tokens overlap each message's content, found in order in
+    ``text``; None for a message the template did not write as given (it trimmed or rewrote it).
+
+    That is the message's length tokenized alone except where a token merges across the edge of its
+    content (chatml, llama3 and alpaca put a newline or a special token there; mistral's space before an
+    answer joins its first word on both counts): on the 52,000 alpaca records of bench_validate.py, and
+    on every named template in tests/data/test_tokenize_batch.py, the two counts agree.
+    """
+    starts = [a for a, _ in offsets]
+    ends = [b for _, b in offsets]
+    out: list[int | None] = []
+    cursor = 0
+    for message in messages:
+        content = message["content"]
+        at = text.find(content, cursor) if content else cursor
+        if at < 0:
+            out.append(None)
+            continue
+        end = at + len(content)
+        # tokens ending after the content starts, less those starting at or after its end
+        out.append(bisect_left(starts, end) - bisect_right(ends, at) if content else 0)
+        cursor = end
+    return out
 
 
 def _one(tokenizer, template, record, messages, max_len, mode, truncation) -> Tokenized | Exception:

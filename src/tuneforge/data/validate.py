@@ -2,7 +2,8 @@
 
 ``validate_path`` streams a dataset twice at most: once to read and check it (character statistics),
 and, when it is valid and a tokenizer is wanted, once more to count tokens. Lengths are kept as
-counts of each length, so memory does not grow with the number of records.
+counts of each length, so memory does not grow with the number of records. With a tokenizer, the
+duplicate check of the first read's signatures runs in a thread while the workers tokenize.
 """
 
 from __future__ import annotations
@@ -12,58 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .lengths import histogram, summary_counts
 from .load import LoadedDataset, RecordError, scan_records
 from .problem_codes import problem
 from .records import record_texts, record_turns
 from .stats_pool import Chunk, pool_for, refuse_callback
 from .tokenize import IGNORE_INDEX
-from .tokenize_batch import count_tokens_many, tokenize_many
-
-
-def _summary(values: list[int]) -> dict:
-    return _summary_counts(Counter(values))
-
-
-def _summary_counts(counts: Counter) -> dict:
-    """count/min/median/p95/max/total of the values ``counts`` holds (value → how many times)."""
-    n = sum(counts.values())
-    if not n:
-        return {"count": 0}
-    ordered = sorted(counts.items())
-
-    def nth(k: int) -> int:
-        seen = 0
-        for value, times in ordered:
-            seen += times
-            if k < seen:
-                return value
-        return ordered[-1][0]
-
-    return {
-        "count": n,
-        "min": ordered[0][0],
-        "median": nth(n // 2),
-        "p95": nth(min(n - 1, int(round(0.95 * (n - 1))))),
-        "max": ordered[-1][0],
-        "total": sum(v * t for v, t in ordered),
-    }
-
-
-def histogram(counts: Counter, bins: int = 12) -> dict:
-    """Equal-width bins over the values ``counts`` holds: ``edges`` (bins + 1) and ``counts`` (the web
-    console draws the token-length histogram from it)."""
-    if not counts:
-        return {"edges": [], "counts": []}
-    low, high = min(counts), max(counts)
-    width = max(1, -(-(high - low + 1) // bins))
-    edges = [low + i * width for i in range(bins + 1)]
-    out = [0] * bins
-    for value, times in counts.items():
-        out[min(bins - 1, (value - low) // width)] += times
-    while len(out) > 1 and out[-1] == 0:  # no empty tail when the values span fewer bins
-        out.pop()
-        edges.pop()
-    return {"edges": edges, "counts": out}
+from .tokenize_batch import count_tokens_many, tokenize_counting_turns
 
 
 @dataclass
@@ -104,6 +60,15 @@ def _pieces(tokenizer, ids: list[int], labels: list[int]) -> list[tuple[str, boo
     if run:
         pieces.append((tokenizer.decode(run), bool(state)))
     return pieces
+
+
+def _role_texts(record: dict) -> list[tuple[str, str]]:
+    """(role, text) of each text of a record: its conversation's turns, then a preference pair's rejected
+    answer; raw text is one "text" turn."""
+    if "text" in record:
+        return [("text", record["text"])]
+    mine = [(m["role"], m["content"]) for m in record_turns(record)]
+    return mine + [("rejected", m["content"]) for m in record.get("rejected", ())]
 
 
 # A record longer than this (in characters, and than 8 × max_len) is measured turn by turn, not
@@ -164,23 +129,9 @@ class StatsBuilder:
     def add_many(self, records: list[dict]) -> list[tuple[int, RecordError]]:
         """Count records in order, as ``add`` one by one would; returns (index in ``records``, why) of each
         the chat template refuses (its turns are counted, its sequence is not)."""
-        turns, texts = [], []
-        for record in records:
-            if "text" in record:
-                mine = [("text", record["text"])]
-            else:
-                mine = [(m["role"], m["content"]) for m in record_turns(record)]
-                mine += [("rejected", m["content"]) for m in record.get("rejected", ())]
-            turns.append(mine)
-            texts += [text for _, text in mine]
-        counts = iter(self._counts(texts))
-        per_record = []
-        for mine in turns:
-            counted = [(role, next(counts)) for role, _ in mine]
-            for role, n in counted:
-                self.per_role.setdefault(role, Counter())[n] += 1
-            per_record.append([(role, n) for role, n in counted if role != "rejected"])
+        turns = [_role_texts(record) for record in records]
         if self.tokenizer is None:
+            self._count_roles(turns, [None] * len(records))
             self.seen += len(records)
             return []
         whole = [
@@ -188,7 +139,12 @@ class StatsBuilder:
             for i, r in enumerate(records)
             if sum(len(m) for m in record_texts(r)) <= max(LONG_RECORD_CHARS, 8 * self.max_len)
         ]
-        tokenized = dict(zip(whole, self._tokenize([records[i] for i in whole]), strict=True))
+        results, lengths = self._tokenize([records[i] for i in whole])
+        tokenized = dict(zip(whole, results, strict=True))
+        known: list = [None] * len(records)
+        for i, mine in zip(whole, lengths, strict=True):
+            known[i] = mine
+        per_record = self._count_roles(turns, known)
         refused = []
         for i, record in enumerate(records):
             tok = tokenized.get(i)
@@ -215,26 +171,50 @@ class StatsBuilder:
             self.seen += 1
         return refused
 
-    def _tokenize(self, records: list[dict]) -> list:
-        """Each record's Tokenized, or the RecordError saying why the chat template refuses it."""
+    def _count_roles(self, turns: list[list[tuple[str, str]]], known: list) -> list[list[tuple[str, int]]]:
+        """Add each turn's length to its role's counts; ``known[i]``: record i's turn lengths read off its
+        tokenized conversation (None where a turn, or the whole record, must be counted alone). Returns
+        each record's (role, length) of its conversation (a rejected answer is not in it)."""
+        alone = [
+            text
+            for mine, lengths in zip(turns, known, strict=True)
+            for k, (_, text) in enumerate(mine)
+            if lengths is None or k >= len(lengths) or lengths[k] is None
+        ]
+        counted_alone = iter(self._counts(alone))
+        per_record = []
+        for mine, lengths in zip(turns, known, strict=True):
+            counted = []
+            for k, (role, _) in enumerate(mine):
+                n = lengths[k] if lengths is not None and k < len(lengths) else None
+                counted.append((role, next(counted_alone) if n is None else n))
+            for role, n in counted:
+                self.per_role.setdefault(role, Counter())[n] += 1
+            per_record.append([(role, n) for role, n in counted if role != "rejected"])
+        return per_record
+
+    def _tokenize(self, records: list[dict]) -> tuple[list, list]:
+        """Each record's Tokenized, or the RecordError saying why the chat template refuses it; and the
+        lengths of its turns where its tokens gave them (``tokenize_counting_turns``)."""
         out = []
-        for result in tokenize_many(self.tokenizer, self.template, records, None, self.mask_mode):
+        results, lengths = tokenize_counting_turns(self.tokenizer, self.template, records, self.mask_mode)
+        for result in results:
             if isinstance(result, Exception):
                 reason = " ".join(str(result).split())[:300]
                 result = RecordError("template_refuses", reason=reason)
             out.append(result)
-        return out
+        return out, lengths
 
     def stats(self) -> dict:
         if not self.seen:
             return {}
-        per_role = {k: _summary_counts(v) for k, v in self.per_role.items()}
+        per_role = {k: summary_counts(v) for k, v in self.per_role.items()}
         if self.tokenizer is None:
             return {"unit": "characters", "per_role": per_role}
         return {
             "unit": "tokens",
             "per_role": per_role,
-            "sequence": _summary_counts(self.sequence),
+            "sequence": summary_counts(self.sequence),
             "histogram": histogram(self.sequence),
             "trained_tokens": self.trained,
             "max_len": self.max_len,
@@ -314,16 +294,27 @@ def validate_path(
     read_progress = (lambda done, total: progress("read", done, total)) if progress else None
     loaded = scan_records(path, fmt, mapping, first_read, max_bytes, read_progress)
     report = ValidationReport(loaded, chars.stats())
-    if loaded.ok:
+
+    def duplicates() -> None:
         check_duplicates(report, dupes, eval_path, fmt, mapping, max_bytes)
+
+    # With a tokenizer the duplicate check runs beside the tokenizing (see StatsPool.run_beside); an
+    # evaluation set's reading problems make the dataset invalid, so that check comes first.
+    beside = loaded.ok and tokenizer_loader is not None and eval_path is None
+    if loaded.ok and not beside:
+        duplicates()
     loaded_tokenizer = tokenizer_loader() if loaded.ok and tokenizer_loader is not None else None
     if loaded_tokenizer is None:
+        if beside:
+            duplicates()
         return report
     tokenizer, template = loaded_tokenizer
     tokens = StatsBuilder(tokenizer, template, max_len, preview, mask_mode)
     total = loaded.n_records
     pending = Chunk()
     pool = pool_for(tokens, total)
+    if beside:
+        pool.run_beside(duplicates)
 
     def flush() -> None:
         if progress:
