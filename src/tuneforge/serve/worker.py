@@ -57,7 +57,9 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
 
         # int8 layers run on the CPU: there ``auto`` means the CPU even where a GPU is seen
         device = None if config.quantize == "int8" and config.device == "auto" else _device(config.device)
-        served = load_for_serving(config.model, config.adapters, config.name, device=device, dtype=config.dtype)
+        served = load_for_serving(
+            config.model, config.adapters, config.name, device=device, dtype=config.dtype
+        )
         engine = TransformersEngine(
             served,
             EngineConfig(
