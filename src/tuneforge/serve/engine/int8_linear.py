@@ -61,14 +61,17 @@ class SharedInput:
         """``[coarse; fine; anchor]`` rows for fbgemm, each row's maximum, and the row count.
 
         Each row is divided by its own absolute maximum, then split into a coarse part on fbgemm's grid
-        (exact after its quantization) and the remainder, scaled up to fill [-1, 1] again: quantized in
-        its turn, the remainder's error is ``STEP**2 / 4`` of the row's maximum. The anchor row
-        [1, -1, 0, …] pins the call's range to [-1, 1] whatever else is in the batch."""
+        and the remainder, scaled up to fill [-1, 1] again and rounded to the grid in its turn: the error
+        left is ``STEP**2 / 4`` of the row's maximum. The anchor row [1, -1, 0, …] pins the call's range
+        to [-1, 1] whatever else is in the batch."""
         rows = x.reshape(-1, in_features).float()
         peak = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True).clamp_min_(1e-30)
         unit = rows / peak
         coarse = torch.round(unit * (1 / STEP)).clamp_(-63, 63).mul_(STEP)
-        fine = (unit - coarse).mul_(2 / STEP)
+        # on the grid too: fbgemm's own rounding of an off-grid value differs between its vector code and
+        # its scalar tail (whose elements depend on the batch size and threads), which made a row's result
+        # differ in the last bit in some batches; a value on the grid rounds the same way in both.
+        fine = torch.round((unit - coarse).mul_(2 / STEP * (1 / STEP))).clamp_(-63, 63).mul_(STEP)
         anchor = self.anchors.get(in_features)
         if anchor is None:
             anchor = self.anchors[in_features] = torch.zeros(1, in_features)
