@@ -119,9 +119,11 @@ def main() -> None:
     reference = results["float32", False]
     for (label, together), got in results.items():
         same = sum(a == b for a, b in zip(got, reference, strict=True))
+        # together against the same setting alone: does an answer depend on its batch-mates?
+        own = sum(a == b for a, b in zip(got, results[label, False], strict=True))
         print(
             f"dtype_check {label} {'together' if together else 'alone':8} "
-            f"equal_to_float32_alone={same}/{len(reference)}"
+            f"equal_to_float32_alone={same}/{len(reference)} equal_to_{label}_alone={own}/{len(reference)}"
         )
     if ppl:
         ratio = ppl["int8"] / ppl["float32"] - 1

@@ -149,3 +149,5 @@ def test_the_cli_flag_reaches_the_engine_and_a_bad_value_is_one_clear_error(
     assert code == 2
     assert "--quantize 'int4': choose one of none, int8." in err
     assert "Traceback" not in err
+    code, out, err = run_cli(capsys, "serve", base, "--quantize", "int8", "--dtype", "bfloat16")
+    assert code == 2 and "--dtype bfloat16 cannot go with it" in err

@@ -39,7 +39,7 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
 
     step = progress or (lambda *a: None)
     kind = pick_engine(config.engine)
-    check_quantize(config.quantize, kind)
+    check_quantize(config.quantize, kind, config.dtype)
     metrics = ServeMetrics()
     step("load", None, None)
     if kind == "vllm":

@@ -23,13 +23,18 @@ def pick_engine(kind: str) -> str:
     return "transformers"
 
 
-def check_quantize(value: str, engine: str) -> str:
-    """``value`` when ``engine`` (picked) can serve it; else a ConfigError saying what to pass."""
+def check_quantize(value: str, engine: str, dtype: str = "auto") -> str:
+    """``value`` when ``engine`` (picked) and ``dtype`` can serve it; else a ConfigError saying why."""
     if value not in QUANTIZE:
         raise ConfigError(f"--quantize {value!r}: choose one of {', '.join(QUANTIZE)}.")
     if value != "none" and engine != "transformers":
         raise ConfigError(
             f"--quantize {value} is an option of the transformers engine on a CPU, not of {engine}; pass "
             "--engine transformers --device cpu, or leave --quantize out."
+        )
+    if value != "none" and dtype not in ("auto", "float32"):
+        raise ConfigError(
+            f"--quantize {value} computes around float32 activations; --dtype {dtype} cannot go with it. "
+            "Leave --dtype out (auto) or pass float32."
         )
     return value
