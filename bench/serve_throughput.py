@@ -272,6 +272,12 @@ def main() -> None:
         default=[],
         help="More `tuneforge serve` options, e.g. --tf-arg=--prefix-cache-tokens=0.",
     )
+    ap.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="tuneforge's --quantize only (int8 linear layers); the baseline stays transformers in --dtype.",
+    )
     args = ap.parse_args()
     if args.quick:
         args.requests, args.repeats = 4, 1
@@ -287,7 +293,8 @@ def main() -> None:
     servers = [
         Server(
             "tuneforge",
-            ours_cmd + ["--max-batch-size", "32", "--dtype", args.dtype, *args.tf_arg],
+            ours_cmd
+            + ["--max-batch-size", "32", "--dtype", args.dtype, "--quantize", args.quantize, *args.tf_arg],
             f"http://127.0.0.1:{args.port}",
             Path(args.model).name,
             "/v2/health/ready",
@@ -331,7 +338,7 @@ def main() -> None:
     print(
         f"\nCPU: {cpu_model()}; load average at the end {os.getloadavg()[0]:.2f}\n"
         f"load per level: {args.requests} requests, closed loop, clients started {args.stagger}s apart, "
-        f"{args.max_tokens} greedy tokens, {args.dtype}\n"
+        f"{args.max_tokens} greedy tokens, {args.dtype}; tuneforge --quantize {args.quantize}\n"
         f"threads: tuneforge {threads}; transformers {base_threads}\n"
         f"medians of {args.repeats} alternating runs per level; peak RSS over the whole run"
     )

@@ -77,6 +77,12 @@ def serve(
     device: str = typer.Option(
         "auto", "--device", help="auto (a GPU when there is one) | cpu | cuda | cuda:N."
     ),
+    quantize: str = typer.Option(
+        "none",
+        "--quantize",
+        help="none | int8: int8 linear layers on a CPU (a quarter of fp32's weight traffic, answers still "
+        "independent of the batch; its quality check: bench/serve_dtype_check.py --quantize int8).",
+    ),
 ):
     """Serve a model (and LoRA adapters on it) over OpenAI, KServe v2 and Triton generate routes."""
     from tuneforge.serve.worker import WorkerConfig, build_state, run
@@ -95,6 +101,7 @@ def serve(
         threads=threads,
         dtype=dtype,
         device=device,
+        quantize=quantize,
     )
     with stage_progress(sys.stderr.isatty()) as progress:
         state = build_state(config, progress)
@@ -104,7 +111,8 @@ def serve(
         # One parseable line on stdout: supervisors may wait for it or poll /v2/health/ready.
         weights = next(state.served.model.parameters()).dtype if state.served.model is not None else None
         dtype_part = f" dtype={str(weights).removeprefix('torch.')}" if weights is not None else ""
-        line = f"ready {url} engine={state.engine.name}{dtype_part} models={ids}"
+        quant_part = f" quantize={quantize}" if quantize != "none" else ""
+        line = f"ready {url} engine={state.engine.name}{dtype_part}{quant_part} models={ids}"
         console.print(line, highlight=False, soft_wrap=True)
         err_console.print(
             f"try: curl {url}/v1/chat/completions -H 'Content-Type: application/json'"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .engine import pick_engine
+from .engine import check_quantize, pick_engine
 from .metrics import ServeMetrics
 from .state import ServingState
 
@@ -31,6 +31,7 @@ class WorkerConfig:
     threads: int | None = None
     dtype: str = "auto"  # models/precision.py
     device: str = "auto"  # auto (a GPU when torch sees one) | cpu | cuda | cuda:N
+    quantize: str = "none"  # none | int8 (engine/int8_linear.py; transformers engine on CPU)
 
 
 def build_state(config: WorkerConfig, progress=None) -> ServingState:
@@ -39,6 +40,7 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
 
     step = progress or (lambda *a: None)
     kind = pick_engine(config.engine)
+    check_quantize(config.quantize, kind, config.dtype)
     metrics = ServeMetrics()
     step("load", None, None)
     if kind == "vllm":
@@ -54,8 +56,10 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
     else:
         from .engine.transformers_engine import EngineConfig, TransformersEngine
 
+        # int8 layers run on the CPU: there ``auto`` means the CPU even where a GPU is seen
+        device = None if config.quantize == "int8" and config.device == "auto" else _device(config.device)
         served = load_for_serving(
-            config.model, config.adapters, config.name, device=_device(config.device), dtype=config.dtype
+            config.model, config.adapters, config.name, device=device, dtype=config.dtype
         )
         engine = TransformersEngine(
             served,
@@ -66,6 +70,7 @@ def build_state(config: WorkerConfig, progress=None) -> ServingState:
                 max_prefill_tokens=config.max_prefill_tokens,
                 prefix_cache_tokens=config.prefix_cache_tokens,
                 threads=config.threads,
+                quantize=config.quantize,
             ),
             metrics,
         )

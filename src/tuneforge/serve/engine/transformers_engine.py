@@ -32,7 +32,7 @@ import torch
 from tuneforge.errors import ConfigError
 from tuneforge.models.inference import ServedModel, ServedVariant
 
-from . import attention, packed_linear
+from . import attention, int8_linear, packed_linear
 from .base import BadRequest, Delta, EngineStats, QueueFull, RequestStream, SamplingParams
 from .detokenize import IncrementalText
 from .kv_cache import SlotKVCache
@@ -61,6 +61,7 @@ class EngineConfig:
     prefix_cache_tokens: int = 1024  # K/V of shared prompt prefixes kept, in tokens (0: off; prefix_cache.py)
     threads: int | None = None
     pack_weights: bool = True  # oneDNN-packed fp32 linear layers on CPU (packed_linear.py)
+    quantize: str = "none"  # "int8": int8 linear layers on CPU instead of packed fp32 (int8_linear.py)
 
 
 class NoMetrics:
@@ -122,9 +123,11 @@ class TransformersEngine:
                 f"{type(self.model).__name__} does not take a pluggable attention function; the "
                 "transformers engine serves models that do (Llama, Qwen2, Mistral, Gemma, GPT-2, …)."
             )
-        self.packed_layers = 0
+        self.packed_layers = self.int8_layers = 0
         self.layout = packed_linear.LayoutSwitch()
-        if self.config.pack_weights and self.device.type == "cpu":
+        if self.config.quantize == "int8":  # replaces the fp32 linears: nothing left to pack
+            self.int8_layers = int8_linear.quantize_linears(self.model, self.device)
+        elif self.config.pack_weights and self.device.type == "cpu":
             rows_hint = self.config.max_batch_size
             self.packed_layers = packed_linear.pack_linears(self.model, rows_hint, self.layout)
             log.info("packed %d linear layers for oneDNN", self.packed_layers)
