@@ -238,7 +238,7 @@ class TransformersEngine:
             allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
             most = min(torch.get_num_threads(), allowed or 1)
             threads = [self.config.threads] if self.config.threads else [1, most]
-            layouts = (True, False) if self.packed_layers else (True,)
+            layouts = (True, False) if self.packed_layers else (False,)  # no packed copy: plain (or int8)
             self.tuner = ThreadTuner(threads, layouts, self.layout.set)
         with torch.inference_mode():
             while not self._stopping:
