@@ -64,7 +64,8 @@ def tokenize_counting_turns(
 def _tokenize_many(tokenizer, template, records, max_len, mode, truncation, count_turns: bool):
     out: list[Tokenized | Exception | None] = [None] * len(records)
     lengths: list[list[int | None] | None] = [None] * len(records)
-    batch: list[tuple[int, str, list]] = []  # (index, rendered text, spans) waiting for the batch call
+    # (index, rendered text, spans, messages) waiting for the batch call
+    batch: list[tuple[int, str, list, list[dict]]] = []
     for i, record in enumerate(records):
         messages = chat_messages(record)
         if messages is None or truncation == "keep_answers":
@@ -78,16 +79,18 @@ def _tokenize_many(tokenizer, template, records, max_len, mode, truncation, coun
             out[i] = exc
             continue
         if fits_whole(text, max_len):
-            batch.append((i, text, spans))
+            batch.append((i, text, spans, messages))
         else:
             out[i] = _one(tokenizer, template, record, messages, max_len, mode, truncation)
     for start in range(0, len(batch), BATCH_TEXTS):
         part = batch[start : start + BATCH_TEXTS]
-        enc = tokenizer([t for _, t, _ in part], add_special_tokens=False, return_offsets_mapping=True)
-        for (i, text, spans), ids, offsets in zip(part, enc["input_ids"], enc["offset_mapping"], strict=True):
+        enc = tokenizer([t for _, t, _, _ in part], add_special_tokens=False, return_offsets_mapping=True)
+        for (i, text, spans, messages), ids, offsets in zip(
+            part, enc["input_ids"], enc["offset_mapping"], strict=True
+        ):
             out[i] = label_spans(ids, offsets, spans, max_len)
             if count_turns:
-                lengths[i] = turn_lengths(text, offsets, chat_messages(records[i]))
+                lengths[i] = turn_lengths(text, offsets, messages)
     return out, lengths  # type: ignore[return-value]
 
 

@@ -36,7 +36,6 @@ class PrefixEntry:
     tokens: tuple[int, ...]
     keys: list[torch.Tensor]  # per layer: [kv_heads, len(tokens), head_dim]
     values: list[torch.Tensor]
-    uses: int = 0
 
 
 def common_length(a, b) -> int:
@@ -73,7 +72,6 @@ class PrefixCache:
         return (best, length) if length >= MIN_TOKENS else (None, 0)
 
     def use(self, entry: PrefixEntry, length: int) -> None:
-        entry.uses += 1
         self.hits += 1
         self.hit_tokens += length
         if entry in self.entries:  # most recently used last
