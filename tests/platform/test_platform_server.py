@@ -302,11 +302,18 @@ def test_fifty_clients_for_thirty_seconds_lose_nothing(tmp_path, database_url):
     created, errors, requests = [], [], [0]
     lock = threading.Lock()
     stop = time.monotonic() + (5 if database_url else 10)
+    # On a machine the other test worker keeps busy, 5 s made 97 requests once: past the time, clients go
+    # on until the floor asserted below is passed (at most 20 s more), so load does not fail the test.
+    hard_stop = stop + 20
+
+    def more() -> bool:
+        now = time.monotonic()
+        return now < stop or (requests[0] <= 120 and now < hard_stop)
 
     def client(i: int) -> None:
         with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
             n = 0
-            while time.monotonic() < stop:
+            while more():
                 n += 1
                 try:
                     if n % 3 == 0:
