@@ -197,6 +197,12 @@ def run_tuneforge(train_path: Path, eval_convs, workdir: Path) -> dict:
     }
 
 
+# LLaMA-Factory 0.9.5 imports torchaudio and torchvision at start, so its venv needs a torch that their
+# binaries were built against: with this machine's local torch 2.13.0+cpu (or torchaudio 2.11.1 on torch
+# 2.11.0) they fail to load (`undefined symbol`, `operator torchvision::nms does not exist`). This set loads.
+LF_PACKAGES = ("torch==2.11.0", "torchvision==0.26.0", "torchaudio==2.11.0", "llamafactory==0.9.5")
+
+
 def run_llamafactory(folder: Path, train_path: Path, eval_convs, workdir: Path, venv: Path) -> dict | None:
     """LLaMA-Factory in its own virtualenv (created on first use); None when it does not install."""
     cli = venv / "bin" / "llamafactory-cli"
@@ -204,8 +210,7 @@ def run_llamafactory(folder: Path, train_path: Path, eval_convs, workdir: Path, 
         print(f"installing LLaMA-Factory into {venv} …", file=sys.stderr)
         ok = (
             subprocess.call([sys.executable, "-m", "venv", str(venv)]) == 0
-            and subprocess.call([str(venv / "bin" / "pip"), "install", "-q", "torch==2.13.0", "llamafactory"])
-            == 0
+            and subprocess.call([str(venv / "bin" / "pip"), "install", "-q", *LF_PACKAGES]) == 0
         )
         if not ok or not cli.exists():
             return None
