@@ -10,7 +10,9 @@ token and layer in fp32 (184 KB a token over SmolLM2's 30 layers). The forward i
 gradients equal to rounding.
 
 Only MLP classes whose forward is exactly ``down_proj(act_fn(gate_proj(x)) * up_proj(x))`` with a SiLU
-activation are switched (listed by name; others keep their own forward).
+activation are switched: listed by name *and* defined by transformers (a model's remote code may name its
+own class ``LlamaMLP`` with another forward), their forward not already wrapped on the module (accelerate's
+hooks and other patches set ``module.forward``; replacing it would drop them). Others keep their own.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SILU_CLASSES = frozenset({"SiLU", "SiLUActivation"})  # torch's and transformers' (ACT2FN["silu"])
+SILU_MODULES = frozenset({"torch.nn.modules.activation", "transformers.activations"})
 # Their forward is ``down_proj(act_fn(gate_proj(x)) * up_proj(x))`` (transformers 5.x).
 GATED_MLP_CLASSES = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP", "Olmo2MLP"})
 
@@ -56,8 +59,19 @@ def use_lean_swiglu(model: nn.Module) -> int:
     """Switch the gated SiLU MLPs of ``model`` to the lean product; returns how many."""
     count = 0
     for module in model.modules():
-        act = type(getattr(module, "act_fn", None)).__name__
-        if type(module).__name__ in GATED_MLP_CLASSES and act in SILU_CLASSES:
+        if _exact(module):
             module.forward = types.MethodType(_forward, module)
             count += 1
     return count
+
+
+def _exact(module: nn.Module) -> bool:
+    """Whether ``module`` computes exactly ``down_proj(silu(gate_proj(x)) * up_proj(x))`` in its forward."""
+    cls, act = type(module), type(getattr(module, "act_fn", None))
+    return (
+        cls.__name__ in GATED_MLP_CLASSES
+        and getattr(cls.forward, "__module__", "").startswith("transformers.models.")
+        and "forward" not in vars(module)
+        and act.__name__ in SILU_CLASSES
+        and act.__module__ in SILU_MODULES
+    )
