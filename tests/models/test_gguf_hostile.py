@@ -37,6 +37,7 @@ def test_too_many_array_elements_are_refused_before_parsing(capsys, tmp_path, mo
     code, _, err = run_cli(capsys, "models", "import", path)
     assert code == 2
     assert "declares 5,000 array elements" in err and "at most 1,000" in err, err
+    assert err.count("bomb.gguf") == 1, err  # named once: not wrapped again as "corrupt or truncated"
     assert parsed == []
     root = get_settings().models_dir
     assert not root.exists() or not any(root.iterdir())

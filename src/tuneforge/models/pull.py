@@ -98,6 +98,8 @@ def check_gguf(path: Path) -> None:
         from gguf import GGUFReader
 
         GGUFReader(str(path))
+    except ConfigError:  # the metadata bounds (gguf_reads) already name the file and the fix
+        raise
     except Exception as exc:  # gguf raises ValueError/struct errors for truncated files
         raise ConfigError(f"{path}: corrupt or truncated GGUF file ({exc}). Download it again.") from exc
 
