@@ -12,7 +12,8 @@ one is answered (closed loop). Target (issue 20): p99 <= 200 ms for list and get
 clients. The CPU model, the load average and the database are printed beside the figures, and for the
 reads the server's CPU time per request (`server_cpu_ms`: this process's CPU time over the load, which
 other work on the machine does not inflate the way it inflates latency; with one server process p99 is
-about clients x server_cpu_ms / the cores it gets). The rows are what real ones hold (whole resolved
+about clients x server_cpu_ms / the cores it gets; `client_cpu_ms` is the clients' process's CPU time per
+request, taken from the same cores). The rows are what real ones hold (whole resolved
 specs, metrics, failed jobs' log tails), since a list answers them whole; after the reads, how many job
 answers came from the server's answer cache (platform/job_answers.py) and the memory it held.
 """
@@ -146,6 +147,7 @@ def _client_load(url: str, token: str, clients: int, seconds: float, what: str, 
     for c in conns:
         c.get("/healthz")
     out.put("ready")  # the server's CPU clock starts now (``load``)
+    cpu = time.process_time()  # and the clients' own: on the same cores, what they take the server lacks
     go = threading.Barrier(clients + 1)
     stop = [0.0]
 
@@ -174,9 +176,11 @@ def _client_load(url: str, token: str, clients: int, seconds: float, what: str, 
     for c in conns:
         c.close()
     elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu
     lat = sorted(latencies)
     out.put(
         {
+            "client_cpu_ms": round(cpu * 1000 / max(1, len(lat)), 2),
             "requests": len(lat),
             "errors": errors[0],
             "rps": round(len(lat) / elapsed, 1),
@@ -373,7 +377,8 @@ def main() -> None:
                 print(
                     f"{what:<10} {label:<10} jobs_in_db={args.jobs} clients={clients} "
                     f"rps={r['rps']} p50_ms={r['p50_ms']} p99_ms={r['p99_ms']} "
-                    f"server_cpu_ms={r.get('server_cpu_ms', '-')} errors={r['errors']}",
+                    f"server_cpu_ms={r.get('server_cpu_ms', '-')} "
+                    f"client_cpu_ms={r.get('client_cpu_ms', '-')} errors={r['errors']}",
                     flush=True,
                 )
     finally:

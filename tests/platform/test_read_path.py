@@ -94,3 +94,40 @@ def test_json_columns_read_as_json_reads_them():
     for text in texts:
         for value in (text, text.encode()):
             assert repr(load_json(value)) == repr(json.loads(value)), text
+
+
+def test_list_and_get_send_one_statement_outside_a_transaction(database_url):
+    """Each read is its one SELECT, with no BEGIN/COMMIT around it: on PostgreSQL those were two more
+    round trips a request (ping, BEGIN, SELECT, COMMIT); on SQLite two more statements."""
+    from sqlalchemy import event
+
+    client = make_client()
+    store = client.app.state.platform.store
+    with store.session() as s:
+        s.execute(Job.__table__.insert(), [job_row("job-one", created_at=time.time())])
+    assert client.get("/api/v1/jobs").status_code == 200  # the token's row is read (and cached) here
+    sent = []
+
+    def in_transaction(dbapi) -> bool:
+        if store.engine.dialect.name == "sqlite":
+            return dbapi.in_transaction
+        return dbapi.info.transaction_status != 0  # psycopg's TransactionStatus.IDLE
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        sent.append((statement.split()[0].upper(), in_transaction(conn.connection.dbapi_connection)))
+
+    event.listen(store.engine, "after_cursor_execute", after)
+    commits = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(conn))
+    try:
+        assert client.get("/api/v1/jobs").json()["data"][0]["id"] == "job-one"
+        assert client.get("/api/v1/jobs/job-one").json()["id"] == "job-one"
+    finally:
+        event.remove(store.engine, "after_cursor_execute", after)
+    assert sent == [("SELECT", False), ("SELECT", False)], sent
+    assert commits == []
+    # the store's sessions still open their transactions (a write takes SQLite's lock at BEGIN)
+    with store.session() as s:
+        s.execute(Job.__table__.update().values(state="failed").where(Job.__table__.c.id == "job-one"))
+        assert in_transaction(s.connection().connection.dbapi_connection)
+    assert client.get("/api/v1/jobs/job-one").json()["state"] == "failed"

@@ -255,8 +255,10 @@ def make_engine(url: str) -> Engine:
             # Sessions that may write take the write lock at BEGIN: a read that later writes can then
             # never fail with "database is locked" half-way (busy_timeout covers waiting for the lock).
             # Read-only sessions begin deferred and, under WAL, never wait for writers.
-            read_only = conn.get_execution_options().get("tuneforge_read_only", False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            options = conn.get_execution_options()
+            if options.get("tuneforge_one_statement"):
+                return  # Store.rows: one SELECT, SQLite's own statement transaction is its snapshot
+            conn.exec_driver_sql("BEGIN" if options.get("tuneforge_read_only") else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, json_deserializer=load_json)
@@ -271,6 +273,12 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_engine = self.engine.execution_options(tuneforge_read_only=True)
         self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
+        # Store.rows: no BEGIN/COMMIT around its one statement. On PostgreSQL each was a round trip (a
+        # get was ping, BEGIN, SELECT, COMMIT); autocommit there, and on SQLite the begin hook skips it.
+        one = {"tuneforge_read_only": True, "tuneforge_one_statement": True}
+        if not url.startswith("sqlite"):
+            one["isolation_level"] = "AUTOCOMMIT"
+        self._statement_engine = self.engine.execution_options(**one)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -285,9 +293,11 @@ class Store:
 
     @contextlib.contextmanager
     def rows(self) -> Iterator[Connection]:
-        """A connection that only reads, for Core queries whose rows are named tuples: what the API's
-        list and get answers read (the ORM's instances cost a fifth of a 50-job page's CPU)."""
-        with self._read_engine.connect() as conn, conn.begin():
+        """A connection for ONE read-only Core statement, whose rows are named tuples: what the API's
+        list and get answers read (the ORM's instances cost a fifth of a 50-job page's CPU). Outside any
+        transaction (a single statement sees one snapshot on its own): reads that must agree with each
+        other belong in ``reading()``."""
+        with self._statement_engine.connect() as conn:
             yield conn
 
     def dispose(self) -> None:
