@@ -127,7 +127,11 @@ def main() -> None:
             )
         if args.baseline_src:
             ratio = statistics.median(walls["baseline"]) / statistics.median(walls["tuneforge"])
-            print(f"validate_speedup baseline/tuneforge={ratio:.2f} load_after={os.getloadavg()}")
+            cpu_ratio = statistics.median(cpus["baseline"]) / statistics.median(cpus["tuneforge"])
+            print(
+                f"validate_speedup baseline/tuneforge={ratio:.2f} cpu_ratio={cpu_ratio:.2f} "
+                f"load_after={os.getloadavg()}"
+            )
 
 
 if __name__ == "__main__":

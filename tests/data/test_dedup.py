@@ -18,6 +18,8 @@ import pytest
 import tuneforge
 from tests.conftest import write
 from tuneforge.data.dedup import (
+    LSH_PERM,
+    LSH_WEIGHTS,
     NUM_PERM,
     SCHEME,
     SEED,
@@ -105,6 +107,41 @@ def test_signatures_are_datasketchs_minhash_of_the_shingles():
         expected.update_batch([int(h) for h in shingles])
         assert (signatures.matrix[i] == expected.hashvalues).all(), text
     assert len(word_hashes("今天天气很好")[0]) == 6  # each CJK character is a word
+
+
+def test_band_tables_are_datasketchs_lsh_buckets():
+    """The numpy LSH tables give every row the candidates datasketch's MinHashLSH gives it (rows sharing a
+    band's values), and the duplicate pairs its per-bucket walk gave."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    texts = [" ".join(r.values()) for r in planted()[0]]
+    finder = DuplicateFinder()
+    for text in texts * 2 + [text + " and more" for text in texts]:
+        finder.add({"text": text})
+    finder.report()
+    sig, rows = finder.signatures.matrix[:, :LSH_PERM], finder.lsh.rows
+    lsh = MinHashLSH(threshold=0.8, num_perm=LSH_PERM, weights=LSH_WEIGHTS)
+    lean = {row: LeanMinHash(seed=SEED, hashvalues=sig[row], scheme=SCHEME) for row in rows.tolist()}
+    for row, minhash in lean.items():
+        lsh.insert(row, minhash, check_duplication=False)
+    assert (finder.lsh.bands, finder.lsh.width) == (lsh.b, lsh.r)
+    for row, minhash in lean.items():
+        assert finder.lsh.query(sig[row]) == sorted(lsh.query(minhash)), row
+    expected: set[tuple[int, int]] = set()
+    for table in lsh.hashtables:
+        for key in table.keys():
+            members = sorted(table.get(key))
+            for before, row in zip(members, members[1:], strict=False):
+                expected |= {(row, members[0]), (row, before)}
+    assert set(zip(*(a.tolist() for a in finder.lsh.neighbour_pairs()), strict=True)) == expected
+
+
+def test_a_jaccard_of_one_finds_the_same_words(tmp_path):
+    """1.0 is a threshold the CLI takes: the same words, punctuation and case aside (datasketch's LSH refused
+    it: fewer than two bands)."""
+    records, _, near = planted()
+    dupes = validate_path(write(tmp_path / "planted.json", records), jaccard=1.0).duplicates
+    assert [(e["record"], e["like"]) for e in dupes["near"]["examples"]] == list(near.items())[:2]
 
 
 def test_eval_overlap_share_and_examples(tmp_path):

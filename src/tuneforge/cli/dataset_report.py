@@ -15,13 +15,13 @@ def report(folder: Path, model: str | None) -> dict:
     from tuneforge.data.load import load_records
     from tuneforge.data.templates import resolve_chat_template
     from tuneforge.data.validate import build_report
-    from tuneforge.models.load import load_tokenizer
+    from tuneforge.models.file_tokenizer import load_counting_tokenizer
     from tuneforge.settings import get_settings
 
     meta = json.loads((folder / "dataset.json").read_text())
     loaded = load_records(folder / "files", meta.get("format"), meta.get("mapping") or None)
     name = model or get_settings().default_model
-    tokenizer = load_tokenizer(name)
+    tokenizer = load_counting_tokenizer(name)
     result = build_report(loaded, tokenizer, resolve_chat_template(tokenizer, "auto"), 1024, preview=2)
     previews = [[{"text": text, "trained": trained} for text, trained in p] for p in result.previews]
     return {"tokenizer": name, "stats": result.stats, "masked_preview": previews}

@@ -36,13 +36,13 @@ JACCARD_HELP = "Word-shingle Jaccard similarity from which two records are near-
 def stats_tokenizer(model: str | None, quiet: bool):
     """The tokenizer to count with: the named model's, else the default model's if pulled, else None
     (statistics then count characters)."""
-    from tuneforge.models.load import load_tokenizer
+    from tuneforge.models.file_tokenizer import load_counting_tokenizer
     from tuneforge.models.store import resolve_model
 
     try:
         if not model:
             resolve_model(get_settings().default_model)  # cheap: no transformers import when not pulled
-        return load_tokenizer(model or get_settings().default_model)
+        return load_counting_tokenizer(model or get_settings().default_model)
     except TuneforgeError as exc:
         if model:  # the user asked for this one explicitly
             raise

@@ -2,8 +2,9 @@
 
 Exact: records whose texts are equal once whitespace and case are normalised (an 8-byte digest each).
 Near: MinHash signatures over word shingles (datasketch's ``affine32`` permutations), candidate pairs
-from datasketch's ``MinHashLSH``, kept when the two signatures agree on at least ``jaccard`` of their
-values (the MinHash estimate of the shingle sets' Jaccard similarity). Words are compared without case
+from the buckets datasketch's ``MinHashLSH`` makes (``BandTables``: the same buckets, built in numpy),
+kept when the two signatures agree on at least ``jaccard`` of their values (the MinHash estimate of the
+shingle sets' Jaccard similarity). Words are compared without case
 or punctuation; a CJK character is a word of its own (those scripts put no spaces between words).
 
 Linear and bounded, for 52,000 records in seconds: records are split into words, hashed, shingled and
@@ -35,7 +36,7 @@ SEED = 1
 SCHEME = "affine32"
 SHINGLE = 3  # words a shingle: one reworded word of a 40-word answer leaves ~85% of them shared
 DEFAULT_JACCARD = 0.8
-# The LSH tables hold the first LSH_PERM values of a signature (each band costs a Python call a record)
+# The LSH tables hold the first LSH_PERM values of a signature (each band is a sort of every record)
 # and datasketch picks the bands for the threshold, weighing missed pairs against false candidates: a
 # false candidate costs one comparison of signatures here, a missed pair is a duplicate unreported.
 # At 0.8: 10 bands of 6 values; a pair at Jaccard 0.85 is a candidate 99% of the time, at 0.8 95%.
@@ -44,8 +45,8 @@ LSH_WEIGHTS = (0.05, 0.95)
 EXAMPLES = 5  # pairs of record numbers shown for each kind of duplicate
 MAX_CHARS = 200_000  # of a record's normalised text, for the near check (a 1 MB record is not slower)
 LONG_TEXT = 65_536  # characters of one text normalised; past them a text is hashed as it is
-# Distinct records with a signature: datasketch's in-memory LSH tables take ~5 KB a record (a set per
-# bucket, 10 bands), 290 MB at 52,000 records; past this many, later records are checked exactly only.
+# Distinct records with a signature (NUM_PERM x 4 bytes each, and the band tables' keys and rows); past
+# this many, later records are checked exactly only.
 NEAR_LIMIT = 64_000
 WORD_CHARS = 24  # characters of a word that are hashed (longer words sharing them count as one)
 BATCH_CHARS = 1 << 19  # characters split into words and shingled at once (~40 MB of numpy arrays)
@@ -232,12 +233,6 @@ class Signatures:
         counts = np.frombuffer(self.word_counts, dtype=np.int64)
         return (counts > 0) & (counts <= SHINGLE), counts > SHINGLE
 
-    def lsh_minhash(self, row: int):
-        """A row's signature as the LSH tables take it (its first LSH_PERM values), a LeanMinHash."""
-        from datasketch import LeanMinHash
-
-        return LeanMinHash(seed=SEED, hashvalues=self.matrix[row, :LSH_PERM], scheme=SCHEME)
-
 
 def _row_keys(rows: np.ndarray) -> np.ndarray:
     """64 bits of each signature: enough to tell single shingles apart."""
@@ -266,6 +261,82 @@ def _exact_firsts(digests: np.ndarray) -> np.ndarray:
     return firsts
 
 
+@cache
+def lsh_bands(jaccard: float) -> tuple[int, int]:
+    """(bands, values a band) of the LSH tables at ``jaccard``: datasketch's choice for LSH_PERM values
+    and LSH_WEIGHTS (it weighs missed pairs against false candidates)."""
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(jaccard, LSH_PERM, *LSH_WEIGHTS)
+
+
+def _band_keys(sig: np.ndarray, band: int, width: int) -> np.ndarray:
+    """Each row's values of one band as one opaque key: rows share a bucket when their keys are equal."""
+    values = np.ascontiguousarray(sig[:, band * width : (band + 1) * width])
+    return values.view(np.dtype((np.void, values.itemsize * width))).ravel()
+
+
+class BandTables:
+    """datasketch's MinHashLSH buckets (a band's values equal), as sorted numpy keys: built in one sort a band
+    instead of a Python call a record and band (52,000 records: 10 s of the duplicate check and ~5 KB a
+    record of Python sets), the same buckets, so the same candidates."""
+
+    def __init__(self, sig: np.ndarray, rows: np.ndarray, jaccard: float):
+        self.bands, self.width = lsh_bands(jaccard)
+        self.rows = rows  # the signature rows in the tables
+        self.tables = []  # a band's (keys sorted, the rows in that order: by key, then by row)
+        for band in range(self.bands):
+            keys = _band_keys(sig[rows], band, self.width)
+            order = np.argsort(keys, kind="stable")
+            self.tables.append((keys[order], rows[order]))
+
+    def neighbour_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, candidate) pairs, unique, by row then candidate: in each bucket every row but the first is
+        paired with the bucket's first row and with the row before it (at most two a band: linear, however
+        many rows share a bucket)."""
+        pairs = []
+        for keys, rows in self.tables if len(self.rows) else ():
+            same = keys[1:] == keys[:-1]  # a row in the bucket of the row before it
+            starts = np.r_[True, ~same]
+            first = rows[np.flatnonzero(starts)][np.cumsum(starts) - 1]
+            pairs += [(rows[1:][same], rows[:-1][same]), (rows[1:][same], first[1:][same])]
+        row = np.concatenate([p[0] for p in pairs] or [np.empty(0, np.int64)]).astype(np.int64)
+        candidate = np.concatenate([p[1] for p in pairs] or [np.empty(0, np.int64)]).astype(np.int64)
+        if not len(row):
+            return row, candidate
+        width = int(max(row.max(), candidate.max())) + 1
+        both = np.unique(row * width + candidate)  # sorted by row, then candidate
+        return both // width, both % width
+
+    def query(self, sig_row: np.ndarray) -> list[int]:
+        """The rows sharing a bucket with a signature (of another set), ascending."""
+        found: set[int] = set()
+        for band, (keys, rows) in enumerate(self.tables):
+            key = _band_keys(sig_row[None, :], band, self.width)
+            low, high = np.searchsorted(keys, key)[0], np.searchsorted(keys, key, side="right")[0]
+            found.update(rows[low:high].tolist())
+        return sorted(found)
+
+
+def best_pairs(sig: np.ndarray, row: np.ndarray, candidate: np.ndarray, jaccard: float):
+    """For each row of the (row, candidate) pairs (by row, then candidate), the candidate whose signature
+    agrees most with its own (the first of equals), where it agrees on at least ``jaccard`` of it: (rows,
+    candidates, agreement). ``_best`` of each row's candidates, in a few numpy calls."""
+    agree = np.empty(len(row), np.float64)
+    for start in range(0, len(row), ROWS):
+        a, b = row[start : start + ROWS], candidate[start : start + ROWS]
+        agree[start : start + ROWS] = (sig[a] == sig[b]).mean(axis=1)
+    if not len(row):
+        return row, candidate, agree
+    firsts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    best = np.maximum.reduceat(agree, firsts)
+    group = np.cumsum(np.r_[True, row[1:] != row[:-1]]) - 1
+    top = np.flatnonzero(agree == best[group])
+    top = top[np.r_[True, group[top][1:] != group[top][:-1]]]  # the first candidate of each row's best
+    keep = top[agree[top] >= jaccard]
+    return row[keep], candidate[keep], agree[keep]
+
+
 def _best(
     sig: np.ndarray, row: np.ndarray, candidates: list[int], jaccard: float
 ) -> tuple[int, float] | None:
@@ -286,7 +357,7 @@ class DuplicateFinder:
             raise ConfigError(f"the Jaccard threshold must be over 0 and at most 1; got {jaccard}.")
         self.jaccard = jaccard
         self.signatures = Signatures()
-        self.lsh = None  # datasketch's MinHashLSH over the records of more than SHINGLE words
+        self.lsh: BandTables | None = None  # the LSH buckets of the records of more than SHINGLE words
         self.firsts: np.ndarray | None = None
         self.near: dict[int, tuple[int, float]] = {}  # record → (earlier record, estimated Jaccard)
 
@@ -307,22 +378,11 @@ class DuplicateFinder:
         same = _exact_firsts(_row_keys(sig[rows]))
         for k in np.flatnonzero(same != np.arange(len(rows))).tolist():
             self.near[int(records[rows[k]])] = (int(records[rows[same[k]]]), 1.0)
-        from datasketch import MinHashLSH
-
-        self.lsh = MinHashLSH(threshold=self.jaccard, num_perm=LSH_PERM, weights=LSH_WEIGHTS)
-        for row in np.flatnonzero(long).tolist():
-            self.lsh.insert(row, self.signatures.lsh_minhash(row), check_duplication=False)
-        candidates: dict[int, set[int]] = {}
-        for table in self.lsh.hashtables:
-            for key, size in table.itemcounts().items():
-                if size > 1:
-                    members = sorted(table.get(key))
-                    for before, row in zip(members, members[1:], strict=False):
-                        candidates.setdefault(row, set()).update((members[0], before))
-        for row in sorted(candidates):
-            found = _best(sig, sig[row], sorted(candidates[row]), self.jaccard)
-            if found is not None:
-                self.near[int(records[row])] = (int(records[found[0]]), found[1])
+        self.lsh = BandTables(sig[:, :LSH_PERM], np.flatnonzero(long), self.jaccard)
+        rows, found, agree = best_pairs(sig, *self.lsh.neighbour_pairs(), self.jaccard)
+        found_records = records[found].tolist()
+        for row, like, share in zip(records[rows].tolist(), found_records, agree.tolist(), strict=True):
+            self.near[row] = (like, share)
 
     def report(self) -> dict:
         """Counts and a few examples (record numbers count from 1, in reading order, as the rest of the
@@ -375,7 +435,7 @@ class DuplicateFinder:
             for row, j in zip(np.flatnonzero(short)[found].tolist(), at.tolist(), strict=True)
         }
         for row in np.flatnonzero(long).tolist():
-            best = _best(sig, rows[row], self.lsh.query(evaluation.lsh_minhash(row)), self.jaccard)
+            best = _best(sig, rows[row], self.lsh.query(rows[row, :LSH_PERM]), self.jaccard)
             if best is not None:
                 by_row[row] = (int(train_records[best[0]]), best[1])
         # An eval record that repeats an earlier eval record has no row: it shares its first's result.
