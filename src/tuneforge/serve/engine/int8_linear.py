@@ -14,15 +14,21 @@ a quarter of that. What runs them fast on a CPU (measured on a 2-core EPYC witho
 
 fbgemm quantizes the activations of the whole call with one scale, so a request's answer would depend
 on the requests it shares a batch with. This layer makes the scale per ROW: each row is divided by its
-own absolute maximum (every value then lies in [-1, 1]), one anchor row [1, -1, 0, …] is appended so the
-call's range is exactly [-1, 1] whatever the batch holds, and the output rows are multiplied back by
-their maxima. fbgemm sums in int32 (exact) and dequantizes each output element on its own, so a row's
-result is the same alone and in any batch, as the float32 path's is (bf16's is not: precision.py).
-Activations use fbgemm's 7-bit range (``reduce_range``): without VNNI its 8-bit products can saturate.
-7 bits alone cost SmolLM2-135M +14% perplexity, so each row goes in as two: its part on fbgemm's grid
-and the remainder, scaled up and put on the grid too (+0.1%; at a few rows the product is bound by
-weight traffic, so the second row is nearly free). Every value lies on the grid, so fbgemm's vector
-code and its scalar tail (whose extent moves with the batch size) round it alike.
+own absolute maximum and scaled to just under 63.5, one anchor row [63.5, -63.5, 0, …] is put first so
+the call's range is exactly [-63.5, 63.5] (fbgemm's scale then exactly 1) whatever the batch holds, and
+the output rows are multiplied back by their maxima. fbgemm sums in int32 (exact) and dequantizes each
+output element on its own, so a row's result is the same alone and in any batch, as the float32 path's
+is (bf16's is not: precision.py). Activations use fbgemm's 7-bit range (``reduce_range``): without VNNI
+its 8-bit products can saturate. 7 bits alone cost SmolLM2-135M +14% perplexity, so each row goes in as
+two: its integer part and the remainder, scaled up and rounded to an integer too (+0.1%; at a few rows
+the product is bound by weight traffic, so the second row is nearly free). Every value is an integer,
+so fbgemm's vector code and its scalar tail (whose extent moves with the batch size) round it alike.
+
+Per step, the int8 path is cheap only if little runs around the products: at one row a decode step of
+SmolLM2-135M was 211 fbgemm calls, each with ~15 small ops to prepare its input and 5 after; only ~40% of
+the int8 step's CPU time was fbgemm itself. Layers reading the same input (q/k/v, gate/up; ``FUSED``) now
+share one product (``Int8Product``: weights stacked along the outputs, so each layer's outputs are those
+it gets alone), 121 calls a step, each input prepared in 8 ops into a reused buffer (performance.md#int8).
 
 LoRA: only base layers are replaced; peft's lora layers keep their fp32 ``lora_A``/``lora_B`` and add
 their delta on top of the int8 product (batches of several adapters included). A tied output layer gets
