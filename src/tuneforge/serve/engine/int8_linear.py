@@ -151,11 +151,14 @@ class Int8Product:
         it again: never a stale result)."""
         if x is not self.x or index not in self.pending:
             out = self._run(x)
-            self.x = x
             if len(self.bounds) == 2:
                 return out
+            self.x = x
             self.pending = {i: out[..., a:b] for i, (a, b) in enumerate(itertools.pairwise(self.bounds))}
-        return self.pending.pop(index)
+        part = self.pending.pop(index)
+        if not self.pending:  # all handed out: hold neither the input nor the output (a long prefill's)
+            self.x = None
+        return part
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         both, peak, m = self.shared.get(x, self.in_features)
