@@ -779,6 +779,9 @@ def test_console_deploy_and_playground_side_by_side(console_server, browser, tmp
     switch_language(page, "en", "html[lang='en']")
     assert not english, f"English on Chinese pages: {json.dumps(english, ensure_ascii=False)}"
 
+    # The fine-tuned deployment (one replica) stopped, started and deleted from its page.
+    _stop_start_delete(srv, browser, "memo-ft")
+
 
 def test_console_pull_and_import_show_progress_then_model_or_error(console_server, browser, tiny_llama):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -954,22 +957,20 @@ def test_console_evaluation_shows_metrics_and_predictions_when_it_ends(console_s
     assert not page.query_selector(".message.error") and not errors, errors
 
 
-def test_console_deployment_stop_start_delete(console_server, browser):
+def _stop_start_delete(srv, browser, name: str) -> None:
+    """Stop, start and delete the ready deployment ``name`` from its page (folded into the deploy test: a
+    server, a browser and a worker start of its own cost this file about 50 s)."""
     from tuneforge.jobs.executor import process_start_ticks
-
-    srv = console_server
 
     def api() -> dict:
         with srv.http() as http:
-            return http.get("/api/v1/deployments/tiny-dep").json()
+            return http.get(f"/api/v1/deployments/{name}").json()
 
-    with srv.http() as http:
-        assert http.post("/api/v1/deployments", json={"model": "tiny", "name": "tiny-dep"}).status_code == 201
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     sign_in(page, srv)
-    page.goto(f"{srv.url}/#/deployments/tiny-dep")
+    page.goto(f"{srv.url}/#/deployments/{name}")
     page.wait_for_selector("h1 + div .badge.state-ready", timeout=120_000)
     (first,) = [w["pid"] for w in api()["workers"]]
     assert process_start_ticks(first) is not None
@@ -998,9 +999,9 @@ def test_console_deployment_stop_start_delete(console_server, browser):
     page.wait_for_url(re.compile(r"#/deployments$"))
     page.wait_for_selector("#messages :text('Deleted.')")
     page.wait_for_selector("h1:text-is('Deployments')")
-    assert "tiny-dep" not in page.inner_text("main")
+    assert page.locator("main tbody tr", has_text=name).count() == 0
     with srv.http() as http:
-        assert http.get("/api/v1/deployments/tiny-dep").status_code == 404
+        assert http.get(f"/api/v1/deployments/{name}").status_code == 404
     assert process_start_ticks(second) is None
     shot(page, "16-deployment-deleted")
     assert not page.query_selector(".message.error") and not errors, errors
