@@ -54,12 +54,11 @@ lint: $(VENV)/.installed-dev
 docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site/
 
-# Three workers on two cores, a test file each (module fixtures and in-file order hold): the suite's servers
-# and workers wait on each other much of the time; with two files at once the cores were busy 74% of the run.
-# --durations: CI's log names the slowest tests, where the next minute of a 20-minute budget comes from.
-TEST_WORKERS ?= 3
+# Two workers, a test file each (module fixtures and in-file order hold): the suite's servers and workers
+# wait on each other much of the time, so two files at once use both cores. --durations: CI's log names the
+# slowest tests, where the next minute of a 20-minute budget comes from.
 test: lint docs
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
