@@ -50,10 +50,23 @@ def test_test_installs_the_dev_extra_with_the_engines_the_tests_start(tmp_path):
 def test_test_builds_the_docs_strictly_after_lint_and_before_pytest(tmp_path):
     # A broken link in docs/ must fail `make test` before the suite's minutes are spent.
     lines = _dry_run(tmp_path, "test")
-    steps = ("/ruff check ", "/ruff format --check ", "/mkdocs build --strict -d site/", "/pytest ")
+    steps = ("/ruff check ", "/ruff format --check ", "/mkdocs build --strict -d site/")
     where = {step: [i for i, line in enumerate(lines) if step in line] for step in steps}
     assert all(len(found) == 1 for found in where.values()), where
     assert [where[step][0] for step in steps] == sorted(where[step][0] for step in steps)
+    pytests = [i for i, line in enumerate(lines) if "/pytest " in line]
+    assert pytests and min(pytests) > where["/mkdocs build --strict -d site/"][0], (pytests, where)
+
+
+def test_test_runs_the_ray_file_beside_the_two_workers_and_every_other_file_in_them(tmp_path):
+    # The Ray file's minutes are mostly Ray's waits: in a lane of its own, not holding one of the two workers.
+    lines = [line for line in _dry_run(tmp_path, "test") if "/pytest " in line]
+    ray = "tests/platform/test_ray_executor.py"
+    lane = [line for line in lines if "-n 2" not in line]
+    suite = [line for line in lines if "-n 2 --dist loadfile" in line]
+    assert len(lane) == 1 and len(suite) == 1, lines
+    assert f" {ray} " in lane[0] and lane[0].rstrip(" \\").endswith("& ray=$!;"), lane
+    assert f"--ignore={ray}" in suite[0], suite
 
 
 def test_docs_builds_the_site_with_the_docs_extra(tmp_path):

@@ -8,6 +8,7 @@ of this file's time. The restart test replaces the control plane and runs last b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -255,6 +256,19 @@ def test_a_restarted_control_plane_reattaches_to_its_ray_job(api, plane):
     reattached = [e for e in events if e["event"] == "reconciled"]
     assert reattached and reattached[-1]["adopted"] is True, events
     print("after the restart:", reattached[-1])
+
+
+def test_the_cluster_runs_at_the_suites_priority_once_up(cluster):
+    """It starts ahead of the suite's processes when it can (as root: tests/support/raycluster.py), and
+    must not stay ahead: its jobs would take the cores from the two workers' tests beside it."""
+    import psutil
+
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    levels = {}
+    for p in cluster.processes():
+        with contextlib.suppress(psutil.Error):
+            levels[" ".join(p.cmdline())[:60]] = p.nice()
+    assert levels and set(levels.values()) == {ours}, levels
 
 
 def test_a_submission_without_the_token_is_refused(cluster):
