@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +136,35 @@ def test_band_tables_are_datasketchs_lsh_buckets():
             for before, row in zip(members, members[1:], strict=False):
                 expected |= {(row, members[0]), (row, before)}
     assert set(zip(*(a.tolist() for a in finder.lsh.neighbour_pairs()), strict=True)) == expected
+
+
+def test_lsh_bands_are_datasketchs_choice_at_every_threshold():
+    """The bands tuneforge computes without scipy are the (b, r) datasketch's MinHashLSH picks for the same
+    threshold, values and weights, from 0.05 to 1.0 (the CLI's --jaccard range)."""
+    from datasketch.lsh import _optimal_param
+
+    from tuneforge.data.dedup import lsh_bands
+
+    for jaccard in np.round(np.arange(0.05, 1.0001, 0.05), 2).tolist():
+        assert lsh_bands(jaccard) == _optimal_param(jaccard, LSH_PERM, *LSH_WEIGHTS), jaccard
+
+
+def test_a_duplicate_check_imports_neither_datasketch_nor_scipy():
+    """Their imports (datasketch's package imports scipy) were 1.5 CPU-s of every `datasets validate` and of
+    every job that checks its data: the check draws the same permutations and bands in numpy."""
+    code = (
+        "import sys\n"
+        "from tuneforge.data.dedup import DuplicateFinder\n"
+        "finder = DuplicateFinder()\n"
+        "for text in ['one two three four five', 'one two three four five six', 'other words here']:\n"
+        "    finder.add({'text': text})\n"
+        "finder.report()\n"
+        "assert finder.lsh is not None and finder.lsh.bands > 0\n"
+        "print(sorted(m for m in ('datasketch', 'scipy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_a_jaccard_of_one_finds_the_same_words(tmp_path):

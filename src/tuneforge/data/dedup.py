@@ -145,11 +145,13 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 @cache
 def _permutations() -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's (a, b) for NUM_PERM affine32 permutations, as columns. datasketch (and the scipy it
-    imports, a second or more) is imported when a signature is first computed, not with this module."""
-    from datasketch import MinHash
-
-    a, b = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME).permutations
+    """datasketch's (a, b) for NUM_PERM affine32 permutations, as columns, drawn as its
+    ``MinHash._init_permutations`` draws them (odd ``a``), without importing datasketch: its package
+    imports scipy, 1.5 CPU-s of every `datasets validate` and job that computes a signature.
+    tests/data/test_dedup.py checks the signatures against datasketch's own MinHash."""
+    gen = np.random.RandomState(SEED)
+    a = gen.randint(0, 1 << 31, NUM_PERM, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, NUM_PERM, dtype=np.uint32)
     return a[:, None], b[:, None]
 
 
@@ -264,10 +266,27 @@ def _exact_firsts(digests: np.ndarray) -> np.ndarray:
 @cache
 def lsh_bands(jaccard: float) -> tuple[int, int]:
     """(bands, values a band) of the LSH tables at ``jaccard``: datasketch's choice for LSH_PERM values
-    and LSH_WEIGHTS (it weighs missed pairs against false candidates)."""
-    from datasketch.lsh import _optimal_param
+    and LSH_WEIGHTS (``datasketch.lsh._optimal_param``: the first (b, r), b then r ascending, of least
+    weighted area of false candidates below ``jaccard`` and missed pairs above it). Its areas come from
+    scipy's quad (datasketch's package imports scipy: 1.5 CPU-s of a process); here from Gauss-Legendre
+    nodes, exact for these polynomials (degree b*r <= LSH_PERM). tests/data/test_dedup.py compares the
+    choice with datasketch's at thresholds across the range."""
+    nodes, weights = np.polynomial.legendre.leggauss(LSH_PERM // 2 + 1)
 
-    return _optimal_param(jaccard, LSH_PERM, *LSH_WEIGHTS)
+    def area(lo: float, hi: float, b: int, r: int) -> float:  # of P(a pair shares a bucket) on [lo, hi]
+        s = (hi - lo) / 2 * nodes + (hi + lo) / 2
+        return float((hi - lo) / 2 * (weights @ (1 - (1 - s**r) ** b)))
+
+    fp_weight, fn_weight = LSH_WEIGHTS
+    best, choice = float("inf"), (0, 0)
+    for b in range(1, LSH_PERM + 1):
+        for r in range(1, LSH_PERM // b + 1):
+            false_positives = area(0.0, jaccard, b, r)
+            false_negatives = (1.0 - jaccard) - area(jaccard, 1.0, b, r)
+            error = false_positives * fp_weight + false_negatives * fn_weight
+            if error < best:
+                best, choice = error, (b, r)
+    return choice
 
 
 def _band_keys(sig: np.ndarray, band: int, width: int) -> np.ndarray:

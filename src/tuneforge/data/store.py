@@ -128,7 +128,7 @@ def store_path(
         from .validate import StatsBuilder
 
         chars = StatsBuilder()
-    from .dedup import DuplicateFinder, duplicate_warnings  # numpy and datasketch, when a dataset is stored
+    from .dedup import DuplicateFinder, duplicate_warnings  # numpy, when a dataset is stored
 
     dupes = DuplicateFinder()
     try:

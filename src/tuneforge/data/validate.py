@@ -282,7 +282,7 @@ def validate_path(
     ``progress(stage, done, total)`` reports stage "read" in bytes, then "tokenize" in records.
     A bad ``fmt`` or ``mapping`` raises ConfigError before anything is read.
     """
-    from .dedup import DuplicateFinder  # numpy and datasketch: imported when a dataset is checked
+    from .dedup import DuplicateFinder  # numpy: imported when a dataset is checked
 
     chars = StatsBuilder()
     dupes = DuplicateFinder(jaccard)  # a bad threshold is refused before anything is read

@@ -21,7 +21,7 @@ def check_eval_overlap(spec: JobSpec, train: list[dict], evaluation: list[dict])
     there is no evaluation set); a DataError instead when the check is strict."""
     if not evaluation:
         return None
-    from tuneforge.data.dedup import eval_overlap, overlap_message  # numpy, datasketch: only when needed
+    from tuneforge.data.dedup import eval_overlap, overlap_message  # numpy: only when needed
 
     check = spec.data.eval_overlap
     report = eval_overlap(train, evaluation, check.jaccard)
