@@ -55,6 +55,10 @@ class RayTestCluster:
             # Ray's OOM killer counts the whole machine's memory: the suite's other tests on it once took
             # it past 95% and Ray killed this cluster's workers. The tests bound their own memory.
             "RAY_memory_monitor_refresh_ms": "0",
+            # Ray starts its workers at niceness 15 (behind the raylet): beside the suite's two busy test
+            # workers (make test runs this file in a lane of its own) they got ~3% of a core and the
+            # two-node test missed its checkpoints' deadlines. The suite's processes run at one priority.
+            "RAY_worker_niceness": "0",
         }
 
     def _node_args(self, i: int) -> list[str]:
