@@ -802,13 +802,14 @@ def test_console_pull_and_import_show_progress_then_model_or_error(console_serve
     page.get_by_role("button", name="Import", exact=True).click()
     # While the worker runs: the bar and the stage text (from the pull's progress), then the new model.
     page.wait_for_selector(".pull-status:text-matches('Starting|Copying')")
-    page.wait_for_selector("text=Imported tiny-ui.")
+    # a worker process (imports, then the copy): 30 s, Playwright's default, ran out at load 30
+    page.wait_for_selector("text=Imported tiny-ui.", timeout=120_000)
     assert page.inner_text(".pull-status") == "" and page.is_enabled("button:text-is('Import')")
     page.wait_for_selector("table td strong:text-is('tiny-ui')")
     # A pull that fails shows the worker's message.
     page.get_by_label("Model name").fill("no-such-model")
     page.get_by_role("button", name="Pull", exact=True).click()
-    error = page.wait_for_selector(".message.error")
+    error = page.wait_for_selector(".message.error", timeout=120_000)
     assert "no model called 'no-such-model'" in error.inner_text()
     shot(page, "models-pull")
 
