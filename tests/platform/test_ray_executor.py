@@ -33,7 +33,9 @@ FAST = {"data.max_len": 64, "lora.dropout": 0.0, "train.logging_steps": 1, "trai
 def cluster():
     from tests.support.raycluster import RayTestCluster
 
+    t0 = time.monotonic()
     c = RayTestCluster().start()
+    print(f"Ray cluster up in {time.monotonic() - t0:.1f}s (start {c.attempts})")
     yield c
     rss = c.memory_mb()
     print("Ray RSS by process (MiB):", rss, "total", sum(rss.values()), "PSS total", c.pss >> 20)

@@ -87,6 +87,7 @@ class RayTestCluster:
         # as root (CI) its processes start ahead of them (START_PRIORITY) and go back to the
         # suite's priority once both nodes are up.
         for attempt in range(1, tries + 1):
+            self.attempts = attempt  # the fixture prints it: a start under load shows in CI's log
             try:
                 self._ray(
                     "--head", "--port", str(self.gcs), "--include-dashboard", "true",
