@@ -12,10 +12,10 @@ step of one request took 76 ms with MKL against 95 ms packed, one of 16 requests
 Neither choice is right on every machine, batch size and load, so the engine times its own steps. The
 first steps of each batch bucket (1, 2, 4, … rows; prefill forwards, by prompt tokens, in buckets of
 their own: a prefill's cost per token is not a decode step's per row, and a bucket calibrated on a mix
-of both chose by whichever candidate happened to time a prefill) calibrate: each candidate runs ``ROUNDS`` steps,
-interleaved, and a candidate already twice as slow as the best is dropped after its first step (the
-busy-machine case costs one slow step per bucket, not several). The fastest (per row, best of its
-steps) is kept; then now and then one step probes another candidate, and a probe that loses waits
+of both chose by whichever candidate happened to time a prefill) calibrate: each candidate runs
+``ROUNDS`` steps, interleaved, and a candidate already twice as slow as the best is dropped after its
+first step (the busy-machine case costs one slow step per bucket, not several). The fastest (per row,
+best of its steps) is kept; then now and then one step probes another candidate, and a probe that loses waits
 twice as long before the next (a setting 15x slower costs one step in thousands).
 """
 
