@@ -700,7 +700,9 @@ def test_vllm_engine_answers_like_transformers(serving_models):
 def test_step_tuner_calibrates_each_batch_size_at_once_and_follows_a_change():
     """Threads and weight layout are measured per batch bucket in its first steps (not at step 16 and
     then every few hundred): MKL wins at one row and packed weights at 16 here, both on 2 threads;
-    on busy cores (2 threads 15x slower) a bucket pays at most one slow step per 2-thread candidate."""
+    on busy cores (2 threads 15x slower) a bucket pays at most one slow step per 2-thread candidate.
+    Prefills (by prompt tokens) calibrate buckets of their own: interleaved with decode steps of the same
+    size, they must not decide the decode steps' setting."""
     import torch
 
     from tuneforge.serve.engine.threads import MAX_INTERVAL, ThreadTuner
@@ -710,19 +712,24 @@ def test_step_tuner_calibrates_each_batch_size_at_once_and_follows_a_change():
     try:
         tuner = ThreadTuner([1, 2], (True, False), lambda packed: layout.update(packed=packed))
 
-        def run(steps: int, batch: int, cost) -> int:
+        def run(steps: int, batch: int, cost, prefill: bool = False) -> int:
             slow = 0
             for _ in range(steps):
-                tuner.before_step(batch)
+                tuner.before_step(batch, prefill)
                 threads = torch.get_num_threads()
                 slow += threads == 2
-                tuner.after_step(batch, batch * cost(threads, layout["packed"], batch))
+                tuner.after_step(batch, batch * cost(threads, layout["packed"], batch), prefill)
             return slow
 
         idle = lambda t, packed, batch: (0.06 if t == 1 else 0.04) * (1.2 if packed == (batch == 1) else 1)  # noqa: E731
+        # a prefill's cost per token: a tenth of a decode row's on 1 thread, plain weights
+        prompt = lambda t, packed, tokens: 0.004 if (t, packed) == (1, False) else 0.005  # noqa: E731
         run(8, 1, idle)  # 2 threads x 2 layouts x 2 rounds
-        run(8, 16, idle)
+        for _ in range(8):
+            run(1, 16, prompt, prefill=True)
+            run(1, 16, idle)
         assert tuner.choices() == {1: (2, False), 16: (2, True)}
+        assert tuner.choices(prefill=True) == {16: (1, False)}
         busy = lambda t, packed, batch: 0.1 if t == 1 else 1.8  # noqa: E731
         tuner = ThreadTuner([1, 2], (True, False), lambda packed: layout.update(packed=packed))
         assert run(3000, 1, busy) <= 2 + 3000 // 256 and tuner.choices()[1].threads == 1

@@ -104,7 +104,8 @@ class SharedInput:
         m = rows.shape[0]
         buf = self._buffer(in_features, m)
         coarse, fine = buf[1 : m + 1], buf[m + 1 : 2 * m + 1]
-        peak = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True).clamp_min_(1e-30)
+        # abs().amax(): linalg.vector_norm(inf) took 56 us of CPU for 32 x 576 rows, this 7 (1 thread)
+        peak = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-30)
         torch.div(rows, peak, out=fine).mul_(HALF)
         # integers, so on fbgemm's grid: its own rounding of an off-grid value differs between its vector
         # code and its scalar tail (whose elements depend on the batch size and threads), which made a

@@ -10,10 +10,12 @@ at one: measured here (2-core EPYC without AVX-512, load ~6, 1 thread, interleav
 step of one request took 76 ms with MKL against 95 ms packed, one of 16 requests 186 against 131 ms.
 
 Neither choice is right on every machine, batch size and load, so the engine times its own steps. The
-first steps of each batch bucket (1, 2, 4, …) calibrate: each candidate runs ``ROUNDS`` steps,
-interleaved, and a candidate already twice as slow as the best is dropped after its first step (the
-busy-machine case costs one slow step per bucket, not several). The fastest (per row, best of its
-steps) is kept; then now and then one step probes another candidate, and a probe that loses waits
+first steps of each batch bucket (1, 2, 4, … rows; prefill forwards, by prompt tokens, in buckets of
+their own: a prefill's cost per token is not a decode step's per row, and a bucket calibrated on a mix
+of both chose by whichever candidate happened to time a prefill) calibrate: each candidate runs
+``ROUNDS`` steps, interleaved, and a candidate already twice as slow as the best is dropped after its
+first step (the busy-machine case costs one slow step per bucket, not several). The fastest (per row,
+best of its steps) is kept; then now and then one step probes another candidate, and a probe that loses waits
 twice as long before the next (a setting 15x slower costs one step in thousands).
 """
 
@@ -57,7 +59,7 @@ class ThreadTuner:
         # The safe candidate first: the fewest threads (never the 15x case), the first layout.
         self.candidates = [Setting(t, p) for t in sorted(set(threads)) for p in layouts]
         self._apply_layout = apply_layout or (lambda packed: None)
-        self.buckets: dict[int, _Bucket] = {}
+        self.buckets: dict[tuple[int, bool], _Bucket] = {}  # (bucket, prefill)
         self.now: Setting | None = None  # what the coming step runs with
         self._set(self.candidates[0])
 
@@ -72,15 +74,18 @@ class ThreadTuner:
             self._apply_layout(setting.packed)
         self.now = setting
 
-    def choices(self) -> dict[int, Setting]:
-        """The setting each calibrated bucket runs with (metrics, logs)."""
-        return {k: b.choice for k, b in sorted(self.buckets.items()) if b.choice is not None}
+    def choices(self, prefill: bool = False) -> dict[int, Setting]:
+        """The setting each calibrated bucket of decode steps (or prefills) runs with (metrics, logs)."""
+        return {
+            k: b.choice for (k, p), b in sorted(self.buckets.items()) if p == prefill and b.choice is not None
+        }
 
-    def before_step(self, batch: int) -> None:
-        """Switch to the setting this step of ``batch`` rows runs with."""
-        b = self.buckets.get(self.bucket(batch))
+    def before_step(self, batch: int, prefill: bool = False) -> None:
+        """Switch to the setting this step of ``batch`` rows (a prefill: tokens) runs with."""
+        key = (self.bucket(batch), prefill)
+        b = self.buckets.get(key)
         if b is None:
-            b = self.buckets[self.bucket(batch)] = _Bucket(todo=self.candidates * ROUNDS)
+            b = self.buckets[key] = _Bucket(todo=self.candidates * ROUNDS)
         if b.todo:
             self._set(b.todo[0])
         elif len(self.candidates) > 1 and b.steps >= b.next_probe:
@@ -90,9 +95,9 @@ class ThreadTuner:
         else:
             self._set(b.choice)
 
-    def after_step(self, batch: int, seconds: float) -> Setting | None:
+    def after_step(self, batch: int, seconds: float, prefill: bool = False) -> Setting | None:
         """Record the step's time; returns the bucket's setting when this step (re)decided it."""
-        b = self.buckets[self.bucket(batch)]
+        b = self.buckets[(self.bucket(batch), prefill)]
         b.steps += 1
         per_row = seconds / batch
         ran = self.now

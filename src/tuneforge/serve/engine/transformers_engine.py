@@ -400,7 +400,7 @@ class TransformersEngine:
         the prefill budget."""
         rows = input_ids.numel()
         if self.tuner is not None:
-            self.tuner.before_step(rows)
+            self.tuner.before_step(rows, prefill)
         started = time.perf_counter()
         logits = self._forward(input_ids, mask, position_ids, seqs)
         seconds = time.perf_counter() - started
@@ -410,11 +410,13 @@ class TransformersEngine:
             self.budget.observe_decode(seconds)
         if self.tuner is None:
             return logits
-        decided = self.tuner.after_step(rows, seconds)
+        decided = self.tuner.after_step(rows, seconds, prefill)
         if decided is not None:
             bucket = self.tuner.bucket(rows)
-            log.info("forwards of %d rows run on %d threads, packed=%s", bucket, *decided)
-            self.metrics.set_step_setting(bucket, decided.threads, decided.packed)
+            kind = "prefills of %d tokens" if prefill else "decode steps of %d rows"
+            log.info(kind + " run on %d threads, packed=%s", bucket, *decided)
+            if not prefill:  # the metric is the decode step's setting
+                self.metrics.set_step_setting(bucket, decided.threads, decided.packed)
         return logits
 
     def _emit(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
