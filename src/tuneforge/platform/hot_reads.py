@@ -23,9 +23,11 @@ answers are byte for byte the routes' (tests/platform/test_hot_reads.py compares
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.routing import APIRoute
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -56,6 +58,8 @@ class HotReads:
         # read thread would do on the same cores after a hop that costs more than the SELECT; a PostgreSQL
         # answer is a round trip the event loop spends on other requests meanwhile (read_threads).
         self.inline = ctx.store.engine.dialect.name == "sqlite"
+        # the query parameters' values by query string, for the get and the list route (_query_values)
+        self.query_values = [_query_values(self.get_route), _query_values(self.list_route)]
 
     async def __call__(self, scope, receive, send):
         if (
@@ -83,8 +87,8 @@ class HotReads:
         known, who = caller_at_once(request, self.ctx.store)
         if not known or who is None or not who.is_admin:
             return None
-        values, errors = request_params_to_args(route.dependant.query_params, request.query_params)
-        if errors:
+        values = self.query_values[job_id is None](scope["query_string"])
+        if values is None:
             return None
         if job_id is None:
             read = functools.partial(
@@ -103,3 +107,22 @@ class HotReads:
             return None
         scope["route"] = route  # where the router puts the route it chose (the metrics' label)
         return Response(body, media_type="application/json")
+
+
+MAX_KEPT_QUERY = 512  # bytes: a longer query string is validated each time, never kept
+
+
+def _query_values(route: APIRoute) -> Callable[[bytes], dict | None]:
+    """A function of a query string: the route's query parameters, validated by FastAPI as the route would
+    be (None: not valid, the route answers the 422). Its values for recent query strings are kept: the
+    validation was a fifth of a hot answer's CPU, and clients poll the same few query strings (a walk by
+    cursor adds one a page: the bound holds them)."""
+
+    def validated(query_string: bytes) -> dict | None:
+        values, errors = request_params_to_args(route.dependant.query_params, QueryParams(query_string))
+        return None if errors else values
+
+    kept = functools.lru_cache(maxsize=1024)(validated)
+    return lambda query_string: (
+        validated(query_string) if len(query_string) > MAX_KEPT_QUERY else kept(query_string)
+    )
