@@ -8,9 +8,10 @@ import re
 import time
 
 from fastapi.routing import APIRoute, APIRouter
+from fastapi.testclient import TestClient
 
 from tests.support.platformhelp import job_row, make_client
-from tuneforge.platform import paging
+from tuneforge.platform import job_answers, paging
 from tuneforge.platform.auth import create_token
 from tuneforge.platform.db import Job
 from tuneforge.platform.hot_reads import HotReads
@@ -96,6 +97,7 @@ def test_hot_reads_answer_as_the_routes_do_without_the_router(database_url, monk
     async def fall_through(self, scope):
         return None
 
+    hot_answer = HotReads.answer
     monkeypatch.setattr(HotReads, "answer", fall_through)
     routed.clear()
     routes, routes_counted = answers()
@@ -105,6 +107,24 @@ def test_hot_reads_answer_as_the_routes_do_without_the_router(database_url, monk
     assert hot_counted == routes_counted
     assert hot_counted['{method="GET",route="/api/v1/jobs",status="200"}'] == 4
     assert hot_counted['{method="GET",route="/api/v1/jobs/{job_id}",status="200"}'] == 1
+
+    # a read that fails: the server's 500, counted under the route, whichever answers
+    def broken(*args):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(job_answers, "job_page", broken)
+    failing = TestClient(client.app, raise_server_exceptions=False, headers=admin)
+    routed_500 = failing.get("/api/v1/jobs")
+    monkeypatch.setattr(HotReads, "answer", hot_answer)
+    before = _counts(client)
+    hot_500 = failing.get("/api/v1/jobs")
+    assert (hot_500.status_code, hot_500.headers.raw, hot_500.content) == (
+        routed_500.status_code,
+        routed_500.headers.raw,
+        routed_500.content,
+    )
+    assert _counts(client)['{method="GET",route="/api/v1/jobs",status="500"}'] == 2
+    assert before['{method="GET",route="/api/v1/jobs",status="500"}'] == 1
 
 
 def test_no_other_get_route_answers_the_hot_paths():

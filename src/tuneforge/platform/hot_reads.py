@@ -101,11 +101,12 @@ class HotReads:
             )
         else:
             read = functools.partial(job_answers.job_answer, self.ctx, job_id)
+        # where the router puts the route it chose: the metrics' label, a failed read's 500 included
+        scope["route"] = route
         try:
             body = read() if self.inline else await in_read_thread(read)
         except TuneforgeError:  # not found, a cursor that is not one: the route's error handlers answer
             return None
-        scope["route"] = route  # where the router puts the route it chose (the metrics' label)
         return Response(body, media_type="application/json")
 
 
