@@ -1,5 +1,5 @@
 """The job list and get, the reads every console and script polls (issue 20: their server CPU per request):
-one worker-thread hop a request, no BaseHTTPMiddleware, a job's best.json opened only when its spec
+no worker-thread hop on SQLite, no BaseHTTPMiddleware, a job's best.json opened only when its spec
 asks train.select to write one, and the JSON columns read exactly as ``json.loads`` reads them."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _row(job_id: str, folder: Path, spec: dict, at: float, **fields) -> dict:
     )  # fmt: skip
 
 
-def test_list_and_get_take_one_thread_hop_and_read_best_json_only_for_select(tmp_path, monkeypatch):
+def test_list_and_get_take_no_thread_hop_and_read_best_json_only_for_select(tmp_path, monkeypatch):
     client = make_client()
     app = client.app
     assert not any(m.cls is BaseHTTPMiddleware for m in app.user_middleware)
@@ -60,10 +60,12 @@ def test_list_and_get_take_one_thread_hop_and_read_best_json_only_for_select(tmp
     monkeypatch.setattr(fmt, "read_best", lambda root: opened.append(Path(root).name) or read_best(root))
     page = client.get("/api/v1/jobs")
     assert page.status_code == 200, page.text
-    assert len(hops) == 1, hops  # was 4: the route, its answer's validation, and two dependencies
+    # was 4: the route, its answer's validation, and two dependencies; then 1 (a read thread); on SQLite
+    # now none (hot_reads: the SELECT on the event loop)
+    assert hops == [], hops
     assert opened == ["job-selected"]
     one = client.get("/api/v1/jobs/job-plain")
-    assert one.status_code == 200 and len(hops) == 2, hops
+    assert one.status_code == 200 and hops == [], hops
 
     listed = {j["id"]: j for j in page.json()["data"]}
     assert listed["job-selected"]["best_checkpoint"] == BEST

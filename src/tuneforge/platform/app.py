@@ -23,6 +23,7 @@ from .context import Platform
 from .db import Store, default_url
 from .deps import AuthFailed, CurlJsonBodies
 from .exports import Exports
+from .hot_reads import HotReads
 from .jobs import SpecProblems
 from .metrics import RequestMetrics
 from .pulls import Pulls
@@ -60,6 +61,12 @@ def routers() -> list:
         openai_ft.router,
         *_deployment_routers(),
     ]
+
+
+def jobs_routes() -> list:
+    from .routes import jobs
+
+    return jobs.router.routes
 
 
 def _deployment_routers() -> list:
@@ -241,6 +248,8 @@ def create_app(
     )
     app.state.platform = ctx
     ctx.metrics = RequestMetrics(ctx)
+    # the job list and get in front of the routing (hot_reads); added first, it runs inside the metrics
+    app.add_middleware(HotReads, ctx=ctx, routes=jobs_routes())
     app.add_middleware(ctx.metrics.middleware)
     app.add_middleware(CurlJsonBodies)  # `curl -d '{...}'` with a bearer token works without -H Content-Type
     install_handlers(app)

@@ -80,14 +80,23 @@ class CurlJsonBodies:
         await self.app(scope, receive, send)
 
 
+def caller_at_once(request: Request, store) -> tuple[bool, Principal | None]:
+    """``(True, principal or None)`` when the request's credentials are answered without the database (a
+    malformed header, a token whose row was read moments ago); ``(False, None)`` when the row must be read."""
+    header = credentials(request)
+    if answers_at_once(store, header):
+        return True, authenticate(store, header)
+    return False, None
+
+
 async def caller(request: Request) -> Principal | None:
     """The principal behind the request's credentials (None: no valid token); a database read, when the
     token's row is not cached, in a worker thread."""
     store = request.app.state.platform.store
-    header = credentials(request)
-    if answers_at_once(store, header):
-        return authenticate(store, header)
-    return await run_in_threadpool(authenticate, store, header)
+    known, who = caller_at_once(request, store)
+    if known:
+        return who
+    return await run_in_threadpool(authenticate, store, credentials(request))
 
 
 async def principal(request: Request) -> Principal:

@@ -75,9 +75,9 @@ def job_answer(ctx: Platform, job_id: str) -> bytes:
 
 def _answers(cache: AnswerCache, rows) -> list[bytes]:
     answers, made = [], 0
-    for row in rows:
-        version = tuple(row)
-        entry = cache.get(row.id, version)
+    versions = [tuple(row) for row in rows]
+    entries = cache.get_many([(row.id, version) for row, version in zip(rows, versions, strict=True)])
+    for row, version, entry in zip(rows, versions, entries, strict=True):
         # the entry's extra: best.json's record (repr: 1 and 1.0 are equal, their JSON is not) when the
         # job selects one, None when it does not (then the file is never opened, as job_dict does)
         best = None if entry is None or entry.extra is None else fmt.read_best(Path(row.folder))

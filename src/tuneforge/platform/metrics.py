@@ -62,6 +62,8 @@ class RequestMetrics:
             ["method", "route"],
             registry=self.registry,
         )
+        # (method, route, status) → its counter and histogram series: as bounded as the label sets are
+        self._series: dict[tuple[str, str, int], tuple] = {}
         self.registry.register(JobsCollector(ctx))
         self.registry.register(AnswerCacheCollector(ctx))
 
@@ -81,8 +83,16 @@ class RequestMetrics:
             def record(status: int) -> None:
                 # The route's template, never the raw path: ids would make unbounded label sets.
                 name = getattr(scope.get("route"), "path", "unmatched")
-                self.requests.labels(scope["method"], name, str(status)).inc()
-                self.latency.labels(scope["method"], name).observe(time.perf_counter() - start)
+                key = (scope["method"], name, status)
+                series = self._series.get(key)
+                if series is None:  # labels() takes a lock and builds its key: once per label set
+                    series = (
+                        self.requests.labels(key[0], name, str(status)),
+                        self.latency.labels(key[0], name),
+                    )
+                    self._series[key] = series
+                series[0].inc()
+                series[1].observe(time.perf_counter() - start)
 
             async def send_measured(message):
                 nonlocal answered
