@@ -173,8 +173,8 @@ def test_a_template_past_a_bound_stops_at_the_first_record(tiny_tokenizer, monke
 
     install()
     rendered = []
-    real = tb.assistant_spans
-    monkeypatch.setattr(tb, "assistant_spans", lambda *a: rendered.append(1) or real(*a))
+    real = tb.render_conversation
+    monkeypatch.setattr(tb, "render_conversation", lambda *a: rendered.append(1) or real(*a))
     hostile = "{% for i in range(10 ** 9) %}x{% endfor %}"
     with pytest.raises(TemplateBoundError):
         tokenize_many(tiny_tokenizer, hostile, RECORDS[:3], None)

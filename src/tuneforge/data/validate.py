@@ -18,7 +18,7 @@ from .load import LoadedDataset, RecordError, scan_records
 from .problem_codes import problem
 from .records import record_texts, record_turns
 from .stats_pool import Chunk, pool_for, refuse_callback
-from .tokenize import IGNORE_INDEX
+from .tokenize import IGNORE_INDEX, tokenize_record
 from .tokenize_batch import count_tokens_many, tokenize_counting_turns
 
 
@@ -163,10 +163,11 @@ class StatsBuilder:
                 self.over += n > self.max_len
                 self.estimated += 1
             else:
-                self.sequence[len(tok.input_ids)] += 1
+                self.sequence[tok.length] += 1
                 self.trained += tok.trained
-                self.over += len(tok.input_ids) > self.max_len
-                if self.seen < self.preview:
+                self.over += tok.length > self.max_len
+                if self.seen < self.preview:  # its ids and labels: the batch counted them only
+                    tok = tokenize_record(self.tokenizer, self.template, record, None, self.mask_mode)
                     self.previews.append(_pieces(self.tokenizer, tok.input_ids, tok.labels))
             self.seen += 1
         return refused
