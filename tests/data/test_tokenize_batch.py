@@ -208,3 +208,23 @@ def test_turn_lengths_from_the_conversation_equal_each_turn_alone(tiny_tokenizer
     trims = "| trim" in template
     assert (len(alone_texts) > 1) == trims, alone_texts  # the rejected answer only, unless trimmed
     assert "That one." in alone_texts
+
+
+def test_counting_by_characters_equals_counting_from_offsets(tiny_tokenizer):
+    """A FileTokenizer's counts (``count_by_chars``: a few character lookups per record) are those of the
+    same tokenizer's offsets, on every template and mask mode, chinese text (counted from its offsets)
+    included."""
+    from tests.data.test_turn_lengths_hostile import file_tokenizer
+
+    by_chars = file_tokenizer(tiny_tokenizer)
+    assert by_chars.counts_by_chars
+    records = [*RECORDS, _chat("  spaces around  ", " and an answer\n"), _chat("", "Empty question.")]
+    runs = [(t, "assistant") for t in [*TEMPLATES, *LLAMAFACTORY_TEMPLATES.values()]]
+    runs += [(CHAT_TEMPLATES["chatml"], "last"), (CHAT_TEMPLATES["chatml"], "all")]
+    for template, mode in runs:
+        built = []
+        for tokenizer in (tiny_tokenizer, by_chars):
+            builder = StatsBuilder(tokenizer, template, max_len=32, preview=2, mask_mode=mode)
+            builder.add_many(records)
+            built.append((builder.stats(), builder.per_role, builder.previews))
+        assert built[0] == built[1], (template, mode)
