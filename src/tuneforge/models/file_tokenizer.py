@@ -54,7 +54,7 @@ class FileTokenizer:
         self.chat_template = chat_template
         self.add_bos_token = False
         self._sandboxed = False
-        self.counts_by_chars = _tokens_cover_ascii(json.loads(backend.to_str()))
+        self.counts_by_chars = _tokens_cover_ascii(backend)
 
     @property
     def bos_token_id(self) -> int | None:
@@ -114,21 +114,23 @@ class FileTokenizer:
         return rendered[0]
 
 
-def _tokens_cover_ascii(config: dict) -> bool:
+def _tokens_cover_ascii(backend) -> bool:
     """Whether every token of an ASCII text covers at least one character and the tokens follow one another
     (``data.tokenize_batch.count_by_chars`` relies on it): a byte-level BPE (one character, one byte) with
     no normalizer to move characters and no offsets trimmed after it."""
-    model, pre = config.get("model") or {}, config.get("pre_tokenizer") or {}
-    post = config.get("post_processor") or {}
+    from tokenizers import models, pre_tokenizers, processors
+
+    model, post = backend.model, backend.post_processor
     return (
-        config.get("normalizer") is None
-        and pre.get("type") == "ByteLevel"
-        and model.get("type") == "BPE"
-        and not model.get("byte_fallback")
-        and not model.get("dropout")
+        backend.normalizer is None
+        and type(backend.pre_tokenizer) is pre_tokenizers.ByteLevel
+        and type(model) is models.BPE
+        and not model.byte_fallback
+        and not model.dropout
         and (
-            post.get("type") in (None, "TemplateProcessing")
-            or post == {**post, "type": "ByteLevel", "trim_offsets": False}
+            post is None
+            or type(post) is processors.TemplateProcessing
+            or (type(post) is processors.ByteLevel and not post.trim_offsets)
         )
     )
 
