@@ -228,3 +228,27 @@ def test_counting_by_characters_equals_counting_from_offsets(tiny_tokenizer):
             builder.add_many(records)
             built.append((builder.stats(), builder.per_role, builder.previews))
         assert built[0] == built[1], (template, mode)
+
+
+def test_a_conversation_is_rendered_once_where_its_layout_holds(tiny_tokenizer):
+    """Ten conversations of the same roles: ten renders and the two that learn the layout (placeholders,
+    the prefix before the answer), not two a conversation; the spans are the prefix renders' own. A
+    template that trims a content (llama3) is not its layout filled in: the slow way, the same spans."""
+    from tests.data.test_turn_lengths_hostile import file_tokenizer
+    from tuneforge.data.render_layout import render_conversation
+    from tuneforge.data.tokenize import assistant_spans
+
+    tokenizer = file_tokenizer(tiny_tokenizer)
+    renders = []
+    real = tokenizer.apply_chat_template
+    tokenizer.apply_chat_template = lambda *a, **k: renders.append(1) or real(*a, **k)
+    chats = [_chat(f"Question {i}?", f"Answer {i}.")["messages"] for i in range(10)]
+    template = CHAT_TEMPLATES["chatml"] + "{# a template no other test has laid out #}"
+    rendered = [render_conversation(tokenizer, template, m) for m in chats]
+    assert len(renders) == len(chats) + 2
+    assert all(r.positions is not None for r in rendered)
+    assert [(r.text, r.spans) for r in rendered] == [assistant_spans(tokenizer, template, m) for m in chats]
+    padded = [{**m, "content": f" {m['content']} "} for m in chats[0]]
+    trimmed = render_conversation(tokenizer, CHAT_TEMPLATES["llama3"], padded)
+    assert trimmed.positions is None
+    assert (trimmed.text, trimmed.spans) == assistant_spans(tokenizer, CHAT_TEMPLATES["llama3"], padded)

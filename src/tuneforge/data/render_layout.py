@@ -91,7 +91,8 @@ def _at(where: tuple, starts: list[int], positions: list[tuple[int, int]]) -> in
 
 
 def _layout_for(tokenizer, template: str, messages: list[dict]) -> Layout | None:
-    key = (template, tuple(m["role"] for m in messages), tokenizer.eos_token, tokenizer.bos_token)
+    # the special tokens are the other values a template is rendered with
+    key = (template, tuple(m["role"] for m in messages), repr(getattr(tokenizer, "special_tokens_map", None)))
     if key not in _layouts:
         if len(_layouts) >= MAX_LAYOUTS:
             _layouts.clear()

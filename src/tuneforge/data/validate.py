@@ -280,7 +280,8 @@ def validate_path(
     the same format and mapping), how much of that evaluation set is in it.
 
     ``tokenizer_loader()`` returns ``(tokenizer, chat_template)`` or None; it is called only when the
-    dataset is valid, and a valid dataset is then read a second time to count tokens.
+    dataset is valid, and a valid dataset is then read a second time to count tokens (and make the
+    duplicate signatures: a loader that returns None costs that read; pass None when none will come).
     ``progress(stage, done, total)`` reports stage "read" in bytes, then "tokenize" in records.
     A bad ``fmt`` or ``mapping`` raises ConfigError before anything is read.
     """
