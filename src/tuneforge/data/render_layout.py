@@ -6,7 +6,8 @@ write each message's content as given between text that depends only on the role
 learnt once from a conversation of placeholders (the text between the placeholders, and where each
 answer's span starts and ends relative to them) and each conversation is then rendered once: its
 text must equal the layout filled with its contents, or it is taken the slow way (a template that
-trims, rewrites or branches on a content, a message with keys other than role and content). Where
+trims, rewrites or branches on a content, a message with keys other than role and content; and a
+conversation of more than two answers, which ``answer_spans`` finds without a render per prefix). Where
 the layout holds, every message's content is at a known place, not searched for in the text.
 """
 
@@ -101,6 +102,10 @@ def _layout_for(tokenizer, template: str, messages: list[dict]) -> Layout | None
 
 
 def _learn(tokenizer, template: str, roles: list[str]) -> Layout | None:
+    if roles.count("assistant") > 2:
+        # Rendering the prefix before each answer costs time in the square of the conversation's length;
+        # ``answer_spans`` has the way that does not (two renders and four prefixes): it stays with it.
+        return None
     marked = [{"role": role, "content": _MARK.format(k)} for k, role in enumerate(roles)]
     try:
         text = _render(tokenizer, template, marked)
