@@ -111,3 +111,24 @@ def test_usage_errors_are_click_messages_with_exit_2(capsys):
     ):
         code, _out, err = run_cli(capsys, *argv)
         assert code == 2 and says in err and "internal error" not in err, (argv, err)
+
+
+def test_validate_without_a_model_reads_the_file_once_and_says_characters(capsys, tmp_path, monkeypatch):
+    """No --model and the default model not pulled: no tokenizer will come, so the duplicate signatures
+    are made in the one read (not in a second one meant for tokenizing), and a valid dataset's note says
+    the statistics are in characters; an invalid one's output has no note."""
+    import tuneforge.data.validate as v
+
+    reads = []
+    real = v.scan_records
+    monkeypatch.setattr(v, "scan_records", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    path = write(tmp_path / "memo.json", MEMO)
+    code, out, err = run_cli(capsys, "datasets", "validate", path, "--json")
+    assert code == 0, err
+    assert json.loads(out)["stats"]["unit"] == "characters" and "duplicates" in json.loads(out)
+    assert len(reads) == 1
+    code, _, err = run_cli(capsys, "datasets", "validate", path)
+    assert code == 0 and "Statistics are in characters" in " ".join(err.split())
+    bad = write(tmp_path / "bad.json", [{"instruction": "a"}])
+    code, _, err = run_cli(capsys, "datasets", "validate", bad)
+    assert code == 2 and "characters" not in err

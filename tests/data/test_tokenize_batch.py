@@ -173,8 +173,8 @@ def test_a_template_past_a_bound_stops_at_the_first_record(tiny_tokenizer, monke
 
     install()
     rendered = []
-    real = tb.assistant_spans
-    monkeypatch.setattr(tb, "assistant_spans", lambda *a: rendered.append(1) or real(*a))
+    real = tb.render_conversation
+    monkeypatch.setattr(tb, "render_conversation", lambda *a: rendered.append(1) or real(*a))
     hostile = "{% for i in range(10 ** 9) %}x{% endfor %}"
     with pytest.raises(TemplateBoundError):
         tokenize_many(tiny_tokenizer, hostile, RECORDS[:3], None)
@@ -208,3 +208,47 @@ def test_turn_lengths_from_the_conversation_equal_each_turn_alone(tiny_tokenizer
     trims = "| trim" in template
     assert (len(alone_texts) > 1) == trims, alone_texts  # the rejected answer only, unless trimmed
     assert "That one." in alone_texts
+
+
+def test_counting_by_characters_equals_counting_from_offsets(tiny_tokenizer):
+    """A FileTokenizer's counts (``count_by_chars``: a few character lookups per record) are those of the
+    same tokenizer's offsets, on every template and mask mode, chinese text (counted from its offsets)
+    included."""
+    from tests.data.test_turn_lengths_hostile import file_tokenizer
+
+    by_chars = file_tokenizer(tiny_tokenizer)
+    assert by_chars.counts_by_chars
+    records = [*RECORDS, _chat("  spaces around  ", " and an answer\n"), _chat("", "Empty question.")]
+    runs = [(t, "assistant") for t in [*TEMPLATES, *LLAMAFACTORY_TEMPLATES.values()]]
+    runs += [(CHAT_TEMPLATES["chatml"], "last"), (CHAT_TEMPLATES["chatml"], "all")]
+    for template, mode in runs:
+        built = []
+        for tokenizer in (tiny_tokenizer, by_chars):
+            builder = StatsBuilder(tokenizer, template, max_len=32, preview=2, mask_mode=mode)
+            builder.add_many(records)
+            built.append((builder.stats(), builder.per_role, builder.previews))
+        assert built[0] == built[1], (template, mode)
+
+
+def test_a_conversation_is_rendered_once_where_its_layout_holds(tiny_tokenizer):
+    """Ten conversations of the same roles: ten renders and the two that learn the layout (placeholders,
+    the prefix before the answer), not two a conversation; the spans are the prefix renders' own. A
+    template that trims a content (llama3) is not its layout filled in: the slow way, the same spans."""
+    from tests.data.test_turn_lengths_hostile import file_tokenizer
+    from tuneforge.data.render_layout import render_conversation
+    from tuneforge.data.tokenize import assistant_spans
+
+    tokenizer = file_tokenizer(tiny_tokenizer)
+    renders = []
+    real = tokenizer.apply_chat_template
+    tokenizer.apply_chat_template = lambda *a, **k: renders.append(1) or real(*a, **k)
+    chats = [_chat(f"Question {i}?", f"Answer {i}.")["messages"] for i in range(10)]
+    template = CHAT_TEMPLATES["chatml"] + "{# a template no other test has laid out #}"
+    rendered = [render_conversation(tokenizer, template, m) for m in chats]
+    assert len(renders) == len(chats) + 2
+    assert all(r.positions is not None for r in rendered)
+    assert [(r.text, r.spans) for r in rendered] == [assistant_spans(tokenizer, template, m) for m in chats]
+    padded = [{**m, "content": f" {m['content']} "} for m in chats[0]]
+    trimmed = render_conversation(tokenizer, CHAT_TEMPLATES["llama3"], padded)
+    assert trimmed.positions is None
+    assert (trimmed.text, trimmed.spans) == assistant_spans(tokenizer, CHAT_TEMPLATES["llama3"], padded)

@@ -37,18 +37,33 @@ def stats_tokenizer(model: str | None, quiet: bool):
     """The tokenizer to count with: the named model's, else the default model's if pulled, else None
     (statistics then count characters)."""
     from tuneforge.models.file_tokenizer import load_counting_tokenizer
-    from tuneforge.models.store import resolve_model
 
     try:
-        if not model:
-            resolve_model(get_settings().default_model)  # cheap: no transformers import when not pulled
         return load_counting_tokenizer(model or get_settings().default_model)
     except TuneforgeError as exc:
         if model:  # the user asked for this one explicitly
             raise
-        if not quiet:
-            err_console.print(f"[yellow]note:[/] {shown(exc)} Statistics are in characters.")
+        _characters_note(exc, quiet)
         return None
+
+
+def _default_missing(model: str | None) -> TuneforgeError | None:
+    """Why no model counts tokens (no --model, the default one not pulled), or None: checked before reading,
+    without importing transformers, so that a dataset without a tokenizer to come is read once."""
+    from tuneforge.models.store import resolve_model
+
+    if model:
+        return None
+    try:
+        resolve_model(get_settings().default_model)
+    except TuneforgeError as exc:
+        return exc
+    return None
+
+
+def _characters_note(exc: TuneforgeError, quiet: bool) -> None:
+    if not quiet:
+        err_console.print(f"[yellow]note:[/] {shown(exc)} Statistics are in characters.")
 
 
 def _validate(path: Path, fmt, mapping, model, template, max_len, preview, quiet, jaccard, eval_path):
@@ -58,11 +73,15 @@ def _validate(path: Path, fmt, mapping, model, template, max_len, preview, quiet
         tokenizer = stats_tokenizer(model, quiet)
         return None if tokenizer is None else (tokenizer, resolve_chat_template(tokenizer, template))
 
+    missing = _default_missing(model)
     with stage_progress(not quiet and _large(path)) as progress:
-        return validate_path(
-            path, fmt, mapping, tokenizer_loader, max_len, preview, progress=progress, jaccard=jaccard,
-            eval_path=eval_path,
+        report = validate_path(
+            path, fmt, mapping, None if missing else tokenizer_loader, max_len, preview, progress=progress,
+            jaccard=jaccard, eval_path=eval_path,
         )  # fmt: skip
+    if missing is not None and report.loaded.ok:  # as the tokenizer's loader says it for a valid dataset
+        _characters_note(missing, quiet)
+    return report
 
 
 def _large(path: Path) -> bool:

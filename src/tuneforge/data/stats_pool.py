@@ -86,10 +86,12 @@ class StatsPool:
     def run_beside(self, work: Callable[[], None]) -> None:
         """Run ``work`` in a thread of this process while the workers count: the duplicate check is one
         thread of Python and numpy, which took ~6 s of 52,000 records' validation with the second core
-        idle. It starts at the first ``submit``, once the workers are forked (a process forked while
-        another thread runs may copy a lock that thread holds); ``finish`` waits for it and raises what
-        it raised."""
+        idle. It starts now if a chunk was submitted, else at the first ``submit``: once the workers are
+        forked (a process forked while another thread runs may copy a lock that thread holds); ``finish``
+        waits for it and raises what it raised."""
         self.beside = work
+        if self.streamed:
+            self._start_beside()
 
     def submit(self, records: list[dict]) -> None:
         start, self.streamed = self.streamed, self.streamed + len(records)

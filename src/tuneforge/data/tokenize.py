@@ -26,6 +26,18 @@ class Tokenized:
     def trained(self) -> int:
         return sum(1 for x in self.labels if x != IGNORE_INDEX)
 
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class TokenCount:
+    """What statistics need of a tokenized record (``Tokenized`` without its ids and labels)."""
+
+    length: int
+    trained: int
+
 
 def _render(tokenizer, template: str, messages: list[dict], add_generation_prompt: bool = False) -> str:
     return tokenizer.apply_chat_template(
@@ -60,8 +72,9 @@ def assistant_spans(tokenizer, template: str, messages: list[dict], mode: str = 
     return text, spans[-1:] if mode == "last" else spans
 
 
-def answer_spans(tokenizer, template: str, messages: list[dict]):
-    """The rendered text and the (start, end) character span of every assistant turn, in order.
+def answer_spans(tokenizer, template: str, messages: list[dict], text: str | None = None):
+    """The rendered text and the (start, end) character span of every assistant turn, in order
+    (``text``: the conversation rendered already).
 
     A turn's span runs from the end of the generation prompt before it to its stop token. Rendering each
     prefix of the conversation to find them costs time in the square of its length (10,000 turns: over
@@ -70,7 +83,7 @@ def answer_spans(tokenizer, template: str, messages: list[dict]):
     """
     from .templates import END_OF_TURN_MARKERS
 
-    text = _render(tokenizer, template, messages)
+    text = _render(tokenizer, template, messages) if text is None else text
     stops = tuple(m for m in (tokenizer.eos_token, *END_OF_TURN_MARKERS) if m)
     answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     # Up to two answers the prefix renders are the fewer (2 per answer; the layout check costs 5).

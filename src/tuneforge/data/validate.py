@@ -3,7 +3,8 @@
 ``validate_path`` streams a dataset twice at most: once to read and check it (character statistics),
 and, when it is valid and a tokenizer is wanted, once more to count tokens. Lengths are kept as
 counts of each length, so memory does not grow with the number of records. With a tokenizer, the
-duplicate check of the first read's signatures runs in a thread while the workers tokenize.
+duplicate signatures are made in the second read, while the workers tokenize, and checked in a thread
+while they count the last chunks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .load import LoadedDataset, RecordError, scan_records
 from .problem_codes import problem
 from .records import record_texts, record_turns
 from .stats_pool import Chunk, pool_for, refuse_callback
-from .tokenize import IGNORE_INDEX
+from .tokenize import IGNORE_INDEX, tokenize_record
 from .tokenize_batch import count_tokens_many, tokenize_counting_turns
 
 
@@ -163,10 +164,11 @@ class StatsBuilder:
                 self.over += n > self.max_len
                 self.estimated += 1
             else:
-                self.sequence[len(tok.input_ids)] += 1
+                self.sequence[tok.length] += 1
                 self.trained += tok.trained
-                self.over += len(tok.input_ids) > self.max_len
-                if self.seen < self.preview:
+                self.over += tok.length > self.max_len
+                if self.seen < self.preview:  # its ids and labels: the batch counted them only
+                    tok = tokenize_record(self.tokenizer, self.template, record, None, self.mask_mode)
                     self.previews.append(_pieces(self.tokenizer, tok.input_ids, tok.labels))
             self.seen += 1
         return refused
@@ -278,7 +280,8 @@ def validate_path(
     the same format and mapping), how much of that evaluation set is in it.
 
     ``tokenizer_loader()`` returns ``(tokenizer, chat_template)`` or None; it is called only when the
-    dataset is valid, and a valid dataset is then read a second time to count tokens.
+    dataset is valid, and a valid dataset is then read a second time to count tokens (and make the
+    duplicate signatures: a loader that returns None costs that read; pass None when none will come).
     ``progress(stage, done, total)`` reports stage "read" in bytes, then "tokenize" in records.
     A bad ``fmt`` or ``mapping`` raises ConfigError before anything is read.
     """
@@ -286,10 +289,16 @@ def validate_path(
 
     chars = StatsBuilder()
     dupes = DuplicateFinder(jaccard)  # a bad threshold is refused before anything is read
+    # With a tokenizer to come, the duplicate check's signatures are made in the second read, where the
+    # workers tokenize on the other cores, not in the first, which has one core to itself (they were
+    # 3 of its 4.5 CPU-s on 52,000 records); an invalid dataset gets no duplicate check either way. An
+    # evaluation set's reading problems make the dataset invalid, so with one that check comes first.
+    beside = tokenizer_loader is not None and eval_path is None
 
     def first_read(record: dict) -> None:
         chars.add(record)
-        dupes.add(record)
+        if not beside:
+            dupes.add(record)
 
     read_progress = (lambda done, total: progress("read", done, total)) if progress else None
     loaded = scan_records(path, fmt, mapping, first_read, max_bytes, read_progress)
@@ -298,14 +307,12 @@ def validate_path(
     def duplicates() -> None:
         check_duplicates(report, dupes, eval_path, fmt, mapping, max_bytes)
 
-    # With a tokenizer the duplicate check runs beside the tokenizing (see StatsPool.run_beside); an
-    # evaluation set's reading problems make the dataset invalid, so that check comes first.
-    beside = loaded.ok and tokenizer_loader is not None and eval_path is None
     if loaded.ok and not beside:
         duplicates()
     loaded_tokenizer = tokenizer_loader() if loaded.ok and tokenizer_loader is not None else None
     if loaded_tokenizer is None:
-        if beside:
+        if loaded.ok and beside:  # no tokenizer after all: the signatures are read for themselves
+            scan_records(path, loaded.format, mapping, dupes.add, max_bytes)
             duplicates()
         return report
     tokenizer, template = loaded_tokenizer
@@ -313,8 +320,6 @@ def validate_path(
     total = loaded.n_records
     pending = Chunk()
     pool = pool_for(tokens, total)
-    if beside:
-        pool.run_beside(duplicates)
 
     def flush() -> None:
         if progress:
@@ -322,6 +327,8 @@ def validate_path(
         pool.submit(pending.take())
 
     def add(record: dict) -> None:
+        if beside:
+            dupes.add(record)
         if pending.add(record):
             flush()
 
@@ -330,6 +337,8 @@ def validate_path(
     try:
         again = scan_records(path, loaded.format, mapping, add, max_bytes)
         flush()
+        if beside:  # while the workers count the last chunks
+            pool.run_beside(duplicates)
         refused = pool.finish()  # the number of a record in the stream → why the template refuses it
     finally:
         pool.close()

@@ -54,6 +54,7 @@ class FileTokenizer:
         self.chat_template = chat_template
         self.add_bos_token = False
         self._sandboxed = False
+        self.counts_by_chars = _tokens_cover_ascii(backend)
 
     @property
     def bos_token_id(self) -> int | None:
@@ -83,6 +84,11 @@ class FileTokenizer:
             out["offset_mapping"] = [e.offsets for e in encodings]
         return out
 
+    def encodings(self, texts: list[str]):
+        """The ``tokenizers.Encoding`` of each text (no special tokens added): what ``__call__`` reads its
+        ids and offsets from, for a caller that needs only a few of them (``data.tokenize_batch``)."""
+        return self._tokenizer.encode_batch(texts, add_special_tokens=False)
+
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
@@ -106,6 +112,27 @@ class FileTokenizer:
             **self.special_tokens_map,
         )  # fmt: skip
         return rendered[0]
+
+
+def _tokens_cover_ascii(backend) -> bool:
+    """Whether every token of an ASCII text covers at least one character and the tokens follow one another
+    (``data.tokenize_batch.count_by_chars`` relies on it): a byte-level BPE (one character, one byte) with
+    no normalizer to move characters and no offsets trimmed after it."""
+    from tokenizers import models, pre_tokenizers, processors
+
+    model, post = backend.model, backend.post_processor
+    return (
+        backend.normalizer is None
+        and type(backend.pre_tokenizer) is pre_tokenizers.ByteLevel
+        and type(model) is models.BPE
+        and not model.byte_fallback
+        and not model.dropout
+        and (
+            post is None
+            or type(post) is processors.TemplateProcessing
+            or (type(post) is processors.ByteLevel and not post.trim_offsets)
+        )
+    )
 
 
 def _token_text(value) -> str | None:
