@@ -7,12 +7,13 @@ reaches after the same epochs on the same held-out records, and MFU against a ma
 this run. Medians over --runs.
 
     python bench/train_throughput.py [--data FILE] [--train 64] [--eval 32] [--runs 3] [--llamafactory]
-                                     [--peers-bf16]
+                                     [--peers-bf16] [--tuneforge-fp32]
 
 Each system trains in its own default precision (tuneforge: train.precision auto, which is bf16 mixed
 precision on a CPU with AMX and fp32 elsewhere; the Trainer and LLaMA-Factory: fp32 unless told).
 --peers-bf16 also runs the Trainer + peft and LLaMA-Factory with `bf16: true`, for a like-for-like
-comparison; every system's line says the precision it ran.
+comparison, and --tuneforge-fp32 tuneforge with `train.precision: fp32` (the losses to compare against);
+every system's line says the precision it ran.
 
 --data: a JSON array or JSONL file of alpaca records (instruction/input/output); the first --train
 records train and the next --eval are held out. Without it, Python docstrings (bench_data.py).
@@ -59,6 +60,15 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory so far (read after training, before the eval loads more)."""
     status = Path("/proc/self/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def cpu_s() -> float:
+    """CPU seconds this process has used so far (all its threads): read right after training, like
+    LLaMA-Factory's whole process, so both count imports, loading, tokenizing and training."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def machine() -> str:
@@ -167,18 +177,19 @@ def run_baseline(folder: Path, examples, eval_convs, workdir: Path, bf16: bool =
         data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
     )
     metrics = trainer.train().metrics
-    peak = peak_rss_mb()
+    peak, cpu = peak_rss_mb(), cpu_s()
     model.eval()
     model = model.float()  # scored in fp32 like the others
     return {
         "runtime": metrics["train_runtime"],
         "peak_mb": peak,
+        "cpu_s": cpu,
         "eval_loss": eval_loss(LoadedModel(model, tok, [], "baseline"), eval_convs),
         "precision": "bf16 (autocast, bf16 base)" if bf16 else "fp32",
     }
 
 
-def run_tuneforge(train_path: Path, eval_convs, workdir: Path) -> dict:
+def run_tuneforge(train_path: Path, eval_convs, workdir: Path, precision: str = "auto") -> dict:
     from tuneforge.evaluate.generate import load_for_inference
     from tuneforge.evaluate.run import eval_loss
     from tuneforge.spec import parse_spec
@@ -196,15 +207,17 @@ def run_tuneforge(train_path: Path, eval_convs, workdir: Path) -> dict:
                 "seed": HP["seed"],
                 "save_steps": 100000,
                 "logging_steps": 5,
+                "precision": precision,
             },
         }
     )
     result = run_training(spec, workdir)
-    peak = peak_rss_mb()
+    peak, cpu = peak_rss_mb(), cpu_s()
     started = json.loads((result.folder / "events.jsonl").read_text().splitlines()[0])
     return {
         "runtime": result.metrics["train_runtime"],
         "peak_mb": peak,
+        "cpu_s": cpu,
         "eval_loss": eval_loss(load_for_inference(result.folder / "final"), eval_convs),
         "precision": started.get("precision", started["dtype"]),
     }
@@ -287,6 +300,7 @@ def run_llamafactory(
     return {
         "runtime": json.loads(results.read_text())["train_runtime"],
         "peak_mb": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
         "eval_loss": eval_loss(LoadedModel(lm.model, base_tok, [], "llamafactory"), eval_convs),
         "precision": "bf16 (its bf16: true)" if bf16 else "fp32 (its default)",
     }
@@ -308,8 +322,8 @@ def run_one(name: str, work: Path, lf_venv: Path) -> dict | None:
     if name.startswith("baseline"):
         examples, _ = tokenized(tok, json.loads(train_path.read_text()))
         return run_baseline(folder, examples, eval_convs, work, bf16)
-    if name == "tuneforge":
-        return run_tuneforge(train_path, eval_convs, work)
+    if name.startswith("tuneforge"):
+        return run_tuneforge(train_path, eval_convs, work, "fp32" if name.endswith("-fp32") else "auto")
     return run_llamafactory(folder, train_path, eval_convs, work, lf_venv, bf16)
 
 
@@ -332,6 +346,9 @@ def main() -> None:
     ap.add_argument("--llamafactory", action="store_true", help="also run LLaMA-Factory (own virtualenv)")
     ap.add_argument(
         "--peers-bf16", action="store_true", help="also run the Trainer (and LLaMA-Factory) with bf16: true"
+    )
+    ap.add_argument(
+        "--tuneforge-fp32", action="store_true", help="also run tuneforge with train.precision fp32"
     )
     ap.add_argument("--lf-venv", type=Path, default=Path(tempfile.gettempdir()) / "tuneforge-bench-lf")
     ap.add_argument("--one", nargs=2, metavar=("SYSTEM", "WORKDIR"), help=argparse.SUPPRESS)
@@ -373,6 +390,7 @@ def main() -> None:
     peak = matmul_peak_gflops()
     peers = ["baseline"] + (["llamafactory"] if opts.llamafactory else [])
     peers += [f"{p}-bf16" for p in peers] if opts.peers_bf16 else []
+    peers += ["tuneforge-fp32"] if opts.tuneforge_fp32 else []
     results: dict[str, list[dict]] = {name: [] for name in ["tuneforge", *peers]}
     for i in range(opts.runs):
         # Alternate the order so drift in machine speed hits all alike.
@@ -384,7 +402,9 @@ def main() -> None:
             results[name].append(r)
             print(
                 f"run {i + 1} {name}: {tokens / r['runtime']:.1f} tokens/s, peak {r['peak_mb']:.0f} MB, "
-                f"eval_loss {r['eval_loss']:.4f}, precision {r['precision']}",
+                f"eval_loss {r['eval_loss']:.4f}, precision {r['precision']}, "
+                f"{1000 * r['cpu_s'] / tokens:.1f} CPU ms a token (process start to trained; load "
+                f"{os.getloadavg()[0]:.1f})",
                 flush=True,
             )
 
