@@ -109,3 +109,11 @@ def test_a_bf16_job_on_the_cpu_trains_fp32_adapters_on_a_bf16_base(tiny_llama, m
     assert not any(getattr(m, "cast_input_dtype_enabled", False) for m in keep.model.modules())
     curve = losses(result.folder)
     assert len(curve) == 4 and all(torch.isfinite(torch.tensor(curve))) and curve[-1] < curve[0]
+
+
+def test_a_bf16_full_finetune_on_the_cpu_keeps_its_trained_weights_in_fp32(tiny_llama, memo_data, tmp_path):
+    from tuneforge.train.model import Runtime, load_model
+
+    spec = parse_spec(tiny_spec(tiny_llama, memo_data, finetuning="full", train__precision="bf16"))
+    model, _ = load_model(spec, Runtime("cpu", "bfloat16"), packed=True)
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}

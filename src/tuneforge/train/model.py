@@ -124,6 +124,12 @@ def load_model(spec: JobSpec, runtime: Runtime, packed: bool, score_head: bool =
         model = add_lora(model, spec, "SEQ_CLS" if score_head else "CAUSAL_LM")
         if runtime.bf16 and runtime.device == "cpu":
             keep_adapter_inputs_bf16(model)
+    if runtime.bf16 and runtime.device == "cpu":
+        # What is trained is kept in fp32 (AdamW's updates on bf16 weights would round away); a full
+        # fine-tune so trains fp32 weights with the products in bf16 under the Trainer's autocast.
+        for param in model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
     from .swiglu import use_lean_swiglu
 
     use_lean_swiglu(model)  # less kept for backward, same arithmetic (swiglu.py)
