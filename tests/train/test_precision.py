@@ -102,7 +102,7 @@ def test_a_bf16_job_on_the_cpu_trains_fp32_adapters_on_a_bf16_base(tiny_llama, m
     spec = tiny_spec(tiny_llama, memo_data, train__precision="bf16", train__max_steps=4)
     result = run(spec, tmp_path / "job", callbacks=[keep])
     started = json.loads((result.folder / "events.jsonl").read_text().splitlines()[0])
-    assert started["dtype"] == "bfloat16" and started["precision"].startswith("bfloat16 base weights")
+    assert started["dtype"] == "bfloat16" and started["precision"].startswith("bfloat16 mixed precision (CPU")
     trained = {p.dtype for p in keep.model.parameters() if p.requires_grad}
     frozen = {p.dtype for p in keep.model.parameters() if not p.requires_grad}
     assert trained == {torch.float32} and frozen == {torch.bfloat16}

@@ -87,7 +87,7 @@ def precision_note(runtime: Runtime) -> str:
     if runtime.dtype_name == "float32":
         return "fp32"
     where = "CUDA" if runtime.device == "cuda" else "CPU, AMX" if cpu_has_bf16_matmul() else "CPU, emulated"
-    return f"{runtime.dtype_name} base weights and matmuls, fp32 adapter weights and optimizer ({where})"
+    return f"{runtime.dtype_name} mixed precision ({where})"
 
 
 def load_model(spec: JobSpec, runtime: Runtime, packed: bool, score_head: bool = False):
