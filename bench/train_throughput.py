@@ -432,8 +432,15 @@ def main() -> None:
     print(f"eval_loss tuneforge={loss('tuneforge'):.4f} baseline={loss('baseline'):.4f}")
     print(
         f"mfu tuneforge={mfu(tf):.1f}% baseline={mfu(base):.1f}% "
-        f"(4·N FLOPs per token, N={n_params / 1e6:.1f}M)"
+        f"(4·N FLOPs per token, N={n_params / 1e6:.1f}M; against the fp32 peak, whatever precision ran)"
     )
+
+    def cpu(name):
+        return statistics.median(1000 * r["cpu_s"] / tokens for r in results[name])
+
+    ran = [n for n in results if results[n]]
+    each = " ".join(f"{n}={cpu(n):.1f} ({cpu(n) / cpu('tuneforge'):.2f}x tuneforge's)" for n in ran)
+    print(f"cpu_ms_per_token (process start to trained) {each}")
     for name in peers[1:]:
         if not results[name]:
             continue
