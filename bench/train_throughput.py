@@ -7,6 +7,13 @@ reaches after the same epochs on the same held-out records, and MFU against a ma
 this run. Medians over --runs.
 
     python bench/train_throughput.py [--data FILE] [--train 64] [--eval 32] [--runs 3] [--llamafactory]
+                                     [--peers-bf16] [--tuneforge-fp32]
+
+Each system trains in its own default precision (tuneforge: train.precision auto, which is bf16 mixed
+precision on a CPU with AMX and fp32 elsewhere; the Trainer and LLaMA-Factory: fp32 unless told).
+--peers-bf16 also runs the Trainer + peft and LLaMA-Factory with `bf16: true`, for a like-for-like
+comparison, and --tuneforge-fp32 tuneforge with `train.precision: fp32` (the losses to compare against);
+every system's line says the precision it ran.
 
 --data: a JSON array or JSONL file of alpaca records (instruction/input/output); the first --train
 records train and the next --eval are held out. Without it, Python docstrings (bench_data.py).
@@ -53,6 +60,15 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory so far (read after training, before the eval loads more)."""
     status = Path("/proc/self/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def cpu_s() -> float:
+    """CPU seconds this process has used so far (all its threads): read right after training, like
+    LLaMA-Factory's whole process, so both count imports, loading, tokenizing and training."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def machine() -> str:
@@ -107,8 +123,9 @@ def tokenized(tokenizer, records):
     return out, [c["messages"] for c in chats]
 
 
-def run_baseline(folder: Path, examples, eval_convs, workdir: Path) -> dict:
-    """The plain recipe: Trainer + peft LoRA, pad to the longest example of each batch."""
+def run_baseline(folder: Path, examples, eval_convs, workdir: Path, bf16: bool = False) -> dict:
+    """The plain recipe: Trainer + peft LoRA, pad to the longest example of each batch. ``bf16``: the
+    Trainer's `bf16=True` (autocast) on a bf16 base, as LLaMA-Factory's `bf16: true` loads it."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
@@ -125,7 +142,8 @@ def run_baseline(folder: Path, examples, eval_convs, workdir: Path) -> dict:
 
     set_seed(HP["seed"])
     tok = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
     model = get_peft_model(
         model,
         LoraConfig(
@@ -149,6 +167,7 @@ def run_baseline(folder: Path, examples, eval_convs, workdir: Path) -> dict:
         report_to="none",
         disable_tqdm=True,
         use_cpu=True,
+        bf16=bf16,
         remove_unused_columns=False,
     )
     trainer = Trainer(
@@ -158,16 +177,19 @@ def run_baseline(folder: Path, examples, eval_convs, workdir: Path) -> dict:
         data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
     )
     metrics = trainer.train().metrics
-    peak = peak_rss_mb()
+    peak, cpu = peak_rss_mb(), cpu_s()
     model.eval()
+    model = model.float()  # scored in fp32 like the others
     return {
         "runtime": metrics["train_runtime"],
         "peak_mb": peak,
+        "cpu_s": cpu,
         "eval_loss": eval_loss(LoadedModel(model, tok, [], "baseline"), eval_convs),
+        "precision": "bf16 (autocast, bf16 base)" if bf16 else "fp32",
     }
 
 
-def run_tuneforge(train_path: Path, eval_convs, workdir: Path) -> dict:
+def run_tuneforge(train_path: Path, eval_convs, workdir: Path, precision: str = "auto") -> dict:
     from tuneforge.evaluate.generate import load_for_inference
     from tuneforge.evaluate.run import eval_loss
     from tuneforge.spec import parse_spec
@@ -185,15 +207,19 @@ def run_tuneforge(train_path: Path, eval_convs, workdir: Path) -> dict:
                 "seed": HP["seed"],
                 "save_steps": 100000,
                 "logging_steps": 5,
+                "precision": precision,
             },
         }
     )
     result = run_training(spec, workdir)
-    peak = peak_rss_mb()
+    peak, cpu = peak_rss_mb(), cpu_s()
+    started = json.loads((result.folder / "events.jsonl").read_text().splitlines()[0])
     return {
         "runtime": result.metrics["train_runtime"],
         "peak_mb": peak,
+        "cpu_s": cpu,
         "eval_loss": eval_loss(load_for_inference(result.folder / "final"), eval_convs),
+        "precision": started.get("precision", started["dtype"]),
     }
 
 
@@ -203,8 +229,11 @@ def run_tuneforge(train_path: Path, eval_convs, workdir: Path) -> dict:
 LF_PACKAGES = ("torch==2.11.0", "torchvision==0.26.0", "torchaudio==2.11.0", "llamafactory==0.9.5")
 
 
-def run_llamafactory(folder: Path, train_path: Path, eval_convs, workdir: Path, venv: Path) -> dict | None:
-    """LLaMA-Factory in its own virtualenv (created on first use); None when it does not install."""
+def run_llamafactory(
+    folder: Path, train_path: Path, eval_convs, workdir: Path, venv: Path, bf16: bool = False
+) -> dict | None:
+    """LLaMA-Factory in its own virtualenv (created on first use); None when it does not install.
+    ``bf16``: its `bf16: true` (a bf16 base, the LoRA weights upcast to fp32, the Trainer's autocast)."""
     cli = venv / "bin" / "llamafactory-cli"
     if not cli.exists():
         print(f"installing LLaMA-Factory into {venv} …", file=sys.stderr)
@@ -247,6 +276,7 @@ def run_llamafactory(folder: Path, train_path: Path, eval_convs, workdir: Path, 
         "disable_gradient_checkpointing": True,
         "preprocessing_num_workers": 1,
         "overwrite_cache": True,
+        "bf16": bf16,
     }
     import yaml
 
@@ -270,7 +300,9 @@ def run_llamafactory(folder: Path, train_path: Path, eval_convs, workdir: Path, 
     return {
         "runtime": json.loads(results.read_text())["train_runtime"],
         "peak_mb": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
         "eval_loss": eval_loss(LoadedModel(lm.model, base_tok, [], "llamafactory"), eval_convs),
+        "precision": "bf16 (its bf16: true)" if bf16 else "fp32 (its default)",
     }
 
 
@@ -286,12 +318,13 @@ def run_one(name: str, work: Path, lf_venv: Path) -> dict | None:
     tok = AutoTokenizer.from_pretrained(str(folder))
     train_path = work.parent / "train.json"
     _, eval_convs = tokenized(tok, json.loads((work.parent / "eval.json").read_text()))
-    if name == "baseline":
+    bf16 = name.endswith("-bf16")
+    if name.startswith("baseline"):
         examples, _ = tokenized(tok, json.loads(train_path.read_text()))
-        return run_baseline(folder, examples, eval_convs, work)
-    if name == "tuneforge":
-        return run_tuneforge(train_path, eval_convs, work)
-    return run_llamafactory(folder, train_path, eval_convs, work, lf_venv)
+        return run_baseline(folder, examples, eval_convs, work, bf16)
+    if name.startswith("tuneforge"):
+        return run_tuneforge(train_path, eval_convs, work, "fp32" if name.endswith("-fp32") else "auto")
+    return run_llamafactory(folder, train_path, eval_convs, work, lf_venv, bf16)
 
 
 def in_child(name: str, work: Path, lf_venv: Path) -> dict | None:
@@ -311,6 +344,12 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=32, help="held-out records for eval loss")
     ap.add_argument("--runs", type=int, default=3, help="runs per system (median reported)")
     ap.add_argument("--llamafactory", action="store_true", help="also run LLaMA-Factory (own virtualenv)")
+    ap.add_argument(
+        "--peers-bf16", action="store_true", help="also run the Trainer (and LLaMA-Factory) with bf16: true"
+    )
+    ap.add_argument(
+        "--tuneforge-fp32", action="store_true", help="also run tuneforge with train.precision fp32"
+    )
     ap.add_argument("--lf-venv", type=Path, default=Path(tempfile.gettempdir()) / "tuneforge-bench-lf")
     ap.add_argument("--one", nargs=2, metavar=("SYSTEM", "WORKDIR"), help=argparse.SUPPRESS)
     opts = ap.parse_args()
@@ -349,18 +388,23 @@ def main() -> None:
     (work / "train.json").write_text(json.dumps(train_recs))
     (work / "eval.json").write_text(json.dumps(eval_recs))
     peak = matmul_peak_gflops()
-    results: dict[str, list[dict]] = {"tuneforge": [], "baseline": [], "llamafactory": []}
+    peers = ["baseline"] + (["llamafactory"] if opts.llamafactory else [])
+    peers += [f"{p}-bf16" for p in peers] if opts.peers_bf16 else []
+    peers += ["tuneforge-fp32"] if opts.tuneforge_fp32 else []
+    results: dict[str, list[dict]] = {name: [] for name in ["tuneforge", *peers]}
     for i in range(opts.runs):
-        # Alternate the order so drift in machine speed hits both alike.
-        order = ["baseline", "tuneforge"] if i % 2 == 0 else ["tuneforge", "baseline"]
-        for name in order + (["llamafactory"] if opts.llamafactory else []):
+        # Alternate the order so drift in machine speed hits all alike.
+        order = ["tuneforge", *peers] if i % 2 else [*peers, "tuneforge"]
+        for name in order:
             r = in_child(name, work / f"{name}-{i}", opts.lf_venv)
             if r is None:
                 continue
             results[name].append(r)
             print(
                 f"run {i + 1} {name}: {tokens / r['runtime']:.1f} tokens/s, peak {r['peak_mb']:.0f} MB, "
-                f"eval_loss {r['eval_loss']:.4f}",
+                f"eval_loss {r['eval_loss']:.4f}, precision {r['precision']}, "
+                f"{1000 * r['cpu_s'] / tokens:.1f} CPU ms a token (process start to trained; load "
+                f"{os.getloadavg()[0]:.1f})",
                 flush=True,
             )
 
@@ -388,15 +432,26 @@ def main() -> None:
     print(f"eval_loss tuneforge={loss('tuneforge'):.4f} baseline={loss('baseline'):.4f}")
     print(
         f"mfu tuneforge={mfu(tf):.1f}% baseline={mfu(base):.1f}% "
-        f"(4·N FLOPs per token, N={n_params / 1e6:.1f}M)"
+        f"(4·N FLOPs per token, N={n_params / 1e6:.1f}M; against the fp32 peak, whatever precision ran)"
     )
-    if results["llamafactory"]:
-        lf, lf_mem = tps("llamafactory"), mem("llamafactory")
+
+    def cpu(name):
+        return statistics.median(1000 * r["cpu_s"] / tokens for r in results[name])
+
+    ran = [n for n in results if results[n]]
+    each = " ".join(f"{n}={cpu(n):.1f} ({cpu(n) / cpu('tuneforge'):.2f}x tuneforge's)" for n in ran)
+    print(f"cpu_ms_per_token (process start to trained) {each}")
+    for name in peers[1:]:
+        if not results[name]:
+            continue
+        other, other_mem = tps(name), mem(name)
         print(
-            f"train_tokens_per_s llamafactory={lf:.1f} ratio={tf / lf:.2f}; peak_rss_mb llamafactory="
-            f"{lf_mem:.0f} ratio={mem('tuneforge') / lf_mem:.2f} (eval_loss {loss('llamafactory'):.4f})"
+            f"train_tokens_per_s {name}={other:.1f} ratio={tf / other:.2f}; peak_rss_mb {name}="
+            f"{other_mem:.0f} ratio={mem('tuneforge') / other_mem:.2f} (eval_loss {loss(name):.4f}, "
+            f"precision {results[name][0]['precision']})"
         )
-    elif opts.llamafactory:
+    print(f"precision tuneforge: {results['tuneforge'][0]['precision'] if results['tuneforge'] else '-'}")
+    if opts.llamafactory and not results["llamafactory"]:
         print("llamafactory: not available (did not install or run here)")
 
 

@@ -187,7 +187,9 @@ class HyperParams(Strict):
     )
     max_grad_norm: float = Field(default=1.0, ge=0.0, description="Gradient clipping (0 = off).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on GPUs that have it, fp32 on CPU."
+        default="auto",
+        description="auto: bf16 mixed precision on GPUs that have it and on CPUs with AMX (bf16 base, fp32 "
+        "adapter weights and optimizer), fp32 elsewhere.",
     )
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory.")
     seed: int = Field(default=42, description="Seed for weights init, shuffling and dropout.")

@@ -494,12 +494,15 @@ def test_templates_not_reproduced_are_refused_with_the_difference(lf_dir, name, 
 
 
 def test_a_converted_bf16_command_says_it_trains_in_bf16(lf_dir, tiny_llama, caplog, monkeypatch):
-    """`--bf16 True` on a CPU trains in bfloat16, as asked; the message says so (not "auto picks fp32")."""
+    """`--bf16 True` on a CPU trains in bfloat16, as asked; the message says so (not "auto picks fp32")
+    on a CPU without AMX (with AMX bf16 is what auto picks too: tests/train/test_precision.py)."""
     import torch
 
+    from tuneforge.train import model
     from tuneforge.train.model import preflight
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(model, "cpu_has_bf16_matmul", lambda: False)
     write(lf_dir / "data" / "dataset_info.json", {"train": {"file_name": "train.json"}})
     write(lf_dir / "data" / "train.json", MEMO)
     args = read_arguments(SEED.replace("MODEL", str(tiny_llama)), "seed", lf_dir)

@@ -22,6 +22,9 @@ def tiny_spec(model: Path, data: Path, **over) -> dict:
             "warmup_ratio": 0.0,
             "scheduler": "constant",
             "save_steps": 1000,
+            # fp32 on every machine: the tests compare losses and weights exactly, and `auto` is bf16 on
+            # a CPU with AMX (tests/train/test_precision.py trains that way on purpose).
+            "precision": "fp32",
         },
     }
     for key, value in over.items():

@@ -40,7 +40,9 @@ def linear_cross_entropy_sum(
     """``cross_entropy(hidden @ weight.T + bias, targets, reduction="sum")`` without the full logits.
 
     hidden: [rows, dim]; targets: [rows], every one a trained token (no ignore index). Logits are
-    computed in fp32 (or the inputs' dtype if wider), as the loss did on full logits.
+    computed in fp32 (or the inputs' dtype if wider), as the loss did on full logits. The products run
+    in the weight's dtype: a bf16 head (a bf16 base under mixed precision, whose hidden states the
+    Trainer hands back in fp32) multiplies in bf16, as the model's own head would.
     """
     wants = [t is not None and t.requires_grad for t in (hidden, weight, bias)]
     if torch.is_grad_enabled() and any(wants):
@@ -71,7 +73,7 @@ def _loss_and_grads(hidden, weight, bias, targets, wants):
     grad_w = torch.zeros_like(weight, dtype=exact) if wants[1] else None
     grad_b = torch.zeros_like(bias, dtype=exact) if wants[2] else None
     for start in range(0, rows, step):
-        h, t = hidden[start : start + step], targets[start : start + step]
+        h, t = hidden[start : start + step].to(weight.dtype), targets[start : start + step]
         logits = (h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)).to(exact)
         lse = torch.logsumexp(logits, dim=-1)
         loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
@@ -80,9 +82,12 @@ def _loss_and_grads(hidden, weight, bias, targets, wants):
         # d(lse - logit_t)/d logits = softmax - one_hot(t), built in place over the chunk's logits.
         probs = logits.sub_(lse[:, None]).exp_()
         probs[torch.arange(len(t), device=t.device), t] -= 1
-        g = probs.to(hidden.dtype)
+        g = probs.to(weight.dtype)
         if grad_h is not None:
-            torch.mm(g, weight, out=grad_h[start : start + step])
+            if grad_h.dtype == weight.dtype:
+                torch.mm(g, weight, out=grad_h[start : start + step])
+            else:
+                grad_h[start : start + step] = g @ weight
         if grad_w is not None:
             grad_w.addmm_(probs.T, h.to(exact))
         if grad_b is not None:

@@ -54,17 +54,40 @@ def preflight(spec: JobSpec) -> Runtime:
             require("deepspeed", "deepspeed", f"strategy {spec.resources.strategy}")
     precision = spec.train.precision
     if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+        fast_bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16_matmul()
+        precision = "bf16" if fast_bf16 else "fp32"
     if precision == "fp16" and not cuda:
         raise ConfigError("precision fp16 needs a CUDA GPU; use fp32 (or bf16) on CPU.")
-    if precision == "bf16" and not cuda:  # asked for: trained as asked, with what it costs here
+    if precision == "bf16" and not cuda and not cpu_has_bf16_matmul():  # asked for: trained as asked
         log.warning(
-            "train.precision bf16: training in bfloat16 on this CPU, as asked; that is several times "
-            "slower than fp32 here (train.precision auto or fp32 trains in fp32)"
+            "train.precision bf16: training in bfloat16 on this CPU, as asked; it has no AMX bf16 tiles, so "
+            "bf16 matrix products are emulated and several times slower than fp32 here (train.precision "
+            "auto or fp32 trains in fp32)"
         )
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
     check_optimizer(spec, "cuda" if cuda else "cpu", dtype)
     return Runtime("cuda" if cuda else "cpu", dtype)
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware faster than fp32 ones: AMX tiles (Intel
+    Sapphire Rapids and later). There oneDNN's bf16 products ran 6-8x the fp32 ones (docs/performance.md);
+    without AMX, on a CPU without AVX-512, bf16 is emulated and several times slower than fp32."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3
+    try:
+        return bool(probe and probe())
+    except RuntimeError:  # the kernel refused the AMX tile state
+        return False
+
+
+def precision_note(runtime: Runtime) -> str:
+    """What the job's arithmetic is, in words, for its log and record."""
+    if runtime.dtype_name == "float32":
+        return "fp32"
+    where = "CUDA" if runtime.device == "cuda" else "CPU, AMX" if cpu_has_bf16_matmul() else "CPU, emulated"
+    return f"{runtime.dtype_name} mixed precision ({where})"
 
 
 def load_model(spec: JobSpec, runtime: Runtime, packed: bool, score_head: bool = False):
@@ -99,6 +122,14 @@ def load_model(spec: JobSpec, runtime: Runtime, packed: bool, score_head: bool =
             )
     if spec.finetuning in ("lora", "qlora"):
         model = add_lora(model, spec, "SEQ_CLS" if score_head else "CAUSAL_LM")
+        if runtime.bf16 and runtime.device == "cpu":
+            keep_adapter_inputs_bf16(model)
+    if runtime.bf16 and runtime.device == "cpu":
+        # What is trained is kept in fp32 (AdamW's updates on bf16 weights would round away); a full
+        # fine-tune so trains fp32 weights with the products in bf16 under the Trainer's autocast.
+        for param in model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
     from .swiglu import use_lean_swiglu
 
     use_lean_swiglu(model)  # less kept for backward, same arithmetic (swiglu.py)
@@ -139,6 +170,22 @@ def add_lora(model, spec: JobSpec, task_type: str = "CAUSAL_LM"):
         return get_peft_model(model, config)
     except ValueError as exc:
         raise ConfigError(f"lora.target_modules {spec.lora.target_modules!r}: {exc}") from exc
+
+
+def keep_adapter_inputs_bf16(model) -> int:
+    """Let the LoRA layers of a bf16 base take their bf16 inputs as they come; returns how many.
+
+    peft casts each adapter's input to its weights' dtype (fp32: peft keeps adapter weights in fp32 for
+    the optimizer) and the Trainer's bf16 autocast casts it straight back for the product: two copies of
+    every linear's ``[tokens × in]`` input, and two more in backward, a seventh of a CPU step. Under that
+    autocast (the Trainer runs every forward of a bf16 job in it) the product is bf16 either way.
+    """
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
+            count += 1
+    return count
 
 
 def use_varlen_attention(model) -> bool:

@@ -50,7 +50,7 @@ def run_training(
     from .context import RunContext
     from .data import load_spec_records
     from .leakage import check_eval_overlap
-    from .model import preflight
+    from .model import precision_note, preflight
     from .reporting import JobFolder, StopFlag, write_loss_svg
     from .tracking import Trackers
 
@@ -96,6 +96,7 @@ def run_training(
         "grpo": grpo.run,
     }[spec.method]
     with folder.logging_to_file():
+        log.info("precision: %s", precision_note(runtime))
         folder.event(
             fmt.STARTED,
             pid=os.getpid(),
@@ -103,6 +104,7 @@ def run_training(
             finetuning=spec.finetuning,
             device=runtime.device,
             dtype=runtime.dtype_name,
+            precision=precision_note(runtime),
             resumed_from=resume.name if resume else None,
         )
         if overlap is not None:
