@@ -59,10 +59,13 @@ docs: $(VENV)/.installed-dev
 # slowest tests, where the next minute of a 20-minute budget comes from.
 # The Ray file runs in a pytest of its own beside them: its 5-8 minutes are mostly Ray's own waits (a
 # two-node cluster's start, Ray Train restarting a lost worker) at ~10% of a core, and as one of the two
-# workers' files it kept a core idle that long. Its log follows the suite's; either failing fails the target.
+# workers' files it kept a core idle that long. Its log follows the suite's; either failing fails the target,
+# and a lane that hangs is stopped after RAY_LANE_TIMEOUT seconds (exit 124, its log printed) rather than
+# holding the target after the suite ended.
 RAY_TESTS := tests/platform/test_ray_executor.py
+RAY_LANE_TIMEOUT ?= 1200
 test: lint docs
-	log=$$(mktemp); $(VENV)/bin/pytest -q -p no:xdist --durations=10 $(RAY_TESTS) >$$log 2>&1 & ray=$$!; \
+	log=$$(mktemp); timeout -k 30 $(RAY_LANE_TIMEOUT) $(VENV)/bin/pytest -q -p no:xdist --durations=10 $(RAY_TESTS) >$$log 2>&1 & ray=$$!; \
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30 --ignore=$(RAY_TESTS); \
 	suite=$$?; wait $$ray; lane=$$?; echo "--- $(RAY_TESTS), beside the suite (exit $$lane):"; cat $$log; \
 	rm -f $$log; [ $$suite -eq 0 ] && [ $$lane -eq 0 ]

@@ -80,3 +80,31 @@ def test_torch_index_picks_where_torch_comes_from(tmp_path):
     installs = _installs(_dry_run(tmp_path, "quickstart", f"TORCH_INDEX={cpu}"))
     assert installs[0] == f'pip -q --index-url {cpu} "torch==2.13.0"'
     assert installs[1] == "uv -q -e ."  # tuneforge's own dependencies still come from PyPI
+
+
+def test_a_hung_ray_lane_fails_make_test_with_its_log(tmp_path):
+    # The real recipe with a stand-in pytest: the Ray file's run hangs, the suite passes at once.
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    pytest_bin = tmp_path / "venv" / "bin" / "pytest"
+    pytest_bin.parent.mkdir(parents=True)
+    pytest_bin.write_text('#!/bin/sh\ncase "$*" in *no:xdist*) echo ray-lane-started; exec sleep 60;; esac\n')
+    pytest_bin.chmod(0o755)
+    out = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            "lint",
+            "-o",
+            "docs",
+            "test",
+            "VENV=venv",
+            "RAY_LANE_TIMEOUT=1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode != 0, out.stdout
+    assert "(exit 124)" in out.stdout and "ray-lane-started" in out.stdout, out.stdout

@@ -5,6 +5,7 @@ body) and counted the same in /metrics."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 from fastapi.routing import APIRoute, APIRouter
@@ -141,3 +142,36 @@ def test_no_other_get_route_answers_the_hot_paths():
         example = re.sub(r"\{[^}]+\}", "x", route.path)
         assert not hot.list_route.path_regex.match(example), route.path
         assert not hot.get_route.path_regex.match(example), route.path
+
+
+def test_a_hot_read_waiting_for_a_sqlite_connection_leaves_the_event_loop_free():
+    """The SQLite SELECT runs on the event loop only while the pool has an idle connection: with every
+    connection taken (writers waiting on busy_timeout hold theirs) the checkout waits up to the pool's
+    30 s, and on the loop that wait froze every other request of the server with it."""
+    client = make_client()
+    store = client.app.state.platform.store
+    if store.engine.dialect.name != "sqlite":
+        return
+    pool = store.engine.pool
+    held = []
+    with client:  # one event loop (the client's portal) for every request below
+        client.get("/api/v1/jobs")  # the token's row read, the statement compiled
+        while pool.checkedin() or pool.overflow() < pool._max_overflow:
+            held.append(store.engine.connect())
+        listed = {}
+        reader = threading.Thread(target=lambda: listed.update(r=client.get("/api/v1/jobs")))
+        reader.start()
+        time.sleep(0.3)  # the list waits for a connection
+        releaser = threading.Timer(3.0, lambda: [conn.close() for conn in held])
+        releaser.start()
+        started = time.monotonic()
+        other = client.get("/api/v1/no-such-route")
+        waited = time.monotonic() - started
+        releaser.cancel()  # on the loop-blocking code it has fired already: that request waited for it
+        releaser.join()
+        for conn in held:
+            conn.close()
+        reader.join(10)
+    assert other.status_code == 404
+    assert waited < 1.5, f"another request waited {waited:.1f} s behind the list's connection checkout"
+    assert listed["r"].status_code == 200 and listed["r"].json()["data"] == []

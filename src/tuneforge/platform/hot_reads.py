@@ -57,7 +57,11 @@ class HotReads:
         # SQLite's SELECT is this process's own CPU work (WAL: a reader never waits for a writer), which a
         # read thread would do on the same cores after a hop that costs more than the SELECT; a PostgreSQL
         # answer is a round trip the event loop spends on other requests meanwhile (read_threads).
+        # Only while the pool holds an idle connection, though: with every one taken (writers waiting on
+        # busy_timeout hold theirs) the checkout waits up to the pool's timeout, which on the loop would
+        # freeze every other request; then the read thread waits instead.
         self.inline = ctx.store.engine.dialect.name == "sqlite"
+        self.idle_connections = getattr(ctx.store.engine.pool, "checkedin", lambda: 1)  # QueuePool's count
         # the query parameters' values by query string, for the get and the list route (_query_values)
         self.query_values = [_query_values(self.get_route), _query_values(self.list_route)]
 
@@ -104,7 +108,8 @@ class HotReads:
         # where the router puts the route it chose: the metrics' label, a failed read's 500 included
         scope["route"] = route
         try:
-            body = read() if self.inline else await in_read_thread(read)
+            inline = self.inline and self.idle_connections() > 0
+            body = read() if inline else await in_read_thread(read)
         except TuneforgeError:  # not found, a cursor that is not one: the route's error handlers answer
             return None
         return Response(body, media_type="application/json")
