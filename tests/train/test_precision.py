@@ -117,3 +117,7 @@ def test_a_bf16_full_finetune_on_the_cpu_keeps_its_trained_weights_in_fp32(tiny_
     spec = parse_spec(tiny_spec(tiny_llama, memo_data, finetuning="full", train__precision="bf16"))
     model, _ = load_model(spec, Runtime("cpu", "bfloat16"), packed=True)
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    # loaded as published: not rounded to bf16 on the way (an fp32 base keeps every bit)
+    published, _ = load_model(spec, Runtime("cpu", "float32"), packed=True)
+    theirs = dict(published.named_parameters())
+    assert all(torch.equal(p, theirs[name]) for name, p in model.named_parameters())

@@ -99,7 +99,12 @@ def load_model(spec: JobSpec, runtime: Runtime, packed: bool, score_head: bool =
     # Seed before the adapter is created: LoRA's initial A matrices are random.
     set_seed(spec.train.seed)
     folder = resolve_model(spec.model)
-    kwargs = {"dtype": getattr(torch, runtime.dtype_name), "trust_remote_code": spec.trust_remote_code}
+    dtype = getattr(torch, runtime.dtype_name)
+    if runtime.bf16 and runtime.device == "cpu" and spec.finetuning == "full":
+        # Every weight trains and is kept in fp32 (below): loaded as published, not rounded to bf16 first.
+        # A LoRA job's frozen base is loaded in bf16, halving its memory and the casts under autocast.
+        dtype = torch.float32
+    kwargs = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
     if spec.finetuning == "qlora":
         from transformers import BitsAndBytesConfig
 
