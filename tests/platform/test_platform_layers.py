@@ -12,7 +12,7 @@ import tuneforge.platform
 
 PLATFORM = Path(tuneforge.platform.__file__).parent
 # The HTTP edge: the app, its dependencies and body readers, the OpenAPI document and the routes.
-HTTP_EDGE = {"app", "deps", "bodies", "openapi"}
+HTTP_EDGE = {"app", "deps", "bodies", "openapi", "hot_reads"}  # hot_reads: the app's ASGI layer
 
 
 def _module(path: Path) -> str:

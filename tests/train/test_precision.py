@@ -106,7 +106,11 @@ def test_a_bf16_job_on_the_cpu_trains_fp32_adapters_on_a_bf16_base(tiny_llama, m
     trained = {p.dtype for p in keep.model.parameters() if p.requires_grad}
     frozen = {p.dtype for p in keep.model.parameters() if not p.requires_grad}
     assert trained == {torch.float32} and frozen == {torch.bfloat16}
-    assert not any(getattr(m, "cast_input_dtype_enabled", False) for m in keep.model.modules())
+    layers = [m for m in keep.model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    flags = [m.cast_input_dtype_enabled for m in layers]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert flags and not any(flags)  # no cast under autocast: the product is bf16 either way
+    assert all(flags)  # outside it (GRPO's generation) peft casts the bf16 input to the fp32 adapter
     curve = losses(result.folder)
     assert len(curve) == 4 and all(torch.isfinite(torch.tensor(curve))) and curve[-1] < curve[0]
 
@@ -121,3 +125,23 @@ def test_a_bf16_full_finetune_on_the_cpu_keeps_its_trained_weights_in_fp32(tiny_
     published, _ = load_model(spec, Runtime("cpu", "float32"), packed=True)
     theirs = dict(published.named_parameters())
     assert all(torch.equal(p, theirs[name]) for name, p in model.named_parameters())
+
+
+def test_a_bf16_grpo_job_on_the_cpu_generates_outside_autocast(tmp_path):
+    """trl's GRPO samples its completions without autocast: the bf16 base's outputs must still meet the fp32
+    adapters in one dtype (the adapters' input cast is off only under autocast)."""
+    from tests.conftest import write
+    from tests.support.rlhelp import TEMPLATE, digits_model, sums
+
+    spec = tiny_spec(
+        digits_model(tmp_path / "m"),
+        write(tmp_path / "sums.json", sums()),
+        method="grpo",
+        train__precision="bf16",
+        train__max_steps=1,
+        train__batch_size=8,
+        data__chat_template=TEMPLATE,
+        grpo={"num_generations": 8, "max_completion_length": 1},
+    )
+    result = run(spec, tmp_path / "job")
+    assert (result.folder / "final" / "adapter_model.safetensors").exists()

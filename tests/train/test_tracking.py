@@ -281,7 +281,8 @@ def test_wandb_offline_files_hold_metrics_jsonl(monkeypatch, tiny_llama, memo_da
 # -- the console's job page links to the tracker's run ------------------------------------------------
 
 
-browser, console_server = test_console.browser, test_console.console_server  # the console tests' fixtures
+# the console tests' fixtures
+browser, chromium, console_server = test_console.browser, test_console.chromium, test_console.console_server
 
 
 def test_console_job_page_links_to_the_tracker_run(console_server, browser):

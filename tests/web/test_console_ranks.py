@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from tests.jobs.test_workers_and_queues import SHOW_RANK
-from tests.web.test_console import browser, console_server, shot, sign_in  # noqa: F401 (fixtures)
+from tests.web.test_console import browser, chromium, console_server, shot, sign_in  # noqa: F401 (fixtures)
 
 
 def test_the_rank_picker_shows_each_ranks_own_log(console_server, browser):  # noqa: F811

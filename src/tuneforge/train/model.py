@@ -183,14 +183,28 @@ def keep_adapter_inputs_bf16(model) -> int:
     peft casts each adapter's input to its weights' dtype (fp32: peft keeps adapter weights in fp32 for
     the optimizer) and the Trainer's bf16 autocast casts it straight back for the product: two copies of
     every linear's ``[tokens × in]`` input, and two more in backward, a seventh of a CPU step. Under that
-    autocast (the Trainer runs every forward of a bf16 job in it) the product is bf16 either way.
+    autocast the product is bf16 either way. Outside it (trl's GRPO generates its completions without
+    autocast) peft still casts, or a bf16 input would meet the fp32 adapter weight.
     """
     count = 0
     for module in model.modules():
         if hasattr(module, "cast_input_dtype_enabled"):
-            module.cast_input_dtype_enabled = False
+            module.cast_input_dtype_enabled = CAST_OUTSIDE_AUTOCAST
             count += 1
     return count
+
+
+class _CastOutsideAutocast:
+    """peft's ``cast_input_dtype_enabled`` flag, read as a truth value on every forward: off while the CPU's
+    autocast runs, on otherwise."""
+
+    def __bool__(self) -> bool:
+        import torch
+
+        return not torch.is_autocast_enabled("cpu")
+
+
+CAST_OUTSIDE_AUTOCAST = _CastOutsideAutocast()
 
 
 def use_varlen_attention(model) -> bool:
